@@ -1,0 +1,46 @@
+# SinkRouter: the two commands of the README.
+#   make run    set up everything, fetch the default model, run the main job
+#   make test   set up everything, build, run every test (CUDA tests skip without a GPU)
+# Other targets: deps, build, model, data, bench, clean.
+
+BUILD_DIR ?= build
+BUILD_TYPE ?= Release
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_FLAGS ?=
+
+# Debian packages the build and tests need (installed only when missing).
+DEB_PACKAGES := build-essential cmake pkg-config python3 python3-pip unzip \
+  libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libfmt-dev \
+  libopenblas-dev
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all run test deps build model data bench clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_FLAGS)
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+test: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --no-tests=error
+
+run: build
+	$(BUILD_DIR)/apps/sinkrouter bench-attention --context 4096 16384 65536
+
+bench: build
+	mkdir -p bench/results
+	$(BUILD_DIR)/bench/bench_cpu_attention --benchmark_out=bench/results/cpu_attention.json \
+	  --benchmark_out_format=json --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+
+clean:
+	rm -rf $(BUILD_DIR)

@@ -1,0 +1,14 @@
+// Each subcommand of the `sinkrouter` program registers itself on the CLI11 app and
+// returns the function that runs it once parsing succeeded.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace sinkrouter::apps {
+
+using Runner = std::function<int()>;
+
+Runner register_bench_attention(CLI::App& app);
+
+}  // namespace sinkrouter::apps

@@ -1,0 +1,41 @@
+// Attention policies: which cached tokens a decode step reads. All share one interface
+// (plan, then run) so that they are compared on the same cache, model and tasks.
+#pragma once
+
+#include <string>
+
+namespace sinkrouter {
+
+enum class PolicyKind {
+  Dense,       // every token, exactly
+  SinkRouter,  // anchors + window + blocks whose bound is not negligible against the sink
+  Streaming,   // first sink_tokens + recent window only (StreamingLLM)
+  Quest,       // top blocks by min/max score bound under a token budget (Quest)
+  Blasst,      // all keys read; a block's values skipped when its scores are negligible
+};
+
+enum class RouterMode {
+  Certified,  // skip only what the bound proves: total skipped mass <= epsilon per head
+  Fast,       // skip block j when R * exp(u_j - m_A) <= tau * Z_A (per-block threshold)
+};
+
+struct AttentionPolicy {
+  PolicyKind kind = PolicyKind::Dense;
+  RouterMode mode = RouterMode::Certified;
+  double epsilon = 1e-3;           // certified: bound on the skipped softmax mass per query head
+  double tau = 1e-3;               // fast: per-block mass threshold against the sink signal
+  int window = 64;                 // recent tokens always read (the open block always is)
+  int sink_tokens = 4;             // streaming: first tokens kept
+  int quest_budget = 1024;         // quest: tokens read, window included
+  double blasst_threshold = 1e-3;  // blasst: skip V when exp(max score - m_A) < this
+
+  void validate() const;           // throws Error on out-of-range parameters
+  std::string describe() const;    // "sinkrouter(certified, eps=0.001, window=64)"
+};
+
+const char* policy_name(PolicyKind k);
+// "dense", "sinkrouter", "streaming", "quest", "blasst"; throws Error otherwise.
+PolicyKind parse_policy_kind(const std::string& name);
+RouterMode parse_router_mode(const std::string& name);  // "certified" or "fast"
+
+}  // namespace sinkrouter

@@ -1,0 +1,62 @@
+// Small vectorisable helpers for the CPU attention paths (internal header).
+#pragma once
+
+#include <cstdint>
+
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+#include "sinkrouter/core/dtype.h"
+
+namespace sinkrouter {
+namespace cpu {
+
+// dst[i] = float(src[i]) for raw 16-bit storage values.
+inline void bf16_row_to_float(const uint16_t* src, float* dst, int n) {
+#pragma omp simd
+  for (int i = 0; i < n; ++i) dst[i] = bits_float(uint32_t(src[i]) << 16);
+}
+
+inline void f16_row_to_float(const uint16_t* src, float* dst, int n) {
+  int i = 0;
+#if defined(__F16C__)
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+#endif
+  for (; i < n; ++i) dst[i] = f16_to_float(src[i]);
+}
+
+inline void row_to_float(const uint16_t* src, bool bf, float* dst, int n) {
+  if (bf)
+    bf16_row_to_float(src, dst, n);
+  else
+    f16_row_to_float(src, dst, n);
+}
+
+inline float dot(const float* a, const float* b, int n) {
+  float s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// Upper bound of max over the box [lo, hi] of q . k, and a bound on its float rounding error.
+inline float box_max_dot(const float* q, const float* lo, const float* hi, int n, float* abs_sum) {
+  float s = 0, a = 0;
+#pragma omp simd reduction(+ : s, a)
+  for (int i = 0; i < n; ++i) {
+    const float x = q[i] * hi[i], y = q[i] * lo[i];
+    const float m = x > y ? x : y;
+    s += m;
+    a += m < 0 ? -m : m;
+  }
+  *abs_sum = a;
+  return s;
+}
+
+// Relative bound on the rounding error of an n-term float32 dot product (gamma_n, padded).
+inline float dot_error_factor(int n) { return float(n + 4) * 5.9604645e-8f; }
+
+}  // namespace cpu
+}  // namespace sinkrouter

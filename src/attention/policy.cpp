@@ -1,0 +1,60 @@
+#include "sinkrouter/attention/policy.h"
+
+#include <fmt/format.h>
+
+#include "sinkrouter/core/error.h"
+
+namespace sinkrouter {
+
+const char* policy_name(PolicyKind k) {
+  switch (k) {
+    case PolicyKind::Dense: return "dense";
+    case PolicyKind::SinkRouter: return "sinkrouter";
+    case PolicyKind::Streaming: return "streaming";
+    case PolicyKind::Quest: return "quest";
+    case PolicyKind::Blasst: return "blasst";
+  }
+  return "?";
+}
+
+PolicyKind parse_policy_kind(const std::string& name) {
+  for (PolicyKind k : {PolicyKind::Dense, PolicyKind::SinkRouter, PolicyKind::Streaming,
+                       PolicyKind::Quest, PolicyKind::Blasst})
+    if (name == policy_name(k)) return k;
+  fail("unknown attention policy '{}' (expected dense, sinkrouter, streaming, quest or blasst)",
+       name);
+}
+
+RouterMode parse_router_mode(const std::string& name) {
+  if (name == "certified") return RouterMode::Certified;
+  if (name == "fast") return RouterMode::Fast;
+  fail("unknown router mode '{}' (expected certified or fast)", name);
+}
+
+void AttentionPolicy::validate() const {
+  SR_CHECK(epsilon >= 0 && epsilon <= 1, "policy: epsilon {} out of range (expected 0 to 1)", epsilon);
+  SR_CHECK(tau >= 0 && tau <= 1, "policy: tau {} out of range (expected 0 to 1)", tau);
+  SR_CHECK(window >= 1, "policy: window {} must be at least 1 token", window);
+  SR_CHECK(sink_tokens >= 0, "policy: sink_tokens {} must not be negative", sink_tokens);
+  SR_CHECK(quest_budget >= 1, "policy: quest_budget {} must be at least 1 token", quest_budget);
+  SR_CHECK(blasst_threshold >= 0 && blasst_threshold <= 1,
+           "policy: blasst_threshold {} out of range (expected 0 to 1)", blasst_threshold);
+}
+
+std::string AttentionPolicy::describe() const {
+  switch (kind) {
+    case PolicyKind::Dense: return "dense";
+    case PolicyKind::SinkRouter:
+      return mode == RouterMode::Certified
+                 ? fmt::format("sinkrouter(certified, eps={:g}, window={})", epsilon, window)
+                 : fmt::format("sinkrouter(fast, tau={:g}, window={})", tau, window);
+    case PolicyKind::Streaming:
+      return fmt::format("streaming(sinks={}, window={})", sink_tokens, window);
+    case PolicyKind::Quest: return fmt::format("quest(budget={}, window={})", quest_budget, window);
+    case PolicyKind::Blasst:
+      return fmt::format("blasst(threshold={:g}, window={})", blasst_threshold, window);
+  }
+  return "?";
+}
+
+}  // namespace sinkrouter
