@@ -1,0 +1,112 @@
+// The inference engine: loads a Llama-family GGUF, owns the weights and the per-layer
+// paged KV caches, and runs chunked dense prefill and decode steps whose attention
+// follows a per-session policy (dense, sinkrouter, streaming, quest, blasst).
+//
+// A Session is one sequence. Typical use:
+//   Engine engine({.model_path = "models/SmolLM2-135M-Instruct.Q4_1.gguf"});
+//   auto s = engine.new_session(policy);
+//   auto logits = s->prefill(engine.tokenizer().encode(prompt, true));
+//   int32_t next = argmax(logits); logits = s->decode(next); ...
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sinkrouter/attention/decode.h"
+#include "sinkrouter/attention/policy.h"
+#include "sinkrouter/core/dtype.h"
+#include "sinkrouter/model/tokenizer.h"
+
+namespace sinkrouter {
+
+struct ModelConfig {
+  std::string architecture;  // "llama"
+  std::string name;          // general.name
+  int n_layers = 0, n_embd = 0, n_head = 0, n_head_kv = 0, head_dim = 0, n_ff = 0, n_vocab = 0;
+  int64_t context_length = 0;  // trained context
+  float rope_base = 10000.f;
+  float rms_eps = 1e-5f;
+  bool tied_embeddings = false;
+  std::vector<float> rope_freq_divisors;  // rope_freqs.weight (llama3 scaling); empty if none
+};
+
+struct EngineOptions {
+  std::string model_path;
+  std::string device = "cpu";   // "cpu", "cuda", or "auto" (cuda when a GPU is present)
+  int threads = 0;              // 0: all cores
+  int64_t max_context = 0;      // KV capacity per session in tokens; 0: the trained context
+  bool allow_beyond_trained_context = false;  // else a prompt longer than it is an Error
+  DType kv_dtype = DType::BF16;
+  int page_size = 16;
+  int block_size = 64;          // routing block R
+  int prefill_chunk = 512;      // tokens per prefill chunk
+  int first_anchors = 4;        // the first tokens are anchors in every head
+  int detected_sinks = 4;       // extra anchors per head found at prefill (0: none)
+  bool verify_checksum = true;  // check models/*.sha256 beside the file when present
+};
+
+using ProgressFn = std::function<void(int64_t done, int64_t total)>;
+
+class Session {
+ public:
+  virtual ~Session() = default;
+  // Appends the tokens and runs them through the model (dense, chunked). Returns the
+  // logits of the last token, [n_vocab]. At the end of a prefill, sinks are detected and
+  // registered as anchors (EngineOptions::detected_sinks).
+  virtual const std::vector<float>& prefill(const std::vector<int32_t>& tokens,
+                                            const ProgressFn& progress = {}) = 0;
+  // One decode step under the session's policy: appends `token`, returns its logits.
+  virtual const std::vector<float>& decode(int32_t token) = 0;
+  virtual int64_t length() const = 0;
+  virtual const AttentionPolicy& policy() const = 0;
+  virtual void set_policy(const AttentionPolicy& policy) = 0;
+  // Attention statistics summed over layers and KV heads: of the last decode step, and of
+  // every decode step so far (delta and the error bound are maxima).
+  virtual const HeadStats& last_step_stats() const = 0;
+  virtual const HeadStats& total_stats() const = 0;
+  // Per layer, of the last decode step.
+  virtual const std::vector<HeadStats>& last_step_layer_stats() const = 0;
+};
+
+struct GenerateOptions {
+  int max_new_tokens = 128;
+  float temperature = 0.f;  // 0: greedy
+  float top_p = 1.f;
+  uint64_t seed = 0;
+  ProgressFn prefill_progress;
+  // Called with each new token and its text (UTF-8 complete); return false to stop.
+  std::function<bool(int32_t id, const std::string& text)> on_token;
+};
+
+struct GenerateResult {
+  std::vector<int32_t> prompt_tokens;
+  std::vector<int32_t> tokens;  // generated, end-of-generation token excluded
+  std::string text;
+  double prefill_seconds = 0, decode_seconds = 0;
+  HeadStats stats;  // over all decode steps
+  bool stopped_at_eos = false;
+};
+
+class Engine {
+ public:
+  explicit Engine(const EngineOptions& options);
+  ~Engine();
+  const ModelConfig& config() const;
+  const Tokenizer& tokenizer() const;
+  const EngineOptions& options() const;
+  std::unique_ptr<Session> new_session(const AttentionPolicy& policy) const;
+  GenerateResult generate(const std::vector<int32_t>& prompt, const AttentionPolicy& policy,
+                          const GenerateOptions& options) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Sampling from logits: greedy when temperature == 0, else temperature + nucleus (top-p).
+int32_t sample_token(const std::vector<float>& logits, float temperature, float top_p, uint64_t& rng_state);
+
+}  // namespace sinkrouter
