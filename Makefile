@@ -37,6 +37,9 @@ test: build
 run: build
 	$(BUILD_DIR)/apps/sinkrouter bench-attention --context 4096 16384 65536
 
+data:
+	python3 tools/fetch_data.py
+
 bench: build
 	mkdir -p bench/results
 	$(BUILD_DIR)/bench/bench_cpu_attention --benchmark_out=bench/results/cpu_attention.json \
