@@ -1,0 +1,56 @@
+// Matrix products over GGUF weights, on the CPU.
+//
+// Decode (one token): y = W x with W kept quantised. x is quantised once per call into
+// 32-value int8 blocks (as llama.cpp's Q8 activations), and each weight block is dotted
+// with integer arithmetic (AVX2 when built for it). Fast paths: Q4_0, Q4_1, Q8_0; every
+// other supported type goes through dequantize_row + a float dot (slower, exact).
+//
+// Prefill (many tokens): Y = X W^T through BLAS sgemm on weight rows dequantised into a
+// float tile, a tile of rows at a time.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "sinkrouter/core/thread_pool.h"
+#include "sinkrouter/model/gguf.h"
+
+namespace sinkrouter {
+
+// A weight matrix as stored in GGUF: `rows` rows of `cols` values (ne = {cols, rows}).
+struct QMatrix {
+  GGMLType type = GGMLType::F32;
+  const uint8_t* data = nullptr;
+  int64_t rows = 0, cols = 0;
+  int64_t row_bytes = 0;
+  std::string name;
+
+  static QMatrix from_tensor(const GGUFTensorInfo& t);  // 2-D tensors only
+  const uint8_t* row(int64_t r) const { return data + r * row_bytes; }
+};
+
+// x quantised into blocks of 32: value ~ d[b] * q[32 b + i]; sum[b] = d[b] * sum_i q.
+struct Q8Activation {
+  std::vector<int8_t> q;
+  std::vector<float> d, sum;
+  std::vector<float> x;  // the float input, for the generic path
+  void quantize(const float* x, int64_t n);  // n % 32 == 0
+};
+
+// y[r] = W[r, :] . x for r in [0, rows). x: cols floats (quantised inside when a fast path
+// applies). Threads over rows.
+void gemv(const QMatrix& w, const float* x, float* y, ThreadPool& pool);
+// The same against an already quantised x (shared by several matrices with one input).
+void gemv(const QMatrix& w, const Q8Activation& x, float* y, ThreadPool& pool);
+
+// Y[t, r] = sum_c X[t, c] * W[r, c] for t < n_tokens. X: [n_tokens, cols] row-major,
+// Y: [n_tokens, rows] row-major, both float.
+void gemm(const QMatrix& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
+
+// Row r of W as floats (embedding lookup).
+void dequantize_matrix_row(const QMatrix& w, int64_t r, float* out);
+
+// True when gemv(w, Q8Activation) takes an integer fast path for this type.
+bool has_q8_fast_path(GGMLType t);
+
+}  // namespace sinkrouter
