@@ -11,7 +11,7 @@ CMAKE_FLAGS ?=
 # Debian packages the build and tests need (installed only when missing).
 DEB_PACKAGES := build-essential cmake pkg-config python3 python3-pip unzip \
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libfmt-dev \
-  libopenblas-dev
+  libopenblas-dev libssl-dev
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

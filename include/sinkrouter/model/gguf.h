@@ -21,7 +21,8 @@ enum class GGMLType : uint32_t {
 std::string ggml_type_name(GGMLType t);
 // True for the types whose rows dequantize_row() handles.
 bool ggml_type_supported(GGMLType t);
-// Values per block and bytes per block; throws Error for unknown / unsupported ids.
+// Values per block and bytes per block; throws Error for ids without a known block layout
+// (types that are known but not dequantised, e.g. iq2_xxs, are sized: their files open).
 int64_t ggml_block_values(GGMLType t);
 int64_t ggml_block_bytes(GGMLType t);
 // Bytes of a row of n values (n must be a multiple of the block size: Error otherwise).
@@ -99,6 +100,9 @@ class GGUFFile {
 
  private:
   struct Mapping;
+  // Validates and indexes bytes [data, data + size), which mapping_ keeps alive.
+  void parse(const uint8_t* data, uint64_t size);
+
   std::shared_ptr<Mapping> mapping_;
   std::string path_;
   uint32_t version_ = 0;
