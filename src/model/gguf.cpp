@@ -186,6 +186,7 @@ void GGUFFile::parse(const uint8_t* data, uint64_t size) {
   Cursor c(data, size, path_);
   if (size == 0) fail("{}: empty file (expected a GGUF file, which starts with the magic \"GGUF\")", path_);
   c.need(4, "magic");
+  c.read<uint32_t>("magic");
   if (std::memcmp(data, "GGUF", 4) != 0)
     fail("{}: not a GGUF file: the magic at offset 0 is {:02x} {:02x} {:02x} {:02x} (expected 47 47 55 46, \"GGUF\")",
          path_, data[0], data[1], data[2], data[3]);
@@ -290,6 +291,7 @@ void GGUFFile::parse(const uint8_t* data, uint64_t size) {
   // ---- data section ----
   const uint64_t info_end = c.pos();
   const uint64_t data_start = (info_end + alignment_ - 1) / alignment_ * alignment_;  // info_end <= size < 2^63
+  data_offset_ = data_start;
   for (GGUFTensorInfo& t : tensors_) {
     if (t.offset % alignment_ != 0)
       fail("{}: tensor '{}': data offset {} is not a multiple of the alignment {}", path_, t.name, t.offset,

@@ -83,6 +83,8 @@ class GGUFFile {
   uint32_t version() const { return version_; }
   uint64_t alignment() const { return alignment_; }
   uint64_t file_size() const { return size_; }
+  // File offset of the data section (tensor offsets count from here).
+  uint64_t data_offset() const { return data_offset_; }
 
   // Metadata in file order.
   const std::vector<std::pair<std::string, GGUFValue>>& metadata() const { return metadata_; }
@@ -108,6 +110,7 @@ class GGUFFile {
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
   uint64_t size_ = 0;
+  uint64_t data_offset_ = 0;
   std::vector<std::pair<std::string, GGUFValue>> metadata_;
   std::map<std::string, size_t> metadata_index_;
   std::vector<GGUFTensorInfo> tensors_;
