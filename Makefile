@@ -9,7 +9,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
 # Debian packages the build and tests need (installed only when missing).
-DEB_PACKAGES := build-essential cmake pkg-config python3 python3-pip unzip \
+DEB_PACKAGES := build-essential cmake pkg-config python3 python3-pip unzip libpcre2-dev \
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libfmt-dev \
   libopenblas-dev libssl-dev
 

@@ -2,6 +2,8 @@
 find_package(Threads REQUIRED)
 find_package(fmt REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)  # tokenizer pre-tokenisers
 find_package(OpenSSL REQUIRED COMPONENTS Crypto)  # sha256_file() for the model checksum
 find_package(CLI11 CONFIG QUIET)
 if(NOT CLI11_FOUND)

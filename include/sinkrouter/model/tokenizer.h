@@ -47,9 +47,20 @@ class Tokenizer {
   bool is_end_of_generation(int32_t id) const;  // eos, <|im_end|>, <|eot_id|>, ...
 
   // Chat prompt per the model's template (ChatML for SmolLM2, Llama 3 headers); Error
-  // for a template we do not recognise.
+  // for a template we do not recognise. The text is what the Jinja template renders, so
+  // for Llama 3 it starts with the BOS text ("<|begin_of_text|>").
   std::string apply_chat_template(const std::vector<ChatMessage>& messages,
                                   bool add_generation_prompt = true) const;
+  // The chat prompt's ids: special tokens parsed, BOS added only where the model asks for
+  // it and the rendered text does not already start with it (as transformers'
+  // apply_chat_template(tokenize=True) does for Llama 3).
+  std::vector<int32_t> encode_chat(const std::vector<ChatMessage>& messages,
+                                   bool add_generation_prompt = true) const;
+  const std::string& chat_template() const;      // tokenizer.chat_template ("" when absent)
+  void set_chat_template(std::string jinja);     // e.g. for a model without one
+  void set_add_bos(bool add_bos);                // override tokenizer.ggml.add_bos_token
+  int32_t token_type(int32_t id) const;          // 1 normal, 3 control, 4 user-defined, ...
+  const std::string& pre_tokenizer() const;      // "smollm", "llama-bpe", "gpt2"
 
   // Streams text while ids arrive: holds back bytes of a UTF-8 character split across
   // tokens until it is complete.
