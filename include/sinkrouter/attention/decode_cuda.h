@@ -1,0 +1,98 @@
+// Decode attention on a CUDA device over a DeviceKVCache (kv/device_kv_cache.h).
+//
+//   q    [batch, num_q_heads, head_dim]  device, f32, bf16 or f16
+//   out  [batch, num_q_heads, head_dim]  device, f32, bf16 or f16
+//   kv   DeviceKV: bf16 or f16 pages, head_dim 64 or 128, page size 1 to 256, any GQA group
+//
+// Plan, then run (FlashInfer's split). The constructor is the plan: it checks the shape,
+// sizes the worst-case grids from the batch's capacities and the multiprocessor count, and
+// allocates every workspace. run() is pure device work: no allocation, no host
+// synchronisation, lengths read on the device, so a whole step (append + run) can be
+// captured in a CUDA graph and replayed as the sequences grow.
+//
+// One run, in kernels (decode_cuda_*.cu):
+//   dense:       attention (Split-K over a flat, balanced work list) -> combine
+//   sinkrouter:  sink signal (m_A, Z_A over anchors and window) -> block bounds (summaries
+//   streaming    only) -> select + compact (kept-block list and certificate per (seq, KV
+//                head)) -> attention over the kept blocks, window and anchors -> combine
+// The split of the (kept) tokens over thread blocks is computed on the device from the
+// lengths and kept counts: every CTA of the worst-case grid takes an equal share of the
+// batch's tokens, so skipped blocks leave no split idle.
+//
+// Quest and blasst run on the CPU paths only for now; asking the CUDA decoder for them is
+// a clear Error.
+#pragma once
+
+#if defined(SINKROUTER_HAVE_CUDA)
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "sinkrouter/attention/decode.h"
+#include "sinkrouter/attention/policy.h"
+#include "sinkrouter/kv/device_kv_cache.h"
+
+namespace sinkrouter {
+
+struct CudaDecodeOptions {
+  int target_ctas = 0;          // CTAs the tokens are spread over; 0: resident capacity of the device
+  int min_split_tokens = 128;   // no split gets fewer tokens than this (short sequences stay whole)
+};
+
+// The routing decisions of the last run, copied back (for tests and analysis).
+struct CudaRouting {
+  std::vector<float> sink_max, sink_sum;       // [batch, q_heads]  m_A, Z_A
+  std::vector<float> delta, skipped_v_bound;   // [batch, q_heads]  certificate
+  std::vector<int32_t> window_start;           // [batch * kv_heads] first window token
+  std::vector<std::vector<int32_t>> kept_blocks;    // [batch * kv_heads] ascending block ids
+  std::vector<std::vector<int32_t>> extra_anchors;  // anchors attended alone (their block skipped)
+};
+
+class CudaDecoder {
+ public:
+  // Plans for batches shaped like `kv` (batch, heads, head_dim, dtype, page and block size,
+  // capacities up to kv.max_capacity) with num_q_heads query heads.
+  CudaDecoder(const DeviceKV& kv, int num_q_heads, const AttentionPolicy& policy, float scale,
+              const CudaDecodeOptions& options = {});
+  ~CudaDecoder();
+  CudaDecoder(const CudaDecoder&) = delete;
+  CudaDecoder& operator=(const CudaDecoder&) = delete;
+
+  // One decode step over `kv` (the same shape as planned; lengths may have grown up to the
+  // capacities). Enqueued on `stream`; nothing waits.
+  void run(const DeviceKV& kv, const void* q, DType q_dtype, void* out, DType out_dtype,
+           cudaStream_t stream);
+  // Only the routing part of run() (sink signal, bounds, select/compact), for timing.
+  void run_routing(const DeviceKV& kv, const void* q, DType q_dtype, cudaStream_t stream);
+
+  // Synchronous copies of what the last run wrote: statistics per (sequence, KV head), with
+  // the meaning of the CPU's HeadStats, and the routing decisions.
+  std::vector<HeadStats> download_stats() const;
+  CudaRouting download_routing() const;
+
+  int grid_ctas() const { return grid_ctas_; }      // attention CTAs launched per run
+  int target_ctas() const { return target_ctas_; }
+  const AttentionPolicy& policy() const { return policy_; }
+
+ private:
+  struct Workspace;
+  void check_run_args(const DeviceKV& kv, DType q_dtype, DType out_dtype) const;
+
+  AttentionPolicy policy_;
+  float scale_ = 0;
+  int batch_ = 0, num_kv_heads_ = 0, num_q_heads_ = 0, group_ = 0, head_dim_ = 0;
+  int page_size_ = 0, block_size_ = 0;
+  DType kv_dtype_ = DType::BF16;
+  int64_t max_capacity_ = 0;
+  int max_blocks_ = 0;     // routing blocks of the longest capacity
+  int heads_per_cta_ = 0;  // query heads of one group handled by one CTA (1, 2, 3, 4 or 8)
+  int head_chunks_ = 0;    // ceil(group / heads_per_cta)
+  int target_ctas_ = 0, grid_ctas_ = 0, min_split_tokens_ = 0;
+  Workspace* ws_ = nullptr;
+};
+
+}  // namespace sinkrouter
+
+#endif  // SINKROUTER_HAVE_CUDA

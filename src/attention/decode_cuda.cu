@@ -1,0 +1,333 @@
+// CudaDecoder: the plan (checks, grid sizing, workspaces) and the run (kernel launches
+// only) of CUDA decode attention. The kernels live in decode_cuda_route.cu (routing),
+// decode_cuda_attention.cuh + decode_cuda_attn_*.cu (Split-K attention) and
+// decode_cuda_combine.cu (merge of the splits).
+#include "sinkrouter/attention/decode_cuda.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/cuda_check.h"
+#include "decode_cuda_kernels.cuh"
+
+namespace sinkrouter {
+
+using cuda::AttnArgs;
+using cuda::CombineArgs;
+using cuda::RouteArgs;
+
+namespace cuda {
+
+AttnKernelInfo attention_prepare(int head_dim, DType kv_dtype, int heads_per_cta, bool routed) {
+  const bool bf = kv_dtype == DType::BF16;
+  if (head_dim == 64) return bf ? attention_prepare_d64_bf16(heads_per_cta, routed) : attention_prepare_d64_f16(heads_per_cta, routed);
+  return bf ? attention_prepare_d128_bf16(heads_per_cta, routed) : attention_prepare_d128_f16(heads_per_cta, routed);
+}
+
+void attention_launch(const AttnArgs& args, int head_dim, DType kv_dtype, bool routed, int grid, cudaStream_t stream) {
+  const bool bf = kv_dtype == DType::BF16;
+  if (head_dim == 64) {
+    if (bf)
+      attention_launch_d64_bf16(args, routed, grid, stream);
+    else
+      attention_launch_d64_f16(args, routed, grid, stream);
+  } else {
+    if (bf)
+      attention_launch_d128_bf16(args, routed, grid, stream);
+    else
+      attention_launch_d128_f16(args, routed, grid, stream);
+  }
+}
+
+}  // namespace cuda
+
+namespace {
+
+template <typename T>
+T* alloc(size_t count) {
+  T* p = nullptr;
+  SR_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T)));
+  return p;
+}
+
+template <typename T>
+std::vector<T> fetch(const T* p, size_t count) {
+  std::vector<T> v(count);
+  if (count) SR_CUDA_CHECK(cudaMemcpy(v.data(), p, count * sizeof(T), cudaMemcpyDeviceToHost));
+  return v;
+}
+
+// Query heads one attention CTA handles: the whole group when a kernel exists for it,
+// else chunks of 8 (the last one masked).
+int heads_per_cta_for(int group) { return group <= 4 ? group : 8; }
+
+}  // namespace
+
+struct CudaDecoder::Workspace {
+  std::vector<void*> owned;
+  template <typename T>
+  T* make(size_t count) {
+    T* p = alloc<T>(count);
+    owned.push_back(p);
+    return p;
+  }
+  ~Workspace() {
+    for (void* p : owned) cudaFree(p);
+  }
+  float* part_acc = nullptr;
+  float2* part_ml = nullptr;
+  int2* sched = nullptr;
+  HeadStats* stats = nullptr;
+  // Routing.
+  double *m_d = nullptr, *z_d = nullptr;
+  float *sink_max = nullptr, *sink_sum = nullptr, *delta = nullptr, *vbound = nullptr;
+  float *bterm = nullptr, *cost = nullptr;
+  uint8_t* keep = nullptr;
+  int32_t *candidates = nullptr, *kept_blocks = nullptr, *kept_count = nullptr;
+  int32_t *extra_anchors = nullptr, *extra_count = nullptr, *window_start = nullptr, *routed_tokens = nullptr;
+  int anchor_stride = 1;
+};
+
+CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPolicy& policy, float scale,
+                         const CudaDecodeOptions& options)
+    : policy_(policy), scale_(scale) {
+  const PagedKV& kv = dkv.kv;
+  policy.validate();
+  SR_CHECK(policy.kind == PolicyKind::Dense || policy.kind == PolicyKind::SinkRouter ||
+               policy.kind == PolicyKind::Streaming,
+           "decode (CUDA): policy {} is not implemented on the GPU yet (dense, sinkrouter and streaming are; "
+           "use decode_cpu for {})",
+           policy_name(policy.kind), policy_name(policy.kind));
+  SR_CHECK(kv.dtype == DType::BF16 || kv.dtype == DType::F16,
+           "decode (CUDA): KV dtype {} is not supported (expected bf16 or f16)", dtype_name(kv.dtype));
+  SR_CHECK(kv.head_dim == 64 || kv.head_dim == 128,
+           "decode (CUDA): head_dim {} is not supported (expected 64 or 128)", kv.head_dim);
+  SR_CHECK(kv.num_kv_heads >= 1, "decode (CUDA): num_kv_heads is {} (expected at least 1)", kv.num_kv_heads);
+  SR_CHECK(kv.page_size >= 1 && kv.page_size <= 256,
+           "decode (CUDA): page_size {} out of range (expected 1 to 256)", kv.page_size);
+  SR_CHECK(kv.block_size >= 1 && kv.block_size <= 4096,
+           "decode (CUDA): block_size {} out of range (expected 1 to 4096)", kv.block_size);
+  SR_CHECK(kv.batch >= 1 && dkv.seq_lens != nullptr && dkv.max_capacity >= 1,
+           "decode (CUDA): the KV view has no sequences or no device lengths");
+  SR_CHECK(num_q_heads >= kv.num_kv_heads && num_q_heads % kv.num_kv_heads == 0,
+           "decode (CUDA): {} query heads are not a multiple of {} KV heads", num_q_heads, kv.num_kv_heads);
+  SR_CHECK(num_q_heads / kv.num_kv_heads <= 64, "decode (CUDA): GQA group size {} exceeds 64",
+           num_q_heads / kv.num_kv_heads);
+  SR_CHECK(options.min_split_tokens >= 1, "decode (CUDA): min_split_tokens {} must be at least 1",
+           options.min_split_tokens);
+  SR_CHECK(std::isfinite(scale) && scale > 0, "decode (CUDA): scale {} must be a positive finite number", scale);
+
+  batch_ = kv.batch;
+  num_kv_heads_ = kv.num_kv_heads;
+  num_q_heads_ = num_q_heads;
+  group_ = num_q_heads / kv.num_kv_heads;
+  head_dim_ = kv.head_dim;
+  page_size_ = kv.page_size;
+  block_size_ = kv.block_size;
+  kv_dtype_ = kv.dtype;
+  max_capacity_ = dkv.max_capacity;
+  const int64_t max_blocks = (max_capacity_ + block_size_ - 1) / block_size_;
+  SR_CHECK(max_blocks < (int64_t(1) << 31) / 64, "decode (CUDA): capacity {} too large", max_capacity_);
+  max_blocks_ = int(max_blocks);
+  heads_per_cta_ = heads_per_cta_for(group_);
+  head_chunks_ = (group_ + heads_per_cta_ - 1) / heads_per_cta_;
+  min_split_tokens_ = options.min_split_tokens;
+
+  const bool routed = policy.kind != PolicyKind::Dense;
+  const cuda::AttnKernelInfo info = cuda::attention_prepare(head_dim_, kv_dtype_, heads_per_cta_, routed);
+  SR_CHECK(info.ctas_per_sm >= 1, "decode (CUDA): the attention kernel does not fit on this device");
+  int device = 0, sms = 0;
+  SR_CUDA_CHECK(cudaGetDevice(&device));
+  SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  target_ctas_ = options.target_ctas > 0 ? options.target_ctas : info.ctas_per_sm * sms;
+  const int units = batch_ * num_kv_heads_ * head_chunks_;
+  grid_ctas_ = target_ctas_ + units;  // sum over units of ceil(tokens / chunk) <= target + units
+
+  ws_ = new Workspace();
+  try {
+    Workspace& w = *ws_;
+    const size_t bh = size_t(batch_) * num_kv_heads_, qh = size_t(batch_) * num_q_heads_;
+    w.part_acc = w.make<float>(size_t(grid_ctas_) * heads_per_cta_ * head_dim_);
+    w.part_ml = w.make<float2>(size_t(grid_ctas_) * heads_per_cta_);
+    w.sched = w.make<int2>(size_t(units));
+    w.stats = w.make<HeadStats>(bh);
+    SR_CUDA_CHECK(cudaMemset(w.stats, 0, bh * sizeof(HeadStats)));
+    if (routed) {
+      w.anchor_stride = std::max(kv.max_anchors, std::max(policy.sink_tokens, 1));
+      w.m_d = w.make<double>(qh);
+      w.z_d = w.make<double>(qh);
+      w.sink_max = w.make<float>(qh);
+      w.sink_sum = w.make<float>(qh);
+      w.delta = w.make<float>(qh);
+      w.vbound = w.make<float>(qh);
+      w.bterm = w.make<float>(bh * max_blocks_ * group_);
+      w.cost = w.make<float>(bh * max_blocks_);
+      w.keep = w.make<uint8_t>(bh * max_blocks_);
+      w.candidates = w.make<int32_t>(bh * max_blocks_);
+      w.kept_blocks = w.make<int32_t>(bh * max_blocks_);
+      w.kept_count = w.make<int32_t>(bh);
+      w.extra_anchors = w.make<int32_t>(bh * w.anchor_stride);
+      w.extra_count = w.make<int32_t>(bh);
+      w.window_start = w.make<int32_t>(bh);
+      w.routed_tokens = w.make<int32_t>(bh);
+      SR_CUDA_CHECK(cudaMemset(w.kept_count, 0, bh * 4));
+      SR_CUDA_CHECK(cudaMemset(w.extra_count, 0, bh * 4));
+    }
+  } catch (...) {
+    delete ws_;
+    throw;
+  }
+}
+
+CudaDecoder::~CudaDecoder() { delete ws_; }
+
+void CudaDecoder::check_run_args(const DeviceKV& dkv, DType q_dtype, DType out_dtype) const {
+  const PagedKV& kv = dkv.kv;
+  SR_CHECK(kv.batch == batch_ && kv.num_kv_heads == num_kv_heads_ && kv.head_dim == head_dim_ &&
+               kv.dtype == kv_dtype_ && kv.page_size == page_size_ && kv.block_size == block_size_,
+           "decode (CUDA): the KV view (batch {}, {} KV heads, head_dim {}, {}, page {}, block {}) is not the "
+           "shape this decoder was planned for (batch {}, {} KV heads, head_dim {}, {}, page {}, block {})",
+           kv.batch, kv.num_kv_heads, kv.head_dim, dtype_name(kv.dtype), kv.page_size, kv.block_size, batch_,
+           num_kv_heads_, head_dim_, dtype_name(kv_dtype_), page_size_, block_size_);
+  SR_CHECK(dkv.max_capacity <= max_capacity_,
+           "decode (CUDA): capacity {} exceeds the {} tokens this decoder was planned for", dkv.max_capacity,
+           max_capacity_);
+  SR_CHECK(dkv.seq_lens != nullptr, "decode (CUDA): the KV view has no device lengths");
+  for (DType t : {q_dtype, out_dtype})
+    SR_CHECK(t == DType::F32 || t == DType::BF16 || t == DType::F16,
+             "decode (CUDA): q/out dtype {} is not supported (expected f32, bf16 or f16)", dtype_name(t));
+  if (policy_.kind != PolicyKind::Dense)
+    SR_CHECK(kv.summaries != nullptr && kv.value_norm_max != nullptr && kv.anchor_pos != nullptr,
+             "decode (CUDA): policy {} needs block summaries and anchors, but the KV view has none",
+             policy_name(policy_.kind));
+}
+
+void CudaDecoder::run_routing(const DeviceKV& dkv, const void* q, DType q_dtype, cudaStream_t stream) {
+  check_run_args(dkv, q_dtype, DType::F32);
+  SR_CHECK(policy_.kind != PolicyKind::Dense, "decode (CUDA): run_routing needs a routed policy, not dense");
+  Workspace& w = *ws_;
+  RouteArgs r{};
+  r.kv = dkv.kv;
+  r.seq_lens = dkv.seq_lens;
+  r.q = q;
+  r.q_dtype = q_dtype;
+  r.group = group_;
+  r.num_q_heads = num_q_heads_;
+  r.scale = scale_;
+  r.streaming = policy_.kind == PolicyKind::Streaming;
+  r.certified = policy_.mode == RouterMode::Certified;
+  r.epsilon = policy_.epsilon;
+  r.tau = policy_.tau;
+  r.window = policy_.window;
+  r.sink_tokens = policy_.sink_tokens;
+  r.max_blocks = max_blocks_;
+  r.anchor_stride = w.anchor_stride;
+  r.m_d = w.m_d;
+  r.z_d = w.z_d;
+  r.sink_max = w.sink_max;
+  r.sink_sum = w.sink_sum;
+  r.bterm = w.bterm;
+  r.cost = w.cost;
+  r.keep = w.keep;
+  r.candidates = w.candidates;
+  r.kept_blocks = w.kept_blocks;
+  r.kept_count = w.kept_count;
+  r.extra_anchors = w.extra_anchors;
+  r.extra_count = w.extra_count;
+  r.window_start = w.window_start;
+  r.routed_tokens = w.routed_tokens;
+  r.delta = w.delta;
+  r.skipped_v_bound = w.vbound;
+  r.stats = w.stats;
+  SR_CHECK(dkv.kv.max_anchors <= w.anchor_stride,
+           "decode (CUDA): the KV view has {} anchor slots, more than planned ({})", dkv.kv.max_anchors,
+           w.anchor_stride);
+  cuda::sink_signal_launch(r, batch_, num_kv_heads_, stream);
+  cuda::block_bounds_launch(r, batch_, num_kv_heads_, stream);
+  cuda::select_launch(r, batch_, num_kv_heads_, stream);
+}
+
+void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* out, DType out_dtype,
+                      cudaStream_t stream) {
+  check_run_args(dkv, q_dtype, out_dtype);
+  const bool routed = policy_.kind != PolicyKind::Dense;
+  if (routed) run_routing(dkv, q, q_dtype, stream);
+  Workspace& w = *ws_;
+  AttnArgs a{};
+  a.kv = dkv.kv;
+  a.seq_lens = dkv.seq_lens;
+  a.q = q;
+  a.q_dtype = q_dtype;
+  a.num_q_heads = num_q_heads_;
+  a.group = group_;
+  a.head_chunks = head_chunks_;
+  a.heads_per_cta = heads_per_cta_;
+  a.q_scale = scale_ * 1.4426950408889634f;
+  if (routed) {
+    a.routed_tokens = w.routed_tokens;
+    a.kept_blocks = w.kept_blocks;
+    a.kept_count = w.kept_count;
+    a.extra_anchors = w.extra_anchors;
+    a.extra_count = w.extra_count;
+    a.window_start = w.window_start;
+    a.anchor_stride = w.anchor_stride;
+  }
+  a.max_blocks = max_blocks_;
+  a.target_ctas = target_ctas_;
+  a.min_split_tokens = min_split_tokens_;
+  a.part_acc = w.part_acc;
+  a.part_ml = w.part_ml;
+  a.sched = w.sched;
+  cuda::attention_launch(a, head_dim_, kv_dtype_, routed, grid_ctas_, stream);
+
+  CombineArgs c{};
+  c.batch = batch_;
+  c.num_kv_heads = num_kv_heads_;
+  c.group = group_;
+  c.head_chunks = head_chunks_;
+  c.heads_per_cta = heads_per_cta_;
+  c.head_dim = head_dim_;
+  c.part_acc = w.part_acc;
+  c.part_ml = w.part_ml;
+  c.sched = w.sched;
+  c.out = out;
+  c.out_dtype = out_dtype;
+  c.routed = routed;
+  c.stats = w.stats;
+  c.delta = w.delta;
+  c.skipped_v_bound = w.vbound;
+  c.seq_lens = dkv.seq_lens;
+  c.token_bytes = dkv.kv.token_bytes();
+  c.block_size = block_size_;
+  cuda::combine_launch(c, stream);
+}
+
+std::vector<HeadStats> CudaDecoder::download_stats() const {
+  SR_CUDA_CHECK(cudaDeviceSynchronize());
+  return fetch(ws_->stats, size_t(batch_) * num_kv_heads_);
+}
+
+CudaRouting CudaDecoder::download_routing() const {
+  SR_CHECK(policy_.kind != PolicyKind::Dense, "decode (CUDA): a dense decoder makes no routing decisions");
+  SR_CUDA_CHECK(cudaDeviceSynchronize());
+  const Workspace& w = *ws_;
+  const size_t bh = size_t(batch_) * num_kv_heads_, qh = size_t(batch_) * num_q_heads_;
+  CudaRouting r;
+  r.sink_max = fetch(w.sink_max, qh);
+  r.sink_sum = fetch(w.sink_sum, qh);
+  r.delta = fetch(w.delta, qh);
+  r.skipped_v_bound = fetch(w.vbound, qh);
+  r.window_start = fetch(w.window_start, bh);
+  const std::vector<int32_t> kept = fetch(w.kept_blocks, bh * max_blocks_);
+  const std::vector<int32_t> kept_n = fetch(w.kept_count, bh);
+  const std::vector<int32_t> extra = fetch(w.extra_anchors, bh * w.anchor_stride);
+  const std::vector<int32_t> extra_n = fetch(w.extra_count, bh);
+  for (size_t i = 0; i < bh; ++i) {
+    r.kept_blocks.emplace_back(kept.begin() + long(i * max_blocks_), kept.begin() + long(i * max_blocks_ + kept_n[i]));
+    r.extra_anchors.emplace_back(extra.begin() + long(i * w.anchor_stride),
+                                 extra.begin() + long(i * w.anchor_stride + extra_n[i]));
+  }
+  return r;
+}
+
+}  // namespace sinkrouter
