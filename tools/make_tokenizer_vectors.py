@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import sys
 
 import tokenizers
@@ -144,6 +145,7 @@ TEXTS = [
     "Ünïcödé ǅ ﬁ ﬃ Ⅻ ① ⑽",
     "URL https://example.com/path?q=1&r=two#frag and email a.b@c.org",
     "!!! ??? ... --- ((())) [[]] {{}} <<>> ***",
+    " " * 300 + "x" + "\n" * 70 + "!" * 101 + "a" * 257 + "7" * 40,
     PROSE,
 ]
 
@@ -194,6 +196,31 @@ CONVERSATIONS = [
 ]
 
 
+def random_texts(count, seed=20240602):
+    """Random strings over the whole BMP and planes 1-3, weighted towards ASCII and the
+    whitespace and apostrophe characters the split patterns care about. Code points whose
+    bytes SmolLM2's vocabulary lacks (and which the reference silently drops) are left out
+    so that the same strings also serve round-trip checks."""
+    rng = random.Random(seed)
+    special = [0x20, 0x0A, 0x09, 0x0D, 0x0B, 0x0C, 0x85, 0xA0, 0x1680, 0x2000, 0x2028, 0x3000, 0x180E,
+               0x200B, 0x27, 0x30, 0x39]
+    dropped = {0x04, 0x06, 0x13, 0x14, 0x16, 0x1D}
+
+    def char():
+        r = rng.random()
+        if r < 0.3:
+            c = rng.randrange(0x20, 0x7F)
+        elif r < 0.4:
+            c = rng.choice(special)
+        elif r < 0.8:
+            c = rng.randrange(0x80, 0x10000)
+        else:
+            c = rng.randrange(0x10000, 0x40000)
+        return "A" if 0xD800 <= c <= 0xDFFF or c in dropped else chr(c)
+
+    return ["".join(char() for _ in range(rng.randrange(1, 40))) for _ in range(count)]
+
+
 def read_gguf_tokenizer(path):
     """(architecture, tokenizer_dict, tokenizer_config) as transformers' get_gguf_tokenizer
     builds them, but read with the `gguf` package (no torch)."""
@@ -242,7 +269,7 @@ def pretokenize_cases():
         "gpt2": pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
     }
     extra = ["a  1", "x\n\n  y", "  lead", "trail  ", "a\r\nb", "I'M DON'T they'LL", "ab123456cd",
-             "  \n\n  x", "٣٤٥ and ⅷ and ²", "\u00a0\u00a0x", "a\u3000\u3000b"]
+             "  \n\n  x", "٣٤٥ and ⅷ and ²", "\u00a0\u00a0x", "a\u3000\u3000b", "a\u180e\u180eb", "x\x85\x85y", "a\u180e b"]
     out = {}
     for name, splitter in splitters.items():
         out[name] = [{"text": t, "pieces": [unbyte(p) for p, _ in splitter.pre_tokenize_str(t)]}
@@ -312,6 +339,8 @@ def main():
             "decoded": tok.decode(ids, skip_special_tokens=False),
         })
 
+    encode_random = [{"text": t, "ids": tok.encode(t, add_special_tokens=False)} for t in random_texts(400)]
+
     # ids -> text, including sequences that cut UTF-8 characters (decode replaces the
     # incomplete bytes with U+FFFD) and random ids from the whole vocabulary.
     rng = random.Random(20240601)
@@ -351,15 +380,18 @@ def main():
                   "eos": tokenizer_dict.get("eos_token_id")},
         "templates": {"llama3": LLAMA3_TEMPLATE, "llama31": LLAMA31_TEMPLATE},
         "encode": encode,
+        "encode_random": encode_random,
         "decode": decode,
         "chat": chat,
         "pretokenize": pretokenize_cases(),
         "mini_llama3": mini_llama3_case(),
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    text = json.dumps(out, ensure_ascii=False, indent=1)
+    # Lists of ids on one line each: the file stays small and its diffs readable.
+    text = re.sub(r"\[\s*(-?\d+(?:,\s*-?\d+)*)\s*\]", lambda m: "[" + re.sub(r"\s+", "", m.group(1)) + "]", text)
     with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(out, f, ensure_ascii=False, indent=1)
-        f.write("\n")
+        f.write(text + "\n")
     print(f"wrote {args.out}: {len(encode)} encode, {len(decode)} decode, {len(chat)} chat cases")
 
 

@@ -12,7 +12,8 @@ namespace sinkrouter {
 namespace {
 
 // Unicode White_Space, the set Oniguruma (Hugging Face tokenizers) matches with \s.
-// PCRE2's UCP \s leaves out U+0085, so the patterns below spell the set out.
+// PCRE2's UCP \s also matches U+180E (Mongolian vowel separator, no longer White_Space
+// since Unicode 6.3), so the patterns below spell the set out.
 #define SR_WS "\\t\\n\\x{0B}\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
 
 // GPT-2: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+

@@ -70,6 +70,16 @@ TEST(SmolLM2Vectors, EncodeMatchesTransformers) {
   }
 }
 
+TEST(SmolLM2Vectors, EncodeMatchesTransformersOnRandomUnicode) {
+  REQUIRE_MODEL();
+  for (const json& c : vectors()["encode_random"]) {
+    const std::string text = c["text"];
+    const auto ids = c["ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(tok->encode(text), ids) << show(text);
+    EXPECT_EQ(tok->decode(ids), text);
+  }
+}
+
 TEST(SmolLM2Vectors, DecodeMatchesTransformers) {
   REQUIRE_MODEL();
   for (const json& c : vectors()["encode"]) {
