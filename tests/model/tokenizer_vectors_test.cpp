@@ -208,5 +208,20 @@ TEST(SmolLM2Speed, Encodes100KBQuickly) {
   EXPECT_LT(seconds, 1.0);
 }
 
+// One 100 KB piece (a word, a run of spaces, a run of punctuation): the merge loop is a
+// heap over a linked list, O(n log n) in the piece length, not quadratic.
+TEST(SmolLM2Speed, LongSinglePieces) {
+  REQUIRE_MODEL();
+  for (const char c : {'a', ' ', '!'}) {
+    const std::string text = std::string(100 * 1024, c) + "x";
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::vector<int32_t> ids = tok->encode(text);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("[ speed    ] %zu x '%c': %zu tokens in %.1f ms\n", text.size() - 1, c, ids.size(), seconds * 1e3);
+    EXPECT_EQ(tok->decode(ids), text);
+    EXPECT_LT(seconds, 1.0);
+  }
+}
+
 }  // namespace
 }  // namespace sinkrouter
