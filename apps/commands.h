@@ -10,5 +10,6 @@ namespace sinkrouter::apps {
 using Runner = std::function<int()>;
 
 Runner register_bench_attention(CLI::App& app);
+Runner register_inspect(CLI::App& app);
 
 }  // namespace sinkrouter::apps

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "sinkrouter 0.1.0");
   std::map<std::string, sinkrouter::apps::Runner> runners;
   runners["bench-attention"] = sinkrouter::apps::register_bench_attention(app);
+  runners["inspect"] = sinkrouter::apps::register_inspect(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -275,7 +275,7 @@ void GGUFFile::parse(const uint8_t* data, uint64_t size) {
       c.error("ggml type id {} at offset {} has no known block layout (expected a ggml type such as 0 f32, "
               "1 f16, 2 q4_0, 8 q8_0, 12 q4_K)", type_id, type_at);
     t.type = GGMLType(type_id);
-    t.offset = c.read<uint64_t>("data offset");
+    t.offset = c.read<uint64_t>("data offset field");
     if (t.ne[0] % tr->block_values != 0)
       c.error("ne[0] = {} is not a multiple of the {} block size {}", t.ne[0], tr->name, tr->block_values);
     const uint64_t blocks_per_row = uint64_t(t.ne[0] / tr->block_values);
