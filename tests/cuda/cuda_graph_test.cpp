@@ -1,0 +1,107 @@
+// A whole decode step -- append one token per sequence, then dense and routed attention --
+// captured once in a CUDA graph and replayed as the sequences grow. The replays must
+// equal the CPU paths on a host cache that received the same tokens: this shows that no
+// length, split or block list was frozen into the graph at capture time.
+#include <gtest/gtest.h>
+
+#if defined(SINKROUTER_HAVE_CUDA)
+
+#include <cmath>
+#include <random>
+
+#include "common/compare.h"
+#include "cuda_test_util.h"
+#include "sinkrouter/attention/decode_cuda.h"
+#include "sinkrouter/kv/synthetic_kv.h"
+
+namespace sinkrouter {
+namespace {
+
+using testing::compare_to_reference;
+using testing::DeviceBuffer;
+using testing::tolerance_for;
+
+TEST(CudaGraph, CapturedStepReplaysAsTheCacheGrows) {
+  SR_REQUIRE_CUDA_DEVICE();
+  std::mt19937_64 rng(41);
+  SyntheticKVSpec spec = SyntheticKVSpec::llama_8b();
+  spec.num_kv_heads = 2;
+  spec.page_size = 16;
+  spec.block_size = 32;
+  spec.lengths = {900, 2011, 31};  // 31: the window is the whole sequence
+  spec.quiet_block_fraction = 0.6f;
+  auto r = make_synthetic_kv(spec, rng);
+  const int B = 3, H = 2, G = 4, QH = H * G, D = 128;
+  const float scale = 1.f / std::sqrt(float(D));
+  const int steps = 5;
+  DeviceKVCache dev = DeviceKVCache::upload(*r.cache, r.seqs, steps);
+
+  AttentionPolicy routed_policy;
+  routed_policy.kind = PolicyKind::SinkRouter;
+  routed_policy.mode = RouterMode::Certified;
+  routed_policy.epsilon = 1e-2;
+  routed_policy.window = 40;
+  CudaDecoder dense(dev.view(), QH, AttentionPolicy{}, scale);
+  CudaDecoder routed(dev.view(), QH, routed_policy, scale);
+
+  DeviceBuffer kd(size_t(B) * H * D * 4), vd(size_t(B) * H * D * 4), qd(size_t(B) * QH * D * 4);
+  DeviceBuffer out_dense(size_t(B) * QH * D * 4), out_routed(size_t(B) * QH * D * 4);
+  cudaStream_t stream;
+  SR_ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  cudaGraph_t graph;
+  SR_ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  dev.append_step(kd.get(), vd.get(), DType::F32, stream);
+  dense.run(dev.view(), qd.get(), DType::F32, out_dense.get(), DType::F32, stream);
+  routed.run(dev.view(), qd.get(), DType::F32, out_routed.get(), DType::F32, stream);
+  SR_ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec;
+  SR_ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+
+  for (int step = 0; step < steps; ++step) {
+    HostTensor k(DType::F32, {B, H, D}), v(DType::F32, {B, H, D}), q(DType::F32, {B, QH, D});
+    fill_normal(k.view(), rng, 1.f);
+    fill_normal(v.view(), rng, 1.f);
+    fill_normal(q.view(), rng, 1.f);
+    for (int b = 0; b < B; ++b) {
+      TensorView kb = k.view(), vb = v.view();
+      kb.data = k.view().ptr<float>() + b * H * D;
+      vb.data = v.view().ptr<float>() + b * H * D;
+      kb.shape[0] = vb.shape[0] = 1;
+      r.cache->append(r.seqs[size_t(b)], kb, vb);
+    }
+    const PagedKVBatch host = r.cache->batch(r.seqs);
+    SR_ASSERT_CUDA(cudaMemcpyAsync(kd.get(), k.data(), k.bytes(), cudaMemcpyHostToDevice, stream));
+    SR_ASSERT_CUDA(cudaMemcpyAsync(vd.get(), v.data(), v.bytes(), cudaMemcpyHostToDevice, stream));
+    SR_ASSERT_CUDA(cudaMemcpyAsync(qd.get(), q.data(), q.bytes(), cudaMemcpyHostToDevice, stream));
+    SR_ASSERT_CUDA(cudaMemsetAsync(out_dense.get(), 0xff, out_dense.bytes(), stream));
+    SR_ASSERT_CUDA(cudaMemsetAsync(out_routed.get(), 0xff, out_routed.bytes(), stream));
+    SR_ASSERT_CUDA(cudaGraphLaunch(exec, stream));
+    SR_ASSERT_CUDA(cudaStreamSynchronize(stream));
+    ASSERT_NO_THROW(dev.check_errors());
+
+    HostTensor od(DType::F32, {B, QH, D}), orr(DType::F32, {B, QH, D}), ref(DType::F64, {B, QH, D});
+    testing::to_host(out_dense, od);
+    testing::to_host(out_routed, orr);
+    decode_exact(q.view(), host.view, scale, ref.view());
+    EXPECT_EQ(compare_to_reference(od.view(), ref.view(), tolerance_for(DType::F32)), "") << "dense, step " << step;
+    const RoutePlan plan = testing::plan_from_device(routed.download_routing(), host.view, routed_policy, G, scale);
+    decode_reference(q.view(), host.view, plan, ref.view());
+    EXPECT_EQ(compare_to_reference(orr.view(), ref.view(), tolerance_for(DType::F32)), "") << "routed, step " << step;
+    const std::vector<HeadStats> st = dense.download_stats();
+    for (int b = 0; b < B; ++b)
+      EXPECT_EQ(st[size_t(b) * H].bytes_dense, (spec.lengths[size_t(b)] + step + 1) * host.view.token_bytes())
+          << "the device length advanced, step " << step;
+  }
+  SR_ASSERT_CUDA(cudaGraphExecDestroy(exec));
+  SR_ASSERT_CUDA(cudaGraphDestroy(graph));
+  SR_ASSERT_CUDA(cudaStreamDestroy(stream));
+}
+
+}  // namespace
+}  // namespace sinkrouter
+
+#else
+
+TEST(CudaGraph, Skipped) { GTEST_SKIP() << "built without CUDA"; }
+
+#endif  // SINKROUTER_HAVE_CUDA

@@ -1,0 +1,144 @@
+// Helpers of the CUDA tests: skip without a device, device buffers, and the RoutePlan
+// that reads exactly what a CUDA routed decode read (so that decode_reference and
+// decode_exact can judge the kernel's output and its certificate).
+#pragma once
+
+#if defined(SINKROUTER_HAVE_CUDA)
+
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "sinkrouter/attention/decode.h"
+#include "sinkrouter/attention/decode_cuda.h"
+#include "sinkrouter/core/tensor.h"
+
+namespace sinkrouter::testing {
+
+// At the start of every CUDA test: CI has no GPU, so these tests skip there, saying so.
+#define SR_REQUIRE_CUDA_DEVICE()                                                      \
+  do {                                                                                \
+    int sr_devices = 0;                                                               \
+    if (cudaGetDeviceCount(&sr_devices) != cudaSuccess || sr_devices == 0) {          \
+      (void)cudaGetLastError();                                                       \
+      GTEST_SKIP() << "no CUDA device: skipped";                                      \
+    }                                                                                 \
+  } while (0)
+
+#define SR_ASSERT_CUDA(call) ASSERT_EQ((call), cudaSuccess) << #call
+
+// An owning device buffer.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
+    if (cudaMalloc(&ptr_, bytes ? bytes : 1) != cudaSuccess) throw Error("cudaMalloc failed in a test");
+  }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) { o.ptr_ = nullptr; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    std::swap(ptr_, o.ptr_);
+    std::swap(bytes_, o.bytes_);
+    return *this;
+  }
+  ~DeviceBuffer() {
+    if (ptr_) cudaFree(ptr_);
+  }
+  void* get() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Device copy of a contiguous host tensor.
+inline DeviceBuffer to_device(const HostTensor& t) {
+  DeviceBuffer d(t.bytes());
+  if (cudaMemcpy(d.get(), t.data(), t.bytes(), cudaMemcpyHostToDevice) != cudaSuccess)
+    throw Error("cudaMemcpy to the device failed in a test");
+  return d;
+}
+
+inline void to_host(const DeviceBuffer& d, const HostTensor& t) {
+  if (cudaMemcpy(t.data(), d.get(), t.bytes(), cudaMemcpyDeviceToHost) != cudaSuccess)
+    throw Error("cudaMemcpy to the host failed in a test");
+}
+
+// Fills a device buffer with all-ones bytes (NaN in every float type): a kernel that
+// leaves an output element unwritten fails the comparison.
+inline void poison(const DeviceBuffer& d) {
+  if (cudaMemset(d.get(), 0xff, d.bytes()) != cudaSuccess) throw Error("cudaMemset failed in a test");
+}
+
+// A copy of `t` converted to dtype (values rounded to nearest even).
+inline HostTensor convert(const HostTensor& t, DType dtype) {
+  std::vector<int64_t> shape(t.view().shape.begin(), t.view().shape.begin() + t.view().ndim);
+  HostTensor r(dtype, shape);
+  for (int64_t i = 0; i < t.numel(); ++i) r.view().store(i, t.view().load(i));
+  return r;
+}
+
+// The RoutePlan whose spans are what the CUDA decoder read for each (sequence, KV head):
+// anchors before the window, the kept blocks, the window (router.cpp's span rules).
+inline RoutePlan plan_from_device(const CudaRouting& r, const PagedKV& kv, const AttentionPolicy& policy,
+                                  int group, float scale) {
+  const int B = kv.batch, H = kv.num_kv_heads, R = kv.block_size;
+  RoutePlan plan;
+  plan.policy = policy;
+  plan.batch = B;
+  plan.num_kv_heads = H;
+  plan.group = group;
+  plan.head_dim = kv.head_dim;
+  plan.scale = scale;
+  plan.sink_max = r.sink_max;
+  plan.sink_sum = r.sink_sum;
+  plan.delta = r.delta;
+  plan.skipped_v_bound = r.skipped_v_bound;
+  plan.stats.assign(size_t(B) * H, HeadStats{});
+  plan.span_indptr.push_back(0);
+  plan.split_indptr.push_back(0);
+  for (int bh = 0; bh < B * H; ++bh) {
+    const int b = bh / H, h = bh % H;
+    const int64_t n = kv.seq_len(b), ws = r.window_start[size_t(bh)], nbr = ws / R;
+    std::vector<uint8_t> keep(size_t(nbr), 0);
+    for (int32_t j : r.kept_blocks[size_t(bh)]) keep.at(size_t(j)) = 1;
+    std::vector<int32_t> anchors;
+    if (policy.kind == PolicyKind::Streaming) {
+      for (int64_t p = 0; p < std::min<int64_t>(policy.sink_tokens, ws); ++p) anchors.push_back(int32_t(p));
+    } else {
+      const int32_t* a = kv.anchor_pos + int64_t(bh) * kv.max_anchors;
+      for (int i = 0; i < kv.anchor_count[bh]; ++i)
+        if (a[i] < ws) anchors.push_back(a[i]);
+    }
+    const int32_t first = int32_t(plan.spans.size());
+    size_t ai = 0;
+    for (int64_t j = 0; j < nbr; ++j) {
+      int64_t t = j * R;
+      while (t < (j + 1) * R) {
+        const int64_t next = ai < anchors.size() ? anchors[ai] : (j + 1) * R;
+        const int64_t stop = std::min<int64_t>((j + 1) * R, next);
+        if (stop > t && keep[size_t(j)]) plan.spans.push_back({int32_t(t), int32_t(stop), int32_t(j), SpanKind::Block});
+        if (stop < (j + 1) * R) {
+          plan.spans.push_back({int32_t(stop), int32_t(stop + 1), int32_t(j), SpanKind::Anchor});
+          ++ai;
+          t = stop + 1;
+        } else {
+          t = (j + 1) * R;
+        }
+      }
+    }
+    for (int64_t j = nbr; j * R < n; ++j)
+      plan.spans.push_back({int32_t(j * R), int32_t(std::min<int64_t>(n, (j + 1) * R)), int32_t(j), SpanKind::Window});
+    plan.span_indptr.push_back(int32_t(plan.spans.size()));
+    plan.split_begin.push_back(first);
+    plan.split_indptr.push_back(int32_t(plan.split_begin.size()));
+  }
+  plan.split_begin.push_back(int32_t(plan.spans.size()));
+  return plan;
+}
+
+}  // namespace sinkrouter::testing
+
+#endif  // SINKROUTER_HAVE_CUDA

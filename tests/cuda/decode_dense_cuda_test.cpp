@@ -1,0 +1,179 @@
+// CUDA dense decode against the float64 exact attention, every output element, over the
+// grid of the CPU tests (odd lengths, GQA groups 1 to 8 and beyond, page sizes 1 to 256,
+// bf16/fp16 KV, head dims 64 and 128, f32/bf16/f16 queries and outputs, batches of
+// different lengths) and Split-K settings from one split per sequence to one-token splits.
+#include <gtest/gtest.h>
+
+#if defined(SINKROUTER_HAVE_CUDA)
+
+#include <cmath>
+#include <random>
+
+#include "common/compare.h"
+#include "cuda_test_util.h"
+#include "sinkrouter/attention/decode_cuda.h"
+#include "sinkrouter/kv/synthetic_kv.h"
+
+namespace sinkrouter {
+namespace {
+
+using testing::compare_to_reference;
+using testing::DeviceBuffer;
+using testing::tolerance_for;
+
+struct DenseCase {
+  int kv_heads, group, head_dim;
+  DType kv_dtype, q_dtype, out_dtype;
+  int page_size;
+  std::vector<int64_t> lengths;
+  int min_split_tokens;
+};
+
+std::string case_name(const DenseCase& c) {
+  std::string s = fmt::format("h{}_g{}_d{}_{}_q{}_out{}_p{}_split{}", c.kv_heads, c.group, c.head_dim,
+                              dtype_name(c.kv_dtype), dtype_name(c.q_dtype), dtype_name(c.out_dtype), c.page_size,
+                              c.min_split_tokens);
+  for (int64_t n : c.lengths) s += fmt::format("_{}", n);
+  return s;
+}
+
+std::vector<DenseCase> dense_cases() {
+  std::vector<DenseCase> cases;
+  const std::vector<std::vector<int64_t>> lengths = {{1}, {3, 65, 129}, {1000, 17}, {2049}, {5000, 1, 333}};
+  const DType types[] = {DType::F32, DType::BF16, DType::F16};
+  int i = 0;
+  for (int group : {1, 2, 3, 4, 5, 8, 12})
+    for (int page : {1, 16, 64, 256})
+      for (DType kv : {DType::BF16, DType::F16}) {
+        const int head_dim = (i % 2) ? 128 : 64;
+        const int kv_heads = group == 8 ? 1 : 2;  // group 8 over one KV head: MQA
+        const int split = i % 3 == 0 ? 128 : (i % 3 == 1 ? 16 : 1);
+        cases.push_back({kv_heads, group, head_dim, kv, types[(i / 3) % 3], types[i % 3], page,
+                         lengths[size_t(i) % lengths.size()], split});
+        ++i;
+      }
+  return cases;
+}
+
+class CudaDenseDecode : public ::testing::TestWithParam<DenseCase> {};
+
+TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
+  SR_REQUIRE_CUDA_DEVICE();
+  const DenseCase c = GetParam();
+  std::mt19937_64 rng(std::hash<std::string>{}(case_name(c)));
+  SyntheticKVSpec spec;
+  spec.num_kv_heads = c.kv_heads;
+  spec.group = c.group;
+  spec.head_dim = c.head_dim;
+  spec.dtype = c.kv_dtype;
+  spec.page_size = c.page_size;
+  spec.lengths = c.lengths;
+  spec.key_scale = 2.0f;  // a peaked softmax, not a flat average
+  spec.sink_positions = {0};
+  spec.sink_score = 10.f;
+  auto r = make_synthetic_kv(spec, rng);
+  const int B = int(c.lengths.size()), QH = c.kv_heads * c.group, D = c.head_dim;
+  const float scale = 1.f / std::sqrt(float(D));
+  const HostTensor q = testing::convert(r.q, c.q_dtype);  // the reference sees the rounded q
+
+  DeviceKVCache dev = DeviceKVCache::upload(*r.cache, r.seqs, 3);
+  CudaDecodeOptions opt;
+  opt.min_split_tokens = c.min_split_tokens;
+  CudaDecoder decoder(dev.view(), QH, AttentionPolicy{}, scale, opt);
+  DeviceBuffer qd = testing::to_device(q);
+  HostTensor out(c.out_dtype, {B, QH, D}), ref(DType::F64, {B, QH, D});
+  DeviceBuffer od(out.bytes());
+  testing::poison(od);
+  decoder.run(dev.view(), qd.get(), c.q_dtype, od.get(), c.out_dtype, nullptr);
+  SR_ASSERT_CUDA(cudaDeviceSynchronize());
+  testing::to_host(od, out);
+  decode_exact(q.view(), r.batch.view, scale, ref.view());
+  EXPECT_EQ(compare_to_reference(out.view(), ref.view(), tolerance_for(c.out_dtype)), "") << case_name(c);
+
+  // Dense reads everything once; the statistics say so, per (sequence, KV head).
+  const std::vector<HeadStats> st = decoder.download_stats();
+  ASSERT_EQ(st.size(), size_t(B) * c.kv_heads);
+  const int64_t tb = r.batch.view.token_bytes();
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < c.kv_heads; ++h) {
+      const HeadStats& s = st[size_t(b) * c.kv_heads + size_t(h)];
+      EXPECT_EQ(s.bytes_dense, c.lengths[size_t(b)] * tb);
+      EXPECT_EQ(s.bytes_read(), s.bytes_dense);
+      EXPECT_EQ(s.blocks_skipped, 0);
+      EXPECT_EQ(s.blocks_total, (c.lengths[size_t(b)] + 63) / 64);
+      EXPECT_EQ(s.delta, 0.f);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Grid, CudaDenseDecode, ::testing::ValuesIn(dense_cases()),
+                         [](const auto& info) { return case_name(info.param); });
+
+// A long sequence spread over many CTAs, with the rest of the batch short: every split of
+// the flat work list is exercised, and the result is still exact.
+TEST(CudaDenseDecode, LongAndShortSequencesShareTheGrid) {
+  SR_REQUIRE_CUDA_DEVICE();
+  std::mt19937_64 rng(21);
+  SyntheticKVSpec spec = SyntheticKVSpec::llama_8b();
+  spec.num_kv_heads = 2;
+  spec.lengths = {40000, 7, 1500};
+  spec.quiet_block_fraction = 0.f;
+  auto r = make_synthetic_kv(spec, rng);
+  const int B = 3, QH = 8, D = 128;
+  DeviceKVCache dev = DeviceKVCache::upload(*r.cache, r.seqs, 1);
+  for (int target : {0, 3, 1000}) {
+    CudaDecodeOptions opt;
+    opt.target_ctas = target;
+    opt.min_split_tokens = 64;
+    CudaDecoder decoder(dev.view(), QH, AttentionPolicy{}, 1.f / std::sqrt(128.f), opt);
+    DeviceBuffer qd = testing::to_device(r.q);
+    HostTensor out(DType::F32, {B, QH, D}), ref(DType::F64, {B, QH, D});
+    DeviceBuffer od(out.bytes());
+    testing::poison(od);
+    decoder.run(dev.view(), qd.get(), DType::F32, od.get(), DType::F32, nullptr);
+    SR_ASSERT_CUDA(cudaDeviceSynchronize());
+    testing::to_host(od, out);
+    decode_exact(r.q.view(), r.batch.view, 1.f / std::sqrt(128.f), ref.view());
+    EXPECT_EQ(compare_to_reference(out.view(), ref.view(), tolerance_for(DType::F32)), "") << "target " << target;
+  }
+}
+
+TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
+  SR_REQUIRE_CUDA_DEVICE();
+  std::mt19937_64 rng(22);
+  SyntheticKVSpec spec;
+  spec.lengths = {50};
+  auto r = make_synthetic_kv(spec, rng);
+  DeviceKVCache dev = DeviceKVCache::upload(*r.cache, r.seqs, 0);
+  auto expect_error = [](auto fn, const std::string& needle) {
+    try {
+      fn();
+      ADD_FAILURE() << "expected an error mentioning '" << needle << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  AttentionPolicy quest;
+  quest.kind = PolicyKind::Quest;
+  expect_error([&] { CudaDecoder d(dev.view(), 4, quest, 0.125f); }, "policy quest is not implemented on the GPU");
+  expect_error([&] { CudaDecoder d(dev.view(), 5, AttentionPolicy{}, 0.125f); }, "not a multiple of 2 KV heads");
+  expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, -1.f); }, "scale -1 must be a positive");
+  DeviceKV odd = dev.view();
+  odd.kv.head_dim = 96;
+  expect_error([&] { CudaDecoder d(odd, 4, AttentionPolicy{}, 0.1f); }, "head_dim 96 is not supported");
+  CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f);
+  DeviceKV other = dev.view();
+  other.kv.page_size = 8;
+  expect_error([&] { d.run(other, nullptr, DType::F32, nullptr, DType::F32, nullptr); }, "is not the shape");
+  expect_error([&] { d.run(dev.view(), nullptr, DType::F64, nullptr, DType::F32, nullptr); },
+               "q/out dtype f64 is not supported");
+  expect_error([&] { d.download_routing(); }, "makes no routing decisions");
+}
+
+}  // namespace
+}  // namespace sinkrouter
+
+#else
+
+TEST(CudaDenseDecode, Skipped) { GTEST_SKIP() << "built without CUDA"; }
+
+#endif  // SINKROUTER_HAVE_CUDA
