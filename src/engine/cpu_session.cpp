@@ -40,6 +40,18 @@ CpuSession::CpuSession(const CpuModel& m, const AttentionPolicy& policy) : m_(m)
   layer_stats_.assign(size_t(c.n_layers), HeadStats{});
 }
 
+std::unique_ptr<Session> CpuSession::fork() const {
+  auto copy = std::make_unique<CpuSession>(m_, policy_);
+  for (size_t l = 0; l < caches_.size(); ++l) *copy->caches_[l] = *caches_[l];
+  copy->seq_ = seq_;
+  copy->length_ = length_;
+  copy->logits_ = logits_;
+  copy->last_ = last_;
+  copy->total_ = total_;
+  copy->layer_stats_ = layer_stats_;
+  return copy;
+}
+
 void CpuSession::set_policy(const AttentionPolicy& policy) {
   policy.validate();
   policy_ = policy;

@@ -33,6 +33,7 @@ class CpuSession final : public Session {
   const HeadStats& last_step_stats() const override { return last_; }
   const HeadStats& total_stats() const override { return total_; }
   const std::vector<HeadStats>& last_step_layer_stats() const override { return layer_stats_; }
+  std::unique_ptr<Session> fork() const override;
 
  private:
   void prefill_chunk(const int32_t* tokens, int64_t c, bool last_chunk);

@@ -69,6 +69,9 @@ class Session {
   virtual const HeadStats& total_stats() const = 0;
   // Per layer, of the last decode step.
   virtual const std::vector<HeadStats>& last_step_layer_stats() const = 0;
+  // An independent copy of this session (KV caches, anchors, position, policy): prefill
+  // once, then continue under several policies.
+  virtual std::unique_ptr<Session> fork() const = 0;
 };
 
 struct GenerateOptions {
