@@ -11,5 +11,8 @@ using Runner = std::function<int()>;
 
 Runner register_bench_attention(CLI::App& app);
 Runner register_inspect(CLI::App& app);
+Runner register_generate(CLI::App& app);
+Runner register_compare(CLI::App& app);
+Runner register_eval(CLI::App& app);
 
 }  // namespace sinkrouter::apps

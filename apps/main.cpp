@@ -13,6 +13,9 @@ int main(int argc, char** argv) {
   std::map<std::string, sinkrouter::apps::Runner> runners;
   runners["bench-attention"] = sinkrouter::apps::register_bench_attention(app);
   runners["inspect"] = sinkrouter::apps::register_inspect(app);
+  runners["generate"] = sinkrouter::apps::register_generate(app);
+  runners["compare"] = sinkrouter::apps::register_compare(app);
+  runners["eval"] = sinkrouter::apps::register_eval(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
