@@ -144,10 +144,11 @@ SampleRecord EvalRunner::run_fidelity(int index, int64_t context, const Attentio
 
   const bool is_dense = p.kind == PolicyKind::Dense;
   auto dense = engine_.new_session(dense_policy());
-  std::unique_ptr<Session> routed = is_dense ? nullptr : engine_.new_session(p);
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<float> ld = dense->prefill(prefix);
-  std::vector<float> lp = is_dense ? ld : routed->prefill(prefix);
+  std::vector<float> lp = ld;  // prefill is dense under every policy: fork instead of redoing it
+  std::unique_ptr<Session> routed = is_dense ? nullptr : dense->fork();
+  if (routed) routed->set_policy(p);
   const auto t1 = std::chrono::steady_clock::now();
   FidelityAccumulator acc(even_bucket_edges(first, context, o_.fidelity_buckets));
   for (int64_t t = first; t < context; ++t) {
