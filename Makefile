@@ -1,7 +1,7 @@
 # SinkRouter: the two commands of the README.
 #   make run    set up everything, fetch the default model, run the main job
 #   make test   set up everything, build, run every test (CUDA tests skip without a GPU)
-# Other targets: deps, build, model, data, bench, clean.
+# Other targets: deps, build, model, data, eval, bench, clean.
 
 BUILD_DIR ?= build
 BUILD_TYPE ?= Release
@@ -15,7 +15,7 @@ DEB_PACKAGES := build-essential cmake pkg-config python3 python3-pip unzip libpc
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all run test deps build model data bench clean
+.PHONY: all run test deps build model data eval bench clean
 
 all: build
 
@@ -31,14 +31,22 @@ build: deps
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_FLAGS)
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
-test: build
+test: build data model
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --no-tests=error
 
 run: build
 	$(BUILD_DIR)/apps/sinkrouter bench-attention --context 4096 16384 65536
 
+model:
+	bash tools/fetch_model.sh
+
 data:
 	python3 tools/fetch_data.py
+
+# The committed example suite on the default model: eval/results/example/report.md + plots.
+eval: build data model
+	python3 -m pip install --quiet --disable-pip-version-check matplotlib || echo "matplotlib unavailable: no plots"
+	$(BUILD_DIR)/apps/sinkrouter eval --suite eval/suites/example.json
 
 bench: build
 	mkdir -p bench/results
