@@ -111,12 +111,15 @@ __device__ bool find_split(const AttnArgs& a, int cta, int* unit, int* split, in
 struct RoutedMap {
   const int32_t* anchors;
   const int32_t* blocks;
-  int64_t num_anchors, block_tokens, window_start;
-  int R;
-  __device__ __forceinline__ int64_t operator()(int64_t v) const {
+  int num_anchors, block_tokens, window_start;
+  FastDiv R;
+  __device__ __forceinline__ int operator()(int v) const {
     if (v < num_anchors) return anchors[v];
-    const int64_t w = v - num_anchors;
-    if (w < block_tokens) return int64_t(blocks[w / R]) * R + w % R;
+    const int w = v - num_anchors;
+    if (w < block_tokens) {
+      const int j = int(R.div(uint32_t(w)));
+      return blocks[j] * int(R.d) + (w - j * int(R.d));
+    }
     return window_start + (w - block_tokens);
   }
 };
@@ -140,15 +143,19 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const AttnArgs 
   const int64_t T = unit_tokens<ROUTED>(a, unit);
   const int64_t v0 = T * split / splits, v1 = T * (split + 1) / splits;
 
-  RoutedMap map{};
+  RoutedMap map{nullptr, nullptr, 0, 0, 0, FastDiv(a.kv.block_size)};
   if (ROUTED) {
     map.anchors = a.extra_anchors + int64_t(bh) * a.anchor_stride;
     map.blocks = a.kept_blocks + int64_t(bh) * a.max_blocks;
     map.num_anchors = a.extra_count[bh];
-    map.R = a.kv.block_size;
-    map.block_tokens = int64_t(a.kept_count[bh]) * map.R;
+    map.block_tokens = a.kept_count[bh] * a.kv.block_size;
     map.window_start = a.window_start[bh];
   }
+  // Token rows: page table of sequence b, and offsets in elements (positions < 2^31).
+  const int32_t* page_table = a.kv.indices + a.kv.indptr[b];
+  const FastDiv page_div(a.kv.page_size);
+  const int64_t row_elems = int64_t(a.kv.num_kv_heads) * D;
+  const int P = a.kv.page_size;
 
   // This lane's 8 dimensions of the GC query heads, pre-scaled by scale * log2(e).
   float qr[GC][8];
@@ -172,8 +179,10 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const AttnArgs 
       const bool valid = v < v1;
       const uint16_t* src = pages;
       if (valid) {
-        const int64_t pos = ROUTED ? map(v) : v;
-        src = pages + a.kv.k_offset(b, pos, h) + lane * 8;
+        const int pos = ROUTED ? map(int(v)) : int(v);
+        const int pg = int(page_div.div(uint32_t(pos)));
+        const int64_t page = page_table[pg];
+        src = pages + ((page * 2) * P + (pos - pg * P)) * row_elems + h * D + lane * 8;
       }
       cp_async16(&ring[((st * 2 + 0) * NR + r) * kAttnThreads + tid], src, valid);
       cp_async16(&ring[((st * 2 + 1) * NR + r) * kAttnThreads + tid], valid ? src + vstride : src, valid);

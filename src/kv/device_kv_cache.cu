@@ -1,6 +1,6 @@
 // DeviceKVCache: allocation, upload/download, and the append kernels. The summary update
 // follows summary_math.h exactly (same comparisons, value norms summed in double in the
-// same order, no fused multiply-add), so a device append leaves the same bits as the host.
+// same order), so a device append leaves the same bits as the host.
 #include "sinkrouter/kv/device_kv_cache.h"
 
 #include <algorithm>
@@ -60,12 +60,18 @@ __device__ void update_min_max(uint16_t* summary, int D, int d, uint16_t x, bool
 }
 
 // ||v||_2 of one stored row, summed in double in index order, rounded up as on the host.
+// The host build contracts norm2 += y * y into a fused multiply-add (gcc, -march with FMA);
+// so does this. A host built without FMA may differ in the last bit of the norm. The row
+// is read with 16-byte loads (D is a multiple of 8 and rows are 16-byte aligned).
 template <typename Tag>
 __device__ float value_norm(const uint16_t* v, int D) {
   double norm2 = 0;
-  for (int d = 0; d < D; ++d) {
-    const double y = cuda::bits_to_float(v[d], Tag{});
-    norm2 = __dadd_rn(norm2, __dmul_rn(y, y));
+  const uint4* row = reinterpret_cast<const uint4*>(v);
+  for (int c = 0; c < D / 8; ++c) {
+    float y[8];
+    cuda::unpack8(row[c], y, Tag{});
+#pragma unroll
+    for (int i = 0; i < 8; ++i) norm2 = __fma_rn(double(y[i]), double(y[i]), norm2);
   }
   return float(__dmul_rn(sqrt(norm2), 1.0 + 1e-6));
 }
@@ -140,9 +146,25 @@ __global__ void summary_kernel(CacheArgs c, int only_seq, int64_t chunk_n) {
   if (begin >= end) return;
   const int64_t stop = min(end, begin + c.R);
   uint16_t* summary = c.summaries + c.summary_offset(s, j, h);
-  for (int d = int(threadIdx.x); d < c.D; d += int(blockDim.x))
-    for (int64_t t = begin; t < stop; ++t)
-      update_min_max<Tag>(summary, c.D, d, c.pages[c.k_offset(s, t, h) + d], t == begin);
+  for (int d = int(threadIdx.x); d < c.D; d += int(blockDim.x)) {
+    // The running min and max stay in registers; the rule is update_min_max's.
+    uint16_t lo = c.pages[c.k_offset(s, begin, h) + d], hi = lo;
+    float lof = cuda::bits_to_float(lo, Tag{}), hif = lof;
+    for (int64_t t = begin + 1; t < stop; ++t) {
+      const uint16_t x = c.pages[c.k_offset(s, t, h) + d];
+      const float xf = cuda::bits_to_float(x, Tag{});
+      if (xf < lof) {
+        lo = x;
+        lof = xf;
+      }
+      if (xf > hif) {
+        hi = x;
+        hif = xf;
+      }
+    }
+    summary[d] = lo;
+    summary[c.D + d] = hi;
+  }
   // Value norms: each thread takes a few tokens; the block maximum is order-independent.
   __shared__ float warp_max[32];
   float best = -1.f;

@@ -1,0 +1,305 @@
+// Kernel benchmark of the CUDA decode (dense, routed at planted skip rates, the routing
+// pass alone) against the bandwidth floor measured in the same run. Writes JSON.
+//
+//   bench_kernels --out kernels.json [--contexts 4096,16384,...] [--batches 1,8] [--reps 30]
+//
+// Method (docs/PERF.md, "CUDA decode kernels"):
+//   - caches are generated on the device (hash-based pseudo-normal keys and values, a
+//     planted sink at position 0 aimed at the group's queries, and exactly the requested
+//     fraction of routing blocks made quiet: keys scaled by 0.02);
+//   - each timed unit is a CUDA graph of `copies` decode calls over distinct copies of the
+//     cache (separate sequences of one pool), copies = ceil(256 MB / cache bytes), so that
+//     small caches are not served from the 60 MB L2;
+//   - time = median over replays of (graph time / copies), CUDA events;
+//   - bytes = what the decoder's statistics say it read (dense: all K and V);
+//   - floor = bytes / read bandwidth, the read bandwidth measured by a pure-read kernel
+//     in this run (a device-to-device copy is measured too, bytes read + written).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/cuda_check.h"
+#include "sinkrouter/attention/decode_cuda.h"
+#include "sinkrouter/kv/device_kv_cache.h"
+
+namespace sr = sinkrouter;
+
+namespace {
+
+struct Shape {
+  const char* name;
+  int q_heads, kv_heads, head_dim;
+};
+
+__device__ __forceinline__ uint32_t mix(uint64_t x) {
+  x ^= x >> 31;
+  x *= 0x7fb5d329728ea185ull;
+  x ^= x >> 27;
+  x *= 0x81dadef4bc2dd44dull;
+  x ^= x >> 33;
+  return uint32_t(x);
+}
+
+// Roughly N(0, 1): the sum of four uniforms, centred and scaled to unit variance.
+__device__ __forceinline__ float pseudo_normal(uint64_t key) {
+  const uint32_t a = mix(key), b = mix(key ^ 0x9e3779b97f4a7c15ull);
+  const float s = float(a & 0xffff) + float(a >> 16) + float(b & 0xffff) + float(b >> 16);
+  return (s / 65536.f - 2.f) * 1.7320508f;
+}
+
+__global__ void fill_q(__nv_bfloat16* q, int64_t n, uint64_t seed) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    q[i] = __float2bfloat16_rn(pseudo_normal(seed * 0x100000001b3ull + uint64_t(i)));
+}
+
+// Writes K and V of every token of every sequence of the view. Block j of (s, h) is quiet
+// (keys scaled by 0.02) when (37 j + 11 (s H + h)) mod 100 < quiet_pct. Token 0's key is
+// c * sum_g q_g of its group (query row s), so every query of the group
+// scores about sink_score on it.
+__global__ void fill_kv(sr::PagedKV kv, const int32_t* lens, const __nv_bfloat16* q, int q_heads,
+                        int quiet_pct, float sink_coef, uint64_t seed) {
+  const int s = int(blockIdx.z), h = int(blockIdx.y), H = kv.num_kv_heads, D = kv.head_dim, G = q_heads / H;
+  const int64_t n = lens[s];
+  __nv_bfloat16* pages = static_cast<__nv_bfloat16*>(const_cast<void*>(kv.pages));
+  const __nv_bfloat16* qs = q + int64_t(s) * q_heads * D + int64_t(h) * G * D;  // q row s: copy s / batch, entry s % batch
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n * D; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t = i / D;
+    const int d = int(i % D);
+    const int64_t j = t / kv.block_size;
+    const bool quiet = (37 * j + 11 * (int64_t(s) * H + h)) % 100 < quiet_pct;
+    const uint64_t key = (seed * 1000003ull + uint64_t(s) * H + h) * 0x100000001b3ull + uint64_t(i) * 2;
+    float k = pseudo_normal(key) * (quiet ? 0.02f : 1.f);
+    if (t == 0) {
+      float sum = 0.f;
+      for (int g = 0; g < G; ++g) sum += __bfloat162float(qs[g * D + d]);
+      k = sink_coef * sum;
+    }
+    const int64_t off = kv.k_offset(s, t, h) + d;
+    pages[off] = __float2bfloat16_rn(k);
+    pages[off + kv.v_stride()] = __float2bfloat16_rn(pseudo_normal(key + 1));
+  }
+}
+
+// Pure read: 16-byte loads, grid-stride, a data-dependent write that never happens.
+__global__ void read_kernel(const uint4* p, int64_t n, uint4* sink) {
+  uint32_t x = 0;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const uint4 v = __ldcs(p + i);
+    x ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (x == 0x9e3779b9u) sink[threadIdx.x] = make_uint4(x, x, x, x);
+}
+
+float median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Median milliseconds of one replay of `graph`.
+float time_graph(cudaGraphExec_t exec, cudaStream_t stream, int reps) {
+  cudaEvent_t a, b;
+  SR_CUDA_CHECK(cudaEventCreate(&a));
+  SR_CUDA_CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < 2; ++i) SR_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+  std::vector<float> ms;
+  for (int i = 0; i < reps; ++i) {
+    SR_CUDA_CHECK(cudaEventRecord(a, stream));
+    SR_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    SR_CUDA_CHECK(cudaEventRecord(b, stream));
+    SR_CUDA_CHECK(cudaEventSynchronize(b));
+    float t = 0;
+    SR_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
+    ms.push_back(t);
+  }
+  SR_CUDA_CHECK(cudaEventDestroy(a));
+  SR_CUDA_CHECK(cudaEventDestroy(b));
+  return median(ms);
+}
+
+template <typename Fn>
+cudaGraphExec_t capture(cudaStream_t stream, Fn&& fn) {
+  cudaGraph_t g;
+  SR_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  fn();
+  SR_CUDA_CHECK(cudaStreamEndCapture(stream, &g));
+  cudaGraphExec_t exec;
+  SR_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+  SR_CUDA_CHECK(cudaGraphDestroy(g));
+  return exec;
+}
+
+struct Bandwidth {
+  double copy_gbps, read_gbps;
+};
+
+Bandwidth measure_bandwidth(cudaStream_t stream, int reps) {
+  const size_t bytes = size_t(2) << 30;  // 2 GiB
+  void *src, *dst, *sink;
+  SR_CUDA_CHECK(cudaMalloc(&src, bytes));
+  SR_CUDA_CHECK(cudaMalloc(&dst, bytes));
+  SR_CUDA_CHECK(cudaMalloc(&sink, 4096));
+  SR_CUDA_CHECK(cudaMemset(src, 0x5a, bytes));
+  cudaGraphExec_t copy = capture(stream, [&] { SR_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream)); });
+  const float copy_ms = time_graph(copy, stream, reps);
+  int sms = 0;
+  SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  cudaGraphExec_t read = capture(stream, [&] {
+    read_kernel<<<sms * 8, 256, 0, stream>>>(static_cast<const uint4*>(src), int64_t(bytes / 16), static_cast<uint4*>(sink));
+  });
+  const float read_ms = time_graph(read, stream, reps);
+  cudaGraphExecDestroy(copy);
+  cudaGraphExecDestroy(read);
+  cudaFree(src);
+  cudaFree(dst);
+  cudaFree(sink);
+  return {2.0 * bytes / (copy_ms * 1e-3) / 1e9, bytes / (read_ms * 1e-3) / 1e9};
+}
+
+std::vector<int64_t> parse_list(const std::string& s) {
+  std::vector<int64_t> v;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) v.push_back(std::stoll(item));
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string out_path = "kernels.json";
+  std::vector<int64_t> contexts = {4096, 16384, 65536, 131072, 262144, 524288};
+  std::vector<int64_t> batches = {1, 8};
+  int reps = 30;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--out") out_path = v;
+    else if (k == "--contexts") contexts = parse_list(v);
+    else if (k == "--batches") batches = parse_list(v);
+    else if (k == "--reps") reps = std::stoi(v);
+    else {
+      std::fprintf(stderr, "unknown option %s\n", k.c_str());
+      return 2;
+    }
+  }
+  try {
+    cudaDeviceProp prop;
+    SR_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    cudaStream_t stream;
+    SR_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    const Bandwidth bw = measure_bandwidth(stream, reps);
+    std::printf("device %s: %d SMs, L2 %d MB; copy %.0f GB/s (read+write), read %.0f GB/s\n", prop.name,
+                prop.multiProcessorCount, prop.l2CacheSize >> 20, bw.copy_gbps, bw.read_gbps);
+    nlohmann::json doc;
+    doc["device"] = prop.name;
+    doc["sms"] = prop.multiProcessorCount;
+    doc["l2_bytes"] = prop.l2CacheSize;
+    doc["copy_gbps"] = bw.copy_gbps;
+    doc["read_gbps"] = bw.read_gbps;
+    doc["method"] =
+        "CUDA events over CUDA-graph replays; each replay runs `copies` decode calls over distinct cache copies "
+        "(>= 256 MB in total, 4x the L2); time = median over replays / copies; bytes from the decoder statistics; "
+        "floor = bytes / read_gbps";
+    nlohmann::json rows = nlohmann::json::array();
+    const Shape shapes[] = {{"llama-3.1-8b", 32, 8, 128}, {"smollm2-135m", 9, 3, 64}};
+    const int skips[] = {0, 25, 50, 75, 90};
+    for (const Shape& sh : shapes)
+      for (int64_t B : batches)
+        for (int64_t ctx : contexts) {
+          sr::KVCacheConfig cfg;
+          cfg.num_kv_heads = sh.kv_heads;
+          cfg.head_dim = sh.head_dim;
+          cfg.dtype = sr::DType::BF16;
+          cfg.page_size = 16;
+          cfg.block_size = 64;
+          cfg.num_pages = 1;
+          const int64_t kv_bytes = B * ctx * sh.kv_heads * sh.head_dim * 4;  // K + V, bf16
+          const int copies = int(std::max<int64_t>(1, ((int64_t(256) << 20) + kv_bytes - 1) / kv_bytes));
+          sr::DeviceKVCache cache(cfg, std::vector<int64_t>(size_t(copies * B), ctx));
+          cache.set_lengths(std::vector<int64_t>(size_t(copies * B), ctx));
+          const int64_t q_elems = int64_t(copies) * B * sh.q_heads * sh.head_dim;
+          __nv_bfloat16 *q, *out;
+          SR_CUDA_CHECK(cudaMalloc(&q, q_elems * 2));
+          SR_CUDA_CHECK(cudaMalloc(&out, q_elems * 2));
+          fill_q<<<1024, 256, 0, stream>>>(q, q_elems, uint64_t(ctx) * 31 + B);
+          SR_CUDA_CHECK_LAUNCH("fill_q");
+          const float scale = 1.f / std::sqrt(float(sh.head_dim));
+          const float sink_coef = 20.f / (scale * sh.head_dim);  // ~20 above the queries' typical score
+          const sr::DeviceKV all = cache.view();
+          auto generate = [&](int quiet_pct) {
+            const dim3 grid(unsigned(std::min<int64_t>((ctx * sh.head_dim + 255) / 256, 4096)), unsigned(sh.kv_heads),
+                            unsigned(copies * B));
+            fill_kv<<<grid, 256, 0, stream>>>(all.kv, all.seq_lens, q, sh.q_heads, quiet_pct, sink_coef, 7);
+            SR_CUDA_CHECK_LAUNCH("fill_kv");
+            cache.rebuild_summaries(stream);
+            SR_CUDA_CHECK(cudaStreamSynchronize(stream));
+          };
+          auto run_rows = [&](const sr::AttentionPolicy& policy, const char* kernel, int skip_target, bool routing_only) {
+            sr::CudaDecoder dec(cache.view(0, int(B)), sh.q_heads, policy, scale);
+            cudaGraphExec_t exec = capture(stream, [&] {
+              for (int c = 0; c < copies; ++c) {
+                const int64_t qo = int64_t(c) * B * sh.q_heads * sh.head_dim;
+                if (routing_only)
+                  dec.run_routing(cache.view(c * int(B), int(B)), q + qo, sr::DType::BF16, stream);
+                else
+                  dec.run(cache.view(c * int(B), int(B)), q + qo, sr::DType::BF16, out + qo, sr::DType::BF16, stream);
+              }
+            });
+            const float ms = time_graph(exec, stream, reps) / float(copies);
+            cudaGraphExecDestroy(exec);
+            // Statistics of the last copy's call (every copy holds the same kind of data).
+            const sr::HeadStats t = sr::accumulate(dec.download_stats());
+            const int64_t bytes = routing_only ? t.bytes_summary : (policy.kind == sr::PolicyKind::Dense ? t.bytes_dense : t.bytes_read());
+            const double us = ms * 1e3;
+            const double floor_us = double(bytes) / (bw.read_gbps * 1e9) * 1e6;
+            nlohmann::json row;
+            row["shape"] = sh.name;
+            row["batch"] = B;
+            row["context"] = ctx;
+            row["kernel"] = kernel;
+            row["skip_target_pct"] = skip_target;
+            row["skip_measured_pct"] = t.blocks_total ? 100.0 * t.blocks_skipped / t.blocks_total : 0.0;
+            row["time_us"] = us;
+            row["bytes_read"] = bytes;
+            row["gbps"] = double(bytes) / (us * 1e-6) / 1e9;
+            row["floor_us"] = floor_us;
+            row["ratio_to_floor"] = us / floor_us;
+            row["copies"] = copies;
+            row["ctas"] = dec.grid_ctas();
+            rows.push_back(row);
+            std::printf("%-13s B=%lld ctx=%7lld %-12s skip %2d%% (%5.1f%%): %9.2f us  %6.0f GB/s  floor %9.2f us  x%.2f\n",
+                        sh.name, (long long)B, (long long)ctx, kernel, skip_target,
+                        row["skip_measured_pct"].get<double>(), us, row["gbps"].get<double>(), floor_us, us / floor_us);
+            std::fflush(stdout);
+          };
+          generate(0);
+          run_rows(sr::AttentionPolicy{}, "dense", 0, false);
+          for (int skip : skips) {
+            if (skip != 0) generate(skip);
+            sr::AttentionPolicy p;
+            p.kind = sr::PolicyKind::SinkRouter;
+            p.mode = sr::RouterMode::Certified;
+            p.epsilon = 1e-2;
+            run_rows(p, "sinkrouter", skip, false);
+            if (skip == 50) run_rows(p, "routing_pass", skip, true);
+          }
+          cudaFree(q);
+          cudaFree(out);
+        }
+    doc["rows"] = rows;
+    std::ofstream(out_path) << doc.dump(1) << "\n";
+    std::printf("wrote %s (%zu rows)\n", out_path.c_str(), rows.size());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_kernels: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
