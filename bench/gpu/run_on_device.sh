@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# One call on the H200 (the device tool's `run`), from the repository root:
+#   bash bench/gpu/run_on_device.sh            (QUICK=1: fewer contexts and cases)
+# carrying .stage/cuda (bench/gpu/stage_for_device.sh makes it) and, for FlashInfer, .whl.
+#
+# Steps, each one's failure visible and none stopping the next:
+#   1. binaries: the staged ones if they load here, else configure + build from source
+#      (Release, test_cuda and bench_kernels only, -j16, deps from the staged .debs);
+#   2. test_cuda, every test;
+#   3. compute-sanitizer memcheck and racecheck on a short filtered run;
+#   4. bench_kernels -> kernels.json;
+#   5. baselines.py (SDPA cuDNN/flash, FlashInfer) -> baselines.json;
+#   6. a short table.
+# Everything goes to $OUT (8 files at most): build.log test_cuda.log sanitizer.log
+# kernels.json bench_kernels.log baselines.json baselines.log summary.txt
+set -u
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+OUT=${OUT:-/tmp/sr_out}
+mkdir -p "$OUT"
+QUICK=${QUICK:-0}
+stage=$root/.stage/cuda
+export PATH=$PATH:/usr/local/cuda/bin
+summary=$OUT/summary.txt
+: >"$summary"
+note() { echo "$*" | tee -a "$summary"; }
+t0=$(date +%s)
+elapsed() { echo $(( $(date +%s) - t0 ))s; }
+
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,driver_version --format=csv,noheader 2>&1 | tee -a "$summary"
+
+# ---- 1. binaries ----
+bin=""
+if [ -x "$stage/bin/test_cuda" ]; then
+  export LD_LIBRARY_PATH=$stage/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+  if "$stage/bin/test_cuda" --gtest_list_tests >/dev/null 2>"$OUT/build.log"; then
+    bin=$stage/bin
+    note "binaries: staged (.stage/cuda/bin) $(elapsed)"
+  else
+    note "binaries: staged ones do not load here (see build.log); building from source"
+  fi
+fi
+if [ -z "$bin" ]; then
+  deps=/tmp/sr_deps
+  mkdir -p "$deps"
+  for f in "$stage"/debs/*.deb; do [ -f "$f" ] && dpkg -x "$f" "$deps"; done
+  export LD_LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+  build=/tmp/sr_build
+  if cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_DISABLE_FIND_PACKAGE_BLAS=ON \
+       -DCMAKE_PREFIX_PATH="$deps/usr" -DCMAKE_INCLUDE_PATH="$deps/usr/include" >>"$OUT/build.log" 2>&1 &&
+     cmake --build "$build" --target test_cuda bench_kernels -j16 >>"$OUT/build.log" 2>&1; then
+    mkdir -p /tmp/sr_bin && cp "$build/tests/test_cuda" "$build/bench/gpu/bench_kernels" /tmp/sr_bin/
+    bin=/tmp/sr_bin
+    note "binaries: built here $(elapsed)"
+  else
+    note "BUILD FAILED (build.log) $(elapsed)"
+    tail -20 "$OUT/build.log"
+  fi
+fi
+
+# ---- 2. tests ----
+if [ -n "$bin" ]; then
+  routed_cases=240
+  [ "$QUICK" = 1 ] && routed_cases=60
+  SR_CUDA_ROUTED_CASES=$routed_cases timeout 240 "$bin/test_cuda" >"$OUT/test_cuda.log" 2>&1
+  rc=$?
+  note "test_cuda: rc=$rc, $(grep -E '^\[  PASSED  \]|^\[  FAILED  \]|^\[  SKIPPED \] [0-9]' "$OUT/test_cuda.log" | tr '\n' ' ') $(elapsed)"
+  grep -E '^\[  FAILED  \]' "$OUT/test_cuda.log" | head -20 | tee -a "$summary"
+  grep -E 'decisions:' "$OUT/test_cuda.log" | tee -a "$summary"
+
+  # ---- 3. compute-sanitizer ----
+  filter='Grid/CudaDenseDecode.MatchesFloat64Exact/h2_g3*:CudaGraph.*:CudaRoutedDecode.*:Grid/DeviceCacheAppend.MatchesHostCacheBitForBit/h2_d128_p3_r7*:CudaDenseDecode.LongAndShortSequencesShareTheGrid'
+  : >"$OUT/sanitizer.log"
+  for tool in memcheck racecheck; do
+    SR_CUDA_ROUTED_CASES=6 timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 \
+      "$bin/test_cuda" --gtest_filter="$filter" >>"$OUT/sanitizer.log" 2>&1
+    rc=$?
+    note "compute-sanitizer $tool: rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.log" | tail -1) $(elapsed)"
+  done
+
+  # ---- 4. kernel benchmark ----
+  ctx=4096,16384,65536,131072,262144,524288
+  [ "$QUICK" = 1 ] && ctx=4096,65536,524288
+  timeout 240 "$bin/bench_kernels" --out "$OUT/kernels.json" --contexts $ctx >"$OUT/bench_kernels.log" 2>&1
+  note "bench_kernels: rc=$? $(elapsed)"
+fi
+
+# ---- 5. baselines ----
+if ls "$root"/.whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    "$root"/.whl/*.whl >>"$OUT/baselines.log" 2>&1 && export PYTHONPATH=/tmp/site
+fi
+ctx=${ctx:-4096,16384,65536,131072,262144,524288}
+PYTHONUNBUFFERED=1 timeout 200 python3 bench/gpu/baselines.py --out "$OUT/baselines.json" --contexts "$ctx" \
+  >>"$OUT/baselines.log" 2>&1
+note "baselines: rc=$? $(elapsed)"
+
+# ---- 6. table ----
+python3 - "$OUT" <<'PY' 2>&1 | tee -a "$summary"
+import json, os, sys
+out = sys.argv[1]
+try:
+    k = json.load(open(os.path.join(out, "kernels.json")))
+except Exception as e:
+    print("no kernels.json:", e); sys.exit(0)
+try:
+    base = json.load(open(os.path.join(out, "baselines.json")))["rows"]
+except Exception:
+    base = []
+print(f"read {k['read_gbps']:.0f} GB/s, copy {k['copy_gbps']:.0f} GB/s")
+print(f"{'shape':13s} {'B':>2s} {'ctx':>7s} {'dense us':>9s} {'xfloor':>6s} {'r50 us':>8s} {'r75 us':>8s} {'r90 us':>8s} {'route%':>6s} {'cudnn':>8s} {'flash':>8s} {'finfer':>8s}")
+def get(rows, **kw):
+    for r in rows:
+        if all(r.get(a) == b for a, b in kw.items()): return r
+    return {}
+for r in k["rows"]:
+    if r["kernel"] != "dense": continue
+    s, B, c = r["shape"], r["batch"], r["context"]
+    rr = {p: get(k["rows"], shape=s, batch=B, context=c, kernel="sinkrouter", skip_target_pct=p).get("time_us", float("nan")) for p in (50, 75, 90)}
+    rp = get(k["rows"], shape=s, batch=B, context=c, kernel="routing_pass").get("time_us", float("nan"))
+    bl = {n: get(base, shape=s, batch=B, context=c, kernel=n).get("time_us", float("nan")) for n in ("sdpa_cudnn", "sdpa_flash", "flashinfer")}
+    print(f"{s:13s} {B:2d} {c:7d} {r['time_us']:9.2f} {r['ratio_to_floor']:6.2f} {rr[50]:8.2f} {rr[75]:8.2f} {rr[90]:8.2f} {100*rp/r['time_us']:6.1f} {bl['sdpa_cudnn']:8.2f} {bl['sdpa_flash']:8.2f} {bl['flashinfer']:8.2f}")
+PY
+note "done $(elapsed)"
