@@ -149,8 +149,8 @@ def main():
                     print(f"{r['shape']:13s} B={batch} ctx={ctx:7d} {r['kernel']:11s} "
                           + (f"{t:9.2f} us ({r['timing']})" if t is not None else r.get("error", "")), flush=True)
                 doc["rows"].extend(rows)
-    with open(args.out, "w") as f:
-        json.dump(doc, f, indent=1)
+                with open(args.out, "w") as f:  # after every configuration: a cut-short run keeps its rows
+                    json.dump(doc, f, indent=1)
     print("wrote", args.out)
     return 0
 

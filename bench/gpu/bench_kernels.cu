@@ -293,9 +293,10 @@ int main(int argc, char** argv) {
           }
           cudaFree(q);
           cudaFree(out);
+          // Written after every configuration, so that a run cut short keeps what it measured.
+          doc["rows"] = rows;
+          std::ofstream(out_path) << doc.dump(1) << "\n";
         }
-    doc["rows"] = rows;
-    std::ofstream(out_path) << doc.dump(1) << "\n";
     std::printf("wrote %s (%zu rows)\n", out_path.c_str(), rows.size());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_kernels: %s\n", e.what());

@@ -24,8 +24,10 @@ def main():
     rows = k["rows"]
     base = json.load(open(args.baselines))["rows"] if args.baselines else []
     panels = sorted({(r["shape"], r["batch"]) for r in rows})
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
-    for ax, (shape, batch) in zip(axes[0], panels):
+    cols = 2 if len(panels) > 1 else 1
+    nrows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(6.4 * cols, 4.8 * nrows), squeeze=False)
+    for ax, (shape, batch) in zip(axes.flat, panels):
         def series(source, kernel, skip=None, key="time_us"):
             pts = sorted((r["context"], r[key]) for r in source
                          if r["shape"] == shape and r["batch"] == batch and r["kernel"] == kernel

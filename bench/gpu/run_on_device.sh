@@ -7,9 +7,10 @@
 #   1. binaries: the staged ones if they load here, else configure + build from source
 #      (Release, test_cuda and bench_kernels only, -j16, deps from the staged .debs);
 #   2. test_cuda, every test;
-#   3. compute-sanitizer memcheck and racecheck on a short filtered run;
-#   4. bench_kernels -> kernels.json;
-#   5. baselines.py (SDPA cuDNN/flash, FlashInfer) -> baselines.json;
+#   3. bench_kernels -> kernels.json;
+#   4. baselines.py (SDPA cuDNN/flash, FlashInfer) -> baselines.json;
+#   5. compute-sanitizer memcheck and racecheck on a short filtered run (last, capped by
+#      the time left, so that a slow sanitizer cannot cost the benchmark data);
 #   6. a short table.
 # Everything goes to $OUT (8 files at most): build.log test_cuda.log sanitizer.log
 # kernels.json bench_kernels.log baselines.json baselines.log summary.txt
@@ -30,10 +31,12 @@ elapsed() { echo $(( $(date +%s) - t0 ))s; }
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,driver_version --format=csv,noheader 2>&1 | tee -a "$summary"
 
 # ---- 1. binaries ----
+# Library path for our binaries only (python must keep its own CUDA runtime).
 bin=""
+bin_ld=${LD_LIBRARY_PATH:-}
 if [ -x "$stage/bin/test_cuda" ]; then
-  export LD_LIBRARY_PATH=$stage/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-  if "$stage/bin/test_cuda" --gtest_list_tests >/dev/null 2>"$OUT/build.log"; then
+  bin_ld=$stage/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+  if env LD_LIBRARY_PATH="$bin_ld" "$stage/bin/test_cuda" --gtest_list_tests >/dev/null 2>"$OUT/build.log"; then
     bin=$stage/bin
     note "binaries: staged (.stage/cuda/bin) $(elapsed)"
   else
@@ -44,7 +47,7 @@ if [ -z "$bin" ]; then
   deps=/tmp/sr_deps
   mkdir -p "$deps"
   for f in "$stage"/debs/*.deb; do [ -f "$f" ] && dpkg -x "$f" "$deps"; done
-  export LD_LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+  bin_ld=$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
   build=/tmp/sr_build
   if cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_DISABLE_FIND_PACKAGE_BLAS=ON \
        -DCMAKE_PREFIX_PATH="$deps/usr" -DCMAKE_INCLUDE_PATH="$deps/usr/include" >>"$OUT/build.log" 2>&1 &&
@@ -62,38 +65,44 @@ fi
 if [ -n "$bin" ]; then
   routed_cases=240
   [ "$QUICK" = 1 ] && routed_cases=60
-  SR_CUDA_ROUTED_CASES=$routed_cases timeout 240 "$bin/test_cuda" >"$OUT/test_cuda.log" 2>&1
+  env LD_LIBRARY_PATH="$bin_ld" SR_CUDA_ROUTED_CASES=$routed_cases timeout 150 "$bin/test_cuda" \
+    >"$OUT/test_cuda.log" 2>&1
   rc=$?
   note "test_cuda: rc=$rc, $(grep -E '^\[  PASSED  \]|^\[  FAILED  \]|^\[  SKIPPED \] [0-9]' "$OUT/test_cuda.log" | tr '\n' ' ') $(elapsed)"
   grep -E '^\[  FAILED  \]' "$OUT/test_cuda.log" | head -20 | tee -a "$summary"
   grep -E 'decisions:' "$OUT/test_cuda.log" | tee -a "$summary"
 
-  # ---- 3. compute-sanitizer ----
-  filter='Grid/CudaDenseDecode.MatchesFloat64Exact/h2_g3*:CudaGraph.*:CudaRoutedDecode.*:Grid/DeviceCacheAppend.MatchesHostCacheBitForBit/h2_d128_p3_r7*:CudaDenseDecode.LongAndShortSequencesShareTheGrid'
-  : >"$OUT/sanitizer.log"
-  for tool in memcheck racecheck; do
-    SR_CUDA_ROUTED_CASES=6 timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 \
-      "$bin/test_cuda" --gtest_filter="$filter" >>"$OUT/sanitizer.log" 2>&1
-    rc=$?
-    note "compute-sanitizer $tool: rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.log" | tail -1) $(elapsed)"
-  done
-
-  # ---- 4. kernel benchmark ----
+  # ---- 3. kernel benchmark ----
   ctx=4096,16384,65536,131072,262144,524288
   [ "$QUICK" = 1 ] && ctx=4096,65536,524288
-  timeout 240 "$bin/bench_kernels" --out "$OUT/kernels.json" --contexts $ctx >"$OUT/bench_kernels.log" 2>&1
+  env LD_LIBRARY_PATH="$bin_ld" timeout 150 "$bin/bench_kernels" --out "$OUT/kernels.json" --contexts $ctx >"$OUT/bench_kernels.log" 2>&1
   note "bench_kernels: rc=$? $(elapsed)"
 fi
 
-# ---- 5. baselines ----
+# ---- 4. baselines ----
 if ls "$root"/.whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     "$root"/.whl/*.whl >>"$OUT/baselines.log" 2>&1 && export PYTHONPATH=/tmp/site
 fi
 ctx=${ctx:-4096,16384,65536,131072,262144,524288}
-PYTHONUNBUFFERED=1 timeout 200 python3 bench/gpu/baselines.py --out "$OUT/baselines.json" --contexts "$ctx" \
+PYTHONUNBUFFERED=1 timeout 150 python3 bench/gpu/baselines.py --out "$OUT/baselines.json" --contexts "$ctx" \
   >>"$OUT/baselines.log" 2>&1
 note "baselines: rc=$? $(elapsed)"
+
+# ---- 5. compute-sanitizer (last: the slowest step; its time is capped by what is left of
+# the 10-minute call, so that the benchmarks above are never lost to it) ----
+filter='Grid/CudaDenseDecode.MatchesFloat64Exact/h2_g3*:CudaGraph.*:CudaRoutedDecode.*:Grid/DeviceCacheAppend.MatchesHostCacheBitForBit/h2_d128_p3_r7*:CudaDenseDecode.LongAndShortSequencesShareTheGrid'
+: >"$OUT/sanitizer.log"
+for tool in memcheck racecheck; do
+  [ -n "$bin" ] || break
+  left=$(( 560 - ($(date +%s) - t0) ))
+  if [ "$left" -lt 60 ]; then note "compute-sanitizer $tool: skipped, ${left}s left"; continue; fi
+  [ "$left" -gt 150 ] && left=150
+  env LD_LIBRARY_PATH="$bin_ld" SR_CUDA_ROUTED_CASES=6 timeout $left compute-sanitizer --tool $tool --error-exitcode 9 \
+    "$bin/test_cuda" --gtest_filter="$filter" >>"$OUT/sanitizer.log" 2>&1
+  rc=$?
+  note "compute-sanitizer $tool: rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.log" | tail -1) $(elapsed)"
+done
 
 # ---- 6. table ----
 python3 - "$OUT" <<'PY' 2>&1 | tee -a "$summary"

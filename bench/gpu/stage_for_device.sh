@@ -18,7 +18,7 @@ cmake --build "$build" --target test_cuda bench_kernels -j"$(nproc)"
 rm -rf "$stage/bin" "$stage/lib"
 mkdir -p "$stage/bin" "$stage/lib" "$stage/debs"
 cp "$build/tests/test_cuda" "$build/bench/gpu/bench_kernels" "$stage/bin/"
-for lib in $(ldd "$stage/bin/test_cuda" "$stage/bin/bench_kernels" | awk '/libfmt/ {print $3}' | sort -u); do
+for lib in $(ldd "$stage/bin/test_cuda" "$stage/bin/bench_kernels" | awk '/libfmt|libcudart/ {print $3}' | sort -u); do
   cp -L "$lib" "$stage/lib/"
 done
 (cd "$stage/debs" && apt-get download libfmt-dev libfmt9 nlohmann-json3-dev libgtest-dev libgmock-dev \

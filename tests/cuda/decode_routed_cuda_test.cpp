@@ -150,7 +150,9 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
     const HeadStats& c = cpu.stats[size_t(bh)];
     total.blocks += c.blocks_total;
     total.mismatched += int64_t(diff.size());
-    ASSERT_LE(diff.size(), size_t(1)) << what << " bh " << bh << ": device and CPU decisions differ on "
+    // Float vs double bound terms can move the certified threshold by a block, or swap two
+    // blocks of nearly equal cost at it.
+    ASSERT_LE(diff.size(), size_t(2)) << what << " bh " << bh << ": device and CPU decisions differ on "
                                       << diff.size() << " of " << c.blocks_total << " blocks";
     EXPECT_EQ(s.blocks_total, c.blocks_total) << what;
     EXPECT_EQ(s.bytes_dense, c.bytes_dense) << what;
