@@ -310,8 +310,9 @@ template <int D, typename Tag, int GC, bool ROUTED>
 AttnKernelInfo prepare_one() {
   using S = AttnShape<D, GC>;
   auto kernel = attention_kernel<D, Tag, GC, ROUTED>;
-  if (S::kSmemBytes > 48 * 1024)
-    SR_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::kSmemBytes));
+  // Always raised: 48 KB of dynamic ring plus the static shared memory of find_split is
+  // past the default 48 KB limit of static + dynamic.
+  SR_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::kSmemBytes));
   int blocks = 0;
   SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kAttnThreads, S::kSmemBytes));
   return {S::kSmemBytes, blocks};
