@@ -81,7 +81,7 @@ struct CudaDecoder::Workspace {
   // Routing.
   double *m_d = nullptr, *z_d = nullptr;
   float *sink_max = nullptr, *sink_sum = nullptr, *delta = nullptr, *vbound = nullptr;
-  float *bterm = nullptr, *cost = nullptr;
+  float *bterm = nullptr, *cost = nullptr, *ubound = nullptr;
   uint8_t* keep = nullptr;
   int32_t *candidates = nullptr, *kept_blocks = nullptr, *kept_count = nullptr;
   int32_t *extra_anchors = nullptr, *extra_count = nullptr, *window_start = nullptr, *routed_tokens = nullptr;
@@ -93,10 +93,9 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
     : policy_(policy), scale_(scale) {
   const PagedKV& kv = dkv.kv;
   policy.validate();
-  SR_CHECK(policy.kind == PolicyKind::Dense || policy.kind == PolicyKind::SinkRouter ||
-               policy.kind == PolicyKind::Streaming,
-           "decode (CUDA): policy {} is not implemented on the GPU yet (dense, sinkrouter and streaming are; "
-           "use decode_cpu for {})",
+  SR_CHECK(policy.kind != PolicyKind::Blasst,
+           "decode (CUDA): policy {} is not implemented on the GPU yet (dense, sinkrouter, streaming and quest "
+           "are; use decode_cpu for {})",
            policy_name(policy.kind), policy_name(policy.kind));
   SR_CHECK(kv.dtype == DType::BF16 || kv.dtype == DType::F16,
            "decode (CUDA): KV dtype {} is not supported (expected bf16 or f16)", dtype_name(kv.dtype));
@@ -162,6 +161,7 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
       w.vbound = w.make<float>(qh);
       w.bterm = w.make<float>(bh * max_blocks_ * group_);
       w.cost = w.make<float>(bh * max_blocks_);
+      w.ubound = w.make<float>(bh * max_blocks_);
       w.keep = w.make<uint8_t>(bh * max_blocks_);
       w.candidates = w.make<int32_t>(bh * max_blocks_);
       w.kept_blocks = w.make<int32_t>(bh * max_blocks_);
@@ -215,6 +215,9 @@ void CudaDecoder::run_routing(const DeviceKV& dkv, const void* q, DType q_dtype,
   r.num_q_heads = num_q_heads_;
   r.scale = scale_;
   r.streaming = policy_.kind == PolicyKind::Streaming;
+  r.quest = policy_.kind == PolicyKind::Quest;
+  r.quest_budget = policy_.quest_budget;
+  r.ubound = w.ubound;
   r.certified = policy_.mode == RouterMode::Certified;
   r.epsilon = policy_.epsilon;
   r.tau = policy_.tau;

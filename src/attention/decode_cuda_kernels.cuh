@@ -66,6 +66,8 @@ struct RouteArgs {
   int group, num_q_heads;
   float scale;
   bool streaming;     // streaming: keep no block, anchors = the first sink_tokens
+  bool quest;         // quest: no anchors, keep the top blocks by bound under a token budget
+  int quest_budget;
   bool certified;     // sinkrouter mode
   double epsilon, tau;
   int window, sink_tokens;
@@ -76,6 +78,7 @@ struct RouteArgs {
   float* sink_max;  float* sink_sum;  // [B*QH]
   float* bterm;     // [B*H, max_blocks, G] R * exp(u - m) / Z, rounded up to float
   float* cost;      // [B*H, max_blocks]     max over g of bterm
+  float* ubound;    // [B*H, max_blocks]     max over g of u_jg (quest's score)
   uint8_t* keep;    // [B*H, max_blocks]
   int32_t* candidates;  // [B*H, max_blocks] scratch of the certified selection
   int32_t* kept_blocks; int32_t* kept_count;

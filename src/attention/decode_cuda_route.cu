@@ -1,5 +1,5 @@
 // The routing pass of the CUDA decoder (DESIGN.md sections 2 and 5), mirroring
-// router.cpp's plan_decode for the sinkrouter and streaming policies:
+// router.cpp's plan_decode for the sinkrouter, streaming and quest policies:
 //   1. sink_signal_kernel   per (seq, KV head): scores of anchors and window for the G heads,
 //                           lowered by their rounding bound -> m_A, Z_A (double);
 //   2. block_bounds_kernel  per routable block (many CTAs): u_jg from the min/max summary
@@ -14,7 +14,12 @@
 // order of c_j", except that tied blocks are taken or left together. Fast path: if all
 // candidates (c_j <= epsilon) fit, theta = epsilon; otherwise the candidates are compacted
 // and theta is found by bisection on the float bit patterns (~30 passes over them).
+// Quest keeps the k blocks of largest bound max_g u_jg, ties to the lower index, as the
+// CPU's stable sort does: the k-th largest value by bisection on its ordered bits, then
+// the blocks above it and the first of those equal to it.
+#include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
+#include <cstdint>
 
 #include "core/cuda_check.h"
 #include "core/cuda_dtype.cuh"
@@ -45,6 +50,7 @@ struct SinkSet {
 // Anchors of (b, h) that lie before the window: the first `count` entries (ascending).
 __device__ int anchors_before(const RouteArgs& a, int bh, int64_t ws) {
   if (a.streaming) return int(ws < a.sink_tokens ? ws : a.sink_tokens);
+  if (a.quest) return 0;
   const int32_t* p = a.kv.anchor_pos + int64_t(bh) * a.kv.max_anchors;
   int c = 0;
   while (c < a.kv.anchor_count[bh] && p[c] < ws) ++c;
@@ -154,7 +160,7 @@ __global__ void __launch_bounds__(kBoundThreads) block_bounds_kernel(const Route
     float x0[8], x1[8];
     unpack8(lo[k], x0, Tag{});
     unpack8(hi[k], x1, Tag{});
-    float cost = 0.f;
+    float cost = 0.f, umax = -INFINITY;
     bool keep = false;
     float* bt = a.bterm + (int64_t(bh) * a.max_blocks + j) * G;
     for (int g = 0; g < G; ++g) {
@@ -173,6 +179,7 @@ __global__ void __launch_bounds__(kBoundThreads) block_bounds_kernel(const Route
       }
       const int64_t qi = int64_t(b) * a.num_q_heads + int64_t(h) * G + g;
       const float ub = u + err * mag;
+      umax = fmaxf(umax, ub);
       const double term = double(R) * exp(double(ub) - a.m_d[qi]) / a.z_d[qi];
       const float up = __double2float_ru(term);
       cost = fmaxf(cost, up);
@@ -180,6 +187,7 @@ __global__ void __launch_bounds__(kBoundThreads) block_bounds_kernel(const Route
       if (valid && lane == 0) bt[g] = up;
     }
     if (valid && lane == 0) {
+      a.ubound[int64_t(bh) * a.max_blocks + j] = umax;
       a.cost[int64_t(bh) * a.max_blocks + j] = cost;
       a.keep[int64_t(bh) * a.max_blocks + j] = keep ? 1 : 0;
     }
@@ -243,6 +251,53 @@ __device__ bool head_sums(const RouteArgs& a, int bh, int b, int h, const int32_
   return r;
 }
 
+// Number of blocks j < nbr whose ordered bound key is >= t (same value in every thread).
+__device__ int count_at_least(const float* ub, int nbr, int64_t t) {
+  using Reduce = cub::BlockReduce<int, kSelectThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  __shared__ int s_total;
+  int c = 0;
+  for (int j = int(threadIdx.x); j < nbr; j += kSelectThreads) c += int64_t(ordered(ub[j])) >= t ? 1 : 0;
+  const int total = Reduce(tmp).Sum(c);
+  if (threadIdx.x == 0) s_total = total;
+  __syncthreads();
+  const int r = s_total;
+  __syncthreads();
+  return r;
+}
+
+// Quest: keep[j] for the k largest bounds, ties to the lower block index.
+__device__ void quest_select(const RouteArgs& a, const float* ub, uint8_t* keep, int nbr, int64_t k) {
+  using Scan = cub::BlockScan<int, kSelectThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
+  if (k >= nbr || k <= 0) {
+    for (int j = int(threadIdx.x); j < nbr; j += kSelectThreads) keep[j] = k > 0 ? 1 : 0;
+    __syncthreads();
+    return;
+  }
+  // Largest key t with count(key >= t) >= k: the k-th largest key.
+  int64_t lo = INT32_MIN, hi = int64_t(INT32_MAX) + 1;
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (count_at_least(ub, nbr, mid) >= k)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  const int above = count_at_least(ub, nbr, lo + 1);
+  int equal_seen = 0;
+  for (int j0 = 0; j0 < nbr; j0 += kSelectThreads) {
+    const int j = j0 + int(threadIdx.x);
+    const int key = j < nbr ? ordered(ub[j]) : 0;
+    const int tie = j < nbr && int64_t(key) == lo ? 1 : 0;
+    int rank, ties;
+    Scan(scan_tmp).ExclusiveSum(tie, rank, ties);
+    if (j < nbr) keep[j] = int64_t(key) > lo || (tie && equal_seen + rank < k - above) ? 1 : 0;
+    equal_seen += ties;
+    __syncthreads();
+  }
+}
+
 // grid: B*H; block 512.
 __global__ void __launch_bounds__(kSelectThreads) select_kernel(const RouteArgs a) {
   using Scan = cub::BlockScan<int, kSelectThreads>;
@@ -261,6 +316,9 @@ __global__ void __launch_bounds__(kSelectThreads) select_kernel(const RouteArgs 
   if (a.streaming) {
     for (int j = int(threadIdx.x); j < nbr; j += kSelectThreads) keep[j] = 0;
     __syncthreads();
+  } else if (a.quest) {
+    const int64_t k = (int64_t(a.quest_budget) - (n - ws)) / R;  // truncates as the CPU's does
+    quest_select(a, a.ubound + int64_t(bh) * a.max_blocks, keep, nbr, k > 0 ? k : 0);
   } else if (a.certified) {
     const float eps = __double2float_rd(a.epsilon);
     float theta = eps;
@@ -339,7 +397,7 @@ __global__ void __launch_bounds__(kSelectThreads) select_kernel(const RouteArgs 
   st.blocks_skipped = nbr - total;
   st.delta = dmax;
   st.output_error_bound = 0.f;  // the combine step adds delta * ||o||
-  st.sink_route = !a.streaming && nbr > 0 && total == 0;
+  st.sink_route = !a.streaming && !a.quest && nbr > 0 && total == 0;
 }
 
 }  // namespace

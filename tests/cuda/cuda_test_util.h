@@ -107,7 +107,7 @@ inline RoutePlan plan_from_device(const CudaRouting& r, const PagedKV& kv, const
     std::vector<int32_t> anchors;
     if (policy.kind == PolicyKind::Streaming) {
       for (int64_t p = 0; p < std::min<int64_t>(policy.sink_tokens, ws); ++p) anchors.push_back(int32_t(p));
-    } else {
+    } else if (policy.kind != PolicyKind::Quest) {  // quest reads no anchors
       const int32_t* a = kv.anchor_pos + int64_t(bh) * kv.max_anchors;
       for (int i = 0; i < kv.anchor_count[bh]; ++i)
         if (a[i] < ws) anchors.push_back(a[i]);

@@ -152,9 +152,9 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     }
   };
-  AttentionPolicy quest;
-  quest.kind = PolicyKind::Quest;
-  expect_error([&] { CudaDecoder d(dev.view(), 4, quest, 0.125f); }, "policy quest is not implemented on the GPU");
+  AttentionPolicy blasst;
+  blasst.kind = PolicyKind::Blasst;
+  expect_error([&] { CudaDecoder d(dev.view(), 4, blasst, 0.125f); }, "policy blasst is not implemented on the GPU");
   expect_error([&] { CudaDecoder d(dev.view(), 5, AttentionPolicy{}, 0.125f); }, "not a multiple of 2 KV heads");
   expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, -1.f); }, "scale -1 must be a positive");
   DeviceKV odd = dev.view();

@@ -1,4 +1,4 @@
-// CUDA routed decode (sinkrouter certified and fast, streaming), on random caches with
+// CUDA routed decode (sinkrouter certified and fast, streaming, quest), on random caches with
 // planted sinks:
 //   - the kernel computes exactly what it decided to read: its output against the float64
 //     run (decode_reference) of the RoutePlan rebuilt from the device's kept-block lists;
@@ -65,6 +65,7 @@ AttentionPolicy random_policy(std::mt19937_64& rng, PolicyKind kind) {
   p.tau = std::pow(10.0, -1 - 6 * u(rng));
   p.window = 1 + int(u(rng) * 150);
   p.sink_tokens = int(u(rng) * 6);
+  p.quest_budget = 16 + int(u(rng) * 400);
   return p;
 }
 
@@ -171,13 +172,14 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
 
 TEST(CudaRoutedDecode, CertificateAndOutputOnRandomCases) {
   SR_REQUIRE_CUDA_DEVICE();
-  const PolicyKind kinds[] = {PolicyKind::SinkRouter, PolicyKind::SinkRouter, PolicyKind::Streaming};
+  const PolicyKind kinds[] = {PolicyKind::SinkRouter, PolicyKind::SinkRouter, PolicyKind::Streaming,
+                              PolicyKind::Quest};
   CaseResult total;
   // SR_CUDA_ROUTED_CASES lowers the count for slow runs (compute-sanitizer).
   const char* env = std::getenv("SR_CUDA_ROUTED_CASES");
   const uint64_t cases = env ? uint64_t(std::max(1, std::atoi(env))) : 240;
   for (uint64_t seed = 0; seed < cases; ++seed) {
-    check_routed_case(seed, kinds[seed % 3], total);
+    check_routed_case(seed, kinds[seed % 4], total);
     if (::testing::Test::HasFatalFailure()) return;
   }
   // Boundary ties aside, the device decides as the CPU does.

@@ -13,14 +13,14 @@
 // One run, in kernels (decode_cuda_*.cu):
 //   dense:       attention (Split-K over a flat, balanced work list) -> combine
 //   sinkrouter:  sink signal (m_A, Z_A over anchors and window) -> block bounds (summaries
-//   streaming    only) -> select + compact (kept-block list and certificate per (seq, KV
-//                head)) -> attention over the kept blocks, window and anchors -> combine
+//   streaming,   only) -> select + compact (kept-block list and certificate per (seq, KV
+//   quest        head)) -> attention over the kept blocks, window and anchors -> combine
 // The split of the (kept) tokens over thread blocks is computed on the device from the
 // lengths and kept counts: every CTA of the worst-case grid takes an equal share of the
 // batch's tokens, so skipped blocks leave no split idle.
 //
-// Quest and blasst run on the CPU paths only for now; asking the CUDA decoder for them is
-// a clear Error.
+// Blasst runs on the CPU paths only for now; asking the CUDA decoder for it is a clear
+// Error.
 #pragma once
 
 #if defined(SINKROUTER_HAVE_CUDA)
