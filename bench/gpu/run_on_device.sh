@@ -85,7 +85,7 @@ if ls "$root"/.whl/*.whl >/dev/null 2>&1; then
     "$root"/.whl/*.whl >>"$OUT/baselines.log" 2>&1 && export PYTHONPATH=/tmp/site
 fi
 ctx=${ctx:-4096,16384,65536,131072,262144,524288}
-PYTHONUNBUFFERED=1 timeout 150 python3 bench/gpu/baselines.py --out "$OUT/baselines.json" --contexts "$ctx" \
+PYTHONUNBUFFERED=1 timeout ${BASELINES_TIMEOUT:-150} python3 bench/gpu/baselines.py --out "$OUT/baselines.json" --contexts "$ctx" \
   >>"$OUT/baselines.log" 2>&1
 note "baselines: rc=$? $(elapsed)"
 
