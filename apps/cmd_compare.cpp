@@ -183,7 +183,7 @@ int run(const CompareCli& o) {
 Runner register_compare(CLI::App& app) {
   auto o = std::make_shared<CompareCli>();
   CLI::App* cmd = app.add_subcommand("compare", "answer a question about a document under dense and a routed policy");
-  o->engine.add_to(cmd);
+  o->engine.add_to(cmd, true, "f32");
   cmd->add_option("-f,--file", o->doc_file, "the document (plain text)")->required()->check(CLI::ExistingFile);
   cmd->add_option("-q,--question", o->question, "the question")->required();
   cmd->add_option("--doc-tokens", o->doc_tokens, "use the first N tokens of the document")

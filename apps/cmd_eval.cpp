@@ -144,7 +144,7 @@ int run(EvalCliOptions& o) {
 Runner register_eval(CLI::App& app) {
   auto o = std::make_shared<EvalCliOptions>();
   CLI::App* cmd = app.add_subcommand("eval", "long-context tasks, fidelity to dense, LongBench/InfiniteBench files");
-  o->engine.add_to(cmd, /*model_required=*/false);
+  o->engine.add_to(cmd, /*model_required=*/false, /*default_matmul=*/"f32");
   o->policy.add_to(cmd);
   cmd->add_option("--suite", o->suite, "JSON suite: tasks x contexts x policies (see eval/suites/example.json)")
       ->check(CLI::ExistingFile);

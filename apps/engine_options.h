@@ -13,7 +13,9 @@ struct EngineCliOptions {
   EngineOptions engine;
   std::string kv_dtype = "bf16";
 
-  void add_to(CLI::App* cmd, bool model_required = true);
+  // default_matmul: "q8" for generation speed; "f32" where outputs are compared across
+  // policies (q8's int8 activations turn 1e-7 perturbations into ~0.5 logit jumps).
+  void add_to(CLI::App* cmd, bool model_required = true, const std::string& default_matmul = "q8");
   EngineOptions resolve() const;
 };
 

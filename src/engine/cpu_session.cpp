@@ -159,11 +159,20 @@ const std::vector<float>& CpuSession::decode(int32_t token) {
   dequantize_matrix_row(w.token_embd, token, x.data());
   const float scale = 1.f / std::sqrt(float(cfg.head_dim));
   Q8Activation qa;
+  const bool exact = m_.options.matmul == "f32";
+  // One quantised input shared by the matrices that read it; in f32 mode the generic
+  // float path runs (Q8Activation::keep_float).
+  auto load_input = [&](const float* v, int64_t n) {
+    if (exact)
+      qa.set_float(v, n);
+    else
+      qa.quantize(v, n);
+  };
   last_ = HeadStats{};
   for (int l = 0; l < cfg.n_layers; ++l) {
     const LayerWeights& L = w.layers[size_t(l)];
     rms_norm(x.data(), L.attn_norm.data(), cfg.rms_eps, E, h.data());
-    qa.quantize(h.data(), E);
+    load_input(h.data(), E);
     gemv(L.wq, qa, q.data(), pool);
     gemv(L.wk, qa, k.data(), pool);
     gemv(L.wv, qa, v.data(), pool);
@@ -178,21 +187,24 @@ const std::vector<float>& CpuSession::decode(int32_t token) {
     decode_cpu(qv, batch.view, plan, TensorView(att.data(), DType::F32, {1, cfg.n_head, cfg.head_dim}), pool);
     layer_stats_[size_t(l)] = accumulate(plan.stats);
     last_ = accumulate({last_, layer_stats_[size_t(l)]});
-    gemv(L.wo, att.data(), proj.data(), pool);
+    load_input(att.data(), QD);
+    gemv(L.wo, qa, proj.data(), pool);
     add_into(x.data(), proj.data(), E);
     rms_norm(x.data(), L.ffn_norm.data(), cfg.rms_eps, E, h.data());
-    qa.quantize(h.data(), E);
+    load_input(h.data(), E);
     gemv(L.w_gate, qa, gate.data(), pool);
     gemv(L.w_up, qa, up.data(), pool);
     swiglu(gate.data(), up.data(), cfg.n_ff, gate.data());
-    gemv(L.w_down, gate.data(), proj.data(), pool);
+    load_input(gate.data(), cfg.n_ff);
+    gemv(L.w_down, qa, proj.data(), pool);
     add_into(x.data(), proj.data(), E);
   }
   ++length_;
   total_ = accumulate({total_, last_});
   rms_norm(x.data(), w.output_norm.data(), cfg.rms_eps, E, h.data());
   logits_.resize(size_t(cfg.n_vocab));
-  gemv(w.output, h.data(), logits_.data(), pool);
+  load_input(h.data(), E);
+  gemv(w.output, qa, logits_.data(), pool);
   return logits_;
 }
 

@@ -41,6 +41,8 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   SR_CHECK(device == "cpu", "--device cuda: the GPU engine is not implemented yet; use --device cpu");
   SR_CHECK(options.kv_dtype == DType::BF16 || options.kv_dtype == DType::F16,
            "KV dtype {} is not supported (expected bf16 or f16)", dtype_name(options.kv_dtype));
+  SR_CHECK(options.matmul == "q8" || options.matmul == "f32", "unknown matmul mode '{}' (expected q8 or f32)",
+           options.matmul);
   SR_CHECK(options.prefill_chunk >= 1, "prefill chunk {} must be at least 1", options.prefill_chunk);
   if (options.verify_checksum) verify_checksum(options.model_path);
   impl_->file = GGUFFile::open(options.model_path);

@@ -60,6 +60,13 @@ void Q8Activation::quantize(const float* in, int64_t n) {
   }
 }
 
+void Q8Activation::set_float(const float* in, int64_t n) {
+  q.clear();
+  d.clear();
+  sum.clear();
+  x.assign(in, in + n);
+}
+
 namespace {
 
 // Block layouts (REFERENCE.md §1).
@@ -188,28 +195,25 @@ void gemv(const QMatrix& w, const Q8Activation& x, float* y, ThreadPool& pool) {
   const int64_t nb = w.cols / 32;
   const int64_t chunk = rows_per_item(w.rows, pool.size());
   const int64_t items = (w.rows + chunk - 1) / chunk;
+  const bool integer_path = x.quantized() && has_q8_fast_path(w.type);
   pool.parallel_for(items, [&](int64_t item) {
     const int64_t r0 = item * chunk, r1 = std::min(w.rows, r0 + chunk);
-    switch (w.type) {
-      case GGMLType::Q4_0:
-        for (int64_t r = r0; r < r1; ++r) y[r] = dot_q4_0(w.row(r), x, nb);
-        return;
-      case GGMLType::Q4_1:
-        for (int64_t r = r0; r < r1; ++r) y[r] = dot_q4_1(w.row(r), x, nb);
-        return;
-      case GGMLType::Q8_0:
-        for (int64_t r = r0; r < r1; ++r) y[r] = dot_q8_0(w.row(r), x, nb);
-        return;
-      case GGMLType::F32:
-        for (int64_t r = r0; r < r1; ++r)
-          y[r] = dot_float(reinterpret_cast<const float*>(w.row(r)), x.x.data(), w.cols);
-        return;
-      default: {
-        std::vector<float> tmp(static_cast<size_t>(w.cols));
-        for (int64_t r = r0; r < r1; ++r) {
-          dequantize_row(w.type, w.row(r), tmp.data(), w.cols);
-          y[r] = dot_float(tmp.data(), x.x.data(), w.cols);
+    if (integer_path) {
+      for (int64_t r = r0; r < r1; ++r) {
+        switch (w.type) {
+          case GGMLType::Q4_0: y[r] = dot_q4_0(w.row(r), x, nb); break;
+          case GGMLType::Q4_1: y[r] = dot_q4_1(w.row(r), x, nb); break;
+          default: y[r] = dot_q8_0(w.row(r), x, nb); break;
         }
+      }
+    } else if (w.type == GGMLType::F32) {
+      for (int64_t r = r0; r < r1; ++r)
+        y[r] = dot_float(reinterpret_cast<const float*>(w.row(r)), x.x.data(), w.cols);
+    } else {
+      std::vector<float> tmp(static_cast<size_t>(w.cols));
+      for (int64_t r = r0; r < r1; ++r) {
+        dequantize_row(w.type, w.row(r), tmp.data(), w.cols);
+        y[r] = dot_float(tmp.data(), x.x.data(), w.cols);
       }
     }
   });

@@ -35,6 +35,9 @@ struct Q8Activation {
   std::vector<float> d, sum;
   std::vector<float> x;  // the float input, for the generic path
   void quantize(const float* x, int64_t n);  // n % 32 == 0
+  // Keeps x as floats only: gemv then dots dequantised weight rows in float (exact path).
+  void set_float(const float* x, int64_t n);
+  bool quantized() const { return !q.empty(); }
 };
 
 // y[r] = W[r, :] . x for r in [0, rows). x: cols floats (quantised inside when a fast path

@@ -46,6 +46,10 @@ struct EngineOptions {
   int first_anchors = 4;        // the first tokens are anchors in every head
   int detected_sinks = 4;       // extra anchors per head found at prefill (0: none)
   bool verify_checksum = true;  // check models/*.sha256 beside the file when present
+  // Decode matmuls: "q8" quantises each activation to int8 blocks of 32 (as llama.cpp;
+  // fast), "f32" dots dequantised weight rows with float activations (slower; the
+  // reference mode the golden tests use).
+  std::string matmul = "q8";
 };
 
 using ProgressFn = std::function<void(int64_t done, int64_t total)>;
