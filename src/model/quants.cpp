@@ -2,10 +2,12 @@
 // Q2_K, Q3_K, Q4_K, Q5_K, Q6_K rows. Each block's arithmetic follows ggml's reference
 // (ggml-quants.c dequantize_row_*) operation by operation, in float, so the output is
 // bit-identical to ggml and to gguf-py (tests/model/gguf_quants_test.cpp checks this).
+// Plain scalar kernels (written so that GCC vectorises most of them) serve every type;
+// AVX2 kernels replace them for Q4_0 / Q4_1 and F16C for F16 when compiled for it.
 #include <cstring>
 #include <limits>
 
-#if defined(__F16C__)
+#if defined(__F16C__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -89,16 +91,16 @@ inline uint32_t load_u32(const uint8_t* p) {
 
 // ---- plain types ----
 
-void dequant_f16(const uint8_t* x, float* y, int64_t n) {
+void dequant_f16(const uint8_t* __restrict x, float* __restrict y, int64_t n, bool simd) {
   int64_t i = 0;
 #if defined(__F16C__)
-  for (; i + 8 <= n; i += 8)
+  for (; simd && i + 8 <= n; i += 8)
     _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 2 * i))));
 #endif
   for (; i < n; ++i) y[i] = half_to_float(x + 2 * i);
 }
 
-void dequant_bf16(const uint8_t* x, float* y, int64_t n) {
+void dequant_bf16(const uint8_t* __restrict x, float* __restrict y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     uint16_t h;
     std::memcpy(&h, x + 2 * i, 2);
@@ -110,31 +112,27 @@ void dequant_bf16(const uint8_t* x, float* y, int64_t n) {
 // ---- 32-value blocks ----
 
 // Q4_0 {f16 d; u8 qs[16]}: low nibbles are values 0..15, high nibbles 16..31.
-void dequant_q4_0(const uint8_t* x, float* y, int64_t nb) {
+void dequant_q4_0(const uint8_t* __restrict x, float* __restrict y, int64_t nb) {
   for (int64_t b = 0; b < nb; ++b, x += 18, y += 32) {
     const float d = half_to_float(x);
     const uint8_t* qs = x + 2;
-    for (int j = 0; j < 16; ++j) {
-      y[j] = float(int(qs[j] & 15) - 8) * d;
-      y[j + 16] = float(int(qs[j] >> 4) - 8) * d;
-    }
+    for (int j = 0; j < 16; ++j) y[j] = float((int32_t(qs[j]) & 15) - 8) * d;
+    for (int j = 0; j < 16; ++j) y[j + 16] = float((int32_t(qs[j]) >> 4) - 8) * d;
   }
 }
 
 // Q4_1 {f16 d; f16 m; u8 qs[16]}: y = q*d + m.
-void dequant_q4_1(const uint8_t* x, float* y, int64_t nb) {
+void dequant_q4_1(const uint8_t* __restrict x, float* __restrict y, int64_t nb) {
   for (int64_t b = 0; b < nb; ++b, x += 20, y += 32) {
     const float d = half_to_float(x), m = half_to_float(x + 2);
     const uint8_t* qs = x + 4;
-    for (int j = 0; j < 16; ++j) {
-      y[j] = float(qs[j] & 15) * d + m;
-      y[j + 16] = float(qs[j] >> 4) * d + m;
-    }
+    for (int j = 0; j < 16; ++j) y[j] = float(int32_t(qs[j]) & 15) * d + m;
+    for (int j = 0; j < 16; ++j) y[j + 16] = float(int32_t(qs[j]) >> 4) * d + m;
   }
 }
 
 // Q5_0 {f16 d; u8 qh[4]; u8 qs[16]}: bit j of qh (LE u32) is the 5th bit of value j.
-void dequant_q5_0(const uint8_t* x, float* y, int64_t nb) {
+void dequant_q5_0(const uint8_t* __restrict x, float* __restrict y, int64_t nb) {
   for (int64_t b = 0; b < nb; ++b, x += 22, y += 32) {
     const float d = half_to_float(x);
     const uint32_t qh = load_u32(x + 2);
@@ -149,7 +147,7 @@ void dequant_q5_0(const uint8_t* x, float* y, int64_t nb) {
 }
 
 // Q5_1 {f16 d; f16 m; u8 qh[4]; u8 qs[16]}: y = q*d + m.
-void dequant_q5_1(const uint8_t* x, float* y, int64_t nb) {
+void dequant_q5_1(const uint8_t* __restrict x, float* __restrict y, int64_t nb) {
   for (int64_t b = 0; b < nb; ++b, x += 24, y += 32) {
     const float d = half_to_float(x), m = half_to_float(x + 2);
     const uint32_t qh = load_u32(x + 4);
@@ -164,7 +162,7 @@ void dequant_q5_1(const uint8_t* x, float* y, int64_t nb) {
 }
 
 // Q8_0 {f16 d; i8 qs[32]}.
-void dequant_q8_0(const uint8_t* x, float* y, int64_t nb) {
+void dequant_q8_0(const uint8_t* __restrict x, float* __restrict y, int64_t nb) {
   for (int64_t b = 0; b < nb; ++b, x += 34, y += 32) {
     const float d = half_to_float(x);
     const int8_t* qs = reinterpret_cast<const int8_t*>(x + 2);
@@ -172,11 +170,38 @@ void dequant_q8_0(const uint8_t* x, float* y, int64_t nb) {
   }
 }
 
+#if defined(__AVX2__)
+// Q4_0 / Q4_1 with AVX2, the model's main types (GCC does not vectorise the scalar
+// kernels above). The same float operations in the same order -- convert, multiply,
+// (add m) -- so the results are bit-identical to the scalar kernels.
+template <bool kWithMin>
+void dequant_q4_avx2(const uint8_t* __restrict x, float* __restrict y, int64_t nb) {
+  constexpr int64_t kBlockBytes = kWithMin ? 20 : 18;
+  const __m128i low4 = _mm_set1_epi8(15);
+  const __m256i eight = _mm256_set1_epi32(8);
+  for (int64_t b = 0; b < nb; ++b, x += kBlockBytes, y += 32) {
+    const __m256 d = _mm256_set1_ps(half_to_float(x));
+    const __m256 m = _mm256_set1_ps(kWithMin ? half_to_float(x + 2) : 0.f);
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + (kWithMin ? 4 : 2)));
+    const __m128i lo = _mm_and_si128(raw, low4);                      // values 0..15
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low4);  // values 16..31
+    const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+    for (int k = 0; k < 4; ++k) {
+      __m256i q = _mm256_cvtepu8_epi32(parts[k]);
+      if (!kWithMin) q = _mm256_sub_epi32(q, eight);
+      __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(q), d);
+      if (kWithMin) v = _mm256_add_ps(v, m);
+      _mm256_storeu_ps(y + 8 * k, v);
+    }
+  }
+}
+#endif
+
 // ---- 256-value super-blocks (k-quants) ----
 
 // Q2_K {u8 scales[16]; u8 qs[64]; f16 d; f16 dmin}: 16 groups of 16 values; group g's
 // scale byte holds a 4-bit scale (low) and 4-bit min (high).
-void dequant_q2_k(const uint8_t* x, float* y, int64_t nb) {
+void dequant_q2_k(const uint8_t* __restrict x, float* __restrict y, int64_t nb) {
   for (int64_t b = 0; b < nb; ++b, x += 84) {
     const uint8_t* scales = x;
     const uint8_t* q = x + 16;
@@ -188,7 +213,7 @@ void dequant_q2_k(const uint8_t* x, float* y, int64_t nb) {
           const uint8_t sc = scales[is++];
           const float dl = d * float(sc & 15), ml = dmin * float(sc >> 4);
           const uint8_t* qq = q + 16 * part;
-          for (int l = 0; l < 16; ++l) y[l] = dl * float((qq[l] >> shift) & 3) - ml;
+          for (int l = 0; l < 16; ++l) y[l] = dl * float((int32_t(qq[l]) >> shift) & 3) - ml;
         }
       }
     }
@@ -197,7 +222,7 @@ void dequant_q2_k(const uint8_t* x, float* y, int64_t nb) {
 
 // Q3_K {u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d}: 2 low bits from qs, the 3rd bit
 // from hmask (a set bit means no -4 offset), 16 signed 6-bit scales packed in 12 bytes.
-void dequant_q3_k(const uint8_t* x, float* y, int64_t nb) {
+void dequant_q3_k(const uint8_t* __restrict x, float* __restrict y, int64_t nb) {
   for (int64_t b = 0; b < nb; ++b, x += 110) {
     const uint8_t* hm = x;
     const uint8_t* q = x + 32;
@@ -209,16 +234,16 @@ void dequant_q3_k(const uint8_t* x, float* y, int64_t nb) {
       const int hi2 = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
       sc[i] = (low4 | (hi2 << 4)) - 32;
     }
-    int is = 0;
-    uint8_t m = 1;
+    int is = 0, hbit = 0;  // hmask bit hbit serves the 32 values of one shift step
     for (int half = 0; half < 2; ++half, q += 32) {
-      for (int shift = 0; shift < 8; shift += 2, m = uint8_t(m << 1)) {
+      for (int shift = 0; shift < 8; shift += 2, ++hbit) {
         for (int part = 0; part < 2; ++part, y += 16) {
           const float dl = d * float(sc[is++]);
           const uint8_t* qq = q + 16 * part;
           const uint8_t* hh = hm + 16 * part;
+          // q = low2 - (bit set ? 0 : 4), written without a branch so that it vectorises
           for (int l = 0; l < 16; ++l)
-            y[l] = dl * float(int((qq[l] >> shift) & 3) - ((hh[l] & m) ? 0 : 4));
+            y[l] = dl * float(((int32_t(qq[l]) >> shift) & 3) - 4 + 4 * ((int32_t(hh[l]) >> hbit) & 1));
         }
       }
     }
@@ -238,7 +263,7 @@ inline void k_scale_min(int j, const uint8_t* s, int& sc, int& m) {
 
 // Q4_K {f16 d; f16 dmin; u8 scales[12]; u8 qs[128]}: 4 chunks of 64 values; chunk c's
 // 32 bytes give sub-block 2c (low nibbles) and 2c+1 (high nibbles). y = d*sc*q - dmin*m.
-void dequant_q4_k(const uint8_t* x, float* y, int64_t nb) {
+void dequant_q4_k(const uint8_t* __restrict x, float* __restrict y, int64_t nb) {
   for (int64_t b = 0; b < nb; ++b, x += 144) {
     const float d = half_to_float(x), dmin = half_to_float(x + 2);
     const uint8_t* s = x + 4;
@@ -249,15 +274,15 @@ void dequant_q4_k(const uint8_t* x, float* y, int64_t nb) {
       const float d1 = d * float(sc), m1 = dmin * float(m);
       k_scale_min(2 * c + 1, s, sc, m);
       const float d2 = d * float(sc), m2 = dmin * float(m);
-      for (int l = 0; l < 32; ++l) y[l] = d1 * float(q[l] & 15) - m1;
-      for (int l = 0; l < 32; ++l) y[l + 32] = d2 * float(q[l] >> 4) - m2;
+      for (int l = 0; l < 32; ++l) y[l] = d1 * float(int32_t(q[l]) & 15) - m1;
+      for (int l = 0; l < 32; ++l) y[l + 32] = d2 * float(int32_t(q[l]) >> 4) - m2;
     }
   }
 }
 
 // Q5_K {f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]}: as Q4_K plus a 5th bit,
 // bit 2c (low-nibble values) and 2c+1 (high-nibble values) of qh[l].
-void dequant_q5_k(const uint8_t* x, float* y, int64_t nb) {
+void dequant_q5_k(const uint8_t* __restrict x, float* __restrict y, int64_t nb) {
   for (int64_t b = 0; b < nb; ++b, x += 176) {
     const float d = half_to_float(x), dmin = half_to_float(x + 2);
     const uint8_t* s = x + 4;
@@ -278,23 +303,26 @@ void dequant_q5_k(const uint8_t* x, float* y, int64_t nb) {
 
 // Q6_K {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}: two halves of 128 values; 4 low
 // bits from ql, 2 high bits from qh, signed 8-bit scale per 16 values. y = d*sc*(q-32).
-void dequant_q6_k(const uint8_t* x, float* y, int64_t nb) {
+void dequant_q6_k(const uint8_t* __restrict x, float* __restrict y, int64_t nb) {
   for (int64_t b = 0; b < nb; ++b, x += 210) {
     const uint8_t* ql = x;
     const uint8_t* qh = x + 128;
     const int8_t* sc = reinterpret_cast<const int8_t*>(x + 192);
     const float d = half_to_float(x + 208);
     for (int half = 0; half < 2; ++half, ql += 64, qh += 32, sc += 8, y += 128) {
-      for (int l = 0; l < 32; ++l) {
-        const int is = l / 16;
-        const int q1 = int((ql[l] & 15) | (((qh[l] >> 0) & 3) << 4)) - 32;
-        const int q2 = int((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32;
-        const int q3 = int((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-        const int q4 = int((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-        y[l] = d * float(sc[is]) * float(q1);
-        y[l + 32] = d * float(sc[is + 2]) * float(q2);
-        y[l + 64] = d * float(sc[is + 4]) * float(q3);
-        y[l + 96] = d * float(sc[is + 6]) * float(q4);
+      for (int is = 0; is < 2; ++is) {  // 16 values share a scale: hoisted so the loop vectorises
+        const float s1 = d * float(sc[is]), s2 = d * float(sc[is + 2]);
+        const float s3 = d * float(sc[is + 4]), s4 = d * float(sc[is + 6]);
+        for (int l = 16 * is; l < 16 * is + 16; ++l) {
+          const int q1 = int((ql[l] & 15) | (((qh[l] >> 0) & 3) << 4)) - 32;
+          const int q2 = int((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32;
+          const int q3 = int((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+          const int q4 = int((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+          y[l] = s1 * float(q1);  // ggml: d * sc * q, evaluated left to right
+          y[l + 32] = s2 * float(q2);
+          y[l + 64] = s3 * float(q3);
+          y[l + 96] = s4 * float(q4);
+        }
       }
     }
   }
@@ -327,7 +355,10 @@ int64_t ggml_row_bytes(GGMLType t, int64_t n) {
   return blocks * tr.block_bytes;
 }
 
-void dequantize_row(GGMLType t, const void* src, float* dst, int64_t n) {
+namespace {
+
+// One switch per call; `simd` picks the intrinsics kernels where there are some.
+void dequantize(GGMLType t, const void* src, float* dst, int64_t n, bool simd) {
   const GGMLTypeTraits& tr = known_type(t, "dequantize_row");
   SR_CHECK(tr.dequantize, "dequantize_row: ggml type {} (id {}) is not supported (supported: {})", tr.name,
            tr.id, detail::supported_type_list());
@@ -335,9 +366,13 @@ void dequantize_row(GGMLType t, const void* src, float* dst, int64_t n) {
            "dequantize_row: {} values is not a multiple of the {} block size {}", n, tr.name, tr.block_values);
   const auto* x = static_cast<const uint8_t*>(src);
   const int64_t nb = n / tr.block_values;
+#if defined(__AVX2__)
+  if (simd && t == GGMLType::Q4_0) return dequant_q4_avx2<false>(x, dst, nb);
+  if (simd && t == GGMLType::Q4_1) return dequant_q4_avx2<true>(x, dst, nb);
+#endif
   switch (t) {
     case GGMLType::F32: std::memcpy(dst, x, size_t(n) * 4); return;
-    case GGMLType::F16: dequant_f16(x, dst, n); return;
+    case GGMLType::F16: dequant_f16(x, dst, n, simd); return;
     case GGMLType::BF16: dequant_bf16(x, dst, n); return;
     case GGMLType::Q4_0: dequant_q4_0(x, dst, nb); return;
     case GGMLType::Q4_1: dequant_q4_1(x, dst, nb); return;
@@ -352,6 +387,14 @@ void dequantize_row(GGMLType t, const void* src, float* dst, int64_t n) {
     default: break;
   }
   fail("dequantize_row: ggml type {} has a dequantize flag but no kernel (internal error)", tr.name);
+}
+
+}  // namespace
+
+void dequantize_row(GGMLType t, const void* src, float* dst, int64_t n) { dequantize(t, src, dst, n, true); }
+
+void detail::dequantize_row_scalar(GGMLType t, const void* src, float* dst, int64_t n) {
+  dequantize(t, src, dst, n, false);
 }
 
 }  // namespace sinkrouter

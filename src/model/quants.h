@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "sinkrouter/model/gguf.h"
+
 namespace sinkrouter::detail {
 
 struct GGMLTypeTraits {
@@ -19,6 +21,10 @@ struct GGMLTypeTraits {
 // The traits of a ggml type id, or nullptr for an id whose block layout we do not know
 // (such a tensor cannot even be sized, so a file holding one does not open).
 const GGMLTypeTraits* find_ggml_type(uint32_t id);
+
+// dequantize_row() with the plain scalar kernels only (no intrinsics): the reference the
+// tests hold the fast paths to. Same checks and errors as dequantize_row().
+void dequantize_row_scalar(GGMLType t, const void* src, float* dst, int64_t n);
 
 // Comma-separated names of the types dequantize_row() handles (for error messages).
 const char* supported_type_list();

@@ -1,7 +1,8 @@
 // dequantize_row() against gguf-py (ggml's Python package): tests/data/quants/<type>.bin
 // hold raw rows and gguf.quants.dequantize's output (tools/make_quant_vectors.py).
 // Tolerance: exact, bit for bit, on every element (both follow ggml's float operation
-// order; quants.cpp disables FMA contraction so that they can).
+// order; quants.cpp disables FMA contraction so that they can). Both the fast kernels
+// (dequantize_row) and the scalar reference (detail::dequantize_row_scalar) are checked.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -82,6 +83,15 @@ TEST_P(QuantVectorsTest, EveryElementMatchesGgufPyBitForBit) {
     const int64_t bad = first_mismatch(out.data(), want, v.values);
     EXPECT_EQ(bad, -1) << c.file << " row " << r << " element " << bad << ": got " << out[size_t(bad)] << " want "
                        << want[bad];
+  }
+
+  // The scalar reference kernels (what runs without AVX2/F16C) must agree as well.
+  for (uint32_t r = 0; r < v.rows; ++r) {
+    std::fill(out.begin(), out.end(), std::numeric_limits<float>::quiet_NaN());
+    detail::dequantize_row_scalar(c.type, v.raw.data() + size_t(r) * v.row_bytes, out.data(), v.values);
+    const float* want = v.expected.data() + size_t(r) * v.values;
+    const int64_t bad = first_mismatch(out.data(), want, v.values);
+    EXPECT_EQ(bad, -1) << c.file << " (scalar) row " << r << " element " << bad;
   }
 
   // All rows in one call (many blocks), from a deliberately misaligned source pointer.
