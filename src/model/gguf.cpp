@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -46,6 +47,10 @@ constexpr uint64_t kMaxKeyBytes = 65535;          // the GGUF spec's bound on ke
 constexpr uint64_t kMaxTensorNameBytes = 256;     // ggml writes <= 63; lenient but bounded
 constexpr int kMaxArrayDepth = 8;                 // arrays of arrays: bounds the recursion
 constexpr uint64_t kMaxArrayElements = 1u << 24;  // all arrays together (49152-token vocabularies fit)
+// Vectors are reserved up to this many entries; beyond it they grow as entries are actually
+// read. A count that passes the fits-in-the-file check can still be a lie in a multi-GB
+// file, and an in-memory entry is several times larger than its smallest encoding.
+constexpr uint64_t kMaxReserve = 1u << 16;
 // Smallest encodings, used to reject counts that cannot fit in the bytes left.
 constexpr uint64_t kMinKVBytes = 8 + 1 + 4 + 1;              // key length, 1-byte key, type, u8
 constexpr uint64_t kMinTensorInfoBytes = 8 + 1 + 4 + 8 + 4 + 8;  // name, n_dims, ne[0], type, offset
@@ -167,7 +172,7 @@ class ValueReader {
       c_.error("array of {} elements at offset {} exceeds the limit of {} array elements in all the metadata",
                count, at, kMaxArrayElements);
     elements_left_ -= count;
-    v.array.reserve(size_t(count));
+    v.array.reserve(size_t(std::min<uint64_t>(count, kMaxReserve)));
     for (uint64_t k = 0; k < count; ++k) v.array.push_back(value(v.array_type, depth + 1));
   }
 
@@ -208,8 +213,7 @@ void GGUFFile::parse(const uint8_t* data, uint64_t size) {
   // ---- metadata ----
   ValueReader values(c);
   std::vector<uint64_t> key_offsets;
-  metadata_.reserve(size_t(n_kv));
-  key_offsets.reserve(size_t(n_kv));
+  metadata_.reserve(size_t(std::min<uint64_t>(n_kv, kMaxReserve)));
   for (uint64_t k = 0; k < n_kv; ++k) {
     const uint64_t at = c.pos();
     c.set_context(fmt::format("metadata entry {} of {}", k, n_kv));
@@ -243,8 +247,7 @@ void GGUFFile::parse(const uint8_t* data, uint64_t size) {
     fail("{}: tensor count {} (offset 8) cannot fit in the {} bytes after the metadata (each tensor info takes at "
          "least {})", path_, n_tensors, c.left(), kMinTensorInfoBytes);
   std::vector<uint64_t> info_offsets;
-  tensors_.reserve(size_t(n_tensors));
-  info_offsets.reserve(size_t(n_tensors));
+  tensors_.reserve(size_t(std::min<uint64_t>(n_tensors, kMaxReserve)));
   for (uint64_t k = 0; k < n_tensors; ++k) {
     const uint64_t at = c.pos();
     c.set_context(fmt::format("tensor info {} of {}", k, n_tensors));

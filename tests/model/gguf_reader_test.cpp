@@ -70,6 +70,7 @@ TEST(GGUFReader, OpensAFileWrittenByGgufPy) {
   EXPECT_EQ(f.version(), want["version"].get<uint32_t>());
   EXPECT_EQ(f.alignment(), want["alignment"].get<uint64_t>());
   EXPECT_EQ(f.file_size(), want["file_size"].get<uint64_t>());
+  EXPECT_EQ(f.data_offset() % f.alignment(), 0u);
 
   // Metadata: same keys, same order, same types and values.
   ASSERT_EQ(f.metadata().size(), want["metadata"].size());
