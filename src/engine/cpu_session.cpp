@@ -123,7 +123,12 @@ void CpuSession::prefill_chunk(const int32_t* tokens, int64_t c, bool last_chunk
   if (last_chunk) {
     rms_norm(&x[size_t((c - 1) * E)], w.output_norm.data(), cfg.rms_eps, E, h.data());
     logits_.resize(size_t(cfg.n_vocab));
-    gemv(w.output, h.data(), logits_.data(), pool);
+    Q8Activation in;
+    if (m_.options.matmul == "f32")
+      in.set_float(h.data(), E);
+    else
+      in.quantize(h.data(), E);
+    gemv(w.output, in, logits_.data(), pool);
   }
 }
 

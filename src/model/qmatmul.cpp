@@ -220,14 +220,9 @@ void gemv(const QMatrix& w, const Q8Activation& x, float* y, ThreadPool& pool) {
 }
 
 void gemv(const QMatrix& w, const float* x, float* y, ThreadPool& pool) {
-  Q8Activation q;
-  if (w.cols % 32 == 0) {
-    q.quantize(x, w.cols);
-  } else {
-    SR_CHECK(!has_q8_fast_path(w.type), "gemv '{}': {} columns", w.name, w.cols);
-    q.x.assign(x, x + w.cols);
-  }
-  gemv(w, q, y, pool);
+  Q8Activation exact;
+  exact.set_float(x, w.cols);
+  gemv(w, exact, y, pool);
 }
 
 void gemm(const QMatrix& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {

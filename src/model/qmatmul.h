@@ -40,11 +40,12 @@ struct Q8Activation {
   bool quantized() const { return !q.empty(); }
 };
 
-// y[r] = W[r, :] . x for r in [0, rows). x: cols floats (quantised inside when a fast path
-// applies). Threads over rows.
-void gemv(const QMatrix& w, const float* x, float* y, ThreadPool& pool);
-// The same against an already quantised x (shared by several matrices with one input).
+// y[r] = W[r, :] . x for r in [0, rows), threads over rows. With x quantised
+// (Q8Activation::quantize) the integer fast paths run where the weight type has one;
+// with x kept in float (set_float) every row is dequantised and dotted in float.
 void gemv(const QMatrix& w, const Q8Activation& x, float* y, ThreadPool& pool);
+// Float x: the exact path.
+void gemv(const QMatrix& w, const float* x, float* y, ThreadPool& pool);
 
 // Y[t, r] = sum_c X[t, c] * W[r, c] for t < n_tokens. X: [n_tokens, cols] row-major,
 // Y: [n_tokens, rows] row-major, both float.
