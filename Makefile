@@ -34,8 +34,12 @@ build: deps
 test: build data model
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --no-tests=error
 
-run: build
-	$(BUILD_DIR)/apps/sinkrouter bench-attention --context 4096 16384 65536
+# The main job: a long real document (the first 6,000 tokens of The Adventures of Sherlock
+# Holmes) and a question about it, answered under dense attention and under sinkrouter.
+MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
+run: build data model
+	$(BUILD_DIR)/apps/sinkrouter compare -m $(MODEL) -f data/texts/sherlock.txt --doc-tokens 6000 -n 40 \
+	  -q "Who is the woman Sherlock Holmes always calls 'the woman'? Give her name."
 
 model:
 	bash tools/fetch_model.sh
