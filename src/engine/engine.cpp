@@ -9,6 +9,9 @@
 #include "cpu_session.h"
 #include "sinkrouter/core/error.h"
 #include "sinkrouter/model/gguf.h"
+#if defined(SINKROUTER_HAVE_CUDA)
+#include "cuda_session.h"
+#endif
 
 namespace sinkrouter {
 
@@ -16,6 +19,10 @@ struct Engine::Impl {
   GGUFFile file;
   Tokenizer tokenizer;
   CpuModel model;
+  std::string device;  // "cpu" or "cuda"
+#if defined(SINKROUTER_HAVE_CUDA)
+  std::unique_ptr<CudaModel> cuda;  // weights on the device when device == "cuda"
+#endif
 };
 
 namespace {
@@ -36,9 +43,22 @@ void verify_checksum(const std::string& path) {
 Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   SR_CHECK(!options.model_path.empty(), "no model given (use -m FILE)");
   std::string device = options.device;
-  if (device == "auto") device = "cpu";  // the GPU engine is not there yet
-  SR_CHECK(device == "cpu" || device == "cuda", "unknown device '{}' (expected cpu, cuda or auto)", device);
-  SR_CHECK(device == "cpu", "--device cuda: the GPU engine is not implemented yet; use --device cpu");
+  SR_CHECK(device == "cpu" || device == "cuda" || device == "auto", "unknown device '{}' (expected cpu, cuda or auto)",
+           device);
+#if defined(SINKROUTER_HAVE_CUDA)
+  if (device == "auto") device = cuda_device_count() > 0 ? "cuda" : "cpu";
+  SR_CHECK(device != "cuda" || cuda_device_count() > 0,
+           "--device cuda: no CUDA device is visible (use --device cpu or auto)");
+  SR_CHECK(device != "cuda" || options.kv_dtype == DType::BF16,
+           "--device cuda: the GPU engine keeps its KV cache in bf16 (got {}); use --kv-dtype bf16", 
+           dtype_name(options.kv_dtype));
+#else
+  if (device == "auto") device = "cpu";
+  SR_CHECK(device == "cpu",
+           "--device cuda: this build of sinkrouter has no CUDA support (nvcc was not found when it was "
+           "configured); use --device cpu, or rebuild where nvcc is installed");
+#endif
+  impl_->device = device;
   SR_CHECK(options.kv_dtype == DType::BF16 || options.kv_dtype == DType::F16,
            "KV dtype {} is not supported (expected bf16 or f16)", dtype_name(options.kv_dtype));
   SR_CHECK(options.matmul == "q8" || options.matmul == "f32", "unknown matmul mode '{}' (expected q8 or f32)",
@@ -61,6 +81,12 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
            m.capacity, m.config.context_length);
   m.rope = std::make_unique<Rope>(m.config.head_dim, m.config.rope_base, m.config.rope_freq_divisors);
   m.pool = std::make_unique<ThreadPool>(options.threads);
+#if defined(SINKROUTER_HAVE_CUDA)
+  if (device == "cuda") {
+    SR_CHECK(options.cuda_prefill_chunk >= 1, "GPU prefill chunk {} must be at least 1", options.cuda_prefill_chunk);
+    impl_->cuda = std::make_unique<CudaModel>(m);
+  }
+#endif
 }
 
 Engine::~Engine() = default;
@@ -68,9 +94,30 @@ Engine::~Engine() = default;
 const ModelConfig& Engine::config() const { return impl_->model.config; }
 const Tokenizer& Engine::tokenizer() const { return impl_->tokenizer; }
 const EngineOptions& Engine::options() const { return impl_->model.options; }
+const std::string& Engine::device() const { return impl_->device; }
 
 std::unique_ptr<Session> Engine::new_session(const AttentionPolicy& policy) const {
+#if defined(SINKROUTER_HAVE_CUDA)
+  if (impl_->cuda) return std::make_unique<CudaSession>(*impl_->cuda, policy);
+#endif
   return std::make_unique<CpuSession>(impl_->model, policy);
+}
+
+std::vector<GenerateResult> Engine::generate_batch(const std::vector<std::vector<int32_t>>& prompts,
+                                                   const AttentionPolicy& policy, const GenerateOptions& o) const {
+  SR_CHECK(!prompts.empty(), "generate_batch: no prompts");
+  SR_CHECK(o.max_new_tokens >= 0, "max_new_tokens {} must not be negative", o.max_new_tokens);
+  SR_CHECK(o.temperature >= 0, "temperature {} must not be negative", o.temperature);
+  SR_CHECK(o.top_p > 0 && o.top_p <= 1, "top-p {} out of range (expected (0, 1])", o.top_p);
+#if defined(SINKROUTER_HAVE_CUDA)
+  if (impl_->cuda) return cuda_generate_batch(*impl_->cuda, impl_->tokenizer, prompts, policy, o);
+#endif
+  GenerateOptions quiet = o;
+  quiet.on_token = nullptr;
+  quiet.prefill_progress = nullptr;
+  std::vector<GenerateResult> r;
+  for (const auto& p : prompts) r.push_back(generate(p, policy, quiet));
+  return r;
 }
 
 GenerateResult Engine::generate(const std::vector<int32_t>& prompt, const AttentionPolicy& policy,

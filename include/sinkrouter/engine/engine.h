@@ -35,14 +35,17 @@ struct ModelConfig {
 
 struct EngineOptions {
   std::string model_path;
-  std::string device = "cpu";   // "cpu", "cuda", or "auto" (cuda when a GPU is present)
+  // "cpu", "cuda", or "auto" (cuda when the library was built with CUDA and a device is
+  // present). The GPU engine keeps bf16 weights and a bf16 KV cache on the device.
+  std::string device = "cpu";
   int threads = 0;              // 0: all cores
   int64_t max_context = 0;      // KV capacity per session in tokens; 0: the trained context
   bool allow_beyond_trained_context = false;  // else a prompt longer than it is an Error
   DType kv_dtype = DType::BF16;
   int page_size = 16;
   int block_size = 64;          // routing block R
-  int prefill_chunk = 512;      // tokens per prefill chunk
+  int prefill_chunk = 512;      // tokens per prefill chunk (CPU)
+  int cuda_prefill_chunk = 16384;  // tokens per prefill chunk on the GPU (more rows: fuller grids)
   int first_anchors = 4;        // the first tokens are anchors in every head
   int detected_sinks = 4;       // extra anchors per head found at prefill (0: none)
   bool verify_checksum = true;  // check models/*.sha256 beside the file when present
@@ -107,6 +110,14 @@ class Engine {
   std::unique_ptr<Session> new_session(const AttentionPolicy& policy) const;
   GenerateResult generate(const std::vector<int32_t>& prompt, const AttentionPolicy& policy,
                           const GenerateOptions& options) const;
+  // Several prompts of different lengths. On the GPU one decode step advances every
+  // sequence (batched weights reads and attention); on the CPU it is generate() per prompt.
+  // Each result equals generate()'s for that prompt up to the arithmetic of batching;
+  // options.on_token and options.prefill_progress are not called.
+  std::vector<GenerateResult> generate_batch(const std::vector<std::vector<int32_t>>& prompts,
+                                             const AttentionPolicy& policy, const GenerateOptions& options) const;
+  // The device sessions run on: "cpu" or "cuda" ("auto" resolved).
+  const std::string& device() const;
 
  private:
   struct Impl;

@@ -1,0 +1,368 @@
+// CudaForward: prefill chunks and graph-captured decode steps of a batch of sequences on
+// the device (see cuda_forward.h).
+#include "cuda_forward.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "core/cuda_check.h"
+#include "engine/sink_detection.h"
+#include "model/cuda_ops.h"
+#include "model/cuda_prefill_attention.h"
+#include "sinkrouter/core/error.h"
+
+namespace sinkrouter {
+
+// Device activations, sized for the larger of a prefill chunk and the batch.
+struct CudaForward::Buffers {
+  std::vector<void*> owned;
+  template <typename T>
+  T* make(size_t count) {
+    T* p = nullptr;
+    SR_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T)));
+    owned.push_back(p);
+    return p;
+  }
+  ~Buffers() {
+    for (void* p : owned) cudaFree(p);
+    if (received) cudaFree(received);
+    if (host_tokens) cudaFreeHost(host_tokens);
+    if (host_logits) cudaFreeHost(host_logits);
+  }
+  int32_t* tokens = nullptr;      // [rows]
+  float* x = nullptr;             // [rows, E]      the residual stream
+  __nv_bfloat16* h = nullptr;     // [rows, E]      normalised: the prefill GEMMs' input
+  float* qkv = nullptr;           // [rows, QD + 2 KD]
+  __nv_bfloat16* q = nullptr;     // [rows, QD]     prefill queries (RoPE applied)
+  float* k = nullptr;             // [rows, KD]     RoPE applied
+  float* v = nullptr;             // [rows, KD]
+  __nv_bfloat16* att = nullptr;   // [rows, QD]     prefill attention output
+  float* gu = nullptr;            // [rows, 2 F]    gate | up
+  __nv_bfloat16* act = nullptr;   // [rows, F]      silu(gate) * up
+  float* lse = nullptr;           // [rows, QH]
+  float* q_step = nullptr;        // [B, QD]        decode queries
+  float* att_step = nullptr;      // [B, QD]        decode attention output
+  float* logits = nullptr;        // [max(B, 1), V]
+  float* received = nullptr;      // [KV heads, n]  sink detection
+  int64_t received_count = 0;
+  int32_t* host_tokens = nullptr;  // pinned [B]
+  float* host_logits = nullptr;    // pinned [B, V]
+};
+
+CudaForward::CudaForward(const CudaModel& m, const std::vector<int64_t>& capacities, const AttentionPolicy& policy)
+    : m_(m), policy_(policy), capacities_(capacities), lengths_(capacities.size(), 0) {
+  policy_.validate();
+  SR_CHECK(!capacities.empty(), "GPU engine: a batch needs at least one sequence");
+  const ModelConfig& c = m.config;
+  const EngineOptions& o = m.options;
+  const int B = int(capacities.size()), H = c.n_head_kv;
+  KVCacheConfig kc;
+  kc.num_kv_heads = H;
+  kc.head_dim = c.head_dim;
+  kc.dtype = DType::BF16;
+  kc.page_size = o.page_size;
+  kc.block_size = o.block_size;
+  kc.default_anchors = o.first_anchors;
+  kc.max_anchors = o.first_anchors + o.detected_sinks;
+  for (int l = 0; l < c.n_layers; ++l) caches_.emplace_back(kc, capacities);
+  detected_.assign(size_t(c.n_layers), std::vector<std::vector<int32_t>>(size_t(B) * H));
+  layer_stats_.assign(size_t(B), std::vector<HeadStats>(size_t(c.n_layers)));
+
+  const int64_t max_cap = *std::max_element(capacities.begin(), capacities.end());
+  chunk_ = std::min<int64_t>(std::max(o.cuda_prefill_chunk, 1), max_cap);
+  const size_t rows = size_t(std::max<int64_t>(chunk_, B));
+  const size_t E = size_t(c.n_embd), QD = size_t(m.q_dim), KD = size_t(m.kv_dim), F = size_t(c.n_ff);
+  const size_t V = size_t(c.n_vocab), QH = size_t(c.n_head);
+  buf_ = std::make_unique<Buffers>();
+  Buffers& b = *buf_;
+  b.tokens = b.make<int32_t>(rows);
+  b.x = b.make<float>(rows * E);
+  b.h = b.make<__nv_bfloat16>(rows * E);
+  b.qkv = b.make<float>(rows * (QD + 2 * KD));
+  b.q = b.make<__nv_bfloat16>(rows * QD);
+  b.k = b.make<float>(rows * KD);
+  b.v = b.make<float>(rows * KD);
+  b.att = b.make<__nv_bfloat16>(rows * QD);
+  b.gu = b.make<float>(rows * 2 * F);
+  b.act = b.make<__nv_bfloat16>(rows * F);
+  b.lse = b.make<float>(rows * QH);
+  b.q_step = b.make<float>(size_t(B) * QD);
+  b.att_step = b.make<float>(size_t(B) * QD);
+  b.logits = b.make<float>(size_t(B) * V);
+  SR_CUDA_CHECK(cudaMallocHost(&b.host_tokens, size_t(B) * sizeof(int32_t)));
+  SR_CUDA_CHECK(cudaMallocHost(&b.host_logits, size_t(B) * V * sizeof(float)));
+  // A blocking stream: it stays ordered with the legacy-stream copies and memsets the KV
+  // caches and decoders make on the host's behalf (anchors, workspaces).
+  SR_CUDA_CHECK(cudaStreamCreate(&stream_));
+  const char* attention = std::getenv("SINKROUTER_PREFILL_ATTENTION");
+  reference_attention_ = attention != nullptr && std::string(attention) == "reference";
+  SR_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+CudaForward::~CudaForward() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  if (graph_) cudaGraphExecDestroy(graph_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+void CudaForward::set_policy(const AttentionPolicy& policy) {
+  policy.validate();
+  policy_ = policy;
+  decoders_.clear();
+  if (graph_) {
+    SR_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    SR_CUDA_CHECK(cudaGraphExecDestroy(graph_));
+    graph_ = nullptr;
+  }
+}
+
+void CudaForward::prefill(int s, const int32_t* tokens, int64_t n, const ProgressFn& progress,
+                          std::vector<float>* logits) {
+  SR_CHECK(s >= 0 && s < batch(), "GPU prefill: sequence {} out of range (batch of {})", s, batch());
+  SR_CHECK(n >= 1, "prefill: no tokens");
+  SR_CHECK(lengths_[size_t(s)] + n <= capacities_[size_t(s)],
+           "context over capacity: {} tokens in the sequence + {} new exceed its capacity of {} tokens",
+           lengths_[size_t(s)], n, capacities_[size_t(s)]);
+  for (int64_t i = 0; i < n; i += chunk_) {
+    const int64_t c = std::min(chunk_, n - i);
+    const bool last = i + c == n;
+    prefill_chunk(s, tokens + i, c, last && m_.options.detected_sinks > 0, last ? logits : nullptr);
+    if (progress) {
+      SR_CUDA_CHECK(cudaStreamSynchronize(stream_));  // report finished work, not queued work
+      progress(i + c, n);
+    }
+  }
+  SR_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaForward::prefill_chunk(int s, const int32_t* tokens, int64_t c, bool detect, std::vector<float>* logits) {
+  const ModelConfig& cf = m_.config;
+  const int E = cf.n_embd, QD = m_.q_dim, KD = m_.kv_dim, F = cf.n_ff;
+  const int QKV = QD + 2 * KD;
+  const int64_t p0 = lengths_[size_t(s)];
+  Buffers& b = *buf_;
+  SR_CUDA_CHECK(cudaMemcpyAsync(b.tokens, tokens, size_t(c) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  cuda::embed_rows(m_.token_embd, b.tokens, c, E, b.x, stream_);
+  const float scale = 1.f / std::sqrt(float(cf.head_dim));
+  for (int l = 0; l < cf.n_layers; ++l) {
+    const CudaLayerWeights& L = m_.layers[size_t(l)];
+    cuda::rms_norm_bf16(b.x, L.attn_norm, cf.rms_eps, c, E, b.h, stream_);
+    cuda::gemm_bf16(m_.cublas, L.wqkv, QKV, E, b.h, c, b.qkv, 0.f, stream_);
+    cuda::rope_split(b.qkv, c, QD, KD, p0, m_.rope, b.q, b.k, b.v, stream_);
+    caches_[size_t(l)].append(s, b.k, b.v, c, DType::F32, stream_);
+    PrefillAttentionArgs a;
+    a.kv = caches_[size_t(l)].view(s, 1).kv;
+    a.q = b.q;
+    a.out = b.att;
+    a.lse = detect ? b.lse : nullptr;
+    a.c = c;
+    a.p0 = p0;
+    a.n_head = cf.n_head;
+    a.scale = scale;
+    if (reference_attention_)
+      prefill_attention_cuda_reference(a, stream_);
+    else
+      prefill_attention_cuda(a, stream_);
+    if (detect) detect_sinks(l, s, p0 + c, &a);
+    cuda::gemm_bf16(m_.cublas, L.wo, E, QD, b.att, c, b.x, 1.f, stream_);
+    cuda::rms_norm_bf16(b.x, L.ffn_norm, cf.rms_eps, c, E, b.h, stream_);
+    cuda::gemm_bf16(m_.cublas, L.w_gate_up, 2 * F, E, b.h, c, b.gu, 0.f, stream_);
+    cuda::swiglu_bf16(b.gu, c, F, b.act, stream_);
+    cuda::gemm_bf16(m_.cublas, L.w_down, E, F, b.act, c, b.x, 1.f, stream_);
+  }
+  lengths_[size_t(s)] += c;
+  if (logits) {
+    cuda::GemvArgs g;
+    g.w = m_.output;
+    g.out = cf.n_vocab;
+    g.in = E;
+    g.tokens = 1;
+    g.x = b.x + (c - 1) * E;
+    g.ldx = E;
+    g.gain = m_.output_norm;
+    g.eps = cf.rms_eps;
+    g.y = b.logits;
+    g.ldy = cf.n_vocab;
+    cuda::gemv(g, cuda::GemvIn::RmsNorm, cuda::GemvOut::Store, stream_);
+    download_logits(1, *logits);
+  }
+}
+
+// The attention the keys of sequence s (n tokens) receive from the chunk's last queries,
+// per KV head, to the host; the largest shares become anchors (sink_detection.h).
+void CudaForward::detect_sinks(int layer, int s, int64_t n, const void* attention_args) {
+  const PrefillAttentionArgs& a = *static_cast<const PrefillAttentionArgs*>(attention_args);
+  const int H = m_.config.n_head_kv;
+  const EngineOptions& o = m_.options;
+  Buffers& b = *buf_;
+  if (b.received_count < int64_t(H) * n) {
+    if (b.received) SR_CUDA_CHECK(cudaFree(b.received));
+    b.received = nullptr;
+    b.received_count = int64_t(H) * n;
+    SR_CUDA_CHECK(cudaMalloc(&b.received, size_t(b.received_count) * sizeof(float)));
+  }
+  attention_received_cuda(a, int(std::min<int64_t>(kSinkObservedQueries, a.c)), b.received, stream_);
+  std::vector<float> received(size_t(H) * size_t(n));
+  SR_CUDA_CHECK(cudaMemcpyAsync(received.data(), b.received, received.size() * sizeof(float), cudaMemcpyDeviceToHost,
+                                stream_));
+  SR_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  const int max_anchors = o.first_anchors + o.detected_sinks;
+  for (int h = 0; h < H; ++h) {
+    std::vector<int32_t>& mine = detected_[size_t(layer)][size_t(s) * H + size_t(h)];
+    std::vector<int32_t> existing;  // what the cache holds: the first tokens, then detected ones
+    for (int32_t p = 0; p < std::min<int64_t>(o.first_anchors, n); ++p) existing.push_back(p);
+    existing.insert(existing.end(), mine.begin(), mine.end());
+    const int room = std::max(0, max_anchors - int(existing.size()));
+    const std::vector<int32_t> chosen =
+        select_sinks(&received[size_t(h) * size_t(n)], n, existing, std::min(o.detected_sinks, room));
+    if (chosen.empty()) continue;
+    caches_[size_t(layer)].register_anchors(s, h, chosen);
+    mine.insert(mine.end(), chosen.begin(), chosen.end());
+  }
+  SR_CUDA_CHECK(cudaDeviceSynchronize());  // the anchors' uploads are complete before any kernel reads them
+}
+
+void CudaForward::make_decoders() {
+  const ModelConfig& cf = m_.config;
+  const float scale = 1.f / std::sqrt(float(cf.head_dim));
+  decoders_.clear();
+  for (int l = 0; l < cf.n_layers; ++l)
+    decoders_.push_back(std::make_unique<CudaDecoder>(caches_[size_t(l)].view(), cf.n_head, policy_, scale));
+  SR_CUDA_CHECK(cudaDeviceSynchronize());  // their workspaces were cleared on the legacy stream
+}
+
+void CudaForward::enqueue_decode_step() {
+  const ModelConfig& cf = m_.config;
+  const int B = batch(), E = cf.n_embd, QD = m_.q_dim, KD = m_.kv_dim, F = cf.n_ff;
+  Buffers& b = *buf_;
+  cuda::embed_rows(m_.token_embd, b.tokens, B, E, b.x, stream_);
+  for (int l = 0; l < cf.n_layers; ++l) {
+    const CudaLayerWeights& L = m_.layers[size_t(l)];
+    DeviceKVCache& cache = caches_[size_t(l)];
+    const DeviceKV view = cache.view();
+
+    cuda::GemvArgs qkv;  // q, k, v of every sequence, rotated by its current length
+    qkv.w = L.wqkv;
+    qkv.out = QD + 2 * KD;
+    qkv.in = E;
+    qkv.tokens = B;
+    qkv.x = b.x;
+    qkv.ldx = E;
+    qkv.gain = L.attn_norm;
+    qkv.eps = cf.rms_eps;
+    qkv.q_out = b.q_step;
+    qkv.k_out = b.k;
+    qkv.v_out = b.v;
+    qkv.q_dim = QD;
+    qkv.kv_dim = KD;
+    qkv.positions = view.seq_lens;  // read before this layer's append advances them
+    qkv.rope = m_.rope;
+    cuda::gemv(qkv, cuda::GemvIn::RmsNorm, cuda::GemvOut::QkvRope, stream_);
+    cache.append_step(b.k, b.v, DType::F32, stream_);
+    decoders_[size_t(l)]->run(cache.view(), b.q_step, DType::F32, b.att_step, DType::F32, stream_);
+
+    cuda::GemvArgs o;  // x += Wo att
+    o.w = L.wo;
+    o.out = E;
+    o.in = QD;
+    o.tokens = B;
+    o.x = b.att_step;
+    o.ldx = QD;
+    o.y = b.x;
+    o.ldy = E;
+    cuda::gemv(o, cuda::GemvIn::Plain, cuda::GemvOut::Accumulate, stream_);
+
+    cuda::GemvArgs gu;  // gate | up of rms_norm(x)
+    gu.w = L.w_gate_up;
+    gu.out = 2 * F;
+    gu.in = E;
+    gu.tokens = B;
+    gu.x = b.x;
+    gu.ldx = E;
+    gu.gain = L.ffn_norm;
+    gu.eps = cf.rms_eps;
+    gu.y = b.gu;
+    gu.ldy = 2 * F;
+    cuda::gemv(gu, cuda::GemvIn::RmsNorm, cuda::GemvOut::Store, stream_);
+
+    cuda::GemvArgs down;  // x += Wdown (silu(gate) * up)
+    down.w = L.w_down;
+    down.out = E;
+    down.in = F;
+    down.tokens = B;
+    down.x = b.gu;
+    down.ldx = 2 * F;
+    down.y = b.x;
+    down.ldy = E;
+    cuda::gemv(down, cuda::GemvIn::SwiGlu, cuda::GemvOut::Accumulate, stream_);
+  }
+  cuda::GemvArgs out;
+  out.w = m_.output;
+  out.out = cf.n_vocab;
+  out.in = E;
+  out.tokens = B;
+  out.x = b.x;
+  out.ldx = E;
+  out.gain = m_.output_norm;
+  out.eps = cf.rms_eps;
+  out.y = b.logits;
+  out.ldy = cf.n_vocab;
+  cuda::gemv(out, cuda::GemvIn::RmsNorm, cuda::GemvOut::Store, stream_);
+}
+
+void CudaForward::decode(const int32_t* tokens, std::vector<float>& logits) {
+  const int B = batch();
+  for (int s = 0; s < B; ++s) {
+    SR_CHECK(lengths_[size_t(s)] < capacities_[size_t(s)],
+             "context over capacity: sequence {} already holds {} tokens, its capacity", s, lengths_[size_t(s)]);
+    SR_CHECK(tokens[s] >= 0 && tokens[s] < m_.config.n_vocab, "decode: token id {} out of range (vocabulary of {})",
+             tokens[s], m_.config.n_vocab);
+  }
+  if (decoders_.empty()) make_decoders();
+  Buffers& b = *buf_;
+  std::memcpy(b.host_tokens, tokens, size_t(B) * sizeof(int32_t));
+  SR_CUDA_CHECK(cudaMemcpyAsync(b.tokens, b.host_tokens, size_t(B) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  if (use_graph_) {
+    if (!graph_) {
+      cudaGraph_t g = nullptr;
+      SR_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+      try {
+        enqueue_decode_step();
+      } catch (...) {
+        cudaStreamEndCapture(stream_, &g);  // leave the stream usable
+        if (g) cudaGraphDestroy(g);
+        throw;
+      }
+      SR_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+      const cudaError_t st = cudaGraphInstantiate(&graph_, g, 0);
+      cudaGraphDestroy(g);
+      SR_CUDA_CHECK(st);
+    }
+    SR_CUDA_CHECK(cudaGraphLaunch(graph_, stream_));
+  } else {
+    enqueue_decode_step();
+  }
+  download_logits(B, logits);
+  for (int64_t& n : lengths_) ++n;
+  if (collect_stats_) {
+    const int H = m_.config.n_head_kv;
+    for (size_t l = 0; l < decoders_.size(); ++l) {
+      const std::vector<HeadStats> st = decoders_[l]->download_stats();  // [B * H]
+      for (int s = 0; s < B; ++s)
+        layer_stats_[size_t(s)][l] = accumulate(std::vector<HeadStats>(st.begin() + s * H, st.begin() + (s + 1) * H));
+    }
+  }
+}
+
+void CudaForward::download_logits(int rows, std::vector<float>& logits) {
+  Buffers& b = *buf_;
+  const size_t count = size_t(rows) * size_t(m_.config.n_vocab);
+  SR_CUDA_CHECK(cudaMemcpyAsync(b.host_logits, b.logits, count * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  SR_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  logits.assign(b.host_logits, b.host_logits + count);
+}
+
+}  // namespace sinkrouter

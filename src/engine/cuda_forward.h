@@ -1,0 +1,88 @@
+// The forward pass of a batch of sequences on a CUDA device: per layer one DeviceKVCache
+// holding every sequence, chunked dense prefill of one sequence at a time, and decode
+// steps of the whole batch (one token per sequence, each sequence at its own length)
+// captured once as a CUDA graph and replayed.
+//
+// Prefill chunk (c tokens of sequence s at positions p0 ..):
+//   embed -> per layer: rms_norm -> QKV GEMM (cuBLAS) -> rope_split -> cache append ->
+//   flash attention -> O GEMM (+= x) -> rms_norm -> gate|up GEMM -> swiglu -> down GEMM (+= x)
+//   At the end of a prefill call, sinks are detected per layer and KV head (the attention
+//   the keys receive from the last 32 queries) and registered as anchors, as on the CPU.
+// Decode step (B tokens, read from device memory):
+//   embed -> per layer: GEMV(RMSNorm prologue, RoPE + split epilogue) -> append_step ->
+//   CudaDecoder::run (the policy) -> GEMV(O, += x) -> GEMV(RMSNorm, gate|up) ->
+//   GEMV(SwiGLU prologue, down, += x) -> GEMV(RMSNorm, output) -> logits [B, n_vocab]
+//   Positions come from the caches' device lengths, so one captured graph serves every
+//   step; it is captured again only when the policy (the decoders' plan) changes.
+#pragma once
+
+#if defined(SINKROUTER_HAVE_CUDA)
+
+#include <cuda_runtime_api.h>
+
+#include <memory>
+#include <vector>
+
+#include "engine/cuda_model.h"
+#include "sinkrouter/attention/decode_cuda.h"
+#include "sinkrouter/kv/device_kv_cache.h"
+
+namespace sinkrouter {
+
+class CudaForward {
+ public:
+  // One sequence per capacity (tokens it may ever hold).
+  CudaForward(const CudaModel& model, const std::vector<int64_t>& capacities, const AttentionPolicy& policy);
+  ~CudaForward();
+  CudaForward(const CudaForward&) = delete;
+  CudaForward& operator=(const CudaForward&) = delete;
+
+  int batch() const { return int(capacities_.size()); }
+  int64_t length(int s) const { return lengths_[size_t(s)]; }
+  int64_t capacity(int s) const { return capacities_[size_t(s)]; }
+
+  // Runs n tokens through sequence s (dense attention, chunks of the model's
+  // cuda_prefill_chunk), then detects sinks. logits: when not null, the last token's logits.
+  void prefill(int s, const int32_t* tokens, int64_t n, const ProgressFn& progress, std::vector<float>* logits);
+  // One token for every sequence: tokens [batch] -> logits [batch, n_vocab] (host).
+  void decode(const int32_t* tokens, std::vector<float>& logits);
+
+  const AttentionPolicy& policy() const { return policy_; }
+  void set_policy(const AttentionPolicy& policy);  // the next decode step re-plans and re-captures
+  // Graph replay (default) or plain launches of the same kernels (for tests and debugging).
+  void set_use_graph(bool on) { use_graph_ = on; }
+  // Download the decoders' statistics after every step (default); off for timing.
+  void set_collect_stats(bool on) { collect_stats_ = on; }
+  // Of the last decode step: [sequence][layer], summed over the layer's KV heads.
+  const std::vector<std::vector<HeadStats>>& last_layer_stats() const { return layer_stats_; }
+  // Use the plain float32 prefill attention kernel (also: SINKROUTER_PREFILL_ATTENTION=reference).
+  void set_reference_attention(bool on) { reference_attention_ = on; }
+  cudaStream_t stream() const { return stream_; }
+
+ private:
+  struct Buffers;
+  void prefill_chunk(int s, const int32_t* tokens, int64_t c, bool detect, std::vector<float>* logits);
+  void detect_sinks(int layer, int s, int64_t n, const void* attention_args);
+  void enqueue_decode_step();
+  void make_decoders();
+  void download_logits(int rows, std::vector<float>& logits);
+
+  const CudaModel& m_;
+  AttentionPolicy policy_;
+  std::vector<int64_t> capacities_, lengths_;
+  std::vector<DeviceKVCache> caches_;                   // one per layer, every sequence
+  std::vector<std::unique_ptr<CudaDecoder>> decoders_;  // one per layer (made at the first decode)
+  // Anchors registered by sink detection, per [layer][sequence * kv_heads + head] (the
+  // default first anchors are added by the cache itself).
+  std::vector<std::vector<std::vector<int32_t>>> detected_;
+  std::unique_ptr<Buffers> buf_;
+  int64_t chunk_ = 0;  // prefill rows per chunk
+  cudaStream_t stream_ = nullptr;
+  cudaGraphExec_t graph_ = nullptr;
+  bool use_graph_ = true, collect_stats_ = true, reference_attention_ = false;
+  std::vector<std::vector<HeadStats>> layer_stats_;
+};
+
+}  // namespace sinkrouter
+
+#endif  // SINKROUTER_HAVE_CUDA

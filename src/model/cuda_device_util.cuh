@@ -1,0 +1,41 @@
+// Device helpers shared by the forward-pass kernels (internal header, CUDA builds only):
+// RoPE's rotation, used by the prefill split kernel and the decode GEMV epilogue, and a
+// block-wide sum.
+#pragma once
+
+#include <cstdint>
+
+namespace sinkrouter::cuda {
+
+// Rotates the adjacent pair (x0, x1) by pos * inv_freq, as Rope::apply does on the CPU.
+// The angle is formed and reduced to [-pi, pi] in double (2^19 radians in float would be off
+// by ~0.03), then sin and cos run in float on the small reduced angle (error ~1e-7).
+__device__ __forceinline__ void rope_rotate(float& x0, float& x1, int64_t pos, double inv_freq) {
+  constexpr double kTwoPi = 6.283185307179586476925286766559;
+  double angle = double(pos) * inv_freq;
+  angle -= rint(angle * (1.0 / kTwoPi)) * kTwoPi;
+  float s, c;
+  sincosf(float(angle), &s, &c);
+  const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+  x0 = y0;
+  x1 = y1;
+}
+
+// Sum over the block of one float per thread; every thread gets the total. All threads of
+// the block must call it (it holds two barriers).
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float warp_sums[32];
+  __shared__ float total;
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float s = 0.f;
+    for (int w = 0; w < int(blockDim.x + 31) / 32; ++w) s += warp_sums[w];
+    total = s;
+  }
+  __syncthreads();
+  return total;
+}
+
+}  // namespace sinkrouter::cuda

@@ -1,0 +1,110 @@
+// Element-wise kernels of the forward pass (embedding, RMSNorm, RoPE + split, SwiGLU) and
+// the cuBLAS GEMM of the prefill. See cuda_ops.h; the decode GEMV is cuda_gemv.cu.
+#include "cuda_ops.h"
+
+#include <algorithm>
+
+#include "core/cuda_check.h"
+#include "cuda_device_util.cuh"
+#include "sinkrouter/core/error.h"
+
+namespace sinkrouter::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned grid_for(int64_t items) {
+  return unsigned(std::min<int64_t>((items + kThreads - 1) / kThreads, int64_t(1) << 20));
+}
+
+__global__ void embed_kernel(const __nv_bfloat16* table, const int32_t* tokens, int64_t n, int width, float* x) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n * width; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t = i / width, c = i % width;
+    x[i] = __bfloat162float(table[int64_t(tokens[t]) * width + c]);
+  }
+}
+
+__global__ void rms_norm_kernel(const float* x, const float* g, float eps, int width, __nv_bfloat16* y) {
+  const float* row = x + int64_t(blockIdx.x) * width;
+  float ss = 0.f;
+  for (int i = int(threadIdx.x); i < width; i += int(blockDim.x)) ss += row[i] * row[i];
+  const float inv = rsqrtf(block_sum(ss) / float(width) + eps);
+  __nv_bfloat16* out = y + int64_t(blockIdx.x) * width;
+  for (int i = int(threadIdx.x); i < width; i += int(blockDim.x)) out[i] = __float2bfloat16_rn(row[i] * inv * g[i]);
+}
+
+// One thread per adjacent pair of one token's q | k | v row.
+__global__ void rope_split_kernel(const float* qkv, int64_t n, int q_dim, int kv_dim, int64_t p0, RopeTable rope,
+                                  __nv_bfloat16* q, float* k, float* v) {
+  const int width = q_dim + 2 * kv_dim, pairs = width / 2;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n * pairs; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t = i / pairs;
+    const int r = int(i % pairs) * 2;
+    float x0 = qkv[t * width + r], x1 = qkv[t * width + r + 1];
+    if (r < q_dim + kv_dim) rope_rotate(x0, x1, p0 + t, rope.inv_freq[(r % rope.head_dim) / 2]);
+    if (r < q_dim) {
+      *reinterpret_cast<__nv_bfloat162*>(q + t * q_dim + r) = __floats2bfloat162_rn(x0, x1);
+    } else if (r < q_dim + kv_dim) {
+      k[t * kv_dim + r - q_dim] = x0;
+      k[t * kv_dim + r - q_dim + 1] = x1;
+    } else {
+      v[t * kv_dim + r - q_dim - kv_dim] = x0;
+      v[t * kv_dim + r - q_dim - kv_dim + 1] = x1;
+    }
+  }
+}
+
+__global__ void swiglu_kernel(const float* gu, int64_t n, int ff, __nv_bfloat16* out) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n * ff; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t = i / ff, c = i % ff;
+    const float g = gu[t * 2 * ff + c], u = gu[t * 2 * ff + ff + c];
+    out[i] = __float2bfloat16_rn(g / (1.f + expf(-g)) * u);
+  }
+}
+
+}  // namespace
+
+void embed_rows(const __nv_bfloat16* table, const int32_t* tokens, int64_t n, int width, float* x,
+                cudaStream_t stream) {
+  embed_kernel<<<grid_for(n * width), kThreads, 0, stream>>>(table, tokens, n, width, x);
+  SR_CUDA_CHECK_LAUNCH("embed_kernel");
+}
+
+void rms_norm_bf16(const float* x, const float* g, float eps, int64_t rows, int width, __nv_bfloat16* y,
+                   cudaStream_t stream) {
+  SR_CHECK(rows >= 1 && rows < (int64_t(1) << 31), "rms_norm_bf16: {} rows out of range", rows);
+  rms_norm_kernel<<<unsigned(rows), kThreads, 0, stream>>>(x, g, eps, width, y);
+  SR_CUDA_CHECK_LAUNCH("rms_norm_kernel");
+}
+
+void rope_split(const float* qkv, int64_t n, int q_dim, int kv_dim, int64_t p0, const RopeTable& rope,
+                __nv_bfloat16* q, float* k, float* v, cudaStream_t stream) {
+  SR_CHECK(rope.head_dim % 2 == 0 && q_dim % rope.head_dim == 0 && kv_dim % rope.head_dim == 0,
+           "rope_split: q width {} and kv width {} are not whole heads of {} (even) dims", q_dim, kv_dim,
+           rope.head_dim);
+  rope_split_kernel<<<grid_for(n * (q_dim / 2 + kv_dim)), kThreads, 0, stream>>>(qkv, n, q_dim, kv_dim, p0, rope, q,
+                                                                                 k, v);
+  SR_CUDA_CHECK_LAUNCH("rope_split_kernel");
+}
+
+void swiglu_bf16(const float* gu, int64_t n, int ff, __nv_bfloat16* out, cudaStream_t stream) {
+  swiglu_kernel<<<grid_for(n * ff), kThreads, 0, stream>>>(gu, n, ff, out);
+  SR_CUDA_CHECK_LAUNCH("swiglu_kernel");
+}
+
+void gemm_bf16(cublasHandle_t handle, const __nv_bfloat16* w, int64_t out, int64_t in, const __nv_bfloat16* x,
+               int64_t n, float* y, float beta, cudaStream_t stream) {
+  SR_CHECK(out >= 1 && in >= 1 && n >= 1 && out < (int64_t(1) << 31) && in < (int64_t(1) << 31) &&
+               n < (int64_t(1) << 31),
+           "gemm_bf16: shape [{} x {}] x {} tokens out of range", out, in, n);
+  const float alpha = 1.f;
+  cublasStatus_t st = cublasSetStream(handle, stream);
+  // Column-major view: Y^T [out, n] = (W^T [in, out])^T X^T [in, n].
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(out), int(n), int(in), &alpha, w, CUDA_R_16BF, int(in), x,
+                      CUDA_R_16BF, int(in), &beta, y, CUDA_R_32F, int(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  SR_CHECK(st == CUBLAS_STATUS_SUCCESS, "cuBLAS GEMM [{} x {}] x {} tokens failed: {}", out, in, n,
+           cublasGetStatusString(st));
+}
+
+}  // namespace sinkrouter::cuda

@@ -1,0 +1,88 @@
+// The element-wise and matrix pieces of the Llama forward pass on a CUDA device (the CPU
+// versions are llama_ops.h and qmatmul.h). All pointers are device pointers; activations
+// are row-major [tokens, width]; weights are bf16 [out, in] row-major (the GGUF rows).
+//
+// Prefill (many tokens): rms_norm_bf16 -> gemm_bf16 (cuBLAS, f32 accumulate) ->
+// rope_split -> ... -> swiglu_bf16 -> gemm_bf16 with beta = 1 (residual add).
+// Decode (a few tokens): gemv with fused prologues (RMSNorm, SwiGLU) and epilogues
+// (store, residual add, RoPE + split into q / k / v), x kept in float32 throughout.
+#pragma once
+
+#if defined(SINKROUTER_HAVE_CUDA)
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace sinkrouter::cuda {
+
+// RoPE with GGUF's adjacent pairs (REFERENCE.md §3): within each head, (x[2i], x[2i+1])
+// rotates by pos * inv_freq[i]. The angle is formed and reduced modulo 2 pi in double (positions
+// reach 2^19: a float angle would be off by ~0.03 rad), then sin/cos run in float.
+struct RopeTable {
+  const double* inv_freq = nullptr;  // [head_dim / 2] device
+  int head_dim = 0;
+};
+
+// x[t, :] = table[tokens[t], :] widened to float. tokens: [n] device (ids checked by the caller).
+void embed_rows(const __nv_bfloat16* table, const int32_t* tokens, int64_t n, int width, float* x,
+                cudaStream_t stream);
+
+// y[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * g, rounded to bf16. One row per CTA.
+void rms_norm_bf16(const float* x, const float* g, float eps, int64_t rows, int width, __nv_bfloat16* y,
+                   cudaStream_t stream);
+
+// Splits a prefill QKV product qkv [n, q_dim + 2 kv_dim] (float) into q [n, q_dim] bf16 and
+// k, v [n, kv_dim] float, rotating q and k of token t by position p0 + t.
+void rope_split(const float* qkv, int64_t n, int q_dim, int kv_dim, int64_t p0, const RopeTable& rope,
+                __nv_bfloat16* q, float* k, float* v, cudaStream_t stream);
+
+// out[t, i] = silu(gu[t, i]) * gu[t, ff + i], rounded to bf16; gu: [n, 2 ff], out: [n, ff].
+void swiglu_bf16(const float* gu, int64_t n, int ff, __nv_bfloat16* out, cudaStream_t stream);
+
+// Y[t, o] = beta * Y[t, o] + sum_i W[o, i] X[t, i] for t < n: bf16 operands, f32
+// accumulation and output (cuBLAS). W: [out, in], X: [n, in], Y: [n, out].
+void gemm_bf16(cublasHandle_t handle, const __nv_bfloat16* w, int64_t out, int64_t in, const __nv_bfloat16* x,
+               int64_t n, float* y, float beta, cudaStream_t stream);
+
+// ---- decode GEMV: y = W x for up to a few tokens, one read of W per 8 tokens ----
+enum class GemvIn {
+  Plain,    // x as given, [tokens, in]
+  RmsNorm,  // rms_norm(x[t]) * gain, [tokens, in]
+  SwiGlu,   // silu(x[t, i]) * x[t, in + i]: x is [tokens, 2 in] (gate | up)
+};
+enum class GemvOut {
+  Store,       // y[t, o] = acc
+  Accumulate,  // y[t, o] += acc (the residual stream)
+  QkvRope,     // rows [0, q_dim) -> q_out, [q_dim, q_dim + kv_dim) -> k_out, the rest ->
+               // v_out, q and k rotated by positions[t]
+};
+
+struct GemvArgs {
+  const __nv_bfloat16* w = nullptr;  // [out, in]
+  int out = 0, in = 0;               // out even, in a multiple of 8
+  int tokens = 0;
+  const float* x = nullptr;          // input rows, ldx floats apart
+  int64_t ldx = 0;
+  const float* gain = nullptr;       // RmsNorm
+  float eps = 0;
+  float* y = nullptr;                // Store / Accumulate: [tokens, ldy]
+  int64_t ldy = 0;
+  float* q_out = nullptr;            // QkvRope: [tokens, q_dim]
+  float* k_out = nullptr;            // QkvRope: [tokens, kv_dim]
+  float* v_out = nullptr;            // QkvRope: [tokens, kv_dim]
+  int q_dim = 0, kv_dim = 0;
+  const int32_t* positions = nullptr;  // QkvRope: [tokens] device (the cache lengths before the append)
+  RopeTable rope;
+};
+
+// Any number of tokens (launched in groups of at most 8). Shared memory: min(8, tokens)
+// rows of `in` floats; call gemv_configure(max_in) once before using in > 1536.
+void gemv(const GemvArgs& args, GemvIn in, GemvOut out, cudaStream_t stream);
+void gemv_configure(int max_in);
+
+}  // namespace sinkrouter::cuda
+
+#endif  // SINKROUTER_HAVE_CUDA

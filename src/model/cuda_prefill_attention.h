@@ -1,0 +1,59 @@
+// Causal attention of a prefill chunk on a CUDA device, over the paged device KV cache
+// that already holds the chunk's keys and values (DeviceKVCache::append ran first).
+//
+//   q        [c, n_head, head_dim]      bf16, device: the chunk's queries, RoPE applied;
+//                                       query i sits at position p0 + i
+//   kv       PagedKV of ONE sequence     device pointers (DeviceKVCache::view(seq, 1).kv),
+//                                       bf16 pages, length p0 + c
+//   out      [c, n_head, head_dim]      bf16, device
+//   lse      [c, n_head] float or null  log-sum-exp of each row's scaled scores (natural log)
+//
+// Query head qh reads KV head qh / (n_head / num_kv_heads) (GQA). head_dim 64 or 128.
+//
+// Two kernels compute the same function:
+//   - prefill_attention_cuda: flash-attention-2 on the tensor cores (mma.sync m16n8k16
+//     bf16, fp32 accumulate). One CTA = 64 query rows of one query head, 4 warps of 16
+//     rows; key tiles of 64 gathered through the page table into shared memory with
+//     cp.async, two stages deep; online softmax in registers; P goes back into the
+//     tensor cores as bf16.
+//   - prefill_attention_cuda_reference: one warp per (query row, head), float32 and
+//     exact probabilities; slow, obviously right. The tests hold the fast kernel to a
+//     float64 CPU reference and to this one; SINKROUTER_PREFILL_ATTENTION=reference makes
+//     the engine use it (a fallback if the fast kernel ever misbehaves on new hardware).
+#pragma once
+
+#if defined(SINKROUTER_HAVE_CUDA)
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "sinkrouter/kv/paged_kv.h"
+
+namespace sinkrouter {
+
+struct PrefillAttentionArgs {
+  PagedKV kv;                       // one sequence, device
+  const __nv_bfloat16* q = nullptr;  // [c, n_head, head_dim]
+  __nv_bfloat16* out = nullptr;      // [c, n_head, head_dim]
+  float* lse = nullptr;              // [c, n_head] or null
+  int64_t c = 0;                     // query rows in the chunk
+  int64_t p0 = 0;                    // position of the first query row (tokens before the chunk)
+  int n_head = 0;
+  float scale = 0;                   // usually 1 / sqrt(head_dim)
+};
+
+// Throws Error on unsupported shapes (head_dim, dtype, GQA ratio) with what was expected.
+void prefill_attention_cuda(const PrefillAttentionArgs& args, cudaStream_t stream);
+void prefill_attention_cuda_reference(const PrefillAttentionArgs& args, cudaStream_t stream);
+
+// Sink detection's signal, as prefill_attention_cpu computes it: received[h * n + j] is the
+// mean attention key j receives from the last `rows` query rows of the chunk, over those
+// rows and the G query heads of KV head h (n = p0 + c). Needs the lse of those rows from
+// the attention call. received: [num_kv_heads, n] float, device.
+void attention_received_cuda(const PrefillAttentionArgs& args, int rows, float* received, cudaStream_t stream);
+
+}  // namespace sinkrouter
+
+#endif  // SINKROUTER_HAVE_CUDA
