@@ -1,0 +1,323 @@
+// The forward pass's device pieces against float64 (or the CPU's own float code) on random
+// inputs: the decode GEMV with each prologue / epilogue pair it is used with (1 to 11
+// tokens: one and two launch groups), RoPE at positions up to 2^19, RMSNorm, SwiGLU, the
+// embedding lookup and the cuBLAS GEMM with and without the residual add.
+//
+// Tolerances: float32 sums of n products carry a relative error of a few n * 2^-24 of the
+// sum of absolute terms; we allow 2e-5 * (sum |terms| + |ref|) + 1e-6. Outputs rounded to
+// bf16 get one bf16 ulp of the rounded reference on top.
+#include <gtest/gtest.h>
+
+#if defined(SINKROUTER_HAVE_CUDA)
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <random>
+
+#include "cuda_test_util.h"
+#include "model/cuda_ops.h"
+#include "model/llama_ops.h"
+
+namespace sinkrouter {
+namespace {
+
+using testing::DeviceBuffer;
+
+template <typename T>
+DeviceBuffer upload(const std::vector<T>& v) {
+  DeviceBuffer d(v.size() * sizeof(T));
+  if (cudaMemcpy(d.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice) != cudaSuccess)
+    throw Error("cudaMemcpy to the device failed in a test");
+  return d;
+}
+
+template <typename T>
+std::vector<T> download(const DeviceBuffer& d, size_t count) {
+  std::vector<T> v(count);
+  if (cudaMemcpy(v.data(), d.get(), count * sizeof(T), cudaMemcpyDeviceToHost) != cudaSuccess)
+    throw Error("cudaMemcpy to the host failed in a test");
+  return v;
+}
+
+std::vector<float> normal_vector(size_t n, std::mt19937_64& rng, float stddev = 1.f) {
+  std::normal_distribution<float> d(0.f, stddev);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+std::vector<uint16_t> to_bf16_bits(const std::vector<float>& v) {
+  std::vector<uint16_t> r(v.size());
+  for (size_t i = 0; i < v.size(); ++i) r[i] = to_bf16(v[i]).bits;
+  return r;
+}
+
+double bf16_value(uint16_t b) { return to_float(bf16{b}); }
+
+// |got - want| within the float32-sum tolerance (sum_abs: sum of |terms| behind want).
+void expect_close(double got, double want, double sum_abs, const std::string& where) {
+  ASSERT_LE(std::fabs(got - want), 2e-5 * (sum_abs + std::fabs(want)) + 1e-6)
+      << where << ": got " << got << ", expected " << want;
+}
+
+// One bf16 ulp of the rounded reference.
+void expect_bf16(uint16_t got, double want, const std::string& where) {
+  const double w = to_float(to_bf16(float(want)));
+  ASSERT_LE(std::fabs(bf16_value(got) - w), 1.01 * std::ldexp(std::fabs(w), -7) + 1e-6)
+      << where << ": got " << bf16_value(got) << ", expected " << want;
+}
+
+struct GemvCase {
+  cuda::GemvIn in;
+  cuda::GemvOut out;
+  int tokens;
+};
+
+class CudaGemv : public ::testing::TestWithParam<GemvCase> {};
+
+TEST_P(CudaGemv, MatchesFloat64) {
+  SR_REQUIRE_CUDA_DEVICE();
+  const GemvCase gc = GetParam();
+  std::mt19937_64 rng(uint64_t(gc.tokens) * 17 + uint64_t(gc.in) * 3 + uint64_t(gc.out));
+  const int D = 64, q_dim = 2 * D, kv_dim = D;
+  const int rows = gc.out == cuda::GemvOut::QkvRope ? q_dim + 2 * kv_dim : 250;
+  const int in = 96, T = gc.tokens;
+  const bool swiglu = gc.in == cuda::GemvIn::SwiGlu;
+  const int ldx = swiglu ? 2 * in : in + 8;  // a row stride other than the width, where allowed
+  const int ldy = rows + 6;
+  const std::vector<uint16_t> w = to_bf16_bits(normal_vector(size_t(rows) * in, rng, 0.2f));
+  const std::vector<float> x = normal_vector(size_t(T) * ldx, rng, 1.5f);
+  std::vector<float> gain = normal_vector(size_t(in), rng);
+  const std::vector<float> y0 = normal_vector(size_t(T) * ldy, rng);
+  std::vector<int32_t> pos(static_cast<size_t>(T));
+  for (int t = 0; t < T; ++t) pos[size_t(t)] = int32_t(rng() % 600000);
+  std::vector<double> inv_freq(D / 2);
+  for (int i = 0; i < D / 2; ++i) inv_freq[size_t(i)] = std::pow(100000.0, -2.0 * i / D);
+
+  DeviceBuffer wd = upload(w), xd = upload(x), gd = upload(gain), yd = upload(y0), pd = upload(pos),
+               fd = upload(inv_freq);
+  DeviceBuffer qo(size_t(T) * q_dim * 4), ko(size_t(T) * kv_dim * 4), vo(size_t(T) * kv_dim * 4);
+  testing::poison(qo);
+  testing::poison(ko);
+  testing::poison(vo);
+  if (gc.out == cuda::GemvOut::Store) testing::poison(yd);
+  cuda::GemvArgs a;
+  a.w = static_cast<const __nv_bfloat16*>(wd.get());
+  a.out = rows;
+  a.in = in;
+  a.tokens = T;
+  a.x = static_cast<const float*>(xd.get());
+  a.ldx = ldx;
+  a.gain = static_cast<const float*>(gd.get());
+  a.eps = 1e-5f;
+  a.y = static_cast<float*>(yd.get());
+  a.ldy = ldy;
+  a.q_out = static_cast<float*>(qo.get());
+  a.k_out = static_cast<float*>(ko.get());
+  a.v_out = static_cast<float*>(vo.get());
+  a.q_dim = q_dim;
+  a.kv_dim = kv_dim;
+  a.positions = static_cast<const int32_t*>(pd.get());
+  a.rope.inv_freq = static_cast<const double*>(fd.get());
+  a.rope.head_dim = D;
+  cuda::gemv(a, gc.in, gc.out, nullptr);
+  SR_ASSERT_CUDA(cudaDeviceSynchronize());
+
+  const std::vector<float> y = download<float>(yd, y0.size()), q = download<float>(qo, size_t(T) * q_dim),
+                           k = download<float>(ko, size_t(T) * kv_dim), v = download<float>(vo, size_t(T) * kv_dim);
+  for (int t = 0; t < T; ++t) {
+    // The transformed input in float64.
+    std::vector<double> xin(static_cast<size_t>(in));
+    const float* xt = &x[size_t(t) * ldx];
+    double ss = 0;
+    for (int i = 0; i < in; ++i) ss += double(xt[i]) * xt[i];
+    for (int i = 0; i < in; ++i) {
+      if (gc.in == cuda::GemvIn::RmsNorm)
+        xin[size_t(i)] = xt[i] / std::sqrt(ss / in + 1e-5) * gain[size_t(i)];
+      else if (swiglu)
+        xin[size_t(i)] = xt[i] / (1 + std::exp(-double(xt[i]))) * xt[in + i];
+      else
+        xin[size_t(i)] = xt[i];
+    }
+    std::vector<double> ref(static_cast<size_t>(rows)), sum_abs(static_cast<size_t>(rows));
+    for (int r = 0; r < rows; ++r)
+      for (int i = 0; i < in; ++i) {
+        const double p = bf16_value(w[size_t(r) * in + size_t(i)]) * xin[size_t(i)];
+        ref[size_t(r)] += p;
+        sum_abs[size_t(r)] += std::fabs(p);
+      }
+    for (int r = 0; r < rows; r += 2) {
+      const std::string where = fmt::format("token {} rows {},{}", t, r, r + 1);
+      if (gc.out == cuda::GemvOut::Store || gc.out == cuda::GemvOut::Accumulate) {
+        const double base = gc.out == cuda::GemvOut::Accumulate ? 1.0 : 0.0;
+        for (int e = 0; e < 2; ++e)
+          expect_close(y[size_t(t) * ldy + size_t(r + e)], base * y0[size_t(t) * ldy + size_t(r + e)] + ref[size_t(r + e)],
+                       sum_abs[size_t(r + e)] + 1, where);
+        continue;
+      }
+      double a0 = ref[size_t(r)], a1 = ref[size_t(r + 1)];
+      if (r < q_dim + kv_dim) {  // rotate in float64
+        const double angle = double(pos[size_t(t)]) * inv_freq[size_t((r % D) / 2)];
+        const double c = std::cos(angle), s = std::sin(angle), b0 = a0 * c - a1 * s, b1 = a0 * s + a1 * c;
+        a0 = b0;
+        a1 = b1;
+      }
+      const float* got = r < q_dim ? &q[size_t(t) * q_dim + size_t(r)]
+                         : r < q_dim + kv_dim ? &k[size_t(t) * kv_dim + size_t(r - q_dim)]
+                                              : &v[size_t(t) * kv_dim + size_t(r - q_dim - kv_dim)];
+      const double scale = sum_abs[size_t(r)] + sum_abs[size_t(r + 1)];
+      expect_close(got[0], a0, scale, where);
+      expect_close(got[1], a1, scale, where);
+    }
+  }
+  // Columns of y past `rows` (the row stride's padding) are untouched: still poisoned
+  // after a store, still the initial values after an accumulation.
+  for (int t = 0; t < T && gc.out != cuda::GemvOut::QkvRope; ++t)
+    for (int r = rows; r < ldy; ++r) {
+      const float got = y[size_t(t) * ldy + size_t(r)];
+      if (gc.out == cuda::GemvOut::Store)
+        ASSERT_TRUE(std::isnan(got)) << "padding column " << r << " of token " << t << " was written";
+      else
+        ASSERT_EQ(got, y0[size_t(t) * ldy + size_t(r)]) << "padding column " << r << " of token " << t;
+    }
+}
+
+std::string gemv_case_name(const ::testing::TestParamInfo<GemvCase>& info) {
+  static const char* const in[] = {"plain", "rmsnorm", "swiglu"};
+  static const char* const out[] = {"store", "accumulate", "qkvrope"};
+  return fmt::format("{}_{}_t{}", in[int(info.param.in)], out[int(info.param.out)], info.param.tokens);
+}
+
+INSTANTIATE_TEST_SUITE_P(Pairs, CudaGemv,
+                         ::testing::Values(GemvCase{cuda::GemvIn::RmsNorm, cuda::GemvOut::QkvRope, 1},
+                                           GemvCase{cuda::GemvIn::RmsNorm, cuda::GemvOut::QkvRope, 11},
+                                           GemvCase{cuda::GemvIn::Plain, cuda::GemvOut::Accumulate, 3},
+                                           GemvCase{cuda::GemvIn::RmsNorm, cuda::GemvOut::Store, 2},
+                                           GemvCase{cuda::GemvIn::RmsNorm, cuda::GemvOut::Store, 9},
+                                           GemvCase{cuda::GemvIn::SwiGlu, cuda::GemvOut::Accumulate, 1},
+                                           GemvCase{cuda::GemvIn::SwiGlu, cuda::GemvOut::Accumulate, 8},
+                                           GemvCase{cuda::GemvIn::Plain, cuda::GemvOut::Store, 5}),
+                         gemv_case_name);
+
+TEST(CudaOps, GemvRejectsUnsupportedShapes) {
+  cuda::GemvArgs a;
+  a.out = 7;  // odd
+  a.in = 96;
+  a.tokens = 1;
+  try {
+    cuda::gemv(a, cuda::GemvIn::Plain, cuda::GemvOut::Store, nullptr);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("shape [7 x 96] not supported"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CudaOps, RopeSplitMatchesTheCpuAtLargePositions) {
+  SR_REQUIRE_CUDA_DEVICE();
+  std::mt19937_64 rng(5);
+  const int D = 64, q_dim = 3 * D, kv_dim = D, width = q_dim + 2 * kv_dim;
+  const int64_t n = 5, p0 = 524283;  // positions across 2^19
+  const std::vector<float> qkv = normal_vector(size_t(n) * width, rng);
+  std::vector<double> inv_freq(D / 2);
+  for (int i = 0; i < D / 2; ++i) inv_freq[size_t(i)] = std::pow(100000.0, -2.0 * i / D);
+  DeviceBuffer in = upload(qkv), fd = upload(inv_freq);
+  DeviceBuffer q(size_t(n) * q_dim * 2), k(size_t(n) * kv_dim * 4), v(size_t(n) * kv_dim * 4);
+  testing::poison(q);
+  testing::poison(k);
+  testing::poison(v);
+  cuda::rope_split(static_cast<const float*>(in.get()), n, q_dim, kv_dim, p0,
+                   {static_cast<const double*>(fd.get()), D}, static_cast<__nv_bfloat16*>(q.get()),
+                   static_cast<float*>(k.get()), static_cast<float*>(v.get()), nullptr);
+  SR_ASSERT_CUDA(cudaDeviceSynchronize());
+  const std::vector<uint16_t> qg = download<uint16_t>(q, size_t(n) * q_dim);
+  const std::vector<float> kg = download<float>(k, size_t(n) * kv_dim), vg = download<float>(v, size_t(n) * kv_dim);
+  const Rope rope(D, 100000.f, {});
+  for (int64_t t = 0; t < n; ++t) {
+    std::vector<float> qc(qkv.begin() + t * width, qkv.begin() + t * width + q_dim);
+    std::vector<float> kc(qkv.begin() + t * width + q_dim, qkv.begin() + t * width + q_dim + kv_dim);
+    rope.apply(qc.data(), q_dim / D, p0 + t);
+    rope.apply(kc.data(), kv_dim / D, p0 + t);
+    for (int i = 0; i < q_dim; ++i) expect_bf16(qg[size_t(t * q_dim + i)], qc[size_t(i)], fmt::format("q {} {}", t, i));
+    for (int i = 0; i < kv_dim; ++i) {
+      ASSERT_NEAR(kg[size_t(t * kv_dim + i)], kc[size_t(i)], 2e-6) << "k " << t << " " << i;
+      ASSERT_EQ(vg[size_t(t * kv_dim + i)], qkv[size_t(t * width + q_dim + kv_dim + i)]) << "v " << t << " " << i;
+    }
+  }
+}
+
+TEST(CudaOps, NormSwigluEmbedAndGemmMatchFloat64) {
+  SR_REQUIRE_CUDA_DEVICE();
+  std::mt19937_64 rng(9);
+  const int E = 88, F = 40, V = 31;
+  const int64_t n = 13;
+  // Embedding rows for random ids.
+  const std::vector<uint16_t> table = to_bf16_bits(normal_vector(size_t(V) * E, rng));
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (int32_t& id : ids) id = int32_t(rng() % V);
+  DeviceBuffer td = upload(table), idd = upload(ids), xd(size_t(n) * E * 4);
+  testing::poison(xd);
+  cuda::embed_rows(static_cast<const __nv_bfloat16*>(td.get()), static_cast<const int32_t*>(idd.get()), n, E,
+                   static_cast<float*>(xd.get()), nullptr);
+  // RMSNorm of those rows.
+  const std::vector<float> g = normal_vector(size_t(E), rng);
+  DeviceBuffer gd = upload(g), hd(size_t(n) * E * 2);
+  testing::poison(hd);
+  cuda::rms_norm_bf16(static_cast<const float*>(xd.get()), static_cast<const float*>(gd.get()), 1e-5f, n, E,
+                      static_cast<__nv_bfloat16*>(hd.get()), nullptr);
+  // SwiGLU of random gate | up rows.
+  const std::vector<float> gu = normal_vector(size_t(n) * 2 * F, rng, 2.f);
+  DeviceBuffer gud = upload(gu), ad(size_t(n) * F * 2);
+  testing::poison(ad);
+  cuda::swiglu_bf16(static_cast<const float*>(gud.get()), n, F, static_cast<__nv_bfloat16*>(ad.get()), nullptr);
+  // GEMM: Y = W H^T, then Y += W2 A^T (the residual add through beta = 1).
+  const std::vector<uint16_t> w = to_bf16_bits(normal_vector(size_t(F) * E, rng, 0.3f));
+  const std::vector<uint16_t> w2 = to_bf16_bits(normal_vector(size_t(F) * F, rng, 0.3f));
+  DeviceBuffer wd = upload(w), w2d = upload(w2), yd(size_t(n) * F * 4);
+  cublasHandle_t handle;
+  ASSERT_EQ(cublasCreate(&handle), CUBLAS_STATUS_SUCCESS);
+  testing::poison(yd);
+  cuda::gemm_bf16(handle, static_cast<const __nv_bfloat16*>(wd.get()), F, E, static_cast<const __nv_bfloat16*>(hd.get()),
+                  n, static_cast<float*>(yd.get()), 0.f, nullptr);
+  cuda::gemm_bf16(handle, static_cast<const __nv_bfloat16*>(w2d.get()), F, F, static_cast<const __nv_bfloat16*>(ad.get()),
+                  n, static_cast<float*>(yd.get()), 1.f, nullptr);
+  SR_ASSERT_CUDA(cudaDeviceSynchronize());
+  cublasDestroy(handle);
+
+  const std::vector<float> x = download<float>(xd, size_t(n) * E);
+  const std::vector<uint16_t> h = download<uint16_t>(hd, size_t(n) * E), a = download<uint16_t>(ad, size_t(n) * F);
+  const std::vector<float> y = download<float>(yd, size_t(n) * F);
+  for (int64_t t = 0; t < n; ++t) {
+    double ss = 0;
+    for (int i = 0; i < E; ++i) {
+      ASSERT_EQ(x[size_t(t * E + i)], float(bf16_value(table[size_t(ids[size_t(t)]) * E + size_t(i)])));
+      ss += double(x[size_t(t * E + i)]) * x[size_t(t * E + i)];
+    }
+    for (int i = 0; i < E; ++i)
+      expect_bf16(h[size_t(t * E + i)], x[size_t(t * E + i)] / std::sqrt(ss / E + 1e-5) * g[size_t(i)],
+                  fmt::format("rmsnorm {} {}", t, i));
+    for (int i = 0; i < F; ++i) {
+      const double gate = gu[size_t(t * 2 * F + i)], up = gu[size_t(t * 2 * F + F + i)];
+      expect_bf16(a[size_t(t * F + i)], gate / (1 + std::exp(-gate)) * up, fmt::format("swiglu {} {}", t, i));
+    }
+    for (int o = 0; o < F; ++o) {
+      double want = 0, sum_abs = 0;
+      for (int i = 0; i < E; ++i) {
+        const double p = bf16_value(w[size_t(o) * E + size_t(i)]) * bf16_value(h[size_t(t * E + i)]);
+        want += p;
+        sum_abs += std::fabs(p);
+      }
+      for (int i = 0; i < F; ++i) {
+        const double p = bf16_value(w2[size_t(o) * F + size_t(i)]) * bf16_value(a[size_t(t * F + i)]);
+        want += p;
+        sum_abs += std::fabs(p);
+      }
+      expect_close(y[size_t(t * F + o)], want, sum_abs, fmt::format("gemm token {} row {}", t, o));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sinkrouter
+
+#endif  // SINKROUTER_HAVE_CUDA
