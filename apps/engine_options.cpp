@@ -8,6 +8,7 @@ namespace sinkrouter::apps {
 
 void EngineCliOptions::add_to(CLI::App* cmd, bool model_required, const std::string& default_matmul) {
   engine.matmul = default_matmul;
+  engine.device = "auto";  // the GPU when the build has CUDA and a device is present
   auto* m = cmd->add_option("-m,--model", engine.model_path, "GGUF model file");
   if (model_required) m->required();
   m->check(CLI::ExistingFile);
@@ -31,7 +32,7 @@ void EngineCliOptions::add_to(CLI::App* cmd, bool model_required, const std::str
   cmd->add_option("--prefill-chunk", engine.prefill_chunk, "tokens per prefill chunk")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
-  cmd->add_option("--matmul", engine.matmul, "decode matmuls: q8 (int8 activations, fast) or f32 (exact)")
+  cmd->add_option("--matmul", engine.matmul, "CPU decode matmuls: q8 (int8 activations, fast) or f32 (exact)")
       ->check(CLI::IsMember({"q8", "f32"}))
       ->capture_default_str();
   cmd->add_option("--first-anchors", engine.first_anchors, "first tokens kept as anchors in every head")

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# The GPU engine on the H200 (the device tool's `run`), from the repository root.
+#
+# The model (98 MB) is more than one call carries (64 MiB), so it goes in two parts
+# (tools/split_model_for_device.sh), in two calls made back to back (a machine left idle
+# for 30 s is given back, and /root/stage with it):
+#   call 1: bash bench/gpu/run_engine_on_device.sh stash    carry [".stage/model/1", ".stage/engine"]
+#           keeps part 1 and the binaries in /root/stage, and runs the kernel tests that need
+#           no model (~1 min);
+#   call 2: bash bench/gpu/run_engine_on_device.sh          carry [".stage/model/2", ".stage/engine"]
+#           joins the model in /root/stage, checks its SHA-256, runs everything.
+# With the model at models/ (or already at /root/stage/SmolLM2-135M-Instruct.Q4_1.gguf) one
+# call does it all. Binaries: .stage/engine (bench/gpu/stage_engine_for_device.sh).
+#
+# Steps (each one's failure shown, none stopping the next; < 9 minutes in all):
+#   1. binaries unpacked and loaded;
+#   2. test_cuda, the engine's tests (prefill attention, GEMV and ops, engine vs CPU and
+#      transformers, graph, batch, fork, routed statistics);
+#   3. `sinkrouter generate --device cuda` (the command line, end to end);
+#   4. bench_engine: prefill and decode tokens/s, dense and sinkrouter -> bench_engine.json;
+#   5. transformers_baseline.py: the same GGUF in transformers (bf16, SDPA) -> transformers.json;
+#   6. compute-sanitizer memcheck and racecheck on short runs (capped by the time left);
+#   7. a short table.
+# $OUT (8 files): summary.txt tests.log generate.log bench_engine.json bench_engine.log
+#                 transformers.json transformers.log sanitizer.log
+set -u
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+OUT=${OUT:-/tmp/sr_engine_out}
+mkdir -p "$OUT"
+mode=${1:-all}
+stash=/root/stage
+name=SmolLM2-135M-Instruct.Q4_1.gguf
+export PATH=$PATH:/usr/local/cuda/bin
+summary=$OUT/summary.txt
+: >"$summary"
+note() { echo "$*" | tee -a "$summary"; }
+t0=$(date +%s)
+elapsed() { echo $(( $(date +%s) - t0 ))s; }
+left() { echo $(( 530 - ($(date +%s) - t0) )); }
+
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,driver_version --format=csv,noheader 2>&1 | tee -a "$summary"
+
+# ---- 1. binaries and parts into /root/stage ----
+mkdir -p "$stash"
+cp .stage/model/*/* "$stash/" 2>/dev/null
+if [ -f .stage/engine/bin.tar.xz ]; then
+  tar -xJf .stage/engine/bin.tar.xz -C "$stash" && note "binaries: $(cat "$stash/bin/COMMIT" 2>/dev/null) unpacked $(elapsed)"
+fi
+bin=$stash/bin
+# cuBLAS: the CUDA toolkit's, else the one PyTorch's wheels carry.
+cublas_dir=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null)
+bin_ld=$stash/lib:/usr/local/cuda/lib64:${cublas_dir}:${LD_LIBRARY_PATH:-}
+run_bin() { env LD_LIBRARY_PATH="$bin_ld" "$@"; }
+if ! run_bin "$bin/test_cuda" --gtest_list_tests >/dev/null 2>"$OUT/tests.log"; then
+  note "BINARIES DO NOT LOAD (tests.log): $(head -c 300 "$OUT/tests.log")"
+  exit 1
+fi
+export SINKROUTER_TEST_DATA_DIR=$root/tests/data
+
+kernel_filter='*CudaPrefillAttention*:*CudaGemv*:CudaOps.*'
+if [ "$mode" = stash ]; then
+  run_bin timeout 200 "$bin/test_cuda" --gtest_filter="$kernel_filter" >"$OUT/tests.log" 2>&1
+  note "kernel tests: rc=$? $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$OUT/tests.log" | tr '\n' ' ') $(elapsed)"
+  grep -E '^\[  FAILED  \]|flash: max' "$OUT/tests.log" | head -20 | tee -a "$summary"
+  ls -la "$stash" | tee -a "$summary"
+  exit 0
+fi
+
+# ---- the model: models/, or /root/stage, or joined from its two parts ----
+model=""
+for m in "$root/models/$name" "$stash/$name"; do [ -f "$m" ] && model=$m && break; done
+if [ -z "$model" ] && [ -f "$stash/$name.part1" ] && [ -f "$stash/$name.part2" ]; then
+  cat "$stash/$name.part1" "$stash/$name.part2" >"$stash/$name" && model=$stash/$name
+fi
+if [ -z "$model" ]; then
+  note "NO MODEL: neither models/$name nor both parts in $stash ($(ls "$stash" | tr '\n' ' '))"
+  exit 1
+fi
+[ -f "$model.sha256" ] || cp "$stash/$name.sha256" "$model.sha256" 2>/dev/null
+want=$(awk '{print $1}' "$model.sha256" 2>/dev/null)
+got=$(sha256sum "$model" | awk '{print $1}')
+if [ "$want" != "$got" ]; then note "MODEL CHECKSUM MISMATCH: $got, expected $want"; exit 1; fi
+note "model: $model (sha256 ok) $(elapsed)"
+export SINKROUTER_MODEL=$model
+
+# ---- 2. tests ----
+run_bin timeout 240 "$bin/test_cuda" --gtest_filter="$kernel_filter:CudaEngine*" >"$OUT/tests.log" 2>&1
+note "tests: rc=$? $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]|^\[  SKIPPED \] [0-9]' "$OUT/tests.log" | tr '\n' ' ') $(elapsed)"
+grep -E '^\[  FAILED  \]' "$OUT/tests.log" | head -20 | tee -a "$summary"
+grep -E 'GPU vs CPU|greedy tokens checked|sinkrouter\(certified' "$OUT/tests.log" | tee -a "$summary"
+
+# ---- 3. the command line ----
+run_bin timeout 60 "$bin/sinkrouter" generate -m "$model" --device cuda --chat -n 48 --json \
+  -p "What is the capital of France? Answer in one sentence." >"$OUT/generate.log" 2>&1
+note "sinkrouter generate --device cuda: rc=$? $(elapsed)"
+run_bin timeout 60 "$bin/sinkrouter" generate -m "$model" --device cuda --policy sinkrouter -n 32 \
+  -p "The lighthouse keeper climbed the stairs" >>"$OUT/generate.log" 2>&1
+note "sinkrouter generate --device cuda --policy sinkrouter: rc=$? $(elapsed)"
+
+# ---- 4. engine benchmark ----
+text=""
+[ -f .stage/engine/text.txt ] && text="--text .stage/engine/text.txt"
+budget=$(( $(left) - 200 ))  # keep ~200 s for the baseline and the sanitizer
+[ "$budget" -gt 300 ] && budget=300
+if [ "$budget" -gt 60 ]; then
+  run_bin timeout $((budget + 40)) "$bin/bench_engine" -m "$model" --out "$OUT/bench_engine.json" $text \
+    --time-budget "$budget" >"$OUT/bench_engine.log" 2>&1
+  note "bench_engine: rc=$? $(elapsed)"
+else
+  note "bench_engine: skipped, ${budget}s of budget"
+fi
+
+# ---- 5. transformers baseline ----
+if ls .stage/engine/whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .stage/engine/whl/*.whl >"$OUT/transformers.log" 2>&1 && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+fi
+tb=$(( $(left) - 90 ))
+[ "$tb" -gt 150 ] && tb=150
+if [ "$tb" -gt 40 ]; then
+  PYTHONUNBUFFERED=1 timeout $((tb + 30)) python3 bench/gpu/transformers_baseline.py --model "$model" \
+    --out "$OUT/transformers.json" --time-budget "$tb" >>"$OUT/transformers.log" 2>&1
+  note "transformers baseline: rc=$? $(elapsed)"
+else
+  note "transformers baseline: skipped, ${tb}s left"
+fi
+
+# ---- 6. compute-sanitizer (last, capped by the time left) ----
+: >"$OUT/sanitizer.log"
+for spec in "memcheck:Small/CudaPrefillAttention.*:Pairs/CudaGemv.*:CudaEngine.ShortRunForSanitizer" \
+            "racecheck:Small/CudaPrefillAttention.*"; do
+  tool=${spec%%:*}
+  filter=${spec#*:}
+  l=$(left)
+  if [ "$l" -lt 40 ]; then note "compute-sanitizer $tool: skipped, ${l}s left"; continue; fi
+  [ "$l" -gt 150 ] && l=150
+  run_bin timeout "$l" compute-sanitizer --tool "$tool" --error-exitcode 9 "$bin/test_cuda" --gtest_filter="$filter" \
+    >>"$OUT/sanitizer.log" 2>&1
+  note "compute-sanitizer $tool: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.log" | tail -1) $(elapsed)"
+done
+
+# ---- 7. table ----
+python3 - "$OUT" <<'PY' 2>&1 | tee -a "$summary"
+import json, os, sys
+out = sys.argv[1]
+def load(name):
+    try:
+        return json.load(open(os.path.join(out, name)))
+    except Exception as e:
+        print(f"no {name}: {e}")
+        return {"rows": [], "skipped": []}
+e, t = load("bench_engine.json"), load("transformers.json")
+def find(rows, **kw):
+    return next((r for r in rows if all(r.get(k) == v for k, v in kw.items())), {})
+print(f"{'row':26s} {'ours':>10s} {'transformers':>13s}  notes")
+for n in (8192, 32768, 131072, 524288):
+    p, q = find(e["rows"], kind="prefill", context=n), find(t["rows"], kind="prefill", context=n)
+    if p or q:
+        print(f"prefill {n:>7d} tok/s      {p.get('tokens_per_s', float('nan')):10.0f} {q.get('tokens_per_s', float('nan')):13.0f}")
+for n in (8192, 32768, 131072, 524288):
+    d, s = find(e["rows"], kind="decode", context=n, policy="dense"), find(e["rows"], kind="decode", context=n, policy="sinkrouter")
+    q = find(t["rows"], kind="decode", context=n)
+    if d or q:
+        print(f"decode {n:>7d} dense tok/s  {d.get('tokens_per_s', float('nan')):9.0f} {q.get('tokens_per_s', float('nan')):13.1f}  x floor {d.get('ratio_to_floor', float('nan')):.2f}")
+    if s:
+        print(f"decode {n:>7d} sinkr tok/s  {s.get('tokens_per_s', float('nan')):9.0f} {'':13s}  KV read {100 * s.get('kv_read_fraction', 0):.1f}%, "
+              f"speedup {s.get('speedup_over_dense', float('nan')):.2f} (floor predicts {s.get('floor_predicted_speedup', float('nan')):.2f})")
+for r in e["rows"]:
+    if r.get("kind") == "decode_batch":
+        print(f"batch {r['batch']} {r['policy']:10s} seq-steps/s {r['sequence_steps_per_s']:9.0f}  KV read {100 * r['kv_read_fraction']:.1f}%")
+for s in e.get("skipped", []) + t.get("skipped", []):
+    print("skipped:", s)
+PY
+note "done $(elapsed)"
