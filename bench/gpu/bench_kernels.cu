@@ -1,7 +1,13 @@
-// Kernel benchmark of the CUDA decode (dense, routed at planted skip rates, the routing
-// pass alone) against the bandwidth floor measured in the same run. Writes JSON.
+// Kernel benchmark of the CUDA decode (dense on tensor cores and on CUDA cores, routed at
+// planted skip rates, the routing pass alone) against the bandwidth floor measured in the
+// same run. Writes JSON.
 //
-//   bench_kernels --out kernels.json [--contexts 4096,16384,...] [--batches 1,8] [--reps 30]
+//   bench_kernels --out kernels.json [--contexts 4096,8192,...] [--batches 1,8] [--reps 30]
+//                 [--shapes llama-3.1-8b,smollm2-135m]
+//   bench_kernels --profile-once --shapes llama-3.1-8b --contexts 65536 --batches 1
+//       one eager dense run and one routed run (50 % quiet blocks) of the first shape,
+//       context and batch, nothing else: for ncu (bench/gpu/run_on_device.sh), whose
+//       kernel filter then sees attention, route_bounds, route_select, attention.
 //
 // Method (docs/PERF.md, "CUDA decode kernels"):
 //   - caches are generated on the device (hash-based pseudo-normal keys and values, a
@@ -176,15 +182,27 @@ std::vector<int64_t> parse_list(const std::string& s) {
 
 int main(int argc, char** argv) {
   std::string out_path = "kernels.json";
-  std::vector<int64_t> contexts = {4096, 16384, 65536, 131072, 262144, 524288};
+  std::vector<int64_t> contexts = {4096, 8192, 16384, 65536, 131072, 262144, 524288};
   std::vector<int64_t> batches = {1, 8};
+  std::string shape_filter;
   int reps = 30;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i], v = argv[i + 1];
+  bool profile_once = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    if (k == "--profile-once") {
+      profile_once = true;
+      continue;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "option %s needs a value\n", k.c_str());
+      return 2;
+    }
+    const std::string v = argv[++i];
     if (k == "--out") out_path = v;
     else if (k == "--contexts") contexts = parse_list(v);
     else if (k == "--batches") batches = parse_list(v);
     else if (k == "--reps") reps = std::stoi(v);
+    else if (k == "--shapes") shape_filter = "," + v + ",";
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
@@ -195,7 +213,7 @@ int main(int argc, char** argv) {
     SR_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
     cudaStream_t stream;
     SR_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    const Bandwidth bw = measure_bandwidth(stream, reps);
+    const Bandwidth bw = profile_once ? Bandwidth{0, 0} : measure_bandwidth(stream, reps);
     std::printf("device %s: %d SMs, L2 %d MB; copy %.0f GB/s (read+write), read %.0f GB/s\n", prop.name,
                 prop.multiProcessorCount, prop.l2CacheSize >> 20, bw.copy_gbps, bw.read_gbps);
     nlohmann::json doc;
@@ -214,6 +232,8 @@ int main(int argc, char** argv) {
     for (const Shape& sh : shapes)
       for (int64_t B : batches)
         for (int64_t ctx : contexts) {
+          if (!shape_filter.empty() && shape_filter.find("," + std::string(sh.name) + ",") == std::string::npos)
+            continue;
           sr::KVCacheConfig cfg;
           cfg.num_kv_heads = sh.kv_heads;
           cfg.head_dim = sh.head_dim;
@@ -222,7 +242,8 @@ int main(int argc, char** argv) {
           cfg.block_size = 64;
           cfg.num_pages = 1;
           const int64_t kv_bytes = B * ctx * sh.kv_heads * sh.head_dim * 4;  // K + V, bf16
-          const int copies = int(std::max<int64_t>(1, ((int64_t(256) << 20) + kv_bytes - 1) / kv_bytes));
+          const int copies =
+              profile_once ? 1 : int(std::max<int64_t>(1, ((int64_t(256) << 20) + kv_bytes - 1) / kv_bytes));
           sr::DeviceKVCache cache(cfg, std::vector<int64_t>(size_t(copies * B), ctx));
           cache.set_lengths(std::vector<int64_t>(size_t(copies * B), ctx));
           const int64_t q_elems = int64_t(copies) * B * sh.q_heads * sh.head_dim;
@@ -242,8 +263,27 @@ int main(int argc, char** argv) {
             cache.rebuild_summaries(stream);
             SR_CUDA_CHECK(cudaStreamSynchronize(stream));
           };
-          auto run_rows = [&](const sr::AttentionPolicy& policy, const char* kernel, int skip_target, bool routing_only) {
-            sr::CudaDecoder dec(cache.view(0, int(B)), sh.q_heads, policy, scale);
+          if (profile_once) {  // one eager dense run, one routed run; ncu picks the kernels
+            generate(50);
+            sr::AttentionPolicy routed;
+            routed.kind = sr::PolicyKind::SinkRouter;
+            routed.epsilon = 1e-2;
+            sr::CudaDecoder dense(cache.view(0, int(B)), sh.q_heads, sr::AttentionPolicy{}, scale);
+            sr::CudaDecoder router(cache.view(0, int(B)), sh.q_heads, routed, scale);
+            dense.run(cache.view(0, int(B)), q, sr::DType::BF16, out, sr::DType::BF16, stream);
+            router.run(cache.view(0, int(B)), q, sr::DType::BF16, out, sr::DType::BF16, stream);
+            SR_CUDA_CHECK(cudaStreamSynchronize(stream));
+            const sr::HeadStats t = sr::accumulate(router.download_stats());
+            std::printf("profile-once %s B=%lld ctx=%lld: dense %d CTAs (tensor cores %d); routed skipped %d of %d blocks\n",
+                        sh.name, (long long)B, (long long)ctx, dense.grid_ctas(), int(dense.uses_tensor_cores()),
+                        t.blocks_skipped, t.blocks_total);
+            return 0;
+          }
+          auto run_rows = [&](const sr::AttentionPolicy& policy, const char* kernel, int skip_target, bool routing_only,
+                              bool tensor_cores = true) {
+            sr::CudaDecodeOptions options;
+            options.tensor_cores = tensor_cores;
+            sr::CudaDecoder dec(cache.view(0, int(B)), sh.q_heads, policy, scale, options);
             cudaGraphExec_t exec = capture(stream, [&] {
               for (int c = 0; c < copies; ++c) {
                 const int64_t qo = int64_t(c) * B * sh.q_heads * sh.head_dim;
@@ -282,6 +322,7 @@ int main(int argc, char** argv) {
           };
           generate(0);
           run_rows(sr::AttentionPolicy{}, "dense", 0, false);
+          run_rows(sr::AttentionPolicy{}, "dense_cuda_cores", 0, false, false);
           for (int skip : skips) {
             if (skip != 0) generate(skip);
             sr::AttentionPolicy p;

@@ -3,17 +3,21 @@
 #   bash bench/gpu/run_on_device.sh            (QUICK=1: fewer contexts and cases)
 # carrying .stage/cuda (bench/gpu/stage_for_device.sh makes it) and, for FlashInfer, .whl.
 #
-# Steps, each one's failure visible and none stopping the next:
+# Steps, each one's failure visible and none stopping the next; the whole script stays
+# under 8 minutes (each step is capped):
 #   1. binaries: the staged ones if they load here, else configure + build from source
 #      (Release, test_cuda and bench_kernels only, -j16, deps from the staged .debs);
 #   2. test_cuda, every test;
 #   3. bench_kernels -> kernels.json;
 #   4. baselines.py (SDPA cuDNN/flash, FlashInfer) -> baselines.json;
-#   5. compute-sanitizer memcheck and racecheck on a short filtered run (last, capped by
+#   5. ncu: one dense and one routed decode step at Llama-3.1-8B, 64K, batch 1 (the
+#      attention kernels and the two routing kernels), text sections -> ncu.log;
+#   6. compute-sanitizer memcheck and racecheck on a short filtered run (last, capped by
 #      the time left, so that a slow sanitizer cannot cost the benchmark data);
-#   6. a short table.
-# Everything goes to $OUT (8 files at most): build.log test_cuda.log sanitizer.log
-# kernels.json bench_kernels.log baselines.json baselines.log summary.txt
+#   7. a short table.
+# Everything goes to $OUT (7 files): summary.txt test_cuda.log (with the build log, if
+# one was built) bench.log (bench_kernels and baselines output) kernels.json
+# baselines.json ncu.log sanitizer.log
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -24,9 +28,12 @@ stage=$root/.stage/cuda
 export PATH=$PATH:/usr/local/cuda/bin
 summary=$OUT/summary.txt
 : >"$summary"
+: >"$OUT/test_cuda.log"
+: >"$OUT/bench.log"
 note() { echo "$*" | tee -a "$summary"; }
 t0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - t0 ))s; }
+budget=470  # seconds the steps may use in all
 
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,driver_version --format=csv,noheader 2>&1 | tee -a "$summary"
 
@@ -34,13 +41,15 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,driver_version --f
 # Library path for our binaries only (python must keep its own CUDA runtime).
 bin=""
 bin_ld=${LD_LIBRARY_PATH:-}
+buildlog=/tmp/sr_build.log
+: >"$buildlog"
 if [ -x "$stage/bin/test_cuda" ]; then
   bin_ld=$stage/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-  if env LD_LIBRARY_PATH="$bin_ld" "$stage/bin/test_cuda" --gtest_list_tests >/dev/null 2>"$OUT/build.log"; then
+  if env LD_LIBRARY_PATH="$bin_ld" "$stage/bin/test_cuda" --gtest_list_tests >/dev/null 2>"$buildlog"; then
     bin=$stage/bin
     note "binaries: staged (.stage/cuda/bin) $(elapsed)"
   else
-    note "binaries: staged ones do not load here (see build.log); building from source"
+    note "binaries: staged ones do not load here (see test_cuda.log); building from source"
   fi
 fi
 if [ -z "$bin" ]; then
@@ -50,15 +59,18 @@ if [ -z "$bin" ]; then
   bin_ld=$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
   build=/tmp/sr_build
   if cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_DISABLE_FIND_PACKAGE_BLAS=ON \
-       -DCMAKE_PREFIX_PATH="$deps/usr" -DCMAKE_INCLUDE_PATH="$deps/usr/include" >>"$OUT/build.log" 2>&1 &&
-     cmake --build "$build" --target test_cuda bench_kernels -j16 >>"$OUT/build.log" 2>&1; then
+       -DCMAKE_PREFIX_PATH="$deps/usr" -DCMAKE_INCLUDE_PATH="$deps/usr/include" >>"$buildlog" 2>&1 &&
+     cmake --build "$build" --target test_cuda bench_kernels -j16 >>"$buildlog" 2>&1; then
     mkdir -p /tmp/sr_bin && cp "$build/tests/test_cuda" "$build/bench/gpu/bench_kernels" /tmp/sr_bin/
     bin=/tmp/sr_bin
     note "binaries: built here $(elapsed)"
   else
-    note "BUILD FAILED (build.log) $(elapsed)"
-    tail -20 "$OUT/build.log"
+    note "BUILD FAILED (test_cuda.log) $(elapsed)"
+    tail -20 "$buildlog"
   fi
+fi
+if [ -s "$buildlog" ]; then
+  { echo "==== build ===="; tail -c 200000 "$buildlog"; echo "==== test_cuda ===="; } >>"$OUT/test_cuda.log"
 fi
 
 # ---- 2. tests ----
@@ -66,45 +78,59 @@ if [ -n "$bin" ]; then
   routed_cases=240
   [ "$QUICK" = 1 ] && routed_cases=60
   env LD_LIBRARY_PATH="$bin_ld" SR_CUDA_ROUTED_CASES=$routed_cases timeout 150 "$bin/test_cuda" \
-    >"$OUT/test_cuda.log" 2>&1
+    >>"$OUT/test_cuda.log" 2>&1
   rc=$?
   note "test_cuda: rc=$rc, $(grep -E '^\[  PASSED  \]|^\[  FAILED  \]|^\[  SKIPPED \] [0-9]' "$OUT/test_cuda.log" | tr '\n' ' ') $(elapsed)"
   grep -E '^\[  FAILED  \]' "$OUT/test_cuda.log" | head -20 | tee -a "$summary"
   grep -E 'decisions:' "$OUT/test_cuda.log" | tee -a "$summary"
 
   # ---- 3. kernel benchmark ----
-  ctx=4096,16384,65536,131072,262144,524288
-  [ "$QUICK" = 1 ] && ctx=4096,65536,524288
-  env LD_LIBRARY_PATH="$bin_ld" timeout 150 "$bin/bench_kernels" --out "$OUT/kernels.json" --contexts $ctx >"$OUT/bench_kernels.log" 2>&1
+  ctx=4096,8192,16384,65536,131072,262144,524288
+  [ "$QUICK" = 1 ] && ctx=4096,8192,65536,524288
+  echo "==== bench_kernels ====" >>"$OUT/bench.log"
+  env LD_LIBRARY_PATH="$bin_ld" timeout 150 "$bin/bench_kernels" --out "$OUT/kernels.json" --contexts $ctx \
+    >>"$OUT/bench.log" 2>&1
   note "bench_kernels: rc=$? $(elapsed)"
 fi
 
 # ---- 4. baselines ----
+echo "==== baselines ====" >>"$OUT/bench.log"
 if ls "$root"/.whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    "$root"/.whl/*.whl >>"$OUT/baselines.log" 2>&1 && export PYTHONPATH=/tmp/site
+    "$root"/.whl/*.whl >>"$OUT/bench.log" 2>&1 && export PYTHONPATH=/tmp/site
 fi
-ctx=${ctx:-4096,16384,65536,131072,262144,524288}
-PYTHONUNBUFFERED=1 timeout ${BASELINES_TIMEOUT:-150} python3 bench/gpu/baselines.py --out "$OUT/baselines.json" --contexts "$ctx" \
-  >>"$OUT/baselines.log" 2>&1
+ctx=${ctx:-4096,8192,16384,65536,131072,262144,524288}
+PYTHONUNBUFFERED=1 timeout ${BASELINES_TIMEOUT:-120} python3 bench/gpu/baselines.py --out "$OUT/baselines.json" \
+  --contexts "$ctx" >>"$OUT/bench.log" 2>&1
 note "baselines: rc=$? $(elapsed)"
 
-# ---- 5. compute-sanitizer (last: the slowest step; its time is capped by what is left of
-# the 10-minute call, so that the benchmarks above are never lost to it) ----
+# ---- 5. ncu: where the time of one decode step goes (Llama-3.1-8B, 64K, batch 1) ----
+: >"$OUT/ncu.log"
+if [ -n "$bin" ] && command -v ncu >/dev/null 2>&1; then
+  env LD_LIBRARY_PATH="$bin_ld" timeout 90 ncu --clock-control none --kernel-name-base function \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section LaunchStats \
+    --section Occupancy -k regex:'attention|route_' --launch-count 4 \
+    "$bin/bench_kernels" --profile-once --shapes llama-3.1-8b --contexts 65536 --batches 1 >>"$OUT/ncu.log" 2>&1
+  note "ncu: rc=$? ($(grep -c '^  [a-z_]*kernel' "$OUT/ncu.log") kernels profiled) $(elapsed)"
+else
+  note "ncu: skipped (no binaries or no ncu)"
+fi
+
+# ---- 6. compute-sanitizer (last: the slowest step; capped by what is left) ----
 filter='Grid/CudaDenseDecode.MatchesFloat64Exact/h2_g3*:CudaGraph.*:CudaRoutedDecode.*:Grid/DeviceCacheAppend.MatchesHostCacheBitForBit/h2_d128_p3_r7*:CudaDenseDecode.LongAndShortSequencesShareTheGrid'
 : >"$OUT/sanitizer.log"
 for tool in memcheck racecheck; do
   [ -n "$bin" ] || break
-  left=$(( 560 - ($(date +%s) - t0) ))
-  if [ "$left" -lt 60 ]; then note "compute-sanitizer $tool: skipped, ${left}s left"; continue; fi
-  [ "$left" -gt 150 ] && left=150
+  left=$(( budget - ($(date +%s) - t0) ))
+  if [ "$left" -lt 45 ]; then note "compute-sanitizer $tool: skipped, ${left}s left"; continue; fi
+  [ "$left" -gt 120 ] && left=120
   env LD_LIBRARY_PATH="$bin_ld" SR_CUDA_ROUTED_CASES=6 timeout $left compute-sanitizer --tool $tool --error-exitcode 9 \
     "$bin/test_cuda" --gtest_filter="$filter" >>"$OUT/sanitizer.log" 2>&1
   rc=$?
   note "compute-sanitizer $tool: rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.log" | tail -1) $(elapsed)"
 done
 
-# ---- 6. table ----
+# ---- 7. table ----
 python3 - "$OUT" <<'PY' 2>&1 | tee -a "$summary"
 import json, os, sys
 out = sys.argv[1]
@@ -117,7 +143,7 @@ try:
 except Exception:
     base = []
 print(f"read {k['read_gbps']:.0f} GB/s, copy {k['copy_gbps']:.0f} GB/s")
-print(f"{'shape':13s} {'B':>2s} {'ctx':>7s} {'dense us':>9s} {'xfloor':>6s} {'r50 us':>8s} {'r75 us':>8s} {'r90 us':>8s} {'route%':>6s} {'cudnn':>8s} {'flash':>8s} {'finfer':>8s}")
+print(f"{'shape':13s} {'B':>2s} {'ctx':>7s} {'dense us':>9s} {'xfloor':>6s} {'cores us':>9s} {'r50 us':>8s} {'r75 us':>8s} {'r90 us':>8s} {'route%':>6s} {'cudnn':>8s} {'flash':>8s} {'finfer':>8s}")
 def get(rows, **kw):
     for r in rows:
         if all(r.get(a) == b for a, b in kw.items()): return r
@@ -125,9 +151,10 @@ def get(rows, **kw):
 for r in k["rows"]:
     if r["kernel"] != "dense": continue
     s, B, c = r["shape"], r["batch"], r["context"]
+    cores = get(k["rows"], shape=s, batch=B, context=c, kernel="dense_cuda_cores").get("time_us", float("nan"))
     rr = {p: get(k["rows"], shape=s, batch=B, context=c, kernel="sinkrouter", skip_target_pct=p).get("time_us", float("nan")) for p in (50, 75, 90)}
     rp = get(k["rows"], shape=s, batch=B, context=c, kernel="routing_pass").get("time_us", float("nan"))
     bl = {n: get(base, shape=s, batch=B, context=c, kernel=n).get("time_us", float("nan")) for n in ("sdpa_cudnn", "sdpa_flash", "flashinfer")}
-    print(f"{s:13s} {B:2d} {c:7d} {r['time_us']:9.2f} {r['ratio_to_floor']:6.2f} {rr[50]:8.2f} {rr[75]:8.2f} {rr[90]:8.2f} {100*rp/r['time_us']:6.1f} {bl['sdpa_cudnn']:8.2f} {bl['sdpa_flash']:8.2f} {bl['flashinfer']:8.2f}")
+    print(f"{s:13s} {B:2d} {c:7d} {r['time_us']:9.2f} {r['ratio_to_floor']:6.2f} {cores:9.2f} {rr[50]:8.2f} {rr[75]:8.2f} {rr[90]:8.2f} {100*rp/r['time_us']:6.1f} {bl['sdpa_cudnn']:8.2f} {bl['sdpa_flash']:8.2f} {bl['flashinfer']:8.2f}")
 PY
 note "done $(elapsed)"

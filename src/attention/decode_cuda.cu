@@ -1,7 +1,8 @@
 // CudaDecoder: the plan (checks, grid sizing, workspaces) and the run (kernel launches
-// only) of CUDA decode attention. The kernels live in decode_cuda_route.cu (routing),
-// decode_cuda_attention.cuh + decode_cuda_attn_*.cu (Split-K attention) and
-// decode_cuda_combine.cu (merge of the splits).
+// only) of CUDA decode attention. The kernels live in decode_cuda_route.cu and
+// decode_cuda_route_select.cu (routing), decode_cuda_attention.cuh (CUDA cores) and
+// decode_cuda_attention_mma.cuh (tensor cores), instantiated by decode_cuda_attn_*.cu,
+// with the fused combine in decode_cuda_split.cuh.
 #include "sinkrouter/attention/decode_cuda.h"
 
 #include <algorithm>
@@ -13,30 +14,37 @@
 namespace sinkrouter {
 
 using cuda::AttnArgs;
-using cuda::CombineArgs;
 using cuda::RouteArgs;
 
 namespace cuda {
 
-AttnKernelInfo attention_prepare(int head_dim, DType kv_dtype, int heads_per_cta, bool routed) {
+AttnKernelInfo attention_prepare(int head_dim, DType kv_dtype, int heads_per_cta, bool routed, bool mma) {
   const bool bf = kv_dtype == DType::BF16;
-  if (head_dim == 64) return bf ? attention_prepare_d64_bf16(heads_per_cta, routed) : attention_prepare_d64_f16(heads_per_cta, routed);
+  if (mma) {
+    if (head_dim == 64) return bf ? attention_mma_prepare_d64_bf16(routed) : attention_mma_prepare_d64_f16(routed);
+    return bf ? attention_mma_prepare_d128_bf16(routed) : attention_mma_prepare_d128_f16(routed);
+  }
+  if (head_dim == 64)
+    return bf ? attention_prepare_d64_bf16(heads_per_cta, routed) : attention_prepare_d64_f16(heads_per_cta, routed);
   return bf ? attention_prepare_d128_bf16(heads_per_cta, routed) : attention_prepare_d128_f16(heads_per_cta, routed);
 }
 
-void attention_launch(const AttnArgs& args, int head_dim, DType kv_dtype, bool routed, int grid, cudaStream_t stream) {
+void attention_launch(const AttnArgs& args, int head_dim, DType kv_dtype, bool routed, bool mma, int grid,
+                      cudaStream_t stream) {
   const bool bf = kv_dtype == DType::BF16;
-  if (head_dim == 64) {
-    if (bf)
-      attention_launch_d64_bf16(args, routed, grid, stream);
+  if (mma) {
+    if (head_dim == 64)
+      bf ? attention_mma_launch_d64_bf16(args, routed, grid, stream)
+         : attention_mma_launch_d64_f16(args, routed, grid, stream);
     else
-      attention_launch_d64_f16(args, routed, grid, stream);
-  } else {
-    if (bf)
-      attention_launch_d128_bf16(args, routed, grid, stream);
-    else
-      attention_launch_d128_f16(args, routed, grid, stream);
+      bf ? attention_mma_launch_d128_bf16(args, routed, grid, stream)
+         : attention_mma_launch_d128_f16(args, routed, grid, stream);
+    return;
   }
+  if (head_dim == 64)
+    bf ? attention_launch_d64_bf16(args, routed, grid, stream) : attention_launch_d64_f16(args, routed, grid, stream);
+  else
+    bf ? attention_launch_d128_bf16(args, routed, grid, stream) : attention_launch_d128_f16(args, routed, grid, stream);
 }
 
 }  // namespace cuda
@@ -57,9 +65,14 @@ std::vector<T> fetch(const T* p, size_t count) {
   return v;
 }
 
-// Query heads one attention CTA handles: the whole group when a kernel exists for it,
-// else chunks of 8 (the last one masked).
+// Query heads one CUDA-core attention CTA handles: the whole group when a kernel exists
+// for it, else chunks of 8 (the last one masked). The tensor-core kernel takes whole
+// groups of up to 4.
 int heads_per_cta_for(int group) { return group <= 4 ? group : 8; }
+
+// Sort capacity of the routing select kernel: 8192 candidate blocks when a sequence can
+// have more than 1024 routable blocks (more than that falls back to a bisection).
+int sort_capacity_for(int max_blocks) { return max_blocks > 1024 ? 8192 : 1024; }
 
 }  // namespace
 
@@ -76,16 +89,20 @@ struct CudaDecoder::Workspace {
   }
   float* part_acc = nullptr;
   float2* part_ml = nullptr;
-  int2* sched = nullptr;
+  int32_t* tickets = nullptr;
   HeadStats* stats = nullptr;
   // Routing.
-  double *m_d = nullptr, *z_d = nullptr;
   float *sink_max = nullptr, *sink_sum = nullptr, *delta = nullptr, *vbound = nullptr;
   float *bterm = nullptr, *cost = nullptr, *ubound = nullptr;
   uint8_t* keep = nullptr;
-  int32_t *candidates = nullptr, *kept_blocks = nullptr, *kept_count = nullptr;
+  int32_t *kept_blocks = nullptr, *kept_count = nullptr;
   int32_t *extra_anchors = nullptr, *extra_count = nullptr, *window_start = nullptr, *routed_tokens = nullptr;
-  int anchor_stride = 1;
+  int anchor_stride = 1, block_stride = 16;
+  int bounds_smem = 0, select_smem = 0, sink_capacity = 0, sort_capacity = 0;
+
+  // The routing kernels' arguments for one run (a member: it reads the decoder's plan).
+  RouteArgs route_args(const CudaDecoder& d, const PagedKV& kv, const int32_t* seq_lens, const void* q,
+                       DType q_dtype) const;
 };
 
 CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPolicy& policy, float scale,
@@ -128,12 +145,14 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   const int64_t max_blocks = (max_capacity_ + block_size_ - 1) / block_size_;
   SR_CHECK(max_blocks < (int64_t(1) << 31) / 64, "decode (CUDA): capacity {} too large", max_capacity_);
   max_blocks_ = int(max_blocks);
-  heads_per_cta_ = heads_per_cta_for(group_);
+  tensor_cores_ = options.tensor_cores && group_ <= 4;
+  heads_per_cta_ = tensor_cores_ ? group_ : heads_per_cta_for(group_);
   head_chunks_ = (group_ + heads_per_cta_ - 1) / heads_per_cta_;
   min_split_tokens_ = options.min_split_tokens;
 
   const bool routed = policy.kind != PolicyKind::Dense;
-  const cuda::AttnKernelInfo info = cuda::attention_prepare(head_dim_, kv_dtype_, heads_per_cta_, routed);
+  const cuda::AttnKernelInfo info =
+      cuda::attention_prepare(head_dim_, kv_dtype_, heads_per_cta_, routed, tensor_cores_);
   SR_CHECK(info.ctas_per_sm >= 1, "decode (CUDA): the attention kernel does not fit on this device");
   int device = 0, sms = 0;
   SR_CUDA_CHECK(cudaGetDevice(&device));
@@ -148,23 +167,23 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
     const size_t bh = size_t(batch_) * num_kv_heads_, qh = size_t(batch_) * num_q_heads_;
     w.part_acc = w.make<float>(size_t(grid_ctas_) * heads_per_cta_ * head_dim_);
     w.part_ml = w.make<float2>(size_t(grid_ctas_) * heads_per_cta_);
-    w.sched = w.make<int2>(size_t(units));
+    w.tickets = w.make<int32_t>(size_t(units));
+    SR_CUDA_CHECK(cudaMemset(w.tickets, 0, size_t(units) * 4));  // the kernels return them to 0
     w.stats = w.make<HeadStats>(bh);
     SR_CUDA_CHECK(cudaMemset(w.stats, 0, bh * sizeof(HeadStats)));
     if (routed) {
       w.anchor_stride = std::max(kv.max_anchors, std::max(policy.sink_tokens, 1));
-      w.m_d = w.make<double>(qh);
-      w.z_d = w.make<double>(qh);
+      w.block_stride = (max_blocks_ + 15) / 16 * 16;
+      const size_t nb = bh * size_t(w.block_stride);
       w.sink_max = w.make<float>(qh);
       w.sink_sum = w.make<float>(qh);
       w.delta = w.make<float>(qh);
       w.vbound = w.make<float>(qh);
-      w.bterm = w.make<float>(bh * max_blocks_ * group_);
-      w.cost = w.make<float>(bh * max_blocks_);
-      w.ubound = w.make<float>(bh * max_blocks_);
-      w.keep = w.make<uint8_t>(bh * max_blocks_);
-      w.candidates = w.make<int32_t>(bh * max_blocks_);
-      w.kept_blocks = w.make<int32_t>(bh * max_blocks_);
+      w.bterm = w.make<float>(nb * group_);
+      w.cost = w.make<float>(nb);
+      w.ubound = w.make<float>(nb);
+      w.keep = w.make<uint8_t>(nb);
+      w.kept_blocks = w.make<int32_t>(nb);
       w.kept_count = w.make<int32_t>(bh);
       w.extra_anchors = w.make<int32_t>(bh * w.anchor_stride);
       w.extra_count = w.make<int32_t>(bh);
@@ -172,6 +191,11 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
       w.routed_tokens = w.make<int32_t>(bh);
       SR_CUDA_CHECK(cudaMemset(w.kept_count, 0, bh * 4));
       SR_CUDA_CHECK(cudaMemset(w.extra_count, 0, bh * 4));
+      w.sink_capacity = w.anchor_stride + policy.window + block_size_ - 1;
+      w.sort_capacity = sort_capacity_for(max_blocks_);
+      const RouteArgs r = w.route_args(*this, kv, dkv.seq_lens, nullptr, DType::F32);
+      w.bounds_smem = cuda::route_bounds_prepare(r);
+      w.select_smem = cuda::route_select_prepare(r);
     }
   } catch (...) {
     delete ws_;
@@ -202,37 +226,36 @@ void CudaDecoder::check_run_args(const DeviceKV& dkv, DType q_dtype, DType out_d
              policy_name(policy_.kind));
 }
 
-void CudaDecoder::run_routing(const DeviceKV& dkv, const void* q, DType q_dtype, cudaStream_t stream) {
-  check_run_args(dkv, q_dtype, DType::F32);
-  SR_CHECK(policy_.kind != PolicyKind::Dense, "decode (CUDA): run_routing needs a routed policy, not dense");
-  Workspace& w = *ws_;
+RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV& kv, const int32_t* seq_lens,
+                                             const void* q, DType q_dtype) const {
+  const Workspace& w = *this;
+  const AttentionPolicy& policy = d.policy_;
   RouteArgs r{};
-  r.kv = dkv.kv;
-  r.seq_lens = dkv.seq_lens;
+  r.kv = kv;
+  r.seq_lens = seq_lens;
   r.q = q;
   r.q_dtype = q_dtype;
-  r.group = group_;
-  r.num_q_heads = num_q_heads_;
-  r.scale = scale_;
-  r.streaming = policy_.kind == PolicyKind::Streaming;
-  r.quest = policy_.kind == PolicyKind::Quest;
-  r.quest_budget = policy_.quest_budget;
-  r.ubound = w.ubound;
-  r.certified = policy_.mode == RouterMode::Certified;
-  r.epsilon = policy_.epsilon;
-  r.tau = policy_.tau;
-  r.window = policy_.window;
-  r.sink_tokens = policy_.sink_tokens;
-  r.max_blocks = max_blocks_;
+  r.group = d.group_;
+  r.num_q_heads = d.num_q_heads_;
+  r.scale = d.scale_;
+  r.streaming = policy.kind == PolicyKind::Streaming;
+  r.quest = policy.kind == PolicyKind::Quest;
+  r.quest_budget = policy.quest_budget;
+  r.certified = policy.mode == RouterMode::Certified;
+  r.epsilon = policy.epsilon;
+  r.tau = policy.tau;
+  r.window = policy.window;
+  r.sink_tokens = policy.sink_tokens;
+  r.block_stride = w.block_stride;
   r.anchor_stride = w.anchor_stride;
-  r.m_d = w.m_d;
-  r.z_d = w.z_d;
+  r.sink_capacity = w.sink_capacity;
+  r.sort_capacity = w.sort_capacity;
   r.sink_max = w.sink_max;
   r.sink_sum = w.sink_sum;
   r.bterm = w.bterm;
   r.cost = w.cost;
+  r.ubound = w.ubound;
   r.keep = w.keep;
-  r.candidates = w.candidates;
   r.kept_blocks = w.kept_blocks;
   r.kept_count = w.kept_count;
   r.extra_anchors = w.extra_anchors;
@@ -242,12 +265,19 @@ void CudaDecoder::run_routing(const DeviceKV& dkv, const void* q, DType q_dtype,
   r.delta = w.delta;
   r.skipped_v_bound = w.vbound;
   r.stats = w.stats;
+  return r;
+}
+
+void CudaDecoder::run_routing(const DeviceKV& dkv, const void* q, DType q_dtype, cudaStream_t stream) {
+  check_run_args(dkv, q_dtype, DType::F32);
+  SR_CHECK(policy_.kind != PolicyKind::Dense, "decode (CUDA): run_routing needs a routed policy, not dense");
+  const Workspace& w = *ws_;
   SR_CHECK(dkv.kv.max_anchors <= w.anchor_stride,
            "decode (CUDA): the KV view has {} anchor slots, more than planned ({})", dkv.kv.max_anchors,
            w.anchor_stride);
-  cuda::sink_signal_launch(r, batch_, num_kv_heads_, stream);
-  cuda::block_bounds_launch(r, batch_, num_kv_heads_, stream);
-  cuda::select_launch(r, batch_, num_kv_heads_, stream);
+  const RouteArgs r = w.route_args(*this, dkv.kv, dkv.seq_lens, q, q_dtype);
+  cuda::route_bounds_launch(r, batch_, num_kv_heads_, w.bounds_smem, stream);
+  cuda::route_select_launch(r, batch_, num_kv_heads_, w.select_smem, stream);
 }
 
 void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* out, DType out_dtype,
@@ -275,34 +305,18 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
     a.window_start = w.window_start;
     a.anchor_stride = w.anchor_stride;
   }
-  a.max_blocks = max_blocks_;
+  a.block_stride = w.block_stride;
   a.target_ctas = target_ctas_;
   a.min_split_tokens = min_split_tokens_;
   a.part_acc = w.part_acc;
   a.part_ml = w.part_ml;
-  a.sched = w.sched;
-  cuda::attention_launch(a, head_dim_, kv_dtype_, routed, grid_ctas_, stream);
-
-  CombineArgs c{};
-  c.batch = batch_;
-  c.num_kv_heads = num_kv_heads_;
-  c.group = group_;
-  c.head_chunks = head_chunks_;
-  c.heads_per_cta = heads_per_cta_;
-  c.head_dim = head_dim_;
-  c.part_acc = w.part_acc;
-  c.part_ml = w.part_ml;
-  c.sched = w.sched;
-  c.out = out;
-  c.out_dtype = out_dtype;
-  c.routed = routed;
-  c.stats = w.stats;
-  c.delta = w.delta;
-  c.skipped_v_bound = w.vbound;
-  c.seq_lens = dkv.seq_lens;
-  c.token_bytes = dkv.kv.token_bytes();
-  c.block_size = block_size_;
-  cuda::combine_launch(c, stream);
+  a.tickets = w.tickets;
+  a.out = out;
+  a.out_dtype = out_dtype;
+  a.stats = w.stats;
+  a.delta = w.delta;
+  a.skipped_v_bound = w.vbound;
+  cuda::attention_launch(a, head_dim_, kv_dtype_, routed, tensor_cores_, grid_ctas_, stream);
 }
 
 std::vector<HeadStats> CudaDecoder::download_stats() const {
@@ -321,12 +335,13 @@ CudaRouting CudaDecoder::download_routing() const {
   r.delta = fetch(w.delta, qh);
   r.skipped_v_bound = fetch(w.vbound, qh);
   r.window_start = fetch(w.window_start, bh);
-  const std::vector<int32_t> kept = fetch(w.kept_blocks, bh * max_blocks_);
+  const std::vector<int32_t> kept = fetch(w.kept_blocks, bh * w.block_stride);
   const std::vector<int32_t> kept_n = fetch(w.kept_count, bh);
   const std::vector<int32_t> extra = fetch(w.extra_anchors, bh * w.anchor_stride);
   const std::vector<int32_t> extra_n = fetch(w.extra_count, bh);
   for (size_t i = 0; i < bh; ++i) {
-    r.kept_blocks.emplace_back(kept.begin() + long(i * max_blocks_), kept.begin() + long(i * max_blocks_ + kept_n[i]));
+    r.kept_blocks.emplace_back(kept.begin() + long(i * w.block_stride),
+                               kept.begin() + long(i * w.block_stride + kept_n[i]));
     r.extra_anchors.emplace_back(extra.begin() + long(i * w.anchor_stride),
                                  extra.begin() + long(i * w.anchor_stride + extra_n[i]));
   }

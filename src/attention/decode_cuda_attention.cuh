@@ -1,5 +1,7 @@
-// The Split-K decode attention kernel (dense and routed), included by the generated
-// per-(head_dim, dtype) instantiation files decode_cuda_attn_*.cu.
+// The CUDA-core Split-K decode attention kernel (dense and routed), included by the
+// generated per-(head_dim, dtype) instantiation files decode_cuda_attn_*.cu. It serves
+// every GQA group (chunks of up to 8 query heads); groups of up to 4 heads normally take
+// the tensor-core kernel (decode_cuda_attention_mma.cuh) instead.
 //
 // One CTA of 128 threads takes one split: a contiguous range of one unit's tokens (unit =
 // sequence, KV head, chunk of up to GC query heads). Threads form row groups of D/8 lanes;
@@ -12,17 +14,15 @@
 // Per tile: scores of the GC heads (partial dot over 8 dims, butterfly over the row
 // group's lanes), an online softmax in base 2 per row group, then P*V into the row
 // group's accumulators. At the end the RP row groups are merged through shared memory
-// and the CTA's partial (m, l, acc) is written for the combine step.
+// and finish_split (decode_cuda_split.cuh) writes the output or the CTA's partial.
 #pragma once
 
-#include <cub/block/block_reduce.cuh>
-#include <cub/block/block_scan.cuh>
 #include <type_traits>
 
 #include "core/cuda_check.h"
-
 #include "core/cuda_dtype.cuh"
 #include "decode_cuda_kernels.cuh"
+#include "decode_cuda_split.cuh"
 
 namespace sinkrouter::cuda {
 
@@ -35,93 +35,9 @@ struct AttnShape {
   static constexpr int kTile = kRowGroups * kRows;
   static constexpr int kStages = 3;
   static constexpr int kPipeBytes = kStages * 2 * kRows * kThreads * 16;
-  static constexpr int kMergeBytes = kRowGroups * GC * (D + 2) * 4;
+  // Row-group states, the CTA's merged state, the fused combine's scratch.
+  static constexpr int kMergeBytes = (kRowGroups * GC * (D + 2) + GC * (D + 2) + kFinishScratchFloats) * 4;
   static constexpr int kSmemBytes = kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes;
-};
-
-__device__ __forceinline__ void cp_async16(void* smem_dst, const void* src, bool valid) {
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
-  const int bytes = valid ? 16 : 0;  // 0: zero-fill, nothing is read
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-// Tokens of unit u: the sequence length (dense) or what the router kept.
-template <bool ROUTED>
-__device__ __forceinline__ int64_t unit_tokens(const AttnArgs& a, int u) {
-  const int bh = u / a.head_chunks;
-  if (ROUTED) return a.routed_tokens[bh];
-  return a.seq_lens[bh / a.kv.num_kv_heads];
-}
-
-// Finds which unit and split CTA `cta` takes (see AttnArgs). Returns false when the CTA
-// has no work (the grid is sized for the worst case).
-template <bool ROUTED>
-__device__ bool find_split(const AttnArgs& a, int cta, int* unit, int* split, int* splits, int64_t* chunk_out) {
-  using Reduce = cub::BlockReduce<long long, kAttnThreads>;
-  using Scan = cub::BlockScan<int, kAttnThreads>;
-  __shared__ union {
-    typename Reduce::TempStorage reduce;
-    typename Scan::TempStorage scan;
-  } tmp;
-  __shared__ long long s_total;
-  __shared__ int s_found[3];
-  const int units = a.kv.batch * a.kv.num_kv_heads * a.head_chunks;
-  long long part = 0;
-  for (int u = int(threadIdx.x); u < units; u += kAttnThreads) part += unit_tokens<ROUTED>(a, u);
-  const long long total = Reduce(tmp.reduce).Sum(part);
-  if (threadIdx.x == 0) {
-    s_total = total;
-    s_found[0] = -1;
-  }
-  __syncthreads();
-  const int64_t by_ctas = (s_total + a.target_ctas - 1) / a.target_ctas;
-  const int64_t chunk = by_ctas > a.min_split_tokens ? by_ctas : a.min_split_tokens;
-  int base = 0;
-  for (int u0 = 0; u0 < units; u0 += kAttnThreads) {
-    const int u = u0 + int(threadIdx.x);
-    int s = 0;
-    if (u < units) {
-      const int64_t t = unit_tokens<ROUTED>(a, u);
-      s = t > 0 ? int((t + chunk - 1) / chunk) : 1;
-    }
-    int prefix, sum;
-    Scan(tmp.scan).ExclusiveSum(s, prefix, sum);
-    if (u < units && cta >= base + prefix && cta < base + prefix + s) {
-      s_found[0] = u;
-      s_found[1] = cta - base - prefix;
-      s_found[2] = s;
-    }
-    base += sum;
-    __syncthreads();  // tmp is reused by the next round
-    if (base > cta) break;  // uniform: every thread has the same base
-  }
-  *unit = s_found[0];
-  *split = s_found[1];
-  *splits = s_found[2];
-  *chunk_out = chunk;
-  return s_found[0] >= 0;
-}
-
-// Position of virtual token v of a routed unit: [extra anchors][kept blocks][window].
-struct RoutedMap {
-  const int32_t* anchors;
-  const int32_t* blocks;
-  int num_anchors, block_tokens, window_start;
-  FastDiv R;
-  __device__ __forceinline__ int operator()(int v) const {
-    if (v < num_anchors) return anchors[v];
-    const int w = v - num_anchors;
-    if (w < block_tokens) {
-      const int j = int(R.div(uint32_t(w)));
-      return blocks[j] * int(R.d) + (w - j * int(R.d));
-    }
-    return window_start + (w - block_tokens);
-  }
 };
 
 template <int D, typename Tag, int GC, bool ROUTED>
@@ -132,25 +48,17 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const AttnArgs 
   uint4* ring = reinterpret_cast<uint4*>(smem_raw);  // [NS][2 (K, V)][NR][threads]
 
   int unit, split, splits;
-  int64_t chunk;
-  if (!find_split<ROUTED>(a, int(blockIdx.x), &unit, &split, &splits, &chunk)) return;
+  if (!find_split<ROUTED>(a, int(blockIdx.x), &unit, &split, &splits)) return;
   const int H = a.kv.num_kv_heads;
   const int bh = unit / a.head_chunks, hc = unit % a.head_chunks;
   const int b = bh / H, h = bh % H;
   const int tid = int(threadIdx.x), lane = tid % LANES, row = tid / LANES;
-  if (split == 0 && tid == 0) a.sched[unit] = make_int2(int(blockIdx.x), splits);
 
   const int64_t T = unit_tokens<ROUTED>(a, unit);
   const int64_t v0 = T * split / splits, v1 = T * (split + 1) / splits;
 
   RoutedMap map{nullptr, nullptr, 0, 0, 0, FastDiv(a.kv.block_size)};
-  if (ROUTED) {
-    map.anchors = a.extra_anchors + int64_t(bh) * a.anchor_stride;
-    map.blocks = a.kept_blocks + int64_t(bh) * a.max_blocks;
-    map.num_anchors = a.extra_count[bh];
-    map.block_tokens = a.kept_count[bh] * a.kv.block_size;
-    map.window_start = a.window_start[bh];
-  }
+  if (ROUTED) map = RoutedMap::make(a, bh);
   // Token rows: page table of sequence b, and offsets in elements (positions < 2^31).
   const int32_t* page_table = a.kv.indices + a.kv.indptr[b];
   const FastDiv page_div(a.kv.page_size);
@@ -287,10 +195,12 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const AttnArgs 
     for (int i = 0; i < 8; ++i) red_acc[(row * GC + g) * D + lane * 8 + i] = acc[g][i];
   }
   __syncthreads();
-  constexpr float kLn2 = 0.69314718055994530942f;
+  float* s_m = red_acc + RP * GC * D;  // the CTA's merged state: [GC] m, [GC] l, [GC][D] acc
+  float* s_l = s_m + GC;
+  float* s_acc = s_l + GC;
+  float* scratch = s_acc + GC * D;
   for (int idx = tid; idx < GC * D; idx += kAttnThreads) {
     const int g = idx / D, d = idx % D;
-    if (hc * a.heads_per_cta + g >= a.group) continue;
     float M = -INFINITY;
     for (int r = 0; r < RP; ++r) M = fmaxf(M, red_ml[(r * GC + g) * 2]);
     float L = 0.f, A = 0.f;
@@ -300,10 +210,14 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const AttnArgs 
         L += red_ml[(r * GC + g) * 2 + 1] * w;
         A += red_acc[(r * GC + g) * D + d] * w;
       }
-    const int64_t p = int64_t(blockIdx.x) * a.heads_per_cta + g;
-    a.part_acc[p * D + d] = A;
-    if (d == 0) a.part_ml[p] = make_float2(M == -INFINITY ? -INFINITY : M * kLn2, L);
+    s_acc[idx] = A;
+    if (d == 0) {
+      s_m[g] = M;
+      s_l[g] = L;
+    }
   }
+  __syncthreads();
+  finish_split<D, ROUTED>(a, unit, split, splits, s_m, s_l, s_acc, scratch);
 }
 
 template <int D, typename Tag, int GC, bool ROUTED>

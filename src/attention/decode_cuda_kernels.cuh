@@ -14,12 +14,15 @@
 namespace sinkrouter::cuda {
 
 constexpr int kAttnThreads = 128;
+constexpr int kMaxHeadsPerCta = 8;
 
 // The flat Split-K work list. A unit is one (sequence, KV head, head chunk); its tokens
 // (all of them for dense, anchors + kept blocks + window for routed) are cut into
 // ceil(tokens / chunk) splits, chunk = max(min_split_tokens, ceil(all tokens / target_ctas)),
-// and the splits of all units are laid end to end over the CTAs. sched[unit] records
-// {first CTA (= first partial), splits} for the combine.
+// and the splits of all units are laid end to end over the CTAs. The combine is fused:
+// every split CTA writes its partial (m, l, acc) and takes a ticket; the unit's last CTA
+// merges the partials, writes the output and the statistics, and returns the ticket
+// counter to zero for the next run. A unit of one split writes its output directly.
 struct AttnArgs {
   PagedKV kv;                   // device pointers (kv.last_page_len unused)
   const int32_t* seq_lens;      // [batch]
@@ -29,35 +32,32 @@ struct AttnArgs {
   float q_scale;                // softmax scale * log2(e): scores are kept in base 2
   // Routed: per (b, h); null for dense.
   const int32_t* routed_tokens;  // [B*H] anchors alone + kept blocks * R + window
-  const int32_t* kept_blocks;    // [B*H, max_blocks] ascending
+  const int32_t* kept_blocks;    // [B*H, block_stride] ascending
   const int32_t* kept_count;     // [B*H]
   const int32_t* extra_anchors;  // [B*H, anchor_stride]
   const int32_t* extra_count;    // [B*H]
   const int32_t* window_start;   // [B*H]
-  int max_blocks, anchor_stride;
+  int block_stride, anchor_stride;
   int target_ctas, min_split_tokens;
   float* part_acc;   // [grid, heads_per_cta, head_dim] unnormalised sums
-  float2* part_ml;   // [grid, heads_per_cta] (m in natural-log units, l)
-  int2* sched;       // [units] {first partial, splits}
-};
-
-struct CombineArgs {
-  int batch, num_kv_heads, group, head_chunks, heads_per_cta, head_dim;
-  const float* part_acc;
-  const float2* part_ml;
-  const int2* sched;
-  void* out;
+  float2* part_ml;   // [grid, heads_per_cta] (m in base 2, l)
+  int32_t* tickets;  // [units] zero between runs
+  // Output and statistics (written by the unit's last CTA).
+  void* out;         // [batch, num_q_heads, head_dim]
   DType out_dtype;
-  // Statistics: dense writes them whole; routed adds the output bound per head.
-  bool routed;
-  HeadStats* stats;             // [B*H]
-  const float* delta;           // [B*QH] routed only
-  const float* skipped_v_bound; // [B*QH] routed only
-  const int32_t* seq_lens;
-  int64_t token_bytes;
-  int block_size;
+  HeadStats* stats;              // [B*H]: dense writes them whole; routed adds the output bound
+  const float* delta;            // [B*QH] routed only
+  const float* skipped_v_bound;  // [B*QH] routed only
 };
 
+// The routing pass: two kernels.
+//   route_bounds: grid (ceil(max_blocks / blocks_per_cta), B*H). Every CTA computes the sink
+//     signal of its (b, h) (the anchors and window are a few hundred tokens at most, read
+//     from L2; recomputing them per CTA costs less than a separate launch), then the bound
+//     terms of its routable blocks from their summaries; fast mode decides there.
+//   route_select: one CTA per (b, h). Certified threshold (sort of the candidate blocks by
+//     cost, then per-head prefix sums), quest's top blocks, the kept-block list, the
+//     certificate and the statistics.
 struct RouteArgs {
   PagedKV kv;
   const int32_t* seq_lens;
@@ -71,16 +71,17 @@ struct RouteArgs {
   bool certified;     // sinkrouter mode
   double epsilon, tau;
   int window, sink_tokens;
-  int max_blocks;
+  int block_stride;   // of the per-block arrays below (max blocks, rounded up to 16)
   int anchor_stride;  // of extra_anchors (kv.max_anchors is the stride of kv.anchor_pos)
+  int sink_capacity;  // most tokens a sink set can hold: anchor_stride + window + block_size - 1
+  int blocks_per_cta;  // routable blocks one route_bounds CTA bounds
+  int sort_capacity;   // candidates route_select sorts in shared memory (1024 or 8192)
   // Outputs, all device.
-  double* m_d;  double* z_d;       // [B*QH] sink signal in double (what the bounds use)
-  float* sink_max;  float* sink_sum;  // [B*QH]
-  float* bterm;     // [B*H, max_blocks, G] R * exp(u - m) / Z, rounded up to float
-  float* cost;      // [B*H, max_blocks]     max over g of bterm
-  float* ubound;    // [B*H, max_blocks]     max over g of u_jg (quest's score)
-  uint8_t* keep;    // [B*H, max_blocks]
-  int32_t* candidates;  // [B*H, max_blocks] scratch of the certified selection
+  float* sink_max;  float* sink_sum;  // [B*QH] m_A, Z_A
+  float* bterm;     // [B*H, block_stride, G] R * exp(u - m) / Z, rounded up to float
+  float* cost;      // [B*H, block_stride]     max over g of bterm
+  float* ubound;    // [B*H, block_stride]     max over g of u_jg (quest's score)
+  uint8_t* keep;    // [B*H, block_stride]
   int32_t* kept_blocks; int32_t* kept_count;
   int32_t* extra_anchors; int32_t* extra_count;
   int32_t* window_start; int32_t* routed_tokens;
@@ -94,24 +95,28 @@ struct AttnKernelInfo {
   int smem_bytes;
   int ctas_per_sm;
 };
-AttnKernelInfo attention_prepare(int head_dim, DType kv_dtype, int heads_per_cta, bool routed);
-void attention_launch(const AttnArgs& args, int head_dim, DType kv_dtype, bool routed, int grid,
+// mma: the tensor-core kernel (decode_cuda_attention_mma.cuh, whole groups of up to 4
+// query heads); otherwise the CUDA-core kernel (decode_cuda_attention.cuh).
+AttnKernelInfo attention_prepare(int head_dim, DType kv_dtype, int heads_per_cta, bool routed, bool mma);
+void attention_launch(const AttnArgs& args, int head_dim, DType kv_dtype, bool routed, bool mma, int grid,
                       cudaStream_t stream);
 // Per (head_dim, dtype) instantiation files (generated by generate_decode_cuda_instances.py).
-#define SR_DECLARE_ATTENTION_INSTANCES(SUFFIX)                                  \
-  AttnKernelInfo attention_prepare_##SUFFIX(int heads_per_cta, bool routed); \
-  void attention_launch_##SUFFIX(const AttnArgs& args, bool routed, int grid, cudaStream_t stream);
+#define SR_DECLARE_ATTENTION_INSTANCES(SUFFIX)                                                   \
+  AttnKernelInfo attention_prepare_##SUFFIX(int heads_per_cta, bool routed);                  \
+  void attention_launch_##SUFFIX(const AttnArgs& args, bool routed, int grid, cudaStream_t stream); \
+  AttnKernelInfo attention_mma_prepare_##SUFFIX(bool routed);                                 \
+  void attention_mma_launch_##SUFFIX(const AttnArgs& args, bool routed, int grid, cudaStream_t stream);
 SR_DECLARE_ATTENTION_INSTANCES(d64_bf16)
 SR_DECLARE_ATTENTION_INSTANCES(d64_f16)
 SR_DECLARE_ATTENTION_INSTANCES(d128_bf16)
 SR_DECLARE_ATTENTION_INSTANCES(d128_f16)
 #undef SR_DECLARE_ATTENTION_INSTANCES
 
-void combine_launch(const CombineArgs& args, cudaStream_t stream);
-
-void sink_signal_launch(const RouteArgs& args, int batch, int num_kv_heads, cudaStream_t stream);
-void block_bounds_launch(const RouteArgs& args, int batch, int num_kv_heads, cudaStream_t stream);
-void select_launch(const RouteArgs& args, int batch, int num_kv_heads, cudaStream_t stream);
+// Routing: dynamic shared memory of the two kernels (sets their limits; plan time).
+int route_bounds_prepare(const RouteArgs& args);
+int route_select_prepare(const RouteArgs& args);
+void route_bounds_launch(const RouteArgs& args, int batch, int num_kv_heads, int smem, cudaStream_t stream);
+void route_select_launch(const RouteArgs& args, int batch, int num_kv_heads, int smem, cudaStream_t stream);
 
 // ---- device helpers shared by the kernels ----
 #if defined(__CUDACC__)
@@ -136,6 +141,7 @@ struct FastDiv {
     while ((1u << s) < d) ++s;
     m = uint32_t(((uint64_t(1) << 32) * ((uint64_t(1) << s) - d)) / d + 1);
   }
+  // umulhi(n, m) < n, so the sum stays below 2^32 for n < 2^31.
   __device__ __forceinline__ uint32_t div(uint32_t n) const { return (__umulhi(n, m) + n) >> s; }
 };
 
@@ -144,6 +150,18 @@ struct FastDiv {
 __device__ __forceinline__ int64_t window_start_of(int64_t n, int window, int R) {
   const int64_t w = n - window > 0 ? n - window : 0;
   return w / R * R;
+}
+
+// Anchors of (b, h) that lie before the window (router.cpp's rule per policy): the first
+// `count` entries of its ascending anchor list; streaming: the first sink_tokens
+// positions; quest: none.
+__device__ __forceinline__ int anchors_before(const RouteArgs& a, int bh, int64_t ws) {
+  if (a.streaming) return int(ws < a.sink_tokens ? ws : a.sink_tokens);
+  if (a.quest) return 0;
+  const int32_t* p = a.kv.anchor_pos + int64_t(bh) * a.kv.max_anchors;
+  int c = 0;
+  while (c < a.kv.anchor_count[bh] && p[c] < ws) ++c;
+  return c;
 }
 
 #endif

@@ -1,7 +1,9 @@
 // CUDA dense decode against the float64 exact attention, every output element, over the
 // grid of the CPU tests (odd lengths, GQA groups 1 to 8 and beyond, page sizes 1 to 256,
 // bf16/fp16 KV, head dims 64 and 128, f32/bf16/f16 queries and outputs, batches of
-// different lengths) and Split-K settings from one split per sequence to one-token splits.
+// different lengths) and Split-K settings from one split per sequence to one-token splits;
+// groups of up to 4 through both the tensor-core and the CUDA-core kernel. Every decoder
+// runs twice: the fused combine's tickets must be back at zero for the second run.
 #include <gtest/gtest.h>
 
 #if defined(SINKROUTER_HAVE_CUDA)
@@ -77,21 +79,30 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
   const HostTensor q = testing::convert(r.q, c.q_dtype);  // the reference sees the rounded q
 
   DeviceKVCache dev = DeviceKVCache::upload(*r.cache, r.seqs, 3);
-  CudaDecodeOptions opt;
-  opt.min_split_tokens = c.min_split_tokens;
-  CudaDecoder decoder(dev.view(), QH, AttentionPolicy{}, scale, opt);
   DeviceBuffer qd = testing::to_device(q);
   HostTensor out(c.out_dtype, {B, QH, D}), ref(DType::F64, {B, QH, D});
-  DeviceBuffer od(out.bytes());
-  testing::poison(od);
-  decoder.run(dev.view(), qd.get(), c.q_dtype, od.get(), c.out_dtype, nullptr);
-  SR_ASSERT_CUDA(cudaDeviceSynchronize());
-  testing::to_host(od, out);
   decode_exact(q.view(), r.batch.view, scale, ref.view());
-  EXPECT_EQ(compare_to_reference(out.view(), ref.view(), tolerance_for(c.out_dtype)), "") << case_name(c);
+  std::vector<HeadStats> st;
+  for (bool tensor_cores : {true, false}) {
+    if (!tensor_cores && c.group > 4) continue;  // groups past 4 always take the CUDA cores
+    CudaDecodeOptions opt;
+    opt.min_split_tokens = c.min_split_tokens;
+    opt.tensor_cores = tensor_cores;
+    CudaDecoder decoder(dev.view(), QH, AttentionPolicy{}, scale, opt);
+    EXPECT_EQ(decoder.uses_tensor_cores(), tensor_cores && c.group <= 4) << case_name(c);
+    DeviceBuffer od(out.bytes());
+    for (int repeat = 0; repeat < 2; ++repeat) {
+      testing::poison(od);
+      decoder.run(dev.view(), qd.get(), c.q_dtype, od.get(), c.out_dtype, nullptr);
+      SR_ASSERT_CUDA(cudaDeviceSynchronize());
+      testing::to_host(od, out);
+      EXPECT_EQ(compare_to_reference(out.view(), ref.view(), tolerance_for(c.out_dtype)), "")
+          << case_name(c) << (tensor_cores ? " tensor cores" : " CUDA cores") << ", run " << repeat;
+    }
+    st = decoder.download_stats();
+  }
 
   // Dense reads everything once; the statistics say so, per (sequence, KV head).
-  const std::vector<HeadStats> st = decoder.download_stats();
   ASSERT_EQ(st.size(), size_t(B) * c.kv_heads);
   const int64_t tb = r.batch.view.token_bytes();
   for (int b = 0; b < B; ++b)
@@ -120,21 +131,24 @@ TEST(CudaDenseDecode, LongAndShortSequencesShareTheGrid) {
   auto r = make_synthetic_kv(spec, rng);
   const int B = 3, QH = 8, D = 128;
   DeviceKVCache dev = DeviceKVCache::upload(*r.cache, r.seqs, 1);
-  for (int target : {0, 3, 1000}) {
-    CudaDecodeOptions opt;
-    opt.target_ctas = target;
-    opt.min_split_tokens = 64;
-    CudaDecoder decoder(dev.view(), QH, AttentionPolicy{}, 1.f / std::sqrt(128.f), opt);
-    DeviceBuffer qd = testing::to_device(r.q);
-    HostTensor out(DType::F32, {B, QH, D}), ref(DType::F64, {B, QH, D});
-    DeviceBuffer od(out.bytes());
-    testing::poison(od);
-    decoder.run(dev.view(), qd.get(), DType::F32, od.get(), DType::F32, nullptr);
-    SR_ASSERT_CUDA(cudaDeviceSynchronize());
-    testing::to_host(od, out);
-    decode_exact(r.q.view(), r.batch.view, 1.f / std::sqrt(128.f), ref.view());
-    EXPECT_EQ(compare_to_reference(out.view(), ref.view(), tolerance_for(DType::F32)), "") << "target " << target;
-  }
+  for (int target : {0, 3, 1000})
+    for (bool tensor_cores : {true, false}) {
+      CudaDecodeOptions opt;
+      opt.target_ctas = target;
+      opt.min_split_tokens = 64;
+      opt.tensor_cores = tensor_cores;
+      CudaDecoder decoder(dev.view(), QH, AttentionPolicy{}, 1.f / std::sqrt(128.f), opt);
+      DeviceBuffer qd = testing::to_device(r.q);
+      HostTensor out(DType::F32, {B, QH, D}), ref(DType::F64, {B, QH, D});
+      DeviceBuffer od(out.bytes());
+      testing::poison(od);
+      decoder.run(dev.view(), qd.get(), DType::F32, od.get(), DType::F32, nullptr);
+      SR_ASSERT_CUDA(cudaDeviceSynchronize());
+      testing::to_host(od, out);
+      decode_exact(r.q.view(), r.batch.view, 1.f / std::sqrt(128.f), ref.view());
+      EXPECT_EQ(compare_to_reference(out.view(), ref.view(), tolerance_for(DType::F32)), "")
+          << "target " << target << (tensor_cores ? " tensor cores" : " CUDA cores");
+    }
 }
 
 TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {

@@ -87,6 +87,7 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
   DeviceKVCache dev = DeviceKVCache::upload(*r.cache, r.seqs, 0);
   CudaDecodeOptions opt;
   opt.min_split_tokens = 1 + int(seed % 3) * 40;  // many small splits, or a few
+  opt.tensor_cores = (seed / 4) % 2 == 0;         // both attention kernels (groups <= 4)
   CudaDecoder decoder(dev.view(), QH, policy, scale, opt);
   DeviceBuffer qd = testing::to_device(r.q);
   HostTensor out(DType::F32, {B, QH, D}), routed(DType::F64, {B, QH, D}), exact(DType::F64, {B, QH, D});
@@ -164,7 +165,12 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
       EXPECT_EQ(s.blocks_skipped, c.blocks_skipped) << what;
       EXPECT_EQ(s.bytes_blocks, c.bytes_blocks) << what;
       EXPECT_EQ(s.sink_route, c.sink_route) << what;
-      EXPECT_NEAR(s.delta, c.delta, 1e-5 * c.delta + 1e-30) << what;
+      // Streaming and quest deltas are diagnostic bounds that overflow to inf when a skipped
+      // block scores far above the sink; equal infinities agree.
+      if (std::isinf(c.delta))
+        EXPECT_EQ(s.delta, c.delta) << what;
+      else
+        EXPECT_NEAR(s.delta, c.delta, 1e-5 * c.delta + 1e-30) << what;
     }
     EXPECT_EQ(s.bytes_blocks % tb, 0) << what;
   }

@@ -11,13 +11,17 @@
 // captured in a CUDA graph and replayed as the sequences grow.
 //
 // One run, in kernels (decode_cuda_*.cu):
-//   dense:       attention (Split-K over a flat, balanced work list) -> combine
-//   sinkrouter:  sink signal (m_A, Z_A over anchors and window) -> block bounds (summaries
-//   streaming,   only) -> select + compact (kept-block list and certificate per (seq, KV
-//   quest        head)) -> attention over the kept blocks, window and anchors -> combine
+//   dense:       attention (Split-K over a flat, balanced work list, combine fused: the
+//                last CTA of each (sequence, KV head) merges the splits)
+//   sinkrouter:  route_bounds (sink signal m_A, Z_A over anchors and window, and the bound
+//   streaming,   of every routable block from its summary) -> route_select (threshold,
+//   quest        kept-block list and certificate per (seq, KV head)) -> attention over the
+//                kept blocks, window and anchors (combine fused)
 // The split of the (kept) tokens over thread blocks is computed on the device from the
 // lengths and kept counts: every CTA of the worst-case grid takes an equal share of the
-// batch's tokens, so skipped blocks leave no split idle.
+// batch's tokens, so skipped blocks leave no split idle. Groups of up to 4 query heads per
+// KV head run on tensor cores (mma.sync, q and p split into three 16-bit parts so that
+// the result keeps float precision); larger groups on CUDA cores.
 //
 // Blasst runs on the CPU paths only for now; asking the CUDA decoder for it is a clear
 // Error.
@@ -39,6 +43,7 @@ namespace sinkrouter {
 struct CudaDecodeOptions {
   int target_ctas = 0;          // CTAs the tokens are spread over; 0: resident capacity of the device
   int min_split_tokens = 128;   // no split gets fewer tokens than this (short sequences stay whole)
+  bool tensor_cores = true;     // the tensor-core kernel where it applies (GQA group <= 4)
 };
 
 // The routing decisions of the last run, copied back (for tests and analysis).
@@ -74,6 +79,7 @@ class CudaDecoder {
 
   int grid_ctas() const { return grid_ctas_; }      // attention CTAs launched per run
   int target_ctas() const { return target_ctas_; }
+  bool uses_tensor_cores() const { return tensor_cores_; }
   const AttentionPolicy& policy() const { return policy_; }
 
  private:
@@ -89,6 +95,7 @@ class CudaDecoder {
   int max_blocks_ = 0;     // routing blocks of the longest capacity
   int heads_per_cta_ = 0;  // query heads of one group handled by one CTA (1, 2, 3, 4 or 8)
   int head_chunks_ = 0;    // ceil(group / heads_per_cta)
+  bool tensor_cores_ = false;
   int target_ctas_ = 0, grid_ctas_ = 0, min_split_tokens_ = 0;
   Workspace* ws_ = nullptr;
 };

@@ -1,0 +1,433 @@
+// The tensor-core Split-K decode attention kernel (dense and routed) for GQA groups of
+// up to 4 query heads, included by the generated instantiation files decode_cuda_attn_*.cu.
+//
+// Why tensor cores in a bandwidth-bound kernel: on CUDA cores every K/V byte costs
+// about five instructions (widening, FMAs, the shuffles that finish each score), which
+// capped v1 at ~63 % of the read bandwidth. Here a warp spends ~200 instructions on
+// 16 tokens (8 KB of K and V at head_dim 128): 32 mma.sync, 16 ldmatrix, the softmax.
+//
+// Layout. Each of the 4 warps owns a private ring of 3 shared-memory stages of 16 tokens
+// (K rows then V rows, 16-byte chunks XOR-swizzled by row so that ldmatrix reads are
+// conflict-free), fills it with cp.async and reads it with ldmatrix: no CTA barrier in
+// the main loop. A CTA stage is 64 tokens, warp w taking tokens [16w, 16w + 16).
+//
+// Precision. mma.sync takes 16-bit operands, but q (and the probabilities p) are float:
+// each is split into three 16-bit parts, x = hi + mid + lo (about 24 bits, float's
+// precision). With at most 4 heads the 16 rows of the m16n8k16 A operand hold them all:
+//   row g      : hi(q_g)        (lanes 0..15 own rows 0..3 and 8..11 of C,
+//   row g + 8  : mid(q_g)        lanes 16..31 rows 4..7 and 12..15)
+//   row g + 4  : lo(q_g)
+//   row g + 12 : zero
+// so a lane adds its two rows and the row of lane ^ 16 to get the full score of head
+// (lane / 4) % 4 for tokens 2 (lane % 4) + {0, 1} (+ 8): every lane holds finished
+// scores, no reduction over dimensions. P * V uses the same row split for p, straight
+// from the score fragments (the C fragment of S is the A fragment of P). For fp16 the
+// parts are scaled by powers of two first so that the low parts stay normal.
+#pragma once
+
+#include <type_traits>
+
+#include "core/cuda_check.h"
+#include "core/cuda_dtype.cuh"
+#include "decode_cuda_kernels.cuh"
+#include "decode_cuda_split.cuh"
+
+namespace sinkrouter::cuda {
+
+template <int D>
+struct MmaShape {
+  static constexpr int kWarps = kAttnThreads / 32;
+  static constexpr int kWarpRows = 16;                   // tokens per warp per stage
+  static constexpr int kStageRows = kWarps * kWarpRows;  // tokens per CTA stage
+  static constexpr int kChunks = D / 8;                  // 16-byte chunks per K or V row
+  static constexpr int kRowsPerPass = 32 / kChunks;      // rows a warp copies per cp.async round
+  static constexpr int kPasses = kWarpRows / kRowsPerPass;
+  static constexpr int kStages = 3;
+  static constexpr int kSlot16 = 2 * kWarpRows * kChunks;  // 16-byte units of one warp stage (K, V)
+  static constexpr int kRingBytes = kWarps * kStages * kSlot16 * 16;
+  static constexpr int kHeads = 4;
+  // Warp states [warps][heads][D + 2], the CTA's merged state, the fused combine's scratch.
+  static constexpr int kMergeBytes =
+      (kWarps * kHeads * (D + 2) + kHeads * (D + 2) + kFinishScratchFloats) * 4;
+  static constexpr int kSmemBytes = kRingBytes > kMergeBytes ? kRingBytes : kMergeBytes;
+  static constexpr int kMinCtasPerSm = D == 128 ? 2 : 4;  // 96 KB / 48 KB rings
+};
+
+// x = hi + mid + lo, each part in the 16-bit type (the residuals are exact in float).
+template <typename Tag>
+__device__ __forceinline__ void split3(float x, uint16_t& hi, uint16_t& mid, uint16_t& lo) {
+  hi = float_to_bits(x, Tag{});
+  const float r1 = x - bits_to_float(hi, Tag{});
+  mid = float_to_bits(r1, Tag{});
+  lo = float_to_bits(r1 - bits_to_float(mid, Tag{}), Tag{});
+}
+
+// 2^x for the softmax: one MUFU.EX2 (relative error ~2^-22; results below 2^-126 flush
+// to zero, far under what a probability in [0, 1] summed in float can show).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// q[g][16kk + 2tq + {0, 1, 8, 9}] * scale for kk < KT, typed loads without a branch per
+// element (QT: float, __nv_bfloat16 or __half).
+template <int KT, typename QT>
+__device__ __forceinline__ void load_q_fragment(const void* q, int64_t base, int tq, bool valid, float scale,
+                                                float (&xq)[KT][4]) {
+  const QT* p = static_cast<const QT*>(q) + base;
+#pragma unroll
+  for (int kk = 0; kk < KT; ++kk)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int d = 16 * kk + 2 * tq + (e & 1) + (e >> 1) * 8;
+      xq[kk][e] = valid ? load_as_float(p, d) * scale : 0.f;
+    }
+}
+
+// Two 16-bit values in one register, the lower column in the low half.
+__device__ __forceinline__ uint32_t pack2(uint16_t first, uint16_t second) {
+  return uint32_t(first) | (uint32_t(second) << 16);
+}
+
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, Bf16Tag) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, F16Tag) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Four 8x8 16-bit matrices; lane l gives the address of row l % 8 of matrix l / 8.
+// Without .trans lane t receives (row t/4, columns 2(t%4), +1) of each; with .trans
+// (rows 2(t%4), +1, column t/4).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], unsigned addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], unsigned addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+
+template <int D, typename Tag, bool ROUTED>
+__global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) attention_mma_kernel(const AttnArgs a) {
+  using S = MmaShape<D>;
+  constexpr int CH = S::kChunks, NS = S::kStages, KT = D / 16, NT = D / 8;
+  constexpr bool kF16 = std::is_same_v<Tag, F16Tag>;
+  // fp16 probabilities are split after scaling by 2^14 (< 65504), so that their low parts
+  // stay normal; the accumulators carry the factor until the end.
+  constexpr float kPScale = kF16 ? 16384.f : 1.f;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+
+  int unit, split, splits;
+  if (!find_split<ROUTED>(a, int(blockIdx.x), &unit, &split, &splits)) return;
+  const int H = a.kv.num_kv_heads, G = a.group;
+  const int bh = unit / a.head_chunks, b = bh / H, h = bh % H;
+  const int tid = int(threadIdx.x), warp = tid >> 5, lane = tid & 31;
+  const int64_t T = unit_tokens<ROUTED>(a, unit);
+  const int64_t v0 = T * split / splits, v1 = T * (split + 1) / splits;
+  const int n_stages = int((v1 - v0 + S::kStageRows - 1) / S::kStageRows);
+
+  // ---- q fragments: lane holds q[g][16kk + 2tq + {0, 1, 8, 9}] ----
+  const int g = (lane >> 2) & 3;  // head of this lane's score and output rows
+  const bool upper = lane >= 16;  // rows 4..7 and 12..15: the low parts
+  const int tq = lane & 3;        // column pair within a fragment
+  uint32_t qa[KT][4];
+  float qs_inv = 1.f;  // scores come out multiplied by 1 / qs_inv
+  {
+    const int64_t qbase = (int64_t(b) * a.num_q_heads + int64_t(h) * G + g) * D;
+    float xq[KT][4];
+    if (a.q_dtype == DType::F32)
+      load_q_fragment<KT, float>(a.q, qbase, tq, g < G, a.q_scale, xq);
+    else if (a.q_dtype == DType::BF16)
+      load_q_fragment<KT, __nv_bfloat16>(a.q, qbase, tq, g < G, a.q_scale, xq);
+    else
+      load_q_fragment<KT, __half>(a.q, qbase, tq, g < G, a.q_scale, xq);
+    float qmax = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < KT; ++kk)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) qmax = fmaxf(qmax, fabsf(xq[kk][e]));
+    float qs = 1.f;
+    if (kF16) {  // the largest |q| near 2^14: the high part stays finite, the low parts normal
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) qmax = fmaxf(qmax, __shfl_xor_sync(0xffffffffu, qmax, off));
+      if (qmax > 0.f && qmax < INFINITY) {
+        int e2;
+        frexpf(qmax, &e2);
+        qs = ldexpf(1.f, 14 - e2);
+        qs_inv = ldexpf(1.f, e2 - 14);
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < KT; ++kk) {
+      uint16_t hi[4], mid[4], lo[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) split3<Tag>(xq[kk][e] * qs, hi[e], mid[e], lo[e]);
+      // A registers: {row r, k 2tq..+1}, {row r+8, k 2tq..+1}, {row r, k+8}, {row r+8, k+8}.
+      qa[kk][0] = upper ? pack2(lo[0], lo[1]) : pack2(hi[0], hi[1]);
+      qa[kk][1] = upper ? 0u : pack2(mid[0], mid[1]);
+      qa[kk][2] = upper ? pack2(lo[2], lo[3]) : pack2(hi[2], hi[3]);
+      qa[kk][3] = upper ? 0u : pack2(mid[2], mid[3]);
+    }
+  }
+
+  // ---- addresses: lane l (and l ^ 16) owns row l % 16 of each warp stage ----
+  // A row is named by its index in the page pool (page * 2P + slot: K rows; V rows are
+  // P further). That index fits in 32 bits: 2^31 token rows of even one 64-dim head would
+  // be 549 GB of K and V.
+  const int32_t* page_table = a.kv.indices + a.kv.indptr[b];
+  const FastDiv page_div(a.kv.page_size);
+  const int P = a.kv.page_size;
+  const uint32_t row_bytes = uint32_t(H) * D * 2;  // one token row of all KV heads
+  RoutedMap map{nullptr, nullptr, 0, 0, 0, FastDiv(a.kv.block_size)};
+  if (ROUTED) map = RoutedMap::make(a, bh);
+  const int my_row = lane & 15;
+  constexpr uint32_t kNoRow = 0xffffffffu;
+  auto pos_of = [&](int st) -> int {  // position of this lane's row in stage st, or -1
+    const int64_t v = v0 + int64_t(st) * S::kStageRows + warp * S::kWarpRows + my_row;
+    if (st >= n_stages || v >= v1) return -1;
+    return ROUTED ? map(int(v)) : int(v);
+  };
+  auto krow_of = [&](int pos) -> uint32_t {  // pool row of the K row at pos, or kNoRow
+    if (pos < 0) return kNoRow;
+    const int pg = int(page_div.div(uint32_t(pos)));
+    return uint32_t(page_table[pg]) * uint32_t(2 * P) + uint32_t(pos - pg * P);
+  };
+
+  uint4* ring = reinterpret_cast<uint4*>(smem_raw) + warp * NS * S::kSlot16;
+  const unsigned ring_base = static_cast<unsigned>(__cvta_generic_to_shared(ring));
+  // This lane's chunk of every row it copies: source bytes (K; V is + vbytes) and the
+  // swizzled destination (chunk c of row r lands at 16-byte unit r * CH + (c ^ (r % 8))).
+  const int chunk = lane % CH;
+  const char* src_base =
+      reinterpret_cast<const char*>(a.kv.pages) + (int64_t(h) * D + chunk * 8) * 2;
+  const int64_t vbytes = a.kv.v_stride() * 2;
+  uint32_t dst_off[S::kPasses];
+#pragma unroll
+  for (int i = 0; i < S::kPasses; ++i) {
+    const int r = lane / CH + S::kRowsPerPass * i;
+    dst_off[i] = uint32_t(r * CH + (chunk ^ (r & 7))) * 16;
+  }
+  auto issue = [&](int slot, uint32_t krow) {
+    const unsigned dst = ring_base + unsigned(slot) * S::kSlot16 * 16;
+#pragma unroll
+    for (int i = 0; i < S::kPasses; ++i) {
+      const uint32_t kr = __shfl_sync(0xffffffffu, krow, lane / CH + S::kRowsPerPass * i);
+      const bool valid = kr != kNoRow;
+      const char* src = src_base + uint64_t(valid ? kr : 0u) * row_bytes;
+      const int bytes = valid ? 16 : 0;  // 0: zero-fill, nothing is read
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst + dst_off[i]), "l"(src), "r"(bytes)
+                   : "memory");
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst + S::kSlot16 / 2 * 16 + dst_off[i]),
+                   "l"(src + vbytes), "r"(bytes)
+                   : "memory");
+    }
+  };
+  // ldmatrix row addresses within a slot. K, k-step kk: matrices (tokens 0-7, chunk 2kk),
+  // (0-7, 2kk+1), (8-15, 2kk), (8-15, 2kk+1); V, n-tile pair np: (0-7, 2np), (8-15, 2np),
+  // (0-7, 2np+1), (8-15, 2np+1). With x = lane % 8 (= token % 8), chunk 2k+c lands at
+  // 2 (k ^ (x / 2)) + (c ^ (x % 2)): for k = 4 k1 + k0 that is 128 k1 bytes past the
+  // address for k0, so four offsets per operand serve every k.
+  uint32_t kmat[4], vmat[4];
+  {
+    const int x = lane & 7;
+    const int ktok = x + ((lane >> 4) << 3), kc = (lane >> 3) & 1;
+    const int vtok = x + (((lane >> 3) & 1) << 3), vc = lane >> 4;
+#pragma unroll
+    for (int k0 = 0; k0 < 4; ++k0) {
+      kmat[k0] = uint32_t(ktok * CH + 2 * (k0 ^ (x >> 1)) + (kc ^ (x & 1))) * 16;
+      vmat[k0] = uint32_t(S::kSlot16 / 2 + vtok * CH + 2 * (k0 ^ (x >> 1)) + (vc ^ (x & 1))) * 16;
+    }
+  }
+
+  float o[NT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) o[nt][i] = 0.f;
+  float m_run = -INFINITY, l_run = 0.f;
+
+  // Pipeline: NS - 1 stages in flight. The page id of a stage is loaded one iteration
+  // before its copies are issued (routed: its position one iteration before that), so no
+  // dependent global load stands between a warp and its next cp.async.
+#pragma unroll
+  for (int st = 0; st < NS - 1; ++st) {
+    if (st < n_stages) issue(st, krow_of(pos_of(st)));
+    cp_async_commit();
+  }
+  uint32_t krow_next = krow_of(pos_of(NS - 1));
+  int pos_next = pos_of(NS);
+  int fill = NS - 1, read = 0;  // ring slots of the next stage issued and read
+  for (int t = 0; t < n_stages; ++t) {
+    if (t + NS - 1 < n_stages) issue(fill, krow_next);
+    cp_async_commit();
+    fill = fill == NS - 1 ? 0 : fill + 1;
+    krow_next = krow_of(pos_next);
+    pos_next = pos_of(t + NS + 1);
+    cp_async_wait<NS - 1>();  // this lane's copies of stage t have landed
+    __syncwarp();             // ... and every other lane's
+
+    const unsigned slot = ring_base + unsigned(read) * S::kSlot16 * 16;
+    read = read == NS - 1 ? 0 : read + 1;
+    // S = Q K^T for the 16 tokens: two n-tiles of 8 tokens.
+    float c[2][4];
+#pragma unroll
+    for (int n = 0; n < 2; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) c[n][i] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < KT; ++kk) {
+      uint32_t kb[4];
+      ldmatrix_x4(kb, slot + kmat[kk & 3] + (kk >> 2) * 128);
+      mma16816(c[0], qa[kk], kb[0], kb[1], Tag{});
+      mma16816(c[1], qa[kk], kb[2], kb[3], Tag{});
+    }
+    // Finished scores of head g, tokens 8n + 2tq + e; masked past the split.
+    const int64_t left = v1 - (v0 + int64_t(t) * S::kStageRows + warp * S::kWarpRows);
+    const int nvalid = left < S::kWarpRows ? int(left) : S::kWarpRows;  // may be <= 0
+    float s[2][2];
+#pragma unroll
+    for (int n = 0; n < 2; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float x = c[n][e] + c[n][e + 2];
+        x += __shfl_xor_sync(0xffffffffu, x, 16);
+        if (kF16) x *= qs_inv;
+        s[n][e] = 8 * n + 2 * tq + e < nvalid ? x : -INFINITY;
+      }
+    // Online softmax (base 2); the quad of lanes 4r..4r+3 shares a head.
+    float mt = fmaxf(fmaxf(s[0][0], s[0][1]), fmaxf(s[1][0], s[1][1]));
+    mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
+    mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 2));
+    const float mn = fmaxf(m_run, mt);
+    const float mu = mn == -INFINITY ? 0.f : mn;  // nothing valid yet: keep everything 0
+    const float alpha = fast_exp2(m_run - mu);
+    float p[2][2], ps = 0.f;
+#pragma unroll
+    for (int n = 0; n < 2; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        p[n][e] = fast_exp2(s[n][e] - mu);
+        ps += p[n][e];
+      }
+    l_run = l_run * alpha + ps;
+    m_run = mn;
+    if (__any_sync(0xffffffffu, alpha != 1.f)) {
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) o[nt][i] *= alpha;
+    }
+    // P as the A operand: the rows of the q split, tokens as k.
+    uint32_t pa[4];
+#pragma unroll
+    for (int n = 0; n < 2; ++n) {
+      uint16_t h0, m0, l0, h1, m1, l1;
+      split3<Tag>(p[n][0] * kPScale, h0, m0, l0);
+      split3<Tag>(p[n][1] * kPScale, h1, m1, l1);
+      pa[2 * n] = upper ? pack2(l0, l1) : pack2(h0, h1);
+      pa[2 * n + 1] = upper ? 0u : pack2(m0, m1);
+    }
+    // O += P V: V rows are k, dimensions n; pairs of n-tiles per ldmatrix.
+#pragma unroll
+    for (int np = 0; np < NT / 2; ++np) {
+      uint32_t vr[4];
+      ldmatrix_x4_trans(vr, slot + vmat[np & 3] + (np >> 2) * 128);
+      mma16816(o[2 * np], pa, vr[0], vr[1], Tag{});
+      mma16816(o[2 * np + 1], pa, vr[2], vr[3], Tag{});
+    }
+    __syncwarp();  // every lane is done with this slot before it is refilled
+  }
+  cp_async_wait<0>();
+
+  // ---- warp states -> shared memory: [warp][head][D] acc, then m, l ----
+  l_run += __shfl_xor_sync(0xffffffffu, l_run, 1);  // lanes 16..31 hold copies of 0..15
+  l_run += __shfl_xor_sync(0xffffffffu, l_run, 2);
+  __syncthreads();  // the rings are reused below
+  float* wst = reinterpret_cast<float*>(smem_raw);
+  float* mine = wst + (warp * S::kHeads + g) * (D + 2);
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      float x = o[nt][e] + o[nt][e + 2];
+      x += __shfl_xor_sync(0xffffffffu, x, 16);
+      if (!upper) mine[8 * nt + 2 * tq + e] = x * (1.f / kPScale);
+    }
+  if (!upper && tq == 0) {
+    mine[D] = m_run;
+    mine[D + 1] = l_run;
+  }
+  __syncthreads();
+
+  // ---- merge the warps: the CTA's state for the group's heads ----
+  const int gc = a.heads_per_cta;
+  float* s_m = wst + S::kWarps * S::kHeads * (D + 2);
+  float* s_l = s_m + S::kHeads;
+  float* s_acc = s_l + S::kHeads;
+  float* scratch = s_acc + S::kHeads * D;
+  for (int idx = tid; idx < gc * D; idx += kAttnThreads) {
+    const int hg = idx / D, d = idx % D;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < S::kWarps; ++w) M = fmaxf(M, wst[(w * S::kHeads + hg) * (D + 2) + D]);
+    float L = 0.f, A = 0.f;
+    if (M != -INFINITY)
+#pragma unroll
+      for (int w = 0; w < S::kWarps; ++w) {
+        const float* ws = wst + (w * S::kHeads + hg) * (D + 2);
+        const float wt = exp2f(ws[D] - M);
+        L += ws[D + 1] * wt;
+        A += ws[d] * wt;
+      }
+    s_acc[idx] = A;
+    if (d == 0) {
+      s_m[hg] = M;
+      s_l[hg] = L;
+    }
+  }
+  __syncthreads();
+  finish_split<D, ROUTED>(a, unit, split, splits, s_m, s_l, s_acc, scratch);
+}
+
+template <int D, typename Tag, bool ROUTED>
+AttnKernelInfo mma_prepare_one() {
+  using S = MmaShape<D>;
+  auto kernel = attention_mma_kernel<D, Tag, ROUTED>;
+  SR_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::kSmemBytes));
+  int blocks = 0;
+  SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kAttnThreads, S::kSmemBytes));
+  return {S::kSmemBytes, blocks};
+}
+
+template <int D, typename Tag, bool ROUTED>
+void mma_launch_one(const AttnArgs& a, int grid, cudaStream_t stream) {
+  attention_mma_kernel<D, Tag, ROUTED><<<grid, kAttnThreads, MmaShape<D>::kSmemBytes, stream>>>(a);
+  SR_CUDA_CHECK_LAUNCH("attention_mma_kernel");
+}
+
+#define SR_DEFINE_ATTENTION_MMA_INSTANCES(D, TAG, SUFFIX)                                         \
+  AttnKernelInfo attention_mma_prepare_##SUFFIX(bool routed) {                                    \
+    return routed ? mma_prepare_one<D, TAG, true>() : mma_prepare_one<D, TAG, false>();           \
+  }                                                                                               \
+  void attention_mma_launch_##SUFFIX(const AttnArgs& a, bool routed, int grid, cudaStream_t s) {  \
+    if (routed)                                                                                   \
+      mma_launch_one<D, TAG, true>(a, grid, s);                                                   \
+    else                                                                                          \
+      mma_launch_one<D, TAG, false>(a, grid, s);                                                  \
+  }
+
+}  // namespace sinkrouter::cuda

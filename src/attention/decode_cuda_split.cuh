@@ -1,0 +1,250 @@
+// What the two attention kernels (CUDA cores: decode_cuda_attention.cuh; tensor cores:
+// decode_cuda_attention_mma.cuh) share: the asynchronous-copy helpers, the flat Split-K
+// schedule (which unit and split a CTA takes), the routed token map, and the fused
+// combine that ends every CTA (finish_split).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cub/block/block_reduce.cuh>
+#include <cub/block/block_scan.cuh>
+
+#include "core/cuda_dtype.cuh"
+#include "decode_cuda_kernels.cuh"
+
+namespace sinkrouter::cuda {
+
+__device__ __forceinline__ void cp_async16(void* smem_dst, const void* src, bool valid) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  const int bytes = valid ? 16 : 0;  // 0: zero-fill, nothing is read
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Order-preserving map of a float to an int (for atomicMax in shared memory) and back.
+__device__ __forceinline__ int ordered_int(float f) {
+  const int i = __float_as_int(f);
+  return i >= 0 ? i : i ^ 0x7fffffff;
+}
+__device__ __forceinline__ float unordered_int(int i) { return __int_as_float(i >= 0 ? i : i ^ 0x7fffffff); }
+
+// Tokens of unit u: the sequence length (dense) or what the router kept.
+template <bool ROUTED>
+__device__ __forceinline__ int64_t unit_tokens(const AttnArgs& a, int u) {
+  const int bh = u / a.head_chunks;
+  if (ROUTED) return a.routed_tokens[bh];
+  return a.seq_lens[bh / a.kv.num_kv_heads];
+}
+
+// Finds which unit and split CTA `cta` takes (see AttnArgs). Returns false when the CTA
+// has no work (the grid is sized for the worst case).
+template <bool ROUTED>
+__device__ bool find_split(const AttnArgs& a, int cta, int* unit, int* split, int* splits) {
+  using Reduce = cub::BlockReduce<long long, kAttnThreads>;
+  using Scan = cub::BlockScan<int, kAttnThreads>;
+  __shared__ union {
+    typename Reduce::TempStorage reduce;
+    typename Scan::TempStorage scan;
+  } tmp;
+  __shared__ long long s_total;
+  __shared__ int s_found[3];
+  const int units = a.kv.batch * a.kv.num_kv_heads * a.head_chunks;
+  long long part = 0;
+  for (int u = int(threadIdx.x); u < units; u += kAttnThreads) part += unit_tokens<ROUTED>(a, u);
+  const long long total = Reduce(tmp.reduce).Sum(part);
+  if (threadIdx.x == 0) {
+    s_total = total;
+    s_found[0] = -1;
+  }
+  __syncthreads();
+  const int64_t by_ctas = (s_total + a.target_ctas - 1) / a.target_ctas;
+  const int64_t chunk = by_ctas > a.min_split_tokens ? by_ctas : a.min_split_tokens;
+  int base = 0;
+  for (int u0 = 0; u0 < units; u0 += kAttnThreads) {
+    const int u = u0 + int(threadIdx.x);
+    int s = 0;
+    if (u < units) {
+      const int64_t t = unit_tokens<ROUTED>(a, u);
+      s = t > 0 ? int((t + chunk - 1) / chunk) : 1;
+    }
+    int prefix, sum;
+    Scan(tmp.scan).ExclusiveSum(s, prefix, sum);
+    if (u < units && cta >= base + prefix && cta < base + prefix + s) {
+      s_found[0] = u;
+      s_found[1] = cta - base - prefix;
+      s_found[2] = s;
+    }
+    base += sum;
+    __syncthreads();  // tmp is reused by the next round
+    if (base > cta) break;  // uniform: every thread has the same base
+  }
+  *unit = s_found[0];
+  *split = s_found[1];
+  *splits = s_found[2];
+  return s_found[0] >= 0;
+}
+
+// Position of virtual token v of a routed unit: [extra anchors][kept blocks][window].
+struct RoutedMap {
+  const int32_t* anchors;
+  const int32_t* blocks;
+  int num_anchors, block_tokens, window_start;
+  FastDiv R;
+  __device__ __forceinline__ int operator()(int v) const {
+    if (v < num_anchors) return anchors[v];
+    const int w = v - num_anchors;
+    if (w < block_tokens) {
+      const int j = int(R.div(uint32_t(w)));
+      return blocks[j] * int(R.d) + (w - j * int(R.d));
+    }
+    return window_start + (w - block_tokens);
+  }
+  __device__ static RoutedMap make(const AttnArgs& a, int bh) {
+    return RoutedMap{a.extra_anchors + int64_t(bh) * a.anchor_stride, a.kept_blocks + int64_t(bh) * a.block_stride,
+                     a.extra_count[bh], a.kept_count[bh] * a.kv.block_size, a.window_start[bh],
+                     FastDiv(a.kv.block_size)};
+  }
+};
+
+__device__ __forceinline__ void store_out(void* out, DType t, int64_t i, float v) {
+  if (t == DType::F32)
+    static_cast<float*>(out)[i] = v;
+  else if (t == DType::BF16)
+    static_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16_rn(v);
+  else
+    static_cast<__half*>(out)[i] = __float2half_rn(v);
+}
+
+// Shared floats finish_split needs as scratch.
+constexpr int kMergeChunk = kAttnThreads;  // splits whose weights are staged at once
+constexpr int kFinishScratchFloats = 2 * kMergeChunk * kMaxHeadsPerCta + kMaxHeadsPerCta;
+
+// The fused combine. The CTA's merged state over its split, for heads g < heads_per_cta,
+// is in shared memory: s_m[g] (base 2; -inf when empty), s_l[g], s_acc[g * D + d]; the
+// caller has synchronised after writing it. One split: normalise and write. Otherwise
+// write the partial and take a ticket; the last CTA of the unit merges every partial in
+// parallel (all maxima first, then one weight per split, then independent loads of the
+// accumulators: the same sum as merge_state() in another association), writes the
+// output and the statistics, and resets the ticket.
+template <int D, bool ROUTED>
+__device__ void finish_split(const AttnArgs& a, int unit, int split, int splits, const float* s_m, const float* s_l,
+                             const float* s_acc, float* scratch) {
+  constexpr int E = (kMaxHeadsPerCta * D + kAttnThreads - 1) / kAttnThreads;  // elements per thread
+  __shared__ int s_last;
+  __shared__ int s_mi[kMaxHeadsPerCta];
+  __shared__ float s_norm2[kMaxHeadsPerCta];
+  const int gc = a.heads_per_cta, tid = int(threadIdx.x), cta = int(blockIdx.x);
+  if (tid < kMaxHeadsPerCta) {
+    s_mi[tid] = ordered_int(-INFINITY);
+    s_norm2[tid] = 0.f;
+  }
+  __syncthreads();
+
+  float res[E];
+  if (splits == 1) {
+#pragma unroll
+    for (int k = 0; k < E; ++k) {
+      const int idx = tid + k * kAttnThreads, g = idx / D;
+      res[k] = idx < gc * D && s_l[g] > 0.f ? s_acc[idx] / s_l[g] : 0.f;
+    }
+  } else {
+    for (int idx = tid; idx < gc * D; idx += kAttnThreads) a.part_acc[int64_t(cta) * gc * D + idx] = s_acc[idx];
+    if (tid < gc) a.part_ml[int64_t(cta) * gc + tid] = make_float2(s_m[tid], s_l[tid]);
+    __threadfence();  // the partial is visible device-wide before the ticket
+    __syncthreads();
+    if (tid == 0) s_last = atomicAdd(&a.tickets[unit], 1) == splits - 1;
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    const int64_t first = int64_t(cta - split);  // the unit's splits are consecutive CTAs
+    for (int i = tid; i < splits * gc; i += kAttnThreads)
+      atomicMax(&s_mi[i % gc], ordered_int(__ldcg(&a.part_ml[first * gc + i]).x));
+    __syncthreads();
+    float* w = scratch;                                   // [kMergeChunk][kMaxHeadsPerCta]
+    float* wl = scratch + kMergeChunk * kMaxHeadsPerCta;  // weight * l
+    float* L = wl + kMergeChunk * kMaxHeadsPerCta;        // [kMaxHeadsPerCta]
+    float acc[E], lsum = 0.f;
+#pragma unroll
+    for (int k = 0; k < E; ++k) acc[k] = 0.f;
+    for (int s0 = 0; s0 < splits; s0 += kMergeChunk) {
+      if (s0 + tid < splits)
+        for (int g = 0; g < gc; ++g) {
+          const float2 ml = __ldcg(&a.part_ml[(first + s0 + tid) * gc + g]);
+          const float M = unordered_int(s_mi[g]);
+          const float wt = ml.x == -INFINITY ? 0.f : exp2f(ml.x - M);
+          w[tid * kMaxHeadsPerCta + g] = wt;
+          wl[tid * kMaxHeadsPerCta + g] = wt * ml.y;
+        }
+      __syncthreads();
+      const int n = splits - s0 < kMergeChunk ? splits - s0 : kMergeChunk;
+#pragma unroll
+      for (int k = 0; k < E; ++k) {
+        const int idx = tid + k * kAttnThreads, g = idx / D;
+        if (idx < gc * D) {
+          const float* p = a.part_acc + (first + s0) * gc * D + idx;
+          float sum = 0.f;
+#pragma unroll 4
+          for (int i = 0; i < n; ++i) sum += w[i * kMaxHeadsPerCta + g] * __ldcg(p + int64_t(i) * gc * D);
+          acc[k] += sum;
+        }
+      }
+      if (tid < gc)
+        for (int i = 0; i < n; ++i) lsum += wl[i * kMaxHeadsPerCta + tid];
+      __syncthreads();
+    }
+    if (tid < gc) L[tid] = lsum;
+    if (tid == 0) a.tickets[unit] = 0;  // every other CTA of the unit has taken its ticket
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < E; ++k) {
+      const int idx = tid + k * kAttnThreads, g = idx / D;
+      res[k] = idx < gc * D && L[g] > 0.f ? acc[k] / L[g] : 0.f;
+    }
+  }
+
+  const int bh = unit / a.head_chunks, hc = unit % a.head_chunks;
+  const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
+#pragma unroll
+  for (int k = 0; k < E; ++k) {
+    const int idx = tid + k * kAttnThreads, g = idx / D, d = idx % D;
+    const int gg = hc * gc + g;
+    if (idx < gc * D && gg < a.group) {
+      store_out(a.out, a.out_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * a.group + gg) * D + d, res[k]);
+      if (ROUTED) atomicAdd(&s_norm2[g], res[k] * res[k]);
+    }
+  }
+  if (!ROUTED) {
+    if (tid != 0 || hc != 0) return;
+    HeadStats& st = a.stats[bh];
+    const int64_t n = a.seq_lens[b], tb = a.kv.token_bytes();
+    st.bytes_summary = 0;
+    st.bytes_anchor_window = 0;
+    st.bytes_blocks = n * tb;
+    st.bytes_dense = n * tb;
+    st.blocks_total = int32_t((n + a.kv.block_size - 1) / a.kv.block_size);
+    st.blocks_skipped = 0;
+    st.delta = 0.f;
+    st.output_error_bound = 0.f;
+    st.sink_route = false;
+    return;
+  }
+  __syncthreads();
+  if (tid != 0) return;
+  float bound = 0.f;
+  for (int g = 0; g < gc; ++g) {
+    const int gg = hc * gc + g;
+    if (gg >= a.group) break;
+    const int64_t qi = int64_t(b) * a.num_q_heads + int64_t(h) * a.group + gg;
+    const double e = (double(a.skipped_v_bound[qi]) + double(a.delta[qi]) * sqrt(double(s_norm2[g]))) * (1 + 1e-5);
+    bound = fmaxf(bound, float(e));
+  }
+  // Non-negative floats order as their bit patterns; the routing step zeroed the field.
+  atomicMax(reinterpret_cast<int*>(&a.stats[bh].output_error_bound), __float_as_int(bound));
+}
+
+}  // namespace sinkrouter::cuda

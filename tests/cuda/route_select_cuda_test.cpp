@@ -1,0 +1,121 @@
+// The CUDA routing select kernel on long sequences, so that every one of its paths runs:
+// block size 8 and 90 % quiet blocks put ~700, ~4500 and ~9000 candidate blocks per
+// (sequence, KV head) at 6000, 40000 and 80000 tokens: the small sort (<= 1024), the
+// large sort (<= 8192) and the bisection past it. Certified routing at several epsilons
+// (at least one of which must cut through the quiet blocks, or the sort never decides
+// anything) and quest at several budgets; every time the device decides as the CPU
+// router does (up to a block at the threshold), certified deltas stay <= epsilon and the
+// certificate bounds the exact skipped softmax mass.
+#include <gtest/gtest.h>
+
+#if defined(SINKROUTER_HAVE_CUDA)
+
+#include <algorithm>
+#include <cmath>
+#include <iterator>
+#include <random>
+#include <set>
+
+#include "cuda_test_util.h"
+#include "sinkrouter/attention/decode_cuda.h"
+#include "sinkrouter/kv/synthetic_kv.h"
+
+namespace sinkrouter {
+namespace {
+
+TEST(CudaRouteSelect, EveryPathDecidesAsTheCpu) {
+  SR_REQUIRE_CUDA_DEVICE();
+  for (int64_t len : {6000, 40000, 80000}) {
+    std::mt19937_64 rng{uint64_t(len)};
+    SyntheticKVSpec spec;
+    spec.num_kv_heads = 2;
+    spec.group = 3;
+    spec.head_dim = 64;
+    spec.dtype = DType::BF16;
+    spec.page_size = 16;
+    spec.block_size = 8;
+    spec.lengths = {len};
+    spec.sink_positions = {0};
+    spec.sink_score = 14.f;
+    spec.quiet_block_fraction = 0.9f;
+    auto r = make_synthetic_kv(spec, rng);
+    const PagedKV& kv = r.batch.view;
+    const int H = spec.num_kv_heads, G = spec.group, QH = H * G, D = spec.head_dim;
+    const float scale = 1.f / std::sqrt(float(D));
+    DeviceKVCache dev = DeviceKVCache::upload(*r.cache, r.seqs, 0);
+    testing::DeviceBuffer qd = testing::to_device(r.q);
+    testing::DeviceBuffer od(size_t(QH) * D * 4);
+
+    std::vector<AttentionPolicy> policies;
+    for (double eps : {1e-1, 1e-2, 1e-3, 1e-4, 1e-5}) {
+      AttentionPolicy p;
+      p.kind = PolicyKind::SinkRouter;
+      p.mode = RouterMode::Certified;
+      p.epsilon = eps;
+      p.window = 32;
+      policies.push_back(p);
+    }
+    for (double frac : {0.1, 0.5, 0.9}) {
+      AttentionPolicy p;
+      p.kind = PolicyKind::Quest;
+      p.window = 32;
+      p.quest_budget = 32 + int(frac * double(len));
+      policies.push_back(p);
+    }
+    bool cut_through_quiet = false;
+    for (const AttentionPolicy& policy : policies) {
+      const std::string what = fmt::format("length {} {}", len, policy.describe());
+      CudaDecoder decoder(dev.view(), QH, policy, scale);
+      decoder.run(dev.view(), qd.get(), DType::F32, od.get(), DType::F32, nullptr);
+      SR_ASSERT_CUDA(cudaDeviceSynchronize());
+      const CudaRouting routing = decoder.download_routing();
+      const std::vector<HeadStats> stats = decoder.download_stats();
+      const RoutePlan cpu = plan_decode(r.q.view(), kv, policy, scale);
+      int64_t blocks = 0, differ = 0;
+      for (int bh = 0; bh < H; ++bh) {
+        std::set<int32_t> cpu_kept;
+        for (int32_t i = cpu.span_indptr[size_t(bh)]; i < cpu.span_indptr[size_t(bh) + 1]; ++i)
+          if (cpu.spans[size_t(i)].kind == SpanKind::Block) cpu_kept.insert(cpu.spans[size_t(i)].block);
+        const std::set<int32_t> dev_kept(routing.kept_blocks[size_t(bh)].begin(),
+                                         routing.kept_blocks[size_t(bh)].end());
+        std::vector<int32_t> diff;
+        std::set_symmetric_difference(cpu_kept.begin(), cpu_kept.end(), dev_kept.begin(), dev_kept.end(),
+                                      std::back_inserter(diff));
+        EXPECT_LE(diff.size(), size_t(2)) << what << " head " << bh << ": " << diff.size() << " of "
+                                          << cpu.stats[size_t(bh)].blocks_total << " blocks decided otherwise";
+        blocks += cpu.stats[size_t(bh)].blocks_total;
+        differ += int64_t(diff.size());
+        const HeadStats& c = cpu.stats[size_t(bh)];
+        if (policy.kind == PolicyKind::SinkRouter && c.blocks_skipped > c.blocks_total / 10 &&
+            c.blocks_skipped < c.blocks_total * 8 / 10)
+          cut_through_quiet = true;
+        EXPECT_EQ(stats[size_t(bh)].blocks_total, c.blocks_total) << what;
+        EXPECT_EQ(stats[size_t(bh)].blocks_total - stats[size_t(bh)].blocks_skipped, int32_t(dev_kept.size()))
+            << what;
+      }
+      EXPECT_LE(differ * 1000, blocks) << what << ": " << differ << " of " << blocks << " blocks differ";
+
+      // The certificate, against the exact attention over what the device skipped.
+      const RoutePlan plan = testing::plan_from_device(routing, kv, policy, G, scale);
+      HostTensor exact(DType::F64, {1, QH, D});
+      std::vector<double> skipped;
+      decode_exact(r.q.view(), kv, scale, exact.view(), &plan, &skipped);
+      for (int qh = 0; qh < QH; ++qh) {
+        EXPECT_LE(skipped[size_t(qh)], double(routing.delta[size_t(qh)]) + 1e-300) << what << " head " << qh;
+        if (policy.kind == PolicyKind::SinkRouter)
+          EXPECT_LE(routing.delta[size_t(qh)], policy.epsilon * (1 + 1e-5)) << what << " head " << qh;
+      }
+    }
+    EXPECT_TRUE(cut_through_quiet) << "no epsilon skipped only part of the quiet blocks at length " << len
+                                   << ": the sorted and bisected cuts were not exercised";
+  }
+}
+
+}  // namespace
+}  // namespace sinkrouter
+
+#else
+
+TEST(CudaRouteSelect, Skipped) { GTEST_SKIP() << "built without CUDA"; }
+
+#endif  // SINKROUTER_HAVE_CUDA
