@@ -18,7 +18,8 @@ constexpr int kMaxHeadsPerCta = 8;
 
 // The flat Split-K work list. A unit is one (sequence, KV head, head chunk); its tokens
 // (all of them for dense, anchors + kept blocks + window for routed) are cut into
-// ceil(tokens / chunk) splits, chunk = max(min_split_tokens, ceil(all tokens / target_ctas)),
+// ceil(tokens / chunk) splits, chunk = max(min_split_tokens, ceil(all tokens /
+// (target_ctas - units))) so that all splits fit in one wave of target_ctas,
 // and the splits of all units are laid end to end over the CTAs. The combine is fused:
 // every split CTA writes its partial (m, l, acc) and takes a ticket; the unit's last CTA
 // merges the partials, writes the output and the statistics, and returns the ticket

@@ -27,51 +27,61 @@ namespace {
 constexpr int kBoundsThreads = 256;
 constexpr int kBlocksPerCta = 128;
 constexpr int kMaxGroup = 64;
+constexpr int kMaxDevices = 64;  // per-device shared-memory limits remembered
 
 // Lowered scores of the sink set (token i: the i-th anchor before the window, then the
-// window) for the G heads -> sc[i * G + g]. 8 lanes per token, all warps busy.
+// window) for the G heads -> sc[i * G + g]. 8 lanes per token, all warps busy; the K rows
+// of two rounds (64 tokens) are loaded before either is used, halving the chain of
+// dependent loads (page id, then row).
 template <int D, typename Tag>
 __device__ void sink_scores(const RouteArgs& a, int b, int h, const int32_t* anchors, int na, int64_t ws, int count,
                             const float* qs, float* sc) {
-  constexpr int TPL = 8, DPL = D / TPL, PER_ROUND = kBoundsThreads / TPL;
+  constexpr int TPL = 8, DPL = D / TPL, PER_ROUND = kBoundsThreads / TPL, ROUNDS = 2;
   const int G = a.group, sub = int(threadIdx.x) % TPL, slot = int(threadIdx.x) / TPL;
   const float err = dot_error_factor(D);
   const uint16_t* pages = static_cast<const uint16_t*>(a.kv.pages);
-  for (int i0 = 0; i0 < count; i0 += PER_ROUND) {  // uniform: every lane runs the shuffles
-    const int i = i0 + slot;
-    float x[DPL];
-    if (i < count) {
-      const int64_t pos = i < na ? (a.streaming ? i : anchors[i]) : ws + (i - na);
-      const uint4* k = reinterpret_cast<const uint4*>(pages + a.kv.k_offset(b, pos, h) + sub * DPL);
-      uint4 raw[DPL / 8];
+  for (int i0 = 0; i0 < count; i0 += ROUNDS * PER_ROUND) {  // uniform: every lane runs the shuffles
+    uint4 raw[ROUNDS][DPL / 8];
 #pragma unroll
-      for (int c = 0; c < DPL / 8; ++c) raw[c] = k[c];
+    for (int u = 0; u < ROUNDS; ++u) {
+      const int i = i0 + u * PER_ROUND + slot;
+      if (i < count) {
+        const int64_t pos = i < na ? (a.streaming ? i : anchors[i]) : ws + (i - na);
+        const uint4* k = reinterpret_cast<const uint4*>(pages + a.kv.k_offset(b, pos, h) + sub * DPL);
+#pragma unroll
+        for (int c = 0; c < DPL / 8; ++c) raw[u][c] = k[c];
+      } else {
+#pragma unroll
+        for (int c = 0; c < DPL / 8; ++c) raw[u][c] = make_uint4(0, 0, 0, 0);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < ROUNDS; ++u) {
+      const int i = i0 + u * PER_ROUND + slot;
+      float x[DPL];
 #pragma unroll
       for (int c = 0; c < DPL / 8; ++c) {
         float y[8];
-        unpack8(raw[c], y, Tag{});
+        unpack8(raw[u][c], y, Tag{});
 #pragma unroll
         for (int e = 0; e < 8; ++e) x[c * 8 + e] = y[e];
       }
-    } else {
+      for (int g = 0; g < G; ++g) {
+        const float* q = qs + g * D + sub * DPL;
+        float dot = 0.f, mag = 0.f;
 #pragma unroll
-      for (int d = 0; d < DPL; ++d) x[d] = 0.f;
-    }
-    for (int g = 0; g < G; ++g) {
-      const float* q = qs + g * D + sub * DPL;
-      float dot = 0.f, mag = 0.f;
+        for (int d = 0; d < DPL; ++d) {
+          const float p = q[d] * x[d];
+          dot += p;
+          mag += fabsf(p);
+        }
 #pragma unroll
-      for (int d = 0; d < DPL; ++d) {
-        const float p = q[d] * x[d];
-        dot += p;
-        mag += fabsf(p);
+        for (int off = TPL / 2; off > 0; off >>= 1) {
+          dot += __shfl_xor_sync(0xffffffffu, dot, off);
+          mag += __shfl_xor_sync(0xffffffffu, mag, off);
+        }
+        if (sub == 0 && i < count) sc[i * G + g] = dot - err * mag;
       }
-#pragma unroll
-      for (int off = TPL / 2; off > 0; off >>= 1) {
-        dot += __shfl_xor_sync(0xffffffffu, dot, off);
-        mag += __shfl_xor_sync(0xffffffffu, mag, off);
-      }
-      if (sub == 0 && i < count) sc[i * G + g] = dot - err * mag;
     }
   }
 }
@@ -191,9 +201,16 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
   }
 }
 
+// The limit is state of the kernel, shared by every decoder: it only ever rises, so that a
+// decoder planned later with a smaller sink set cannot lower it under an earlier one's.
 template <int D, typename Tag>
 void set_bounds_smem(int smem) {
+  static int limit[kMaxDevices] = {};
+  int dev = 0;
+  SR_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < kMaxDevices && smem <= limit[dev]) return;
   SR_CUDA_CHECK(cudaFuncSetAttribute(route_bounds_kernel<D, Tag>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  if (dev < kMaxDevices) limit[dev] = smem;
 }
 
 }  // namespace

@@ -62,7 +62,10 @@ __device__ bool find_split(const AttnArgs& a, int cta, int* unit, int* split, in
     s_found[0] = -1;
   }
   __syncthreads();
-  const int64_t by_ctas = (s_total + a.target_ctas - 1) / a.target_ctas;
+  // sum over units of ceil(T_u / chunk) <= total / chunk + units: sizing the chunk against
+  // target - units keeps every split in one wave of target CTAs (when units < target).
+  const int64_t slots = a.target_ctas > units + 1 ? a.target_ctas - units : 1;
+  const int64_t by_ctas = (s_total + slots - 1) / slots;
   const int64_t chunk = by_ctas > a.min_split_tokens ? by_ctas : a.min_split_tokens;
   int base = 0;
   for (int u0 = 0; u0 < units; u0 += kAttnThreads) {
