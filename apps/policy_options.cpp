@@ -24,6 +24,13 @@ void PolicyOptions::add_to(CLI::App* cmd) {
   cmd->add_option("--quest-budget", policy.quest_budget, "quest: tokens read per head, window included")
       ->check(CLI::Range(1, 1 << 30))
       ->capture_default_str();
+  cmd->add_option("--bound", bound, "sinkrouter: block score bound: box, basis (principal key basis) or min")
+      ->check(CLI::IsMember({"box", "basis", "min"}))
+      ->capture_default_str();
+  cmd->add_option("--spread", policy.spread,
+                  "fast: block score estimate = centre + spread * (bound - centre) (1: the bound)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   cmd->add_option("--blasst-threshold", policy.blasst_threshold, "blasst: skip V when exp(s - m_A) < this")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
@@ -33,6 +40,7 @@ AttentionPolicy PolicyOptions::resolve() const {
   AttentionPolicy p = policy;
   p.kind = parse_policy_kind(name);
   p.mode = parse_router_mode(mode);
+  p.bound = parse_bound_kind(bound);
   p.validate();
   return p;
 }

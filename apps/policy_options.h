@@ -12,10 +12,11 @@ namespace sinkrouter::apps {
 struct PolicyOptions {
   std::string name = "dense";
   std::string mode = "certified";
+  std::string bound = "box";
   AttentionPolicy policy;  // numeric parameters, defaults as in policy.h
 
   // Adds --policy, --mode, --epsilon, --tau, --window, --sink-tokens, --quest-budget,
-  // --blasst-threshold to `cmd`.
+  // --bound, --spread, --blasst-threshold to `cmd`.
   void add_to(CLI::App* cmd);
   // Resolves names into `policy` (throws Error on bad values).
   AttentionPolicy resolve() const;

@@ -31,6 +31,21 @@ RouterMode parse_router_mode(const std::string& name) {
   fail("unknown router mode '{}' (expected certified or fast)", name);
 }
 
+const char* bound_name(BoundKind b) {
+  switch (b) {
+    case BoundKind::Box: return "box";
+    case BoundKind::Basis: return "basis";
+    case BoundKind::Min: return "min";
+  }
+  return "?";
+}
+
+BoundKind parse_bound_kind(const std::string& name) {
+  for (BoundKind b : {BoundKind::Box, BoundKind::Basis, BoundKind::Min})
+    if (name == bound_name(b)) return b;
+  fail("unknown bound '{}' (expected box, basis or min)", name);
+}
+
 void AttentionPolicy::validate() const {
   SR_CHECK(epsilon >= 0 && epsilon <= 1, "policy: epsilon {} out of range (expected 0 to 1)", epsilon);
   SR_CHECK(tau >= 0 && tau <= 1, "policy: tau {} out of range (expected 0 to 1)", tau);
@@ -39,15 +54,21 @@ void AttentionPolicy::validate() const {
   SR_CHECK(quest_budget >= 1, "policy: quest_budget {} must be at least 1 token", quest_budget);
   SR_CHECK(blasst_threshold >= 0 && blasst_threshold <= 1,
            "policy: blasst_threshold {} out of range (expected 0 to 1)", blasst_threshold);
+  SR_CHECK(spread >= 0 && spread <= 1, "policy: spread {} out of range (expected 0 to 1)", spread);
 }
 
 std::string AttentionPolicy::describe() const {
   switch (kind) {
     case PolicyKind::Dense: return "dense";
-    case PolicyKind::SinkRouter:
+    case PolicyKind::SinkRouter: {
+      // Options at their old defaults are left out, so that earlier result logs still match.
+      std::string extra;
+      if (bound != BoundKind::Box) extra += fmt::format(", bound={}", bound_name(bound));
+      if (mode == RouterMode::Fast && spread != 1.0) extra += fmt::format(", spread={:g}", spread);
       return mode == RouterMode::Certified
-                 ? fmt::format("sinkrouter(certified, eps={:g}, window={})", epsilon, window)
-                 : fmt::format("sinkrouter(fast, tau={:g}, window={})", tau, window);
+                 ? fmt::format("sinkrouter(certified, eps={:g}, window={}{})", epsilon, window, extra)
+                 : fmt::format("sinkrouter(fast, tau={:g}, window={}{})", tau, window, extra);
+    }
     case PolicyKind::Streaming:
       return fmt::format("streaming(sinks={}, window={})", sink_tokens, window);
     case PolicyKind::Quest: return fmt::format("quest(budget={}, window={})", quest_budget, window);

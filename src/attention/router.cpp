@@ -10,6 +10,7 @@
 #include "cpu_math.h"
 #include "sinkrouter/attention/decode.h"
 #include "sinkrouter/core/error.h"
+#include "sinkrouter/kv/key_basis.h"
 
 namespace sinkrouter {
 
@@ -64,6 +65,13 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// x rounded up to float: a tiny positive bound must not underflow to 0.
+float float_up(double x) {
+  float f = float(x);
+  if (double(f) < x) f = std::nextafter(f, std::numeric_limits<float>::infinity());
+  return f;
+}
+
 struct HeadPlan {
   std::vector<Span> spans;
   std::vector<int32_t> split_begin;
@@ -98,6 +106,78 @@ void sink_signal(const float* qf, int G, int D, const PagedKV& kv, int b, int h,
     z_out[g] = z * (1.0 - 1e-12);
   }
 }
+
+// Score bounds of the routable blocks of one (sequence, KV head) for its G query heads:
+// the box bound (float, raised by its rounding-error bound), the rotated-box bound in the
+// key basis (float64 with its slack, kv/key_basis.h), or the smaller of the two. With
+// `centre`, also the score of the box centre q . (lo + hi) / 2 of the same summary (the
+// fast mode's estimate interpolates between the two).
+class BlockBounds {
+ public:
+  BlockBounds(const float* qf, int G, int D, const PagedKV& kv, int b, int h, bool box, bool basis)
+      : qf_(qf), G_(G), D_(D), kv_(kv), b_(b), h_(h), box_(box), basis_(basis), bf_(kv.dtype == DType::BF16),
+        lo_(size_t(D)), hi_(size_t(D)), blo_(size_t(D)), bhi_(size_t(D)) {
+    if (basis_) {
+      qrot_.resize(size_t(G) * D);
+      qnorm_.resize(size_t(G));
+      const float* P = kv.key_basis + size_t(h) * D * D;
+      for (int g = 0; g < G; ++g) {
+        rotate(P, qf + size_t(g) * D, D, &qrot_[size_t(g) * D]);
+        double n2 = 0;
+        for (int d = 0; d < D; ++d) n2 += double(qf[size_t(g) * D + d]) * qf[size_t(g) * D + d];
+        qnorm_[size_t(g)] = std::sqrt(n2) * (1 + 1e-12);
+      }
+    }
+  }
+  void load(int64_t j) {
+    if (box_) {
+      const uint16_t* row = static_cast<const uint16_t*>(kv_.summaries) + kv_.summary_offset(b_, j, h_);
+      cpu::row_to_float(row, bf_, lo_.data(), D_);
+      cpu::row_to_float(row + D_, bf_, hi_.data(), D_);
+    }
+    if (basis_) {
+      const uint16_t* row = static_cast<const uint16_t*>(kv_.basis_summaries) + kv_.summary_offset(b_, j, h_);
+      cpu::row_to_float(row, bf_, blo_.data(), D_);
+      cpu::row_to_float(row + D_, bf_, bhi_.data(), D_);
+    }
+  }
+  double bound(int g, double* centre) const {
+    double u = std::numeric_limits<double>::infinity(), c = u;
+    if (box_) {
+      const float* q = qf_ + size_t(g) * D_;
+      float mag;
+      u = double(cpu::box_max_dot(q, lo_.data(), hi_.data(), D_, &mag)) + cpu::dot_error_factor(D_) * mag;
+      if (centre) {
+        double s = 0;
+        for (int d = 0; d < D_; ++d) s += double(q[d]) * 0.5 * (double(lo_[size_t(d)]) + hi_[size_t(d)]);
+        c = s;
+      }
+    }
+    if (basis_) {
+      const double* q = &qrot_[size_t(g) * D_];
+      const double ub = rotated_box_bound(q, qnorm_[size_t(g)], blo_.data(), bhi_.data(), D_, kv_.basis_error);
+      if (ub < u) {
+        u = ub;
+        if (centre) {
+          double s = 0;
+          for (int d = 0; d < D_; ++d) s += q[d] * 0.5 * (double(blo_[size_t(d)]) + bhi_[size_t(d)]);
+          c = s;
+        }
+      }
+    }
+    if (centre) *centre = std::min(c, u);
+    return u;
+  }
+
+ private:
+  const float* qf_;
+  int G_, D_;
+  const PagedKV& kv_;
+  int b_, h_;
+  bool box_, basis_, bf_;
+  std::vector<float> lo_, hi_, blo_, bhi_;
+  std::vector<double> qrot_, qnorm_;
+};
 
 // Cuts the spans of one (sequence, KV head) into `splits` groups of nearly equal tokens.
 std::vector<int32_t> balance_splits(const std::vector<Span>& spans, int splits) {
@@ -148,7 +228,6 @@ RoutePlan plan_decode(const TensorView& q, const PagedKV& kv, const AttentionPol
   // Split-K sizing: enough work items for every worker, no split under kMinSplitTokens.
   constexpr int64_t kMinSplitTokens = 512;
   const int64_t target_items = 4LL * std::max(1, num_workers);
-  const bool bf = kv.dtype == DType::BF16;
   const int64_t tb = kv.token_bytes();
 
   std::vector<HeadPlan> heads(size_t(B) * H);
@@ -195,25 +274,35 @@ RoutePlan plan_decode(const TensorView& q, const PagedKV& kv, const AttentionPol
       }
 
       // Per-block bound terms b_jg = R * exp(u_jg - m_g) / Z_g (an upper bound on the
-      // block's share of the softmax mass, against the always-read set).
-      std::vector<double> bterm(size_t(nbr) * G, 0.0);
+      // block's share of the softmax mass, against the always-read set), and the fast
+      // mode's estimated terms e_jg (= b_jg when spread is 1).
+      std::vector<double> bterm(size_t(nbr) * G, 0.0), eterm;
       std::vector<float> ubound(static_cast<size_t>(nbr), kNegInf);  // max over g of u_jg (quest's score)
       if (needs_summaries) {
-        std::vector<float> lo(static_cast<size_t>(D)), hi(static_cast<size_t>(D));
-        const uint16_t* summ = static_cast<const uint16_t*>(kv.summaries);
+        const bool router = kind == PolicyKind::SinkRouter;
+        const bool use_box = !router || policy.bound != BoundKind::Basis;
+        const bool use_basis = router && policy.bound != BoundKind::Box;
+        const bool estimate = router && policy.mode == RouterMode::Fast && policy.spread != 1.0;
+        SR_CHECK(!use_basis || kv.has_key_basis(),
+                 "decode: bound '{}' needs a key basis in the KV cache (PagedKVCache::set_key_basis; the engine "
+                 "fits one on the prompt's keys)", bound_name(policy.bound));
+        BlockBounds bb(qf.data(), G, D, kv, b, h, use_box, use_basis);
+        if (estimate) eterm.assign(size_t(nbr) * G, 0.0);
         for (int64_t j = 0; j < nbr; ++j) {
-          const uint16_t* row = summ + kv.summary_offset(b, j, h);
-          cpu::row_to_float(row, bf, lo.data(), D);
-          cpu::row_to_float(row + D, bf, hi.data(), D);
+          bb.load(j);
           for (int g = 0; g < G; ++g) {
-            float mag;
-            float u = cpu::box_max_dot(qf.data() + size_t(g) * D, lo.data(), hi.data(), D, &mag);
-            u += cpu::dot_error_factor(D) * mag;
-            ubound[size_t(j)] = std::max(ubound[size_t(j)], u);
-            bterm[size_t(j) * G + g] = double(R) * std::exp(double(u) - m[size_t(g)]) / z[size_t(g)];
+            double centre;
+            const double u = bb.bound(g, estimate ? &centre : nullptr);
+            ubound[size_t(j)] = std::max(ubound[size_t(j)], float(u));
+            bterm[size_t(j) * G + g] = double(R) * std::exp(u - m[size_t(g)]) / z[size_t(g)];
+            if (estimate) {
+              const double est = centre + policy.spread * (u - centre);
+              eterm[size_t(j) * G + g] = double(R) * std::exp(est - m[size_t(g)]) / z[size_t(g)];
+            }
           }
         }
       }
+      const std::vector<double>& fast_term = eterm.empty() ? bterm : eterm;
 
       // Which routable blocks are read.
       std::vector<uint8_t> keep(static_cast<size_t>(nbr), 0);
@@ -230,7 +319,7 @@ RoutePlan plan_decode(const TensorView& q, const PagedKV& kv, const AttentionPol
         if (policy.mode == RouterMode::Fast) {
           for (int64_t j = 0; j < nbr; ++j)
             for (int g = 0; g < G; ++g)
-              if (bterm[size_t(j) * G + g] > policy.tau) keep[size_t(j)] = 1;
+              if (fast_term[size_t(j) * G + g] > policy.tau) keep[size_t(j)] = 1;
         } else {
           // Certified: skip the longest prefix of blocks, in ascending order of their
           // largest bound term, that keeps every head's total under epsilon.
@@ -263,8 +352,8 @@ RoutePlan plan_decode(const TensorView& q, const PagedKV& kv, const AttentionPol
               vsum += bterm[size_t(j) * G + g] * kv.block_value_norm(b, j, h);
             }
           const size_t qi = size_t(b) * QH + size_t(h) * G + size_t(g);
-          plan.delta[qi] = float(dsum * (1 + 1e-6));
-          plan.skipped_v_bound[qi] = float(vsum * (1 + 1e-6));
+          plan.delta[qi] = float_up(dsum * (1 + 1e-6));
+          plan.skipped_v_bound[qi] = float_up(vsum * (1 + 1e-6));
           st.delta = std::max(st.delta, plan.delta[qi]);
         }
       }
@@ -301,8 +390,10 @@ RoutePlan plan_decode(const TensorView& q, const PagedKV& kv, const AttentionPol
       for (uint8_t k : keep) kept_blocks += k;
       st.blocks_skipped = kind == PolicyKind::Blasst ? 0 : int32_t(nbr) - kept_blocks;
       st.sink_route = kind == PolicyKind::SinkRouter && nbr > 0 && kept_blocks == 0;
+      // Summaries: one key box (two with bound = min) and the value-norm maximum per block.
+      const int64_t boxes = kind == PolicyKind::SinkRouter && policy.bound == BoundKind::Min ? 2 : 1;
       st.bytes_summary = (kind == PolicyKind::SinkRouter || kind == PolicyKind::Quest)
-                             ? nbr * kv.summary_bytes() : 0;
+                             ? nbr * (kv.summary_bytes() + (boxes - 1) * (kv.summary_bytes() - 4)) : 0;
       st.bytes_anchor_window = (int64_t(anchors.size()) + (n - window_start)) * tb;
       // blasst reads every key here; the values it reads are added by the run.
       st.bytes_blocks = kind == PolicyKind::Blasst ? kept_tokens * tb / 2 : kept_tokens * tb;

@@ -7,6 +7,7 @@
 #include "model/prefill_attention.h"
 #include "model/qmatmul.h"
 #include "sinkrouter/core/error.h"
+#include "sinkrouter/kv/key_basis.h"
 
 namespace sinkrouter {
 
@@ -106,7 +107,7 @@ void CpuSession::prefill_chunk(const int32_t* tokens, int64_t c, bool last_chunk
                  TensorView(v.data(), DType::F32, {c, cfg.n_head_kv, cfg.head_dim}));
     const PagedKVBatch batch = cache.batch({seq_[size_t(l)]});
     std::vector<float> received;
-    const bool detect = last_chunk && m_.options.detected_sinks > 0;
+    const bool detect = last_chunk && (m_.options.detected_sinks > 0 || observer_);
     prefill_attention_cpu(q.data(), c, p0, batch.view, cfg.n_head, scale, att.data(), pool,
                           detect ? kObservedQueries : 0, detect ? &received : nullptr);
     gemm(L.wo, att.data(), c, proj.data(), pool);
@@ -117,9 +118,11 @@ void CpuSession::prefill_chunk(const int32_t* tokens, int64_t c, bool last_chunk
     swiglu(gate.data(), up.data(), c * cfg.n_ff, gate.data());
     gemm(L.w_down, gate.data(), c, proj.data(), pool);
     add_into(x.data(), proj.data(), c * E);
-    if (detect) detect_sinks(l, received);
+    if (detect && observer_) observer_->on_prefill_end(l, batch.view, received);
+    if (detect && m_.options.detected_sinks > 0) detect_sinks(l, received);
   }
   length_ += c;
+  if (last_chunk && needs_key_basis(policy_)) ensure_key_basis();
   if (last_chunk) {
     rms_norm(&x[size_t((c - 1) * E)], w.output_norm.data(), cfg.rms_eps, E, h.data());
     logits_.resize(size_t(cfg.n_vocab));
@@ -152,6 +155,20 @@ void CpuSession::detect_sinks(int layer, const std::vector<float>& received) {
   }
 }
 
+bool CpuSession::needs_key_basis(const AttentionPolicy& p) {
+  return p.kind == PolicyKind::SinkRouter && p.bound != BoundKind::Box;
+}
+
+// The principal basis of each layer's keys, fitted once on what the cache holds (the
+// prompt's keys, when called at the end of a prefill or at the first routed step).
+void CpuSession::ensure_key_basis() {
+  for (size_t l = 0; l < caches_.size(); ++l) {
+    PagedKVCache& cache = *caches_[l];
+    if (cache.has_key_basis() || cache.length(seq_[l]) == 0) continue;
+    cache.set_key_basis(fit_key_basis(cache.batch({seq_[l]}).view, 0));
+  }
+}
+
 const std::vector<float>& CpuSession::decode(int32_t token) {
   SR_CHECK(token >= 0 && token < m_.config.n_vocab, "decode: token id {} out of range (vocabulary of {})", token,
            m_.config.n_vocab);
@@ -174,13 +191,13 @@ const std::vector<float>& CpuSession::decode(int32_t token) {
       qa.quantize(v, n);
   };
   last_ = HeadStats{};
+  if (needs_key_basis(policy_)) ensure_key_basis();
   for (int l = 0; l < cfg.n_layers; ++l) {
     const LayerWeights& L = w.layers[size_t(l)];
     rms_norm(x.data(), L.attn_norm.data(), cfg.rms_eps, E, h.data());
     load_input(h.data(), E);
-    gemv(L.wq, qa, q.data(), pool);
-    gemv(L.wk, qa, k.data(), pool);
-    gemv(L.wv, qa, v.data(), pool);
+    // One parallel region per shared input (Q, K, V; then gate, up): fewer hand-offs.
+    gemv_many({{&L.wq, q.data()}, {&L.wk, k.data()}, {&L.wv, v.data()}}, qa, pool);
     m_.rope->apply(q.data(), cfg.n_head, length_);
     m_.rope->apply(k.data(), cfg.n_head_kv, length_);
     PagedKVCache& cache = *caches_[size_t(l)];
@@ -190,6 +207,7 @@ const std::vector<float>& CpuSession::decode(int32_t token) {
     const TensorView qv(q.data(), DType::F32, {1, cfg.n_head, cfg.head_dim});
     RoutePlan plan = plan_decode(qv, batch.view, policy_, scale, pool.size(), &pool);
     decode_cpu(qv, batch.view, plan, TensorView(att.data(), DType::F32, {1, cfg.n_head, cfg.head_dim}), pool);
+    if (observer_) observer_->on_decode(l, qv, batch.view, plan);
     layer_stats_[size_t(l)] = accumulate(plan.stats);
     last_ = accumulate({last_, layer_stats_[size_t(l)]});
     load_input(att.data(), QD);
@@ -197,8 +215,7 @@ const std::vector<float>& CpuSession::decode(int32_t token) {
     add_into(x.data(), proj.data(), E);
     rms_norm(x.data(), L.ffn_norm.data(), cfg.rms_eps, E, h.data());
     load_input(h.data(), E);
-    gemv(L.w_gate, qa, gate.data(), pool);
-    gemv(L.w_up, qa, up.data(), pool);
+    gemv_many({{&L.w_gate, gate.data()}, {&L.w_up, up.data()}}, qa, pool);
     swiglu(gate.data(), up.data(), cfg.n_ff, gate.data());
     load_input(gate.data(), cfg.n_ff);
     gemv(L.w_down, qa, proj.data(), pool);

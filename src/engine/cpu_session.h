@@ -39,6 +39,8 @@ class CpuSession final : public Session {
   void prefill_chunk(const int32_t* tokens, int64_t c, bool last_chunk);
   void detect_sinks(int layer, const std::vector<float>& received);
   void check_capacity(int64_t more) const;
+  static bool needs_key_basis(const AttentionPolicy& p);
+  void ensure_key_basis();
 
   const CpuModel& m_;
   AttentionPolicy policy_;

@@ -21,7 +21,8 @@ void check_keys(const nlohmann::json& j, const std::set<std::string>& allowed, c
 }  // namespace
 
 AttentionPolicy policy_from_json(const nlohmann::json& j, const std::string& where) {
-  check_keys(j, {"name", "mode", "epsilon", "tau", "window", "sink_tokens", "quest_budget", "blasst_threshold"},
+  check_keys(j, {"name", "mode", "epsilon", "tau", "window", "sink_tokens", "quest_budget", "blasst_threshold",
+                 "bound", "spread"},
              where);
   SR_CHECK(j.contains("name"), "{}: a policy needs a \"name\" (dense, sinkrouter, streaming, quest, blasst)", where);
   try {
@@ -34,6 +35,8 @@ AttentionPolicy policy_from_json(const nlohmann::json& j, const std::string& whe
     p.sink_tokens = j.value("sink_tokens", p.sink_tokens);
     p.quest_budget = j.value("quest_budget", p.quest_budget);
     p.blasst_threshold = j.value("blasst_threshold", p.blasst_threshold);
+    p.bound = parse_bound_kind(j.value("bound", std::string(bound_name(p.bound))));
+    p.spread = j.value("spread", p.spread);
     p.validate();
     return p;
   } catch (const nlohmann::json::exception& e) {

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "sinkrouter/core/error.h"
+#include "sinkrouter/kv/key_basis.h"
 #include "summary_math.h"
 
 namespace sinkrouter {
@@ -78,6 +79,7 @@ int32_t PagedKVCache::new_summary_slot() {
   const int32_t slot = int32_t(summaries_.size() / size_t(per_slot));
   summaries_.resize(summaries_.size() + size_t(per_slot));
   value_norm_max_.resize(value_norm_max_.size() + size_t(config_.num_kv_heads));
+  if (!key_basis_.empty()) basis_summaries_.resize(summaries_.size());
   return slot;
 }
 
@@ -115,6 +117,7 @@ void PagedKVCache::append(int seq, const TensorView& k, const TensorView& v) {
       uint16_t* summary = &summaries_[size_t((slot * H + h) * 2 * D)];
       float& vmax = value_norm_max_[size_t(slot * H + h)];
       update_block_summary(kdst, vdst, D, bf, /*first=*/t % R == 0, summary, &vmax);
+      if (!key_basis_.empty()) update_basis_summary(slot, h, kdst, t % R == 0);
     }
   }
   s.length += n;
@@ -149,6 +152,43 @@ const std::vector<int32_t>& PagedKVCache::anchors(int seq, int kv_head) const {
   SR_CHECK(kv_head >= 0 && kv_head < config_.num_kv_heads, "anchors: KV head {} out of range",
            kv_head);
   return s.anchors[size_t(kv_head)];
+}
+
+void PagedKVCache::update_basis_summary(int64_t slot, int h, const uint16_t* k, bool first) {
+  const int H = config_.num_kv_heads, D = config_.head_dim;
+  const bool bf = config_.dtype == DType::BF16;
+  float key[1024];
+  double rot[1024];
+  for (int d = 0; d < D; ++d) key[d] = storage_to_float(k[d], bf);
+  rotate(&key_basis_[size_t(h) * D * D], key, D, rot);
+  update_rotated_summary(rot, D, bf, first, &basis_summaries_[size_t((slot * H + h) * 2 * D)]);
+}
+
+void PagedKVCache::set_key_basis(std::vector<float> basis) {
+  const int H = config_.num_kv_heads, D = config_.head_dim, P = config_.page_size, R = config_.block_size;
+  if (basis.empty()) {
+    key_basis_.clear();
+    basis_summaries_.clear();
+    basis_error_ = 0;
+    return;
+  }
+  SR_CHECK(basis.size() == size_t(H) * D * D,
+           "set_key_basis: basis has {} floats, expected num_kv_heads * head_dim^2 = {} * {}^2 = {}", basis.size(), H,
+           D, size_t(H) * D * D);
+  const double e = basis_error(basis.data(), H, D);
+  SR_CHECK(e < 1e-3, "set_key_basis: the basis is not orthonormal (||I - P^T P||_F = {:g}, expected < 1e-3)", e);
+  key_basis_ = std::move(basis);
+  basis_error_ = e;
+  basis_summaries_.assign(summaries_.size(), 0);
+  for (const Sequence& s : sequences_) {
+    if (!s.live) continue;
+    for (int64_t t = 0; t < s.length; ++t) {
+      const int64_t page = s.pages[size_t(t / P)];
+      for (int h = 0; h < H; ++h)
+        update_basis_summary(s.summary_slots[size_t(t / R)], h,
+                             &pages_[size_t(((page * 2) * P + t % P) * H * D + int64_t(h) * D)], t % R == 0);
+    }
+  }
 }
 
 PagedKVBatch PagedKVCache::batch(const std::vector<int>& seqs) const {
@@ -190,6 +230,11 @@ PagedKVBatch PagedKVCache::batch(const std::vector<int>& seqs) const {
   v.max_anchors = A;
   v.anchor_pos = out.anchor_pos.data();
   v.anchor_count = out.anchor_count.data();
+  if (!key_basis_.empty()) {
+    v.key_basis = key_basis_.data();
+    v.basis_summaries = basis_summaries_.data();
+    v.basis_error = basis_error_;
+  }
   return out;
 }
 

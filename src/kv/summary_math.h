@@ -32,4 +32,18 @@ inline void update_block_summary(const uint16_t* k, const uint16_t* v, int D, bo
   if (first || norm > *vnorm_max) *vnorm_max = norm;
 }
 
+// summary: [2, D] raw 16-bit min and max rows of a block's rotated keys. rot: [D] one
+// rotated key in float64, rounded outward into the storage type (first float, then 16 bits).
+inline void update_rotated_summary(const double* rot, int D, bool bf, bool first, uint16_t* summary) {
+  for (int d = 0; d < D; ++d) {
+    float lo = float(rot[d]), hi = lo;
+    if (double(lo) > rot[d]) lo = std::nextafter(lo, -INFINITY);
+    if (double(hi) < rot[d]) hi = std::nextafter(hi, INFINITY);
+    const uint16_t l = bf ? to_bf16_down(lo).bits : to_f16_down(lo).bits;
+    const uint16_t h = bf ? to_bf16_up(hi).bits : to_f16_up(hi).bits;
+    if (first || storage_to_float(l, bf) < storage_to_float(summary[d], bf)) summary[d] = l;
+    if (first || storage_to_float(h, bf) > storage_to_float(summary[D + d], bf)) summary[D + d] = h;
+  }
+}
+
 }  // namespace sinkrouter

@@ -19,6 +19,14 @@ enum class RouterMode {
   Fast,       // skip block j when R * exp(u_j - m_A) <= tau * Z_A (per-block threshold)
 };
 
+// Which key summary bounds a routable block's scores (sinkrouter; quest always ranks by
+// the box, as Quest does).
+enum class BoundKind {
+  Box,    // per-dimension min/max of the block's keys
+  Basis,  // the same box in a per-KV-head principal basis of the keys (kv/key_basis.h)
+  Min,    // the smaller of the two (reads both summaries)
+};
+
 struct AttentionPolicy {
   PolicyKind kind = PolicyKind::Dense;
   RouterMode mode = RouterMode::Certified;
@@ -28,6 +36,11 @@ struct AttentionPolicy {
   int sink_tokens = 4;             // streaming: first tokens kept
   int quest_budget = 1024;         // quest: tokens read, window included
   double blasst_threshold = 1e-3;  // blasst: skip V when exp(max score - m_A) < this
+  BoundKind bound = BoundKind::Box;  // sinkrouter: the summary that bounds block scores
+  // fast: a block's score is estimated as centre + spread * (bound - centre), the centre
+  // being q . (lo + hi) / 2 of its box (1: the bound itself; 0: the box centre). The
+  // certificate delta always uses the bound.
+  double spread = 1.0;
 
   void validate() const;           // throws Error on out-of-range parameters
   std::string describe() const;    // "sinkrouter(certified, eps=0.001, window=64)"
@@ -37,5 +50,7 @@ const char* policy_name(PolicyKind k);
 // "dense", "sinkrouter", "streaming", "quest", "blasst"; throws Error otherwise.
 PolicyKind parse_policy_kind(const std::string& name);
 RouterMode parse_router_mode(const std::string& name);  // "certified" or "fast"
+const char* bound_name(BoundKind b);                    // "box", "basis", "min"
+BoundKind parse_bound_kind(const std::string& name);
 
 }  // namespace sinkrouter

@@ -57,6 +57,25 @@ struct EngineOptions {
 
 using ProgressFn = std::function<void(int64_t done, int64_t total)>;
 
+// Sees each layer's attention as a session runs (sinkrouter analyze, debugging). Called on
+// the session's thread; the references are valid only during the call. A session without
+// an observer pays nothing for the hook.
+class AttentionObserver {
+ public:
+  virtual ~AttentionObserver() = default;
+  // After the decode attention of `layer`: q [1, n_head, head_dim] f32 (RoPE applied,
+  // not scaled), the layer's KV cache with the new token appended, the plan that ran.
+  virtual void on_decode(int layer, const TensorView& q, const PagedKV& kv, const RoutePlan& plan) {
+    (void)layer, (void)q, (void)kv, (void)plan;
+  }
+  // At the end of a prefill, before sink detection: the layer's cache, and `received`
+  // [n_kv_heads, n], the mean attention each key got from the prompt's last queries
+  // (averaged over those queries and the query heads of the KV head).
+  virtual void on_prefill_end(int layer, const PagedKV& kv, const std::vector<float>& received) {
+    (void)layer, (void)kv, (void)received;
+  }
+};
+
 class Session {
  public:
   virtual ~Session() = default;
@@ -79,6 +98,11 @@ class Session {
   // An independent copy of this session (KV caches, anchors, position, policy): prefill
   // once, then continue under several policies.
   virtual std::unique_ptr<Session> fork() const = 0;
+  // Observer of every layer's attention (nullptr: none). Not copied by fork().
+  void set_observer(AttentionObserver* observer) { observer_ = observer; }
+
+ protected:
+  AttentionObserver* observer_ = nullptr;
 };
 
 struct GenerateOptions {

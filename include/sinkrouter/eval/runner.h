@@ -32,8 +32,8 @@ namespace sinkrouter::eval {
 //   "samples": 4, "seed": 42, "depth": 0.5 (optional), "fidelity_tokens": 64,
 //   "data_dir": "data", "out": "eval/results/example", "threads": 0 }
 // Policy fields: name, mode, epsilon, tau, window, sink_tokens, quest_budget,
-// blasst_threshold (defaults as in policy.h). Relative paths are relative to the current
-// directory. Unknown keys are an Error (a typo must not silently change a run).
+// blasst_threshold, bound, spread (defaults as in policy.h). Relative paths are relative
+// to the current directory. Unknown keys are an Error (a typo must not silently change a run).
 struct EvalSuite {
   std::string model;
   std::vector<std::string> tasks;

@@ -17,6 +17,11 @@
 //   summary_indices               summary_indices[summary_indptr[b] + j]
 //   anchor_pos      [batch, num_kv_heads, max_anchors] anchor token positions, ascending
 //   anchor_count    [batch, num_kv_heads]
+// Optional (null when absent; kernels that do not use them ignore them):
+//   key_basis       [num_kv_heads, head_dim, head_dim] float, an orthonormal basis per KV
+//                   head (rows; kv/key_basis.h), with basis_error e >= ||I - P^T P||_2
+//   basis_summaries [num_slots, num_kv_heads, 2 (min, max), head_dim] in the KV dtype, the
+//                   box of each block's rotated keys P k, rounded outward
 #pragma once
 
 #include <cstdint>
@@ -53,6 +58,10 @@ struct PagedKV {
   const int32_t* anchor_pos = nullptr;
   const int32_t* anchor_count = nullptr;
 
+  const float* key_basis = nullptr;
+  const void* basis_summaries = nullptr;
+  double basis_error = 0;
+
   SR_HOST_DEVICE int64_t seq_len(int b) const {
     const int32_t pages_used = indptr[b + 1] - indptr[b];
     return pages_used == 0 ? 0 : int64_t(pages_used - 1) * page_size + last_page_len[b];
@@ -73,6 +82,7 @@ struct PagedKV {
     return value_norm_max[int64_t(summary_indices[summary_indptr[b] + j]) * num_kv_heads + h];
   }
   SR_HOST_DEVICE bool has_summaries() const { return summaries != nullptr; }
+  SR_HOST_DEVICE bool has_key_basis() const { return key_basis != nullptr && basis_summaries != nullptr; }
   // Bytes of K plus V for one token of one KV head.
   SR_HOST_DEVICE int64_t token_bytes() const {
     return 2 * int64_t(head_dim) * (dtype == DType::F32 ? 4 : 2);

@@ -53,6 +53,12 @@ class PagedKVCache {
   void register_anchors(int seq, int kv_head, const std::vector<int32_t>& positions);
   const std::vector<int32_t>& anchors(int seq, int kv_head) const;
 
+  // Sets a per-KV-head orthonormal key basis [num_kv_heads, head_dim, head_dim]
+  // (kv/key_basis.h) and builds the rotated-key box of every block of every live
+  // sequence; later appends keep them up to date. An empty vector removes the basis.
+  void set_key_basis(std::vector<float> basis);
+  bool has_key_basis() const { return !key_basis_.empty(); }
+
   // The page tables, summaries and anchors of these sequences, in this order.
   PagedKVBatch batch(const std::vector<int>& seqs) const;
 
@@ -72,12 +78,16 @@ class PagedKVCache {
   Sequence& live_sequence(int seq);
   const Sequence& live_sequence(int seq) const;
   int32_t new_summary_slot();
+  void update_basis_summary(int64_t slot, int h, const uint16_t* k, bool first);
 
   KVCacheConfig config_;
   std::vector<uint16_t> pages_;          // [num_pages, 2, page_size, H, D] raw 16-bit
   std::vector<int32_t> free_pages_;      // a stack: the lowest id is handed out first
   std::vector<uint16_t> summaries_;      // [slots, H, 2, D]
   std::vector<float> value_norm_max_;    // [slots, H]
+  std::vector<float> key_basis_;         // [H, D, D] or empty
+  double basis_error_ = 0;
+  std::vector<uint16_t> basis_summaries_;  // [slots, H, 2, D] when key_basis_ is set
   std::vector<int32_t> free_slots_;
   std::vector<Sequence> sequences_;
 };
