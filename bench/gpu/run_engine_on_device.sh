@@ -48,9 +48,15 @@ if [ -f .stage/engine/bin.tar.xz ]; then
   tar -xJf .stage/engine/bin.tar.xz -C "$stash" && note "binaries: $(cat "$stash/bin/COMMIT" 2>/dev/null) unpacked $(elapsed)"
 fi
 bin=$stash/bin
-# cuBLAS: the CUDA toolkit's, else the one PyTorch's wheels carry.
-cublas_dir=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null)
-bin_ld=$stash/lib:/usr/local/cuda/lib64:${cublas_dir}:${LD_LIBRARY_PATH:-}
+# cuBLAS (not staged: hundreds of MB): the CUDA toolkit's, else the one PyTorch's wheels carry.
+cublas_dirs=""
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+         $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null); do
+  f=$(find "$d" -maxdepth 5 -name 'libcublasLt.so.13*' 2>/dev/null | head -1)
+  [ -n "$f" ] && cublas_dirs="$cublas_dirs:$(dirname "$f")"
+done
+note "cuBLAS found in: ${cublas_dirs:-nowhere}"
+bin_ld=$stash/lib:/usr/local/cuda/lib64${cublas_dirs}:${LD_LIBRARY_PATH:-}
 run_bin() { env LD_LIBRARY_PATH="$bin_ld" "$@"; }
 if ! run_bin "$bin/test_cuda" --gtest_list_tests >/dev/null 2>"$OUT/tests.log"; then
   note "BINARIES DO NOT LOAD (tests.log): $(head -c 300 "$OUT/tests.log")"

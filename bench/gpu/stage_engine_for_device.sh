@@ -28,8 +28,8 @@ rm -rf "$stage/bin" "$stage/lib" "$stage/bin.tar.xz"
 mkdir -p "$stage/bin" "$stage/lib" "$stage/whl"
 cp "$build/obj/tests/test_cuda" "$build/obj/bench/gpu/bench_engine" "$build/obj/apps/sinkrouter" "$stage/bin/"
 strip "$stage"/bin/*
+for lib in $(ldd "$stage"/bin/* | awk '/libfmt|libpcre2-8|libcudart/ {print $3}' | sort -u); do cp -L "$lib" "$stage/lib/"; done
 git -C "$root" rev-parse HEAD >"$stage/bin/COMMIT"
-for lib in $(ldd "$stage"/bin/* | awk '/libfmt|libpcre2-8/ {print $3}' | sort -u); do cp -L "$lib" "$stage/lib/"; done
 tar -cJf "$stage/bin.tar.xz" -C "$stage" bin lib
 rm -rf "$stage/bin" "$stage/lib"
 ls "$stage"/whl/gguf-*.whl >/dev/null 2>&1 ||

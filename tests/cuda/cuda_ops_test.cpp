@@ -5,7 +5,9 @@
 //
 // Tolerances: float32 sums of n products carry a relative error of a few n * 2^-24 of the
 // sum of absolute terms; we allow 2e-5 * (sum |terms| + |ref|) + 1e-6. Outputs rounded to
-// bf16 get one bf16 ulp of the rounded reference on top.
+// bf16 get one bf16 ulp of the rounded reference on top. RoPE against the CPU's float code:
+// both round cos and sin to float (angles differ by <= 2e-7 after the reduction), 1e-5 on
+// values of magnitude ~4 (a float angle at 2^19 would be off by ~0.03 rad: errors ~0.1).
 #include <gtest/gtest.h>
 
 #if defined(SINKROUTER_HAVE_CUDA)
@@ -240,7 +242,7 @@ TEST(CudaOps, RopeSplitMatchesTheCpuAtLargePositions) {
     rope.apply(kc.data(), kv_dim / D, p0 + t);
     for (int i = 0; i < q_dim; ++i) expect_bf16(qg[size_t(t * q_dim + i)], qc[size_t(i)], fmt::format("q {} {}", t, i));
     for (int i = 0; i < kv_dim; ++i) {
-      ASSERT_NEAR(kg[size_t(t * kv_dim + i)], kc[size_t(i)], 2e-6) << "k " << t << " " << i;
+      ASSERT_NEAR(kg[size_t(t * kv_dim + i)], kc[size_t(i)], 1e-5) << "k " << t << " " << i;
       ASSERT_EQ(vg[size_t(t * kv_dim + i)], qkv[size_t(t * width + q_dim + kv_dim + i)]) << "v " << t << " " << i;
     }
   }
