@@ -14,6 +14,7 @@ Runner register_inspect(CLI::App& app);
 Runner register_generate(CLI::App& app);
 Runner register_compare(CLI::App& app);
 Runner register_eval(CLI::App& app);
+Runner register_bench_decode(CLI::App& app);
 Runner register_analyze(CLI::App& app);
 
 }  // namespace sinkrouter::apps

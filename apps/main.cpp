@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   runners["generate"] = sinkrouter::apps::register_generate(app);
   runners["compare"] = sinkrouter::apps::register_compare(app);
   runners["eval"] = sinkrouter::apps::register_eval(app);
+  runners["bench-decode"] = sinkrouter::apps::register_bench_decode(app);
   runners["analyze"] = sinkrouter::apps::register_analyze(app);
   try {
     app.parse(argc, argv);

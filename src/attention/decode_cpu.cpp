@@ -1,12 +1,14 @@
 // Fast CPU decode: threads over (sequence, KV head, split); each split streams its spans
 // with the G query heads of the group together (one K/V row conversion serves all G),
 // online softmax in float32; a merge over the splits with merge_state(). Mirrors the
-// CUDA Split-K kernel.
+// CUDA Split-K kernel. The span loops are in cpu_span_kernels.h (AVX2 with a generic
+// fallback).
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "cpu_math.h"
+#include "cpu_span_kernels.h"
 #include "sinkrouter/attention/decode.h"
 #include "sinkrouter/attention/merge_state.h"
 #include "sinkrouter/core/error.h"
@@ -25,10 +27,27 @@ struct SplitResult {
   int32_t blocks_v_skipped = 0;      // blasst: KeysOnly blocks with every span's V skipped
 };
 
-template <int D>
+// Token i's K row pointer for i in [0, len) of the span [begin, begin + len) of (b, h),
+// stepping page by page (one page-table lookup per page, not per token).
+void span_rows(const PagedKV& kv, const uint16_t* pages, int b, int h, int32_t begin, int len,
+               const uint16_t** rows) {
+  const int64_t row_stride = int64_t(kv.num_kv_heads) * kv.head_dim;
+  int i = 0;
+  while (i < len) {
+    const int64_t t = begin + i;
+    const int n = int(std::min<int64_t>(len - i, kv.page_size - t % kv.page_size));
+    const uint16_t* base = pages + kv.k_offset(b, t, h);
+    for (int j = 0; j < n; ++j) rows[i + j] = base + j * row_stride;
+    i += n;
+  }
+}
+
+// One split of (b, h): its spans in order, the G query heads together. GS > 0: the group
+// size as a compile-time constant, for the AVX2 span kernels (cpu_span_kernels.h); GS = 0:
+// the generic loops. BF: bf16 storage, else f16.
+template <int D, int GS, bool BF>
 void run_split(const float* qf, int G, const PagedKV& kv, const RoutePlan& plan, int b, int h,
                int32_t span_begin, int32_t span_end, SplitResult& r) {
-  const bool bf = kv.dtype == DType::BF16;
   const uint16_t* pages = static_cast<const uint16_t*>(kv.pages);
   const int64_t vstride = kv.v_stride();
   const int QH = G * kv.num_kv_heads;
@@ -40,7 +59,9 @@ void run_split(const float* qf, int G, const PagedKV& kv, const RoutePlan& plan,
   r.skipped_mass.assign(size_t(G), 0.0);
   r.skipped_vnorm.assign(size_t(G), 0.0);
 
-  thread_local std::vector<float> scores;
+  // Per-thread scratch: scores [G][len], row pointers, converted V rows [len][D].
+  thread_local std::vector<float> scores, vbuf;
+  thread_local std::vector<const uint16_t*> rows;
   alignas(64) float row[D];
   int32_t last_block = -1;
   bool block_v_read = false;
@@ -48,11 +69,22 @@ void run_split(const float* qf, int G, const PagedKV& kv, const RoutePlan& plan,
     const Span& sp = plan.spans[size_t(si)];
     const int len = sp.end - sp.begin;
     scores.resize(size_t(G) * size_t(len));
-    // K pass: scores[g][i] = q'_g . k_i
-    for (int i = 0; i < len; ++i) {
-      cpu::row_to_float(pages + kv.k_offset(b, sp.begin + i, h), bf, row, D);
-      for (int g = 0; g < G; ++g) scores[size_t(g) * len + i] = cpu::dot(qf + size_t(g) * D, row, D);
+    rows.resize(size_t(len));
+    span_rows(kv, pages, b, h, sp.begin, len, rows.data());
+#if defined(SR_SPAN_AVX2)
+    // The next span's first rows, while this one is computed.
+    if (si + 1 < span_end) {
+      const Span& next = plan.spans[size_t(si) + 1];
+      cpu::prefetch_row(pages + kv.k_offset(b, next.begin, h), D * 2);
     }
+#endif
+    // K pass: scores[g][i] = q'_g . k_i
+#if defined(SR_SPAN_AVX2)
+    if constexpr (GS > 0)
+      cpu::span_scores_avx2<D, GS, BF>(qf, rows.data(), vstride, len, scores.data());
+    else
+#endif
+      cpu::span_scores_generic(qf, G, D, BF, rows.data(), len, scores.data(), row);
     if (sp.kind == SpanKind::KeysOnly) {
       if (sp.block != last_block) {
         if (last_block >= 0 && !block_v_read) ++r.blocks_v_skipped;
@@ -79,36 +111,48 @@ void run_split(const float* qf, int G, const PagedKV& kv, const RoutePlan& plan,
       block_v_read = true;
       r.v_tokens_read += len;
     }
-    // Online softmax: rescale each head's state to the new maximum, turn scores into weights.
-    for (int g = 0; g < G; ++g) {
-      float* s = &scores[size_t(g) * len];
-      float mx = kNegInf;
-      for (int i = 0; i < len; ++i) mx = std::max(mx, s[i]);
-      const float m_new = std::max(r.m[size_t(g)], mx);
-      const float a = r.m[size_t(g)] == kNegInf ? 0.f : std::exp(r.m[size_t(g)] - m_new);
-      float* acc = &r.acc[size_t(g) * D];
-      if (a != 1.f)
-        for (int d = 0; d < D; ++d) acc[d] *= a;
-      float lsum = 0;
-      for (int i = 0; i < len; ++i) {
-        s[i] = std::exp(s[i] - m_new);
-        lsum += s[i];
-      }
-      r.l[size_t(g)] = r.l[size_t(g)] * a + lsum;
-      r.m[size_t(g)] = m_new;
+    // Online softmax (rescale each head's state to the new maximum, scores into weights),
+    // then the V pass: acc_g += p_gi * v_i.
+#if defined(SR_SPAN_AVX2)
+    if constexpr (GS > 0) {
+      vbuf.resize(size_t(len) * D);
+      cpu::span_softmax_avx2<D>(scores.data(), G, len, r.m.data(), r.l.data(), r.acc.data());
+      cpu::span_values_avx2<D, GS, BF>(scores.data(), rows.data(), vstride, len, r.acc.data(), vbuf.data());
+      continue;
     }
-    // V pass: acc_g += p_gi * v_i
-    for (int i = 0; i < len; ++i) {
-      cpu::row_to_float(pages + kv.k_offset(b, sp.begin + i, h) + vstride, bf, row, D);
-      for (int g = 0; g < G; ++g) {
-        const float p = scores[size_t(g) * len + i];
-        float* acc = &r.acc[size_t(g) * D];
-#pragma omp simd
-        for (int d = 0; d < D; ++d) acc[d] += p * row[d];
-      }
-    }
+#endif
+    cpu::span_softmax_generic(scores.data(), G, len, r.m.data(), r.l.data(), r.acc.data(), D);
+    cpu::span_values_generic(scores.data(), G, D, BF, rows.data(), vstride, len, r.acc.data(), row);
   }
   if (last_block >= 0 && !block_v_read) ++r.blocks_v_skipped;
+}
+
+using SplitFn = void (*)(const float*, int, const PagedKV&, const RoutePlan&, int, int, int32_t, int32_t,
+                         SplitResult&);
+
+template <int D, bool BF>
+SplitFn split_fn_for_group(int G) {
+#if defined(SR_SPAN_AVX2)
+  switch (G) {
+    case 1: return run_split<D, 1, BF>;
+    case 2: return run_split<D, 2, BF>;
+    case 3: return run_split<D, 3, BF>;
+    case 4: return run_split<D, 4, BF>;
+    case 5: return run_split<D, 5, BF>;
+    case 6: return run_split<D, 6, BF>;
+    case 7: return run_split<D, 7, BF>;
+    case 8: return run_split<D, 8, BF>;
+    default: break;
+  }
+#endif
+  (void)G;
+  return run_split<D, 0, BF>;
+}
+
+// The split kernel for a head size, group size and storage type (one selector).
+SplitFn select_split_fn(int D, int G, bool bf) {
+  if (D == 64) return bf ? split_fn_for_group<64, true>(G) : split_fn_for_group<64, false>(G);
+  return bf ? split_fn_for_group<128, true>(G) : split_fn_for_group<128, false>(G);
 }
 
 }  // namespace
@@ -128,6 +172,7 @@ void decode_cpu(const TensorView& q, const PagedKV& kv, RoutePlan& plan, const T
     for (int32_t s = plan.split_indptr[size_t(bh)]; s < plan.split_indptr[size_t(bh) + 1]; ++s)
       item_bh[size_t(s)] = bh;
 
+  const SplitFn split_fn = select_split_fn(D, G, kv.dtype == DType::BF16);
   pool.parallel_for(total_splits, [&](int64_t item) {
     const int bh = item_bh[size_t(item)];
     const int b = bh / H, h = bh % H;
@@ -135,10 +180,7 @@ void decode_cpu(const TensorView& q, const PagedKV& kv, RoutePlan& plan, const T
     for (int g = 0; g < G; ++g)
       for (int d = 0; d < D; ++d) qf[size_t(g) * D + d] = q.load(q.offset(b, h * G + g, d)) * plan.scale;
     const int32_t s0 = plan.split_begin[size_t(item)], s1 = plan.split_begin[size_t(item) + 1];
-    if (D == 64)
-      run_split<64>(qf.data(), G, kv, plan, b, h, s0, s1, results[size_t(item)]);
-    else
-      run_split<128>(qf.data(), G, kv, plan, b, h, s0, s1, results[size_t(item)]);
+    split_fn(qf.data(), G, kv, plan, b, h, s0, s1, results[size_t(item)]);
   });
 
   // Combine: merge the splits of each (b, h), normalise, write, finish the statistics.
