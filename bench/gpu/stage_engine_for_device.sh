@@ -17,10 +17,12 @@ src=$build/src
 mkdir -p "$build"
 rm -rf "$src.new" && mkdir -p "$src.new"
 git -C "$root" archive HEAD | tar -x -C "$src.new"
-# Refresh only changed files, so that make rebuilds only what changed.
+# Refresh only changed files, so that make rebuilds only what changed; drop removed ones.
+mkdir -p "$src"
 (cd "$src.new" && find . -type f | while read -r f; do
   cmp -s "$f" "$src/$f" || { mkdir -p "$src/$(dirname "$f")"; cp -p "$f" "$src/$f"; }
 done)
+(cd "$src" && find . -type f | while read -r f; do [ -e "$src.new/$f" ] || rm -f "$f"; done)
 cmake -S "$src" -B "$build/obj" -DCMAKE_BUILD_TYPE=Release -DCMAKE_DISABLE_FIND_PACKAGE_BLAS=ON \
   -DCMAKE_EXE_LINKER_FLAGS=-Wl,--as-needed >/dev/null
 cmake --build "$build/obj" --target test_cuda bench_engine sinkrouter -j"$(nproc)"

@@ -52,9 +52,20 @@ struct CudaForward::Buffers {
   float* host_logits = nullptr;    // pinned [B, V]
 };
 
+namespace {
+// The CUDA decoder bounds blocks by their min/max box only.
+void check_gpu_policy(const AttentionPolicy& p) {
+  p.validate();
+  SR_CHECK(p.kind != PolicyKind::SinkRouter || p.bound == BoundKind::Box,
+           "GPU engine: --bound {} is not implemented by the CUDA decoder (box only); use --bound box, or "
+           "--device cpu",
+           bound_name(p.bound));
+}
+}  // namespace
+
 CudaForward::CudaForward(const CudaModel& m, const std::vector<int64_t>& capacities, const AttentionPolicy& policy)
     : m_(m), policy_(policy), capacities_(capacities), lengths_(capacities.size(), 0) {
-  policy_.validate();
+  check_gpu_policy(policy_);
   SR_CHECK(!capacities.empty(), "GPU engine: a batch needs at least one sequence");
   const ModelConfig& c = m.config;
   const EngineOptions& o = m.options;
@@ -109,7 +120,7 @@ CudaForward::~CudaForward() {
 }
 
 void CudaForward::set_policy(const AttentionPolicy& policy) {
-  policy.validate();
+  check_gpu_policy(policy);
   policy_ = policy;
   decoders_.clear();
   if (graph_) {

@@ -13,6 +13,11 @@ void check_tokens(const std::vector<int32_t>& tokens, int n_vocab, const char* w
     SR_CHECK(t >= 0 && t < n_vocab, "{}: token id {} out of range (vocabulary of {})", what, t, n_vocab);
 }
 
+void check_no_observer(const AttentionObserver* observer) {
+  SR_CHECK(observer == nullptr,
+           "GPU engine: attention observers (sinkrouter analyze) run on the CPU engine only; use --device cpu");
+}
+
 void check_capacity(int64_t length, int64_t more, const CudaModel& m) {
   SR_CHECK(length + more <= m.capacity,
            "context over capacity: {} tokens in the session + {} new exceed the limit of {} tokens "
@@ -28,6 +33,7 @@ CudaSession::CudaSession(const CudaModel& m, const AttentionPolicy& policy)
 
 const std::vector<float>& CudaSession::prefill(const std::vector<int32_t>& tokens, const ProgressFn& progress) {
   SR_CHECK(!tokens.empty(), "prefill: no tokens");
+  check_no_observer(observer_);
   check_capacity(length(), int64_t(tokens.size()), m_);
   check_tokens(tokens, m_.config.n_vocab, "prefill");
   forward_.prefill(0, tokens.data(), int64_t(tokens.size()), progress, &logits_);
@@ -38,6 +44,7 @@ const std::vector<float>& CudaSession::prefill(const std::vector<int32_t>& token
 const std::vector<float>& CudaSession::decode(int32_t token) {
   SR_CHECK(token >= 0 && token < m_.config.n_vocab, "decode: token id {} out of range (vocabulary of {})", token,
            m_.config.n_vocab);
+  check_no_observer(observer_);
   check_capacity(length(), 1, m_);
   forward_.decode(&token, logits_);
   layer_stats_ = forward_.last_layer_stats()[0];

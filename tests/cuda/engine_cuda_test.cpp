@@ -352,6 +352,11 @@ TEST_F(CudaEngine, ClearErrors) {
   s->prefill({1, 2, 3});
   e = error_of([&] { s->decode(-4); });
   EXPECT_NE(e.find("decode: token id -4 out of range"), std::string::npos) << e;
+  AttentionPolicy basis;
+  basis.kind = PolicyKind::SinkRouter;
+  basis.bound = BoundKind::Basis;
+  e = error_of([&] { gpu.new_session(basis); });
+  EXPECT_NE(e.find("--bound basis is not implemented by the CUDA decoder (box only)"), std::string::npos) << e;
   EngineOptions o;
   o.model_path = model_path();
   o.device = "cuda";
