@@ -370,11 +370,12 @@ __global__ void __launch_bounds__(kThreads) route_select_kernel(const RouteArgs 
     block_sum(sums, s_sum);
     if (tid < kGChunk && g0 + tid < G) {
       const int64_t qi = int64_t(b) * a.num_q_heads + int64_t(h) * G + g0 + tid;
-      a.delta[qi] = float(s_sum[tid] * (1 + 1e-6));
-      a.skipped_v_bound[qi] = float(s_sum[kGChunk + tid] * (1 + 1e-6));
+      // Rounded up to float, as router.cpp does: a tiny bound must not underflow to 0.
+      a.delta[qi] = __double2float_ru(s_sum[tid] * (1 + 1e-6));
+      a.skipped_v_bound[qi] = __double2float_ru(s_sum[kGChunk + tid] * (1 + 1e-6));
     }
     if (tid == 0)
-      for (int k = 0; k < kGChunk && g0 + k < G; ++k) dmax = fmaxf(dmax, float(s_sum[k] * (1 + 1e-6)));
+      for (int k = 0; k < kGChunk && g0 + k < G; ++k) dmax = fmaxf(dmax, __double2float_ru(s_sum[k] * (1 + 1e-6)));
   }
   __syncthreads();  // keep[] final for the anchors below
   if (tid != 0) return;
