@@ -52,7 +52,7 @@ bin=$stash/bin
 cublas_dirs=""
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
          $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null); do
-  f=$(find "$d" -maxdepth 5 -name 'libcublasLt.so.13*' 2>/dev/null | head -1)
+  f=$(find -L "$d" -maxdepth 5 -name 'libcublasLt.so.13*' 2>/dev/null | head -1)
   [ -n "$f" ] && cublas_dirs="$cublas_dirs:$(dirname "$f")"
 done
 note "cuBLAS found in: ${cublas_dirs:-nowhere}"
