@@ -11,7 +11,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <fstream>
+#include <thread>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -42,6 +44,7 @@ struct BenchDecodeCli {
   std::vector<std::string> policies{"dense", "sinkrouter"};
   std::string text_file;
   int steps = 32, warmup = 2, repeats = 3;
+  int bandwidth_mib = 0;  // > 0: also measure memory bandwidth on buffers of this size
   bool json = false;
 };
 
@@ -85,6 +88,51 @@ int32_t argmax(const std::vector<float>& v) { return int32_t(std::max_element(v.
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// The floor a decode step is measured against: memory bandwidth of `threads` threads over
+// buffers far larger than the caches, best of 5 passes. read: each thread sums its share
+// of one buffer with 8-byte loads (the GEMV's pattern: read only); copy: memcpy of each
+// share to a second buffer, counted as bytes read + bytes written.
+nlohmann::json measure_bandwidth(int64_t mib, int threads) {
+  const size_t bytes = size_t(mib) << 20;
+  std::vector<uint64_t> a(bytes / 8), b(bytes / 8);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = i;  // touch every page (no zero-page reads)
+  std::fill(b.begin(), b.end(), 1);
+  auto best_of = [&](auto&& pass) {
+    double best = 1e30;
+    for (int r = 0; r < 5; ++r) {
+      const auto t0 = Clock::now();
+      std::vector<std::thread> pool;
+      for (int k = 0; k < threads; ++k) pool.emplace_back(pass, k);
+      for (auto& t : pool) t.join();
+      best = std::min(best, seconds_since(t0));
+    }
+    return best;
+  };
+  const size_t share = a.size() / size_t(threads);
+  std::vector<uint64_t> sums(static_cast<size_t>(threads));
+  const double read_s = best_of([&](int k) {
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    const uint64_t* p = a.data() + size_t(k) * share;
+    for (size_t i = 0; i + 4 <= share; i += 4) {
+      s0 += p[i];
+      s1 += p[i + 1];
+      s2 += p[i + 2];
+      s3 += p[i + 3];
+    }
+    sums[size_t(k)] = s0 + s1 + s2 + s3;
+  });
+  const double copy_s = best_of([&](int k) {
+    std::memcpy(b.data() + size_t(k) * share, a.data() + size_t(k) * share, share * 8);
+  });
+  uint64_t check = 0;
+  for (uint64_t v : sums) check += v;
+  return {{"buffer_mib", mib},
+          {"threads", threads},
+          {"read_gb_per_s", double(share * threads * 8) / read_s / 1e9},
+          {"copy_gb_per_s", 2.0 * double(share * threads * 8) / copy_s / 1e9},
+          {"checksum", check}};
+}
 
 // Timed greedy steps of one policy from a prefilled session.
 nlohmann::json bench_policy(const Session& prefilled, const std::vector<float>& prefill_logits,
@@ -184,6 +232,15 @@ int run(BenchDecodeCli o) {
       std::fflush(stdout);
     }
   }
+  nlohmann::json bandwidth;
+  if (o.bandwidth_mib > 0) {
+    const int threads = eo.threads > 0 ? eo.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+    bandwidth = measure_bandwidth(o.bandwidth_mib, threads);
+    if (!o.json)
+      fmt::print("memory bandwidth ({} threads, {} MiB): read {:.1f} GB/s, copy {:.1f} GB/s (read + write)\n",
+                 threads, o.bandwidth_mib, bandwidth["read_gb_per_s"].get<double>(),
+                 bandwidth["copy_gb_per_s"].get<double>());
+  }
   if (o.json) {
     const ModelConfig& cfg = engine.config();
     nlohmann::json j = {{"engine", "sinkrouter"},
@@ -197,6 +254,7 @@ int run(BenchDecodeCli o) {
                         {"steps", o.steps},
                         {"warmup", o.warmup},
                         {"repeats", o.repeats},
+                        {"memory_bandwidth", bandwidth},
                         {"runs", runs}};
     fmt::print("{}\n", j.dump(2));
   }
@@ -225,6 +283,10 @@ Runner register_bench_decode(CLI::App& app) {
   cmd->add_option("--warmup", o->warmup, "untimed decode steps before them")->check(CLI::Range(0, 1 << 20))->capture_default_str();
   cmd->add_option("--repeats", o->repeats, "repeats per policy (from the same prefill)")
       ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  cmd->add_option("--bandwidth-mib", o->bandwidth_mib,
+                  "also measure memory bandwidth (read, copy) on buffers of this many MiB (0: no)")
+      ->check(CLI::Range(0, 1 << 16))
       ->capture_default_str();
   cmd->add_flag("--json", o->json, "print one JSON object");
   return [o] { return run(*o); };

@@ -134,10 +134,11 @@ inline void prefetch_row(const uint16_t* p, int bytes) {
 }
 
 // Scores of 8 tokens at a time: per token and head, one vector of partial products over
-// D, then 8 tokens' vectors reduced together. Rows `ahead` tokens on (and this token's V
-// row) are prefetched.
+// D, then 8 tokens' vectors reduced together. `prefetch` bytes from the K row `ahead`
+// tokens on, and from this token's V row, are prefetched (0: none).
 template <int D, int G, bool BF>
-void span_scores_avx2(const float* q, const uint16_t* const* rows, int64_t vstride, int len, float* s) {
+void span_scores_avx2(const float* q, const uint16_t* const* rows, int64_t vstride, int len, float* s,
+                      int prefetch = D * 2) {
   constexpr int C = D / 8;
   constexpr int ahead = 4;
   alignas(32) __m256 part[G][8];
@@ -145,8 +146,8 @@ void span_scores_avx2(const float* q, const uint16_t* const* rows, int64_t vstri
     const int n = std::min(8, len - i0);
     for (int j = 0; j < n; ++j) {
       const uint16_t* k = rows[i0 + j];
-      if (i0 + j + ahead < len) prefetch_row(rows[i0 + j + ahead], D * 2);
-      prefetch_row(k + vstride, D * 2);
+      if (i0 + j + ahead < len) prefetch_row(rows[i0 + j + ahead], prefetch);
+      prefetch_row(k + vstride, prefetch);
       __m256 acc[G];
       for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_ps();
       for (int c = 0; c < C; ++c) {

@@ -42,93 +42,118 @@ void span_rows(const PagedKV& kv, const uint16_t* pages, int b, int h, int32_t b
   }
 }
 
-// One split of (b, h): its spans in order, the G query heads together. GS > 0: the group
-// size as a compile-time constant, for the AVX2 span kernels (cpu_span_kernels.h); GS = 0:
-// the generic loops. BF: bf16 storage, else f16.
+// One KV head's part of a work item: its pre-scaled queries [G][D], its spans
+// [span_begin, span_end) of the plan, where its partial state goes, and blasst's
+// bookkeeping of the block being read.
+struct SplitLane {
+  int h = 0;
+  const float* qf = nullptr;
+  int32_t span_begin = 0, span_end = 0;
+  SplitResult* r = nullptr;
+  int32_t last_block = -1;
+  bool block_v_read = false;
+};
+
+// One work item of sequence b: the lanes' spans in order, the G query heads of each lane
+// together. Several lanes (KV heads with the same spans, as under dense attention) go in
+// lockstep, span by span: a token's K (and V) rows of all heads are adjacent in a page, so
+// the item streams whole rows instead of one head's slice of each. GS > 0: the group size
+// as a compile-time constant, for the AVX2 span kernels (cpu_span_kernels.h); GS = 0: the
+// generic loops. BF: bf16 storage, else f16.
 template <int D, int GS, bool BF>
-void run_split(const float* qf, int G, const PagedKV& kv, const RoutePlan& plan, int b, int h,
-               int32_t span_begin, int32_t span_end, SplitResult& r) {
+void run_split(SplitLane* lanes, int nlanes, int G, const PagedKV& kv, const RoutePlan& plan, int b) {
   const uint16_t* pages = static_cast<const uint16_t*>(kv.pages);
   const int64_t vstride = kv.v_stride();
   const int QH = G * kv.num_kv_heads;
   const float log_thr = plan.policy.blasst_threshold > 0
                             ? float(std::log(plan.policy.blasst_threshold)) : kNegInf;
-  r.m.assign(size_t(G), kNegInf);
-  r.l.assign(size_t(G), 0.f);
-  r.acc.assign(size_t(G) * D, 0.f);
-  r.skipped_mass.assign(size_t(G), 0.0);
-  r.skipped_vnorm.assign(size_t(G), 0.0);
+  for (int j = 0; j < nlanes; ++j) {
+    SplitResult& r = *lanes[j].r;
+    r.m.assign(size_t(G), kNegInf);
+    r.l.assign(size_t(G), 0.f);
+    r.acc.assign(size_t(G) * D, 0.f);
+    r.skipped_mass.assign(size_t(G), 0.0);
+    r.skipped_vnorm.assign(size_t(G), 0.0);
+  }
+  // Lockstep lanes are heads lanes[0].h .. + nlanes - 1: the first one prefetches all
+  // their rows (adjacent), the others find them in cache.
+  const int lead_prefetch = D * 2 * nlanes;
 
   // Per-thread scratch: scores [G][len], row pointers, converted V rows [len][D].
   thread_local std::vector<float> scores, vbuf;
   thread_local std::vector<const uint16_t*> rows;
   alignas(64) float row[D];
-  int32_t last_block = -1;
-  bool block_v_read = false;
-  for (int32_t si = span_begin; si < span_end; ++si) {
-    const Span& sp = plan.spans[size_t(si)];
-    const int len = sp.end - sp.begin;
-    scores.resize(size_t(G) * size_t(len));
-    rows.resize(size_t(len));
-    span_rows(kv, pages, b, h, sp.begin, len, rows.data());
+  const int32_t count = lanes[0].span_end - lanes[0].span_begin;
+  for (int32_t k = 0; k < count; ++k)
+    for (int j = 0; j < nlanes; ++j) {
+      SplitLane& lane = lanes[j];
+      SplitResult& r = *lane.r;
+      const int h = lane.h;
+      const int32_t si = lane.span_begin + k;
+      const Span& sp = plan.spans[size_t(si)];
+      const int len = sp.end - sp.begin;
+      scores.resize(size_t(G) * size_t(len));
+      rows.resize(size_t(len));
+      span_rows(kv, pages, b, h, sp.begin, len, rows.data());
 #if defined(SR_SPAN_AVX2)
-    // The next span's first rows, while this one is computed.
-    if (si + 1 < span_end) {
-      const Span& next = plan.spans[size_t(si) + 1];
-      cpu::prefetch_row(pages + kv.k_offset(b, next.begin, h), D * 2);
-    }
+      // The next span's first rows, while this one is computed.
+      if (j == 0 && si + 1 < lane.span_end) {
+        const Span& next = plan.spans[size_t(si) + 1];
+        cpu::prefetch_row(pages + kv.k_offset(b, next.begin, h), lead_prefetch);
+      }
 #endif
-    // K pass: scores[g][i] = q'_g . k_i
+      // K pass: scores[g][i] = q'_g . k_i
 #if defined(SR_SPAN_AVX2)
-    if constexpr (GS > 0)
-      cpu::span_scores_avx2<D, GS, BF>(qf, rows.data(), vstride, len, scores.data());
-    else
+      if constexpr (GS > 0)
+        cpu::span_scores_avx2<D, GS, BF>(lane.qf, rows.data(), vstride, len, scores.data(),
+                                         j == 0 ? lead_prefetch : 0);
+      else
 #endif
-      cpu::span_scores_generic(qf, G, D, BF, rows.data(), len, scores.data(), row);
-    if (sp.kind == SpanKind::KeysOnly) {
-      if (sp.block != last_block) {
-        if (last_block >= 0 && !block_v_read) ++r.blocks_v_skipped;
-        last_block = sp.block;
-        block_v_read = false;
-      }
-      bool skip = true;
-      for (int g = 0; g < G && skip; ++g) {
-        const float thr = plan.sink_max[size_t(b) * QH + size_t(h) * G + g] + log_thr;
-        for (int i = 0; i < len; ++i) skip &= scores[size_t(g) * len + i] < thr;
-      }
-      if (skip) {
-        const float vmax = kv.has_summaries() ? kv.block_value_norm(b, sp.block, h)
-                                              : std::numeric_limits<float>::infinity();
-        for (int g = 0; g < G; ++g) {
-          const double ma = plan.sink_max[size_t(b) * QH + size_t(h) * G + g];
-          double mass = 0;
-          for (int i = 0; i < len; ++i) mass += std::exp(double(scores[size_t(g) * len + i]) - ma);
-          r.skipped_mass[size_t(g)] += mass;
-          r.skipped_vnorm[size_t(g)] += mass * vmax;
+        cpu::span_scores_generic(lane.qf, G, D, BF, rows.data(), len, scores.data(), row);
+      if (sp.kind == SpanKind::KeysOnly) {
+        if (sp.block != lane.last_block) {
+          if (lane.last_block >= 0 && !lane.block_v_read) ++r.blocks_v_skipped;
+          lane.last_block = sp.block;
+          lane.block_v_read = false;
         }
+        bool skip = true;
+        for (int g = 0; g < G && skip; ++g) {
+          const float thr = plan.sink_max[size_t(b) * QH + size_t(h) * G + g] + log_thr;
+          for (int i = 0; i < len; ++i) skip &= scores[size_t(g) * len + i] < thr;
+        }
+        if (skip) {
+          const float vmax = kv.has_summaries() ? kv.block_value_norm(b, sp.block, h)
+                                                : std::numeric_limits<float>::infinity();
+          for (int g = 0; g < G; ++g) {
+            const double ma = plan.sink_max[size_t(b) * QH + size_t(h) * G + g];
+            double mass = 0;
+            for (int i = 0; i < len; ++i) mass += std::exp(double(scores[size_t(g) * len + i]) - ma);
+            r.skipped_mass[size_t(g)] += mass;
+            r.skipped_vnorm[size_t(g)] += mass * vmax;
+          }
+          continue;
+        }
+        lane.block_v_read = true;
+        r.v_tokens_read += len;
+      }
+      // Online softmax (rescale each head's state to the new maximum, scores into weights),
+      // then the V pass: acc_g += p_gi * v_i.
+#if defined(SR_SPAN_AVX2)
+      if constexpr (GS > 0) {
+        vbuf.resize(size_t(len) * D);
+        cpu::span_softmax_avx2<D>(scores.data(), G, len, r.m.data(), r.l.data(), r.acc.data());
+        cpu::span_values_avx2<D, GS, BF>(scores.data(), rows.data(), vstride, len, r.acc.data(), vbuf.data());
         continue;
       }
-      block_v_read = true;
-      r.v_tokens_read += len;
-    }
-    // Online softmax (rescale each head's state to the new maximum, scores into weights),
-    // then the V pass: acc_g += p_gi * v_i.
-#if defined(SR_SPAN_AVX2)
-    if constexpr (GS > 0) {
-      vbuf.resize(size_t(len) * D);
-      cpu::span_softmax_avx2<D>(scores.data(), G, len, r.m.data(), r.l.data(), r.acc.data());
-      cpu::span_values_avx2<D, GS, BF>(scores.data(), rows.data(), vstride, len, r.acc.data(), vbuf.data());
-      continue;
-    }
 #endif
-    cpu::span_softmax_generic(scores.data(), G, len, r.m.data(), r.l.data(), r.acc.data(), D);
-    cpu::span_values_generic(scores.data(), G, D, BF, rows.data(), vstride, len, r.acc.data(), row);
-  }
-  if (last_block >= 0 && !block_v_read) ++r.blocks_v_skipped;
+      cpu::span_softmax_generic(scores.data(), G, len, r.m.data(), r.l.data(), r.acc.data(), D);
+      cpu::span_values_generic(scores.data(), G, D, BF, rows.data(), vstride, len, r.acc.data(), row);
+    }
+  for (int j = 0; j < nlanes; ++j)
+    if (lanes[j].last_block >= 0 && !lanes[j].block_v_read) ++lanes[j].r->blocks_v_skipped;
 }
 
-using SplitFn = void (*)(const float*, int, const PagedKV&, const RoutePlan&, int, int, int32_t, int32_t,
-                         SplitResult&);
+using SplitFn = void (*)(SplitLane*, int, int, const PagedKV&, const RoutePlan&, int);
 
 template <int D, bool BF>
 SplitFn split_fn_for_group(int G) {
@@ -155,6 +180,31 @@ SplitFn select_split_fn(int D, int G, bool bf) {
   return bf ? split_fn_for_group<128, true>(G) : split_fn_for_group<128, false>(G);
 }
 
+// Whether every KV head of sequence b has the spans and splits of head 0 (dense always
+// does), so that its splits can run all heads in lockstep.
+bool heads_share_spans(const RoutePlan& plan, int b) {
+  const int H = plan.num_kv_heads;
+  const int bh0 = b * H;
+  const int32_t n0 = plan.span_indptr[size_t(bh0) + 1] - plan.span_indptr[size_t(bh0)];
+  const int32_t s0 = plan.num_splits(bh0);
+  for (int h = 1; h < H; ++h) {
+    const int bh = bh0 + h;
+    if (plan.span_indptr[size_t(bh) + 1] - plan.span_indptr[size_t(bh)] != n0 || plan.num_splits(bh) != s0)
+      return false;
+    const int32_t off = plan.span_indptr[size_t(bh)] - plan.span_indptr[size_t(bh0)];
+    for (int32_t i = 0; i < n0; ++i) {
+      const Span& a = plan.spans[size_t(plan.span_indptr[size_t(bh0)] + i)];
+      const Span& c = plan.spans[size_t(plan.span_indptr[size_t(bh)] + i)];
+      if (a.begin != c.begin || a.end != c.end || a.kind != c.kind) return false;
+    }
+    for (int32_t s = 0; s < s0; ++s)
+      if (plan.split_begin[size_t(plan.split_indptr[size_t(bh)] + s)] !=
+          plan.split_begin[size_t(plan.split_indptr[size_t(bh0)] + s)] + off)
+        return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 void decode_cpu(const TensorView& q, const PagedKV& kv, RoutePlan& plan, const TensorView& out,
@@ -166,21 +216,41 @@ void decode_cpu(const TensorView& q, const PagedKV& kv, RoutePlan& plan, const T
   const int B = kv.batch, H = kv.num_kv_heads, D = kv.head_dim, G = plan.group, QH = G * H;
   const int64_t total_splits = plan.split_indptr.back();
   std::vector<SplitResult> results(static_cast<size_t>(total_splits));
-  // Work items: every split of every (b, h).
-  std::vector<int32_t> item_bh(static_cast<size_t>(total_splits));
-  for (int bh = 0; bh < B * H; ++bh)
-    for (int32_t s = plan.split_indptr[size_t(bh)]; s < plan.split_indptr[size_t(bh) + 1]; ++s)
-      item_bh[size_t(s)] = bh;
-
+  // Queries per query head, pre-scaled: scores are q' . k.
+  std::vector<float> qf(size_t(B) * QH * D);
+  for (int b = 0; b < B; ++b)
+    for (int qh = 0; qh < QH; ++qh)
+      for (int d = 0; d < D; ++d)
+        qf[(size_t(b) * QH + qh) * D + d] = q.load(q.offset(b, qh, d)) * plan.scale;
+  // Work items: each split of each (b, h); or, where all heads of b share their spans,
+  // each split of b with every head in lockstep.
+  struct Item {
+    int b, h0, heads;
+    int32_t split;  // index of the split within its (b, h)
+  };
+  std::vector<Item> items;
+  for (int b = 0; b < B; ++b) {
+    const bool shared = H > 1 && heads_share_spans(plan, b);
+    for (int h = 0; h < H; h += shared ? H : 1)
+      for (int32_t s = 0; s < plan.num_splits(b * H + h); ++s) items.push_back({b, h, shared ? H : 1, s});
+  }
   const SplitFn split_fn = select_split_fn(D, G, kv.dtype == DType::BF16);
-  pool.parallel_for(total_splits, [&](int64_t item) {
-    const int bh = item_bh[size_t(item)];
-    const int b = bh / H, h = bh % H;
-    std::vector<float> qf(size_t(G) * D);
-    for (int g = 0; g < G; ++g)
-      for (int d = 0; d < D; ++d) qf[size_t(g) * D + d] = q.load(q.offset(b, h * G + g, d)) * plan.scale;
-    const int32_t s0 = plan.split_begin[size_t(item)], s1 = plan.split_begin[size_t(item) + 1];
-    split_fn(qf.data(), G, kv, plan, b, h, s0, s1, results[size_t(item)]);
+  pool.parallel_for(int64_t(items.size()), [&](int64_t i) {
+    const Item& it = items[size_t(i)];
+    SplitLane lanes[16];
+    std::vector<SplitLane> many;
+    SplitLane* lane = it.heads <= 16 ? lanes : (many.resize(size_t(it.heads)), many.data());
+    for (int j = 0; j < it.heads; ++j) {
+      const int h = it.h0 + j, bh = it.b * H + h;
+      const int32_t item = plan.split_indptr[size_t(bh)] + it.split;
+      lane[j] = SplitLane{};
+      lane[j].h = h;
+      lane[j].qf = &qf[(size_t(it.b) * QH + size_t(h) * G) * D];
+      lane[j].span_begin = plan.split_begin[size_t(item)];
+      lane[j].span_end = plan.split_begin[size_t(item) + 1];
+      lane[j].r = &results[size_t(item)];
+    }
+    split_fn(lane, it.heads, G, kv, plan, it.b);
   });
 
   // Combine: merge the splits of each (b, h), normalise, write, finish the statistics.
