@@ -52,6 +52,7 @@ void draw_heatmaps(const std::string& out) {
 int run(AnalyzeCli& o) {
   SR_CHECK(o.steps >= 1 && o.steps < o.context, "analyze: --steps {} must be in [1, context {})", o.steps, o.context);
   EngineOptions eo = o.engine.resolve();
+  if (eo.device == "auto") eo.device = "cpu";  // observers run on the CPU engine only
   if (eo.max_context == 0) eo.max_context = o.context;
   SR_CHECK(eo.max_context >= o.context, "analyze: --max-context {} is below --context {}", eo.max_context, o.context);
   const Engine engine(eo);

@@ -27,9 +27,13 @@ void PolicyOptions::add_to(CLI::App* cmd) {
   cmd->add_option("--bound", bound, "sinkrouter: block score bound: box, basis (principal key basis) or min")
       ->check(CLI::IsMember({"box", "basis", "min"}))
       ->capture_default_str();
-  cmd->add_option("--spread", policy.spread,
-                  "fast: block score estimate = centre + spread * (bound - centre) (1: the bound)")
-      ->check(CLI::Range(0.0, 1.0))
+  cmd->add_option("--estimate", estimate,
+                  "fast: block score estimate from its box: bound (centre + spread * L1 half-width; spread 1 = "
+                  "the bound) or gauss (centre + spread * L2 norm of q * half-widths)")
+      ->check(CLI::IsMember({"bound", "gauss"}))
+      ->capture_default_str();
+  cmd->add_option("--spread", policy.spread, "fast: the estimate's spread factor (see --estimate)")
+      ->check(CLI::Range(0.0, 16.0))
       ->capture_default_str();
   cmd->add_option("--blasst-threshold", policy.blasst_threshold, "blasst: skip V when exp(s - m_A) < this")
       ->check(CLI::Range(0.0, 1.0))
@@ -41,6 +45,7 @@ AttentionPolicy PolicyOptions::resolve() const {
   p.kind = parse_policy_kind(name);
   p.mode = parse_router_mode(mode);
   p.bound = parse_bound_kind(bound);
+  p.estimate = parse_estimate_kind(estimate);
   p.validate();
   return p;
 }

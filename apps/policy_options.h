@@ -13,10 +13,11 @@ struct PolicyOptions {
   std::string name = "dense";
   std::string mode = "certified";
   std::string bound = "box";
+  std::string estimate = "bound";
   AttentionPolicy policy;  // numeric parameters, defaults as in policy.h
 
   // Adds --policy, --mode, --epsilon, --tau, --window, --sink-tokens, --quest-budget,
-  // --bound, --spread, --blasst-threshold to `cmd`.
+  // --bound, --estimate, --spread, --blasst-threshold to `cmd`.
   void add_to(CLI::App* cmd);
   // Resolves names into `policy` (throws Error on bad values).
   AttentionPolicy resolve() const;

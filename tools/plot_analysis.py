@@ -113,8 +113,39 @@ def main():
     panel(axes[3], kv_grid(r, lambda k: k["variance_top8"]), "key variance in the top 8 principal dirs",
           vmin=0, vmax=1, xlabel="KV head", fmt="{:.2f}")
     save(fig, out_dir, "kv_heads.png", written)
+    if "curves" in r:
+        plot_curves(r["curves"], out_dir, written)
     for w in written:
         print(w)
+
+
+def plot_curves(curves, out_dir, written):
+    """Blocks read against the loss, per estimator: threshold routing (solid) and top-k
+    routing (dashed), on this exact attention (no model feedback)."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+    names = list(curves["estimators"].keys())
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, name in enumerate(names):
+        c = colors[i % len(colors)]
+        for rule, style in (("threshold", "-"), ("rank", "--")):
+            pts = curves["estimators"][name][rule]
+            xs = [p["read"] for p in pts]
+            for ax, key in zip(axes, ("error_mean", "over_1pct", "missed_mean")):
+                ys = [max(p[key], 1e-7) for p in pts]
+                ax.plot(xs, ys, style, color=c, label=f"{name} ({rule})" if key == "error_mean" else None,
+                        marker="." if rule == "threshold" else None, markersize=3, linewidth=1)
+    titles = ("mean relative output error ||o - o_r|| / ||o||", "query-head-steps with error > 1 %",
+              "mean skipped attention mass")
+    for ax, t in zip(axes, titles):
+        ax.set_yscale("log")
+        ax.set_xlabel("routable blocks read (fraction)")
+        ax.set_title(t, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.set_xlim(0, 1)
+    axes[0].legend(fontsize=6, ncol=2)
+    fig.suptitle("block selection on exact attention: threshold (sinkrouter fast) vs top-k (quest), per estimator",
+                 fontsize=10)
+    save(fig, out_dir, "curves.png", written)
 
 
 if __name__ == "__main__":

@@ -114,6 +114,12 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
            "decode (CUDA): policy {} is not implemented on the GPU yet (dense, sinkrouter, streaming and quest "
            "are; use decode_cpu for {})",
            policy_name(policy.kind), policy_name(policy.kind));
+  SR_CHECK(policy.kind != PolicyKind::SinkRouter ||
+               (policy.bound == BoundKind::Box &&
+                (policy.mode != RouterMode::Fast || (policy.estimate == EstimateKind::Bound && policy.spread == 1.0))),
+           "decode (CUDA): sinkrouter with bound '{}', estimate '{}' and spread {:g} is not implemented on the GPU "
+           "yet (the box bound, estimate 'bound' with spread 1 is; use the CPU for the others)",
+           bound_name(policy.bound), estimate_name(policy.estimate), policy.spread);
   SR_CHECK(kv.dtype == DType::BF16 || kv.dtype == DType::F16,
            "decode (CUDA): KV dtype {} is not supported (expected bf16 or f16)", dtype_name(kv.dtype));
   SR_CHECK(kv.head_dim == 64 || kv.head_dim == 128,

@@ -46,6 +46,20 @@ BoundKind parse_bound_kind(const std::string& name) {
   fail("unknown bound '{}' (expected box, basis or min)", name);
 }
 
+const char* estimate_name(EstimateKind e) {
+  switch (e) {
+    case EstimateKind::Bound: return "bound";
+    case EstimateKind::Gauss: return "gauss";
+  }
+  return "?";
+}
+
+EstimateKind parse_estimate_kind(const std::string& name) {
+  for (EstimateKind e : {EstimateKind::Bound, EstimateKind::Gauss})
+    if (name == estimate_name(e)) return e;
+  fail("unknown estimate '{}' (expected bound or gauss)", name);
+}
+
 void AttentionPolicy::validate() const {
   SR_CHECK(epsilon >= 0 && epsilon <= 1, "policy: epsilon {} out of range (expected 0 to 1)", epsilon);
   SR_CHECK(tau >= 0 && tau <= 1, "policy: tau {} out of range (expected 0 to 1)", tau);
@@ -54,7 +68,9 @@ void AttentionPolicy::validate() const {
   SR_CHECK(quest_budget >= 1, "policy: quest_budget {} must be at least 1 token", quest_budget);
   SR_CHECK(blasst_threshold >= 0 && blasst_threshold <= 1,
            "policy: blasst_threshold {} out of range (expected 0 to 1)", blasst_threshold);
-  SR_CHECK(spread >= 0 && spread <= 1, "policy: spread {} out of range (expected 0 to 1)", spread);
+  SR_CHECK(spread >= 0 && spread <= (estimate == EstimateKind::Bound ? 1.0 : 16.0),
+           "policy: spread {} out of range (expected 0 to {} for estimate '{}')", spread,
+           estimate == EstimateKind::Bound ? 1 : 16, estimate_name(estimate));
 }
 
 std::string AttentionPolicy::describe() const {
@@ -64,7 +80,10 @@ std::string AttentionPolicy::describe() const {
       // Options at their old defaults are left out, so that earlier result logs still match.
       std::string extra;
       if (bound != BoundKind::Box) extra += fmt::format(", bound={}", bound_name(bound));
-      if (mode == RouterMode::Fast && spread != 1.0) extra += fmt::format(", spread={:g}", spread);
+      if (mode == RouterMode::Fast && estimate != EstimateKind::Bound)
+        extra += fmt::format(", estimate={}", estimate_name(estimate));
+      if (mode == RouterMode::Fast && (spread != 1.0 || estimate != EstimateKind::Bound))
+        extra += fmt::format(", spread={:g}", spread);
       return mode == RouterMode::Certified
                  ? fmt::format("sinkrouter(certified, eps={:g}, window={}{})", epsilon, window, extra)
                  : fmt::format("sinkrouter(fast, tau={:g}, window={}{})", tau, window, extra);

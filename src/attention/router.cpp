@@ -109,9 +109,8 @@ void sink_signal(const float* qf, int G, int D, const PagedKV& kv, int b, int h,
 
 // Score bounds of the routable blocks of one (sequence, KV head) for its G query heads:
 // the box bound (float, raised by its rounding-error bound), the rotated-box bound in the
-// key basis (float64 with its slack, kv/key_basis.h), or the smaller of the two. With
-// `centre`, also the score of the box centre q . (lo + hi) / 2 of the same summary (the
-// fast mode's estimate interpolates between the two).
+// key basis (float64 with its slack, kv/key_basis.h), or the smaller of the two; and the
+// fast mode's estimate from the same boxes.
 class BlockBounds {
  public:
   BlockBounds(const float* qf, int G, int D, const PagedKV& kv, int b, int h, bool box, bool basis)
@@ -141,35 +140,39 @@ class BlockBounds {
       cpu::row_to_float(row + D_, bf_, bhi_.data(), D_);
     }
   }
-  double bound(int g, double* centre) const {
-    double u = std::numeric_limits<double>::infinity(), c = u;
+  // The bound u of head g's scores in the loaded block; with `estimate`, also the fast
+  // mode's estimate of its largest score (policy.h, EstimateKind), never above u.
+  double bound(int g, const AttentionPolicy* policy, double* estimate) const {
+    double u = std::numeric_limits<double>::infinity(), e = u;
     if (box_) {
       const float* q = qf_ + size_t(g) * D_;
       float mag;
       u = double(cpu::box_max_dot(q, lo_.data(), hi_.data(), D_, &mag)) + cpu::dot_error_factor(D_) * mag;
-      if (centre) {
-        double s = 0;
-        for (int d = 0; d < D_; ++d) s += double(q[d]) * 0.5 * (double(lo_[size_t(d)]) + hi_[size_t(d)]);
-        c = s;
-      }
+      if (estimate) e = box_estimate(q, lo_.data(), hi_.data(), *policy);
     }
     if (basis_) {
       const double* q = &qrot_[size_t(g) * D_];
       const double ub = rotated_box_bound(q, qnorm_[size_t(g)], blo_.data(), bhi_.data(), D_, kv_.basis_error);
-      if (ub < u) {
-        u = ub;
-        if (centre) {
-          double s = 0;
-          for (int d = 0; d < D_; ++d) s += q[d] * 0.5 * (double(blo_[size_t(d)]) + bhi_[size_t(d)]);
-          c = s;
-        }
-      }
+      u = std::min(u, ub);
+      if (estimate) e = std::min(e, box_estimate(q, blo_.data(), bhi_.data(), *policy));
     }
-    if (centre) *centre = std::min(c, u);
+    if (estimate) *estimate = std::min(e, u);
     return u;
   }
 
  private:
+  template <typename Q>
+  double box_estimate(const Q* q, const float* lo, const float* hi, const AttentionPolicy& p) const {
+    double c = 0, l1 = 0, l2 = 0;
+    for (int d = 0; d < D_; ++d) {
+      const double qd = double(q[d]), w = 0.5 * (double(hi[d]) - double(lo[d]));
+      c += qd * 0.5 * (double(hi[d]) + double(lo[d]));
+      l1 += std::fabs(qd) * w;
+      l2 += qd * w * qd * w;
+    }
+    return c + p.spread * (p.estimate == EstimateKind::Gauss ? std::sqrt(l2) : l1);
+  }
+
   const float* qf_;
   int G_, D_;
   const PagedKV& kv_;
@@ -282,7 +285,8 @@ RoutePlan plan_decode(const TensorView& q, const PagedKV& kv, const AttentionPol
         const bool router = kind == PolicyKind::SinkRouter;
         const bool use_box = !router || policy.bound != BoundKind::Basis;
         const bool use_basis = router && policy.bound != BoundKind::Box;
-        const bool estimate = router && policy.mode == RouterMode::Fast && policy.spread != 1.0;
+        const bool estimate = router && policy.mode == RouterMode::Fast &&
+                              (policy.spread != 1.0 || policy.estimate != EstimateKind::Bound);
         SR_CHECK(!use_basis || kv.has_key_basis(),
                  "decode: bound '{}' needs a key basis in the KV cache (PagedKVCache::set_key_basis; the engine "
                  "fits one on the prompt's keys)", bound_name(policy.bound));
@@ -291,14 +295,11 @@ RoutePlan plan_decode(const TensorView& q, const PagedKV& kv, const AttentionPol
         for (int64_t j = 0; j < nbr; ++j) {
           bb.load(j);
           for (int g = 0; g < G; ++g) {
-            double centre;
-            const double u = bb.bound(g, estimate ? &centre : nullptr);
+            double est;
+            const double u = bb.bound(g, &policy, estimate ? &est : nullptr);
             ubound[size_t(j)] = std::max(ubound[size_t(j)], float(u));
             bterm[size_t(j) * G + g] = double(R) * std::exp(u - m[size_t(g)]) / z[size_t(g)];
-            if (estimate) {
-              const double est = centre + policy.spread * (u - centre);
-              eterm[size_t(j) * G + g] = double(R) * std::exp(est - m[size_t(g)]) / z[size_t(g)];
-            }
+            if (estimate) eterm[size_t(j) * G + g] = double(R) * std::exp(est - m[size_t(g)]) / z[size_t(g)];
           }
         }
       }

@@ -130,13 +130,24 @@ GenerateResult Engine::generate(const std::vector<int32_t>& prompt, const Attent
            "context over capacity: the prompt has {} tokens and {} new tokens were asked for, {} in all, "
            "but the limit is {} tokens (the model was trained for {})",
            prompt.size(), o.max_new_tokens, need, impl_->model.capacity, config().context_length);
-  GenerateResult r;
-  r.prompt_tokens = prompt;
   auto session = new_session(policy);
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
   std::vector<float> logits = session->prefill(prompt, o.prefill_progress);
-  r.prefill_seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  const double prefill_seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  GenerateResult r = continue_generation(*session, std::move(logits), o);
+  r.prompt_tokens = prompt;
+  r.prefill_seconds = prefill_seconds;
+  return r;
+}
+
+GenerateResult Engine::continue_generation(Session& session, std::vector<float> logits,
+                                           const GenerateOptions& o) const {
+  SR_CHECK(o.max_new_tokens >= 0, "max_new_tokens {} must not be negative", o.max_new_tokens);
+  SR_CHECK(o.temperature >= 0, "temperature {} must not be negative", o.temperature);
+  SR_CHECK(o.top_p > 0 && o.top_p <= 1, "top-p {} out of range (expected (0, 1])", o.top_p);
+  GenerateResult r;
+  using clock = std::chrono::steady_clock;
   uint64_t rng = o.seed * 0x9E3779B97F4A7C15ULL + 1;
   Tokenizer::StreamDecoder stream(impl_->tokenizer);
   const auto t1 = clock::now();
@@ -150,13 +161,13 @@ GenerateResult Engine::generate(const std::vector<int32_t>& prompt, const Attent
     const std::string piece = stream.push(next);
     r.text += piece;
     if (o.on_token && !o.on_token(next, piece)) break;
-    if (i + 1 < o.max_new_tokens) logits = session->decode(next);
+    if (i + 1 < o.max_new_tokens) logits = session.decode(next);
   }
   const std::string rest = stream.flush();
   r.text += rest;
   if (o.on_token && !rest.empty()) o.on_token(-1, rest);
   r.decode_seconds = std::chrono::duration<double>(clock::now() - t1).count();
-  r.stats = session->total_stats();
+  r.stats = session.total_stats();
   return r;
 }
 

@@ -74,7 +74,8 @@ const std::vector<double>& curve_taus() {
 }
 
 const std::vector<double>& curve_fractions() {
-  static const std::vector<double> f = {0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0};
+  static const std::vector<double> f = {0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55,
+                                        0.6,  0.65, 0.7, 0.75, 0.8,  0.85, 0.9, 0.95, 1.0};
   return f;
 }
 
@@ -92,6 +93,7 @@ RoutingCurves::RoutingCurves(int n_layers) {
   SR_CHECK(n_layers >= 1, "routing curves: {} layers", n_layers);
   auto init = [](Curves& c) {
     for (auto& x : c.threshold) x.assign(curve_taus().size(), CurvePoint{});
+    for (auto& x : c.budget) x.assign(curve_taus().size(), CurvePoint{});
     for (auto& x : c.rank) x.assign(curve_fractions().size(), CurvePoint{});
   };
   init(all_);
@@ -109,6 +111,7 @@ void RoutingCurves::add(int layer, const BlockAttention& a) {
   std::vector<uint8_t> keep(static_cast<size_t>(J));
   std::vector<double> score(static_cast<size_t>(J));
   std::vector<int32_t> order(static_cast<size_t>(J));
+  const auto& taus = curve_taus();
   for (int e = 0; e < kEstimators; ++e) {
     const double* lt = &a.log_term[size_t(e) * G * J];
     // The group's score of a block: its largest term over the G heads.
@@ -117,7 +120,6 @@ void RoutingCurves::add(int layer, const BlockAttention& a) {
       for (int g = 0; g < G; ++g) m = std::max(m, lt[size_t(g) * J + j]);
       score[size_t(j)] = m;
     }
-    const auto& taus = curve_taus();
     for (size_t i = 0; i < taus.size(); ++i) {
       const double lt_tau = std::log(taus[i]);
       for (int j = 0; j < J; ++j) keep[size_t(j)] = score[size_t(j)] > lt_tau;
@@ -128,6 +130,24 @@ void RoutingCurves::add(int layer, const BlockAttention& a) {
     }
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return score[size_t(x)] > score[size_t(y)]; });
+    // Budget: skip from the smallest group score up while every head's sum of estimated
+    // terms stays within epsilon.
+    for (size_t i = 0; i < taus.size(); ++i) {
+      std::fill(keep.begin(), keep.end(), 1);
+      std::vector<double> total(size_t(G), 0.0);
+      for (int r = J - 1; r >= 0; --r) {
+        const int j = order[size_t(r)];
+        bool fits = true;
+        for (int g = 0; g < G; ++g) fits &= total[size_t(g)] + std::exp(lt[size_t(g) * J + j]) <= taus[i];
+        if (!fits) break;
+        for (int g = 0; g < G; ++g) total[size_t(g)] += std::exp(lt[size_t(g) * J + j]);
+        keep[size_t(j)] = 0;
+      }
+      CurvePoint p;
+      score_decision(a, keep, p);
+      merge(all_.budget[size_t(e)][i], p);
+      merge(layers_[size_t(layer)].budget[size_t(e)][i], p);
+    }
     const auto& fr = curve_fractions();
     for (size_t i = 0; i < fr.size(); ++i) {
       const int64_t k = std::min<int64_t>(J, int64_t(std::ceil(fr[i] * J - 1e-9)));
@@ -145,10 +165,11 @@ nlohmann::json RoutingCurves::to_json() const {
   auto curves = [](const Curves& c) {
     nlohmann::json j;
     for (int e = 0; e < kEstimators; ++e) {
-      nlohmann::json th = nlohmann::json::array(), rk = nlohmann::json::array();
+      nlohmann::json th = nlohmann::json::array(), bu = nlohmann::json::array(), rk = nlohmann::json::array();
       for (const auto& p : c.threshold[size_t(e)]) th.push_back(p.to_json());
+      for (const auto& p : c.budget[size_t(e)]) bu.push_back(p.to_json());
       for (const auto& p : c.rank[size_t(e)]) rk.push_back(p.to_json());
-      j[estimator_name(e)] = {{"threshold", th}, {"rank", rk}};
+      j[estimator_name(e)] = {{"threshold", th}, {"budget", bu}, {"rank", rk}};
     }
     return j;
   };

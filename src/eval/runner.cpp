@@ -97,11 +97,33 @@ std::vector<TaskSample> EvalRunner::load_file_task(const std::string& task, int6
   return samples;
 }
 
+PrefilledPrompt& EvalRunner::prefilled(const std::vector<int32_t>& prompt) {
+  if (prefilled_.session && prefilled_.prompt == prompt) return prefilled_;
+  prefilled_ = PrefilledPrompt{};
+  prefilled_.prompt = prompt;
+  prefilled_.session = engine_.new_session(dense_policy());
+  const auto t0 = std::chrono::steady_clock::now();
+  prefilled_.logits = prefilled_.session->prefill(prompt);
+  prefilled_.prefill_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return prefilled_;
+}
+
 SampleRecord EvalRunner::run_generation(const TaskSample& s, const AttentionPolicy& p, int64_t context) {
   const std::vector<int32_t> prompt = prompt_tokens(s);
   GenerateOptions g;
   g.max_new_tokens = s.max_new_tokens;
-  const GenerateResult r = engine_.generate(prompt, p, g);
+  const int64_t capacity =
+      engine_.options().max_context > 0 ? engine_.options().max_context : engine_.config().context_length;
+  SR_CHECK(int64_t(prompt.size()) + g.max_new_tokens <= capacity,
+           "context over capacity: {} prompt tokens and {} new tokens exceed the limit of {} tokens (raise --max-context)",
+           prompt.size(), g.max_new_tokens, capacity);
+  // Prefill once per sample (dense under every policy), then a fork per policy.
+  PrefilledPrompt& pre = prefilled(prompt);
+  std::unique_ptr<Session> session = pre.session->fork();
+  session->set_policy(p);
+  GenerateResult r = engine_.continue_generation(*session, pre.logits, g);
+  r.prompt_tokens = prompt;
+  r.prefill_seconds = pre.prefill_seconds;
   SampleRecord rec;
   rec.task = s.task;
   rec.context = context;
@@ -143,22 +165,38 @@ SampleRecord EvalRunner::run_fidelity(int index, int64_t context, const Attentio
   const std::vector<int32_t> prefix(tokens.begin(), tokens.begin() + long(first));
 
   const bool is_dense = p.kind == PolicyKind::Dense;
-  auto dense = engine_.new_session(dense_policy());
-  const auto t0 = std::chrono::steady_clock::now();
-  std::vector<float> ld = dense->prefill(prefix);
-  std::vector<float> lp = ld;  // prefill is dense under every policy: fork instead of redoing it
-  std::unique_ptr<Session> routed = is_dense ? nullptr : dense->fork();
-  if (routed) routed->set_policy(p);
-  const auto t1 = std::chrono::steady_clock::now();
-  FidelityAccumulator acc(even_bucket_edges(first, context, o_.fidelity_buckets));
-  for (int64_t t = first; t < context; ++t) {
-    acc.add(t, ld, lp, tokens[size_t(t)]);
-    if (t + 1 == context) break;
-    ld = dense->decode(tokens[size_t(t)]);
-    lp = is_dense ? ld : routed->decode(tokens[size_t(t)]);
+  // The prefix is prefilled once (dense, as under every policy) and the dense logits of
+  // every teacher-forced step are kept; each policy then decodes a fork of the prefill.
+  PrefilledPrompt& pre = prefilled(prefix);
+  if (pre.dense_steps.empty()) {
+    std::unique_ptr<Session> dense = pre.session->fork();
+    const auto t0 = std::chrono::steady_clock::now();
+    pre.dense_steps.push_back(pre.logits);
+    for (int64_t t = first; t + 1 < context; ++t) pre.dense_steps.push_back(dense->decode(tokens[size_t(t)]));
+    pre.dense_decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    pre.dense_stats = dense->total_stats();
   }
-  const auto t2 = std::chrono::steady_clock::now();
-  const HeadStats stats = is_dense ? dense->total_stats() : routed->total_stats();
+  FidelityAccumulator acc(even_bucket_edges(first, context, o_.fidelity_buckets));
+  HeadStats stats = pre.dense_stats;
+  double decode_seconds = pre.dense_decode_seconds;
+  if (is_dense) {
+    for (int64_t t = first; t < context; ++t) {
+      const auto& ld = pre.dense_steps[size_t(t - first)];
+      acc.add(t, ld, ld, tokens[size_t(t)]);
+    }
+  } else {
+    std::unique_ptr<Session> routed = pre.session->fork();
+    routed->set_policy(p);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<float> lp = pre.logits;
+    for (int64_t t = first; t < context; ++t) {
+      acc.add(t, pre.dense_steps[size_t(t - first)], lp, tokens[size_t(t)]);
+      if (t + 1 == context) break;
+      lp = routed->decode(tokens[size_t(t)]);
+    }
+    decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    stats = routed->total_stats();
+  }
   const FidelityBucket total = acc.total();
   SampleRecord rec;
   rec.task = "fidelity";
@@ -171,8 +209,8 @@ SampleRecord EvalRunner::run_fidelity(int index, int64_t context, const Attentio
   rec.bytes_dense = stats.bytes_dense;
   rec.delta_max = stats.delta;
   rec.prompt_tokens = context;
-  rec.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
-  rec.decode_seconds = std::chrono::duration<double>(t2 - t1).count();
+  rec.prefill_seconds = pre.prefill_seconds;
+  rec.decode_seconds = decode_seconds;
   rec.extra = {{"document", doc}, {"start_char", start}, {"fidelity", acc.to_json()},
                {"kl_mean", total.kl_mean()}, {"kl_max", total.kl_max}, {"ppl_dense", total.ppl_dense()},
                {"ppl_policy", total.ppl_policy()}};

@@ -22,7 +22,7 @@ void check_keys(const nlohmann::json& j, const std::set<std::string>& allowed, c
 
 AttentionPolicy policy_from_json(const nlohmann::json& j, const std::string& where) {
   check_keys(j, {"name", "mode", "epsilon", "tau", "window", "sink_tokens", "quest_budget", "blasst_threshold",
-                 "bound", "spread"},
+                 "bound", "estimate", "spread"},
              where);
   SR_CHECK(j.contains("name"), "{}: a policy needs a \"name\" (dense, sinkrouter, streaming, quest, blasst)", where);
   try {
@@ -36,6 +36,7 @@ AttentionPolicy policy_from_json(const nlohmann::json& j, const std::string& whe
     p.quest_budget = j.value("quest_budget", p.quest_budget);
     p.blasst_threshold = j.value("blasst_threshold", p.blasst_threshold);
     p.bound = parse_bound_kind(j.value("bound", std::string(bound_name(p.bound))));
+    p.estimate = parse_estimate_kind(j.value("estimate", std::string(estimate_name(p.estimate))));
     p.spread = j.value("spread", p.spread);
     p.validate();
     return p;

@@ -27,6 +27,14 @@ enum class BoundKind {
   Min,    // the smaller of the two (reads both summaries)
 };
 
+// The fast mode's estimate of a block's largest score, from the same summary box (centre
+// c = q . (lo + hi) / 2, half-widths w = (hi - lo) / 2, in the bound's basis).
+enum class EstimateKind {
+  Bound,  // c + spread * sum_d |q_d| w_d   (spread 1: the bound itself)
+  Gauss,  // c + spread * sqrt(sum_d (q_d w_d)^2): the size of the maximum of R roughly
+          // Gaussian scores, not their worst case (much closer to the true block maximum)
+};
+
 struct AttentionPolicy {
   PolicyKind kind = PolicyKind::Dense;
   RouterMode mode = RouterMode::Certified;
@@ -37,9 +45,9 @@ struct AttentionPolicy {
   int quest_budget = 1024;         // quest: tokens read, window included
   double blasst_threshold = 1e-3;  // blasst: skip V when exp(max score - m_A) < this
   BoundKind bound = BoundKind::Box;  // sinkrouter: the summary that bounds block scores
-  // fast: a block's score is estimated as centre + spread * (bound - centre), the centre
-  // being q . (lo + hi) / 2 of its box (1: the bound itself; 0: the box centre). The
-  // certificate delta always uses the bound.
+  // fast: a block's score is estimated from its box (EstimateKind); the certificate delta
+  // always uses the bound.
+  EstimateKind estimate = EstimateKind::Bound;
   double spread = 1.0;
 
   void validate() const;           // throws Error on out-of-range parameters
@@ -52,5 +60,7 @@ PolicyKind parse_policy_kind(const std::string& name);
 RouterMode parse_router_mode(const std::string& name);  // "certified" or "fast"
 const char* bound_name(BoundKind b);                    // "box", "basis", "min"
 BoundKind parse_bound_kind(const std::string& name);
+const char* estimate_name(EstimateKind e);              // "bound", "gauss"
+EstimateKind parse_estimate_kind(const std::string& name);
 
 }  // namespace sinkrouter

@@ -134,6 +134,11 @@ class Engine {
   std::unique_ptr<Session> new_session(const AttentionPolicy& policy) const;
   GenerateResult generate(const std::vector<int32_t>& prompt, const AttentionPolicy& policy,
                           const GenerateOptions& options) const;
+  // generate() after the prefill: samples from `logits` (the prefill's last logits) and
+  // decodes in `session` (e.g. a fork of one prefilled session per policy). The result's
+  // prompt_tokens and prefill_seconds are left empty; stats are the session's totals.
+  GenerateResult continue_generation(Session& session, std::vector<float> logits,
+                                     const GenerateOptions& options) const;
   // Several prompts of different lengths. On the GPU one decode step advances every
   // sequence (batched weights reads and attention); on the CPU it is generate() per prompt.
   // Each result equals generate()'s for that prompt up to the arithmetic of batching;

@@ -2,7 +2,9 @@
 // measured on exact attention (sink_analysis.h feeds it): for every estimator, the
 // blocks a router would read and what it would lose, at every threshold (sinkrouter's
 // fast mode: read a block when R exp(est - m_A) / Z_A > tau for any query head of the
-// group) and at every fixed fraction (Quest's rule: the top blocks by estimate).
+// group), at every budget (skip the blocks of smallest estimated terms while every head's
+// sum of them stays <= epsilon: the certified rule on estimates) and at every fixed
+// fraction (Quest's rule: the top blocks by estimate).
 //
 // Loss per query head and step: the attention mass of the skipped blocks, and the
 // relative output error ||o - o_routed|| / ||o|| (o_routed renormalised over what is read).
@@ -53,14 +55,14 @@ class RoutingCurves {
  public:
   explicit RoutingCurves(int n_layers);
   void add(int layer, const BlockAttention& a);
-  // {"taus", "fractions", "estimators": {name: {"threshold": [...], "rank": [...]}}, and
-  // the same per layer under "layers"}
+  // {"taus", "fractions", "estimators": {name: {"threshold": [...], "budget": [...],
+  // "rank": [...]}}, and the same per layer under "layers"}; budgets use the taus' grid}
   nlohmann::json to_json() const;
 
  private:
   using Curve = std::vector<CurvePoint>;
   struct Curves {
-    std::array<Curve, kEstimators> threshold, rank;
+    std::array<Curve, kEstimators> threshold, budget, rank;
   };
   Curves all_;
   std::vector<Curves> layers_;

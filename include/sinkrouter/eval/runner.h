@@ -32,7 +32,7 @@ namespace sinkrouter::eval {
 //   "samples": 4, "seed": 42, "depth": 0.5 (optional), "fidelity_tokens": 64,
 //   "data_dir": "data", "out": "eval/results/example", "threads": 0 }
 // Policy fields: name, mode, epsilon, tau, window, sink_tokens, quest_budget,
-// blasst_threshold, bound, spread (defaults as in policy.h). Relative paths are relative
+// blasst_threshold, bound, estimate, spread (defaults as in policy.h). Relative paths are relative
 // to the current directory. Unknown keys are an Error (a typo must not silently change a run).
 struct EvalSuite {
   std::string model;
@@ -62,6 +62,18 @@ struct RunnerOptions {
   bool progress = true;      // progress bar on stderr
 };
 
+// A prompt prefilled once (dense, as every policy prefills) and forked for each policy.
+struct PrefilledPrompt {
+  std::vector<int32_t> prompt;
+  std::unique_ptr<Session> session;  // dense, right after the prefill; forked, never decoded
+  std::vector<float> logits;         // the prefill's last logits
+  double prefill_seconds = 0;
+  // Fidelity: the dense logits before each teacher-forced step, with their statistics.
+  std::vector<std::vector<float>> dense_steps;
+  HeadStats dense_stats;
+  double dense_decode_seconds = 0;
+};
+
 class EvalRunner {
  public:
   EvalRunner(const Engine& engine, RunnerOptions options);
@@ -80,11 +92,17 @@ class EvalRunner {
   SampleRecord run_generation(const TaskSample& s, const AttentionPolicy& p, int64_t context);
   SampleRecord run_fidelity(int index, int64_t context, const AttentionPolicy& p);
   std::vector<TaskSample> load_file_task(const std::string& task, int64_t context);
+  // The dense session right after this prompt's prefill (made once, forked per policy).
+  PrefilledPrompt& prefilled(const std::vector<int32_t>& prompt);
 
   const Engine& engine_;
   RunnerOptions o_;
   bool chat_ok_ = true;
   int64_t overhead_ = 0;
+  // Every policy prefills densely, so the policies of one sample share one prefill: the
+  // last prompt prefilled, and for fidelity the dense logits of its teacher-forced steps.
+  PrefilledPrompt prefilled_;
 };
+
 
 }  // namespace sinkrouter::eval
