@@ -180,27 +180,42 @@ SplitFn select_split_fn(int D, int G, bool bf) {
   return bf ? split_fn_for_group<128, true>(G) : split_fn_for_group<128, false>(G);
 }
 
-// Whether every KV head of sequence b has the spans and splits of head 0 (dense always
-// does), so that its splits can run all heads in lockstep.
-bool heads_share_spans(const RoutePlan& plan, int b) {
+// The token ranges a split reads, adjacent spans merged: [begin, end) pairs.
+void split_ranges(const RoutePlan& plan, int32_t s0, int32_t s1, std::vector<int32_t>& out) {
+  out.clear();
+  for (int32_t i = s0; i < s1; ++i) {
+    const Span& sp = plan.spans[size_t(i)];
+    if (!out.empty() && out.back() == sp.begin)
+      out.back() = sp.end;
+    else {
+      out.push_back(sp.begin);
+      out.push_back(sp.end);
+    }
+  }
+}
+
+// Whether every KV head of sequence b reads, split by split, the tokens head 0 reads (dense
+// always does; a routed plan that keeps the same blocks for every head does too, its
+// anchors only cutting spans differently), with no blasst spans (whose V reads are
+// decided per head). Then head 0's spans serve every head, in lockstep.
+bool heads_share_tokens(const RoutePlan& plan, int b) {
   const int H = plan.num_kv_heads;
   const int bh0 = b * H;
-  const int32_t n0 = plan.span_indptr[size_t(bh0) + 1] - plan.span_indptr[size_t(bh0)];
-  const int32_t s0 = plan.num_splits(bh0);
-  for (int h = 1; h < H; ++h) {
-    const int bh = bh0 + h;
-    if (plan.span_indptr[size_t(bh) + 1] - plan.span_indptr[size_t(bh)] != n0 || plan.num_splits(bh) != s0)
-      return false;
-    const int32_t off = plan.span_indptr[size_t(bh)] - plan.span_indptr[size_t(bh0)];
-    for (int32_t i = 0; i < n0; ++i) {
-      const Span& a = plan.spans[size_t(plan.span_indptr[size_t(bh0)] + i)];
-      const Span& c = plan.spans[size_t(plan.span_indptr[size_t(bh)] + i)];
-      if (a.begin != c.begin || a.end != c.end || a.kind != c.kind) return false;
+  const int32_t splits = plan.num_splits(bh0);
+  for (int h = 0; h < H; ++h)
+    for (int32_t i = plan.span_indptr[size_t(bh0 + h)]; i < plan.span_indptr[size_t(bh0 + h) + 1]; ++i)
+      if (plan.spans[size_t(i)].kind == SpanKind::KeysOnly) return false;
+  std::vector<int32_t> ref, other;
+  for (int h = 1; h < H; ++h)
+    if (plan.num_splits(bh0 + h) != splits) return false;
+  for (int32_t s = 0; s < splits; ++s) {
+    const int32_t i0 = plan.split_indptr[size_t(bh0)] + s;
+    split_ranges(plan, plan.split_begin[size_t(i0)], plan.split_begin[size_t(i0) + 1], ref);
+    for (int h = 1; h < H; ++h) {
+      const int32_t ih = plan.split_indptr[size_t(bh0 + h)] + s;
+      split_ranges(plan, plan.split_begin[size_t(ih)], plan.split_begin[size_t(ih) + 1], other);
+      if (other != ref) return false;
     }
-    for (int32_t s = 0; s < s0; ++s)
-      if (plan.split_begin[size_t(plan.split_indptr[size_t(bh)] + s)] !=
-          plan.split_begin[size_t(plan.split_indptr[size_t(bh0)] + s)] + off)
-        return false;
   }
   return true;
 }
@@ -222,15 +237,15 @@ void decode_cpu(const TensorView& q, const PagedKV& kv, RoutePlan& plan, const T
     for (int qh = 0; qh < QH; ++qh)
       for (int d = 0; d < D; ++d)
         qf[(size_t(b) * QH + qh) * D + d] = q.load(q.offset(b, qh, d)) * plan.scale;
-  // Work items: each split of each (b, h); or, where all heads of b share their spans,
-  // each split of b with every head in lockstep.
+  // Work items: each split of each (b, h); or, where all heads of b read the same tokens,
+  // each split of b with every head in lockstep over head 0's spans.
   struct Item {
     int b, h0, heads;
     int32_t split;  // index of the split within its (b, h)
   };
   std::vector<Item> items;
   for (int b = 0; b < B; ++b) {
-    const bool shared = H > 1 && heads_share_spans(plan, b);
+    const bool shared = H > 1 && heads_share_tokens(plan, b);
     for (int h = 0; h < H; h += shared ? H : 1)
       for (int32_t s = 0; s < plan.num_splits(b * H + h); ++s) items.push_back({b, h, shared ? H : 1, s});
   }
@@ -240,14 +255,15 @@ void decode_cpu(const TensorView& q, const PagedKV& kv, RoutePlan& plan, const T
     SplitLane lanes[16];
     std::vector<SplitLane> many;
     SplitLane* lane = it.heads <= 16 ? lanes : (many.resize(size_t(it.heads)), many.data());
+    const int32_t lead = plan.split_indptr[size_t(it.b * H + it.h0)] + it.split;
     for (int j = 0; j < it.heads; ++j) {
       const int h = it.h0 + j, bh = it.b * H + h;
       const int32_t item = plan.split_indptr[size_t(bh)] + it.split;
       lane[j] = SplitLane{};
       lane[j].h = h;
       lane[j].qf = &qf[(size_t(it.b) * QH + size_t(h) * G) * D];
-      lane[j].span_begin = plan.split_begin[size_t(item)];
-      lane[j].span_end = plan.split_begin[size_t(item) + 1];
+      lane[j].span_begin = plan.split_begin[size_t(lead)];  // the lead head's spans (same tokens)
+      lane[j].span_end = plan.split_begin[size_t(lead) + 1];
       lane[j].r = &results[size_t(item)];
     }
     split_fn(lane, it.heads, G, kv, plan, it.b);
