@@ -9,7 +9,8 @@
 //     prefix-summed per head in sorted order, and the first rank that does not fit is the
 //     cut: block j is skipped iff (bits(c_j), j) < (bits, block) of that rank. More
 //     candidates than the sort holds (sort_capacity): bisection on the float bits of the
-//     threshold, ties taken together (slow; only past 8192 candidate blocks).
+//     threshold, then on the block index among the ties at it, so that the cut is the
+//     sort's (slow; only past sort_capacity candidate blocks).
 //   sinkrouter fast: route_bounds already decided.
 //   streaming: skip every routable block.
 //   quest: keep the k blocks of largest bound max_g u_jg, ties to the lower index (the
@@ -129,6 +130,12 @@ __device__ bool sums_fit(const RouteArgs& a, const Head& hd, double* s_sum, Pick
 template <int ITEMS, typename Sort>
 __device__ void sort_list(typename Sort::TempStorage& tmp, const uint32_t* list_key, const int32_t* list_j, int m,
                           uint32_t (&key)[ITEMS], int32_t (&jj)[ITEMS]) {
+  // The list was written by other threads (quest writes entry j from thread j % kThreads,
+  // this reads it from thread j / ITEMS): without this barrier a thread read entries not
+  // yet written, stale shared memory of an earlier CTA, and quest then wrote keep[] at
+  // stale block ids (run 2: wrong quest decisions, then an illegal address; racecheck's
+  // hazard between the list writes in quest_select and the reads below).
+  __syncthreads();
 #pragma unroll
   for (int i = 0; i < ITEMS; ++i) {
     const int r = int(threadIdx.x) * ITEMS + i;
@@ -212,12 +219,43 @@ __device__ uint64_t certified_threshold(const RouteArgs& a, TempStorage& tmp, ui
     else
       hi = mid;
   }
-  return uint64_t(uint32_t(lo + 1)) << 32;
+  // Blocks whose cost has the bits hi (at least one: S(hi) != S(hi - 1)) are taken in
+  // block order, as the stable sort takes them: the largest J such that skipping also the
+  // ties with j < J fits. J = first tie fits (that is S(lo)), J = last tie + 1 does not.
+  const uint32_t tbits = uint32_t(hi);
+  __shared__ int s_jmin, s_jmax;
+  if (threadIdx.x == 0) {
+    s_jmin = INT_MAX;
+    s_jmax = -1;
+  }
+  __syncthreads();
+  int jmin = INT_MAX, jmax = -1;
+  for (int j = int(threadIdx.x); j < hd.nbr; j += kThreads)
+    if (__float_as_uint(hd.cost[j]) == tbits) {
+      jmin = min(jmin, j);
+      jmax = max(jmax, j);
+    }
+  atomicMin(&s_jmin, jmin);
+  atomicMax(&s_jmax, jmax);
+  __syncthreads();
+  int jlo = s_jmin, jhi = s_jmax + 1;
+  while (jhi - jlo > 1) {
+    const int mid = jlo + (jhi - jlo) / 2;
+    if (sums_fit(a, hd, s_sum, [&](int j, float c) {
+          const uint32_t u = __float_as_uint(c);
+          return u < tbits || (u == tbits && j < mid);
+        }))
+      jlo = mid;
+    else
+      jhi = mid;
+  }
+  return (uint64_t(tbits) << 32) | uint32_t(jlo);
 }
 
 // Order-preserving map of a float to an unsigned int.
+// -0 maps as +0: the CPU's comparison holds them equal (then the lower block index wins).
 __device__ __forceinline__ uint32_t ordered_u32(float f) {
-  const uint32_t u = __float_as_uint(f);
+  const uint32_t u = __float_as_uint(f == 0.f ? 0.f : f);
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 

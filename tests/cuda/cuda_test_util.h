@@ -18,16 +18,37 @@
 namespace sinkrouter::testing {
 
 // At the start of every CUDA test: CI has no GPU, so these tests skip there, saying so.
-#define SR_REQUIRE_CUDA_DEVICE()                                                      \
-  do {                                                                                \
-    int sr_devices = 0;                                                               \
-    if (cudaGetDeviceCount(&sr_devices) != cudaSuccess || sr_devices == 0) {          \
-      (void)cudaGetLastError();                                                       \
-      GTEST_SKIP() << "no CUDA device: skipped";                                      \
-    }                                                                                 \
+// A kernel fault (illegal address, ...) in an earlier test leaves the process's context
+// unusable: every later test would then fail at its first CUDA call with an error that
+// is not its own. Such a test fails at once, naming the earlier fault; run it alone
+// (ctest runs every test in its own process) to judge it.
+#define SR_REQUIRE_CUDA_DEVICE()                                                               \
+  do {                                                                                         \
+    int sr_devices = 0;                                                                        \
+    if (cudaGetDeviceCount(&sr_devices) != cudaSuccess || sr_devices == 0) {                   \
+      (void)cudaGetLastError();                                                                \
+      GTEST_SKIP() << "no CUDA device: skipped";                                               \
+    }                                                                                          \
+    (void)cudaGetLastError(); /* a launch error an earlier test left unread */                 \
+    const cudaError_t sr_sticky = cudaDeviceSynchronize();                                     \
+    if (sr_sticky != cudaSuccess)                                                              \
+      GTEST_FAIL() << "the CUDA context was broken before this test by an earlier test ("     \
+                   << cudaGetErrorName(sr_sticky) << "): not run; rerun it alone";            \
   } while (0)
 
 #define SR_ASSERT_CUDA(call) ASSERT_EQ((call), cudaSuccess) << #call
+
+// After a run: the launch and the kernels succeeded; on failure the message names the case
+// (`what`), since every later CUDA call of the process will fail too.
+#define SR_ASSERT_KERNELS_OK(what)                                                             \
+  do {                                                                                         \
+    const cudaError_t sr_launch = cudaGetLastError();                                          \
+    ASSERT_EQ(sr_launch, cudaSuccess) << "launch failed (" << cudaGetErrorName(sr_launch)     \
+                                      << ") in " << (what);                                   \
+    const cudaError_t sr_run = cudaDeviceSynchronize();                                        \
+    ASSERT_EQ(sr_run, cudaSuccess) << "kernel failed (" << cudaGetErrorName(sr_run) << ": "   \
+                                   << cudaGetErrorString(sr_run) << ") in " << (what);        \
+  } while (0)
 
 // An owning device buffer.
 class DeviceBuffer {

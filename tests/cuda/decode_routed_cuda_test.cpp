@@ -94,7 +94,7 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
   DeviceBuffer od(out.bytes());
   testing::poison(od);
   decoder.run(dev.view(), qd.get(), DType::F32, od.get(), DType::F32, nullptr);
-  SR_ASSERT_CUDA(cudaDeviceSynchronize());
+  SR_ASSERT_KERNELS_OK(what);
   testing::to_host(od, out);
   const CudaRouting routing = decoder.download_routing();
   const std::vector<HeadStats> stats = decoder.download_stats();
@@ -218,7 +218,7 @@ TEST(CudaRoutedDecode, SkipsQuietBlocksAndEpsilonZeroIsDense) {
     DeviceBuffer od(out.bytes());
     testing::poison(od);
     decoder.run(dev.view(), qd.get(), DType::F32, od.get(), DType::BF16, nullptr);
-    SR_ASSERT_CUDA(cudaDeviceSynchronize());
+    SR_ASSERT_KERNELS_OK(fmt::format("eps {}", eps));
     testing::to_host(od, out);
     const HeadStats t = accumulate(decoder.download_stats());
     if (eps > 0) {

@@ -68,7 +68,7 @@ TEST(CudaRouteSelect, EveryPathDecidesAsTheCpu) {
       const std::string what = fmt::format("length {} {}", len, policy.describe());
       CudaDecoder decoder(dev.view(), QH, policy, scale);
       decoder.run(dev.view(), qd.get(), DType::F32, od.get(), DType::F32, nullptr);
-      SR_ASSERT_CUDA(cudaDeviceSynchronize());
+      SR_ASSERT_KERNELS_OK(what);
       const CudaRouting routing = decoder.download_routing();
       const std::vector<HeadStats> stats = decoder.download_stats();
       const RoutePlan cpu = plan_decode(r.q.view(), kv, policy, scale);
