@@ -6,7 +6,8 @@
 // anything) and quest at several budgets; every time the device decides as the CPU
 // router does (up to two blocks per head at the threshold: float versus double bound
 // terms), certified deltas stay <= epsilon and the certificate bounds the exact skipped
-// softmax mass.
+// softmax mass. A second test makes the quiet blocks' bounds exactly equal, so that the
+// cuts fall inside runs of ties (decided by block index).
 #include <gtest/gtest.h>
 
 #if defined(SINKROUTER_HAVE_CUDA)
@@ -24,9 +25,8 @@
 namespace sinkrouter {
 namespace {
 
-TEST(CudaRouteSelect, EveryPathDecidesAsTheCpu) {
-  SR_REQUIRE_CUDA_DEVICE();
-  for (int64_t len : {6000, 40000, 80000}) {
+void check_every_path(int64_t len, float quiet_scale) {
+  {
     std::mt19937_64 rng{uint64_t(len)};
     SyntheticKVSpec spec;
     spec.num_kv_heads = 2;
@@ -39,6 +39,7 @@ TEST(CudaRouteSelect, EveryPathDecidesAsTheCpu) {
     spec.sink_positions = {0};
     spec.sink_score = 14.f;
     spec.quiet_block_fraction = 0.9f;
+    spec.quiet_key_scale = quiet_scale;
     auto r = make_synthetic_kv(spec, rng);
     const PagedKV& kv = r.batch.view;
     const int H = spec.num_kv_heads, G = spec.group, QH = H * G, D = spec.head_dim;
@@ -65,7 +66,7 @@ TEST(CudaRouteSelect, EveryPathDecidesAsTheCpu) {
     }
     bool cut_through_quiet = false;
     for (const AttentionPolicy& policy : policies) {
-      const std::string what = fmt::format("length {} {}", len, policy.describe());
+      const std::string what = fmt::format("length {} quiet key scale {} {}", len, quiet_scale, policy.describe());
       CudaDecoder decoder(dev.view(), QH, policy, scale);
       decoder.run(dev.view(), qd.get(), DType::F32, od.get(), DType::F32, nullptr);
       SR_ASSERT_KERNELS_OK(what);
@@ -104,7 +105,28 @@ TEST(CudaRouteSelect, EveryPathDecidesAsTheCpu) {
       }
     }
     EXPECT_TRUE(cut_through_quiet) << "no epsilon skipped only part of the quiet blocks at length " << len
+                                   << ", quiet key scale " << quiet_scale
                                    << ": the sorted and bisected cuts were not exercised";
+  }
+}
+
+TEST(CudaRouteSelect, EveryPathDecidesAsTheCpu) {
+  SR_REQUIRE_CUDA_DEVICE();
+  for (int64_t len : {6000, 40000, 80000}) {
+    check_every_path(len, 0.02f);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+}
+
+// Quiet keys of zero: every quiet block has the bound 0 and the same cost, so that quest's
+// top-k (budgets past the loud blocks) and the certified cut fall inside a run of exactly
+// tied blocks, which the CPU orders by block index; the device must too, on every path
+// (small sort, large sort, bisection on the bits and then on the index).
+TEST(CudaRouteSelect, TiedBlocksAreTakenInBlockOrder) {
+  SR_REQUIRE_CUDA_DEVICE();
+  for (int64_t len : {6000, 40000, 80000}) {
+    check_every_path(len, 0.f);
+    if (::testing::Test::HasFatalFailure()) return;
   }
 }
 
