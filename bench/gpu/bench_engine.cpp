@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/cuda_session.h"
+#include "model/cuda_ops.h"
 #include "sinkrouter/core/error.h"
 #include "sinkrouter/engine/engine.h"
 
@@ -155,6 +156,11 @@ int run(int argc, char** argv) {
   j["kv_bytes_per_token"] = kv_token_bytes;
   j["bandwidth_gbps_for_floors"] = bandwidth_gbps;
   j["routed_policy"] = routed.describe();
+  // The decode GEMV and programmatic dependent launch in use (SINKROUTER_GEMV, SINKROUTER_PDL).
+  j["gemv"] = cuda::gemv_version_name(cuda::gemv_default_version());
+  j["pdl"] = cuda::gemv_default_version() == cuda::GemvVersion::V2 && cuda::pdl_enabled();
+  std::fprintf(stderr, "decode GEMV %s, programmatic dependent launch %s\n", j["gemv"].get<std::string>().c_str(),
+               j["pdl"].get<bool>() ? "on" : "off");
   j["rows"] = nlohmann::json::array();
   j["skipped"] = nlohmann::json::array();
   auto save = [&] { std::ofstream(out) << j.dump(1) << "\n"; };

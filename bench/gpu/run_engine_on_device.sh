@@ -12,17 +12,27 @@
 # With the model at models/ (or already at /root/stage/SmolLM2-135M-Instruct.Q4_1.gguf) one
 # call does it all. Binaries: .stage/engine (bench/gpu/stage_engine_for_device.sh).
 #
-# Steps (each one's failure shown, none stopping the next; < 9 minutes in all):
+# Steps (each one's failure shown, none stopping the next; < 9 minutes in all, ~4 expected):
 #   1. binaries unpacked and loaded;
-#   2. test_cuda, the engine's tests (prefill attention, GEMV and ops, engine vs CPU and
-#      transformers, graph, batch, fork, routed statistics);
+#   2. test_cuda, the engine's tests (prefill attention, both decode GEMVs and ops, engine
+#      vs CPU and transformers, graph, batch, fork, routed statistics), with fallbacks:
+#      flash prefill failed -> SINKROUTER_PREFILL_ATTENTION=reference; GEMV v2 failed its
+#      own test -> SINKROUTER_GEMV=v1; engine tests failed with only the kernels passing ->
+#      again with SINKROUTER_PDL=0, then with SINKROUTER_GEMV=v1, keeping the first that
+#      passes. Everything after runs under the fallbacks taken (summary.txt names them);
 #   3. `sinkrouter generate --device cuda` (the command line, end to end);
 #   4. bench_engine: prefill and decode tokens/s, dense and sinkrouter -> bench_engine.json;
+#      then short decode runs at 8K and 32K (no batch row) with PDL off
+#      (bench_engine_pdl_off.json) and with GEMV v1 (bench_engine_gemv_v1.json), to measure
+#      what PDL and the new GEMV each bring (only when the main run used v2 with PDL);
 #   5. transformers_baseline.py: the same GGUF in transformers (bf16, SDPA) -> transformers.json;
 #   6. compute-sanitizer memcheck and racecheck on short runs (capped by the time left);
 #   7. a short table.
-# $OUT (8 files): summary.txt tests.log generate.log bench_engine.json bench_engine.log
-#                 transformers.json transformers.log sanitizer.log
+# Knobs (environment, passed through to every binary): SINKROUTER_GEMV=v1|v2 (default v2),
+# SINKROUTER_PDL=0 (no programmatic dependent launch), SINKROUTER_PREFILL_ATTENTION=reference.
+# $OUT (10 files): summary.txt tests.log generate.log bench_engine.json bench_engine.log
+#                  bench_engine_pdl_off.json bench_engine_gemv_v1.json transformers.json
+#                  transformers.log sanitizer.log
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -64,11 +74,11 @@ if ! run_bin "$bin/test_cuda" --gtest_list_tests >/dev/null 2>"$OUT/tests.log"; 
 fi
 export SINKROUTER_TEST_DATA_DIR=$root/tests/data
 
-kernel_filter='*CudaPrefillAttention*:*CudaGemv*:CudaOps.*'
+kernel_filter='*CudaPrefillAttention*:*CudaGemv*:CudaOps.*'  # CudaGemv: V1/ and V2/ instances
 if [ "$mode" = stash ]; then
   run_bin timeout 200 "$bin/test_cuda" --gtest_filter="$kernel_filter" >"$OUT/tests.log" 2>&1
   note "kernel tests: rc=$? $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$OUT/tests.log" | tr '\n' ' ') $(elapsed)"
-  grep -E '^\[  FAILED  \]|flash: max' "$OUT/tests.log" | head -20 | tee -a "$summary"
+  grep -E '^\[  FAILED  \]|flash: max' "$OUT/tests.log" | head -30 | tee -a "$summary"
   ls -la "$stash" | tee -a "$summary"
   exit 0
 fi
@@ -95,16 +105,50 @@ run_bin timeout 240 "$bin/test_cuda" --gtest_filter="$kernel_filter:CudaEngine*"
 note "tests: rc=$? $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]|^\[  SKIPPED \] [0-9]' "$OUT/tests.log" | tr '\n' ' ') $(elapsed)"
 grep -E '^\[  FAILED  \]' "$OUT/tests.log" | head -20 | tee -a "$summary"
 grep -E 'GPU vs CPU|greedy tokens checked|sinkrouter\(certified' "$OUT/tests.log" | tee -a "$summary"
-# If the flash prefill kernel failed its own test, everything downstream would read its
-# output: run the engine again on the plain float32 kernel (slow: shorter benchmark).
+# If the flash prefill kernel or GEMV v2 failed its own test, everything downstream would
+# read its output: run the engine again on the plain float32 prefill kernel (slow: shorter
+# benchmark) and / or on GEMV v1.
 bench_contexts=""
+rerun=""
 if grep -qE '^\[  FAILED  \] .*CudaPrefillAttention' "$OUT/tests.log"; then
   export SINKROUTER_PREFILL_ATTENTION=reference
   bench_contexts="--decode-contexts 8192,32768"
+  rerun="the reference prefill kernel"
   note "FLASH PREFILL KERNEL FAILED ITS TEST: engine tests again, and the benchmark, on the reference kernel"
-  run_bin timeout 200 "$bin/test_cuda" --gtest_filter='CudaEngine*' >>"$OUT/tests.log" 2>&1
-  note "tests on the reference kernel: rc=$? $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$OUT/tests.log" | tail -2 | tr '\n' ' ') $(elapsed)"
 fi
+if grep -qE '^\[  FAILED  \] V2/CudaGemv' "$OUT/tests.log"; then
+  export SINKROUTER_GEMV=v1
+  rerun="${rerun:+$rerun and }GEMV v1"
+  note "GEMV V2 FAILED ITS TEST: engine tests again, and the benchmark, on GEMV v1 (SINKROUTER_GEMV=v1)"
+fi
+engine_tests() {  # $1: a label; the environment decides the kernels
+  run_bin timeout 200 "$bin/test_cuda" --gtest_filter='CudaEngine*' >>"$OUT/tests.log" 2>&1
+  local rc=$?
+  note "engine tests on $1: rc=$rc $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$OUT/tests.log" | tail -2 | tr '\n' ' ') $(elapsed)"
+  return $rc
+}
+if [ -n "$rerun" ]; then
+  echo "==== engine tests again on $rerun ====" >>"$OUT/tests.log"
+  engine_tests "$rerun"
+elif grep -qE '^\[  FAILED  \] CudaEngine' "$OUT/tests.log" && [ "${SINKROUTER_GEMV:-v2}" = v2 ]; then
+  # The kernels passed alone but the engine failed: programmatic dependent launch (the
+  # one thing the kernel tests do not exercise) or GEMV v2 inside the engine? Isolate.
+  note "ENGINE TESTS FAILED ON GEMV V2 WITH PDL: again with SINKROUTER_PDL=0"
+  echo "==== engine tests again with SINKROUTER_PDL=0 ====" >>"$OUT/tests.log"
+  if SINKROUTER_PDL=0 engine_tests "GEMV v2 without PDL"; then
+    export SINKROUTER_PDL=0
+    note "=> PDL BREAKS THE ENGINE: everything below runs with SINKROUTER_PDL=0"
+  else
+    echo "==== engine tests again with SINKROUTER_GEMV=v1 ====" >>"$OUT/tests.log"
+    if SINKROUTER_GEMV=v1 engine_tests "GEMV v1"; then
+      export SINKROUTER_GEMV=v1
+      note "=> GEMV V2 BREAKS THE ENGINE: everything below runs with SINKROUTER_GEMV=v1"
+    else
+      note "=> the engine fails on GEMV v1 as well: not the GEMV; kept v2"
+    fi
+  fi
+fi
+note "kernels in use: GEMV ${SINKROUTER_GEMV:-v2}, PDL ${SINKROUTER_PDL:-on}, prefill attention ${SINKROUTER_PREFILL_ATTENTION:-flash}"
 
 # ---- 3. the command line ----
 run_bin timeout 60 "$bin/sinkrouter" generate -m "$model" --device cuda --chat -n 48 --json \
@@ -126,6 +170,16 @@ if [ "$budget" -gt 60 ]; then
 else
   note "bench_engine: skipped, ${budget}s of budget"
 fi
+# What PDL and GEMV v2 each bring: short decode runs with one of them off (~15 s each).
+if [ "${SINKROUTER_GEMV:-v2}" = v2 ] && [ "${SINKROUTER_PDL:-1}" != 0 ]; then
+  for variant in pdl_off:SINKROUTER_PDL=0 gemv_v1:SINKROUTER_GEMV=v1; do
+    if [ "$(left)" -lt 230 ]; then note "bench_engine ${variant%%:*}: skipped, $(left)s left"; continue; fi
+    echo "==== ${variant#*:} ====" >>"$OUT/bench_engine.log"
+    run_bin env "${variant#*:}" timeout 120 "$bin/bench_engine" -m "$model" --out "$OUT/bench_engine_${variant%%:*}.json" \
+      $text --decode-contexts 8192,32768 --batch 0 --time-budget 60 >>"$OUT/bench_engine.log" 2>&1
+    note "bench_engine with ${variant#*:}: rc=$? $(elapsed)"
+  done
+fi
 
 # ---- 5. transformers baseline ----
 if ls .stage/engine/whl/*.whl >/dev/null 2>&1; then
@@ -144,7 +198,7 @@ fi
 
 # ---- 6. compute-sanitizer (last, capped by the time left) ----
 : >"$OUT/sanitizer.log"
-for spec in "memcheck:Small/CudaPrefillAttention.*:Pairs/CudaGemv.*:CudaEngine.ShortRunForSanitizer" \
+for spec in "memcheck:Small/CudaPrefillAttention.*:*CudaGemv.*:CudaEngine.ShortRunForSanitizer" \
             "racecheck:Small/CudaPrefillAttention.*"; do
   tool=${spec%%:*}
   filter=${spec#*:}
@@ -167,6 +221,7 @@ def load(name):
         print(f"no {name}: {e}")
         return {"rows": [], "skipped": []}
 e, t = load("bench_engine.json"), load("transformers.json")
+print(f"main run: GEMV {e.get('gemv', '?')}, PDL {e.get('pdl', '?')}")
 def find(rows, **kw):
     return next((r for r in rows if all(r.get(k) == v for k, v in kw.items())), {})
 print(f"{'row':26s} {'ours':>10s} {'transformers':>13s}  notes")
@@ -185,6 +240,16 @@ for n in (8192, 32768, 131072, 524288):
 for r in e["rows"]:
     if r.get("kind") == "decode_batch":
         print(f"batch {r['batch']} {r['policy']:10s} seq-steps/s {r['sequence_steps_per_s']:9.0f}  KV read {100 * r['kv_read_fraction']:.1f}%")
+for name in ("bench_engine_pdl_off.json", "bench_engine_gemv_v1.json"):
+    if not os.path.exists(os.path.join(out, name)):
+        continue
+    v = load(name)
+    for n in (8192, 32768):
+        for pol in ("dense", "sinkrouter"):
+            d, m = find(v["rows"], kind="decode", context=n, policy=pol), find(e["rows"], kind="decode", context=n, policy=pol)
+            if d:
+                print(f"decode {n:>7d} {pol[:5]} tok/s  {d['tokens_per_s']:9.0f}  GEMV {v.get('gemv', '?')}, PDL {v.get('pdl', '?')}"
+                      f" (main run {m.get('tokens_per_s', float('nan')):.0f}: x{m.get('tokens_per_s', float('nan')) / d['tokens_per_s']:.2f})")
 for s in e.get("skipped", []) + t.get("skipped", []):
     print("skipped:", s)
 PY

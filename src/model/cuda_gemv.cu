@@ -1,16 +1,32 @@
 // The decode GEMV: y = W x for a few tokens, bf16 weights, float32 inputs and sums.
 //
-// Decode is bound by reading the weights (270 MB a step for SmolLM2), so each weight row is
-// read once per launch and dotted with every token of the launch (up to 8). One warp takes
-// two adjacent rows (RoPE's pairs land in one warp), its lanes striding over 16-byte
-// chunks of the rows; 4 warps per CTA. The launch's inputs are first transformed
-// (RMSNorm or SwiGLU, recomputed by every CTA: a few KB) into shared memory, so the
-// normalisation and the activation need no kernels of their own, and the epilogue adds
-// into the residual stream or rotates and splits q / k / v.
+// Decode is bound by reading the weights (270 MB a step for SmolLM2) and, for the small
+// matrices (0.7 to 3.5 MB), by latency. So:
+//   - each weight row is read once per launch and dotted with every token of the launch
+//     (up to 8);
+//   - a row belongs to a group of L lanes (8, 16 or 32: the fewest whose 16-byte chunks of
+//     the row fit kPrefetch per lane), so a warp covers 32 / L rows with no idle lanes
+//     (576 columns = 72 chunks = 8 lanes x 9) and every load instruction reads whole
+//     128-byte lines of 32 / L rows;
+//   - the chunks are loaded into registers before pdl_wait() (cuda_launch.cuh): under
+//     programmatic dependent launch they stream in while the previous kernel finishes;
+//   - the input transform (RMSNorm, SwiGLU) is applied chunk by chunk as the lanes read x,
+//     with no shared memory and no barrier: RMSNorm's sum of squares is accumulated in the
+//     same pass and applied to the finished dot product, y = (sum_i w_i g_i x_i) *
+//     rsqrt(mean(x^2) + eps), since every row group's lanes together read all of x;
+//   - the epilogue stores, adds into the residual stream, or rotates (RoPE) and splits
+//     q / k / v; RoPE's pair (r, r + 1) sits in neighbouring lane groups of one warp.
+// The sums are reduced by a fixed butterfly: results do not depend on scheduling.
+// Version 1 (cuda_gemv_v1.cu: inputs transformed into shared memory, a warp per two rows,
+// no PDL) stays selectable: SINKROUTER_GEMV=v1, or gemv(..., GemvVersion::V1).
 #include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "core/cuda_check.h"
 #include "cuda_device_util.cuh"
+#include "cuda_launch.cuh"
 #include "cuda_ops.h"
 #include "sinkrouter/core/error.h"
 
@@ -19,11 +35,8 @@ namespace {
 
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
-constexpr int kRowsPerCta = 2 * kWarps;
 constexpr int kMaxTokens = 8;
-constexpr size_t kDefaultSmem = 48 * 1024;  // usable without raising the kernel's limit
-
-size_t g_smem_limit = kDefaultSmem;  // raised by gemv_configure
+constexpr int kPrefetch = 12;  // 16-byte chunks of its row a lane holds in registers
 
 // acc += w . x over 8 values: w as 8 bf16 in one 16-byte word, x as two float4.
 __device__ __forceinline__ float dot8(const uint4& w, const float4& xa, const float4& xb, float acc) {
@@ -38,21 +51,65 @@ __device__ __forceinline__ float dot8(const uint4& w, const float4& xa, const fl
   return acc;
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
+__device__ __forceinline__ float sum_squares(const float4& a, const float4& b, float acc) {
+  acc = fmaf(a.x, a.x, acc);
+  acc = fmaf(a.y, a.y, acc);
+  acc = fmaf(a.z, a.z, acc);
+  acc = fmaf(a.w, a.w, acc);
+  acc = fmaf(b.x, b.x, acc);
+  acc = fmaf(b.y, b.y, acc);
+  acc = fmaf(b.z, b.z, acc);
+  return fmaf(b.w, b.w, acc);
 }
 
-// Token t's outputs of rows (r, r + 1).
+__device__ __forceinline__ float4 mul4(const float4& a, const float4& b) {
+  return make_float4(a.x * b.x, a.y * b.y, a.z * b.z, a.w * b.w);
+}
+
+__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.f + expf(-g)) * u; }
+
+__device__ __forceinline__ float4 swiglu4(const float4& g, const float4& u) {
+  return make_float4(silu_times(g.x, u.x), silu_times(g.y, u.y), silu_times(g.z, u.z), silu_times(g.w, u.w));
+}
+
+// Chunk c (columns 8c .. 8c + 7) of every token: acc[t] += w . transformed x[t]; for
+// RMSNorm also ss[t] += x^2 (the transformed input is x * gain here; the 1 / rms factor
+// is applied to the finished sum). Token rows past a.tokens read the last real row (their
+// results are discarded), so the loads need no branch.
+template <int NT, GemvIn IN>
+__device__ __forceinline__ void accumulate_chunk(const GemvArgs& a, int c, const uint4& w, float (&acc)[NT],
+                                                 float (&ss)[NT]) {
+  float4 ga = {}, gb = {};
+  if constexpr (IN == GemvIn::RmsNorm) {
+    const float4* g = reinterpret_cast<const float4*>(a.gain) + 2 * c;
+    ga = g[0];
+    gb = g[1];
+  }
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    const float* xt = a.x + int64_t(min(t, a.tokens - 1)) * a.ldx;
+    const float4* xv = reinterpret_cast<const float4*>(xt) + 2 * c;
+    float4 xa = xv[0], xb = xv[1];
+    if constexpr (IN == GemvIn::RmsNorm) {
+      ss[t] = sum_squares(xa, xb, ss[t]);
+      xa = mul4(xa, ga);
+      xb = mul4(xb, gb);
+    } else if constexpr (IN == GemvIn::SwiGlu) {
+      const float4* uv = reinterpret_cast<const float4*>(xt + a.in) + 2 * c;
+      xa = swiglu4(xa, uv[0]);
+      xb = swiglu4(xb, uv[1]);
+    }
+    acc[t] = dot8(w, xa, xb, acc[t]);
+  }
+}
+
+// Token t's outputs of rows (r, r + 1) (QkvRope), or of row r alone (Store, Accumulate).
 template <GemvOut OUT>
 __device__ __forceinline__ void gemv_store(const GemvArgs& a, int t, int r, float y0, float y1) {
   if constexpr (OUT == GemvOut::Store) {
     a.y[t * a.ldy + r] = y0;
-    a.y[t * a.ldy + r + 1] = y1;
   } else if constexpr (OUT == GemvOut::Accumulate) {
     a.y[t * a.ldy + r] += y0;
-    a.y[t * a.ldy + r + 1] += y1;
   } else {
     if (r < a.q_dim + a.kv_dim) rope_rotate(y0, y1, a.positions[t], a.rope.inv_freq[(r % a.rope.head_dim) / 2]);
     float* dst = r < a.q_dim                ? a.q_out + int64_t(t) * a.q_dim + r
@@ -63,65 +120,81 @@ __device__ __forceinline__ void gemv_store(const GemvArgs& a, int t, int r, floa
   }
 }
 
-// grid: ceil(out / 8) CTAs of 128 threads; dynamic shared memory: NT * in floats.
+// grid: ceil(out / (kWarps * 32 / L)) CTAs of kThreads; L = lanes per row (8, 16 or 32).
 template <int NT, GemvIn IN, GemvOut OUT>
-__global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a) {
-  extern __shared__ __align__(16) float xs[];  // [NT][in]
-  const int in = a.in;
-  for (int i = a.tokens * in + int(threadIdx.x); i < NT * in; i += kThreads) xs[i] = 0.f;  // unused token rows
-  for (int t = 0; t < NT && t < a.tokens; ++t) {
-    const float* x = a.x + t * a.ldx;
-    float* dst = xs + t * in;
-    if constexpr (IN == GemvIn::RmsNorm) {
-      float ss = 0.f;
-      for (int i = int(threadIdx.x); i < in; i += kThreads) ss += x[i] * x[i];
-      const float inv = rsqrtf(block_sum(ss) / float(in) + a.eps);
-      for (int i = int(threadIdx.x); i < in; i += kThreads) dst[i] = x[i] * inv * a.gain[i];
-    } else if constexpr (IN == GemvIn::SwiGlu) {
-      for (int i = int(threadIdx.x); i < in; i += kThreads) {
-        const float g = x[i];
-        dst[i] = g / (1.f + expf(-g)) * x[in + i];
-      }
-    } else {
-      for (int i = int(threadIdx.x); i < in; i += kThreads) dst[i] = x[i];
-    }
-  }
-  __syncthreads();
+__global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int L) {
+  const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
+  const int j = lane % L;  // lane within the row's group
+  const int row = (int(blockIdx.x) * kWarps + warp) * (32 / L) + lane / L;
+  const bool live = row < a.out;
+  const int chunks = a.in / 8;
+  const uint4* wrow = reinterpret_cast<const uint4*>(a.w) + int64_t(live ? row : 0) * chunks;
 
-  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
-  const int r = (int(blockIdx.x) * kWarps + warp) * 2;  // rows r and r + 1
-  if (r >= a.out) return;
-  const int chunks = in / 8;
-  const uint4* w0 = reinterpret_cast<const uint4*>(a.w + int64_t(r) * in);
-  const uint4* w1 = w0 + chunks;
-  float acc0[NT], acc1[NT];
+  // The weights first: they do not depend on the previous kernel.
+  uint4 w[kPrefetch];
 #pragma unroll
-  for (int t = 0; t < NT; ++t) acc0[t] = acc1[t] = 0.f;
-#pragma unroll 4
-  for (int c = lane; c < chunks; c += 32) {
-    const uint4 wa = __ldg(w0 + c), wb = __ldg(w1 + c);
+  for (int i = 0; i < kPrefetch; ++i) {
+    const int c = j + i * L;
+    w[i] = live && c < chunks ? __ldg(wrow + c) : make_uint4(0u, 0u, 0u, 0u);
+  }
+  pdl_wait();
+  pdl_launch_dependents();
+
+  float acc[NT], ss[NT];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) acc[t] = ss[t] = 0.f;
+#pragma unroll
+  for (int i = 0; i < kPrefetch; ++i) {
+    const int c = j + i * L;
+    if (c < chunks) accumulate_chunk<NT, IN>(a, c, w[i], acc, ss);
+  }
+  // Rows longer than the registers hold (in > 8 * L * kPrefetch): the rest as it comes.
+  for (int c = j + kPrefetch * L; c < chunks; c += L)
+    accumulate_chunk<NT, IN>(a, c, live ? __ldg(wrow + c) : make_uint4(0u, 0u, 0u, 0u), acc, ss);
+
+  // Butterfly over the group's L lanes: every lane of the group ends with the totals.
+  for (int o = L / 2; o > 0; o >>= 1) {
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
-      const float4* xv = reinterpret_cast<const float4*>(xs + t * in + c * 8);
-      const float4 xa = xv[0], xb = xv[1];
-      acc0[t] = dot8(wa, xa, xb, acc0[t]);
-      acc1[t] = dot8(wb, xa, xb, acc1[t]);
+      acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
+      if constexpr (IN == GemvIn::RmsNorm) ss[t] += __shfl_xor_sync(0xffffffffu, ss[t], o);
     }
   }
+  float y[NT];
 #pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    const float y0 = warp_sum(acc0[t]), y1 = warp_sum(acc1[t]);
-    if (lane == t && t < a.tokens) gemv_store<OUT>(a, t, r, y0, y1);
+  for (int t = 0; t < NT; ++t)
+    y[t] = IN == GemvIn::RmsNorm ? acc[t] * rsqrtf(ss[t] / float(a.in) + a.eps) : acc[t];
+
+  if constexpr (OUT == GemvOut::QkvRope) {
+    // Row r + 1 is the next lane group (lane + L); the even row's group writes the pair.
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const float other = __shfl_xor_sync(0xffffffffu, y[t], L);
+      if (j == t && t < a.tokens && live && row % 2 == 0) gemv_store<OUT>(a, t, row, y[t], other);
+    }
+  } else {
+#pragma unroll
+    for (int t = 0; t < NT; ++t)
+      if (j == t && t < a.tokens && live) gemv_store<OUT>(a, t, row, y[t], 0.f);
   }
+}
+
+// Lanes per row: the fewest of 8, 16, 32 whose share of the row fits the registers
+// (QkvRope: at most 16, so that a warp holds RoPE's pairs of rows).
+int lanes_per_row(int in, GemvOut out) {
+  const int chunks = in / 8;
+  const int most = out == GemvOut::QkvRope ? 16 : 32;
+  for (int l = 8; l < most; l *= 2)
+    if ((chunks + l - 1) / l <= kPrefetch) return l;
+  return most;
 }
 
 template <int NT, GemvIn IN, GemvOut OUT>
 void launch(const GemvArgs& a, cudaStream_t stream) {
-  const size_t smem = size_t(NT) * a.in * sizeof(float);
-  if (smem > kDefaultSmem)
-    SR_CUDA_CHECK(cudaFuncSetAttribute(gemv_kernel<NT, IN, OUT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  gemv_kernel<NT, IN, OUT><<<unsigned((a.out + kRowsPerCta - 1) / kRowsPerCta), kThreads, smem, stream>>>(a);
-  SR_CUDA_CHECK_LAUNCH("gemv_kernel");
+  const int L = lanes_per_row(a.in, OUT);
+  const int rows_per_cta = kWarps * (32 / L);
+  launch_pdl(gemv_kernel<NT, IN, OUT>, dim3(unsigned((a.out + rows_per_cta - 1) / rows_per_cta)), dim3(kThreads), 0,
+             stream, a, L);
 }
 
 template <GemvIn IN, GemvOut OUT>
@@ -148,32 +221,29 @@ void launch_group(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream
   fail("gemv: this prologue / epilogue pair is not instantiated (see cuda_gemv.cu)");
 }
 
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 }  // namespace
 
-void gemv_configure(int max_in) {
-  int device = 0, optin = 0;
-  SR_CUDA_CHECK(cudaGetDevice(&device));
-  SR_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  g_smem_limit = std::max(kDefaultSmem, std::min(size_t(optin), size_t(kMaxTokens) * size_t(max_in) * sizeof(float)));
-}
-
-void gemv(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream) {
+void gemv_v2(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream) {
   SR_CHECK(a.in >= 8 && a.in % 8 == 0 && a.out >= 2 && a.out % 2 == 0,
            "gemv: shape [{} x {}] not supported (expected an even row count and a multiple of 8 columns)", a.out,
            a.in);
   SR_CHECK(a.tokens >= 1, "gemv: {} tokens (expected at least 1)", a.tokens);
+  SR_CHECK(aligned16(a.w) && aligned16(a.x) && a.ldx % 4 == 0 && (in != GemvIn::RmsNorm || aligned16(a.gain)),
+           "gemv: weights, inputs and gains must start at 16-byte boundaries with a row stride that is a multiple "
+           "of 4 floats (got ldx {})",
+           a.ldx);
+  SR_CHECK(in != GemvIn::SwiGlu || a.ldx >= 2 * int64_t(a.in),
+           "gemv: SwiGLU input rows hold gate | up: stride {} is less than 2 x {}", a.ldx, a.in);
   if (out == GemvOut::QkvRope)
     SR_CHECK(a.q_dim + 2 * a.kv_dim == a.out && a.rope.head_dim > 0 && a.q_dim % a.rope.head_dim == 0 &&
                  a.kv_dim % a.rope.head_dim == 0 && a.positions != nullptr,
              "gemv: QKV rows {} are not q {} + 2 x kv {} whole heads of {}", a.out, a.q_dim, a.kv_dim,
              a.rope.head_dim);
-  // Tokens per launch: as many as fit the shared memory (8 at most).
-  const int fit = int(std::min<size_t>(kMaxTokens, g_smem_limit / (size_t(a.in) * sizeof(float))));
-  SR_CHECK(fit >= 1, "gemv: an input row of {} floats does not fit in shared memory (call gemv_configure)", a.in);
-  const int group = fit >= 8 ? 8 : fit >= 4 ? 4 : fit >= 2 ? 2 : 1;
-  for (int t0 = 0; t0 < a.tokens; t0 += group) {
+  for (int t0 = 0; t0 < a.tokens; t0 += kMaxTokens) {
     GemvArgs g = a;
-    g.tokens = std::min(group, a.tokens - t0);
+    g.tokens = std::min(kMaxTokens, a.tokens - t0);
     g.x = a.x + int64_t(t0) * a.ldx;
     if (g.y) g.y = a.y + int64_t(t0) * a.ldy;
     if (g.q_out) g.q_out = a.q_out + int64_t(t0) * a.q_dim;
@@ -182,6 +252,29 @@ void gemv(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream) {
     if (g.positions) g.positions = a.positions + t0;
     launch_group(g, in, out, stream);
   }
+}
+
+GemvVersion gemv_default_version() {
+  static const GemvVersion version = [] {
+    const char* env = std::getenv("SINKROUTER_GEMV");
+    if (env == nullptr || *env == 0 || std::strcmp(env, "v2") == 0) return GemvVersion::V2;
+    if (std::strcmp(env, "v1") == 0) return GemvVersion::V1;
+    fail("SINKROUTER_GEMV={}: expected v1 or v2", env);
+  }();
+  return version;
+}
+
+const char* gemv_version_name(GemvVersion version) { return version == GemvVersion::V1 ? "v1" : "v2"; }
+
+void gemv(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream, GemvVersion version) {
+  if (version == GemvVersion::V1)
+    gemv_v1(a, in, out, stream);
+  else
+    gemv_v2(a, in, out, stream);
+}
+
+void gemv(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream) {
+  gemv(a, in, out, stream, gemv_default_version());
 }
 
 }  // namespace sinkrouter::cuda

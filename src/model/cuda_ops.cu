@@ -3,9 +3,12 @@
 #include "cuda_ops.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "core/cuda_check.h"
 #include "cuda_device_util.cuh"
+#include "cuda_launch.cuh"
 #include "sinkrouter/core/error.h"
 
 namespace sinkrouter::cuda {
@@ -17,7 +20,10 @@ unsigned grid_for(int64_t items) {
   return unsigned(std::min<int64_t>((items + kThreads - 1) / kThreads, int64_t(1) << 20));
 }
 
+// Also the first kernel of a decode step: it lets the first GEMV launch early (PDL).
 __global__ void embed_kernel(const __nv_bfloat16* table, const int32_t* tokens, int64_t n, int width, float* x) {
+  pdl_wait();
+  pdl_launch_dependents();
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n * width; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t t = i / width, c = i % width;
     x[i] = __bfloat162float(table[int64_t(tokens[t]) * width + c]);
@@ -63,6 +69,21 @@ __global__ void swiglu_kernel(const float* gu, int64_t n, int ff, __nv_bfloat16*
 }
 
 }  // namespace
+
+bool pdl_enabled() {
+  static const bool enabled = [] {
+    const char* env = std::getenv("SINKROUTER_PDL");
+    if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+    int device = 0, major = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return major >= 9;
+  }();
+  return enabled;
+}
 
 void embed_rows(const __nv_bfloat16* table, const int32_t* tokens, int64_t n, int width, float* x,
                 cudaStream_t stream) {

@@ -47,7 +47,7 @@ void swiglu_bf16(const float* gu, int64_t n, int ff, __nv_bfloat16* out, cudaStr
 void gemm_bf16(cublasHandle_t handle, const __nv_bfloat16* w, int64_t out, int64_t in, const __nv_bfloat16* x,
                int64_t n, float* y, float beta, cudaStream_t stream);
 
-// ---- decode GEMV: y = W x for up to a few tokens, one read of W per 8 tokens ----
+// ---- decode GEMV: y = W x for a few tokens, one read of W per 8 tokens (cuda_gemv.cu) ----
 enum class GemvIn {
   Plain,    // x as given, [tokens, in]
   RmsNorm,  // rms_norm(x[t]) * gain, [tokens, in]
@@ -78,10 +78,31 @@ struct GemvArgs {
   RopeTable rope;
 };
 
-// Any number of tokens (launched in groups of at most 8). Shared memory: min(8, tokens)
-// rows of `in` floats; call gemv_configure(max_in) once before using in > 1536.
+// Two implementations of the same contract:
+//   V1 (cuda_gemv_v1.cu): the input transform into shared memory, a warp per two rows,
+//      plain launches (the GPU engine's first device run);
+//   V2 (cuda_gemv.cu): 8, 16 or 32 lanes per row, the weights loaded into registers before
+//      the wait of programmatic dependent launch (cuda_launch.cuh), no shared memory.
+// gemv() without a version runs gemv_default_version(): V2, or V1 when SINKROUTER_GEMV=v1
+// (decided once per process; any other value than v1 / v2 is an error).
+enum class GemvVersion { V1 = 1, V2 = 2 };
+GemvVersion gemv_default_version();
+const char* gemv_version_name(GemvVersion version);
+
+// Any number of tokens (launched in groups of at most 8, one read of W per group). x, w and
+// gain start at 16-byte boundaries, ldx is a multiple of 4 (V2 checks it).
 void gemv(const GemvArgs& args, GemvIn in, GemvOut out, cudaStream_t stream);
+void gemv(const GemvArgs& args, GemvIn in, GemvOut out, cudaStream_t stream, GemvVersion version);
+void gemv_v1(const GemvArgs& args, GemvIn in, GemvOut out, cudaStream_t stream);
+void gemv_v2(const GemvArgs& args, GemvIn in, GemvOut out, cudaStream_t stream);
+
+// V1 only: its shared memory holds min(8, tokens) input rows; call once with the widest
+// `in` before using in > 1536 with 8 tokens (otherwise V1 launches fewer tokens at a time).
 void gemv_configure(int max_in);
+
+// Whether V2 (and the embedding kernel) are launched with programmatic dependent launch:
+// device 9.0+ and SINKROUTER_PDL not "0" (decided once per process).
+bool pdl_enabled();
 
 }  // namespace sinkrouter::cuda
 

@@ -1,6 +1,8 @@
 // The forward pass's device pieces against float64 (or the CPU's own float code) on random
-// inputs: the decode GEMV with each prologue / epilogue pair it is used with (1 to 11
-// tokens: one and two launch groups), RoPE at positions up to 2^19, RMSNorm, SwiGLU, the
+// inputs: the decode GEMV, both versions (V1 and V2, cuda_ops.h), with each prologue /
+// epilogue pair it is used with (1 to 11 tokens: one and two launch groups; widths 96 and
+// 136, whose chunks of 8 do not divide evenly among the lanes of a row, SmolLM2's 576 and
+// 1536, and 3200, past what V2 holds in registers), RoPE at positions up to 2^19, RMSNorm, SwiGLU, the
 // embedding lookup and the cuBLAS GEMM with and without the residual add.
 //
 // Tolerances: float32 sums of n products carry a relative error of a few n * 2^-24 of the
@@ -74,6 +76,8 @@ struct GemvCase {
   cuda::GemvIn in;
   cuda::GemvOut out;
   int tokens;
+  int width = 96;  // the input width `in`
+  cuda::GemvVersion version = cuda::GemvVersion::V2;
 };
 
 class CudaGemv : public ::testing::TestWithParam<GemvCase> {};
@@ -81,10 +85,10 @@ class CudaGemv : public ::testing::TestWithParam<GemvCase> {};
 TEST_P(CudaGemv, MatchesFloat64) {
   SR_REQUIRE_CUDA_DEVICE();
   const GemvCase gc = GetParam();
-  std::mt19937_64 rng(uint64_t(gc.tokens) * 17 + uint64_t(gc.in) * 3 + uint64_t(gc.out));
+  std::mt19937_64 rng(uint64_t(gc.tokens) * 17 + uint64_t(gc.in) * 3 + uint64_t(gc.out) + uint64_t(gc.width) * 101);
   const int D = 64, q_dim = 2 * D, kv_dim = D;
   const int rows = gc.out == cuda::GemvOut::QkvRope ? q_dim + 2 * kv_dim : 250;
-  const int in = 96, T = gc.tokens;
+  const int in = gc.width, T = gc.tokens;
   const bool swiglu = gc.in == cuda::GemvIn::SwiGlu;
   const int ldx = swiglu ? 2 * in : in + 8;  // a row stride other than the width, where allowed
   const int ldy = rows + 6;
@@ -123,7 +127,7 @@ TEST_P(CudaGemv, MatchesFloat64) {
   a.positions = static_cast<const int32_t*>(pd.get());
   a.rope.inv_freq = static_cast<const double*>(fd.get());
   a.rope.head_dim = D;
-  cuda::gemv(a, gc.in, gc.out, nullptr);
+  cuda::gemv(a, gc.in, gc.out, nullptr, gc.version);
   SR_ASSERT_CUDA(cudaDeviceSynchronize());
 
   const std::vector<float> y = download<float>(yd, y0.size()), q = download<float>(qo, size_t(T) * q_dim),
@@ -188,30 +192,55 @@ TEST_P(CudaGemv, MatchesFloat64) {
 std::string gemv_case_name(const ::testing::TestParamInfo<GemvCase>& info) {
   static const char* const in[] = {"plain", "rmsnorm", "swiglu"};
   static const char* const out[] = {"store", "accumulate", "qkvrope"};
-  return fmt::format("{}_{}_t{}", in[int(info.param.in)], out[int(info.param.out)], info.param.tokens);
+  return fmt::format("{}_{}_t{}_in{}", in[int(info.param.in)], out[int(info.param.out)], info.param.tokens,
+                     info.param.width);
 }
 
-INSTANTIATE_TEST_SUITE_P(Pairs, CudaGemv,
-                         ::testing::Values(GemvCase{cuda::GemvIn::RmsNorm, cuda::GemvOut::QkvRope, 1},
-                                           GemvCase{cuda::GemvIn::RmsNorm, cuda::GemvOut::QkvRope, 11},
-                                           GemvCase{cuda::GemvIn::Plain, cuda::GemvOut::Accumulate, 3},
-                                           GemvCase{cuda::GemvIn::RmsNorm, cuda::GemvOut::Store, 2},
-                                           GemvCase{cuda::GemvIn::RmsNorm, cuda::GemvOut::Store, 9},
-                                           GemvCase{cuda::GemvIn::SwiGlu, cuda::GemvOut::Accumulate, 1},
-                                           GemvCase{cuda::GemvIn::SwiGlu, cuda::GemvOut::Accumulate, 8},
-                                           GemvCase{cuda::GemvIn::Plain, cuda::GemvOut::Store, 5}),
-                         gemv_case_name);
+// Every case at width 96, and the engine's shapes and the awkward widths, for one version.
+std::vector<GemvCase> gemv_cases(cuda::GemvVersion v) {
+  using In = cuda::GemvIn;
+  using Out = cuda::GemvOut;
+  return {{In::RmsNorm, Out::QkvRope, 1, 96, v},     {In::RmsNorm, Out::QkvRope, 11, 96, v},
+          {In::Plain, Out::Accumulate, 3, 96, v},    {In::RmsNorm, Out::Store, 2, 96, v},
+          {In::RmsNorm, Out::Store, 9, 96, v},       {In::SwiGlu, Out::Accumulate, 1, 96, v},
+          {In::SwiGlu, Out::Accumulate, 8, 96, v},   {In::Plain, Out::Store, 5, 96, v},
+          {In::RmsNorm, Out::QkvRope, 1, 576, v},    {In::RmsNorm, Out::QkvRope, 3, 136, v},
+          {In::RmsNorm, Out::QkvRope, 8, 1536, v},   {In::RmsNorm, Out::QkvRope, 2, 3200, v},
+          {In::RmsNorm, Out::Store, 1, 576, v},      {In::RmsNorm, Out::Store, 8, 3200, v},
+          {In::Plain, Out::Accumulate, 1, 576, v},   {In::Plain, Out::Store, 4, 136, v},
+          {In::SwiGlu, Out::Accumulate, 1, 1536, v}, {In::SwiGlu, Out::Accumulate, 5, 3200, v},
+          {In::SwiGlu, Out::Accumulate, 2, 136, v}};
+}
+
+INSTANTIATE_TEST_SUITE_P(V1, CudaGemv, ::testing::ValuesIn(gemv_cases(cuda::GemvVersion::V1)), gemv_case_name);
+INSTANTIATE_TEST_SUITE_P(V2, CudaGemv, ::testing::ValuesIn(gemv_cases(cuda::GemvVersion::V2)), gemv_case_name);
 
 TEST(CudaOps, GemvRejectsUnsupportedShapes) {
   cuda::GemvArgs a;
   a.out = 7;  // odd
   a.in = 96;
   a.tokens = 1;
+  for (cuda::GemvVersion v : {cuda::GemvVersion::V1, cuda::GemvVersion::V2}) {
+    try {
+      cuda::gemv(a, cuda::GemvIn::Plain, cuda::GemvOut::Store, nullptr, v);
+      FAIL() << "no error from " << cuda::gemv_version_name(v);
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("shape [7 x 96] not supported"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(CudaOps, GemvV2RejectsMisalignedInputs) {
+  cuda::GemvArgs a;
+  a.out = 8;
+  a.in = 96;
+  a.tokens = 1;
+  a.ldx = 98;  // not a multiple of 4 floats
   try {
-    cuda::gemv(a, cuda::GemvIn::Plain, cuda::GemvOut::Store, nullptr);
+    cuda::gemv(a, cuda::GemvIn::Plain, cuda::GemvOut::Store, nullptr, cuda::GemvVersion::V2);
     FAIL() << "no error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("shape [7 x 96] not supported"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("16-byte boundaries"), std::string::npos) << e.what();
   }
 }
 

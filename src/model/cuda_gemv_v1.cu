@@ -1,0 +1,189 @@
+// The decode GEMV, version 1 (the GPU engine's first device run): kept selectable at run
+// time (SINKROUTER_GEMV=v1, cuda_ops.h) beside version 2 (cuda_gemv.cu). Launched without
+// programmatic dependent launch: this kernel never calls pdl_wait().
+//
+// Decode is bound by reading the weights (270 MB a step for SmolLM2), so each weight row is
+// read once per launch and dotted with every token of the launch (up to 8). One warp takes
+// two adjacent rows (RoPE's pairs land in one warp), its lanes striding over 16-byte
+// chunks of the rows; 4 warps per CTA. The launch's inputs are first transformed
+// (RMSNorm or SwiGLU, recomputed by every CTA: a few KB) into shared memory, so the
+// normalisation and the activation need no kernels of their own, and the epilogue adds
+// into the residual stream or rotates and splits q / k / v.
+#include <algorithm>
+
+#include "core/cuda_check.h"
+#include "cuda_device_util.cuh"
+#include "cuda_ops.h"
+#include "sinkrouter/core/error.h"
+
+namespace sinkrouter::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kRowsPerCta = 2 * kWarps;
+constexpr int kMaxTokens = 8;
+constexpr size_t kDefaultSmem = 48 * 1024;  // usable without raising the kernel's limit
+
+size_t g_smem_limit = kDefaultSmem;  // raised by gemv_configure
+
+// acc += w . x over 8 values: w as 8 bf16 in one 16-byte word, x as two float4.
+__device__ __forceinline__ float dot8(const uint4& w, const float4& xa, const float4& xb, float acc) {
+  acc = fmaf(__uint_as_float(w.x << 16), xa.x, acc);
+  acc = fmaf(__uint_as_float(w.x & 0xffff0000u), xa.y, acc);
+  acc = fmaf(__uint_as_float(w.y << 16), xa.z, acc);
+  acc = fmaf(__uint_as_float(w.y & 0xffff0000u), xa.w, acc);
+  acc = fmaf(__uint_as_float(w.z << 16), xb.x, acc);
+  acc = fmaf(__uint_as_float(w.z & 0xffff0000u), xb.y, acc);
+  acc = fmaf(__uint_as_float(w.w << 16), xb.z, acc);
+  acc = fmaf(__uint_as_float(w.w & 0xffff0000u), xb.w, acc);
+  return acc;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Token t's outputs of rows (r, r + 1).
+template <GemvOut OUT>
+__device__ __forceinline__ void gemv_store(const GemvArgs& a, int t, int r, float y0, float y1) {
+  if constexpr (OUT == GemvOut::Store) {
+    a.y[t * a.ldy + r] = y0;
+    a.y[t * a.ldy + r + 1] = y1;
+  } else if constexpr (OUT == GemvOut::Accumulate) {
+    a.y[t * a.ldy + r] += y0;
+    a.y[t * a.ldy + r + 1] += y1;
+  } else {
+    if (r < a.q_dim + a.kv_dim) rope_rotate(y0, y1, a.positions[t], a.rope.inv_freq[(r % a.rope.head_dim) / 2]);
+    float* dst = r < a.q_dim                ? a.q_out + int64_t(t) * a.q_dim + r
+                 : r < a.q_dim + a.kv_dim ? a.k_out + int64_t(t) * a.kv_dim + (r - a.q_dim)
+                                          : a.v_out + int64_t(t) * a.kv_dim + (r - a.q_dim - a.kv_dim);
+    dst[0] = y0;
+    dst[1] = y1;
+  }
+}
+
+// grid: ceil(out / 8) CTAs of 128 threads; dynamic shared memory: NT * in floats.
+template <int NT, GemvIn IN, GemvOut OUT>
+__global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a) {
+  extern __shared__ __align__(16) float xs[];  // [NT][in]
+  const int in = a.in;
+  for (int i = a.tokens * in + int(threadIdx.x); i < NT * in; i += kThreads) xs[i] = 0.f;  // unused token rows
+  for (int t = 0; t < NT && t < a.tokens; ++t) {
+    const float* x = a.x + t * a.ldx;
+    float* dst = xs + t * in;
+    if constexpr (IN == GemvIn::RmsNorm) {
+      float ss = 0.f;
+      for (int i = int(threadIdx.x); i < in; i += kThreads) ss += x[i] * x[i];
+      const float inv = rsqrtf(block_sum(ss) / float(in) + a.eps);
+      for (int i = int(threadIdx.x); i < in; i += kThreads) dst[i] = x[i] * inv * a.gain[i];
+    } else if constexpr (IN == GemvIn::SwiGlu) {
+      for (int i = int(threadIdx.x); i < in; i += kThreads) {
+        const float g = x[i];
+        dst[i] = g / (1.f + expf(-g)) * x[in + i];
+      }
+    } else {
+      for (int i = int(threadIdx.x); i < in; i += kThreads) dst[i] = x[i];
+    }
+  }
+  __syncthreads();
+
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  const int r = (int(blockIdx.x) * kWarps + warp) * 2;  // rows r and r + 1
+  if (r >= a.out) return;
+  const int chunks = in / 8;
+  const uint4* w0 = reinterpret_cast<const uint4*>(a.w + int64_t(r) * in);
+  const uint4* w1 = w0 + chunks;
+  float acc0[NT], acc1[NT];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) acc0[t] = acc1[t] = 0.f;
+#pragma unroll 4
+  for (int c = lane; c < chunks; c += 32) {
+    const uint4 wa = __ldg(w0 + c), wb = __ldg(w1 + c);
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const float4* xv = reinterpret_cast<const float4*>(xs + t * in + c * 8);
+      const float4 xa = xv[0], xb = xv[1];
+      acc0[t] = dot8(wa, xa, xb, acc0[t]);
+      acc1[t] = dot8(wb, xa, xb, acc1[t]);
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    const float y0 = warp_sum(acc0[t]), y1 = warp_sum(acc1[t]);
+    if (lane == t && t < a.tokens) gemv_store<OUT>(a, t, r, y0, y1);
+  }
+}
+
+template <int NT, GemvIn IN, GemvOut OUT>
+void launch(const GemvArgs& a, cudaStream_t stream) {
+  const size_t smem = size_t(NT) * a.in * sizeof(float);
+  if (smem > kDefaultSmem)
+    SR_CUDA_CHECK(cudaFuncSetAttribute(gemv_kernel<NT, IN, OUT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  gemv_kernel<NT, IN, OUT><<<unsigned((a.out + kRowsPerCta - 1) / kRowsPerCta), kThreads, smem, stream>>>(a);
+  SR_CUDA_CHECK_LAUNCH("gemv_kernel");
+}
+
+template <GemvIn IN, GemvOut OUT>
+void launch_tokens(const GemvArgs& a, cudaStream_t stream) {
+  if (a.tokens == 1)
+    launch<1, IN, OUT>(a, stream);
+  else if (a.tokens == 2)
+    launch<2, IN, OUT>(a, stream);
+  else if (a.tokens <= 4)
+    launch<4, IN, OUT>(a, stream);
+  else
+    launch<8, IN, OUT>(a, stream);
+}
+
+void launch_group(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream) {
+  if (in == GemvIn::Plain && out == GemvOut::Store) return launch_tokens<GemvIn::Plain, GemvOut::Store>(a, stream);
+  if (in == GemvIn::Plain && out == GemvOut::Accumulate)
+    return launch_tokens<GemvIn::Plain, GemvOut::Accumulate>(a, stream);
+  if (in == GemvIn::RmsNorm && out == GemvOut::Store) return launch_tokens<GemvIn::RmsNorm, GemvOut::Store>(a, stream);
+  if (in == GemvIn::RmsNorm && out == GemvOut::QkvRope)
+    return launch_tokens<GemvIn::RmsNorm, GemvOut::QkvRope>(a, stream);
+  if (in == GemvIn::SwiGlu && out == GemvOut::Accumulate)
+    return launch_tokens<GemvIn::SwiGlu, GemvOut::Accumulate>(a, stream);
+  fail("gemv: this prologue / epilogue pair is not instantiated (see cuda_gemv.cu)");
+}
+
+}  // namespace
+
+void gemv_configure(int max_in) {  // affects version 1 only (version 2 uses no shared memory)
+  int device = 0, optin = 0;
+  SR_CUDA_CHECK(cudaGetDevice(&device));
+  SR_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  g_smem_limit = std::max(kDefaultSmem, std::min(size_t(optin), size_t(kMaxTokens) * size_t(max_in) * sizeof(float)));
+}
+
+void gemv_v1(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream) {
+  SR_CHECK(a.in >= 8 && a.in % 8 == 0 && a.out >= 2 && a.out % 2 == 0,
+           "gemv: shape [{} x {}] not supported (expected an even row count and a multiple of 8 columns)", a.out,
+           a.in);
+  SR_CHECK(a.tokens >= 1, "gemv: {} tokens (expected at least 1)", a.tokens);
+  if (out == GemvOut::QkvRope)
+    SR_CHECK(a.q_dim + 2 * a.kv_dim == a.out && a.rope.head_dim > 0 && a.q_dim % a.rope.head_dim == 0 &&
+                 a.kv_dim % a.rope.head_dim == 0 && a.positions != nullptr,
+             "gemv: QKV rows {} are not q {} + 2 x kv {} whole heads of {}", a.out, a.q_dim, a.kv_dim,
+             a.rope.head_dim);
+  // Tokens per launch: as many as fit the shared memory (8 at most).
+  const int fit = int(std::min<size_t>(kMaxTokens, g_smem_limit / (size_t(a.in) * sizeof(float))));
+  SR_CHECK(fit >= 1, "gemv: an input row of {} floats does not fit in shared memory (call gemv_configure)", a.in);
+  const int group = fit >= 8 ? 8 : fit >= 4 ? 4 : fit >= 2 ? 2 : 1;
+  for (int t0 = 0; t0 < a.tokens; t0 += group) {
+    GemvArgs g = a;
+    g.tokens = std::min(group, a.tokens - t0);
+    g.x = a.x + int64_t(t0) * a.ldx;
+    if (g.y) g.y = a.y + int64_t(t0) * a.ldy;
+    if (g.q_out) g.q_out = a.q_out + int64_t(t0) * a.q_dim;
+    if (g.k_out) g.k_out = a.k_out + int64_t(t0) * a.kv_dim;
+    if (g.v_out) g.v_out = a.v_out + int64_t(t0) * a.kv_dim;
+    if (g.positions) g.positions = a.positions + t0;
+    launch_group(g, in, out, stream);
+  }
+}
+
+}  // namespace sinkrouter::cuda
