@@ -50,11 +50,4 @@ AttentionPolicy PolicyOptions::resolve() const {
   return p;
 }
 
-AttentionPolicy default_sinkrouter_policy() {
-  AttentionPolicy p;
-  p.kind = PolicyKind::SinkRouter;
-  p.mode = RouterMode::Certified;
-  return p;
-}
-
 }  // namespace sinkrouter::apps

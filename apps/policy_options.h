@@ -9,12 +9,14 @@
 
 namespace sinkrouter::apps {
 
+// Defaults: the sinkrouter options are default_sinkrouter_policy()'s (policy.h; chosen
+// from docs/RESULTS.md), so that `--policy sinkrouter` alone runs the product's policy.
 struct PolicyOptions {
   std::string name = "dense";
-  std::string mode = "certified";
+  std::string mode = "fast";
   std::string bound = "box";
-  std::string estimate = "bound";
-  AttentionPolicy policy;  // numeric parameters, defaults as in policy.h
+  std::string estimate = "gauss";
+  AttentionPolicy policy = default_sinkrouter_policy();  // numeric parameters (kind/mode/... from the names)
 
   // Adds --policy, --mode, --epsilon, --tau, --window, --sink-tokens, --quest-budget,
   // --bound, --estimate, --spread, --blasst-threshold to `cmd`.
@@ -22,8 +24,5 @@ struct PolicyOptions {
   // Resolves names into `policy` (throws Error on bad values).
   AttentionPolicy resolve() const;
 };
-
-// The default routed policy of the product (chosen from measurements: docs/RESULTS.md).
-AttentionPolicy default_sinkrouter_policy();
 
 }  // namespace sinkrouter::apps

@@ -114,12 +114,10 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
            "decode (CUDA): policy {} is not implemented on the GPU yet (dense, sinkrouter, streaming and quest "
            "are; use decode_cpu for {})",
            policy_name(policy.kind), policy_name(policy.kind));
-  SR_CHECK(policy.kind != PolicyKind::SinkRouter ||
-               (policy.bound == BoundKind::Box &&
-                (policy.mode != RouterMode::Fast || (policy.estimate == EstimateKind::Bound && policy.spread == 1.0))),
-           "decode (CUDA): sinkrouter with bound '{}', estimate '{}' and spread {:g} is not implemented on the GPU "
-           "yet (the box bound, estimate 'bound' with spread 1 is; use the CPU for the others)",
-           bound_name(policy.bound), estimate_name(policy.estimate), policy.spread);
+  SR_CHECK(policy.kind != PolicyKind::SinkRouter || policy.bound == BoundKind::Box,
+           "decode (CUDA): sinkrouter with bound '{}' is not implemented on the GPU yet (the box bound is; use the "
+           "CPU for the others)",
+           bound_name(policy.bound));
   SR_CHECK(kv.dtype == DType::BF16 || kv.dtype == DType::F16,
            "decode (CUDA): KV dtype {} is not supported (expected bf16 or f16)", dtype_name(kv.dtype));
   SR_CHECK(kv.head_dim == 64 || kv.head_dim == 128,
@@ -250,6 +248,10 @@ RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV
   r.certified = policy.mode == RouterMode::Certified;
   r.epsilon = policy.epsilon;
   r.tau = policy.tau;
+  r.estimate = policy.kind == PolicyKind::SinkRouter && policy.mode == RouterMode::Fast &&
+               (policy.spread != 1.0 || policy.estimate != EstimateKind::Bound);
+  r.gauss = policy.estimate == EstimateKind::Gauss;
+  r.spread = float(policy.spread);
   r.window = policy.window;
   r.sink_tokens = policy.sink_tokens;
   r.block_stride = w.block_stride;

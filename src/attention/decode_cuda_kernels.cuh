@@ -71,6 +71,11 @@ struct RouteArgs {
   int quest_budget;
   bool certified;     // sinkrouter mode
   double epsilon, tau;
+  // fast: the block estimate deciding keep (policy.h EstimateKind): when `estimate`, e =
+  // min(u, c + spread * (gauss ? ||q * w||_2 : ||q * w||_1)) from the box's centre c and
+  // half-widths w; otherwise the bound u itself. The certificate always uses u.
+  bool estimate, gauss;
+  float spread;
   int window, sink_tokens;
   int block_stride;   // of the per-block arrays below (max blocks, rounded up to 16)
   int anchor_stride;  // of extra_anchors (kv.max_anchors is the stride of kv.anchor_pos)

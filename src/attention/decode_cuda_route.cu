@@ -12,7 +12,7 @@
 //   3. bounds its blocks: u_jg from the summary plus its rounding margin, then
 //      b_jg = R exp(u_jg - m_g) / Z_g in double (one lane per head), stored rounded up to
 //      float; cost_j = max_g b_jg, ubound_j = max_g u_jg; fast mode decides here
-//      (keep if any b_jg > tau).
+//      (keep if any b_jg > tau, or with an estimate (RouteArgs) any e_jg > tau).
 // The second kernel (decode_cuda_route_select.cu) chooses, compacts and certifies.
 #include <algorithm>
 #include <cstdint>
@@ -165,17 +165,26 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
     bool keep = false;
     for (int g = 0; g < G; ++g) {
       const float* q = qs + g * D + lane * 8;
-      float u = 0.f, mag = 0.f;
+      float u = 0.f, mag = 0.f, c = 0.f, spread = 0.f;
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
         const float m = fmaxf(q[i] * x1[i], q[i] * x0[i]);
         u += m;
         mag += fabsf(m);
+        if (a.estimate) {  // uniform: the policy's
+          const float qw = q[i] * (0.5f * (x1[i] - x0[i]));
+          c += q[i] * (0.5f * (x1[i] + x0[i]));
+          spread += a.gauss ? qw * qw : fabsf(qw);
+        }
       }
 #pragma unroll
       for (int off = LANES / 2; off > 0; off >>= 1) {
         u += __shfl_xor_sync(0xffffffffu, u, off);
         mag += __shfl_xor_sync(0xffffffffu, mag, off);
+        if (a.estimate) {
+          c += __shfl_xor_sync(0xffffffffu, c, off);
+          spread += __shfl_xor_sync(0xffffffffu, spread, off);
+        }
       }
       const float ub = u + err * mag;
       umax = fmaxf(umax, ub);
@@ -183,7 +192,12 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
         const double term = double(R) * exp(double(ub) - s_m[g]) / s_z[g];
         const float up = __double2float_ru(term);
         cost = fmaxf(cost, up);
-        keep = keep || term > a.tau;
+        if (a.estimate) {  // router.cpp's BlockBounds::box_estimate, in float
+          const float est = fminf(ub, c + a.spread * (a.gauss ? sqrtf(spread) : spread));
+          keep = keep || double(R) * exp(double(est) - s_m[g]) / s_z[g] > a.tau;
+        } else {
+          keep = keep || term > a.tau;
+        }
         if (valid) bterm[j * G + g] = up;
       }
     }

@@ -73,6 +73,18 @@ void AttentionPolicy::validate() const {
            estimate == EstimateKind::Bound ? 1 : 16, estimate_name(estimate));
 }
 
+AttentionPolicy default_sinkrouter_policy() {
+  AttentionPolicy p;
+  p.kind = PolicyKind::SinkRouter;
+  p.mode = RouterMode::Fast;
+  p.estimate = EstimateKind::Gauss;
+  p.spread = 1.0;
+  p.tau = 0.03;
+  p.window = 64;
+  p.bound = BoundKind::Box;
+  return p;
+}
+
 std::string AttentionPolicy::describe() const {
   switch (kind) {
     case PolicyKind::Dense: return "dense";

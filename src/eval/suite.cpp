@@ -26,9 +26,9 @@ AttentionPolicy policy_from_json(const nlohmann::json& j, const std::string& whe
              where);
   SR_CHECK(j.contains("name"), "{}: a policy needs a \"name\" (dense, sinkrouter, streaming, quest, blasst)", where);
   try {
-    AttentionPolicy p;
+    AttentionPolicy p = default_sinkrouter_policy();  // unnamed settings: the command line's defaults
     p.kind = parse_policy_kind(j.at("name").get<std::string>());
-    p.mode = parse_router_mode(j.value("mode", std::string("certified")));
+    p.mode = parse_router_mode(j.value("mode", std::string(p.mode == RouterMode::Fast ? "fast" : "certified")));
     p.epsilon = j.value("epsilon", p.epsilon);
     p.tau = j.value("tau", p.tau);
     p.window = j.value("window", p.window);

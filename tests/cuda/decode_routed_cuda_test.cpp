@@ -66,6 +66,10 @@ AttentionPolicy random_policy(std::mt19937_64& rng, PolicyKind kind) {
   p.window = 1 + int(u(rng) * 150);
   p.sink_tokens = int(u(rng) * 6);
   p.quest_budget = 16 + int(u(rng) * 400);
+  if (p.mode == RouterMode::Fast && u(rng) < 0.6) {  // the fast mode's estimates (policy.h EstimateKind)
+    p.estimate = u(rng) < 0.7 ? EstimateKind::Gauss : EstimateKind::Bound;
+    p.spread = 0.25 + 1.75 * u(rng);
+  }
   return p;
 }
 
