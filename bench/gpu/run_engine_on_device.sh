@@ -17,7 +17,8 @@
 #   2. test_cuda, the engine's tests (prefill attention, both decode GEMVs and ops, engine
 #      vs CPU and transformers, graph, batch, fork, routed statistics), with fallbacks:
 #      flash prefill failed -> SINKROUTER_PREFILL_ATTENTION=reference; GEMV v2 failed its
-#      own test -> SINKROUTER_GEMV=v1; engine tests failed with only the kernels passing ->
+#      own test -> SINKROUTER_GEMV=v1; else the chained-GEMV test under PDL (CudaGemvPdl)
+#      failed -> SINKROUTER_PDL=0; engine tests failed with only the kernels passing ->
 #      again with SINKROUTER_PDL=0, then with SINKROUTER_GEMV=v1, keeping the first that
 #      passes. Everything after runs under the fallbacks taken (summary.txt names them);
 #   3. `sinkrouter generate --device cuda` (the command line, end to end);
@@ -133,6 +134,10 @@ if grep -qE '^\[  FAILED  \] V2/CudaGemv' "$OUT/tests.log"; then
   export SINKROUTER_GEMV=v1
   rerun="${rerun:+$rerun and }GEMV v1"
   note "GEMV V2 FAILED ITS TEST: engine tests again, and the benchmark, on GEMV v1 (SINKROUTER_GEMV=v1)"
+elif grep -qE '^\[  FAILED  \] CudaGemvPdl' "$OUT/tests.log"; then
+  export SINKROUTER_PDL=0
+  rerun="${rerun:+$rerun and }GEMV v2 without PDL"
+  note "GEMV V2 PASSED BUT FAILED CHAINED UNDER PDL: engine tests again, and the benchmark, with SINKROUTER_PDL=0"
 fi
 engine_tests() {  # $1: a label; the environment decides the kernels
   run_bin timeout 200 "$bin/test_cuda" --gtest_filter='CudaEngine*' >>"$OUT/tests.log" 2>&1

@@ -16,6 +16,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -214,6 +215,93 @@ std::vector<GemvCase> gemv_cases(cuda::GemvVersion v) {
 
 INSTANTIATE_TEST_SUITE_P(V1, CudaGemv, ::testing::ValuesIn(gemv_cases(cuda::GemvVersion::V1)), gemv_case_name);
 INSTANTIATE_TEST_SUITE_P(V2, CudaGemv, ::testing::ValuesIn(gemv_cases(cuda::GemvVersion::V2)), gemv_case_name);
+
+// Dependent GEMVs back to back on a created stream (as the engine launches them), under
+// programmatic dependent launch when the device has it (SINKROUTER_PDL=0: plain launches):
+// round r computes h = W1 y (Store), then y += W2 h (Accumulate), so every launch reads
+// what the one before it wrote. A launch that read its input before pdl_wait() returned
+// would see the previous round's h or y, or the NaN poison of round 0. Once launched
+// directly and once captured into a CUDA graph (programmatic edges), both against float64.
+TEST(CudaGemvPdl, ChainedLaunchesSeeEachOthersOutputs) {
+  SR_REQUIRE_CUDA_DEVICE();
+  std::mt19937_64 rng(11);
+  const int n = 576, f = 1536, rounds = 8;
+  const std::vector<uint16_t> w1 = to_bf16_bits(normal_vector(size_t(f) * n, rng, 0.2f / std::sqrt(float(n))));
+  const std::vector<uint16_t> w2 = to_bf16_bits(normal_vector(size_t(n) * f, rng, 0.2f / std::sqrt(float(f))));
+  const std::vector<float> y0 = normal_vector(size_t(n), rng);
+  std::vector<double> ref(y0.begin(), y0.end()), h(static_cast<size_t>(f));
+  for (int r = 0; r < rounds; ++r) {
+    for (int o = 0; o < f; ++o) {
+      double acc = 0;
+      for (int i = 0; i < n; ++i) acc += bf16_value(w1[size_t(o) * n + size_t(i)]) * ref[size_t(i)];
+      h[size_t(o)] = acc;
+    }
+    for (int o = 0; o < n; ++o) {
+      double acc = 0;
+      for (int i = 0; i < f; ++i) acc += bf16_value(w2[size_t(o) * f + size_t(i)]) * h[size_t(i)];
+      ref[size_t(o)] += acc;
+    }
+  }
+  double ref_max = 0;
+  for (double v : ref) ref_max = std::max(ref_max, std::fabs(v));
+
+  DeviceBuffer w1d = upload(w1), w2d = upload(w2), yd(size_t(n) * 4), hd(size_t(f) * 4);
+  cudaStream_t stream = nullptr;
+  SR_ASSERT_CUDA(cudaStreamCreate(&stream));
+  auto enqueue = [&] {
+    cuda::GemvArgs a;  // h = W1 y
+    a.w = static_cast<const __nv_bfloat16*>(w1d.get());
+    a.out = f;
+    a.in = n;
+    a.tokens = 1;
+    a.x = static_cast<const float*>(yd.get());
+    a.ldx = n;
+    a.y = static_cast<float*>(hd.get());
+    a.ldy = f;
+    cuda::GemvArgs b;  // y += W2 h
+    b.w = static_cast<const __nv_bfloat16*>(w2d.get());
+    b.out = n;
+    b.in = f;
+    b.tokens = 1;
+    b.x = static_cast<const float*>(hd.get());
+    b.ldx = f;
+    b.y = static_cast<float*>(yd.get());
+    b.ldy = n;
+    for (int r = 0; r < rounds; ++r) {
+      cuda::gemv(a, cuda::GemvIn::Plain, cuda::GemvOut::Store, stream, cuda::GemvVersion::V2);
+      cuda::gemv(b, cuda::GemvIn::Plain, cuda::GemvOut::Accumulate, stream, cuda::GemvVersion::V2);
+    }
+  };
+  auto check = [&](const char* how) {
+    SR_ASSERT_CUDA(cudaStreamSynchronize(stream));
+    const std::vector<float> y = download<float>(yd, size_t(n));
+    for (int o = 0; o < n; ++o)
+      ASSERT_LE(std::fabs(double(y[size_t(o)]) - ref[size_t(o)]), 1e-4 * ref_max + 1e-6)
+          << how << " (PDL " << (cuda::pdl_enabled() ? "on" : "off") << "): y[" << o << "] = " << y[size_t(o)]
+          << ", expected " << ref[size_t(o)];
+  };
+  auto reset = [&] {
+    SR_ASSERT_CUDA(cudaMemcpy(yd.get(), y0.data(), y0.size() * sizeof(float), cudaMemcpyHostToDevice));
+    testing::poison(hd);
+  };
+
+  reset();
+  enqueue();
+  check("direct launches");
+
+  reset();
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  SR_ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  enqueue();
+  SR_ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
+  SR_ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  SR_ASSERT_CUDA(cudaGraphLaunch(exec, stream));
+  check("graph replay");
+  SR_ASSERT_CUDA(cudaGraphExecDestroy(exec));
+  SR_ASSERT_CUDA(cudaGraphDestroy(graph));
+  SR_ASSERT_CUDA(cudaStreamDestroy(stream));
+}
 
 TEST(CudaOps, GemvRejectsUnsupportedShapes) {
   cuda::GemvArgs a;
