@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 
 #include "sinkrouter/core/error.h"
@@ -45,7 +46,11 @@ SampleRecord sample_record_from_json(const nlohmann::json& j) {
   r.score = j.at("score");
   r.bytes_read = j.value("bytes_read", int64_t(0));
   r.bytes_dense = j.value("bytes_dense", int64_t(0));
-  r.delta_max = j.value("delta_max", 0.0);
+  // JSON has no infinity: nlohmann writes an unbounded delta (no certificate) as null.
+  const auto delta = j.find("delta_max");
+  r.delta_max = delta == j.end() ? 0.0
+                : delta->is_null() ? std::numeric_limits<double>::infinity()
+                                   : delta->get<double>();
   r.prompt_tokens = j.value("prompt_tokens", int64_t(0));
   r.prefill_seconds = j.value("prefill_seconds", 0.0);
   r.decode_seconds = j.value("decode_seconds", 0.0);

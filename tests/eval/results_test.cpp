@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
 
 #include "sinkrouter/core/error.h"
@@ -79,6 +80,28 @@ TEST(ResultsLog, AppendsResumesAndDropsACutShortLastLine) {
     out.close();
     expect_error([&] { ResultsLog bad(path); }, "samples.jsonl:1: bad result line");
   }
+  fs::remove_all(dir);
+}
+
+// Policies without a certificate (quest, streaming) report an infinite delta, which JSON
+// writes as null: a resumed run must read it back, as infinity.
+TEST(ResultsLog, ResumesRecordsWithAnUnboundedDelta) {
+  const std::string dir = temp_dir("inf");
+  const std::string path = dir + "/samples.jsonl";
+  SampleRecord r = record("fidelity", 512, "quest(budget=64)", "quest", 0, 0.5, 10, 100);
+  r.delta_max = std::numeric_limits<double>::infinity();
+  SampleRecord f = record("fidelity", 512, "sinkrouter(x)", "sinkrouter", 0, 0.9, 20, 100);
+  f.delta_max = 0.25;
+  {
+    ResultsLog log(path);
+    log.append(r);
+    log.append(f);
+  }
+  ResultsLog again(path);
+  ASSERT_EQ(again.records().size(), 2u);
+  EXPECT_TRUE(std::isinf(again.records()[0].delta_max));
+  EXPECT_GT(again.records()[0].delta_max, 0);
+  EXPECT_EQ(again.records()[1].delta_max, 0.25);
   fs::remove_all(dir);
 }
 
