@@ -40,6 +40,11 @@ def setting(cell):
     return m.group(1) if m else ""
 
 
+def fmt_delta(d):
+    # JSON has no infinity: an unbounded delta (no certificate: quest, streaming) is null.
+    return "none" if d is None else f"{d:.2e}"
+
+
 def ppl_ratio(c):
     f = c["fidelity"]
     return f["ppl_policy"] / f["ppl_dense"] if f["ppl_dense"] > 0 else float("nan")
@@ -101,7 +106,7 @@ def main():
         for c in sorted(mine, key=lambda c: (family(c), c["kv_read_fraction"])):
             f = c["fidelity"]
             md.append(f"| `{c['policy']}` | {100 * c['kv_read_fraction']:.1f}% | {100 * f['top1_agreement']:.1f}% | "
-                      f"{f['kl_mean']:.2e} | {f['kl_max']:.2e} | {ppl_ratio(c):.3f} | {c['delta_max']:.2e} |")
+                      f"{f['kl_mean']:.2e} | {f['kl_max']:.2e} | {ppl_ratio(c):.3f} | {fmt_delta(c['delta_max'])} |")
         md.append("")
     tasks = [c for c in cells if not c.get("fidelity")]
     for task in dict.fromkeys(c["task"] for c in tasks):

@@ -140,9 +140,7 @@ int run(int argc, char** argv) {
   const ModelConfig& c = engine.config();
   const double kv_token_bytes = double(c.n_layers) * c.n_head_kv * c.head_dim * 2 * 2;  // K and V, bf16
   AttentionPolicy dense;
-  AttentionPolicy routed;
-  routed.kind = PolicyKind::SinkRouter;
-  routed.mode = RouterMode::Certified;
+  const AttentionPolicy routed = default_sinkrouter_policy();  // the product's default (docs/RESULTS.md)
   // Bytes of weights one decode step reads: every layer's matrices and the output head.
   const double weight_bytes =
       2.0 * (double(c.n_layers) * c.n_embd *

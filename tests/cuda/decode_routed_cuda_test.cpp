@@ -68,7 +68,8 @@ AttentionPolicy random_policy(std::mt19937_64& rng, PolicyKind kind) {
   p.quest_budget = 16 + int(u(rng) * 400);
   if (p.mode == RouterMode::Fast && u(rng) < 0.6) {  // the fast mode's estimates (policy.h EstimateKind)
     p.estimate = u(rng) < 0.7 ? EstimateKind::Gauss : EstimateKind::Bound;
-    p.spread = 0.25 + 1.75 * u(rng);
+    // Gauss: any spread; bound: at most 1 (an estimate above the bound is no estimate).
+    p.spread = p.estimate == EstimateKind::Gauss ? 0.25 + 1.75 * u(rng) : 0.25 + 0.75 * u(rng);
   }
   return p;
 }
