@@ -16,7 +16,8 @@ stage=$root/.stage/engine
 src=$build/src
 mkdir -p "$build"
 rm -rf "$src.new" && mkdir -p "$src.new"
-git -C "$root" archive HEAD | tar -x -C "$src.new"
+head=$(git -C "$root" rev-parse HEAD)  # the commit built (others may commit meanwhile)
+git -C "$root" archive "$head" | tar -x -C "$src.new"
 # Refresh only changed files, so that make rebuilds only what changed; drop removed ones.
 mkdir -p "$src"
 (cd "$src.new" && find . -type f | while read -r f; do
@@ -31,7 +32,7 @@ mkdir -p "$stage/bin" "$stage/lib" "$stage/whl"
 cp "$build/obj/tests/test_cuda" "$build/obj/bench/gpu/bench_engine" "$build/obj/apps/sinkrouter" "$stage/bin/"
 strip "$stage"/bin/*
 for lib in $(ldd "$stage"/bin/* | awk '/libfmt|libpcre2-8|libcudart/ {print $3}' | sort -u); do cp -L "$lib" "$stage/lib/"; done
-git -C "$root" rev-parse HEAD >"$stage/bin/COMMIT"
+echo "$head" >"$stage/bin/COMMIT"
 tar -cJf "$stage/bin.tar.xz" -C "$stage" bin lib
 rm -rf "$stage/bin" "$stage/lib"
 ls "$stage"/whl/gguf-*.whl >/dev/null 2>&1 ||
