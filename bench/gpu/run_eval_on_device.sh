@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `sinkrouter eval` on the GPU engine (issue 7, long evaluation on the GPU), as a third call
 # after bench/gpu/run_engine_on_device.sh has left the binaries and the joined model in
-# /root/stage. Carry ["data", ".stage/engine"] (data/: `make data` here; git-ignored).
+# /root/stage. Carry ["data", ".stage/engine"] (data/: `make data` here; git-ignored), plus
+# ".stage/model/2" on a machine where only part 1 was stashed.
 #   bash bench/gpu/run_eval_on_device.sh [SUITE ...]   (default: the two GPU suites)
 # Writes $OUT/<suite name>/ (report.md, results.json, samples.jsonl) and $OUT/eval.log.
 set -u
@@ -11,7 +12,16 @@ OUT=${OUT:-/tmp/sr_eval_out}
 stash=/root/stage
 name=SmolLM2-135M-Instruct.Q4_1.gguf
 mkdir -p "$OUT" models
+mkdir -p "$stash"
 [ -x "$stash/bin/sinkrouter" ] || tar -xJf .stage/engine/bin.tar.xz -C "$stash"
+# On a fresh machine: part 1 stashed by a first call (`run_engine_on_device.sh stash`), part
+# 2 carried now in .stage/model/2 (add it to the carry).
+if [ ! -f "$stash/$name" ] && [ -f "$stash/$name.part1" ] && [ -f ".stage/model/2/$name.part2" ]; then
+  cat "$stash/$name.part1" ".stage/model/2/$name.part2" >"$stash/$name"
+  cp ".stage/model/2/$name.sha256" "$stash/"
+fi
+want=$(awk '{print $1}' "$stash/$name.sha256" 2>/dev/null); got=$(sha256sum "$stash/$name" 2>/dev/null | awk '{print $1}')
+[ -n "$want" ] && [ "$want" = "$got" ] || { echo "model missing or checksum mismatch in $stash" | tee -a "$OUT/eval.log"; exit 1; }
 [ -f "models/$name" ] || ln -sf "$stash/$name" "models/$name"
 [ -f "models/$name.sha256" ] || cp "$stash/$name.sha256" "models/" 2>/dev/null
 cublas=$(find -L /usr/local/cuda/lib64 $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null) \

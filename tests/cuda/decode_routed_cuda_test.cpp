@@ -172,10 +172,15 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
       EXPECT_EQ(s.sink_route, c.sink_route) << what;
       // Streaming and quest deltas are diagnostic bounds that overflow to inf when a skipped
       // block scores far above the sink; equal infinities agree.
+      // Finite deltas: each term is R exp(u - m) / Z with u a float sum of D products taken
+      // in another order on each side (lanes' butterfly against a sequential loop), so u
+      // differs by up to ~|u| 2^-24 sqrt(D), and the term by that much relatively: with u
+      // near 50 (fast mode skips such blocks), 1e-5 of the delta (seen on the H200, run 3:
+      // 1.03e-5 at seed 128). Both are true bounds (u includes its rounding allowance).
       if (std::isinf(c.delta))
         EXPECT_EQ(s.delta, c.delta) << what;
       else
-        EXPECT_NEAR(s.delta, c.delta, 1e-5 * c.delta + 1e-30) << what;
+        EXPECT_NEAR(s.delta, c.delta, 1e-4 * c.delta + 1e-30) << what;
     }
     EXPECT_EQ(s.bytes_blocks % tb, 0) << what;
   }
