@@ -271,8 +271,8 @@ Runner register_bench_decode(CLI::App& app) {
       ->delimiter(',')
       ->check(CLI::Range(int64_t(1), int64_t(1) << 31))
       ->capture_default_str();
-  cmd->add_option("--policy", o->policies, "policies (comma-separated): dense, sinkrouter (certified, default "
-                                           "options), streaming, quest, blasst")
+  cmd->add_option("--policy", o->policies, "policies (comma-separated): dense, sinkrouter (the default routed "
+                                           "policy, docs/RESULTS.md), streaming, quest, blasst")
       ->delimiter(',')
       ->check(CLI::IsMember({"dense", "sinkrouter", "streaming", "quest", "blasst"}))
       ->capture_default_str();

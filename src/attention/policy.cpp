@@ -79,7 +79,7 @@ AttentionPolicy default_sinkrouter_policy() {
   p.mode = RouterMode::Fast;
   p.estimate = EstimateKind::Gauss;
   p.spread = 1.0;
-  p.tau = 0.03;
+  p.tau = 0.001;
   p.window = 64;
   p.bound = BoundKind::Box;
   return p;
