@@ -7,6 +7,7 @@
 #include <fstream>
 #include <limits>
 #include <random>
+#include <set>
 
 #include "sinkrouter/core/error.h"
 #include "sinkrouter/eval/fidelity.h"
@@ -166,6 +167,28 @@ TEST(Suite, CommittedExampleParses) {
   EXPECT_EQ(r.policies.size(), 7u);
   EXPECT_EQ(r.policies[2].mode, RouterMode::Fast);
   EXPECT_DOUBLE_EQ(r.policies[2].tau, 0.001);
+}
+
+// Every committed suite loads (docs/RESULTS.md's commands run them), with distinct policies
+// and names a sinkrouter setting left out takes from the product default.
+TEST(Suite, EveryCommittedSuiteParses) {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(std::string(SINKROUTER_SOURCE_DIR) + "/eval/suites")) {
+    if (e.path().extension() != ".json") continue;
+    SCOPED_TRACE(e.path().string());
+    const EvalSuite s = load_suite(e.path().string());
+    EXPECT_FALSE(s.tasks.empty());
+    EXPECT_FALSE(s.policies.empty());
+    std::set<std::string> names;
+    for (const AttentionPolicy& p : s.policies) EXPECT_TRUE(names.insert(p.describe()).second) << p.describe();
+    ++n;
+  }
+  EXPECT_GE(n, 6);
+  const EvalSuite d = parse_suite({{"tasks", {"passkey"}}, {"contexts", {1024}}, {"policies", {{{"name", "sinkrouter"}}}}}, "t.json");
+  const AttentionPolicy want = default_sinkrouter_policy();
+  EXPECT_EQ(d.policies[0].mode, want.mode);
+  EXPECT_EQ(d.policies[0].estimate, want.estimate);
+  EXPECT_DOUBLE_EQ(d.policies[0].tau, want.tau);
 }
 
 TEST(Suite, ClearErrors) {
