@@ -13,6 +13,7 @@
 
 #include "core/cuda_check.h"
 #include "cuda_device_util.cuh"
+#include "cuda_gemv_common.cuh"
 #include "cuda_ops.h"
 #include "sinkrouter/core/error.h"
 
@@ -56,12 +57,7 @@ __device__ __forceinline__ void gemv_store(const GemvArgs& a, int t, int r, floa
     a.y[t * a.ldy + r] += y0;
     a.y[t * a.ldy + r + 1] += y1;
   } else {
-    if (r < a.q_dim + a.kv_dim) rope_rotate(y0, y1, a.positions[t], a.rope.inv_freq[(r % a.rope.head_dim) / 2]);
-    float* dst = r < a.q_dim                ? a.q_out + int64_t(t) * a.q_dim + r
-                 : r < a.q_dim + a.kv_dim ? a.k_out + int64_t(t) * a.kv_dim + (r - a.q_dim)
-                                          : a.v_out + int64_t(t) * a.kv_dim + (r - a.q_dim - a.kv_dim);
-    dst[0] = y0;
-    dst[1] = y1;
+    store_qkv_rope(a, t, r, y0, y1);
   }
 }
 
@@ -129,28 +125,15 @@ void launch(const GemvArgs& a, cudaStream_t stream) {
   SR_CUDA_CHECK_LAUNCH("gemv_kernel");
 }
 
-template <GemvIn IN, GemvOut OUT>
-void launch_tokens(const GemvArgs& a, cudaStream_t stream) {
-  if (a.tokens == 1)
-    launch<1, IN, OUT>(a, stream);
-  else if (a.tokens == 2)
-    launch<2, IN, OUT>(a, stream);
-  else if (a.tokens <= 4)
-    launch<4, IN, OUT>(a, stream);
-  else
-    launch<8, IN, OUT>(a, stream);
-}
+struct Launcher {  // for gemv_launch_group (cuda_gemv_common.cuh)
+  template <int NT, GemvIn IN, GemvOut OUT>
+  static void run(const GemvArgs& a, cudaStream_t stream) {
+    launch<NT, IN, OUT>(a, stream);
+  }
+};
 
 void launch_group(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream) {
-  if (in == GemvIn::Plain && out == GemvOut::Store) return launch_tokens<GemvIn::Plain, GemvOut::Store>(a, stream);
-  if (in == GemvIn::Plain && out == GemvOut::Accumulate)
-    return launch_tokens<GemvIn::Plain, GemvOut::Accumulate>(a, stream);
-  if (in == GemvIn::RmsNorm && out == GemvOut::Store) return launch_tokens<GemvIn::RmsNorm, GemvOut::Store>(a, stream);
-  if (in == GemvIn::RmsNorm && out == GemvOut::QkvRope)
-    return launch_tokens<GemvIn::RmsNorm, GemvOut::QkvRope>(a, stream);
-  if (in == GemvIn::SwiGlu && out == GemvOut::Accumulate)
-    return launch_tokens<GemvIn::SwiGlu, GemvOut::Accumulate>(a, stream);
-  fail("gemv: this prologue / epilogue pair is not instantiated (see cuda_gemv.cu)");
+  gemv_launch_group<Launcher>(a, in, out, stream);
 }
 
 }  // namespace

@@ -1,0 +1,56 @@
+// What both decode GEMV versions share (internal header, CUDA builds only): the QKV
+// epilogue (RoPE on q and k, then the split into q / k / v), and the launch dispatch over
+// the token count rounded up to an instantiated width (1, 2, 4 or 8) and the
+// prologue/epilogue pairs the engine uses. A version supplies its launcher as
+//   struct Launcher { template <int NT, GemvIn IN, GemvOut OUT>
+//                     static void run(const GemvArgs&, cudaStream_t); };
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "cuda_device_util.cuh"
+#include "cuda_ops.h"
+#include "sinkrouter/core/error.h"
+
+namespace sinkrouter::cuda {
+
+// Token t's outputs of the row pair (r, r + 1) of the stacked Q|K|V matrix: rotated by RoPE
+// when they are q or k (the GGUF pairing puts a RoPE pair in adjacent rows), then stored
+// into q_out, k_out or v_out.
+__device__ __forceinline__ void store_qkv_rope(const GemvArgs& a, int t, int r, float y0, float y1) {
+  if (r < a.q_dim + a.kv_dim) rope_rotate(y0, y1, a.positions[t], a.rope.inv_freq[(r % a.rope.head_dim) / 2]);
+  float* dst = r < a.q_dim                ? a.q_out + int64_t(t) * a.q_dim + r
+               : r < a.q_dim + a.kv_dim ? a.k_out + int64_t(t) * a.kv_dim + (r - a.q_dim)
+                                        : a.v_out + int64_t(t) * a.kv_dim + (r - a.q_dim - a.kv_dim);
+  dst[0] = y0;
+  dst[1] = y1;
+}
+
+template <typename Launcher, GemvIn IN, GemvOut OUT>
+void gemv_launch_tokens(const GemvArgs& a, cudaStream_t stream) {
+  if (a.tokens == 1)
+    Launcher::template run<1, IN, OUT>(a, stream);
+  else if (a.tokens == 2)
+    Launcher::template run<2, IN, OUT>(a, stream);
+  else if (a.tokens <= 4)
+    Launcher::template run<4, IN, OUT>(a, stream);
+  else
+    Launcher::template run<8, IN, OUT>(a, stream);
+}
+
+template <typename Launcher>
+void gemv_launch_group(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream) {
+  if (in == GemvIn::Plain && out == GemvOut::Store)
+    return gemv_launch_tokens<Launcher, GemvIn::Plain, GemvOut::Store>(a, stream);
+  if (in == GemvIn::Plain && out == GemvOut::Accumulate)
+    return gemv_launch_tokens<Launcher, GemvIn::Plain, GemvOut::Accumulate>(a, stream);
+  if (in == GemvIn::RmsNorm && out == GemvOut::Store)
+    return gemv_launch_tokens<Launcher, GemvIn::RmsNorm, GemvOut::Store>(a, stream);
+  if (in == GemvIn::RmsNorm && out == GemvOut::QkvRope)
+    return gemv_launch_tokens<Launcher, GemvIn::RmsNorm, GemvOut::QkvRope>(a, stream);
+  if (in == GemvIn::SwiGlu && out == GemvOut::Accumulate)
+    return gemv_launch_tokens<Launcher, GemvIn::SwiGlu, GemvOut::Accumulate>(a, stream);
+  fail("gemv: this prologue / epilogue pair is not instantiated (see cuda_gemv_common.cuh)");
+}
+
+}  // namespace sinkrouter::cuda
