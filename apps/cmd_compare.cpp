@@ -7,6 +7,7 @@
 // Prints both answers, decode tokens/s, KV bytes read per step, and the agreement.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -164,10 +165,11 @@ int run(const CompareCli& o) {
   fmt::print("Question: {}\n\n", o.question);
   fmt::print("dense answer:\n  {}\n\n", a_dense.text);
   fmt::print("{} answer:\n  {}\n\n", policy.describe(), a_policy.text);
-  fmt::print("{:<44} {:>12} {:>16} {:>10}\n", "policy", "decode tok/s", "KV bytes/step", "of dense");
-  fmt::print("{:<44} {:>12.1f} {:>16.0f} {:>9.1f}%\n", "dense", speed(a_dense),
+  const size_t w = std::max<size_t>(10, policy.describe().size());  // the policy column fits its name
+  fmt::print("{:<{}} {:>12} {:>16} {:>10}\n", "policy", w, "decode tok/s", "KV bytes/step", "of dense");
+  fmt::print("{:<{}} {:>12.1f} {:>16.0f} {:>9.1f}%\n", "dense", w, speed(a_dense),
              per_step(a_dense, a_dense.stats.bytes_read()), 100.0);
-  fmt::print("{:<44} {:>12.1f} {:>16.0f} {:>9.1f}%\n", policy.describe(), speed(a_policy),
+  fmt::print("{:<{}} {:>12.1f} {:>16.0f} {:>9.1f}%\n", policy.describe(), w, speed(a_policy),
              per_step(a_policy, a_policy.stats.bytes_read()), 100 * frac);
   fmt::print("\nAgreement, {} under the policy teacher-forced on dense's answer ({} steps): top-1 {:.1f}%, "
              "mean KL {:.2e}, max KL {:.2e}\n",
