@@ -39,19 +39,6 @@ constexpr int kThreads = 32 * kWarps;
 constexpr int kMaxTokens = 8;
 constexpr int kPrefetch = 12;  // 16-byte chunks of its row a lane holds in registers
 
-// acc += w . x over 8 values: w as 8 bf16 in one 16-byte word, x as two float4.
-__device__ __forceinline__ float dot8(const uint4& w, const float4& xa, const float4& xb, float acc) {
-  acc = fmaf(__uint_as_float(w.x << 16), xa.x, acc);
-  acc = fmaf(__uint_as_float(w.x & 0xffff0000u), xa.y, acc);
-  acc = fmaf(__uint_as_float(w.y << 16), xa.z, acc);
-  acc = fmaf(__uint_as_float(w.y & 0xffff0000u), xa.w, acc);
-  acc = fmaf(__uint_as_float(w.z << 16), xb.x, acc);
-  acc = fmaf(__uint_as_float(w.z & 0xffff0000u), xb.y, acc);
-  acc = fmaf(__uint_as_float(w.w << 16), xb.z, acc);
-  acc = fmaf(__uint_as_float(w.w & 0xffff0000u), xb.w, acc);
-  return acc;
-}
-
 __device__ __forceinline__ float sum_squares(const float4& a, const float4& b, float acc) {
   acc = fmaf(a.x, a.x, acc);
   acc = fmaf(a.y, a.y, acc);

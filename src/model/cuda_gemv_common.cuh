@@ -1,7 +1,7 @@
-// What both decode GEMV versions share (internal header, CUDA builds only): the QKV
-// epilogue (RoPE on q and k, then the split into q / k / v), and the launch dispatch over
-// the token count rounded up to an instantiated width (1, 2, 4 or 8) and the
-// prologue/epilogue pairs the engine uses. A version supplies its launcher as
+// What both decode GEMV versions share (internal header, CUDA builds only): the bf16 dot
+// product of one 16-byte chunk, the QKV epilogue (RoPE on q and k, then the split into
+// q / k / v), and the launch dispatch over the token count rounded up to an instantiated
+// width (1, 2, 4 or 8) and the prologue/epilogue pairs the engine uses. A version supplies its launcher as
 //   struct Launcher { template <int NT, GemvIn IN, GemvOut OUT>
 //                     static void run(const GemvArgs&, cudaStream_t); };
 #pragma once
@@ -13,6 +13,19 @@
 #include "sinkrouter/core/error.h"
 
 namespace sinkrouter::cuda {
+
+// acc += w . x over 8 values: w as 8 bf16 in one 16-byte word, x as two float4.
+__device__ __forceinline__ float dot8(const uint4& w, const float4& xa, const float4& xb, float acc) {
+  acc = fmaf(__uint_as_float(w.x << 16), xa.x, acc);
+  acc = fmaf(__uint_as_float(w.x & 0xffff0000u), xa.y, acc);
+  acc = fmaf(__uint_as_float(w.y << 16), xa.z, acc);
+  acc = fmaf(__uint_as_float(w.y & 0xffff0000u), xa.w, acc);
+  acc = fmaf(__uint_as_float(w.z << 16), xb.x, acc);
+  acc = fmaf(__uint_as_float(w.z & 0xffff0000u), xb.y, acc);
+  acc = fmaf(__uint_as_float(w.w << 16), xb.z, acc);
+  acc = fmaf(__uint_as_float(w.w & 0xffff0000u), xb.w, acc);
+  return acc;
+}
 
 // Token t's outputs of the row pair (r, r + 1) of the stacked Q|K|V matrix: rotated by RoPE
 // when they are q or k (the GGUF pairing puts a RoPE pair in adjacent rows), then stored

@@ -28,19 +28,6 @@ constexpr size_t kDefaultSmem = 48 * 1024;  // usable without raising the kernel
 
 size_t g_smem_limit = kDefaultSmem;  // raised by gemv_configure
 
-// acc += w . x over 8 values: w as 8 bf16 in one 16-byte word, x as two float4.
-__device__ __forceinline__ float dot8(const uint4& w, const float4& xa, const float4& xb, float acc) {
-  acc = fmaf(__uint_as_float(w.x << 16), xa.x, acc);
-  acc = fmaf(__uint_as_float(w.x & 0xffff0000u), xa.y, acc);
-  acc = fmaf(__uint_as_float(w.y << 16), xa.z, acc);
-  acc = fmaf(__uint_as_float(w.y & 0xffff0000u), xa.w, acc);
-  acc = fmaf(__uint_as_float(w.z << 16), xb.x, acc);
-  acc = fmaf(__uint_as_float(w.z & 0xffff0000u), xb.y, acc);
-  acc = fmaf(__uint_as_float(w.w << 16), xb.z, acc);
-  acc = fmaf(__uint_as_float(w.w & 0xffff0000u), xb.w, acc);
-  return acc;
-}
-
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
