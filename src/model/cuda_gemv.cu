@@ -206,21 +206,9 @@ void gemv_v2(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream) {
            a.ldx);
   SR_CHECK(in != GemvIn::SwiGlu || a.ldx >= 2 * int64_t(a.in),
            "gemv: SwiGLU input rows hold gate | up: stride {} is less than 2 x {}", a.ldx, a.in);
-  if (out == GemvOut::QkvRope)
-    SR_CHECK(a.q_dim + 2 * a.kv_dim == a.out && a.rope.head_dim > 0 && a.q_dim % a.rope.head_dim == 0 &&
-                 a.kv_dim % a.rope.head_dim == 0 && a.positions != nullptr,
-             "gemv: QKV rows {} are not q {} + 2 x kv {} whole heads of {}", a.out, a.q_dim, a.kv_dim,
-             a.rope.head_dim);
+  if (out == GemvOut::QkvRope) gemv_check_qkv_shape(a);
   for (int t0 = 0; t0 < a.tokens; t0 += kMaxTokens) {
-    GemvArgs g = a;
-    g.tokens = std::min(kMaxTokens, a.tokens - t0);
-    g.x = a.x + int64_t(t0) * a.ldx;
-    if (g.y) g.y = a.y + int64_t(t0) * a.ldy;
-    if (g.q_out) g.q_out = a.q_out + int64_t(t0) * a.q_dim;
-    if (g.k_out) g.k_out = a.k_out + int64_t(t0) * a.kv_dim;
-    if (g.v_out) g.v_out = a.v_out + int64_t(t0) * a.kv_dim;
-    if (g.positions) g.positions = a.positions + t0;
-    launch_group(g, in, out, stream);
+    launch_group(gemv_token_slice(a, t0, std::min(kMaxTokens, a.tokens - t0)), in, out, stream);
   }
 }
 

@@ -39,6 +39,27 @@ __device__ __forceinline__ void store_qkv_rope(const GemvArgs& a, int t, int r, 
   dst[1] = y1;
 }
 
+// The stacked Q|K|V matrix is q plus two kv blocks of whole RoPE heads, with positions.
+inline void gemv_check_qkv_shape(const GemvArgs& a) {
+  SR_CHECK(a.q_dim + 2 * a.kv_dim == a.out && a.rope.head_dim > 0 && a.q_dim % a.rope.head_dim == 0 &&
+               a.kv_dim % a.rope.head_dim == 0 && a.positions != nullptr,
+           "gemv: QKV rows {} are not q {} + 2 x kv {} whole heads of {}", a.out, a.q_dim, a.kv_dim,
+           a.rope.head_dim);
+}
+
+// The arguments of tokens [t0, t0 + n) of a launch: inputs, outputs and positions offset.
+inline GemvArgs gemv_token_slice(const GemvArgs& a, int t0, int n) {
+  GemvArgs g = a;
+  g.tokens = n;
+  g.x = a.x + int64_t(t0) * a.ldx;
+  if (g.y) g.y = a.y + int64_t(t0) * a.ldy;
+  if (g.q_out) g.q_out = a.q_out + int64_t(t0) * a.q_dim;
+  if (g.k_out) g.k_out = a.k_out + int64_t(t0) * a.kv_dim;
+  if (g.v_out) g.v_out = a.v_out + int64_t(t0) * a.kv_dim;
+  if (g.positions) g.positions = a.positions + t0;
+  return g;
+}
+
 template <typename Launcher, GemvIn IN, GemvOut OUT>
 void gemv_launch_tokens(const GemvArgs& a, cudaStream_t stream) {
   if (a.tokens == 1)

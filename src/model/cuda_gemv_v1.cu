@@ -137,25 +137,13 @@ void gemv_v1(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream) {
            "gemv: shape [{} x {}] not supported (expected an even row count and a multiple of 8 columns)", a.out,
            a.in);
   SR_CHECK(a.tokens >= 1, "gemv: {} tokens (expected at least 1)", a.tokens);
-  if (out == GemvOut::QkvRope)
-    SR_CHECK(a.q_dim + 2 * a.kv_dim == a.out && a.rope.head_dim > 0 && a.q_dim % a.rope.head_dim == 0 &&
-                 a.kv_dim % a.rope.head_dim == 0 && a.positions != nullptr,
-             "gemv: QKV rows {} are not q {} + 2 x kv {} whole heads of {}", a.out, a.q_dim, a.kv_dim,
-             a.rope.head_dim);
+  if (out == GemvOut::QkvRope) gemv_check_qkv_shape(a);
   // Tokens per launch: as many as fit the shared memory (8 at most).
   const int fit = int(std::min<size_t>(kMaxTokens, g_smem_limit / (size_t(a.in) * sizeof(float))));
   SR_CHECK(fit >= 1, "gemv: an input row of {} floats does not fit in shared memory (call gemv_configure)", a.in);
   const int group = fit >= 8 ? 8 : fit >= 4 ? 4 : fit >= 2 ? 2 : 1;
   for (int t0 = 0; t0 < a.tokens; t0 += group) {
-    GemvArgs g = a;
-    g.tokens = std::min(group, a.tokens - t0);
-    g.x = a.x + int64_t(t0) * a.ldx;
-    if (g.y) g.y = a.y + int64_t(t0) * a.ldy;
-    if (g.q_out) g.q_out = a.q_out + int64_t(t0) * a.q_dim;
-    if (g.k_out) g.k_out = a.k_out + int64_t(t0) * a.kv_dim;
-    if (g.v_out) g.v_out = a.v_out + int64_t(t0) * a.kv_dim;
-    if (g.positions) g.positions = a.positions + t0;
-    launch_group(g, in, out, stream);
+    launch_group(gemv_token_slice(a, t0, std::min(group, a.tokens - t0)), in, out, stream);
   }
 }
 
