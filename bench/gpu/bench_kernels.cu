@@ -5,9 +5,10 @@
 //   bench_kernels --out kernels.json [--contexts 4096,8192,...] [--batches 1,8] [--reps 30]
 //                 [--shapes llama-3.1-8b,smollm2-135m]
 //   bench_kernels --profile-once --shapes llama-3.1-8b --contexts 65536 --batches 1
-//       one eager dense run and one routed run (50 % quiet blocks) of the first shape,
-//       context and batch, nothing else: for ncu (bench/gpu/run_on_device.sh), whose
-//       kernel filter then sees attention, route_bounds, route_select, attention.
+//       one eager dense run and one routed run (the default policy, 50 % quiet blocks) of
+//       the first shape, context and batch, nothing else: for ncu
+//       (bench/gpu/run_on_device.sh), whose kernel filter then sees attention,
+//       route_bounds (fast mode finishes the routing there), attention.
 //
 // Method (docs/PERF.md, "CUDA decode kernels"):
 //   - caches are generated on the device (hash-based pseudo-normal keys and values, a
@@ -265,9 +266,7 @@ int main(int argc, char** argv) {
           };
           if (profile_once) {  // one eager dense run, one routed run; ncu picks the kernels
             generate(50);
-            sr::AttentionPolicy routed;
-            routed.kind = sr::PolicyKind::SinkRouter;
-            routed.epsilon = 1e-2;
+            const sr::AttentionPolicy routed = sr::default_sinkrouter_policy();  // fast: route_bounds alone
             sr::CudaDecoder dense(cache.view(0, int(B)), sh.q_heads, sr::AttentionPolicy{}, scale);
             sr::CudaDecoder router(cache.view(0, int(B)), sh.q_heads, routed, scale);
             dense.run(cache.view(0, int(B)), q, sr::DType::BF16, out, sr::DType::BF16, stream);
@@ -280,9 +279,7 @@ int main(int argc, char** argv) {
             return 0;
           }
           auto run_rows = [&](const sr::AttentionPolicy& policy, const char* kernel, int skip_target, bool routing_only,
-                              bool tensor_cores = true) {
-            sr::CudaDecodeOptions options;
-            options.tensor_cores = tensor_cores;
+                              sr::CudaDecodeOptions options = {}) {
             sr::CudaDecoder dec(cache.view(0, int(B)), sh.q_heads, policy, scale, options);
             cudaGraphExec_t exec = capture(stream, [&] {
               for (int c = 0; c < copies; ++c) {
@@ -314,6 +311,8 @@ int main(int argc, char** argv) {
             row["ratio_to_floor"] = us / floor_us;
             row["copies"] = copies;
             row["ctas"] = dec.grid_ctas();
+            row["min_split_tokens"] = options.min_split_tokens;
+            row["fused_fast_routing"] = options.fused_fast_routing;
             rows.push_back(row);
             std::printf("%-13s B=%lld ctx=%7lld %-12s skip %2d%% (%5.1f%%): %9.2f us  %6.0f GB/s  floor %9.2f us  x%.2f\n",
                         sh.name, (long long)B, (long long)ctx, kernel, skip_target,
@@ -322,7 +321,15 @@ int main(int argc, char** argv) {
           };
           generate(0);
           run_rows(sr::AttentionPolicy{}, "dense", 0, false);
-          run_rows(sr::AttentionPolicy{}, "dense_cuda_cores", 0, false, false);
+          sr::CudaDecodeOptions cuda_cores;
+          cuda_cores.tensor_cores = false;
+          run_rows(sr::AttentionPolicy{}, "dense_cuda_cores", 0, false, cuda_cores);
+          if (ctx <= 16384)  // small contexts: fewer, longer splits (a shorter combine) against the default
+            for (int min_split : {256, 512}) {
+              sr::CudaDecodeOptions o;
+              o.min_split_tokens = min_split;
+              run_rows(sr::AttentionPolicy{}, min_split == 256 ? "dense_split256" : "dense_split512", 0, false, o);
+            }
           for (int skip : skips) {
             if (skip != 0) generate(skip);
             sr::AttentionPolicy p;
@@ -338,7 +345,18 @@ int main(int argc, char** argv) {
             f.mode = sr::RouterMode::Fast;
             f.tau = 1e-3;
             run_rows(f, "sinkrouter_fast", skip, false);
-            if (skip == 50) run_rows(f, "routing_pass_fast", skip, true);
+            if (skip == 50) {
+              run_rows(f, "routing_pass_fast", skip, true);
+              // The two-kernel fast path (route_bounds, then route_select), as before the
+              // fused finish: the same decisions, one launch more.
+              sr::CudaDecodeOptions two;
+              two.fused_fast_routing = false;
+              run_rows(f, "sinkrouter_fast_2k", skip, false, two);
+              run_rows(f, "routing_pass_fast_2k", skip, true, two);
+              // The product's default policy (fast, gauss estimate, tau 1e-3, window 64).
+              run_rows(sr::default_sinkrouter_policy(), "sinkrouter_default", skip, false);
+              run_rows(sr::default_sinkrouter_policy(), "routing_pass_default", skip, true);
+            }
           }
           cudaFree(q);
           cudaFree(out);

@@ -10,8 +10,8 @@
 #   2. test_cuda: the decode kernels' suites, then the other suites (engine), each capped;
 #   3. bench_kernels -> kernels.json;
 #   4. baselines.py (SDPA cuDNN/flash, FlashInfer) -> baselines.json;
-#   5. ncu: one dense and one routed decode step at Llama-3.1-8B, 64K, batch 1 (the
-#      attention kernels and the two routing kernels), text sections -> ncu.log;
+#   5. ncu: one dense and one routed (default policy) decode step at Llama-3.1-8B 64K and
+#      SmolLM2 8K, batch 1 (the attention kernels and route_bounds), text sections -> ncu.log;
 #   6. compute-sanitizer memcheck and racecheck on a short filtered run (last, capped by
 #      the time left, so that a slow sanitizer cannot cost the benchmark data);
 #   7. a short table.
@@ -114,11 +114,15 @@ note "baselines: rc=$? $(elapsed)"
 # ---- 5. ncu: where the time of one decode step goes (Llama-3.1-8B, 64K, batch 1) ----
 : >"$OUT/ncu.log"
 if [ -n "$bin" ] && command -v ncu >/dev/null 2>&1; then
-  env LD_LIBRARY_PATH="$bin_ld" timeout 90 ncu --clock-control none --kernel-name-base function \
-    --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section LaunchStats \
-    --section Occupancy -k regex:'attention|route_' --launch-count 4 \
-    "$bin/bench_kernels" --profile-once --shapes llama-3.1-8b --contexts 65536 --batches 1 >>"$OUT/ncu.log" 2>&1
-  note "ncu: rc=$? ($(grep -c '^  [a-z_]*kernel' "$OUT/ncu.log") kernels profiled) $(elapsed)"
+  for shape_ctx in llama-3.1-8b:65536 smollm2-135m:8192; do
+    env LD_LIBRARY_PATH="$bin_ld" timeout 60 ncu --clock-control none --kernel-name-base function \
+      --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section LaunchStats \
+      --section Occupancy -k regex:'attention|route_' --launch-count 3 \
+      "$bin/bench_kernels" --profile-once --shapes "${shape_ctx%%:*}" --contexts "${shape_ctx##*:}" --batches 1 \
+      >>"$OUT/ncu.log" 2>&1
+    note "ncu ${shape_ctx}: rc=$? $(elapsed)"
+  done
+  note "ncu: $(grep -c 'Context 1, Stream' "$OUT/ncu.log") kernels profiled"
 else
   note "ncu: skipped (no binaries or no ncu)"
 fi
@@ -163,5 +167,12 @@ for r in k["rows"]:
     rp = get(k["rows"], shape=s, batch=B, context=c, kernel="routing_pass").get("time_us", float("nan"))
     bl = {n: get(base, shape=s, batch=B, context=c, kernel=n).get("time_us", float("nan")) for n in ("sdpa_cudnn", "sdpa_flash", "flashinfer")}
     print(f"{s:13s} {B:2d} {c:7d} {r['time_us']:9.2f} {r['ratio_to_floor']:6.2f} {cores:9.2f} {rr[50]:8.2f} {rr[75]:8.2f} {rr[90]:8.2f} {100*rp/r['time_us']:6.1f} {bl['sdpa_cudnn']:8.2f} {bl['sdpa_flash']:8.2f} {bl['flashinfer']:8.2f}")
+print()
+print(f"{'shape':13s} {'B':>2s} {'ctx':>7s} {'dense':>8s} {'split256':>8s} {'split512':>8s} {'fast50':>8s} {'fast75':>8s} {'fast90':>8s} {'pass':>7s} {'fast2k50':>8s} {'pass2k':>7s} {'dflt50':>8s} {'passdf':>7s}")
+for r in k["rows"]:
+    if r["kernel"] != "dense": continue
+    s, B, c = r["shape"], r["batch"], r["context"]
+    t = lambda kern, p=None: get(k["rows"], shape=s, batch=B, context=c, kernel=kern, **({} if p is None else {"skip_target_pct": p})).get("time_us", float("nan"))
+    print(f"{s:13s} {B:2d} {c:7d} {r['time_us']:8.2f} {t('dense_split256'):8.2f} {t('dense_split512'):8.2f} {t('sinkrouter_fast', 50):8.2f} {t('sinkrouter_fast', 75):8.2f} {t('sinkrouter_fast', 90):8.2f} {t('routing_pass_fast'):7.2f} {t('sinkrouter_fast_2k'):8.2f} {t('routing_pass_fast_2k'):7.2f} {t('sinkrouter_default'):8.2f} {t('routing_pass_default'):7.2f}")
 PY
 note "done $(elapsed)"

@@ -97,6 +97,7 @@ struct CudaDecoder::Workspace {
   uint8_t* keep = nullptr;
   int32_t *kept_blocks = nullptr, *kept_count = nullptr;
   int32_t *extra_anchors = nullptr, *extra_count = nullptr, *window_start = nullptr, *routed_tokens = nullptr;
+  int32_t* route_tickets = nullptr;
   int anchor_stride = 1, block_stride = 16;
   int bounds_smem = 0, select_smem = 0, sink_capacity = 0, sort_capacity = 0;
 
@@ -153,6 +154,8 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   heads_per_cta_ = tensor_cores_ ? group_ : heads_per_cta_for(group_);
   head_chunks_ = (group_ + heads_per_cta_ - 1) / heads_per_cta_;
   min_split_tokens_ = options.min_split_tokens;
+  fused_routing_ = options.fused_fast_routing && policy.kind == PolicyKind::SinkRouter &&
+                   policy.mode == RouterMode::Fast;
 
   const bool routed = policy.kind != PolicyKind::Dense;
   const cuda::AttnKernelInfo info =
@@ -195,6 +198,8 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
       w.routed_tokens = w.make<int32_t>(bh);
       SR_CUDA_CHECK(cudaMemset(w.kept_count, 0, bh * 4));
       SR_CUDA_CHECK(cudaMemset(w.extra_count, 0, bh * 4));
+      w.route_tickets = w.make<int32_t>(bh);
+      SR_CUDA_CHECK(cudaMemset(w.route_tickets, 0, bh * 4));  // the kernel returns them to 0
       w.sink_capacity = w.anchor_stride + policy.window + block_size_ - 1;
       w.sort_capacity = sort_capacity_for(max_blocks_);
       const RouteArgs r = w.route_args(*this, kv, dkv.seq_lens, nullptr, DType::F32);
@@ -258,6 +263,8 @@ RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV
   r.anchor_stride = w.anchor_stride;
   r.sink_capacity = w.sink_capacity;
   r.sort_capacity = w.sort_capacity;
+  r.fused_finish = d.fused_routing_;
+  r.route_tickets = w.route_tickets;
   r.sink_max = w.sink_max;
   r.sink_sum = w.sink_sum;
   r.bterm = w.bterm;
@@ -285,7 +292,7 @@ void CudaDecoder::run_routing(const DeviceKV& dkv, const void* q, DType q_dtype,
            w.anchor_stride);
   const RouteArgs r = w.route_args(*this, dkv.kv, dkv.seq_lens, q, q_dtype);
   cuda::route_bounds_launch(r, batch_, num_kv_heads_, w.bounds_smem, stream);
-  cuda::route_select_launch(r, batch_, num_kv_heads_, w.select_smem, stream);
+  if (!fused_routing_) cuda::route_select_launch(r, batch_, num_kv_heads_, w.select_smem, stream);
 }
 
 void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* out, DType out_dtype,

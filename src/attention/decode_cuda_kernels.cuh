@@ -51,7 +51,7 @@ struct AttnArgs {
   const float* skipped_v_bound;  // [B*QH] routed only
 };
 
-// The routing pass: two kernels.
+// The routing pass: two kernels (fast mode: route_bounds alone, see fused_finish).
 //   route_bounds: grid (ceil(max_blocks / blocks_per_cta), B*H). Every CTA computes the sink
 //     signal of its (b, h) (the anchors and window are a few hundred tokens at most, read
 //     from L2; recomputing them per CTA costs less than a separate launch), then the bound
@@ -82,6 +82,9 @@ struct RouteArgs {
   int sink_capacity;  // most tokens a sink set can hold: anchor_stride + window + block_size - 1
   int blocks_per_cta;  // routable blocks one route_bounds CTA bounds
   int sort_capacity;   // candidates route_select sorts in shared memory (1024 or 8192)
+  // Fast mode in one launch: route_bounds' last CTA per (b, h) finishes (no route_select).
+  bool fused_finish;
+  int32_t* route_tickets;  // [B*H] zero between runs (the finishing CTA resets its own)
   // Outputs, all device.
   float* sink_max;  float* sink_sum;  // [B*QH] m_A, Z_A
   float* bterm;     // [B*H, block_stride, G] R * exp(u - m) / Z, rounded up to float

@@ -12,14 +12,17 @@
 //   3. bounds its blocks: u_jg from the summary plus its rounding margin, then
 //      b_jg = R exp(u_jg - m_g) / Z_g in double (one lane per head), stored rounded up to
 //      float; cost_j = max_g b_jg, ubound_j = max_g u_jg; fast mode decides here
-//      (keep if any b_jg > tau, or with an estimate (RouteArgs) any e_jg > tau).
-// The second kernel (decode_cuda_route_select.cu) chooses, compacts and certifies.
+//      (keep if any b_jg > tau, or with an estimate (RouteArgs) any e_jg > tau);
+//   4. fast mode (RouteArgs::fused_finish): the last CTA of the (b, h) finishes the pass
+//      (decode_cuda_route_tail.cuh), so that fast mode is one launch.
+// Otherwise the second kernel (decode_cuda_route_select.cu) chooses, compacts and certifies.
 #include <algorithm>
 #include <cstdint>
 
 #include "core/cuda_check.h"
 #include "core/cuda_dtype.cuh"
 #include "decode_cuda_kernels.cuh"
+#include "decode_cuda_route_tail.cuh"
 
 namespace sinkrouter::cuda {
 namespace {
@@ -86,13 +89,22 @@ __device__ void sink_scores(const RouteArgs& a, int b, int h, const int32_t* anc
   }
 }
 
-// Dynamic shared memory: q [G][D] floats (pre-scaled), then the sink scores
-// [sink_capacity][G] floats.
+// Row groups of one CTA: LANES = D / 8 lanes bound one block (8 dimensions each).
+template <int D>
+constexpr int bounds_rows() {
+  return kBoundsThreads / (D / 8);
+}
+
+// Dynamic shared memory: q [G][D] floats (pre-scaled), the sink scores [sink_capacity][G]
+// floats, then each row group's bounds and estimates of its current block, [rows][G]
+// floats each.
 template <int D, typename Tag>
 __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const RouteArgs a) {
-  constexpr int LANES = D / 8, RP = kBoundsThreads / LANES, PER = kBlocksPerCta / RP;
+  constexpr int LANES = D / 8, RP = bounds_rows<D>(), PER = kBlocksPerCta / RP;
   extern __shared__ __align__(16) float dsm[];
   __shared__ double s_m[kMaxGroup], s_z[kMaxGroup];
+  __shared__ typename cub::BlockScan<int, kBoundsThreads>::TempStorage scan_tmp;
+  __shared__ int s_last;
   const int bh = int(blockIdx.y), H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
   const int G = a.group, R = a.kv.block_size, tid = int(threadIdx.x);
   const int64_t n = a.seq_lens[b];
@@ -147,17 +159,20 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
     a.sink_max[qi] = float(s_m[tid]);
     a.sink_sum[qi] = float(s_z[tid]);
   }
-  if (j0 >= nbr) return;
 
   // 3. Bounds. Every lane of a row group ends each head's butterfly with u and mag; lane
-  // g % LANES then computes that head's term in double.
+  // g % LANES keeps head g's bound (and estimate) in shared memory, and once all heads are
+  // done each lane turns its heads into terms in double: the row group's G exponentials
+  // run side by side instead of one head after another.
   const float err = dot_error_factor(D);
   float* bterm = a.bterm + int64_t(bh) * a.block_stride * G;
+  float* row_u = sc + a.sink_capacity * G + row * G;             // [G] this row group's u_jg
+  float* row_e = sc + a.sink_capacity * G + (RP + row) * G;      // [G] its estimates
 #pragma unroll
   for (int k = 0; k < PER; ++k) {
     const int64_t j = j0 + k * RP + row;
     const bool valid = j < nbr;
-    if (__all_sync(0xffffffffu, !valid)) continue;  // uniform per warp; shuffles stay full
+    if (j0 >= nbr || __all_sync(0xffffffffu, !valid)) continue;  // uniform per warp; shuffles stay full
     float x0[8], x1[8];
     unpack8(lo[k], x0, Tag{});
     unpack8(hi[k], x1, Tag{});
@@ -189,18 +204,23 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
       const float ub = u + err * mag;
       umax = fmaxf(umax, ub);
       if (lane == g % LANES) {
-        const double term = double(R) * exp(double(ub) - s_m[g]) / s_z[g];
-        const float up = __double2float_ru(term);
-        cost = fmaxf(cost, up);
-        if (a.estimate) {  // router.cpp's BlockBounds::box_estimate, in float
-          const float est = fminf(ub, c + a.spread * (a.gauss ? sqrtf(spread) : spread));
-          keep = keep || double(R) * exp(double(est) - s_m[g]) / s_z[g] > a.tau;
-        } else {
-          keep = keep || term > a.tau;
-        }
-        if (valid) bterm[j * G + g] = up;
+        row_u[g] = ub;
+        // router.cpp's BlockBounds::box_estimate, in float
+        if (a.estimate) row_e[g] = fminf(ub, c + a.spread * (a.gauss ? sqrtf(spread) : spread));
       }
     }
+    __syncwarp();
+    for (int g = lane; g < G; g += LANES) {
+      const double term = double(R) * exp(double(row_u[g]) - s_m[g]) / s_z[g];
+      const float up = __double2float_ru(term);
+      cost = fmaxf(cost, up);
+      if (a.estimate)
+        keep = keep || double(R) * exp(double(row_e[g]) - s_m[g]) / s_z[g] > a.tau;
+      else
+        keep = keep || term > a.tau;
+      if (valid) bterm[j * G + g] = up;
+    }
+    __syncwarp();  // row_u and row_e are rewritten by the next block
 #pragma unroll
     for (int off = LANES / 2; off > 0; off >>= 1) {
       cost = fmaxf(cost, __shfl_xor_sync(0xffffffffu, cost, off));
@@ -213,6 +233,22 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
       a.keep[at] = keep ? 1 : 0;
     }
   }
+  if (!a.fused_finish) return;
+
+  // 4. Fast mode: the last CTA of the (b, h) to finish its blocks (a ticket, as the
+  // attention kernel's combine) writes the kept-block list, certificate and statistics,
+  // instead of a route_select launch. The CTAs with blocks are 0 .. ceil(nbr / per CTA) - 1.
+  __threadfence();  // this CTA's keep[] and bterm are visible device-wide before the ticket
+  __syncthreads();
+  const int ctas = nbr > 0 ? int((nbr + kBlocksPerCta - 1) / kBlocksPerCta) : 1;
+  if (tid == 0) s_last = atomicAdd(&a.route_tickets[bh], 1) == ctas - 1;
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  if (tid == 0) a.route_tickets[bh] = 0;  // every other CTA has taken its ticket
+  const int64_t at = int64_t(bh) * a.block_stride;
+  const RouteHead hd{a.cost + at, a.bterm + at * G, a.ubound + at, a.keep + at, int(nbr), G};
+  finish_routing<kBoundsThreads>(a, hd, bh, n, ws, false, 0, 0.f, scan_tmp);
 }
 
 // The limit is state of the kernel, shared by every decoder: it only ever rises, so that a
@@ -231,7 +267,8 @@ void set_bounds_smem(int smem) {
 
 int route_bounds_prepare(const RouteArgs& a) {
   SR_CHECK(a.group <= kMaxGroup, "routing (CUDA): group {} exceeds {}", a.group, kMaxGroup);
-  const int64_t smem = (int64_t(a.group) * a.kv.head_dim + int64_t(a.sink_capacity) * a.group) * 4;
+  const int rows = a.kv.head_dim == 64 ? bounds_rows<64>() : bounds_rows<128>();
+  const int64_t smem = (int64_t(a.group) * a.kv.head_dim + int64_t(a.sink_capacity + 2 * rows) * a.group) * 4;
   SR_CHECK(smem <= 160 * 1024,
            "routing (CUDA): the sink set ({} tokens: anchors + window {} + block {} - 1) of {} heads needs {} KB of "
            "shared memory, more than the 160 KB the CUDA router uses; lower the window or the block size",

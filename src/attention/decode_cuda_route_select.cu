@@ -11,15 +11,13 @@
 //     candidates than the sort holds (sort_capacity): bisection on the float bits of the
 //     threshold, then on the block index among the ties at it, so that the cut is the
 //     sort's (slow; only past sort_capacity candidate blocks).
-//   sinkrouter fast: route_bounds already decided.
+//   sinkrouter fast: not launched; route_bounds decides and its last CTA per (b, h) finishes.
 //   streaming: skip every routable block.
 //   quest: keep the k blocks of largest bound max_g u_jg, ties to the lower index (the
 //     CPU's stable sort): a sort by bound, or, past sort_capacity blocks, the k-th largest
 //     bound by bisection on its ordered bits.
-// Then one pass writes the kept-block list in position order (block scan) and sums the
-// certificate over the skipped blocks (delta_g = sum b_jg, skipped value bound
-// sum b_jg vmax_j, in double), and thread 0 sorts the anchors into those read with their
-// block and those read alone, and writes the statistics.
+// Then finish_routing (decode_cuda_route_tail.cuh) writes the kept-block list, the
+// certificate, the anchors read alone and the statistics.
 //
 // Every pass is blocked: thread t takes 16 consecutive blocks per round of 8192, so all
 // of a thread's loads are in flight together.
@@ -32,16 +30,16 @@
 
 #include "core/cuda_check.h"
 #include "decode_cuda_kernels.cuh"
+#include "decode_cuda_route_tail.cuh"
 
 namespace sinkrouter::cuda {
 namespace {
 
 constexpr int kThreads = 512;
-constexpr int kWarps = kThreads / 32;
-constexpr int kItems = 16;                 // blocks per thread per round
+constexpr int kItems = kRouteItems;        // blocks per thread per round
 constexpr int kRound = kThreads * kItems;  // 8192
 constexpr int kSmallItems = 2;             // the small sort: 1024 candidates
-constexpr int kGChunk = 8;                 // heads summed per pass (more: another pass)
+constexpr int kGChunk = kRouteGChunk;      // heads summed per pass (more: another pass)
 
 using SortBig = cub::BlockRadixSort<uint32_t, kThreads, kItems, int32_t>;
 using SortSmall = cub::BlockRadixSort<uint32_t, kThreads, kSmallItems, int32_t>;
@@ -58,35 +56,7 @@ union TempStorage {
 };
 constexpr int kTempBytes = (int(sizeof(TempStorage)) + 15) / 16 * 16;
 
-// The per-(b, h) view of route_bounds' outputs.
-struct Head {
-  const float* cost;   // [nbr]
-  const float* bterm;  // [nbr, G]
-  const float* ub;     // [nbr]
-  uint8_t* keep;       // [nbr]
-  int nbr, G;
-};
-
-// Sums v[i] over the block for i < N; out[i] (shared) is valid for every thread after.
-template <int N>
-__device__ void block_sum(const double (&v)[N], double* out) {
-  __shared__ double part[kWarps][N];
-  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
-#pragma unroll
-  for (int i = 0; i < N; ++i) {
-    double x = v[i];
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
-    if (lane == 0) part[warp][i] = x;
-  }
-  __syncthreads();
-  if (threadIdx.x < N) {
-    double s = 0;
-    for (int w = 0; w < kWarps; ++w) s += part[w][threadIdx.x];
-    out[threadIdx.x] = s;
-  }
-  __syncthreads();
-}
+using Head = RouteHead;
 
 // c[i] = cost of block base + 16 t + i, +inf past the end.
 __device__ __forceinline__ void load_costs(const Head& hd, int base, float (&c)[kItems]) {
@@ -119,7 +89,7 @@ __device__ bool sums_fit(const RouteArgs& a, const Head& hd, double* s_sum, Pick
         }
       }
     }
-    block_sum(tot, s_sum);
+    route_block_sum<kThreads>(tot, s_sum);
     for (int k = 0; k < kGChunk && g0 + k < hd.G; ++k) fits = fits && s_sum[k] <= a.epsilon;
   }
   return fits;
@@ -336,8 +306,8 @@ __global__ void __launch_bounds__(kThreads) route_select_kernel(const RouteArgs 
   uint32_t* list_key = reinterpret_cast<uint32_t*>(dsm + kTempBytes);
   int32_t* list_j = reinterpret_cast<int32_t*>(list_key + a.sort_capacity);
   __shared__ double s_sum[2 * kGChunk];
-  const int bh = int(blockIdx.x), H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
-  const int G = a.group, R = a.kv.block_size, tid = int(threadIdx.x);
+  const int bh = int(blockIdx.x), b = bh / a.kv.num_kv_heads;
+  const int G = a.group, R = a.kv.block_size;
   const int64_t n = a.seq_lens[b];
   const int64_t ws = window_start_of(n, a.window, R);
   const int nbr = int(ws / R);
@@ -355,97 +325,9 @@ __global__ void __launch_bounds__(kThreads) route_select_kernel(const RouteArgs 
   }
   __syncthreads();  // keep[] of quest visible to every thread
 
-  // Kept-block list and certificate. Skipped: certified by key; fast and quest by keep[];
-  // streaming everything.
-  int32_t* kept_list = a.kept_blocks + at;
-  int total = 0;
-  float dmax = 0.f;
-  for (int g0 = 0; g0 < G; g0 += kGChunk) {
-    double sums[2 * kGChunk];  // [k]: sum b_jg, [kGChunk + k]: sum b_jg vmax_j, g = g0 + k
-#pragma unroll
-    for (int k = 0; k < 2 * kGChunk; ++k) sums[k] = 0;
-    for (int base = 0; base < nbr; base += kRound) {
-      float c[kItems];
-      if (by_key) load_costs(hd, base, c);
-      int kept[kItems];
-      bool skip[kItems];
-#pragma unroll
-      for (int i = 0; i < kItems; ++i) {
-        const int j = base + tid * kItems + i;
-        const bool valid = j < nbr;
-        if (by_key)
-          skip[i] = valid && c[i] <= eps_f && ((uint64_t(__float_as_uint(c[i])) << 32) | uint32_t(j)) < T;
-        else
-          skip[i] = valid && (a.streaming || hd.keep[j] == 0);
-        kept[i] = valid && !skip[i] ? 1 : 0;
-      }
-      if (g0 == 0) {
-        int pos[kItems], n_kept;
-        ScanInt(tmp.scan_int).ExclusiveSum(kept, pos, n_kept);
-#pragma unroll
-        for (int i = 0; i < kItems; ++i) {
-          const int j = base + tid * kItems + i;
-          if (j < nbr) hd.keep[j] = uint8_t(kept[i]);
-          if (kept[i]) kept_list[total + pos[i]] = j;
-        }
-        total += n_kept;
-        __syncthreads();
-      }
-#pragma unroll
-      for (int i = 0; i < kItems; ++i)
-        if (skip[i]) {
-          const int j = base + tid * kItems + i;
-          const double vn = double(a.kv.block_value_norm(b, j, h));
-          const float* bt = hd.bterm + int64_t(j) * G + g0;
-#pragma unroll
-          for (int k = 0; k < kGChunk; ++k)
-            if (g0 + k < G) {
-              sums[k] += bt[k];
-              sums[kGChunk + k] += double(bt[k]) * vn;
-            }
-        }
-    }
-    block_sum(sums, s_sum);
-    if (tid < kGChunk && g0 + tid < G) {
-      const int64_t qi = int64_t(b) * a.num_q_heads + int64_t(h) * G + g0 + tid;
-      // Rounded up to float, as router.cpp does: a tiny bound must not underflow to 0.
-      a.delta[qi] = __double2float_ru(s_sum[tid] * (1 + 1e-6));
-      a.skipped_v_bound[qi] = __double2float_ru(s_sum[kGChunk + tid] * (1 + 1e-6));
-    }
-    if (tid == 0)
-      for (int k = 0; k < kGChunk && g0 + k < G; ++k) dmax = fmaxf(dmax, __double2float_ru(s_sum[k] * (1 + 1e-6)));
-  }
-  __syncthreads();  // keep[] final for the anchors below
-  if (tid != 0) return;
-
-  // Anchors before the window: read alone when their block is skipped, else with it.
-  const int na = anchors_before(a, bh, ws);
-  const int32_t* apos = a.kv.anchor_pos + int64_t(bh) * a.kv.max_anchors;
-  int32_t* extra = a.extra_anchors + int64_t(bh) * a.anchor_stride;
-  int extra_n = 0, in_kept = 0;
-  for (int i = 0; i < na; ++i) {
-    const int32_t p = a.streaming ? i : apos[i];
-    if (hd.keep[p / R])
-      ++in_kept;
-    else
-      extra[extra_n++] = p;
-  }
-  a.window_start[bh] = int32_t(ws);
-  a.kept_count[bh] = total;
-  a.extra_count[bh] = extra_n;
-  a.routed_tokens[bh] = int32_t(extra_n + int64_t(total) * R + (n - ws));
-
-  const int64_t tb = a.kv.token_bytes();
-  HeadStats& st = a.stats[bh];
-  st.bytes_summary = a.streaming ? 0 : int64_t(nbr) * a.kv.summary_bytes();
-  st.bytes_anchor_window = (int64_t(na) + (n - ws)) * tb;
-  st.bytes_blocks = (int64_t(total) * R - in_kept) * tb;
-  st.bytes_dense = n * tb;
-  st.blocks_total = nbr;
-  st.blocks_skipped = nbr - total;
-  st.delta = dmax;
-  st.output_error_bound = 0.f;  // the attention kernel adds delta * ||o||
-  st.sink_route = !a.streaming && !a.quest && nbr > 0 && total == 0;
+  // Kept-block list, certificate, anchors and statistics. Skipped: certified by key;
+  // quest by keep[]; streaming everything.
+  finish_routing<kThreads>(a, hd, bh, n, ws, by_key, T, eps_f, tmp.scan_int);
 }
 
 }  // namespace

@@ -127,29 +127,149 @@ __device__ __forceinline__ void store_out(void* out, DType t, int64_t i, float v
 constexpr int kMergeChunk = kAttnThreads;  // splits whose weights are staged at once
 constexpr int kFinishScratchFloats = 2 * kMergeChunk * kMaxHeadsPerCta + kMaxHeadsPerCta;
 
+// The last CTA of a unit merges the unit's `splits` partials (consecutive CTAs from
+// `first`) into out_sh[g * D + d] (normalised) for g < gc. Why this shape: the merge is a
+// chain of dependent L2 round trips on the critical path of every decode step, so it is
+// cut into as few as possible. Each chunk of up to kMergeChunk splits costs one round
+// trip for its (m, l) (one load per thread, kept in shared memory) and then
+// splits / (slices * 8) for the accumulators: a thread sums float4 vector `vec` of the
+// unit's gc * D floats over the splits of its slice (split i in slice i % slices), eight
+// independent 16-byte loads in flight per step. Chunks after the first rescale the running
+// sums (online softmax), so any number of splits merges. Same sum as merge_state() in
+// another association.
+template <int D>
+__device__ void merge_partials(const AttnArgs& a, int64_t first, int splits, int gc, float* scratch, float* out_sh) {
+  __shared__ int s_mi[kMaxHeadsPerCta];
+  __shared__ float s_scale[kMaxHeadsPerCta], s_run_m[kMaxHeadsPerCta], s_L[kMaxHeadsPerCta];
+  const int tid = int(threadIdx.x);
+  const int nvec = gc * D / 4;                                  // float4 vectors of one partial
+  const int slices = nvec >= kAttnThreads ? 1 : kAttnThreads / nvec;
+  const int slice = tid / nvec < slices ? tid / nvec : -1;      // -1: idle in the sums
+  const int64_t stride4 = int64_t(gc) * D / 4;                  // float4s between splits
+  const float4* acc4 = reinterpret_cast<const float4*>(a.part_acc);
+  float* w = scratch;                                   // [kMergeChunk][kMaxHeadsPerCta]: m, then the weight
+  float* wl = scratch + kMergeChunk * kMaxHeadsPerCta;  // l, then weight * l
+  constexpr int kVecPerThread = (kMaxHeadsPerCta * D / 4 + kAttnThreads - 1) / kAttnThreads;
+  float4 acc[kVecPerThread];
+#pragma unroll
+  for (int k = 0; k < kVecPerThread; ++k) acc[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (tid < kMaxHeadsPerCta) {
+    s_run_m[tid] = -INFINITY;
+    s_L[tid] = 0.f;
+  }
+  for (int s0 = 0; s0 < splits; s0 += kMergeChunk) {
+    const int n = splits - s0 < kMergeChunk ? splits - s0 : kMergeChunk;
+    if (tid < kMaxHeadsPerCta) s_mi[tid] = ordered_int(-INFINITY);
+    __syncthreads();
+    if (tid < n)
+      for (int g = 0; g < gc; ++g) {
+        const float2 ml = __ldcg(&a.part_ml[(first + s0 + tid) * gc + g]);
+        w[tid * kMaxHeadsPerCta + g] = ml.x;
+        wl[tid * kMaxHeadsPerCta + g] = ml.y;
+        atomicMax(&s_mi[g], ordered_int(ml.x));
+      }
+    __syncthreads();
+    if (tid < gc) {  // the running maximum and the factor of the sums so far
+      const float mc = unordered_int(s_mi[tid]), mo = s_run_m[tid];
+      const float mn = fmaxf(mo, mc);
+      s_scale[tid] = mo == -INFINITY ? 0.f : exp2f(mo - mn);
+      s_run_m[tid] = mn;
+    }
+    __syncthreads();
+    if (tid < n)
+      for (int g = 0; g < gc; ++g) {
+        const float m = w[tid * kMaxHeadsPerCta + g], M = s_run_m[g];
+        const float wt = m == -INFINITY ? 0.f : exp2f(m - M);
+        w[tid * kMaxHeadsPerCta + g] = wt;
+        wl[tid * kMaxHeadsPerCta + g] *= wt;
+      }
+    __syncthreads();
+    if (slice >= 0) {
+#pragma unroll
+      for (int k = 0; k < kVecPerThread; ++k) {
+        const int vec = tid % nvec + k * kAttnThreads;
+        if (vec < nvec) {
+          const int g = vec * 4 / D;
+          const float f = s_scale[g];
+          float4 sum = make_float4(acc[k].x * f, acc[k].y * f, acc[k].z * f, acc[k].w * f);
+          const float4* p = acc4 + (first + s0) * stride4 + vec;
+#pragma unroll 8
+          for (int i = slice; i < n; i += slices) {
+            const float wt = w[i * kMaxHeadsPerCta + g];
+            const float4 x = __ldcg(p + int64_t(i) * stride4);
+            sum.x += wt * x.x;
+            sum.y += wt * x.y;
+            sum.z += wt * x.z;
+            sum.w += wt * x.w;
+          }
+          acc[k] = sum;
+        }
+      }
+    }
+    if (tid < gc) {
+      float l = s_L[tid] * s_scale[tid];
+      for (int i = 0; i < n; ++i) l += wl[i * kMaxHeadsPerCta + tid];
+      s_L[tid] = l;
+    }
+    __syncthreads();  // w and wl are refilled by the next chunk
+  }
+  // Slices -> one sum per vector, in slice order (scratch is free now).
+  if (slices > 1) {
+    if (slice > 0)
+#pragma unroll
+      for (int k = 0; k < kVecPerThread; ++k) {
+        const int vec = tid % nvec + k * kAttnThreads;
+        if (vec < nvec) {
+          float* d = scratch + ((slice - 1) * nvec + vec) * 4;  // scalar: scratch may not be 16-byte aligned
+          d[0] = acc[k].x;
+          d[1] = acc[k].y;
+          d[2] = acc[k].z;
+          d[3] = acc[k].w;
+        }
+      }
+    __syncthreads();
+    if (slice == 0)
+      for (int s = 1; s < slices; ++s) {
+        const float* x = scratch + ((s - 1) * nvec + tid) * 4;
+        acc[0].x += x[0];
+        acc[0].y += x[1];
+        acc[0].z += x[2];
+        acc[0].w += x[3];
+      }
+  }
+  if (slice == 0)
+#pragma unroll
+    for (int k = 0; k < kVecPerThread; ++k) {
+      const int vec = tid + k * kAttnThreads;
+      if (vec < nvec) {
+        const float L = s_L[vec * 4 / D];
+        const float inv = L > 0.f ? 1.f / L : 0.f;
+        out_sh[vec * 4 + 0] = L > 0.f ? acc[k].x * inv : 0.f;
+        out_sh[vec * 4 + 1] = L > 0.f ? acc[k].y * inv : 0.f;
+        out_sh[vec * 4 + 2] = L > 0.f ? acc[k].z * inv : 0.f;
+        out_sh[vec * 4 + 3] = L > 0.f ? acc[k].w * inv : 0.f;
+      }
+    }
+  __syncthreads();
+}
+
 // The fused combine. The CTA's merged state over its split, for heads g < heads_per_cta,
 // is in shared memory: s_m[g] (base 2; -inf when empty), s_l[g], s_acc[g * D + d]; the
 // caller has synchronised after writing it. One split: normalise and write. Otherwise
-// write the partial and take a ticket; the last CTA of the unit merges every partial in
-// parallel (all maxima first, then one weight per split, then independent loads of the
-// accumulators: the same sum as merge_state() in another association), writes the
-// output and the statistics, and resets the ticket.
+// write the partial and take a ticket; the last CTA of the unit merges every partial
+// (merge_partials), writes the output and the statistics, and resets the ticket.
 template <int D, bool ROUTED>
 __device__ void finish_split(const AttnArgs& a, int unit, int split, int splits, const float* s_m, const float* s_l,
-                             const float* s_acc, float* scratch) {
+                             float* s_acc, float* scratch) {
   constexpr int E = (kMaxHeadsPerCta * D + kAttnThreads - 1) / kAttnThreads;  // elements per thread
   __shared__ int s_last;
-  __shared__ int s_mi[kMaxHeadsPerCta];
   __shared__ float s_norm2[kMaxHeadsPerCta];
   const int gc = a.heads_per_cta, tid = int(threadIdx.x), cta = int(blockIdx.x);
-  if (tid < kMaxHeadsPerCta) {
-    s_mi[tid] = ordered_int(-INFINITY);
-    s_norm2[tid] = 0.f;
-  }
-  __syncthreads();
+  if (tid < kMaxHeadsPerCta) s_norm2[tid] = 0.f;
 
   float res[E];
   if (splits == 1) {
+    __syncthreads();
 #pragma unroll
     for (int k = 0; k < E; ++k) {
       const int idx = tid + k * kAttnThreads, g = idx / D;
@@ -164,49 +284,13 @@ __device__ void finish_split(const AttnArgs& a, int unit, int split, int splits,
     __syncthreads();
     if (!s_last) return;
     __threadfence();
-    const int64_t first = int64_t(cta - split);  // the unit's splits are consecutive CTAs
-    for (int i = tid; i < splits * gc; i += kAttnThreads)
-      atomicMax(&s_mi[i % gc], ordered_int(__ldcg(&a.part_ml[first * gc + i]).x));
-    __syncthreads();
-    float* w = scratch;                                   // [kMergeChunk][kMaxHeadsPerCta]
-    float* wl = scratch + kMergeChunk * kMaxHeadsPerCta;  // weight * l
-    float* L = wl + kMergeChunk * kMaxHeadsPerCta;        // [kMaxHeadsPerCta]
-    float acc[E], lsum = 0.f;
-#pragma unroll
-    for (int k = 0; k < E; ++k) acc[k] = 0.f;
-    for (int s0 = 0; s0 < splits; s0 += kMergeChunk) {
-      if (s0 + tid < splits)
-        for (int g = 0; g < gc; ++g) {
-          const float2 ml = __ldcg(&a.part_ml[(first + s0 + tid) * gc + g]);
-          const float M = unordered_int(s_mi[g]);
-          const float wt = ml.x == -INFINITY ? 0.f : exp2f(ml.x - M);
-          w[tid * kMaxHeadsPerCta + g] = wt;
-          wl[tid * kMaxHeadsPerCta + g] = wt * ml.y;
-        }
-      __syncthreads();
-      const int n = splits - s0 < kMergeChunk ? splits - s0 : kMergeChunk;
-#pragma unroll
-      for (int k = 0; k < E; ++k) {
-        const int idx = tid + k * kAttnThreads, g = idx / D;
-        if (idx < gc * D) {
-          const float* p = a.part_acc + (first + s0) * gc * D + idx;
-          float sum = 0.f;
-#pragma unroll 4
-          for (int i = 0; i < n; ++i) sum += w[i * kMaxHeadsPerCta + g] * __ldcg(p + int64_t(i) * gc * D);
-          acc[k] += sum;
-        }
-      }
-      if (tid < gc)
-        for (int i = 0; i < n; ++i) lsum += wl[i * kMaxHeadsPerCta + tid];
-      __syncthreads();
-    }
-    if (tid < gc) L[tid] = lsum;
     if (tid == 0) a.tickets[unit] = 0;  // every other CTA of the unit has taken its ticket
-    __syncthreads();
+    // s_acc (this CTA's own state, already in part_acc) receives the merged output.
+    merge_partials<D>(a, int64_t(cta - split), splits, gc, scratch, s_acc);
 #pragma unroll
     for (int k = 0; k < E; ++k) {
-      const int idx = tid + k * kAttnThreads, g = idx / D;
-      res[k] = idx < gc * D && L[g] > 0.f ? acc[k] / L[g] : 0.f;
+      const int idx = tid + k * kAttnThreads;
+      res[k] = idx < gc * D ? s_acc[idx] : 0.f;
     }
   }
 

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <iterator>
 #include <random>
 #include <set>
@@ -183,6 +184,39 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
         EXPECT_NEAR(s.delta, c.delta, 1e-4 * c.delta + 1e-30) << what;
     }
     EXPECT_EQ(s.bytes_blocks % tb, 0) << what;
+  }
+
+  // 5. Fast mode routes in one launch by default (route_bounds finishes the pass); the
+  // two-kernel path (route_select finishing) must decide, certify and attend identically.
+  if (kind == PolicyKind::SinkRouter && policy.mode == RouterMode::Fast) {
+    CudaDecodeOptions two_kernels = opt;
+    two_kernels.fused_fast_routing = false;
+    CudaDecoder unfused(dev.view(), QH, policy, scale, two_kernels);
+    DeviceBuffer od2(out.bytes());
+    testing::poison(od2);
+    unfused.run(dev.view(), qd.get(), DType::F32, od2.get(), DType::F32, nullptr);
+    SR_ASSERT_KERNELS_OK(what + " (two kernels)");
+    HostTensor out2(DType::F32, {B, QH, D});
+    testing::to_host(od2, out2);
+    const CudaRouting r2 = unfused.download_routing();
+    const std::vector<HeadStats> stats2 = unfused.download_stats();
+    EXPECT_EQ(r2.kept_blocks, routing.kept_blocks) << what;
+    EXPECT_EQ(r2.extra_anchors, routing.extra_anchors) << what;
+    EXPECT_EQ(r2.window_start, routing.window_start) << what;
+    EXPECT_EQ(r2.sink_max, routing.sink_max) << what;
+    for (size_t i = 0; i < r2.delta.size(); ++i) {
+      // The same terms summed in double by CTAs of 256 and 512 threads, then rounded up to
+      // float: at most an ulp apart.
+      EXPECT_NEAR(r2.delta[i], routing.delta[i], 1e-6 * routing.delta[i] + 1e-30) << what << " i " << i;
+      EXPECT_NEAR(r2.skipped_v_bound[i], routing.skipped_v_bound[i], 1e-6 * routing.skipped_v_bound[i] + 1e-30)
+          << what << " i " << i;
+    }
+    for (size_t bh = 0; bh < stats2.size(); ++bh) {
+      EXPECT_EQ(stats2[bh].blocks_skipped, stats[bh].blocks_skipped) << what;
+      EXPECT_EQ(stats2[bh].bytes_blocks, stats[bh].bytes_blocks) << what;
+      EXPECT_EQ(stats2[bh].bytes_anchor_window, stats[bh].bytes_anchor_window) << what;
+    }
+    EXPECT_EQ(std::memcmp(out2.data(), out.data(), out.bytes()), 0) << what << ": outputs differ";
   }
 }
 

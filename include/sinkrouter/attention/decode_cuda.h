@@ -44,6 +44,7 @@ struct CudaDecodeOptions {
   int target_ctas = 0;          // CTAs the tokens are spread over; 0: resident capacity of the device
   int min_split_tokens = 128;   // no split gets fewer tokens than this (short sequences stay whole)
   bool tensor_cores = true;     // the tensor-core kernel where it applies (GQA group <= 4)
+  bool fused_fast_routing = true;  // fast mode routes in one launch (false: bounds, then select)
 };
 
 // The routing decisions of the last run, copied back (for tests and analysis).
@@ -96,6 +97,7 @@ class CudaDecoder {
   int heads_per_cta_ = 0;  // query heads of one group handled by one CTA (1, 2, 3, 4 or 8)
   int head_chunks_ = 0;    // ceil(group / heads_per_cta)
   bool tensor_cores_ = false;
+  bool fused_routing_ = false;  // fast sinkrouter, routed in one launch (options.fused_fast_routing)
   int target_ctas_ = 0, grid_ctas_ = 0, min_split_tokens_ = 0;
   Workspace* ws_ = nullptr;
 };

@@ -1,0 +1,166 @@
+// The end of the routing pass, shared by the two kernels that can finish it: route_select
+// (decode_cuda_route_select.cu: certified, quest, streaming; one CTA of 512 threads per
+// (b, h)) and, for sinkrouter's fast mode, the last route_bounds CTA of each (b, h)
+// (decode_cuda_route.cu), which saves fast mode the second launch.
+//
+// finish_routing, given keep[] (or the certified key threshold T): the kept-block list in
+// position order (block scan), the certificate over the skipped blocks (delta_g = sum
+// b_jg, skipped value bound sum b_jg vmax_j, in double), the anchors read alone (their
+// block skipped) or with their block, and the statistics.
+#pragma once
+
+#include <cstdint>
+
+#include <cub/block/block_scan.cuh>
+
+#include "decode_cuda_kernels.cuh"
+
+namespace sinkrouter::cuda {
+
+constexpr int kRouteItems = 16;  // blocks per thread per round of a blocked pass
+constexpr int kRouteGChunk = 8;  // heads summed per pass (more: another pass)
+
+// The per-(b, h) view of route_bounds' outputs.
+struct RouteHead {
+  const float* cost;   // [nbr]
+  const float* bterm;  // [nbr, G]
+  const float* ub;     // [nbr]
+  uint8_t* keep;       // [nbr]
+  int nbr, G;
+};
+
+// Sums v[i] over the block for i < N; out[i] (shared) is valid for every thread after.
+template <int THREADS, int N>
+__device__ void route_block_sum(const double (&v)[N], double* out) {
+  constexpr int kWarps = THREADS / 32;
+  __shared__ double part[kWarps][N];
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    double x = v[i];
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
+    if (lane == 0) part[warp][i] = x;
+  }
+  __syncthreads();
+  if (threadIdx.x < N) {
+    double s = 0;
+    for (int w = 0; w < kWarps; ++w) s += part[w][threadIdx.x];
+    out[threadIdx.x] = s;
+  }
+  __syncthreads();
+}
+
+// by_key: certified, block j skipped iff c_j <= eps_f and (bits(c_j) << 32 | j) < T;
+// otherwise skipped iff keep[j] == 0 (every block for streaming). keep[] ends as the
+// final decision. Every thread of the CTA calls this; scan_tmp is the CTA's scan storage.
+// The per-block arrays are read with __ldcg (through L2): in the fused fast path other
+// CTAs of this launch wrote them.
+template <int THREADS>
+__device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, int64_t n, int64_t ws, bool by_key,
+                               uint64_t T, float eps_f, typename cub::BlockScan<int, THREADS>::TempStorage& scan_tmp) {
+  using Scan = cub::BlockScan<int, THREADS>;
+  constexpr int kRound = THREADS * kRouteItems;
+  __shared__ double s_sum[2 * kRouteGChunk];
+  const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
+  const int G = hd.G, R = a.kv.block_size, tid = int(threadIdx.x), nbr = hd.nbr;
+  const int64_t at = int64_t(bh) * a.block_stride;
+  int32_t* kept_list = a.kept_blocks + at;
+  int total = 0;
+  float dmax = 0.f;
+  for (int g0 = 0; g0 < G; g0 += kRouteGChunk) {
+    double sums[2 * kRouteGChunk];  // [k]: sum b_jg, [kRouteGChunk + k]: sum b_jg vmax_j, g = g0 + k
+#pragma unroll
+    for (int k = 0; k < 2 * kRouteGChunk; ++k) sums[k] = 0;
+    for (int base = 0; base < nbr; base += kRound) {
+      int kept[kRouteItems];
+      bool skip[kRouteItems];
+#pragma unroll
+      for (int i = 0; i < kRouteItems; ++i) {
+        const int j = base + tid * kRouteItems + i;
+        const bool valid = j < nbr;
+        if (by_key) {
+          const float c = valid ? __ldcg(hd.cost + j) : INFINITY;
+          skip[i] = valid && c <= eps_f && ((uint64_t(__float_as_uint(c)) << 32) | uint32_t(j)) < T;
+        } else {
+          skip[i] = valid && (a.streaming || __ldcg(hd.keep + j) == 0);
+        }
+        kept[i] = valid && !skip[i] ? 1 : 0;
+      }
+      if (g0 == 0) {
+        int pos[kRouteItems], n_kept;
+        Scan(scan_tmp).ExclusiveSum(kept, pos, n_kept);
+#pragma unroll
+        for (int i = 0; i < kRouteItems; ++i) {
+          const int j = base + tid * kRouteItems + i;
+          if (j < nbr) hd.keep[j] = uint8_t(kept[i]);
+          if (kept[i]) kept_list[total + pos[i]] = j;
+        }
+        total += n_kept;
+        __syncthreads();  // scan storage reuse
+      }
+#pragma unroll
+      for (int i = 0; i < kRouteItems; ++i)
+        if (skip[i]) {
+          const int j = base + tid * kRouteItems + i;
+          const double vn = double(a.kv.block_value_norm(b, j, h));
+          const float* bt = hd.bterm + int64_t(j) * G + g0;
+#pragma unroll
+          for (int k = 0; k < kRouteGChunk; ++k)
+            if (g0 + k < G) {
+              const float t = __ldcg(bt + k);
+              sums[k] += t;
+              sums[kRouteGChunk + k] += double(t) * vn;
+            }
+        }
+    }
+    route_block_sum<THREADS>(sums, s_sum);
+    if (tid < kRouteGChunk && g0 + tid < G) {
+      const int64_t qi = int64_t(b) * a.num_q_heads + int64_t(h) * G + g0 + tid;
+      // Rounded up to float, as router.cpp does: a tiny bound must not underflow to 0.
+      a.delta[qi] = __double2float_ru(s_sum[tid] * (1 + 1e-6));
+      a.skipped_v_bound[qi] = __double2float_ru(s_sum[kRouteGChunk + tid] * (1 + 1e-6));
+    }
+    if (tid == 0)
+      for (int k = 0; k < kRouteGChunk && g0 + k < G; ++k)
+        dmax = fmaxf(dmax, __double2float_ru(s_sum[k] * (1 + 1e-6)));
+  }
+  __syncthreads();  // keep[] final for the anchors below
+
+  // Anchors before the window: read alone when their block is skipped, else with it. Warp
+  // 0, 32 anchors per step; a ballot keeps the extra anchors in ascending order (every
+  // lane ends with the same counts).
+  if (tid >= 32) return;
+  const int na = anchors_before(a, bh, ws);
+  const int32_t* apos = a.kv.anchor_pos + int64_t(bh) * a.kv.max_anchors;
+  int32_t* extra = a.extra_anchors + int64_t(bh) * a.anchor_stride;
+  int extra_n = 0;
+  for (int i0 = 0; i0 < na; i0 += 32) {
+    const int i = i0 + tid;
+    const int32_t p = i < na ? (a.streaming ? i : apos[i]) : 0;
+    const bool alone = i < na && !__ldcg(hd.keep + p / R);
+    const unsigned ballot = __ballot_sync(0xffffffffu, alone);
+    if (alone) extra[extra_n + __popc(ballot & ((1u << tid) - 1u))] = p;
+    extra_n += __popc(ballot);
+  }
+  const int in_kept = na - extra_n;
+  if (tid != 0) return;
+  a.window_start[bh] = int32_t(ws);
+  a.kept_count[bh] = total;
+  a.extra_count[bh] = extra_n;
+  a.routed_tokens[bh] = int32_t(extra_n + int64_t(total) * R + (n - ws));
+
+  const int64_t tb = a.kv.token_bytes();
+  HeadStats& st = a.stats[bh];
+  st.bytes_summary = a.streaming ? 0 : int64_t(nbr) * a.kv.summary_bytes();
+  st.bytes_anchor_window = (int64_t(na) + (n - ws)) * tb;
+  st.bytes_blocks = (int64_t(total) * R - in_kept) * tb;
+  st.bytes_dense = n * tb;
+  st.blocks_total = nbr;
+  st.blocks_skipped = nbr - total;
+  st.delta = dmax;
+  st.output_error_bound = 0.f;  // the attention kernel adds delta * ||o||
+  st.sink_route = !a.streaming && !a.quest && nbr > 0 && total == 0;
+}
+
+}  // namespace sinkrouter::cuda
