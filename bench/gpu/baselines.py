@@ -14,6 +14,7 @@ timed eagerly (back-to-back calls between two events) and the row says so.
 import argparse
 import json
 import math
+import os
 import sys
 import traceback
 
@@ -21,6 +22,7 @@ import torch
 
 SHAPES = [("llama-3.1-8b", 32, 8, 128), ("smollm2-135m", 9, 3, 64)]
 PAGE = 16
+FI_PLAN_FAILED = {}  # head_dim -> message: a failed FlashInfer JIT build is not retried per row
 
 
 def median(xs):
@@ -93,6 +95,8 @@ def flashinfer_rows(flashinfer, shape, batch, ctx, copies, reps):
     name, qh, kvh, d = shape
     row = {"shape": name, "batch": batch, "context": ctx, "kernel": "flashinfer", "copies": copies}
     try:
+        if d in FI_PLAN_FAILED:
+            raise RuntimeError(FI_PLAN_FAILED[d])
         pages_per_seq = math.ceil(ctx / PAGE)
         gen = torch.Generator(device="cuda").manual_seed(ctx * 11 + batch)
         caches = [torch.randn(batch * pages_per_seq, 2, PAGE, kvh, d, device="cuda", dtype=torch.bfloat16,
@@ -103,8 +107,14 @@ def flashinfer_rows(flashinfer, shape, batch, ctx, copies, reps):
         last = torch.full((batch,), ctx - (pages_per_seq - 1) * PAGE, device="cuda", dtype=torch.int32)
         workspace = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
         wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
-        wrapper.plan(indptr, indices, last, qh, kvh, d, PAGE, pos_encoding_mode="NONE",
-                     q_data_type=torch.bfloat16, kv_data_type=torch.bfloat16)
+        try:  # the first plan() of a head_dim JIT-compiles the decode kernel with nvcc
+            wrapper.plan(indptr, indices, last, qh, kvh, d, PAGE, pos_encoding_mode="NONE",
+                         q_data_type=torch.bfloat16, kv_data_type=torch.bfloat16)
+        except Exception as e:  # noqa: BLE001
+            first = str(e).splitlines()[0][:200] if str(e) else ""
+            FI_PLAN_FAILED[d] = f"FlashInfer JIT/plan failed (head_dim={d}): {type(e).__name__}: {first}"
+            print(FI_PLAN_FAILED[d], flush=True)
+            raise
 
         def make(i):
             return lambda: wrapper.run(qs[i], caches[i])
@@ -128,6 +138,11 @@ def main():
     contexts = [int(x) for x in args.contexts.split(",")]
     batches = [int(x) for x in args.batches.split(",")]
     doc = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "rows": []}
+    # FlashInfer reads these at import: JIT cache under a writable /tmp, parallel ninja.
+    # (Do not set FLASHINFER_JIT_VERBOSE=1: in this version it builds with -O0 -G.)
+    os.environ.setdefault("FLASHINFER_WORKSPACE_BASE", "/tmp")
+    os.environ.setdefault("MAX_JOBS", str(os.cpu_count() or 16))
+    os.environ.setdefault("TVM_FFI_CACHE_DIR", "/tmp/tvm-ffi")
     try:
         import flashinfer  # noqa: F401
         doc["flashinfer"] = getattr(flashinfer, "__version__", "?")

@@ -99,7 +99,7 @@ struct CudaDecoder::Workspace {
   int32_t *extra_anchors = nullptr, *extra_count = nullptr, *window_start = nullptr, *routed_tokens = nullptr;
   int32_t* route_tickets = nullptr;
   int anchor_stride = 1, block_stride = 16;
-  int bounds_smem = 0, select_smem = 0, sink_capacity = 0, sort_capacity = 0;
+  int bounds_smem = 0, select_smem = 0, sink_capacity = 0, sort_capacity = 0, bounds_ctas_per_head = 1;
 
   // The routing kernels' arguments for one run (a member: it reads the decoder's plan).
   RouteArgs route_args(const CudaDecoder& d, const PagedKV& kv, const int32_t* seq_lens, const void* q,
@@ -204,6 +204,7 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
       w.sort_capacity = sort_capacity_for(max_blocks_);
       const RouteArgs r = w.route_args(*this, kv, dkv.seq_lens, nullptr, DType::F32);
       w.bounds_smem = cuda::route_bounds_prepare(r);
+      w.bounds_ctas_per_head = cuda::route_bounds_ctas_per_head(r, batch_, num_kv_heads_, w.bounds_smem);
       w.select_smem = cuda::route_select_prepare(r);
     }
   } catch (...) {
@@ -263,6 +264,7 @@ RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV
   r.anchor_stride = w.anchor_stride;
   r.sink_capacity = w.sink_capacity;
   r.sort_capacity = w.sort_capacity;
+  r.bounds_ctas_per_head = w.bounds_ctas_per_head;
   r.fused_finish = d.fused_routing_;
   r.route_tickets = w.route_tickets;
   r.sink_max = w.sink_max;

@@ -52,10 +52,11 @@ struct AttnArgs {
 };
 
 // The routing pass: two kernels (fast mode: route_bounds alone, see fused_finish).
-//   route_bounds: grid (ceil(max_blocks / blocks_per_cta), B*H). Every CTA computes the sink
-//     signal of its (b, h) (the anchors and window are a few hundred tokens at most, read
-//     from L2; recomputing them per CTA costs less than a separate launch), then the bound
-//     terms of its routable blocks from their summaries; fast mode decides there.
+//   route_bounds: grid (bounds_ctas_per_head, B*H), at most about two waves. Every CTA
+//     computes the sink signal of its (b, h) (the anchors and window are a few hundred
+//     tokens at most, read from L2; recomputing them per CTA costs less than a separate
+//     launch), then the bound terms of its chunks of routable blocks from their summaries;
+//     fast mode decides there.
 //   route_select: one CTA per (b, h). Certified threshold (sort of the candidate blocks by
 //     cost, then per-head prefix sums), quest's top blocks, the kept-block list, the
 //     certificate and the statistics.
@@ -80,7 +81,7 @@ struct RouteArgs {
   int block_stride;   // of the per-block arrays below (max blocks, rounded up to 16)
   int anchor_stride;  // of extra_anchors (kv.max_anchors is the stride of kv.anchor_pos)
   int sink_capacity;  // most tokens a sink set can hold: anchor_stride + window + block_size - 1
-  int blocks_per_cta;  // routable blocks one route_bounds CTA bounds
+  int bounds_ctas_per_head;  // route_bounds CTAs per (b, h); each takes every this-many-th chunk of blocks
   int sort_capacity;   // candidates route_select sorts in shared memory (1024 or 8192)
   // Fast mode in one launch: route_bounds' last CTA per (b, h) finishes (no route_select).
   bool fused_finish;
@@ -123,6 +124,8 @@ SR_DECLARE_ATTENTION_INSTANCES(d128_f16)
 
 // Routing: dynamic shared memory of the two kernels (sets their limits; plan time).
 int route_bounds_prepare(const RouteArgs& args);
+// route_bounds CTAs per (b, h) for a grid of about two waves on this device.
+int route_bounds_ctas_per_head(const RouteArgs& args, int batch, int num_kv_heads, int smem);
 int route_select_prepare(const RouteArgs& args);
 void route_bounds_launch(const RouteArgs& args, int batch, int num_kv_heads, int smem, cudaStream_t stream);
 void route_select_launch(const RouteArgs& args, int batch, int num_kv_heads, int smem, cudaStream_t stream);
@@ -163,13 +166,19 @@ __device__ __forceinline__ int64_t window_start_of(int64_t n, int window, int R)
 
 // Anchors of (b, h) that lie before the window (router.cpp's rule per policy): the first
 // `count` entries of its ascending anchor list; streaming: the first sink_tokens
-// positions; quest: none.
+// positions; quest: none. Call with all 32 lanes of the warp (each gets the count): the
+// list is ascending, so one ballot per 32 entries counts the prefix, instead of a chain
+// of dependent loads one anchor after another.
 __device__ __forceinline__ int anchors_before(const RouteArgs& a, int bh, int64_t ws) {
   if (a.streaming) return int(ws < a.sink_tokens ? ws : a.sink_tokens);
   if (a.quest) return 0;
   const int32_t* p = a.kv.anchor_pos + int64_t(bh) * a.kv.max_anchors;
+  const int n = a.kv.anchor_count[bh], lane = int(threadIdx.x) & 31;
   int c = 0;
-  while (c < a.kv.anchor_count[bh] && p[c] < ws) ++c;
+  for (int i0 = 0; i0 < n; i0 += 32) {
+    const int i = i0 + lane;
+    c += __popc(__ballot_sync(0xffffffffu, i < n && p[i] < ws));
+  }
   return c;
 }
 

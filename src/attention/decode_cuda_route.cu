@@ -1,7 +1,8 @@
 // The routing pass of the CUDA decoder (DESIGN.md sections 2 and 5), first kernel:
 // route_bounds, mirroring router.cpp's plan_decode up to the per-block bound terms.
 //
-// grid (ceil(max_blocks / kBlocksPerCta), B*H), 256 threads. Every CTA
+// grid (RouteArgs::bounds_ctas_per_head, B*H), 256 threads, about two waves: CTA x of a
+// (b, h) takes its chunks of kBlocksPerCta routable blocks x, x + gridDim.x, ... Every CTA
 //   1. issues the loads of its blocks' min/max summaries (16 bytes per lane, all before
 //      the first use);
 //   2. computes the sink signal of its (b, h): the scores of the anchors before the window
@@ -34,12 +35,14 @@ constexpr int kMaxDevices = 64;  // per-device shared-memory limits remembered
 
 // Lowered scores of the sink set (token i: the i-th anchor before the window, then the
 // window) for the G heads -> sc[i * G + g]. 8 lanes per token, all warps busy; the K rows
-// of two rounds (64 tokens) are loaded before either is used, halving the chain of
-// dependent loads (page id, then row).
+// of all rounds of a pass are loaded before any is used.
 template <int D, typename Tag>
 __device__ void sink_scores(const RouteArgs& a, int b, int h, const int32_t* anchors, int na, int64_t ws, int count,
                             const float* qs, float* sc) {
-  constexpr int TPL = 8, DPL = D / TPL, PER_ROUND = kBoundsThreads / TPL, ROUNDS = 2;
+  // ROUNDS * PER_ROUND = 160 tokens per pass: the default sink set (8 anchors, a window of
+  // 64 and up to R - 1 = 63 more) in one pass, so that its chain of dependent loads
+  // (anchor position, page id, K row) is paid once.
+  constexpr int TPL = 8, DPL = D / TPL, PER_ROUND = kBoundsThreads / TPL, ROUNDS = 5;
   const int G = a.group, sub = int(threadIdx.x) % TPL, slot = int(threadIdx.x) / TPL;
   const float err = dot_error_factor(D);
   const uint16_t* pages = static_cast<const uint16_t*>(a.kv.pages);
@@ -89,6 +92,24 @@ __device__ void sink_scores(const RouteArgs& a, int b, int h, const int32_t* anc
   }
 }
 
+// The min/max summary rows (16 bytes of each per lane) of blocks j0 + k * RP + row, k < PER;
+// zeros past nbr. A function, not a lambda: arrays captured by a lambda went to local memory.
+template <int D, int PER, int RP>
+__device__ __forceinline__ void load_summaries(const RouteArgs& a, int b, int h, int64_t j0, int64_t nbr, int row,
+                                               int lane, uint4 (&lo)[PER], uint4 (&hi)[PER]) {
+  const uint16_t* summ = static_cast<const uint16_t*>(a.kv.summaries);
+#pragma unroll
+  for (int k = 0; k < PER; ++k) {
+    const int64_t j = j0 + k * RP + row;
+    lo[k] = hi[k] = make_uint4(0, 0, 0, 0);
+    if (j < nbr) {
+      const uint16_t* s = summ + a.kv.summary_offset(b, j, h) + lane * 8;
+      lo[k] = *reinterpret_cast<const uint4*>(s);
+      hi[k] = *reinterpret_cast<const uint4*>(s + D);
+    }
+  }
+}
+
 // Row groups of one CTA: LANES = D / 8 lanes bound one block (8 dimensions each).
 template <int D>
 constexpr int bounds_rows() {
@@ -110,23 +131,15 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
   const int64_t n = a.seq_lens[b];
   const int64_t ws = window_start_of(n, a.window, R);
   const int64_t nbr = ws / R;
-  const int64_t j0 = int64_t(blockIdx.x) * kBlocksPerCta;
-  if (blockIdx.x > 0 && j0 >= nbr) return;  // CTA 0 always writes the sink signal
+  // Chunks of kBlocksPerCta blocks: CTA x takes chunks x, x + gridDim.x, ... (a grid of
+  // about two waves, so that the sink signal below is paid once per CTA, not per chunk).
+  const int64_t chunks = (nbr + kBlocksPerCta - 1) / kBlocksPerCta;
+  if (blockIdx.x > 0 && blockIdx.x >= chunks) return;  // CTA 0 always writes the sink signal
 
-  // 1. Summary loads first: their latency overlaps the sink signal below.
+  // 1. The first chunk's summary loads first: their latency overlaps the sink signal below.
   const int lane = tid % LANES, row = tid / LANES;
-  const uint16_t* summ = static_cast<const uint16_t*>(a.kv.summaries);
   uint4 lo[PER], hi[PER];
-#pragma unroll
-  for (int k = 0; k < PER; ++k) {
-    const int64_t j = j0 + k * RP + row;
-    lo[k] = hi[k] = make_uint4(0, 0, 0, 0);
-    if (j < nbr) {
-      const uint16_t* s = summ + a.kv.summary_offset(b, j, h) + lane * 8;
-      lo[k] = *reinterpret_cast<const uint4*>(s);
-      hi[k] = *reinterpret_cast<const uint4*>(s + D);
-    }
-  }
+  load_summaries<D, PER, RP>(a, b, h, int64_t(blockIdx.x) * kBlocksPerCta, nbr, row, lane, lo, hi);
 
   // 2. Sink signal.
   float* qs = dsm;
@@ -168,79 +181,83 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
   float* bterm = a.bterm + int64_t(bh) * a.block_stride * G;
   float* row_u = sc + a.sink_capacity * G + row * G;             // [G] this row group's u_jg
   float* row_e = sc + a.sink_capacity * G + (RP + row) * G;      // [G] its estimates
+  for (int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
+    const int64_t j0 = chunk * kBlocksPerCta;
+    if (chunk != blockIdx.x) load_summaries<D, PER, RP>(a, b, h, j0, nbr, row, lane, lo, hi);
 #pragma unroll
-  for (int k = 0; k < PER; ++k) {
-    const int64_t j = j0 + k * RP + row;
-    const bool valid = j < nbr;
-    if (j0 >= nbr || __all_sync(0xffffffffu, !valid)) continue;  // uniform per warp; shuffles stay full
-    float x0[8], x1[8];
-    unpack8(lo[k], x0, Tag{});
-    unpack8(hi[k], x1, Tag{});
-    float cost = 0.f, umax = -INFINITY;
-    bool keep = false;
-    for (int g = 0; g < G; ++g) {
-      const float* q = qs + g * D + lane * 8;
-      float u = 0.f, mag = 0.f, c = 0.f, spread = 0.f;
+    for (int k = 0; k < PER; ++k) {
+      const int64_t j = j0 + k * RP + row;
+      const bool valid = j < nbr;
+      if (__all_sync(0xffffffffu, !valid)) continue;  // uniform per warp; shuffles stay full
+      float x0[8], x1[8];
+      unpack8(lo[k], x0, Tag{});
+      unpack8(hi[k], x1, Tag{});
+      float cost = 0.f, umax = -INFINITY;
+      bool keep = false;
+      for (int g = 0; g < G; ++g) {
+        const float* q = qs + g * D + lane * 8;
+        float u = 0.f, mag = 0.f, c = 0.f, spread = 0.f;
 #pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const float m = fmaxf(q[i] * x1[i], q[i] * x0[i]);
-        u += m;
-        mag += fabsf(m);
-        if (a.estimate) {  // uniform: the policy's
-          const float qw = q[i] * (0.5f * (x1[i] - x0[i]));
-          c += q[i] * (0.5f * (x1[i] + x0[i]));
-          spread += a.gauss ? qw * qw : fabsf(qw);
+        for (int i = 0; i < 8; ++i) {
+          const float m = fmaxf(q[i] * x1[i], q[i] * x0[i]);
+          u += m;
+          mag += fabsf(m);
+          if (a.estimate) {  // uniform: the policy's
+            const float qw = q[i] * (0.5f * (x1[i] - x0[i]));
+            c += q[i] * (0.5f * (x1[i] + x0[i]));
+            spread += a.gauss ? qw * qw : fabsf(qw);
+          }
+        }
+#pragma unroll
+        for (int off = LANES / 2; off > 0; off >>= 1) {
+          u += __shfl_xor_sync(0xffffffffu, u, off);
+          mag += __shfl_xor_sync(0xffffffffu, mag, off);
+          if (a.estimate) {
+            c += __shfl_xor_sync(0xffffffffu, c, off);
+            spread += __shfl_xor_sync(0xffffffffu, spread, off);
+          }
+        }
+        const float ub = u + err * mag;
+        umax = fmaxf(umax, ub);
+        if (lane == g % LANES) {
+          row_u[g] = ub;
+          // router.cpp's BlockBounds::box_estimate, in float
+          if (a.estimate) row_e[g] = fminf(ub, c + a.spread * (a.gauss ? sqrtf(spread) : spread));
         }
       }
+      __syncwarp();
+      for (int g = lane; g < G; g += LANES) {
+        const double term = double(R) * exp(double(row_u[g]) - s_m[g]) / s_z[g];
+        const float up = __double2float_ru(term);
+        cost = fmaxf(cost, up);
+        if (a.estimate)
+          keep = keep || double(R) * exp(double(row_e[g]) - s_m[g]) / s_z[g] > a.tau;
+        else
+          keep = keep || term > a.tau;
+        if (valid) bterm[j * G + g] = up;
+      }
+      __syncwarp();  // row_u and row_e are rewritten by the next block
 #pragma unroll
       for (int off = LANES / 2; off > 0; off >>= 1) {
-        u += __shfl_xor_sync(0xffffffffu, u, off);
-        mag += __shfl_xor_sync(0xffffffffu, mag, off);
-        if (a.estimate) {
-          c += __shfl_xor_sync(0xffffffffu, c, off);
-          spread += __shfl_xor_sync(0xffffffffu, spread, off);
-        }
+        cost = fmaxf(cost, __shfl_xor_sync(0xffffffffu, cost, off));
+        keep = __shfl_xor_sync(0xffffffffu, int(keep), off) || keep;
       }
-      const float ub = u + err * mag;
-      umax = fmaxf(umax, ub);
-      if (lane == g % LANES) {
-        row_u[g] = ub;
-        // router.cpp's BlockBounds::box_estimate, in float
-        if (a.estimate) row_e[g] = fminf(ub, c + a.spread * (a.gauss ? sqrtf(spread) : spread));
+      if (valid && lane == 0) {
+        const int64_t at = int64_t(bh) * a.block_stride + j;
+        a.ubound[at] = umax;
+        a.cost[at] = cost;
+        a.keep[at] = keep ? 1 : 0;
       }
-    }
-    __syncwarp();
-    for (int g = lane; g < G; g += LANES) {
-      const double term = double(R) * exp(double(row_u[g]) - s_m[g]) / s_z[g];
-      const float up = __double2float_ru(term);
-      cost = fmaxf(cost, up);
-      if (a.estimate)
-        keep = keep || double(R) * exp(double(row_e[g]) - s_m[g]) / s_z[g] > a.tau;
-      else
-        keep = keep || term > a.tau;
-      if (valid) bterm[j * G + g] = up;
-    }
-    __syncwarp();  // row_u and row_e are rewritten by the next block
-#pragma unroll
-    for (int off = LANES / 2; off > 0; off >>= 1) {
-      cost = fmaxf(cost, __shfl_xor_sync(0xffffffffu, cost, off));
-      keep = __shfl_xor_sync(0xffffffffu, int(keep), off) || keep;
-    }
-    if (valid && lane == 0) {
-      const int64_t at = int64_t(bh) * a.block_stride + j;
-      a.ubound[at] = umax;
-      a.cost[at] = cost;
-      a.keep[at] = keep ? 1 : 0;
     }
   }
   if (!a.fused_finish) return;
 
   // 4. Fast mode: the last CTA of the (b, h) to finish its blocks (a ticket, as the
   // attention kernel's combine) writes the kept-block list, certificate and statistics,
-  // instead of a route_select launch. The CTAs with blocks are 0 .. ceil(nbr / per CTA) - 1.
+  // instead of a route_select launch. The CTAs with chunks are 0 .. min(grid, chunks) - 1.
   __threadfence();  // this CTA's keep[] and bterm are visible device-wide before the ticket
   __syncthreads();
-  const int ctas = nbr > 0 ? int((nbr + kBlocksPerCta - 1) / kBlocksPerCta) : 1;
+  const int ctas = chunks < 1 ? 1 : int(chunks < int64_t(gridDim.x) ? chunks : int64_t(gridDim.x));
   if (tid == 0) s_last = atomicAdd(&a.route_tickets[bh], 1) == ctas - 1;
   __syncthreads();
   if (!s_last) return;
@@ -281,10 +298,23 @@ int route_bounds_prepare(const RouteArgs& a) {
   return int(smem);
 }
 
+int route_bounds_ctas_per_head(const RouteArgs& a, int batch, int num_kv_heads, int smem) {
+  const bool bf = a.kv.dtype == DType::BF16;
+  const void* kernel = a.kv.head_dim == 64 ? (bf ? (const void*)route_bounds_kernel<64, Bf16Tag>
+                                                 : (const void*)route_bounds_kernel<64, F16Tag>)
+                                           : (bf ? (const void*)route_bounds_kernel<128, Bf16Tag>
+                                                 : (const void*)route_bounds_kernel<128, F16Tag>);
+  int per_sm = 0, dev = 0, sms = 0;
+  SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kBoundsThreads, smem));
+  SR_CUDA_CHECK(cudaGetDevice(&dev));
+  SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  const int chunks = std::max(1, (a.block_stride + kBlocksPerCta - 1) / kBlocksPerCta);  // most of any sequence
+  const int two_waves = 2 * std::max(1, per_sm) * sms;
+  return std::clamp(two_waves / std::max(1, batch * num_kv_heads), 1, chunks);
+}
+
 void route_bounds_launch(const RouteArgs& a, int batch, int num_kv_heads, int smem, cudaStream_t stream) {
-  const int max_blocks = a.block_stride;  // >= the most routable blocks of any sequence
-  const dim3 grid(unsigned(std::max(1, (max_blocks + kBlocksPerCta - 1) / kBlocksPerCta)),
-                  unsigned(batch * num_kv_heads));
+  const dim3 grid(unsigned(std::max(1, a.bounds_ctas_per_head)), unsigned(batch * num_kv_heads));
   const bool bf = a.kv.dtype == DType::BF16;
   if (a.kv.head_dim == 64) {
     if (bf)

@@ -31,7 +31,7 @@ struct RouteHead {
 
 // Sums v[i] over the block for i < N; out[i] (shared) is valid for every thread after.
 template <int THREADS, int N>
-__device__ void route_block_sum(const double (&v)[N], double* out) {
+__device__ __forceinline__ void route_block_sum(const double (&v)[N], double* out) {
   constexpr int kWarps = THREADS / 32;
   __shared__ double part[kWarps][N];
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;

@@ -42,7 +42,9 @@ namespace sinkrouter {
 
 struct CudaDecodeOptions {
   int target_ctas = 0;          // CTAs the tokens are spread over; 0: resident capacity of the device
-  int min_split_tokens = 128;   // no split gets fewer tokens than this (short sequences stay whole)
+  // No split gets fewer tokens than this (short sequences stay whole). 512: at 4K-16K and
+  // batch 1 fewer, longer splits beat many short ones (kernels run 4, docs/PERF.md).
+  int min_split_tokens = 512;
   bool tensor_cores = true;     // the tensor-core kernel where it applies (GQA group <= 4)
   bool fused_fast_routing = true;  // fast mode routes in one launch (false: bounds, then select)
 };
