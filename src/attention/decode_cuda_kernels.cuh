@@ -140,6 +140,17 @@ __device__ __forceinline__ float load_q(const void* q, DType t, int64_t i) {
   return __half2float(__ushort_as_half(x));
 }
 
+__device__ __forceinline__ void cp_async16(void* smem_dst, const void* src, bool valid) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  const int bytes = valid ? 16 : 0;  // 0: zero-fill, nothing is read
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 // Relative bound on the rounding error of a D-term float dot product (cpu_math.h's).
 __device__ __forceinline__ float dot_error_factor(int n) { return float(n + 4) * 5.9604645e-8f; }
 

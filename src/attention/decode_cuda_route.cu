@@ -32,81 +32,88 @@ constexpr int kBoundsThreads = 256;
 constexpr int kBlocksPerCta = 128;
 constexpr int kMaxGroup = 64;
 constexpr int kMaxDevices = 64;  // per-device shared-memory limits remembered
+constexpr int kFusedItems = 4;   // blocks per thread per round of the fused finish (compact code)
+
+// Why the code is written compactly (rolled loops, the double-precision terms in one
+// out-of-line function): a routing CTA runs once per SM per step, so every instruction it
+// executes is fetched cold. Run 4's ncu showed the unrolled version (11,000 instructions)
+// spending its time in instruction-fetch stalls, not on its loads.
+
+// Sink-set tokens whose K rows are staged in shared memory at once (a longer sink set is
+// scored in passes).
+constexpr int kSinkPass = 256;
+
+// R exp(u - m) / Z in double, rounded as router.cpp does (the caller rounds up to float).
+__device__ __noinline__ double block_term(float u, double m, double z, int R) {
+  return double(R) * exp(double(u) - m) / z;
+}
+__device__ __noinline__ double exp_double(double x) { return exp(x); }
 
 // Lowered scores of the sink set (token i: the i-th anchor before the window, then the
-// window) for the G heads -> sc[i * G + g]. 8 lanes per token, all warps busy; the K rows
-// of all rounds of a pass are loaded before any is used.
+// window) for the G heads -> sc[i * G + g]. Per pass of up to kSinkPass tokens: their K rows
+// into shared memory (one 16-byte cp.async per row chunk, all in flight together), then 8
+// lanes per token, DPL dimensions each.
 template <int D, typename Tag>
 __device__ void sink_scores(const RouteArgs& a, int b, int h, const int32_t* anchors, int na, int64_t ws, int count,
-                            const float* qs, float* sc) {
-  // ROUNDS * PER_ROUND = 160 tokens per pass: the default sink set (8 anchors, a window of
-  // 64 and up to R - 1 = 63 more) in one pass, so that its chain of dependent loads
-  // (anchor position, page id, K row) is paid once.
-  constexpr int TPL = 8, DPL = D / TPL, PER_ROUND = kBoundsThreads / TPL, ROUNDS = 5;
-  const int G = a.group, sub = int(threadIdx.x) % TPL, slot = int(threadIdx.x) / TPL;
+                            const float* qs, uint16_t* ks, float* sc) {
+  constexpr int TPL = 8, DPL = D / TPL, CH = D / 8;
+  const int G = a.group, tid = int(threadIdx.x), sub = tid % TPL, slot = tid / TPL;
   const float err = dot_error_factor(D);
   const uint16_t* pages = static_cast<const uint16_t*>(a.kv.pages);
-  for (int i0 = 0; i0 < count; i0 += ROUNDS * PER_ROUND) {  // uniform: every lane runs the shuffles
-    uint4 raw[ROUNDS][DPL / 8];
-#pragma unroll
-    for (int u = 0; u < ROUNDS; ++u) {
-      const int i = i0 + u * PER_ROUND + slot;
-      if (i < count) {
-        const int64_t pos = i < na ? (a.streaming ? i : anchors[i]) : ws + (i - na);
-        const uint4* k = reinterpret_cast<const uint4*>(pages + a.kv.k_offset(b, pos, h) + sub * DPL);
-#pragma unroll
-        for (int c = 0; c < DPL / 8; ++c) raw[u][c] = k[c];
-      } else {
-#pragma unroll
-        for (int c = 0; c < DPL / 8; ++c) raw[u][c] = make_uint4(0, 0, 0, 0);
-      }
+  for (int p0 = 0; p0 < count; p0 += kSinkPass) {
+    const int n = count - p0 < kSinkPass ? count - p0 : kSinkPass;
+    __syncthreads();  // ks of the previous pass is read
+#pragma unroll 1
+    for (int e = tid; e < n * CH; e += kBoundsThreads) {
+      const int i = p0 + e / CH, c = e % CH;
+      const int64_t pos = i < na ? (a.streaming ? i : anchors[i]) : ws + (i - na);
+      cp_async16(ks + (e / CH) * D + c * 8, pages + a.kv.k_offset(b, pos, h) + c * 8, true);
     }
-#pragma unroll
-    for (int u = 0; u < ROUNDS; ++u) {
-      const int i = i0 + u * PER_ROUND + slot;
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+#pragma unroll 1
+    for (int t0 = 0; t0 < n; t0 += kBoundsThreads / TPL) {  // uniform: every lane runs the shuffles
+      const int t = t0 + slot;
       float x[DPL];
 #pragma unroll
       for (int c = 0; c < DPL / 8; ++c) {
+        const uint4 raw = *reinterpret_cast<const uint4*>(ks + (t < n ? t : 0) * D + sub * DPL + c * 8);
         float y[8];
-        unpack8(raw[u][c], y, Tag{});
+        unpack8(raw, y, Tag{});
 #pragma unroll
         for (int e = 0; e < 8; ++e) x[c * 8 + e] = y[e];
       }
+#pragma unroll 1
       for (int g = 0; g < G; ++g) {
         const float* q = qs + g * D + sub * DPL;
         float dot = 0.f, mag = 0.f;
 #pragma unroll
         for (int d = 0; d < DPL; ++d) {
-          const float p = q[d] * x[d];
-          dot += p;
-          mag += fabsf(p);
+          const float pr = q[d] * x[d];
+          dot += pr;
+          mag += fabsf(pr);
         }
 #pragma unroll
         for (int off = TPL / 2; off > 0; off >>= 1) {
           dot += __shfl_xor_sync(0xffffffffu, dot, off);
           mag += __shfl_xor_sync(0xffffffffu, mag, off);
         }
-        if (sub == 0 && i < count) sc[i * G + g] = dot - err * mag;
+        if (sub == 0 && t < n) sc[(p0 + t) * G + g] = dot - err * mag;
       }
     }
   }
 }
 
-// The min/max summary rows (16 bytes of each per lane) of blocks j0 + k * RP + row, k < PER;
-// zeros past nbr. A function, not a lambda: arrays captured by a lambda went to local memory.
-template <int D, int PER, int RP>
-__device__ __forceinline__ void load_summaries(const RouteArgs& a, int b, int h, int64_t j0, int64_t nbr, int row,
-                                               int lane, uint4 (&lo)[PER], uint4 (&hi)[PER]) {
-  const uint16_t* summ = static_cast<const uint16_t*>(a.kv.summaries);
-#pragma unroll
-  for (int k = 0; k < PER; ++k) {
-    const int64_t j = j0 + k * RP + row;
-    lo[k] = hi[k] = make_uint4(0, 0, 0, 0);
-    if (j < nbr) {
-      const uint16_t* s = summ + a.kv.summary_offset(b, j, h) + lane * 8;
-      lo[k] = *reinterpret_cast<const uint4*>(s);
-      hi[k] = *reinterpret_cast<const uint4*>(s + D);
-    }
+// The min/max summary rows (16 bytes of each per lane) of block j; zeros past nbr.
+template <int D>
+__device__ __forceinline__ void load_summary(const RouteArgs& a, int b, int h, int64_t j, int64_t nbr, int lane,
+                                             uint4& lo, uint4& hi) {
+  lo = hi = make_uint4(0, 0, 0, 0);
+  if (j < nbr) {
+    const uint16_t* s = static_cast<const uint16_t*>(a.kv.summaries) + a.kv.summary_offset(b, j, h) + lane * 8;
+    lo = *reinterpret_cast<const uint4*>(s);
+    hi = *reinterpret_cast<const uint4*>(s + D);
   }
 }
 
@@ -116,9 +123,23 @@ constexpr int bounds_rows() {
   return kBoundsThreads / (D / 8);
 }
 
-// Dynamic shared memory: q [G][D] floats (pre-scaled), the sink scores [sink_capacity][G]
-// floats, then each row group's bounds and estimates of its current block, [rows][G]
-// floats each.
+// Dynamic shared memory, in floats (each part a multiple of 4, so that the K rows at the
+// end are 16-byte aligned): q [G][D] (pre-scaled), the sink scores [sink_capacity][G],
+// each row group's bounds and estimates of its current block [2][rows][G], then the sink
+// set's K rows [min(sink_capacity, kSinkPass)][D] in the KV dtype.
+struct BoundsSmem {
+  int q, scores, rows, keys, bytes;
+  static __host__ __device__ int up4(int x) { return (x + 3) / 4 * 4; }
+  __host__ __device__ BoundsSmem(int G, int D, int sink_capacity, int rows_per_cta) {
+    q = 0;
+    scores = up4(G * D);
+    rows = scores + up4(sink_capacity * G);
+    keys = rows + up4(2 * rows_per_cta * G);
+    const int key_tokens = sink_capacity < kSinkPass ? sink_capacity : kSinkPass;
+    bytes = keys * 4 + key_tokens * D * 2;
+  }
+};
+
 template <int D, typename Tag>
 __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const RouteArgs a) {
   constexpr int LANES = D / 8, RP = bounds_rows<D>(), PER = kBlocksPerCta / RP;
@@ -135,21 +156,31 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
   // about two waves, so that the sink signal below is paid once per CTA, not per chunk).
   const int64_t chunks = (nbr + kBlocksPerCta - 1) / kBlocksPerCta;
   if (blockIdx.x > 0 && blockIdx.x >= chunks) return;  // CTA 0 always writes the sink signal
+  const BoundsSmem lay(G, D, a.sink_capacity, RP);
+  float* qs = dsm + lay.q;
+  float* sc = dsm + lay.scores;
+  uint16_t* ks = reinterpret_cast<uint16_t*>(dsm + lay.keys);
 
-  // 1. The first chunk's summary loads first: their latency overlaps the sink signal below.
+  // Steps of this CTA: step t bounds block (chunk x + (t / PER) * gridDim.x, row group
+  // `row`, k = t % PER). The first step's summary loads go out first: their latency
+  // overlaps the sink signal.
   const int lane = tid % LANES, row = tid / LANES;
-  uint4 lo[PER], hi[PER];
-  load_summaries<D, PER, RP>(a, b, h, int64_t(blockIdx.x) * kBlocksPerCta, nbr, row, lane, lo, hi);
+  const int64_t my_chunks = chunks > blockIdx.x ? (chunks - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;
+  const int64_t steps = my_chunks * PER;
+  auto block_of = [&](int64_t t) {
+    return (int64_t(blockIdx.x) + (t / PER) * gridDim.x) * kBlocksPerCta + (t % PER) * RP + row;
+  };
+  uint4 lo, hi;
+  load_summary<D>(a, b, h, steps > 0 ? block_of(0) : nbr, nbr, lane, lo, hi);
 
-  // 2. Sink signal.
-  float* qs = dsm;
-  float* sc = dsm + G * D;
+  // 1. Sink signal.
+#pragma unroll 1
   for (int i = tid; i < G * D; i += kBoundsThreads)
     qs[i] = load_q(a.q, a.q_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * G) * D + i) * a.scale;
   const int na = anchors_before(a, bh, ws);
   const int count = na + int(n - ws);
   __syncthreads();
-  sink_scores<D, Tag>(a, b, h, a.kv.anchor_pos + int64_t(bh) * a.kv.max_anchors, na, ws, count, qs, sc);
+  sink_scores<D, Tag>(a, b, h, a.kv.anchor_pos + int64_t(bh) * a.kv.max_anchors, na, ws, count, qs, ks, sc);
   __syncthreads();
   const int warp = tid / 32, wl = tid % 32;
   for (int g = warp; g < G; g += kBoundsThreads / 32) {
@@ -158,7 +189,8 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
     double z = 0;
-    for (int i = wl; i < count; i += 32) z += exp(double(sc[i * G + g]) - double(mx));
+#pragma unroll 1
+    for (int i = wl; i < count; i += 32) z += exp_double(double(sc[i * G + g]) - double(mx));
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) z += __shfl_xor_sync(0xffffffffu, z, off);
     if (wl == 0) {
@@ -173,86 +205,83 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
     a.sink_sum[qi] = float(s_z[tid]);
   }
 
-  // 3. Bounds. Every lane of a row group ends each head's butterfly with u and mag; lane
-  // g % LANES keeps head g's bound (and estimate) in shared memory, and once all heads are
-  // done each lane turns its heads into terms in double: the row group's G exponentials
-  // run side by side instead of one head after another.
+  // 2. Bounds, one block per row group per step, the next step's summary loaded before
+  // this one is used. Every lane of a row group ends each head's butterfly with u and mag;
+  // lane g % LANES keeps head g's bound (and estimate) in shared memory, and once all heads
+  // are done each lane turns its heads into terms: the row group's G exponentials run side
+  // by side instead of one head after another.
   const float err = dot_error_factor(D);
   float* bterm = a.bterm + int64_t(bh) * a.block_stride * G;
-  float* row_u = sc + a.sink_capacity * G + row * G;             // [G] this row group's u_jg
-  float* row_e = sc + a.sink_capacity * G + (RP + row) * G;      // [G] its estimates
-  for (int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
-    const int64_t j0 = chunk * kBlocksPerCta;
-    if (chunk != blockIdx.x) load_summaries<D, PER, RP>(a, b, h, j0, nbr, row, lane, lo, hi);
+  float* row_u = dsm + lay.rows + row * G;         // [G] this row group's u_jg
+  float* row_e = dsm + lay.rows + (RP + row) * G;  // [G] its estimates
+#pragma unroll 1
+  for (int64_t t = 0; t < steps; ++t) {
+    const int64_t j = block_of(t);
+    float x0[8], x1[8];
+    unpack8(lo, x0, Tag{});
+    unpack8(hi, x1, Tag{});
+    if (t + 1 < steps) load_summary<D>(a, b, h, block_of(t + 1), nbr, lane, lo, hi);
+    const bool valid = j < nbr;
+    if (__all_sync(0xffffffffu, !valid)) continue;  // uniform per warp; shuffles stay full
+    float cost = 0.f, umax = -INFINITY;
+    bool keep = false;
+#pragma unroll 1
+    for (int g = 0; g < G; ++g) {
+      const float* q = qs + g * D + lane * 8;
+      float u = 0.f, mag = 0.f, c = 0.f, spread = 0.f;
 #pragma unroll
-    for (int k = 0; k < PER; ++k) {
-      const int64_t j = j0 + k * RP + row;
-      const bool valid = j < nbr;
-      if (__all_sync(0xffffffffu, !valid)) continue;  // uniform per warp; shuffles stay full
-      float x0[8], x1[8];
-      unpack8(lo[k], x0, Tag{});
-      unpack8(hi[k], x1, Tag{});
-      float cost = 0.f, umax = -INFINITY;
-      bool keep = false;
-      for (int g = 0; g < G; ++g) {
-        const float* q = qs + g * D + lane * 8;
-        float u = 0.f, mag = 0.f, c = 0.f, spread = 0.f;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const float m = fmaxf(q[i] * x1[i], q[i] * x0[i]);
-          u += m;
-          mag += fabsf(m);
-          if (a.estimate) {  // uniform: the policy's
-            const float qw = q[i] * (0.5f * (x1[i] - x0[i]));
-            c += q[i] * (0.5f * (x1[i] + x0[i]));
-            spread += a.gauss ? qw * qw : fabsf(qw);
-          }
-        }
-#pragma unroll
-        for (int off = LANES / 2; off > 0; off >>= 1) {
-          u += __shfl_xor_sync(0xffffffffu, u, off);
-          mag += __shfl_xor_sync(0xffffffffu, mag, off);
-          if (a.estimate) {
-            c += __shfl_xor_sync(0xffffffffu, c, off);
-            spread += __shfl_xor_sync(0xffffffffu, spread, off);
-          }
-        }
-        const float ub = u + err * mag;
-        umax = fmaxf(umax, ub);
-        if (lane == g % LANES) {
-          row_u[g] = ub;
-          // router.cpp's BlockBounds::box_estimate, in float
-          if (a.estimate) row_e[g] = fminf(ub, c + a.spread * (a.gauss ? sqrtf(spread) : spread));
+      for (int i = 0; i < 8; ++i) {
+        const float m = fmaxf(q[i] * x1[i], q[i] * x0[i]);
+        u += m;
+        mag += fabsf(m);
+        if (a.estimate) {  // uniform: the policy's
+          const float qw = q[i] * (0.5f * (x1[i] - x0[i]));
+          c += q[i] * (0.5f * (x1[i] + x0[i]));
+          spread += a.gauss ? qw * qw : fabsf(qw);
         }
       }
-      __syncwarp();
-      for (int g = lane; g < G; g += LANES) {
-        const double term = double(R) * exp(double(row_u[g]) - s_m[g]) / s_z[g];
-        const float up = __double2float_ru(term);
-        cost = fmaxf(cost, up);
-        if (a.estimate)
-          keep = keep || double(R) * exp(double(row_e[g]) - s_m[g]) / s_z[g] > a.tau;
-        else
-          keep = keep || term > a.tau;
-        if (valid) bterm[j * G + g] = up;
-      }
-      __syncwarp();  // row_u and row_e are rewritten by the next block
 #pragma unroll
       for (int off = LANES / 2; off > 0; off >>= 1) {
-        cost = fmaxf(cost, __shfl_xor_sync(0xffffffffu, cost, off));
-        keep = __shfl_xor_sync(0xffffffffu, int(keep), off) || keep;
+        u += __shfl_xor_sync(0xffffffffu, u, off);
+        mag += __shfl_xor_sync(0xffffffffu, mag, off);
+        if (a.estimate) {
+          c += __shfl_xor_sync(0xffffffffu, c, off);
+          spread += __shfl_xor_sync(0xffffffffu, spread, off);
+        }
       }
-      if (valid && lane == 0) {
-        const int64_t at = int64_t(bh) * a.block_stride + j;
-        a.ubound[at] = umax;
-        a.cost[at] = cost;
-        a.keep[at] = keep ? 1 : 0;
+      const float ub = u + err * mag;
+      umax = fmaxf(umax, ub);
+      if (lane == g % LANES) {
+        row_u[g] = ub;
+        // router.cpp's BlockBounds::box_estimate, in float
+        if (a.estimate) row_e[g] = fminf(ub, c + a.spread * (a.gauss ? sqrtf(spread) : spread));
       }
+    }
+    __syncwarp();
+#pragma unroll 1
+    for (int g = lane; g < G; g += LANES) {
+      const double term = block_term(row_u[g], s_m[g], s_z[g], R);
+      const float up = __double2float_ru(term);
+      cost = fmaxf(cost, up);
+      keep = keep || (a.estimate ? block_term(row_e[g], s_m[g], s_z[g], R) : term) > a.tau;
+      if (valid) bterm[j * G + g] = up;
+    }
+    __syncwarp();  // row_u and row_e are rewritten by the next block
+#pragma unroll
+    for (int off = LANES / 2; off > 0; off >>= 1) {
+      cost = fmaxf(cost, __shfl_xor_sync(0xffffffffu, cost, off));
+      keep = __shfl_xor_sync(0xffffffffu, int(keep), off) || keep;
+    }
+    if (valid && lane == 0) {
+      const int64_t at = int64_t(bh) * a.block_stride + j;
+      a.ubound[at] = umax;
+      a.cost[at] = cost;
+      a.keep[at] = keep ? 1 : 0;
     }
   }
   if (!a.fused_finish) return;
 
-  // 4. Fast mode: the last CTA of the (b, h) to finish its blocks (a ticket, as the
+  // 3. Fast mode: the last CTA of the (b, h) to finish its blocks (a ticket, as the
   // attention kernel's combine) writes the kept-block list, certificate and statistics,
   // instead of a route_select launch. The CTAs with chunks are 0 .. min(grid, chunks) - 1.
   __threadfence();  // this CTA's keep[] and bterm are visible device-wide before the ticket
@@ -265,7 +294,7 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
   if (tid == 0) a.route_tickets[bh] = 0;  // every other CTA has taken its ticket
   const int64_t at = int64_t(bh) * a.block_stride;
   const RouteHead hd{a.cost + at, a.bterm + at * G, a.ubound + at, a.keep + at, int(nbr), G};
-  finish_routing<kBoundsThreads>(a, hd, bh, n, ws, false, 0, 0.f, scan_tmp);
+  finish_routing<kBoundsThreads, kFusedItems>(a, hd, bh, n, ws, false, 0, 0.f, scan_tmp);
 }
 
 // The limit is state of the kernel, shared by every decoder: it only ever rises, so that a
@@ -285,7 +314,7 @@ void set_bounds_smem(int smem) {
 int route_bounds_prepare(const RouteArgs& a) {
   SR_CHECK(a.group <= kMaxGroup, "routing (CUDA): group {} exceeds {}", a.group, kMaxGroup);
   const int rows = a.kv.head_dim == 64 ? bounds_rows<64>() : bounds_rows<128>();
-  const int64_t smem = (int64_t(a.group) * a.kv.head_dim + int64_t(a.sink_capacity + 2 * rows) * a.group) * 4;
+  const int64_t smem = BoundsSmem(a.group, a.kv.head_dim, a.sink_capacity, rows).bytes;
   SR_CHECK(smem <= 160 * 1024,
            "routing (CUDA): the sink set ({} tokens: anchors + window {} + block {} - 1) of {} heads needs {} KB of "
            "shared memory, more than the 160 KB the CUDA router uses; lower the window or the block size",

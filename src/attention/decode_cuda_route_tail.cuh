@@ -53,14 +53,15 @@ __device__ __forceinline__ void route_block_sum(const double (&v)[N], double* ou
 
 // by_key: certified, block j skipped iff c_j <= eps_f and (bits(c_j) << 32 | j) < T;
 // otherwise skipped iff keep[j] == 0 (every block for streaming). keep[] ends as the
-// final decision. Every thread of the CTA calls this; scan_tmp is the CTA's scan storage.
+// final decision. Every thread of the CTA calls this; scan_tmp is the CTA's scan storage;
+// ITEMS blocks per thread per round.
 // The per-block arrays are read with __ldcg (through L2): in the fused fast path other
 // CTAs of this launch wrote them.
-template <int THREADS>
+template <int THREADS, int ITEMS = kRouteItems>
 __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, int64_t n, int64_t ws, bool by_key,
                                uint64_t T, float eps_f, typename cub::BlockScan<int, THREADS>::TempStorage& scan_tmp) {
   using Scan = cub::BlockScan<int, THREADS>;
-  constexpr int kRound = THREADS * kRouteItems;
+  constexpr int kRound = THREADS * ITEMS;
   __shared__ double s_sum[2 * kRouteGChunk];
   const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
   const int G = hd.G, R = a.kv.block_size, tid = int(threadIdx.x), nbr = hd.nbr;
@@ -73,11 +74,11 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
 #pragma unroll
     for (int k = 0; k < 2 * kRouteGChunk; ++k) sums[k] = 0;
     for (int base = 0; base < nbr; base += kRound) {
-      int kept[kRouteItems];
-      bool skip[kRouteItems];
+      int kept[ITEMS];
+      bool skip[ITEMS];
 #pragma unroll
-      for (int i = 0; i < kRouteItems; ++i) {
-        const int j = base + tid * kRouteItems + i;
+      for (int i = 0; i < ITEMS; ++i) {
+        const int j = base + tid * ITEMS + i;
         const bool valid = j < nbr;
         if (by_key) {
           const float c = valid ? __ldcg(hd.cost + j) : INFINITY;
@@ -88,11 +89,11 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
         kept[i] = valid && !skip[i] ? 1 : 0;
       }
       if (g0 == 0) {
-        int pos[kRouteItems], n_kept;
+        int pos[ITEMS], n_kept;
         Scan(scan_tmp).ExclusiveSum(kept, pos, n_kept);
 #pragma unroll
-        for (int i = 0; i < kRouteItems; ++i) {
-          const int j = base + tid * kRouteItems + i;
+        for (int i = 0; i < ITEMS; ++i) {
+          const int j = base + tid * ITEMS + i;
           if (j < nbr) hd.keep[j] = uint8_t(kept[i]);
           if (kept[i]) kept_list[total + pos[i]] = j;
         }
@@ -100,9 +101,9 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
         __syncthreads();  // scan storage reuse
       }
 #pragma unroll
-      for (int i = 0; i < kRouteItems; ++i)
+      for (int i = 0; i < ITEMS; ++i)
         if (skip[i]) {
-          const int j = base + tid * kRouteItems + i;
+          const int j = base + tid * ITEMS + i;
           const double vn = double(a.kv.block_value_norm(b, j, h));
           const float* bt = hd.bterm + int64_t(j) * G + g0;
 #pragma unroll

@@ -15,17 +15,6 @@
 
 namespace sinkrouter::cuda {
 
-__device__ __forceinline__ void cp_async16(void* smem_dst, const void* src, bool valid) {
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
-  const int bytes = valid ? 16 : 0;  // 0: zero-fill, nothing is read
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
 // Order-preserving map of a float to an int (for atomicMax in shared memory) and back.
 __device__ __forceinline__ int ordered_int(float f) {
   const int i = __float_as_int(f);
