@@ -23,17 +23,18 @@
 #      passes. Everything after runs under the fallbacks taken (summary.txt names them);
 #   3. `sinkrouter generate --device cuda` (the command line, end to end);
 #   4. bench_engine: prefill and decode tokens/s, dense and sinkrouter -> bench_engine.json;
-#      then short decode runs at 8K and 32K (no batch row) with PDL off
-#      (bench_engine_pdl_off.json) and with GEMV v1 (bench_engine_gemv_v1.json), to measure
-#      what PDL and the new GEMV each bring (only when the main run used v2 with PDL);
+#      then short decode runs at 8K and 32K (no batch row) with the other GEMV: v2 with PDL
+#      (bench_engine_gemv_v2.json) on the default v1; on v2 with PDL, PDL off
+#      (bench_engine_pdl_off.json) and GEMV v1 (bench_engine_gemv_v1.json);
 #   5. transformers_baseline.py: the same GGUF in transformers (bf16, SDPA) -> transformers.json;
 #   6. compute-sanitizer memcheck and racecheck on short runs (capped by the time left);
 #   7. a short table.
-# Knobs (environment, passed through to every binary): SINKROUTER_GEMV=v1|v2 (default v2),
+# Knobs (environment, passed through to every binary): SINKROUTER_GEMV=v1|v2 (default v1),
 # SINKROUTER_PDL=0 (no programmatic dependent launch), SINKROUTER_PREFILL_ATTENTION=reference.
-# $OUT (10 files): summary.txt tests.log generate.log bench_engine.json bench_engine.log
-#                  bench_engine_pdl_off.json bench_engine_gemv_v1.json transformers.json
-#                  transformers.log sanitizer.log
+# $OUT (7 files; a call brings back only a few): summary.txt tests.log (with the generate and
+#                  sanitizer logs appended) bench_engine.json bench_engine.log
+#                  bench_engine_gemv_v2.json (or, on GEMV v2: _pdl_off and _gemv_v1) transformers.json
+#                  transformers.log
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -192,9 +193,16 @@ if [ "$budget" -gt 60 ]; then
 else
   note "bench_engine: skipped, ${budget}s of budget"
 fi
-# What PDL and GEMV v2 each bring: short decode runs with one of them off (~15 s each).
-if [ "${SINKROUTER_GEMV:-v2}" = v2 ] && [ "${SINKROUTER_PDL:-1}" != 0 ]; then
-  for variant in pdl_off:SINKROUTER_PDL=0 gemv_v1:SINKROUTER_GEMV=v1; do
+# The other GEMV against the one in use: short decode runs (~15 s each). Default (v1): GEMV
+# v2 with PDL; on v2 with PDL: PDL off, and v1.
+variants=""
+if [ "${SINKROUTER_GEMV:-v1}" = v1 ]; then
+  variants="gemv_v2:SINKROUTER_GEMV=v2"
+elif [ "${SINKROUTER_PDL:-1}" != 0 ]; then
+  variants="pdl_off:SINKROUTER_PDL=0 gemv_v1:SINKROUTER_GEMV=v1"
+fi
+if [ -n "$variants" ]; then
+  for variant in $variants; do
     if [ "$(left)" -lt 230 ]; then note "bench_engine ${variant%%:*}: skipped, $(left)s left"; continue; fi
     echo "==== ${variant#*:} ====" >>"$OUT/bench_engine.log"
     run_bin env "${variant#*:}" timeout 120 "$bin/bench_engine" -m "$model" --out "$OUT/bench_engine_${variant%%:*}.json" \
@@ -262,7 +270,7 @@ for n in (8192, 32768, 131072, 524288):
 for r in e["rows"]:
     if r.get("kind") == "decode_batch":
         print(f"batch {r['batch']} {r['policy']:10s} seq-steps/s {r['sequence_steps_per_s']:9.0f}  KV read {100 * r['kv_read_fraction']:.1f}%")
-for name in ("bench_engine_pdl_off.json", "bench_engine_gemv_v1.json"):
+for name in ("bench_engine_pdl_off.json", "bench_engine_gemv_v1.json", "bench_engine_gemv_v2.json"):
     if not os.path.exists(os.path.join(out, name)):
         continue
     v = load(name)
@@ -275,4 +283,8 @@ for name in ("bench_engine_pdl_off.json", "bench_engine_gemv_v1.json"):
 for s in e.get("skipped", []) + t.get("skipped", []):
     print("skipped:", s)
 PY
+# A call brings back only a few files: the generate and sanitizer logs go into tests.log.
+for f in generate sanitizer; do
+  [ -f "$OUT/$f.log" ] && { echo "==== $f.log ===="; cat "$OUT/$f.log"; } >>"$OUT/tests.log" && rm -f "$OUT/$f.log"
+done
 note "done $(elapsed)"

@@ -83,7 +83,7 @@ struct GemvArgs {
 //      plain launches (the GPU engine's first device run);
 //   V2 (cuda_gemv.cu): 8, 16 or 32 lanes per row, the weights loaded into registers before
 //      the wait of programmatic dependent launch (cuda_launch.cuh), no shared memory.
-// gemv() without a version runs gemv_default_version(): V2, or V1 when SINKROUTER_GEMV=v1
+// gemv() without a version runs gemv_default_version(): V1, or V2 when SINKROUTER_GEMV=v2
 // (decided once per process; any other value than v1 / v2 is an error).
 enum class GemvVersion { V1 = 1, V2 = 2 };
 GemvVersion gemv_default_version();
