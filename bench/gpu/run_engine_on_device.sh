@@ -171,7 +171,7 @@ elif [ "$unfinished" = 1 ]; then
   echo "==== engine tests again (the first run did not finish) ====" >>"$OUT/tests.log"
   engine_tests "the same kernels (the first run did not finish)"
 fi
-note "kernels in use: GEMV ${SINKROUTER_GEMV:-v2}, PDL ${SINKROUTER_PDL:-on} (GEMV v2 only), prefill attention ${SINKROUTER_PREFILL_ATTENTION:-flash}"
+note "kernels in use: GEMV ${SINKROUTER_GEMV:-v1}, PDL ${SINKROUTER_PDL:-on} (GEMV v2 only), prefill attention ${SINKROUTER_PREFILL_ATTENTION:-flash}"
 
 # ---- 3. the command line ----
 run_bin timeout 60 "$bin/sinkrouter" generate -m "$model" --device cuda --chat -n 48 --json \
