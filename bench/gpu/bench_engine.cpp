@@ -9,8 +9,10 @@
 // past its trained length: speed and skip rates, not quality), whose time gives the
 // prefill row; then `steps` decode steps are timed under dense and again under the
 // routed policy (each after a few warm-up steps: graph capture), the statistics
-// downloaded once per policy outside the timed loop. A context whose prefill would not
-// fit the time left is skipped, and the JSON says why.
+// downloaded once per policy outside the timed loop; then the attention kernels alone on
+// the KV the model wrote (rows "attention_real_kv": one decode step's queries kept per
+// layer, every layer's CudaDecoder replayed in one graph, dense and the default policy).
+// A context whose prefill would not fit the time left is skipped, and the JSON says why.
 //
 // Floors (docs/PERF.md): one decode step reads the bf16 weights (decode_weight_bytes) plus
 // the KV bytes it reads, at the device's read bandwidth (--bandwidth-gbps, 4490 measured
@@ -217,6 +219,38 @@ int run(int argc, char** argv) {
       }
       std::fprintf(stderr, "decode %lld %s: %.3f ms/step (%.0f tok/s), KV read %.1f%%, floor %.3f ms\n", (long long)n,
                    p.describe().c_str(), ms, 1e3 / ms, 100 * fraction, floor_ms);
+      j["rows"].push_back(row);
+      save();
+    }
+    // The attention kernels alone on the KV this model wrote, with one decode step's real
+    // queries (the kernel benchmark's planted caches, here on real KV): per layer, dense and
+    // the default policy, all layers replayed in one graph.
+    CudaForward& f = s.forward();
+    f.set_capture_queries(true);
+    f.set_collect_stats(false);
+    token = argmax(s.decode(token));
+    f.set_capture_queries(false);
+    f.set_collect_stats(true);
+    double dense_us = 0;
+    for (const AttentionPolicy& p : {dense, routed}) {
+      const CudaForward::AttentionTiming t = f.time_attention(p, 20);
+      const double fraction = t.stats.bytes_dense ? double(t.stats.bytes_read()) / double(t.stats.bytes_dense) : 1.0;
+      nlohmann::json row = {{"kind", "attention_real_kv"},
+                            {"context", n},
+                            {"length", s.length()},
+                            {"policy", p.kind == PolicyKind::Dense ? "dense" : "sinkrouter"},
+                            {"policy_detail", p.describe()},
+                            {"us_per_layer", t.us_per_layer},
+                            {"kv_read_fraction", fraction},
+                            {"blocks_total", t.stats.blocks_total},
+                            {"blocks_skipped", t.stats.blocks_skipped},
+                            {"floor_us_per_layer", 1e6 * kv_token_bytes / c.n_layers * double(s.length()) * fraction / bw}};
+      if (p.kind == PolicyKind::Dense)
+        dense_us = t.us_per_layer;
+      else
+        row["speedup_over_dense"] = dense_us / t.us_per_layer;
+      std::fprintf(stderr, "attention alone on real KV, %lld %s: %.2f us per layer, KV read %.1f%%\n", (long long)n,
+                   p.describe().c_str(), t.us_per_layer, 100 * fraction);
       j["rows"].push_back(row);
       save();
     }

@@ -268,6 +268,10 @@ for n in (8192, 32768, 131072, 524288):
         print(f"decode {n:>7d} sinkr tok/s  {s.get('tokens_per_s', float('nan')):9.0f} {'':13s}  KV read {100 * s.get('kv_read_fraction', 0):.1f}%, "
               f"speedup {s.get('speedup_over_dense', float('nan')):.2f} (floor predicts {s.get('floor_predicted_speedup', float('nan')):.2f})")
 for r in e["rows"]:
+    if r.get("kind") == "attention_real_kv":
+        sp = f", speedup {r['speedup_over_dense']:.2f}" if "speedup_over_dense" in r else ""
+        print(f"attention alone, real KV {r['context']:>7d} {r['policy'][:5]}  {r['us_per_layer']:9.2f} us/layer  KV read {100 * r['kv_read_fraction']:.1f}%{sp}")
+for r in e["rows"]:
     if r.get("kind") == "decode_batch":
         print(f"batch {r['batch']} {r['policy']:10s} seq-steps/s {r['sequence_steps_per_s']:9.0f}  KV read {100 * r['kv_read_fraction']:.1f}%")
 for name in ("bench_engine_pdl_off.json", "bench_engine_gemv_v1.json", "bench_engine_gemv_v2.json"):

@@ -43,6 +43,7 @@ struct CudaForward::Buffers {
   float* gu = nullptr;            // [rows, 2 F]    gate | up
   __nv_bfloat16* act = nullptr;   // [rows, F]      silu(gate) * up
   float* lse = nullptr;           // [rows, QH]
+  float* q_layers = nullptr;      // [layers, B, QD] decode queries kept for time_attention (on demand)
   float* q_step = nullptr;        // [B, QD]        decode queries
   float* att_step = nullptr;      // [B, QD]        decode attention output
   float* logits = nullptr;        // [max(B, 1), V]
@@ -272,6 +273,9 @@ void CudaForward::enqueue_decode_step() {
     qkv.positions = view.seq_lens;  // read before this layer's append advances them
     qkv.rope = m_.rope;
     cuda::gemv(qkv, cuda::GemvIn::RmsNorm, cuda::GemvOut::QkvRope, stream_);
+    if (capture_queries_)
+      SR_CUDA_CHECK(cudaMemcpyAsync(b.q_layers + size_t(l) * B * QD, b.q_step, size_t(B) * QD * sizeof(float),
+                                    cudaMemcpyDeviceToDevice, stream_));
     cache.append_step(b.k, b.v, DType::F32, stream_);
     decoders_[size_t(l)]->run(cache.view(), b.q_step, DType::F32, b.att_step, DType::F32, stream_);
 
@@ -358,6 +362,7 @@ void CudaForward::decode(const int32_t* tokens, std::vector<float>& logits) {
   }
   download_logits(B, logits);
   for (int64_t& n : lengths_) ++n;
+  queries_captured_ = capture_queries_;
   if (collect_stats_) {
     const int H = m_.config.n_head_kv;
     for (size_t l = 0; l < decoders_.size(); ++l) {
@@ -366,6 +371,64 @@ void CudaForward::decode(const int32_t* tokens, std::vector<float>& logits) {
         layer_stats_[size_t(s)][l] = accumulate(std::vector<HeadStats>(st.begin() + s * H, st.begin() + (s + 1) * H));
     }
   }
+}
+
+void CudaForward::set_capture_queries(bool on) {
+  if (on == capture_queries_) return;
+  if (on && buf_->q_layers == nullptr)
+    buf_->q_layers = buf_->make<float>(size_t(m_.config.n_layers) * size_t(batch()) * size_t(m_.q_dim));
+  capture_queries_ = on;
+  if (graph_) {  // the step's graph has (or lacks) the copies: capture it again
+    SR_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    SR_CUDA_CHECK(cudaGraphExecDestroy(graph_));
+    graph_ = nullptr;
+  }
+}
+
+CudaForward::AttentionTiming CudaForward::time_attention(const AttentionPolicy& policy, int reps) {
+  check_gpu_policy(policy);
+  SR_CHECK(queries_captured_, "time_attention: no decode step has captured its queries (set_capture_queries)");
+  SR_CHECK(reps >= 1, "time_attention: reps {} must be at least 1", reps);
+  const ModelConfig& cf = m_.config;
+  const float scale = 1.f / std::sqrt(float(cf.head_dim));
+  const size_t BQ = size_t(batch()) * size_t(m_.q_dim);
+  std::vector<std::unique_ptr<CudaDecoder>> decoders;
+  for (int l = 0; l < cf.n_layers; ++l)
+    decoders.push_back(std::make_unique<CudaDecoder>(caches_[size_t(l)].view(), cf.n_head, policy, scale));
+  SR_CUDA_CHECK(cudaDeviceSynchronize());  // the decoders' workspaces were cleared on the legacy stream
+  Buffers& b = *buf_;
+  cudaGraph_t g = nullptr;
+  SR_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  for (int l = 0; l < cf.n_layers; ++l)  // the output goes to the step's scratch (att_step)
+    decoders[size_t(l)]->run(caches_[size_t(l)].view(), b.q_layers + size_t(l) * BQ, DType::F32, b.att_step,
+                             DType::F32, stream_);
+  SR_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t st = cudaGraphInstantiate(&exec, g, 0);
+  cudaGraphDestroy(g);
+  SR_CUDA_CHECK(st);
+  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  SR_CUDA_CHECK(cudaEventCreate(&e0));
+  SR_CUDA_CHECK(cudaEventCreate(&e1));
+  for (int i = 0; i < 2; ++i) SR_CUDA_CHECK(cudaGraphLaunch(exec, stream_));  // warm-up
+  SR_CUDA_CHECK(cudaEventRecord(e0, stream_));
+  for (int i = 0; i < reps; ++i) SR_CUDA_CHECK(cudaGraphLaunch(exec, stream_));
+  SR_CUDA_CHECK(cudaEventRecord(e1, stream_));
+  SR_CUDA_CHECK(cudaEventSynchronize(e1));
+  float ms = 0;
+  SR_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaGraphExecDestroy(exec);
+  AttentionTiming t;
+  t.us_per_layer = 1e3 * double(ms) / reps / cf.n_layers;
+  std::vector<HeadStats> all;
+  for (const auto& d : decoders) {
+    const std::vector<HeadStats> s = d->download_stats();
+    all.insert(all.end(), s.begin(), s.end());
+  }
+  t.stats = accumulate(all);
+  return t;
 }
 
 void CudaForward::download_logits(int rows, std::vector<float>& logits) {

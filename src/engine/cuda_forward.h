@@ -55,6 +55,20 @@ class CudaForward {
   void set_collect_stats(bool on) { collect_stats_ = on; }
   // Of the last decode step: [sequence][layer], summed over the layer's KV heads.
   const std::vector<std::vector<HeadStats>>& last_layer_stats() const { return layer_stats_; }
+  // Keep every layer's queries of the decode steps (a device copy per layer, in the step's
+  // graph), for time_attention. Changing it re-captures the graph.
+  void set_capture_queries(bool on);
+  // The attention kernels alone on this forward's KV caches, as the last decode step left
+  // them (its token appended), with that step's captured queries: for every layer a
+  // CudaDecoder planned for `policy` runs, all layers in one CUDA graph replayed `reps`
+  // times. Returns the time per layer and the statistics summed over layers and sequences.
+  // The kernel benchmark on KV written by the real model (bench_engine). Needs a decode
+  // step made with set_capture_queries(true).
+  struct AttentionTiming {
+    double us_per_layer = 0;
+    HeadStats stats;
+  };
+  AttentionTiming time_attention(const AttentionPolicy& policy, int reps);
   // Use the plain float32 prefill attention kernel (also: SINKROUTER_PREFILL_ATTENTION=reference).
   void set_reference_attention(bool on) { reference_attention_ = on; }
   cudaStream_t stream() const { return stream_; }
@@ -80,6 +94,7 @@ class CudaForward {
   cudaStream_t stream_ = nullptr;
   cudaGraphExec_t graph_ = nullptr;
   bool use_graph_ = true, collect_stats_ = true, reference_attention_ = false;
+  bool capture_queries_ = false, queries_captured_ = false;
   std::vector<std::vector<HeadStats>> layer_stats_;
 };
 

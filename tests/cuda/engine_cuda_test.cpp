@@ -30,6 +30,7 @@
 
 #if defined(SINKROUTER_HAVE_CUDA)
 #include "cuda_test_util.h"
+#include "engine/cuda_forward.h"
 #include "engine/cuda_session.h"
 #endif
 
@@ -318,6 +319,41 @@ TEST_F(CudaEngine, RoutedDecodeStatisticsAndFidelity) {
   std::printf("sinkrouter(certified, eps=1e-3) at %lld tokens: %.1f%% of dense KV bytes read, max logit change %.3g\n",
               (long long)sr->length(), 100.0 * double(read) / double(total), worst);
   EXPECT_LE(worst, kLogitTolerance);
+}
+
+// The attention kernels alone on the KV the model wrote (bench_engine's real-KV rows): the
+// dense decoders read exactly what the decode step's did, the default routed policy reads
+// no more than dense plus its summaries, and asking before any query was captured is a
+// clear error.
+TEST_F(CudaEngine, AttentionAloneOnTheModelsKv) {
+  const Engine& gpu = engine("cuda");
+  const auto prose = golden()["prompts"][4]["tokens"].get<std::vector<int32_t>>();
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < 5; ++i) tokens.insert(tokens.end(), prose.begin() + (i ? 1 : 0), prose.end());
+  auto session = gpu.new_session(AttentionPolicy{});
+  CudaForward& f = static_cast<CudaSession&>(*session).forward();
+  std::vector<float> logits = session->prefill(tokens);
+  logits = session->decode(argmax(logits));
+  const std::string e = error_of([&] { f.time_attention(AttentionPolicy{}, 1); });
+  EXPECT_NE(e.find("no decode step has captured its queries"), std::string::npos) << e;
+  f.set_capture_queries(true);
+  logits = session->decode(argmax(logits));
+  const HeadStats step = session->last_step_stats();
+  const CudaForward::AttentionTiming dense = f.time_attention(AttentionPolicy{}, 3);
+  EXPECT_GT(dense.us_per_layer, 0.0);
+  EXPECT_EQ(dense.stats.bytes_dense, step.bytes_dense);
+  EXPECT_EQ(dense.stats.bytes_read(), step.bytes_read());
+  const CudaForward::AttentionTiming routed = f.time_attention(default_sinkrouter_policy(), 3);
+  EXPECT_GT(routed.us_per_layer, 0.0);
+  EXPECT_EQ(routed.stats.bytes_dense, step.bytes_dense);
+  EXPECT_EQ(routed.stats.blocks_total, dense.stats.blocks_total);
+  EXPECT_LE(routed.stats.bytes_read(), routed.stats.bytes_dense + routed.stats.bytes_summary);
+  std::printf("attention alone at %lld tokens: dense %.2f us per layer, default sinkrouter %.2f us (%.1f%% of KV)\n",
+              (long long)session->length(), dense.us_per_layer, routed.us_per_layer,
+              100.0 * double(routed.stats.bytes_read()) / double(routed.stats.bytes_dense));
+  f.set_capture_queries(false);
+  logits = session->decode(argmax(logits));  // the step's graph again without the copies
+  for (float x : logits) ASSERT_TRUE(std::isfinite(x));
 }
 
 // Short enough for compute-sanitizer: a prefill and a few captured routed steps, equal
