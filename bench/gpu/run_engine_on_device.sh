@@ -150,7 +150,7 @@ engine_tests() {  # $1: a label; the environment decides the kernels
 if [ -n "$rerun" ]; then
   echo "==== engine tests again on $rerun ====" >>"$OUT/tests.log"
   engine_tests "$rerun"
-elif grep -qE '^\[  FAILED  \] CudaEngine' "$OUT/tests.log" && [ "${SINKROUTER_GEMV:-v2}" = v2 ]; then
+elif grep -qE '^\[  FAILED  \] CudaEngine' "$OUT/tests.log" && [ "${SINKROUTER_GEMV:-v1}" = v2 ]; then
   # The kernels passed alone but the engine failed: programmatic dependent launch (the
   # one thing the kernel tests do not exercise) or GEMV v2 inside the engine? Isolate.
   note "ENGINE TESTS FAILED ON GEMV V2 WITH PDL: again with SINKROUTER_PDL=0"
@@ -164,7 +164,7 @@ elif grep -qE '^\[  FAILED  \] CudaEngine' "$OUT/tests.log" && [ "${SINKROUTER_G
       export SINKROUTER_GEMV=v1
       note "=> GEMV V2 BREAKS THE ENGINE: everything below runs with SINKROUTER_GEMV=v1"
     else
-      note "=> the engine fails on GEMV v1 as well: not the GEMV; kept v2"
+      note "=> the engine fails on GEMV v1 as well: not the GEMV; kept GEMV v2"
     fi
   fi
 elif [ "$unfinished" = 1 ]; then

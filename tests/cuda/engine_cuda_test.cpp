@@ -346,7 +346,9 @@ TEST_F(CudaEngine, AttentionAloneOnTheModelsKv) {
   const CudaForward::AttentionTiming routed = f.time_attention(default_sinkrouter_policy(), 3);
   EXPECT_GT(routed.us_per_layer, 0.0);
   EXPECT_EQ(routed.stats.bytes_dense, step.bytes_dense);
-  EXPECT_EQ(routed.stats.blocks_total, dense.stats.blocks_total);
+  // Routable blocks are those before the window (dense counts every block).
+  EXPECT_GT(routed.stats.blocks_total, 0);
+  EXPECT_LT(routed.stats.blocks_total, dense.stats.blocks_total);
   EXPECT_LE(routed.stats.bytes_read(), routed.stats.bytes_dense + routed.stats.bytes_summary);
   std::printf("attention alone at %lld tokens: dense %.2f us per layer, default sinkrouter %.2f us (%.1f%% of KV)\n",
               (long long)session->length(), dense.us_per_layer, routed.us_per_layer,
