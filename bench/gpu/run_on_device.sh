@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # One call on the H200 (the device tool's `run`), from the repository root:
 #   bash bench/gpu/run_on_device.sh            (QUICK=1: fewer contexts and cases)
-# carrying .stage/cuda (bench/gpu/stage_for_device.sh makes it) and, for FlashInfer, .whl.
+# carrying .stage/cuda (bench/gpu/stage_for_device.sh makes it; xz it to .stage/cudaxz and
+# unpack it there first, as the calls of runs 4a-4c did) and, for FlashInfer, .whl: the
+# newest release whose wheels fit one call (35 MiB; it JIT-compiles its decode kernels with
+# the device's nvcc, ~40 s, in the baselines step: give it BASELINES_TIMEOUT=240), fetched
+# here with
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux_2_28_x86_64 -d .whl \
+#     flashinfer-python==0.7.0.post1 apache-tvm-ffi==0.1.15.post2
 #
 # Steps, each one's failure visible and none stopping the next; the whole script stays
 # under 8 minutes (each step is capped; the sanitizers get what is left of 470 s):
