@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on the H200 (the device tool's `run`), from the repository root:
-#   bash bench/gpu/run_on_device.sh            (QUICK=1: fewer contexts and cases)
+#   bash bench/gpu/run_on_device.sh            (QUICK=1: fewer contexts and cases;
+#                                               SKIP_BASELINES=1, SKIP_NCU=1: leave those out)
 # carrying .stage/cuda (bench/gpu/stage_for_device.sh makes it; xz it to .stage/cudaxz and
 # unpack it there first, as the calls of runs 4a-4c did) and, for FlashInfer, .whl: the
 # newest release whose wheels fit one call (35 MiB; it JIT-compiles its decode kernels with
@@ -107,8 +108,11 @@ if [ -n "$bin" ]; then
   note "bench_kernels: rc=$? $(elapsed)"
 fi
 
-# ---- 4. baselines ----
+# ---- 4. baselines (SKIP_BASELINES=1: not this time) ----
 echo "==== baselines ====" >>"$OUT/bench.log"
+if [ "${SKIP_BASELINES:-0}" = 1 ]; then
+  note "baselines: skipped (SKIP_BASELINES=1)"
+else
 if ls "$root"/.whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     "$root"/.whl/*.whl >>"$OUT/bench.log" 2>&1 && export PYTHONPATH=/tmp/site
@@ -117,10 +121,13 @@ ctx=${ctx:-4096,8192,16384,65536,131072,262144,524288}
 PYTHONUNBUFFERED=1 timeout ${BASELINES_TIMEOUT:-90} python3 bench/gpu/baselines.py --out "$OUT/baselines.json" \
   --contexts "$ctx" >>"$OUT/bench.log" 2>&1
 note "baselines: rc=$? $(elapsed)"
+fi
 
 # ---- 5. ncu: where the time of one decode step goes (Llama-3.1-8B, 64K, batch 1) ----
 : >"$OUT/ncu.log"
-if [ -n "$bin" ] && command -v ncu >/dev/null 2>&1; then
+if [ "${SKIP_NCU:-0}" = 1 ]; then
+  note "ncu: skipped (SKIP_NCU=1)"
+elif [ -n "$bin" ] && command -v ncu >/dev/null 2>&1; then
   for shape_ctx in llama-3.1-8b:65536 smollm2-135m:8192; do
     env LD_LIBRARY_PATH="$bin_ld" timeout 60 ncu --clock-control none --kernel-name-base function \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section LaunchStats \

@@ -6,10 +6,10 @@
 // capped v1 at ~63 % of the read bandwidth. Here a warp spends ~200 instructions on
 // 16 tokens (8 KB of K and V at head_dim 128): 32 mma.sync, 16 ldmatrix, the softmax.
 //
-// Layout. Each of the 4 warps owns a private ring of 3 shared-memory stages of 16 tokens
-// (K rows then V rows, 16-byte chunks XOR-swizzled by row so that ldmatrix reads are
-// conflict-free), fills it with cp.async and reads it with ldmatrix: no CTA barrier in
-// the main loop. A CTA stage is 64 tokens, warp w taking tokens [16w, 16w + 16).
+// Layout. Each of the 4 warps owns a private ring of shared-memory stages (3 for d128, 5
+// for d64) of 16 tokens (K rows then V rows, 16-byte chunks XOR-swizzled by row so that
+// ldmatrix reads are conflict-free), fills it with cp.async and reads it with ldmatrix: no
+// CTA barrier in the main loop. A CTA stage is 64 tokens, warp w taking tokens [16w, 16w + 16).
 //
 // Precision. mma.sync takes 16-bit operands, but q (and the probabilities p) are float:
 // each is split into three 16-bit parts, x = hi + mid + lo (about 24 bits, float's
@@ -42,7 +42,11 @@ struct MmaShape {
   static constexpr int kChunks = D / 8;                  // 16-byte chunks per K or V row
   static constexpr int kRowsPerPass = 32 / kChunks;      // rows a warp copies per cp.async round
   static constexpr int kPasses = kWarpRows / kRowsPerPass;
-  static constexpr int kStages = 3;
+  // Ring stages per warp (stages - 1 in flight). d64: 5, so that a CTA keeps 64 KB in
+  // flight: at small contexts a few CTAs carry the whole call and their in-flight bytes
+  // bound it (run 4c: SmolLM2 8K, 48 CTAs of 512 tokens); at 2 CTAs per SM an SM still
+  // holds 128 KB in flight, as with 4 CTAs of 3 stages before.
+  static constexpr int kStages = D == 64 ? 5 : 3;
   static constexpr int kSlot16 = 2 * kWarpRows * kChunks;  // 16-byte units of one warp stage (K, V)
   static constexpr int kRingBytes = kWarps * kStages * kSlot16 * 16;
   static constexpr int kHeads = 4;
@@ -50,7 +54,7 @@ struct MmaShape {
   static constexpr int kMergeBytes =
       (kWarps * kHeads * (D + 2) + kHeads * (D + 2) + kFinishScratchFloats) * 4;
   static constexpr int kSmemBytes = kRingBytes > kMergeBytes ? kRingBytes : kMergeBytes;
-  static constexpr int kMinCtasPerSm = D == 128 ? 2 : 4;  // 96 KB / 48 KB rings
+  static constexpr int kMinCtasPerSm = 2;  // 96 KB (d128) / 80 KB (d64) rings
 };
 
 // x = hi + mid + lo, each part in the 16-bit type (the residuals are exact in float).
