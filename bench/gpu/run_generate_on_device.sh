@@ -7,17 +7,9 @@ set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 OUT=${OUT:-/tmp/sr_gen_out}
-stash=/root/stage
-name=SmolLM2-135M-Instruct.Q4_1.gguf
 mkdir -p "$OUT"
-[ -x "$stash/bin/sinkrouter" ] || tar -xJf .stage/engine/bin.tar.xz -C "$stash"
-if [ ! -f "$stash/$name" ]; then
-  cat "$stash/$name.part1" ".stage/model/2/$name.part2" >"$stash/$name" && cp ".stage/model/2/$name.sha256" "$stash/"
-fi
-(cd "$stash" && sha256sum -c "$name.sha256") || exit 1
-cublas=$(find -L /usr/local/cuda/lib64 $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null) \
-  -maxdepth 5 -name 'libcublasLt.so.13*' 2>/dev/null | head -1)
-export LD_LIBRARY_PATH=$stash/lib:/usr/local/cuda/lib64:$(dirname "${cublas:-/x/x}"):${LD_LIBRARY_PATH:-}
+. bench/gpu/device_stage.sh
+device_stage || exit 1
 head -c 28000 data/texts/sherlock.txt >/tmp/prompt.txt
 i=0
 for p in "--policy dense" "--policy sinkrouter --mode fast --estimate gauss --tau 0.001" \

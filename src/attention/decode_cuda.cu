@@ -7,6 +7,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <mutex>
+#include <utility>
 
 #include "core/cuda_check.h"
 #include "decode_cuda_kernels.cuh"
@@ -17,6 +20,18 @@ using cuda::AttnArgs;
 using cuda::RouteArgs;
 
 namespace cuda {
+
+void raise_smem_limit(const void* kernel, int smem) {
+  static std::mutex mu;
+  static std::map<std::pair<int, const void*>, int> limits;  // (device, kernel) -> bytes set
+  int device = 0;
+  SR_CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mu);
+  int& limit = limits[{device, kernel}];
+  if (smem <= limit) return;
+  SR_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  limit = smem;
+}
 
 AttnKernelInfo attention_prepare(int head_dim, DType kv_dtype, int heads_per_cta, bool routed, bool mma) {
   const bool bf = kv_dtype == DType::BF16;

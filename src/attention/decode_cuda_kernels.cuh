@@ -122,6 +122,11 @@ SR_DECLARE_ATTENTION_INSTANCES(d128_bf16)
 SR_DECLARE_ATTENTION_INSTANCES(d128_f16)
 #undef SR_DECLARE_ATTENTION_INSTANCES
 
+// Raises `kernel`'s dynamic shared-memory limit on the current device to at least `smem`
+// bytes. The limit is state of the kernel, shared by every decoder: it only ever rises, so
+// that a decoder planned later with a smaller need cannot lower it under an earlier one's.
+void raise_smem_limit(const void* kernel, int smem);
+
 // Routing: dynamic shared memory of the two kernels (sets their limits; plan time).
 int route_bounds_prepare(const RouteArgs& args);
 // route_bounds CTAs per (b, h) for a grid of about two waves on this device.

@@ -31,7 +31,6 @@ namespace {
 constexpr int kBoundsThreads = 256;
 constexpr int kBlocksPerCta = 128;
 constexpr int kMaxGroup = 64;
-constexpr int kMaxDevices = 64;  // per-device shared-memory limits remembered
 constexpr int kFusedItems = 4;   // blocks per thread per round of the fused finish (compact code)
 
 // Why the code is written compactly (rolled loops, the double-precision terms in one
@@ -297,16 +296,12 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
   finish_routing<kBoundsThreads, kFusedItems>(a, hd, bh, n, ws, false, 0, 0.f, scan_tmp);
 }
 
-// The limit is state of the kernel, shared by every decoder: it only ever rises, so that a
-// decoder planned later with a smaller sink set cannot lower it under an earlier one's.
-template <int D, typename Tag>
-void set_bounds_smem(int smem) {
-  static int limit[kMaxDevices] = {};
-  int dev = 0;
-  SR_CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev < kMaxDevices && smem <= limit[dev]) return;
-  SR_CUDA_CHECK(cudaFuncSetAttribute(route_bounds_kernel<D, Tag>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  if (dev < kMaxDevices) limit[dev] = smem;
+using BoundsKernel = void (*)(RouteArgs);
+// The instantiation for the cache's head_dim and dtype.
+BoundsKernel bounds_kernel_for(const RouteArgs& a) {
+  const bool bf = a.kv.dtype == DType::BF16;
+  if (a.kv.head_dim == 64) return bf ? route_bounds_kernel<64, Bf16Tag> : route_bounds_kernel<64, F16Tag>;
+  return bf ? route_bounds_kernel<128, Bf16Tag> : route_bounds_kernel<128, F16Tag>;
 }
 
 }  // namespace
@@ -319,22 +314,13 @@ int route_bounds_prepare(const RouteArgs& a) {
            "routing (CUDA): the sink set ({} tokens: anchors + window {} + block {} - 1) of {} heads needs {} KB of "
            "shared memory, more than the 160 KB the CUDA router uses; lower the window or the block size",
            a.sink_capacity, a.window, a.kv.block_size, a.group, smem / 1024);
-  const bool bf = a.kv.dtype == DType::BF16;
-  if (a.kv.head_dim == 64)
-    bf ? set_bounds_smem<64, Bf16Tag>(int(smem)) : set_bounds_smem<64, F16Tag>(int(smem));
-  else
-    bf ? set_bounds_smem<128, Bf16Tag>(int(smem)) : set_bounds_smem<128, F16Tag>(int(smem));
+  raise_smem_limit(reinterpret_cast<const void*>(bounds_kernel_for(a)), int(smem));
   return int(smem);
 }
 
 int route_bounds_ctas_per_head(const RouteArgs& a, int batch, int num_kv_heads, int smem) {
-  const bool bf = a.kv.dtype == DType::BF16;
-  const void* kernel = a.kv.head_dim == 64 ? (bf ? (const void*)route_bounds_kernel<64, Bf16Tag>
-                                                 : (const void*)route_bounds_kernel<64, F16Tag>)
-                                           : (bf ? (const void*)route_bounds_kernel<128, Bf16Tag>
-                                                 : (const void*)route_bounds_kernel<128, F16Tag>);
   int per_sm = 0, dev = 0, sms = 0;
-  SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kBoundsThreads, smem));
+  SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, bounds_kernel_for(a), kBoundsThreads, smem));
   SR_CUDA_CHECK(cudaGetDevice(&dev));
   SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   const int chunks = std::max(1, (a.block_stride + kBlocksPerCta - 1) / kBlocksPerCta);  // most of any sequence
@@ -344,18 +330,7 @@ int route_bounds_ctas_per_head(const RouteArgs& a, int batch, int num_kv_heads, 
 
 void route_bounds_launch(const RouteArgs& a, int batch, int num_kv_heads, int smem, cudaStream_t stream) {
   const dim3 grid(unsigned(std::max(1, a.bounds_ctas_per_head)), unsigned(batch * num_kv_heads));
-  const bool bf = a.kv.dtype == DType::BF16;
-  if (a.kv.head_dim == 64) {
-    if (bf)
-      route_bounds_kernel<64, Bf16Tag><<<grid, kBoundsThreads, smem, stream>>>(a);
-    else
-      route_bounds_kernel<64, F16Tag><<<grid, kBoundsThreads, smem, stream>>>(a);
-  } else {
-    if (bf)
-      route_bounds_kernel<128, Bf16Tag><<<grid, kBoundsThreads, smem, stream>>>(a);
-    else
-      route_bounds_kernel<128, F16Tag><<<grid, kBoundsThreads, smem, stream>>>(a);
-  }
+  bounds_kernel_for(a)<<<grid, kBoundsThreads, smem, stream>>>(a);
   SR_CUDA_CHECK_LAUNCH("route_bounds_kernel");
 }
 

@@ -333,16 +333,8 @@ __global__ void __launch_bounds__(kThreads) route_select_kernel(const RouteArgs 
 }  // namespace
 
 int route_select_prepare(const RouteArgs& a) {
-  // The limit is state of the kernel, shared by every decoder: it only ever rises.
-  constexpr int kMaxDevices = 64;
-  static int limit[kMaxDevices] = {};
-  int dev = 0;
-  SR_CUDA_CHECK(cudaGetDevice(&dev));
   const int smem = kTempBytes + a.sort_capacity * 8;
-  if (dev >= kMaxDevices || smem > limit[dev]) {
-    SR_CUDA_CHECK(cudaFuncSetAttribute(route_select_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    if (dev < kMaxDevices) limit[dev] = smem;
-  }
+  raise_smem_limit(reinterpret_cast<const void*>(route_select_kernel), smem);
   return smem;
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 
 #include "core/cuda_check.h"
@@ -61,6 +62,25 @@ void check_gpu_policy(const AttentionPolicy& p) {
            "GPU engine: --bound {} is not implemented by the CUDA decoder (box only); use --bound box, or "
            "--device cpu",
            bound_name(p.bound));
+}
+// What `enqueue` puts on `stream`, captured into an instantiated graph; the stream stays
+// usable when enqueue throws.
+cudaGraphExec_t capture_graph(cudaStream_t stream, const std::function<void()>& enqueue) {
+  cudaGraph_t g = nullptr;
+  SR_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  try {
+    enqueue();
+  } catch (...) {
+    cudaStreamEndCapture(stream, &g);
+    if (g) cudaGraphDestroy(g);
+    throw;
+  }
+  SR_CUDA_CHECK(cudaStreamEndCapture(stream, &g));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t st = cudaGraphInstantiate(&exec, g, 0);
+  cudaGraphDestroy(g);
+  SR_CUDA_CHECK(st);
+  return exec;
 }
 }  // namespace
 
@@ -124,11 +144,14 @@ void CudaForward::set_policy(const AttentionPolicy& policy) {
   check_gpu_policy(policy);
   policy_ = policy;
   decoders_.clear();
-  if (graph_) {
-    SR_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    SR_CUDA_CHECK(cudaGraphExecDestroy(graph_));
-    graph_ = nullptr;
-  }
+  drop_graph();
+}
+
+void CudaForward::drop_graph() {
+  if (!graph_) return;
+  SR_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  SR_CUDA_CHECK(cudaGraphExecDestroy(graph_));
+  graph_ = nullptr;
 }
 
 void CudaForward::prefill(int s, const int32_t* tokens, int64_t n, const ProgressFn& progress,
@@ -341,21 +364,7 @@ void CudaForward::decode(const int32_t* tokens, std::vector<float>& logits) {
   std::memcpy(b.host_tokens, tokens, size_t(B) * sizeof(int32_t));
   SR_CUDA_CHECK(cudaMemcpyAsync(b.tokens, b.host_tokens, size_t(B) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   if (use_graph_) {
-    if (!graph_) {
-      cudaGraph_t g = nullptr;
-      SR_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-      try {
-        enqueue_decode_step();
-      } catch (...) {
-        cudaStreamEndCapture(stream_, &g);  // leave the stream usable
-        if (g) cudaGraphDestroy(g);
-        throw;
-      }
-      SR_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
-      const cudaError_t st = cudaGraphInstantiate(&graph_, g, 0);
-      cudaGraphDestroy(g);
-      SR_CUDA_CHECK(st);
-    }
+    if (!graph_) graph_ = capture_graph(stream_, [&] { enqueue_decode_step(); });
     SR_CUDA_CHECK(cudaGraphLaunch(graph_, stream_));
   } else {
     enqueue_decode_step();
@@ -378,11 +387,7 @@ void CudaForward::set_capture_queries(bool on) {
   if (on && buf_->q_layers == nullptr)
     buf_->q_layers = buf_->make<float>(size_t(m_.config.n_layers) * size_t(batch()) * size_t(m_.q_dim));
   capture_queries_ = on;
-  if (graph_) {  // the step's graph has (or lacks) the copies: capture it again
-    SR_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    SR_CUDA_CHECK(cudaGraphExecDestroy(graph_));
-    graph_ = nullptr;
-  }
+  drop_graph();  // the step's graph has (or lacks) the copies: capture it again
 }
 
 CudaForward::AttentionTiming CudaForward::time_attention(const AttentionPolicy& policy, int reps) {
@@ -397,16 +402,11 @@ CudaForward::AttentionTiming CudaForward::time_attention(const AttentionPolicy& 
     decoders.push_back(std::make_unique<CudaDecoder>(caches_[size_t(l)].view(), cf.n_head, policy, scale));
   SR_CUDA_CHECK(cudaDeviceSynchronize());  // the decoders' workspaces were cleared on the legacy stream
   Buffers& b = *buf_;
-  cudaGraph_t g = nullptr;
-  SR_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-  for (int l = 0; l < cf.n_layers; ++l)  // the output goes to the step's scratch (att_step)
-    decoders[size_t(l)]->run(caches_[size_t(l)].view(), b.q_layers + size_t(l) * BQ, DType::F32, b.att_step,
-                             DType::F32, stream_);
-  SR_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
-  cudaGraphExec_t exec = nullptr;
-  const cudaError_t st = cudaGraphInstantiate(&exec, g, 0);
-  cudaGraphDestroy(g);
-  SR_CUDA_CHECK(st);
+  cudaGraphExec_t exec = capture_graph(stream_, [&] {
+    for (int l = 0; l < cf.n_layers; ++l)  // the output goes to the step's scratch (att_step)
+      decoders[size_t(l)]->run(caches_[size_t(l)].view(), b.q_layers + size_t(l) * BQ, DType::F32, b.att_step,
+                               DType::F32, stream_);
+  });
   cudaEvent_t e0 = nullptr, e1 = nullptr;
   SR_CUDA_CHECK(cudaEventCreate(&e0));
   SR_CUDA_CHECK(cudaEventCreate(&e1));

@@ -79,6 +79,7 @@ class CudaForward {
   void detect_sinks(int layer, int s, int64_t n, const void* attention_args);
   void enqueue_decode_step();
   void make_decoders();
+  void drop_graph();  // the next decode step captures its graph again
   void download_logits(int rows, std::vector<float>& logits);
 
   const CudaModel& m_;

@@ -28,15 +28,15 @@ AttentionPolicy policy_from_json(const nlohmann::json& j, const std::string& whe
   try {
     AttentionPolicy p = default_sinkrouter_policy();  // unnamed settings: the command line's defaults
     p.kind = parse_policy_kind(j.at("name").get<std::string>());
-    p.mode = parse_router_mode(j.value("mode", std::string(p.mode == RouterMode::Fast ? "fast" : "certified")));
+    if (j.contains("mode")) p.mode = parse_router_mode(j.at("mode").get<std::string>());
     p.epsilon = j.value("epsilon", p.epsilon);
     p.tau = j.value("tau", p.tau);
     p.window = j.value("window", p.window);
     p.sink_tokens = j.value("sink_tokens", p.sink_tokens);
     p.quest_budget = j.value("quest_budget", p.quest_budget);
     p.blasst_threshold = j.value("blasst_threshold", p.blasst_threshold);
-    p.bound = parse_bound_kind(j.value("bound", std::string(bound_name(p.bound))));
-    p.estimate = parse_estimate_kind(j.value("estimate", std::string(estimate_name(p.estimate))));
+    if (j.contains("bound")) p.bound = parse_bound_kind(j.at("bound").get<std::string>());
+    if (j.contains("estimate")) p.estimate = parse_estimate_kind(j.at("estimate").get<std::string>());
     p.spread = j.value("spread", p.spread);
     p.validate();
     return p;

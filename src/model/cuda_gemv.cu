@@ -173,44 +173,30 @@ int lanes_per_row(int in, GemvOut out) {
   return most;
 }
 
-template <int NT, GemvIn IN, GemvOut OUT>
-void launch(const GemvArgs& a, cudaStream_t stream) {
-  const int L = lanes_per_row(a.in, OUT);
-  const int rows_per_cta = kWarps * (32 / L);
-  launch_pdl(gemv_kernel<NT, IN, OUT>, dim3(unsigned((a.out + rows_per_cta - 1) / rows_per_cta)), dim3(kThreads), 0,
-             stream, a, L);
-}
-
-struct Launcher {  // for gemv_launch_group (cuda_gemv_common.cuh)
+// One launch of an instantiated width (gemv_launch_group, cuda_gemv_common.cuh).
+struct Launcher {
   template <int NT, GemvIn IN, GemvOut OUT>
   static void run(const GemvArgs& a, cudaStream_t stream) {
-    launch<NT, IN, OUT>(a, stream);
+    const int L = lanes_per_row(a.in, OUT);
+    const int rows_per_cta = kWarps * (32 / L);
+    launch_pdl(gemv_kernel<NT, IN, OUT>, dim3(unsigned((a.out + rows_per_cta - 1) / rows_per_cta)), dim3(kThreads), 0,
+               stream, a, L);
   }
 };
-
-void launch_group(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream) {
-  gemv_launch_group<Launcher>(a, in, out, stream);
-}
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 
 void gemv_v2(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream) {
-  SR_CHECK(a.in >= 8 && a.in % 8 == 0 && a.out >= 2 && a.out % 2 == 0,
-           "gemv: shape [{} x {}] not supported (expected an even row count and a multiple of 8 columns)", a.out,
-           a.in);
-  SR_CHECK(a.tokens >= 1, "gemv: {} tokens (expected at least 1)", a.tokens);
+  gemv_check_shape(a, out);
   SR_CHECK(aligned16(a.w) && aligned16(a.x) && a.ldx % 4 == 0 && (in != GemvIn::RmsNorm || aligned16(a.gain)),
            "gemv: weights, inputs and gains must start at 16-byte boundaries with a row stride that is a multiple "
            "of 4 floats (got ldx {})",
            a.ldx);
   SR_CHECK(in != GemvIn::SwiGlu || a.ldx >= 2 * int64_t(a.in),
            "gemv: SwiGLU input rows hold gate | up: stride {} is less than 2 x {}", a.ldx, a.in);
-  if (out == GemvOut::QkvRope) gemv_check_qkv_shape(a);
-  for (int t0 = 0; t0 < a.tokens; t0 += kMaxTokens) {
-    launch_group(gemv_token_slice(a, t0, std::min(kMaxTokens, a.tokens - t0)), in, out, stream);
-  }
+  gemv_launch_sliced<Launcher>(a, in, out, kMaxTokens, stream);
 }
 
 GemvVersion gemv_default_version() {

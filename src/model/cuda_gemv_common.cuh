@@ -39,6 +39,17 @@ __device__ __forceinline__ void store_qkv_rope(const GemvArgs& a, int t, int r, 
   dst[1] = y1;
 }
 
+// The checks both versions make: an even row count, whole 16-byte chunks per row, at least
+// one token, and for QkvRope the stacked shape (gemv_check_qkv_shape).
+inline void gemv_check_qkv_shape(const GemvArgs& a);
+inline void gemv_check_shape(const GemvArgs& a, GemvOut out) {
+  SR_CHECK(a.in >= 8 && a.in % 8 == 0 && a.out >= 2 && a.out % 2 == 0,
+           "gemv: shape [{} x {}] not supported (expected an even row count and a multiple of 8 columns)", a.out,
+           a.in);
+  SR_CHECK(a.tokens >= 1, "gemv: {} tokens (expected at least 1)", a.tokens);
+  if (out == GemvOut::QkvRope) gemv_check_qkv_shape(a);
+}
+
 // The stacked Q|K|V matrix is q plus two kv blocks of whole RoPE heads, with positions.
 inline void gemv_check_qkv_shape(const GemvArgs& a) {
   SR_CHECK(a.q_dim + 2 * a.kv_dim == a.out && a.rope.head_dim > 0 && a.q_dim % a.rope.head_dim == 0 &&
@@ -85,6 +96,14 @@ void gemv_launch_group(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t s
   if (in == GemvIn::SwiGlu && out == GemvOut::Accumulate)
     return gemv_launch_tokens<Launcher, GemvIn::SwiGlu, GemvOut::Accumulate>(a, stream);
   fail("gemv: this prologue / epilogue pair is not instantiated (see cuda_gemv_common.cuh)");
+}
+
+// The launches of a call: its tokens in slices of at most per_launch (a power of two up to 8).
+template <typename Launcher>
+void gemv_launch_sliced(const GemvArgs& a, GemvIn in, GemvOut out, int per_launch, cudaStream_t stream) {
+  for (int t0 = 0; t0 < a.tokens; t0 += per_launch)
+    gemv_launch_group<Launcher>(gemv_token_slice(a, t0, a.tokens - t0 < per_launch ? a.tokens - t0 : per_launch), in,
+                                out, stream);
 }
 
 }  // namespace sinkrouter::cuda

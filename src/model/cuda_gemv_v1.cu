@@ -100,28 +100,20 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a) {
   }
 }
 
-template <int NT, GemvIn IN, GemvOut OUT>
-void launch(const GemvArgs& a, cudaStream_t stream) {
-  const size_t smem = size_t(NT) * a.in * sizeof(float);
-  // Raised from 48 KB on: a launch of exactly 48 KB was refused on the H200
-  // (cudaErrorInvalidValue, 8 tokens x 1536 floats, run 3), so the limit is raised at and
-  // above it.
-  if (smem >= kDefaultSmem)
-    SR_CUDA_CHECK(cudaFuncSetAttribute(gemv_kernel<NT, IN, OUT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  gemv_kernel<NT, IN, OUT><<<unsigned((a.out + kRowsPerCta - 1) / kRowsPerCta), kThreads, smem, stream>>>(a);
-  SR_CUDA_CHECK_LAUNCH("gemv_kernel");
-}
-
-struct Launcher {  // for gemv_launch_group (cuda_gemv_common.cuh)
+// One launch of an instantiated width (gemv_launch_group, cuda_gemv_common.cuh).
+struct Launcher {
   template <int NT, GemvIn IN, GemvOut OUT>
   static void run(const GemvArgs& a, cudaStream_t stream) {
-    launch<NT, IN, OUT>(a, stream);
+    const size_t smem = size_t(NT) * a.in * sizeof(float);
+    // Raised from 48 KB on: a launch of exactly 48 KB was refused on the H200
+    // (cudaErrorInvalidValue, 8 tokens x 1536 floats, run 3), so the limit is raised at and
+    // above it.
+    if (smem >= kDefaultSmem)
+      SR_CUDA_CHECK(cudaFuncSetAttribute(gemv_kernel<NT, IN, OUT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    gemv_kernel<NT, IN, OUT><<<unsigned((a.out + kRowsPerCta - 1) / kRowsPerCta), kThreads, smem, stream>>>(a);
+    SR_CUDA_CHECK_LAUNCH("gemv_kernel");
   }
 };
-
-void launch_group(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream) {
-  gemv_launch_group<Launcher>(a, in, out, stream);
-}
 
 }  // namespace
 
@@ -133,18 +125,12 @@ void gemv_configure(int max_in) {  // affects version 1 only (version 2 uses no 
 }
 
 void gemv_v1(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream) {
-  SR_CHECK(a.in >= 8 && a.in % 8 == 0 && a.out >= 2 && a.out % 2 == 0,
-           "gemv: shape [{} x {}] not supported (expected an even row count and a multiple of 8 columns)", a.out,
-           a.in);
-  SR_CHECK(a.tokens >= 1, "gemv: {} tokens (expected at least 1)", a.tokens);
-  if (out == GemvOut::QkvRope) gemv_check_qkv_shape(a);
+  gemv_check_shape(a, out);
   // Tokens per launch: as many as fit the shared memory (8 at most).
   const int fit = int(std::min<size_t>(kMaxTokens, g_smem_limit / (size_t(a.in) * sizeof(float))));
   SR_CHECK(fit >= 1, "gemv: an input row of {} floats does not fit in shared memory (call gemv_configure)", a.in);
   const int group = fit >= 8 ? 8 : fit >= 4 ? 4 : fit >= 2 ? 2 : 1;
-  for (int t0 = 0; t0 < a.tokens; t0 += group) {
-    launch_group(gemv_token_slice(a, t0, std::min(group, a.tokens - t0)), in, out, stream);
-  }
+  gemv_launch_sliced<Launcher>(a, in, out, group, stream);
 }
 
 }  // namespace sinkrouter::cuda

@@ -248,25 +248,22 @@ TEST(CudaGemvPdl, ChainedLaunchesSeeEachOthersOutputs) {
   DeviceBuffer w1d = upload(w1), w2d = upload(w2), yd(size_t(n) * 4), hd(size_t(f) * 4);
   cudaStream_t stream = nullptr;
   SR_ASSERT_CUDA(cudaStreamCreate(&stream));
+  // One token through a [out x in] matrix: x [in] -> y [out].
+  auto one_token = [](const DeviceBuffer& w, int out, int in, const DeviceBuffer& x, DeviceBuffer& y) {
+    cuda::GemvArgs g;
+    g.w = static_cast<const __nv_bfloat16*>(w.get());
+    g.out = out;
+    g.in = in;
+    g.tokens = 1;
+    g.x = static_cast<const float*>(x.get());
+    g.ldx = in;
+    g.y = static_cast<float*>(y.get());
+    g.ldy = out;
+    return g;
+  };
   auto enqueue = [&] {
-    cuda::GemvArgs a;  // h = W1 y
-    a.w = static_cast<const __nv_bfloat16*>(w1d.get());
-    a.out = f;
-    a.in = n;
-    a.tokens = 1;
-    a.x = static_cast<const float*>(yd.get());
-    a.ldx = n;
-    a.y = static_cast<float*>(hd.get());
-    a.ldy = f;
-    cuda::GemvArgs b;  // y += W2 h
-    b.w = static_cast<const __nv_bfloat16*>(w2d.get());
-    b.out = n;
-    b.in = f;
-    b.tokens = 1;
-    b.x = static_cast<const float*>(hd.get());
-    b.ldx = f;
-    b.y = static_cast<float*>(yd.get());
-    b.ldy = n;
+    const cuda::GemvArgs a = one_token(w1d, f, n, yd, hd);  // h = W1 y
+    const cuda::GemvArgs b = one_token(w2d, n, f, hd, yd);  // y += W2 h
     for (int r = 0; r < rounds; ++r) {
       cuda::gemv(a, cuda::GemvIn::Plain, cuda::GemvOut::Store, stream, cuda::GemvVersion::V2);
       cuda::gemv(b, cuda::GemvIn::Plain, cuda::GemvOut::Accumulate, stream, cuda::GemvVersion::V2);
