@@ -4,6 +4,10 @@
 //
 //   bench_kernels --out kernels.json [--contexts 4096,8192,...] [--batches 1,8] [--reps 30]
 //                 [--shapes llama-3.1-8b,smollm2-135m]
+//   bench_kernels --trace-phases --shapes smollm2-135m --contexts 4096,8192 --batches 1
+//       where the time of one dense and one routed (default policy) tensor-core attention
+//       call goes: per-CTA phase stamps (CudaDecoder::set_phase_trace) of the last call of
+//       a timed graph, medians over the CTAs that had work; printed and saved as JSON
 //   bench_kernels --profile-once --shapes llama-3.1-8b --contexts 65536 --batches 1
 //       one eager dense run and one routed run (the default policy, 50 % quiet blocks) of
 //       the first shape, context and batch, nothing else: for ncu
@@ -179,6 +183,41 @@ std::vector<int64_t> parse_list(const std::string& s) {
   return v;
 }
 
+const char* const kPhaseSteps[] = {"find_split", "first_issue", "q_fragments", "first_landed",
+                                   "loop_rest",  "cta_merge",   "ticket",      "last_cta_combine"};
+
+// Phases of one traced call (slots of CudaDecoder::set_phase_trace, PhaseSlot in
+// decode_cuda_kernels.cuh): median cycles of each step over the CTAs that had work, and
+// the call's span in ns from the first CTA's start to the last CTA's end.
+nlohmann::json summarise_phases(const std::vector<long long>& tr, int grid, double ghz) {
+  constexpr int S = sr::CudaDecoder::kPhaseTraceSlots;
+  const char* const* kSteps = kPhaseSteps;
+  std::vector<std::vector<double>> steps(8);
+  long long t0 = -1, t1 = -1, work_t0 = -1;
+  int working = 0, last = 0;
+  for (int c = 0; c < grid; ++c) {
+    const long long* r = &tr[size_t(c) * S];
+    if (r[9] <= 0 || r[10] <= 0) continue;  // no stamps (not reached)
+    t0 = t0 < 0 ? r[9] : std::min(t0, r[9]);
+    t1 = std::max(t1, r[10]);
+    if (r[11] == 0) continue;
+    ++working;
+    work_t0 = work_t0 < 0 ? r[9] : std::min(work_t0, r[9]);
+    for (int k = 0; k < 7; ++k) steps[k].push_back(double(r[k + 1] - r[k]));
+    if (r[11] == 2 && r[8] > r[7]) {
+      ++last;
+      steps[7].push_back(double(r[8] - r[7]));
+    }
+  }
+  nlohmann::json j;
+  j["ctas_with_work"] = working;
+  j["last_ctas"] = last;
+  j["span_us"] = (t1 - t0) * 1e-3;
+  for (int k = 0; k < 8; ++k)
+    j["median_us"][kSteps[k]] = steps[k].empty() ? 0.0 : median(std::vector<float>(steps[k].begin(), steps[k].end())) / (ghz * 1e3);
+  return j;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -187,11 +226,11 @@ int main(int argc, char** argv) {
   std::vector<int64_t> batches = {1, 8};
   std::string shape_filter;
   int reps = 30;
-  bool profile_once = false;
+  bool profile_once = false, trace_phases = false;
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
-    if (k == "--profile-once") {
-      profile_once = true;
+    if (k == "--profile-once" || k == "--trace-phases") {
+      (k == "--profile-once" ? profile_once : trace_phases) = true;
       continue;
     }
     if (i + 1 >= argc) {
@@ -214,7 +253,7 @@ int main(int argc, char** argv) {
     SR_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
     cudaStream_t stream;
     SR_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    const Bandwidth bw = profile_once ? Bandwidth{0, 0} : measure_bandwidth(stream, reps);
+    const Bandwidth bw = profile_once || trace_phases ? Bandwidth{0, 0} : measure_bandwidth(stream, reps);
     std::printf("device %s: %d SMs, L2 %d MB; copy %.0f GB/s (read+write), read %.0f GB/s\n", prop.name,
                 prop.multiProcessorCount, prop.l2CacheSize >> 20, bw.copy_gbps, bw.read_gbps);
     nlohmann::json doc;
@@ -278,6 +317,55 @@ int main(int argc, char** argv) {
                         t.blocks_skipped, t.blocks_total);
             return 0;
           }
+          if (trace_phases) {  // dense and the default policy, 50 % quiet blocks; traced and not
+            generate(50);
+            int clock_khz = 0;
+            SR_CUDA_CHECK(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, 0));
+            for (const bool routed : {false, true}) {
+              const sr::AttentionPolicy policy = routed ? sr::default_sinkrouter_policy() : sr::AttentionPolicy{};
+              sr::CudaDecoder dec(cache.view(0, int(B)), sh.q_heads, policy, scale);
+              const size_t slots = size_t(dec.grid_ctas()) * sr::CudaDecoder::kPhaseTraceSlots;
+              long long* tr = nullptr;
+              SR_CUDA_CHECK(cudaMalloc(&tr, slots * sizeof(long long)));
+              SR_CUDA_CHECK(cudaMemset(tr, 0, slots * sizeof(long long)));
+              float ms[2];
+              for (int traced = 0; traced < 2; ++traced) {
+                dec.set_phase_trace(traced ? tr : nullptr);
+                cudaGraphExec_t exec = capture(stream, [&] {
+                  for (int c = 0; c < copies; ++c) {
+                    const int64_t qo = int64_t(c) * B * sh.q_heads * sh.head_dim;
+                    dec.run(cache.view(c * int(B), int(B)), q + qo, sr::DType::BF16, out + qo, sr::DType::BF16, stream);
+                  }
+                });
+                ms[traced] = time_graph(exec, stream, reps) / float(copies);
+                cudaGraphExecDestroy(exec);
+              }
+              std::vector<long long> host(slots);
+              SR_CUDA_CHECK(cudaMemcpy(host.data(), tr, slots * sizeof(long long), cudaMemcpyDeviceToHost));
+              cudaFree(tr);
+              nlohmann::json row = summarise_phases(host, dec.grid_ctas(), clock_khz * 1e-6);
+              row["shape"] = sh.name;
+              row["batch"] = B;
+              row["context"] = ctx;
+              row["kernel"] = routed ? "trace_default" : "trace_dense";
+              row["time_us"] = ms[0] * 1e3;
+              row["time_traced_us"] = ms[1] * 1e3;
+              row["ctas"] = dec.grid_ctas();
+              row["clock_ghz"] = clock_khz * 1e-6;
+              rows.push_back(row);
+              std::printf("trace %-13s B=%lld ctx=%7lld %-13s %7.2f us (traced %7.2f, span %6.2f) work CTAs %3d |",
+                          sh.name, (long long)B, (long long)ctx, routed ? "default" : "dense", ms[0] * 1e3, ms[1] * 1e3,
+                          row["span_us"].get<double>(), row["ctas_with_work"].get<int>());
+              for (const char* k : kPhaseSteps) std::printf(" %s %.2f", k, row["median_us"][k].get<double>());
+              std::printf("\n");
+              std::fflush(stdout);
+            }
+            cudaFree(q);
+            cudaFree(out);
+            doc["rows"] = rows;
+            std::ofstream(out_path) << doc.dump(1) << "\n";
+            continue;
+          }
           auto run_rows = [&](const sr::AttentionPolicy& policy, const char* kernel, int skip_target, bool routing_only,
                               sr::CudaDecodeOptions options = {}) {
             sr::CudaDecoder dec(cache.view(0, int(B)), sh.q_heads, policy, scale, options);
@@ -325,10 +413,11 @@ int main(int argc, char** argv) {
           cuda_cores.tensor_cores = false;
           run_rows(sr::AttentionPolicy{}, "dense_cuda_cores", 0, false, cuda_cores);
           if (ctx <= 16384)  // small contexts: fewer, longer splits (a shorter combine) against the default
-            for (int min_split : {256, 512}) {
+            for (int min_split : {128, 256, 512}) {
               sr::CudaDecodeOptions o;
               o.min_split_tokens = min_split;
-              run_rows(sr::AttentionPolicy{}, min_split == 256 ? "dense_split256" : "dense_split512", 0, false, o);
+              const std::string name = "dense_split" + std::to_string(min_split);
+              run_rows(sr::AttentionPolicy{}, name.c_str(), 0, false, o);
             }
           for (int skip : skips) {
             if (skip != 0) generate(skip);

@@ -23,14 +23,15 @@
 #      passes. Everything after runs under the fallbacks taken (summary.txt names them);
 #   3. `sinkrouter generate --device cuda` (the command line, end to end);
 #   4. bench_engine: prefill and decode tokens/s, dense and sinkrouter -> bench_engine.json;
-#      then short decode runs at 8K and 32K (no batch row) with the other GEMV: v2 with PDL
-#      (bench_engine_gemv_v2.json) on the default v1; on v2 with PDL, PDL off
-#      (bench_engine_pdl_off.json) and GEMV v1 (bench_engine_gemv_v1.json);
+#      then short decode runs at 8K and 32K (no batch row) with the other settings: on the
+#      default (v1 with PDL), PDL off (bench_engine_pdl_off.json) and GEMV v2
+#      (bench_engine_gemv_v2.json); on v2 with PDL, PDL off and GEMV v1
+#      (bench_engine_gemv_v1.json);
 #   5. transformers_baseline.py: the same GGUF in transformers (bf16, SDPA) -> transformers.json;
 #   6. compute-sanitizer memcheck and racecheck on short runs (capped by the time left);
 #   7. a short table.
 # Knobs (environment, passed through to every binary): SINKROUTER_GEMV=v1|v2 (default v1),
-# SINKROUTER_PDL=0 (no programmatic dependent launch), SINKROUTER_PREFILL_ATTENTION=reference.
+# SINKROUTER_PDL=0 (no programmatic dependent launch, either GEMV), SINKROUTER_PREFILL_ATTENTION=reference.
 # $OUT (7 files; a call brings back only a few): summary.txt tests.log (with the generate and
 #                  sanitizer logs appended) bench_engine.json bench_engine.log
 #                  bench_engine_gemv_v2.json (or, on GEMV v2: _pdl_off and _gemv_v1) transformers.json
@@ -137,8 +138,8 @@ if grep -qE '^\[  FAILED  \] V2/CudaGemv' "$OUT/tests.log"; then
   note "GEMV V2 FAILED ITS TEST: engine tests again, and the benchmark, on GEMV v1 (SINKROUTER_GEMV=v1)"
 elif grep -qE '^\[  FAILED  \] CudaGemvPdl' "$OUT/tests.log"; then
   export SINKROUTER_PDL=0
-  rerun="${rerun:+$rerun and }GEMV v2 without PDL"
-  note "GEMV V2 PASSED BUT FAILED CHAINED UNDER PDL: engine tests again, and the benchmark, with SINKROUTER_PDL=0"
+  rerun="${rerun:+$rerun and }GEMV ${SINKROUTER_GEMV:-v1} without PDL"
+  note "A GEMV PASSED ALONE BUT FAILED CHAINED UNDER PDL: engine tests again, and the benchmark, with SINKROUTER_PDL=0"
 fi
 engine_tests() {  # $1: a label; the environment decides the kernels
   run_bin timeout 200 "$bin/test_cuda" --gtest_filter='CudaEngine*' >>"$OUT/tests.log" 2>&1
@@ -150,12 +151,12 @@ engine_tests() {  # $1: a label; the environment decides the kernels
 if [ -n "$rerun" ]; then
   echo "==== engine tests again on $rerun ====" >>"$OUT/tests.log"
   engine_tests "$rerun"
-elif grep -qE '^\[  FAILED  \] CudaEngine' "$OUT/tests.log" && [ "${SINKROUTER_GEMV:-v1}" = v2 ]; then
+elif grep -qE '^\[  FAILED  \] CudaEngine' "$OUT/tests.log" && [ "${SINKROUTER_PDL:-1}" != 0 ]; then
   # The kernels passed alone but the engine failed: programmatic dependent launch (the
   # one thing the kernel tests do not exercise) or GEMV v2 inside the engine? Isolate.
-  note "ENGINE TESTS FAILED ON GEMV V2 WITH PDL: again with SINKROUTER_PDL=0"
+  note "ENGINE TESTS FAILED ON GEMV ${SINKROUTER_GEMV:-v1} WITH PDL: again with SINKROUTER_PDL=0"
   echo "==== engine tests again with SINKROUTER_PDL=0 ====" >>"$OUT/tests.log"
-  if SINKROUTER_PDL=0 engine_tests "GEMV v2 without PDL"; then
+  if SINKROUTER_PDL=0 engine_tests "GEMV ${SINKROUTER_GEMV:-v1} without PDL"; then
     export SINKROUTER_PDL=0
     note "=> PDL BREAKS THE ENGINE: everything below runs with SINKROUTER_PDL=0"
   else
@@ -171,7 +172,7 @@ elif [ "$unfinished" = 1 ]; then
   echo "==== engine tests again (the first run did not finish) ====" >>"$OUT/tests.log"
   engine_tests "the same kernels (the first run did not finish)"
 fi
-note "kernels in use: GEMV ${SINKROUTER_GEMV:-v1}, PDL ${SINKROUTER_PDL:-on} (GEMV v2 only), prefill attention ${SINKROUTER_PREFILL_ATTENTION:-flash}"
+note "kernels in use: GEMV ${SINKROUTER_GEMV:-v1}, PDL ${SINKROUTER_PDL:-on}, prefill attention ${SINKROUTER_PREFILL_ATTENTION:-flash}"
 
 # ---- 3. the command line ----
 run_bin timeout 60 "$bin/sinkrouter" generate -m "$model" --device cuda --chat -n 48 --json \
@@ -196,7 +197,9 @@ fi
 # The other GEMV against the one in use: short decode runs (~15 s each). Default (v1): GEMV
 # v2 with PDL; on v2 with PDL: PDL off, and v1.
 variants=""
-if [ "${SINKROUTER_GEMV:-v1}" = v1 ]; then
+if [ "${SINKROUTER_GEMV:-v1}" = v1 ] && [ "${SINKROUTER_PDL:-1}" != 0 ]; then
+  variants="pdl_off:SINKROUTER_PDL=0 gemv_v2:SINKROUTER_GEMV=v2"
+elif [ "${SINKROUTER_GEMV:-v1}" = v1 ]; then
   variants="gemv_v2:SINKROUTER_GEMV=v2"
 elif [ "${SINKROUTER_PDL:-1}" != 0 ]; then
   variants="pdl_off:SINKROUTER_PDL=0 gemv_v1:SINKROUTER_GEMV=v1"

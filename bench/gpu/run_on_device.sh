@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on the H200 (the device tool's `run`), from the repository root:
 #   bash bench/gpu/run_on_device.sh            (QUICK=1: fewer contexts and cases;
-#                                               SKIP_BASELINES=1, SKIP_NCU=1: leave those out)
+#                                               SKIP_BASELINES=1, SKIP_NCU=1, SKIP_SANITIZER=1:
+#                                               leave those out)
 # carrying .stage/cuda (bench/gpu/stage_for_device.sh makes it; xz it to .stage/cudaxz and
 # unpack it there first, as the calls of runs 4a-4c did) and, for FlashInfer, .whl: the
 # newest release whose wheels fit one call (35 MiB; it JIT-compiles its decode kernels with
@@ -16,15 +17,15 @@
 #   1. binaries: the staged ones if they load here, else configure + build from source
 #      (Release, test_cuda and bench_kernels only, -j16, deps from the staged .debs);
 #   2. test_cuda: the decode kernels' suites, then the other suites (engine), each capped;
-#   3. bench_kernels -> kernels.json;
+#   3. bench_kernels -> kernels.json; then bench_kernels --trace-phases -> trace.json;
 #   4. baselines.py (SDPA cuDNN/flash, FlashInfer) -> baselines.json;
 #   5. ncu: one dense and one routed (default policy) decode step at Llama-3.1-8B 64K and
 #      SmolLM2 8K, batch 1 (the attention kernels and route_bounds), text sections -> ncu.log;
 #   6. compute-sanitizer memcheck and racecheck on a short filtered run (last, capped by
 #      the time left, so that a slow sanitizer cannot cost the benchmark data);
 #   7. a short table.
-# Everything goes to $OUT (7 files): summary.txt test_cuda.log (with the build log, if
-# one was built) bench.log (bench_kernels and baselines output) kernels.json
+# Everything goes to $OUT (8 files): summary.txt test_cuda.log (with the build log, if
+# one was built) bench.log (bench_kernels and baselines output) kernels.json trace.json
 # baselines.json ncu.log sanitizer.log
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -106,6 +107,14 @@ if [ -n "$bin" ]; then
   env LD_LIBRARY_PATH="$bin_ld" timeout 120 "$bin/bench_kernels" --out "$OUT/kernels.json" --contexts $ctx \
     >>"$OUT/bench.log" 2>&1
   note "bench_kernels: rc=$? $(elapsed)"
+
+  # ---- 3b. where the time of a small call goes: per-CTA phase stamps ----
+  echo "==== bench_kernels --trace-phases ====" >>"$OUT/bench.log"
+  env LD_LIBRARY_PATH="$bin_ld" timeout 60 "$bin/bench_kernels" --trace-phases --out "$OUT/trace.json" \
+    --contexts 4096,8192,16384,65536 --batches 1,8 >/tmp/sr_trace.log 2>&1
+  note "trace phases: rc=$? $(elapsed)"
+  cat /tmp/sr_trace.log >>"$OUT/bench.log"
+  grep '^trace ' /tmp/sr_trace.log | sed 's/  */ /g' >>"$summary"
 fi
 
 # ---- 4. baselines (SKIP_BASELINES=1: not this time) ----
@@ -146,6 +155,7 @@ filter='Grid/CudaDenseDecode.MatchesFloat64Exact/h2_g3*:CudaGraph.*:CudaRoutedDe
 : >"$OUT/sanitizer.log"
 for tool in memcheck racecheck; do
   [ -n "$bin" ] || break
+  if [ "${SKIP_SANITIZER:-0}" = 1 ]; then note "compute-sanitizer: skipped (SKIP_SANITIZER=1)"; break; fi
   left=$(( budget - ($(date +%s) - t0) ))
   if [ "$left" -lt 45 ]; then note "compute-sanitizer $tool: skipped, ${left}s left"; continue; fi
   [ "$left" -gt 120 ] && left=120
@@ -182,11 +192,11 @@ for r in k["rows"]:
     bl = {n: get(base, shape=s, batch=B, context=c, kernel=n).get("time_us", float("nan")) for n in ("sdpa_cudnn", "sdpa_flash", "flashinfer")}
     print(f"{s:13s} {B:2d} {c:7d} {r['time_us']:9.2f} {r['ratio_to_floor']:6.2f} {cores:9.2f} {rr[50]:8.2f} {rr[75]:8.2f} {rr[90]:8.2f} {100*rp/r['time_us']:6.1f} {bl['sdpa_cudnn']:8.2f} {bl['sdpa_flash']:8.2f} {bl['flashinfer']:8.2f}")
 print()
-print(f"{'shape':13s} {'B':>2s} {'ctx':>7s} {'dense':>8s} {'split256':>8s} {'split512':>8s} {'fast50':>8s} {'fast75':>8s} {'fast90':>8s} {'pass':>7s} {'fast2k50':>8s} {'pass2k':>7s} {'dflt50':>8s} {'passdf':>7s}")
+print(f"{'shape':13s} {'B':>2s} {'ctx':>7s} {'dense':>8s} {'split128':>8s} {'split256':>8s} {'split512':>8s} {'fast50':>8s} {'fast75':>8s} {'fast90':>8s} {'pass':>7s} {'fast2k50':>8s} {'pass2k':>7s} {'dflt50':>8s} {'passdf':>7s}")
 for r in k["rows"]:
     if r["kernel"] != "dense": continue
     s, B, c = r["shape"], r["batch"], r["context"]
     t = lambda kern, p=None: get(k["rows"], shape=s, batch=B, context=c, kernel=kern, **({} if p is None else {"skip_target_pct": p})).get("time_us", float("nan"))
-    print(f"{s:13s} {B:2d} {c:7d} {r['time_us']:8.2f} {t('dense_split256'):8.2f} {t('dense_split512'):8.2f} {t('sinkrouter_fast', 50):8.2f} {t('sinkrouter_fast', 75):8.2f} {t('sinkrouter_fast', 90):8.2f} {t('routing_pass_fast'):7.2f} {t('sinkrouter_fast_2k'):8.2f} {t('routing_pass_fast_2k'):7.2f} {t('sinkrouter_default'):8.2f} {t('routing_pass_default'):7.2f}")
+    print(f"{s:13s} {B:2d} {c:7d} {r['time_us']:8.2f} {t('dense_split128'):8.2f} {t('dense_split256'):8.2f} {t('dense_split512'):8.2f} {t('sinkrouter_fast', 50):8.2f} {t('sinkrouter_fast', 75):8.2f} {t('sinkrouter_fast', 90):8.2f} {t('routing_pass_fast'):7.2f} {t('sinkrouter_fast_2k'):8.2f} {t('routing_pass_fast_2k'):7.2f} {t('sinkrouter_default'):8.2f} {t('routing_pass_default'):7.2f}")
 PY
 note "done $(elapsed)"

@@ -18,6 +18,7 @@ namespace sinkrouter {
 
 using cuda::AttnArgs;
 using cuda::RouteArgs;
+static_assert(cuda::kPhaseSlots == CudaDecoder::kPhaseTraceSlots, "phase trace layout");
 
 namespace cuda {
 
@@ -315,6 +316,10 @@ void CudaDecoder::run_routing(const DeviceKV& dkv, const void* q, DType q_dtype,
 void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* out, DType out_dtype,
                       cudaStream_t stream) {
   check_run_args(dkv, q_dtype, out_dtype);
+  // The tensor-core kernel loads q in pairs of elements (8 bytes for float, 4 for 16-bit).
+  const size_t q_align = q_dtype == DType::F32 ? 8 : 4;
+  SR_CHECK(reinterpret_cast<uintptr_t>(q) % q_align == 0, "decode (CUDA): q ({}) must be {}-byte aligned",
+           static_cast<const void*>(q), q_align);
   const bool routed = policy_.kind != PolicyKind::Dense;
   if (routed) run_routing(dkv, q, q_dtype, stream);
   Workspace& w = *ws_;
@@ -348,6 +353,7 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
   a.stats = w.stats;
   a.delta = w.delta;
   a.skipped_v_bound = w.vbound;
+  a.phase_trace = phase_trace_;
   cuda::attention_launch(a, head_dim_, kv_dtype_, routed, tensor_cores_, grid_ctas_, stream);
 }
 

@@ -48,19 +48,20 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const AttnArgs 
   uint4* ring = reinterpret_cast<uint4*>(smem_raw);  // [NS][2 (K, V)][NR][threads]
 
   int unit, split, splits;
-  if (!find_split<ROUTED>(a, int(blockIdx.x), &unit, &split, &splits)) return;
+  int64_t T;          // the unit's tokens
+  int32_t page_start;  // kv.indptr of its sequence
+  if (!find_split<ROUTED>(a, int(blockIdx.x), &unit, &split, &splits, &T, &page_start)) return;
   const int H = a.kv.num_kv_heads;
   const int bh = unit / a.head_chunks, hc = unit % a.head_chunks;
   const int b = bh / H, h = bh % H;
   const int tid = int(threadIdx.x), lane = tid % LANES, row = tid / LANES;
 
-  const int64_t T = unit_tokens<ROUTED>(a, unit);
   const int64_t v0 = T * split / splits, v1 = T * (split + 1) / splits;
 
   RoutedMap map{nullptr, nullptr, 0, 0, 0, FastDiv(a.kv.block_size)};
   if (ROUTED) map = RoutedMap::make(a, bh);
   // Token rows: page table of sequence b, and offsets in elements (positions < 2^31).
-  const int32_t* page_table = a.kv.indices + a.kv.indptr[b];
+  const int32_t* page_table = a.kv.indices + page_start;
   const FastDiv page_div(a.kv.page_size);
   const int64_t row_elems = int64_t(a.kv.num_kv_heads) * D;
   const int P = a.kv.page_size;

@@ -74,21 +74,6 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
-// q[g][16kk + 2tq + {0, 1, 8, 9}] * scale for kk < KT, typed loads without a branch per
-// element (QT: float, __nv_bfloat16 or __half).
-template <int KT, typename QT>
-__device__ __forceinline__ void load_q_fragment(const void* q, int64_t base, int tq, bool valid, float scale,
-                                                float (&xq)[KT][4]) {
-  const QT* p = static_cast<const QT*>(q) + base;
-#pragma unroll
-  for (int kk = 0; kk < KT; ++kk)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int d = 16 * kk + 2 * tq + (e & 1) + (e >> 1) * 8;
-      xq[kk][e] = valid ? load_as_float(p, d) * scale : 0.f;
-    }
-}
-
 // Two 16-bit values in one register, the lower column in the low half.
 __device__ __forceinline__ uint32_t pack2(uint16_t first, uint16_t second) {
   return uint32_t(first) | (uint32_t(second) << 16);
@@ -135,56 +120,50 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
   constexpr float kPScale = kF16 ? 16384.f : 1.f;
   extern __shared__ __align__(128) unsigned char smem_raw[];
 
+  trace_phase(a, kPhaseStartNs);
+  trace_phase(a, kPhaseEntry);
   int unit, split, splits;
-  if (!find_split<ROUTED>(a, int(blockIdx.x), &unit, &split, &splits)) return;
+  int64_t T;          // the unit's tokens
+  int32_t page_start;  // kv.indptr of its sequence
+  if (!find_split<ROUTED>(a, int(blockIdx.x), &unit, &split, &splits, &T, &page_start)) {
+    trace_role(a, 0);
+    trace_phase(a, kPhaseEndNs);
+    return;
+  }
+  trace_phase(a, kPhaseSplitFound);
   const int H = a.kv.num_kv_heads, G = a.group;
   const int bh = unit / a.head_chunks, b = bh / H, h = bh % H;
   const int tid = int(threadIdx.x), warp = tid >> 5, lane = tid & 31;
-  const int64_t T = unit_tokens<ROUTED>(a, unit);
   const int64_t v0 = T * split / splits, v1 = T * (split + 1) / splits;
   const int n_stages = int((v1 - v0 + S::kStageRows - 1) / S::kStageRows);
 
-  // ---- q fragments: lane holds q[g][16kk + 2tq + {0, 1, 8, 9}] ----
+  // The order of the prologue is that of its round trips: q (find_split brought the page
+  // list's start), then the page ids of the first stages, then the first copies; q's split
+  // into 16-bit parts runs while those copies are in flight.
+  const int32_t* page_table = a.kv.indices + page_start;
   const int g = (lane >> 2) & 3;  // head of this lane's score and output rows
   const bool upper = lane >= 16;  // rows 4..7 and 12..15: the low parts
   const int tq = lane & 3;        // column pair within a fragment
-  uint32_t qa[KT][4];
-  float qs_inv = 1.f;  // scores come out multiplied by 1 / qs_inv
+  // Raw q words of q[g][16kk + 2tq + {0, 1, 8, 9}], loaded unconditionally (head 0's row
+  // stands in for g >= G) so that all are in flight at once. 16-bit q: words 0 and 1
+  // hold elements {0, 1} and {8, 9}; float: one element per word.
+  uint32_t qraw[KT][4];
   {
-    const int64_t qbase = (int64_t(b) * a.num_q_heads + int64_t(h) * G + g) * D;
-    float xq[KT][4];
-    if (a.q_dtype == DType::F32)
-      load_q_fragment<KT, float>(a.q, qbase, tq, g < G, a.q_scale, xq);
-    else if (a.q_dtype == DType::BF16)
-      load_q_fragment<KT, __nv_bfloat16>(a.q, qbase, tq, g < G, a.q_scale, xq);
-    else
-      load_q_fragment<KT, __half>(a.q, qbase, tq, g < G, a.q_scale, xq);
-    float qmax = 0.f;
+    const int64_t qrow = (int64_t(b) * a.num_q_heads + int64_t(h) * G + (g < G ? g : 0)) * D;
+    if (a.q_dtype == DType::F32) {
+      const uint2* p = reinterpret_cast<const uint2*>(static_cast<const float*>(a.q) + qrow);
 #pragma unroll
-    for (int kk = 0; kk < KT; ++kk)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) qmax = fmaxf(qmax, fabsf(xq[kk][e]));
-    float qs = 1.f;
-    if (kF16) {  // the largest |q| near 2^14: the high part stays finite, the low parts normal
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) qmax = fmaxf(qmax, __shfl_xor_sync(0xffffffffu, qmax, off));
-      if (qmax > 0.f && qmax < INFINITY) {
-        int e2;
-        frexpf(qmax, &e2);
-        qs = ldexpf(1.f, 14 - e2);
-        qs_inv = ldexpf(1.f, e2 - 14);
+      for (int kk = 0; kk < KT; ++kk) {
+        const uint2 x = p[8 * kk + tq], y = p[8 * kk + tq + 4];
+        qraw[kk][0] = x.x, qraw[kk][1] = x.y, qraw[kk][2] = y.x, qraw[kk][3] = y.y;
       }
-    }
+    } else {
+      const uint32_t* p = reinterpret_cast<const uint32_t*>(static_cast<const uint16_t*>(a.q) + qrow);
 #pragma unroll
-    for (int kk = 0; kk < KT; ++kk) {
-      uint16_t hi[4], mid[4], lo[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) split3<Tag>(xq[kk][e] * qs, hi[e], mid[e], lo[e]);
-      // A registers: {row r, k 2tq..+1}, {row r+8, k 2tq..+1}, {row r, k+8}, {row r+8, k+8}.
-      qa[kk][0] = upper ? pack2(lo[0], lo[1]) : pack2(hi[0], hi[1]);
-      qa[kk][1] = upper ? 0u : pack2(mid[0], mid[1]);
-      qa[kk][2] = upper ? pack2(lo[2], lo[3]) : pack2(hi[2], hi[3]);
-      qa[kk][3] = upper ? 0u : pack2(mid[2], mid[3]);
+      for (int kk = 0; kk < KT; ++kk) {
+        qraw[kk][0] = p[8 * kk + tq], qraw[kk][1] = p[8 * kk + tq + 4];
+        qraw[kk][2] = qraw[kk][3] = 0u;
+      }
     }
   }
 
@@ -192,7 +171,6 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
   // A row is named by its index in the page pool (page * 2P + slot: K rows; V rows are
   // P further). That index fits in 32 bits: 2^31 token rows of even one 64-dim head would
   // be 549 GB of K and V.
-  const int32_t* page_table = a.kv.indices + a.kv.indptr[b];
   const FastDiv page_div(a.kv.page_size);
   const int P = a.kv.page_size;
   const uint32_t row_bytes = uint32_t(H) * D * 2;  // one token row of all KV heads
@@ -200,15 +178,32 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
   if (ROUTED) map = RoutedMap::make(a, bh);
   const int my_row = lane & 15;
   constexpr uint32_t kNoRow = 0xffffffffu;
-  auto pos_of = [&](int st) -> int {  // position of this lane's row in stage st, or -1
+  // A stage's row for this lane in three steps, each one's load consumed a step later
+  // (LazyPos): its position (routed: loads an anchor or block id), its page id (loads the
+  // page table), its pool row (arithmetic only).
+  auto pos_of = [&](int st) -> LazyPos {
     const int64_t v = v0 + int64_t(st) * S::kStageRows + warp * S::kWarpRows + my_row;
-    if (st >= n_stages || v >= v1) return -1;
-    return ROUTED ? map(int(v)) : int(v);
+    if (st >= n_stages || v >= v1) return LazyPos{0, 0, 0, false};
+    if (ROUTED) return map.lazy(int(v));
+    return LazyPos{0, 0, int(v), true};
   };
-  auto krow_of = [&](int pos) -> uint32_t {  // pool row of the K row at pos, or kNoRow
-    if (pos < 0) return kNoRow;
-    const int pg = int(page_div.div(uint32_t(pos)));
-    return uint32_t(page_table[pg]) * uint32_t(2 * P) + uint32_t(pos - pg * P);
+  struct PageRef {
+    int page, slot;
+    bool valid;
+  };
+  auto page_of = [&](const LazyPos& p) -> PageRef {
+    PageRef r{0, 0, p.valid};
+    if (p.valid) {
+      const int pos = p.value();
+      const int pg = int(page_div.div(uint32_t(pos)));
+      r.page = page_table[pg];
+      r.slot = pos - pg * P;
+    }
+    return r;
+  };
+  // Pool row of the K row (page * 2P + slot; V rows are P further), or kNoRow.
+  auto row_of = [&](const PageRef& r) -> uint32_t {
+    return r.valid ? uint32_t(r.page) * uint32_t(2 * P) + uint32_t(r.slot) : kNoRow;
   };
 
   uint4* ring = reinterpret_cast<uint4*>(smem_raw) + warp * NS * S::kSlot16;
@@ -264,25 +259,86 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
     for (int i = 0; i < 4; ++i) o[nt][i] = 0.f;
   float m_run = -INFINITY, l_run = 0.f;
 
-  // Pipeline: NS - 1 stages in flight. The page id of a stage is loaded one iteration
-  // before its copies are issued (routed: its position one iteration before that), so no
-  // dependent global load stands between a warp and its next cp.async.
+  // Pipeline: NS - 1 stages in flight. The page ids of the first NS stages are loaded
+  // together before any copy is issued (a cp.async, an asm with a memory clobber, keeps
+  // the compiler from moving a load past it: interleaved, they were NS - 1 round trips
+  // one after another). In the loop the page id of a stage is loaded one iteration before
+  // its copies are issued (routed: its position one iteration before that).
+  LazyPos pos_first[NS + 1];
+#pragma unroll
+  for (int st = 0; st <= NS; ++st) pos_first[st] = pos_of(st);
+  PageRef page_first[NS];
+#pragma unroll
+  for (int st = 0; st < NS; ++st) page_first[st] = page_of(pos_first[st]);
 #pragma unroll
   for (int st = 0; st < NS - 1; ++st) {
-    if (st < n_stages) issue(st, krow_of(pos_of(st)));
+    if (st < n_stages) issue(st, row_of(page_first[st]));
     cp_async_commit();
   }
-  uint32_t krow_next = krow_of(pos_of(NS - 1));
-  int pos_next = pos_of(NS);
+  trace_phase(a, kPhaseIssued);
+  PageRef page_next = page_first[NS - 1];
+  LazyPos pos_next = pos_first[NS];
+
+  // ---- q fragments: lane holds q[g][16kk + 2tq + {0, 1, 8, 9}] * scale, split ----
+  uint32_t qa[KT][4];
+  float qs_inv = 1.f;  // scores come out multiplied by 1 / qs_inv
+  {
+    float xq[KT][4];
+#pragma unroll
+    for (int kk = 0; kk < KT; ++kk)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float v;
+        if (a.q_dtype == DType::F32) {
+          v = __uint_as_float(qraw[kk][e]);
+        } else {
+          const uint32_t w = qraw[kk][e >> 1];
+          const uint16_t bits = uint16_t((e & 1) ? w >> 16 : w & 0xffffu);
+          v = a.q_dtype == DType::BF16 ? __uint_as_float(uint32_t(bits) << 16) : __half2float(__ushort_as_half(bits));
+        }
+        xq[kk][e] = g < G ? v * a.q_scale : 0.f;
+      }
+    float qmax = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < KT; ++kk)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) qmax = fmaxf(qmax, fabsf(xq[kk][e]));
+    float qs = 1.f;
+    if (kF16) {  // the largest |q| near 2^14: the high part stays finite, the low parts normal
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) qmax = fmaxf(qmax, __shfl_xor_sync(0xffffffffu, qmax, off));
+      if (qmax > 0.f && qmax < INFINITY) {
+        int e2;
+        frexpf(qmax, &e2);
+        qs = ldexpf(1.f, 14 - e2);
+        qs_inv = ldexpf(1.f, e2 - 14);
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < KT; ++kk) {
+      uint16_t hi[4], mid[4], lo[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) split3<Tag>(xq[kk][e] * qs, hi[e], mid[e], lo[e]);
+      // A registers: {row r, k 2tq..+1}, {row r+8, k 2tq..+1}, {row r, k+8}, {row r+8, k+8}.
+      qa[kk][0] = upper ? pack2(lo[0], lo[1]) : pack2(hi[0], hi[1]);
+      qa[kk][1] = upper ? 0u : pack2(mid[0], mid[1]);
+      qa[kk][2] = upper ? pack2(lo[2], lo[3]) : pack2(hi[2], hi[3]);
+      qa[kk][3] = upper ? 0u : pack2(mid[2], mid[3]);
+    }
+  }
+  trace_phase(a, kPhaseQReady);
+
   int fill = NS - 1, read = 0;  // ring slots of the next stage issued and read
   for (int t = 0; t < n_stages; ++t) {
-    if (t + NS - 1 < n_stages) issue(fill, krow_next);
+    const uint32_t krow = row_of(page_next);  // page id loaded an iteration ago
+    if (t + NS - 1 < n_stages) issue(fill, krow);
     cp_async_commit();
     fill = fill == NS - 1 ? 0 : fill + 1;
-    krow_next = krow_of(pos_next);
+    page_next = page_of(pos_next);  // position loaded an iteration ago; its page id now
     pos_next = pos_of(t + NS + 1);
     cp_async_wait<NS - 1>();  // this lane's copies of stage t have landed
     __syncwarp();             // ... and every other lane's
+    if (t == 0) trace_phase(a, kPhaseFirstLanded);
 
     const unsigned slot = ring_base + unsigned(read) * S::kSlot16 * 16;
     read = read == NS - 1 ? 0 : read + 1;
@@ -356,6 +412,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
     __syncwarp();  // every lane is done with this slot before it is refilled
   }
   cp_async_wait<0>();
+  trace_phase(a, kPhaseLoopDone);
 
   // ---- warp states -> shared memory: [warp][head][D] acc, then m, l ----
   l_run += __shfl_xor_sync(0xffffffffu, l_run, 1);  // lanes 16..31 hold copies of 0..15
@@ -404,6 +461,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
     }
   }
   __syncthreads();
+  trace_phase(a, kPhaseCtaMerged);
   finish_split<D, ROUTED>(a, unit, split, splits, s_m, s_l, s_acc, scratch);
 }
 

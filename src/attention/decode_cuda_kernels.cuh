@@ -49,6 +49,16 @@ struct AttnArgs {
   HeadStats* stats;              // [B*H]: dense writes them whole; routed adds the output bound
   const float* delta;            // [B*QH] routed only
   const float* skipped_v_bound;  // [B*QH] routed only
+  // Profiling only (CudaDecoder::set_phase_trace): [grid, kPhaseSlots] clock stamps of
+  // the tensor-core kernel's phases, written by thread 0 of each CTA; null: off.
+  long long* phase_trace;
+};
+
+// Phase stamps of AttnArgs::phase_trace (SM clock cycles, except the two global-timer ns).
+enum PhaseSlot : int {
+  kPhaseEntry = 0, kPhaseSplitFound, kPhaseIssued, kPhaseQReady, kPhaseFirstLanded, kPhaseLoopDone,
+  kPhaseCtaMerged, kPhaseTicket, kPhaseEnd, kPhaseStartNs, kPhaseEndNs, kPhaseRole,  // role: 0 idle, 1 split, 2 last
+  kPhaseSlots = 16
 };
 
 // The routing pass: two kernels (fast mode: route_bounds alone, see fused_finish).
@@ -137,6 +147,20 @@ void route_select_launch(const RouteArgs& args, int batch, int num_kv_heads, int
 
 // ---- device helpers shared by the kernels ----
 #if defined(__CUDACC__)
+
+// Records phase `slot` of this CTA when tracing is on (one uniform branch otherwise).
+__device__ __forceinline__ void trace_phase(const AttnArgs& a, int slot) {
+  if (a.phase_trace == nullptr || threadIdx.x != 0) return;
+  long long v;
+  if (slot == kPhaseStartNs || slot == kPhaseEndNs)
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(v));
+  else
+    v = clock64();
+  a.phase_trace[int64_t(blockIdx.x) * kPhaseSlots + slot] = v;
+}
+__device__ __forceinline__ void trace_role(const AttnArgs& a, int role) {
+  if (a.phase_trace != nullptr && threadIdx.x == 0) a.phase_trace[int64_t(blockIdx.x) * kPhaseSlots + kPhaseRole] = role;
+}
 
 __device__ __forceinline__ float load_q(const void* q, DType t, int64_t i) {
   if (t == DType::F32) return static_cast<const float*>(q)[i];

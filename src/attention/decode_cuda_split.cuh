@@ -30,21 +30,28 @@ __device__ __forceinline__ int64_t unit_tokens(const AttnArgs& a, int u) {
   return a.seq_lens[bh / a.kv.num_kv_heads];
 }
 
-// Finds which unit and split CTA `cta` takes (see AttnArgs). Returns false when the CTA
-// has no work (the grid is sized for the worst case).
+// Finds which unit and split CTA `cta` takes (see AttnArgs), the unit's tokens and where
+// its sequence's page list starts (kv.indptr). Returns false when the CTA has no work (the
+// grid is sized for the worst case). Every load here is a round trip on the critical path
+// of every CTA, so each unit's length is loaded once (a thread keeps its first unit's for
+// the scan), and the page-list start along with it.
 template <bool ROUTED>
-__device__ bool find_split(const AttnArgs& a, int cta, int* unit, int* split, int* splits) {
+__device__ bool find_split(const AttnArgs& a, int cta, int* unit, int* split, int* splits, int64_t* tokens,
+                           int32_t* page_start) {
   using Reduce = cub::BlockReduce<long long, kAttnThreads>;
   using Scan = cub::BlockScan<int, kAttnThreads>;
   __shared__ union {
     typename Reduce::TempStorage reduce;
     typename Scan::TempStorage scan;
   } tmp;
-  __shared__ long long s_total;
-  __shared__ int s_found[3];
+  __shared__ long long s_total, s_tokens;
+  __shared__ int s_found[4];
   const int units = a.kv.batch * a.kv.num_kv_heads * a.head_chunks;
-  long long part = 0;
-  for (int u = int(threadIdx.x); u < units; u += kAttnThreads) part += unit_tokens<ROUTED>(a, u);
+  const int64_t first_tokens = int(threadIdx.x) < units ? unit_tokens<ROUTED>(a, int(threadIdx.x)) : 0;
+  auto page_start_of = [&](int u) { return a.kv.indptr[u / a.head_chunks / a.kv.num_kv_heads]; };
+  const int32_t first_page_start = int(threadIdx.x) < units ? page_start_of(int(threadIdx.x)) : 0;
+  long long part = first_tokens;
+  for (int u = int(threadIdx.x) + kAttnThreads; u < units; u += kAttnThreads) part += unit_tokens<ROUTED>(a, u);
   const long long total = Reduce(tmp.reduce).Sum(part);
   if (threadIdx.x == 0) {
     s_total = total;
@@ -60,8 +67,9 @@ __device__ bool find_split(const AttnArgs& a, int cta, int* unit, int* split, in
   for (int u0 = 0; u0 < units; u0 += kAttnThreads) {
     const int u = u0 + int(threadIdx.x);
     int s = 0;
+    int64_t t = 0;
     if (u < units) {
-      const int64_t t = unit_tokens<ROUTED>(a, u);
+      t = u0 == 0 ? first_tokens : unit_tokens<ROUTED>(a, u);
       s = t > 0 ? int((t + chunk - 1) / chunk) : 1;
     }
     int prefix, sum;
@@ -70,6 +78,8 @@ __device__ bool find_split(const AttnArgs& a, int cta, int* unit, int* split, in
       s_found[0] = u;
       s_found[1] = cta - base - prefix;
       s_found[2] = s;
+      s_found[3] = u0 == 0 ? first_page_start : page_start_of(u);
+      s_tokens = t;
     }
     base += sum;
     __syncthreads();  // tmp is reused by the next round
@@ -78,8 +88,22 @@ __device__ bool find_split(const AttnArgs& a, int cta, int* unit, int* split, in
   *unit = s_found[0];
   *split = s_found[1];
   *splits = s_found[2];
+  *tokens = s_tokens;
+  *page_start = s_found[3];
   return s_found[0] >= 0;
 }
+
+// A token position whose load (if any) is issued now and whose arithmetic is left for
+// the next iteration: raw * mul + add, raw loaded (mul 0: nothing loaded). Why: the main
+// loops load the position (routed) and then the page id of a stage a step before they use
+// it, and an arithmetic consumer placed right after a load makes the warp wait for the
+// load's round trip there (run 5a: the page id's scaling right after its load cost ~600
+// cycles an iteration); kept apart, the round trip overlaps the iteration's work.
+struct LazyPos {
+  int raw, mul, add;
+  bool valid;  // false: no token (past the split)
+  __device__ __forceinline__ int value() const { return raw * mul + add; }
+};
 
 // Position of virtual token v of a routed unit: [extra anchors][kept blocks][window].
 struct RoutedMap {
@@ -95,6 +119,23 @@ struct RoutedMap {
       return blocks[j] * int(R.d) + (w - j * int(R.d));
     }
     return window_start + (w - block_tokens);
+  }
+  // The same position, lazily (LazyPos): the anchor or block id is loaded, not used.
+  __device__ __forceinline__ LazyPos lazy(int v) const {
+    LazyPos p{0, 0, 0, true};
+    const int w = v - num_anchors;
+    if (v < num_anchors) {
+      p.raw = anchors[v];
+      p.mul = 1;
+    } else if (w < block_tokens) {
+      const int j = int(R.div(uint32_t(w)));
+      p.raw = blocks[j];
+      p.mul = int(R.d);
+      p.add = w - j * int(R.d);
+    } else {
+      p.add = window_start + (w - block_tokens);
+    }
+    return p;
   }
   __device__ static RoutedMap make(const AttnArgs& a, int bh) {
     return RoutedMap{a.extra_anchors + int64_t(bh) * a.anchor_stride, a.kept_blocks + int64_t(bh) * a.block_stride,
@@ -119,13 +160,13 @@ constexpr int kFinishScratchFloats = 2 * kMergeChunk * kMaxHeadsPerCta + kMaxHea
 // The last CTA of a unit merges the unit's `splits` partials (consecutive CTAs from
 // `first`) into out_sh[g * D + d] (normalised) for g < gc. Why this shape: the merge is a
 // chain of dependent L2 round trips on the critical path of every decode step, so it is
-// cut into as few as possible. Each chunk of up to kMergeChunk splits costs one round
-// trip for its (m, l) (one load per thread, kept in shared memory) and then
-// splits / (slices * 8) for the accumulators: a thread sums float4 vector `vec` of the
-// unit's gc * D floats over the splits of its slice (split i in slice i % slices), eight
-// independent 16-byte loads in flight per step. Chunks after the first rescale the running
-// sums (online softmax), so any number of splits merges. Same sum as merge_state() in
-// another association.
+// cut into as few as possible. A thread sums float4 vector `vec` of the unit's gc * D
+// floats over the splits of its slice (split i in slice i % slices), kMergeBatch
+// independent 16-byte loads in flight per step, the first batch issued together with the
+// (m, l) loads (one load per thread per head, kept in shared memory), so that a chunk of
+// up to kMergeBatch * slices splits costs one round trip. Chunks of kMergeChunk splits
+// after the first rescale the running sums (online softmax), so any number of splits
+// merges. Same sum as merge_state() in another association.
 template <int D>
 __device__ void merge_partials(const AttnArgs& a, int64_t first, int splits, int gc, float* scratch, float* out_sh) {
   __shared__ int s_mi[kMaxHeadsPerCta];
@@ -139,6 +180,7 @@ __device__ void merge_partials(const AttnArgs& a, int64_t first, int splits, int
   float* w = scratch;                                   // [kMergeChunk][kMaxHeadsPerCta]: m, then the weight
   float* wl = scratch + kMergeChunk * kMaxHeadsPerCta;  // l, then weight * l
   constexpr int kVecPerThread = (kMaxHeadsPerCta * D / 4 + kAttnThreads - 1) / kAttnThreads;
+  constexpr int kMergeBatch = 16 / kVecPerThread;  // loads in flight per thread (64 registers)
   float4 acc[kVecPerThread];
 #pragma unroll
   for (int k = 0; k < kVecPerThread; ++k) acc[k] = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -148,6 +190,20 @@ __device__ void merge_partials(const AttnArgs& a, int64_t first, int splits, int
   }
   for (int s0 = 0; s0 < splits; s0 += kMergeChunk) {
     const int n = splits - s0 < kMergeChunk ? splits - s0 : kMergeChunk;
+    const float4* base = acc4 + (first + s0) * stride4;
+    // This thread's first batch, loaded before the weights are known (a split past n
+    // reads split 0 and gets weight 0), so that its round trip overlaps the (m, l) one.
+    float4 x0[kVecPerThread][kMergeBatch];
+    if (slice >= 0)
+#pragma unroll
+      for (int k = 0; k < kVecPerThread; ++k) {
+        const int vec = tid % nvec + k * kAttnThreads;
+#pragma unroll
+        for (int j = 0; j < kMergeBatch; ++j) {
+          const int i = slice + j * slices;
+          x0[k][j] = vec < nvec ? __ldcg(base + vec + int64_t(i < n ? i : 0) * stride4) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+      }
     if (tid < kMaxHeadsPerCta) s_mi[tid] = ordered_int(-INFINITY);
     __syncthreads();
     if (tid < n)
@@ -181,15 +237,34 @@ __device__ void merge_partials(const AttnArgs& a, int64_t first, int splits, int
           const int g = vec * 4 / D;
           const float f = s_scale[g];
           float4 sum = make_float4(acc[k].x * f, acc[k].y * f, acc[k].z * f, acc[k].w * f);
-          const float4* p = acc4 + (first + s0) * stride4 + vec;
-#pragma unroll 8
-          for (int i = slice; i < n; i += slices) {
-            const float wt = w[i * kMaxHeadsPerCta + g];
-            const float4 x = __ldcg(p + int64_t(i) * stride4);
-            sum.x += wt * x.x;
-            sum.y += wt * x.y;
-            sum.z += wt * x.z;
-            sum.w += wt * x.w;
+          const float4* p = base + vec;
+#pragma unroll
+          for (int j = 0; j < kMergeBatch; ++j) {
+            const int i = slice + j * slices;
+            const float wt = i < n ? w[i * kMaxHeadsPerCta + g] : 0.f;
+            sum.x += wt * x0[k][j].x;
+            sum.y += wt * x0[k][j].y;
+            sum.z += wt * x0[k][j].z;
+            sum.w += wt * x0[k][j].w;
+          }
+          // Later batches: all loads of a batch issued before any is used (a split past n
+          // re-reads split i0 with weight 0: no branch between the loads).
+          for (int i0 = slice + kMergeBatch * slices; i0 < n; i0 += kMergeBatch * slices) {
+            float4 x[kMergeBatch];
+            float wt[kMergeBatch];
+#pragma unroll
+            for (int j = 0; j < kMergeBatch; ++j) {
+              const int i = i0 + j * slices;
+              x[j] = __ldcg(p + int64_t(i < n ? i : i0) * stride4);
+              wt[j] = i < n ? w[i * kMaxHeadsPerCta + g] : 0.f;
+            }
+#pragma unroll
+            for (int j = 0; j < kMergeBatch; ++j) {
+              sum.x += wt[j] * x[j].x;
+              sum.y += wt[j] * x[j].y;
+              sum.z += wt[j] * x[j].z;
+              sum.w += wt[j] * x[j].w;
+            }
           }
           acc[k] = sum;
         }
@@ -267,12 +342,22 @@ __device__ void finish_split(const AttnArgs& a, int unit, int split, int splits,
   } else {
     for (int idx = tid; idx < gc * D; idx += kAttnThreads) a.part_acc[int64_t(cta) * gc * D + idx] = s_acc[idx];
     if (tid < gc) a.part_ml[int64_t(cta) * gc + tid] = make_float2(s_m[tid], s_l[tid]);
-    __threadfence();  // the partial is visible device-wide before the ticket
+    // The CTA's stores, ordered before thread 0's by the barrier, are made visible
+    // device-wide by its fence before the ticket (the pattern of a grid barrier: one
+    // fence per CTA on the critical path, not one per thread).
     __syncthreads();
-    if (tid == 0) s_last = atomicAdd(&a.tickets[unit], 1) == splits - 1;
+    if (tid == 0) {
+      __threadfence();
+      s_last = atomicAdd(&a.tickets[unit], 1) == splits - 1;
+      if (s_last) __threadfence();  // acquire: the other CTAs' partials, read below
+    }
     __syncthreads();
-    if (!s_last) return;
-    __threadfence();
+    trace_phase(a, kPhaseTicket);
+    if (!s_last) {
+      trace_role(a, 1);
+      trace_phase(a, kPhaseEndNs);
+      return;
+    }
     if (tid == 0) a.tickets[unit] = 0;  // every other CTA of the unit has taken its ticket
     // s_acc (this CTA's own state, already in part_acc) receives the merged output.
     merge_partials<D>(a, int64_t(cta - split), splits, gc, scratch, s_acc);
@@ -294,6 +379,9 @@ __device__ void finish_split(const AttnArgs& a, int unit, int split, int splits,
       if (ROUTED) atomicAdd(&s_norm2[g], res[k] * res[k]);
     }
   }
+  trace_role(a, 2);
+  trace_phase(a, kPhaseEnd);
+  trace_phase(a, kPhaseEndNs);
   if (!ROUTED) {
     if (tid != 0 || hc != 0) return;
     HeadStats& st = a.stats[bh];

@@ -1,6 +1,8 @@
 // The decode GEMV, version 1 (the GPU engine's first device run), the default: measured
-// faster than version 2 (cuda_gemv.cu, SINKROUTER_GEMV=v2) in the engine. Launched without
-// programmatic dependent launch: this kernel never calls pdl_wait().
+// faster than version 2 (cuda_gemv.cu, SINKROUTER_GEMV=v2) in the engine. Launched with
+// programmatic dependent launch (cuda_launch.cuh; SINKROUTER_PDL=0: plain): before its
+// pdl_wait() a CTA only asks L2 to prefetch its own weight rows (constant data), so that
+// the launch and the first weight round trip overlap the kernel before it.
 //
 // Decode is bound by reading the weights (270 MB a step for SmolLM2), so each weight row is
 // read once per launch and dotted with every token of the launch (up to 8). One warp takes
@@ -14,6 +16,7 @@
 #include "core/cuda_check.h"
 #include "cuda_device_util.cuh"
 #include "cuda_gemv_common.cuh"
+#include "cuda_launch.cuh"
 #include "cuda_ops.h"
 #include "sinkrouter/core/error.h"
 
@@ -53,6 +56,15 @@ template <int NT, GemvIn IN, GemvOut OUT>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a) {
   extern __shared__ __align__(16) float xs[];  // [NT][in]
   const int in = a.in;
+  {  // this CTA's rows into L2 (constant: allowed before the wait), one 128-byte line per request
+    const int r0 = int(blockIdx.x) * kRowsPerCta;
+    const int64_t bytes = int64_t(min(kRowsPerCta, a.out - r0)) * in * 2;
+    const char* rows = reinterpret_cast<const char*>(a.w + int64_t(r0) * in);
+    for (int64_t off = int64_t(threadIdx.x) * 128; off < bytes; off += int64_t(kThreads) * 128)
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(rows + off));
+  }
+  pdl_wait();  // the inputs below are the kernel before's outputs
+  pdl_launch_dependents();
   for (int i = a.tokens * in + int(threadIdx.x); i < NT * in; i += kThreads) xs[i] = 0.f;  // unused token rows
   for (int t = 0; t < NT && t < a.tokens; ++t) {
     const float* x = a.x + t * a.ldx;
@@ -110,8 +122,8 @@ struct Launcher {
     // above it.
     if (smem >= kDefaultSmem)
       SR_CUDA_CHECK(cudaFuncSetAttribute(gemv_kernel<NT, IN, OUT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    gemv_kernel<NT, IN, OUT><<<unsigned((a.out + kRowsPerCta - 1) / kRowsPerCta), kThreads, smem, stream>>>(a);
-    SR_CUDA_CHECK_LAUNCH("gemv_kernel");
+    launch_pdl(gemv_kernel<NT, IN, OUT>, dim3(unsigned((a.out + kRowsPerCta - 1) / kRowsPerCta)), dim3(kThreads),
+               smem, stream, a);
   }
 };
 

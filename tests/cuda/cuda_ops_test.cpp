@@ -217,7 +217,8 @@ INSTANTIATE_TEST_SUITE_P(V1, CudaGemv, ::testing::ValuesIn(gemv_cases(cuda::Gemv
 INSTANTIATE_TEST_SUITE_P(V2, CudaGemv, ::testing::ValuesIn(gemv_cases(cuda::GemvVersion::V2)), gemv_case_name);
 
 // Dependent GEMVs back to back on a created stream (as the engine launches them), under
-// programmatic dependent launch when the device has it (SINKROUTER_PDL=0: plain launches):
+// programmatic dependent launch when the device has it (SINKROUTER_PDL=0: plain launches),
+// for both GEMV versions:
 // round r computes h = W1 y (Store), then y += W2 h (Accumulate), so every launch reads
 // what the one before it wrote. A launch that read its input before pdl_wait() returned
 // would see the previous round's h or y, or the NaN poison of round 0. Once launched
@@ -261,42 +262,45 @@ TEST(CudaGemvPdl, ChainedLaunchesSeeEachOthersOutputs) {
     g.ldy = out;
     return g;
   };
-  auto enqueue = [&] {
-    const cuda::GemvArgs a = one_token(w1d, f, n, yd, hd);  // h = W1 y
-    const cuda::GemvArgs b = one_token(w2d, n, f, hd, yd);  // y += W2 h
-    for (int r = 0; r < rounds; ++r) {
-      cuda::gemv(a, cuda::GemvIn::Plain, cuda::GemvOut::Store, stream, cuda::GemvVersion::V2);
-      cuda::gemv(b, cuda::GemvIn::Plain, cuda::GemvOut::Accumulate, stream, cuda::GemvVersion::V2);
-    }
-  };
-  auto check = [&](const char* how) {
-    SR_ASSERT_CUDA(cudaStreamSynchronize(stream));
-    const std::vector<float> y = download<float>(yd, size_t(n));
-    for (int o = 0; o < n; ++o)
-      ASSERT_LE(std::fabs(double(y[size_t(o)]) - ref[size_t(o)]), 1e-4 * ref_max + 1e-6)
-          << how << " (PDL " << (cuda::pdl_enabled() ? "on" : "off") << "): y[" << o << "] = " << y[size_t(o)]
-          << ", expected " << ref[size_t(o)];
-  };
-  auto reset = [&] {
-    SR_ASSERT_CUDA(cudaMemcpy(yd.get(), y0.data(), y0.size() * sizeof(float), cudaMemcpyHostToDevice));
-    testing::poison(hd);
-  };
+  for (cuda::GemvVersion version : {cuda::GemvVersion::V1, cuda::GemvVersion::V2}) {
+    SCOPED_TRACE(cuda::gemv_version_name(version));
+    auto enqueue = [&] {
+      const cuda::GemvArgs a = one_token(w1d, f, n, yd, hd);  // h = W1 y
+      const cuda::GemvArgs b = one_token(w2d, n, f, hd, yd);  // y += W2 h
+      for (int r = 0; r < rounds; ++r) {
+        cuda::gemv(a, cuda::GemvIn::Plain, cuda::GemvOut::Store, stream, version);
+        cuda::gemv(b, cuda::GemvIn::Plain, cuda::GemvOut::Accumulate, stream, version);
+      }
+    };
+    auto check = [&](const char* how) {
+      SR_ASSERT_CUDA(cudaStreamSynchronize(stream));
+      const std::vector<float> y = download<float>(yd, size_t(n));
+      for (int o = 0; o < n; ++o)
+        ASSERT_LE(std::fabs(double(y[size_t(o)]) - ref[size_t(o)]), 1e-4 * ref_max + 1e-6)
+            << how << " (PDL " << (cuda::pdl_enabled() ? "on" : "off") << "): y[" << o << "] = " << y[size_t(o)]
+            << ", expected " << ref[size_t(o)];
+    };
+    auto reset = [&] {
+      SR_ASSERT_CUDA(cudaMemcpy(yd.get(), y0.data(), y0.size() * sizeof(float), cudaMemcpyHostToDevice));
+      testing::poison(hd);
+    };
 
-  reset();
-  enqueue();
-  check("direct launches");
+    reset();
+    enqueue();
+    check("direct launches");
 
-  reset();
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  SR_ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  enqueue();
-  SR_ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
-  SR_ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  SR_ASSERT_CUDA(cudaGraphLaunch(exec, stream));
-  check("graph replay");
-  SR_ASSERT_CUDA(cudaGraphExecDestroy(exec));
-  SR_ASSERT_CUDA(cudaGraphDestroy(graph));
+    reset();
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    SR_ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    enqueue();
+    SR_ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
+    SR_ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+    SR_ASSERT_CUDA(cudaGraphLaunch(exec, stream));
+    check("graph replay");
+    SR_ASSERT_CUDA(cudaGraphExecDestroy(exec));
+    SR_ASSERT_CUDA(cudaGraphDestroy(graph));
+  }
   SR_ASSERT_CUDA(cudaStreamDestroy(stream));
 }
 

@@ -42,9 +42,10 @@ namespace sinkrouter {
 
 struct CudaDecodeOptions {
   int target_ctas = 0;          // CTAs the tokens are spread over; 0: resident capacity of the device
-  // No split gets fewer tokens than this (short sequences stay whole). 512: at 4K-16K and
-  // batch 1 fewer, longer splits beat many short ones (kernels run 4, docs/PERF.md).
-  int min_split_tokens = 512;
+  // No split gets fewer tokens than this (short sequences stay whole). 256: at 4K-16K
+  // and batch 1 it beat 512 and 128 or tied with them in kernel run 5a, once the combine
+  // had its loads in flight together (docs/PERF.md, v5).
+  int min_split_tokens = 256;
   bool tensor_cores = true;     // the tensor-core kernel where it applies (GQA group <= 4)
   bool fused_fast_routing = true;  // fast mode routes in one launch (false: bounds, then select)
 };
@@ -80,6 +81,13 @@ class CudaDecoder {
   std::vector<HeadStats> download_stats() const;
   CudaRouting download_routing() const;
 
+  // Profiling: from the next run on, the tensor-core attention kernel writes per-CTA phase
+  // stamps to `device_buffer` (grid_ctas() * kPhaseTraceSlots int64 on the device; layout
+  // in decode_cuda_kernels.cuh, PhaseSlot); null turns it off. Used by bench_kernels
+  // --trace-phases.
+  static constexpr int kPhaseTraceSlots = 16;
+  void set_phase_trace(long long* device_buffer) { phase_trace_ = device_buffer; }
+
   int grid_ctas() const { return grid_ctas_; }      // attention CTAs launched per run
   int target_ctas() const { return target_ctas_; }
   bool uses_tensor_cores() const { return tensor_cores_; }
@@ -101,6 +109,7 @@ class CudaDecoder {
   bool tensor_cores_ = false;
   bool fused_routing_ = false;  // fast sinkrouter, routed in one launch (options.fused_fast_routing)
   int target_ctas_ = 0, grid_ctas_ = 0, min_split_tokens_ = 0;
+  long long* phase_trace_ = nullptr;
   Workspace* ws_ = nullptr;
 };
 
