@@ -158,7 +158,7 @@ int run(int argc, char** argv) {
   j["routed_policy"] = routed.describe();
   // The decode GEMV and programmatic dependent launch in use (SINKROUTER_GEMV, SINKROUTER_PDL).
   j["gemv"] = cuda::gemv_version_name(cuda::gemv_default_version());
-  j["pdl"] = cuda::gemv_default_version() == cuda::GemvVersion::V2 && cuda::pdl_enabled();
+  j["pdl"] = cuda::pdl_enabled();  // both GEMV versions launch under PDL when it is on
   std::fprintf(stderr, "decode GEMV %s, programmatic dependent launch %s\n", j["gemv"].get<std::string>().c_str(),
                j["pdl"].get<bool>() ? "on" : "off");
   j["rows"] = nlohmann::json::array();

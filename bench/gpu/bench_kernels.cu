@@ -183,8 +183,11 @@ std::vector<int64_t> parse_list(const std::string& s) {
   return v;
 }
 
-const char* const kPhaseSteps[] = {"find_split", "first_issue", "q_fragments", "first_landed",
-                                   "loop_rest",  "cta_merge",   "ticket",      "last_cta_combine"};
+// Steps between consecutive stamps; the last three split last_cta_combine (the combine's
+// (m, l) and weights, its sums, its normalisation and stores).
+const char* const kPhaseSteps[] = {"find_split",       "first_issue",     "q_fragments",  "first_landed",
+                                   "loop_rest",        "cta_merge",       "ticket",       "last_cta_combine",
+                                   "combine_weights",  "combine_sums",    "combine_out"};
 
 // Phases of one traced call (slots of CudaDecoder::set_phase_trace, PhaseSlot in
 // decode_cuda_kernels.cuh): median cycles of each step over the CTAs that had work, and
@@ -192,7 +195,7 @@ const char* const kPhaseSteps[] = {"find_split", "first_issue", "q_fragments", "
 nlohmann::json summarise_phases(const std::vector<long long>& tr, int grid, double ghz) {
   constexpr int S = sr::CudaDecoder::kPhaseTraceSlots;
   const char* const* kSteps = kPhaseSteps;
-  std::vector<std::vector<double>> steps(8);
+  std::vector<std::vector<double>> steps(11);
   long long t0 = -1, t1 = -1, work_t0 = -1;
   int working = 0, last = 0;
   for (int c = 0; c < grid; ++c) {
@@ -203,17 +206,23 @@ nlohmann::json summarise_phases(const std::vector<long long>& tr, int grid, doub
     if (r[11] == 0) continue;
     ++working;
     work_t0 = work_t0 < 0 ? r[9] : std::min(work_t0, r[9]);
-    for (int k = 0; k < 7; ++k) steps[k].push_back(double(r[k + 1] - r[k]));
-    if (r[11] == 2 && r[8] > r[7]) {
+    for (int k = 0; k < 7; ++k)  // a stamp the CTA never reached is 0 (one split: no ticket)
+      if (r[k] != 0 && r[k + 1] != 0) steps[k].push_back(double(r[k + 1] - r[k]));
+    if (r[11] == 2 && r[7] != 0 && r[8] > r[7]) {
       ++last;
       steps[7].push_back(double(r[8] - r[7]));
+      if (r[12] > r[7] && r[13] >= r[12] && r[8] >= r[13]) {  // the combine's own steps
+        steps[8].push_back(double(r[12] - r[7]));
+        steps[9].push_back(double(r[13] - r[12]));
+        steps[10].push_back(double(r[8] - r[13]));
+      }
     }
   }
   nlohmann::json j;
   j["ctas_with_work"] = working;
   j["last_ctas"] = last;
   j["span_us"] = (t1 - t0) * 1e-3;
-  for (int k = 0; k < 8; ++k)
+  for (int k = 0; k < 11; ++k)
     j["median_us"][kSteps[k]] = steps[k].empty() ? 0.0 : median(std::vector<float>(steps[k].begin(), steps[k].end())) / (ghz * 1e3);
   return j;
 }

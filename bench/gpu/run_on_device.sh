@@ -17,7 +17,8 @@
 #   1. binaries: the staged ones if they load here, else configure + build from source
 #      (Release, test_cuda and bench_kernels only, -j16, deps from the staged .debs);
 #   2. test_cuda: the decode kernels' suites, then the other suites (engine), each capped;
-#   3. bench_kernels -> kernels.json; then bench_kernels --trace-phases -> trace.json;
+#   3. bench_kernels -> kernels.json (plus 4K-16K with SINKROUTER_PDL=0, rows "*_pdl_off");
+#      then bench_kernels --trace-phases -> trace.json;
 #   4. baselines.py (SDPA cuDNN/flash, FlashInfer) -> baselines.json;
 #   5. ncu: one dense and one routed (default policy) decode step at Llama-3.1-8B 64K and
 #      SmolLM2 8K, batch 1 (the attention kernels and route_bounds), text sections -> ncu.log;
@@ -108,6 +109,21 @@ if [ -n "$bin" ]; then
     >>"$OUT/bench.log" 2>&1
   note "bench_kernels: rc=$? $(elapsed)"
 
+  # ---- 3a. the same at small contexts without programmatic dependent launch, for the
+  # PDL effect; merged into kernels.json as kernel "<name>_pdl_off" (a call returns 8 files)
+  env LD_LIBRARY_PATH="$bin_ld" SINKROUTER_PDL=0 timeout 60 "$bin/bench_kernels" --out /tmp/sr_pdl_off.json \
+    --contexts 4096,8192,16384 >/tmp/sr_pdl_off.log 2>&1
+  note "bench_kernels with SINKROUTER_PDL=0 (4K-16K): rc=$? $(elapsed)"
+  { echo "==== bench_kernels, SINKROUTER_PDL=0 ===="; cat /tmp/sr_pdl_off.log; } >>"$OUT/bench.log"
+  python3 - "$OUT/kernels.json" /tmp/sr_pdl_off.json <<'PY' || note "pdl_off rows: not merged"
+import json, sys
+main, off = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+for r in off["rows"]:
+    r["kernel"] += "_pdl_off"
+    main["rows"].append(r)
+json.dump(main, open(sys.argv[1], "w"), indent=1)
+PY
+
   # ---- 3b. where the time of a small call goes: per-CTA phase stamps ----
   echo "==== bench_kernels --trace-phases ====" >>"$OUT/bench.log"
   env LD_LIBRARY_PATH="$bin_ld" timeout 60 "$bin/bench_kernels" --trace-phases --out "$OUT/trace.json" \
@@ -141,6 +157,7 @@ elif [ -n "$bin" ] && command -v ncu >/dev/null 2>&1; then
     env LD_LIBRARY_PATH="$bin_ld" timeout 60 ncu --clock-control none --kernel-name-base function \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section LaunchStats \
       --section Occupancy -k regex:'attention|route_' --launch-count 3 \
+      --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \
       "$bin/bench_kernels" --profile-once --shapes "${shape_ctx%%:*}" --contexts "${shape_ctx##*:}" --batches 1 \
       >>"$OUT/ncu.log" 2>&1
     note "ncu ${shape_ctx}: rc=$? $(elapsed)"
@@ -192,11 +209,11 @@ for r in k["rows"]:
     bl = {n: get(base, shape=s, batch=B, context=c, kernel=n).get("time_us", float("nan")) for n in ("sdpa_cudnn", "sdpa_flash", "flashinfer")}
     print(f"{s:13s} {B:2d} {c:7d} {r['time_us']:9.2f} {r['ratio_to_floor']:6.2f} {cores:9.2f} {rr[50]:8.2f} {rr[75]:8.2f} {rr[90]:8.2f} {100*rp/r['time_us']:6.1f} {bl['sdpa_cudnn']:8.2f} {bl['sdpa_flash']:8.2f} {bl['flashinfer']:8.2f}")
 print()
-print(f"{'shape':13s} {'B':>2s} {'ctx':>7s} {'dense':>8s} {'split128':>8s} {'split256':>8s} {'split512':>8s} {'fast50':>8s} {'fast75':>8s} {'fast90':>8s} {'pass':>7s} {'fast2k50':>8s} {'pass2k':>7s} {'dflt50':>8s} {'passdf':>7s}")
+print(f"{'shape':13s} {'B':>2s} {'ctx':>7s} {'dense':>8s} {'pdl_off':>8s} {'split128':>8s} {'split256':>8s} {'split512':>8s} {'fast50':>8s} {'fast75':>8s} {'fast90':>8s} {'pass':>7s} {'fast2k50':>8s} {'pass2k':>7s} {'dflt50':>8s} {'passdf':>7s}")
 for r in k["rows"]:
     if r["kernel"] != "dense": continue
     s, B, c = r["shape"], r["batch"], r["context"]
     t = lambda kern, p=None: get(k["rows"], shape=s, batch=B, context=c, kernel=kern, **({} if p is None else {"skip_target_pct": p})).get("time_us", float("nan"))
-    print(f"{s:13s} {B:2d} {c:7d} {r['time_us']:8.2f} {t('dense_split128'):8.2f} {t('dense_split256'):8.2f} {t('dense_split512'):8.2f} {t('sinkrouter_fast', 50):8.2f} {t('sinkrouter_fast', 75):8.2f} {t('sinkrouter_fast', 90):8.2f} {t('routing_pass_fast'):7.2f} {t('sinkrouter_fast_2k'):8.2f} {t('routing_pass_fast_2k'):7.2f} {t('sinkrouter_default'):8.2f} {t('routing_pass_default'):7.2f}")
+    print(f"{s:13s} {B:2d} {c:7d} {r['time_us']:8.2f} {t('dense_pdl_off'):8.2f} {t('dense_split128'):8.2f} {t('dense_split256'):8.2f} {t('dense_split512'):8.2f} {t('sinkrouter_fast', 50):8.2f} {t('sinkrouter_fast', 75):8.2f} {t('sinkrouter_fast', 90):8.2f} {t('routing_pass_fast'):7.2f} {t('sinkrouter_fast_2k'):8.2f} {t('routing_pass_fast_2k'):7.2f} {t('sinkrouter_default'):8.2f} {t('routing_pass_default'):7.2f}")
 PY
 note "done $(elapsed)"

@@ -21,6 +21,7 @@
 
 #include "core/cuda_check.h"
 #include "core/cuda_dtype.cuh"
+#include "core/cuda_launch.cuh"
 #include "decode_cuda_kernels.cuh"
 #include "decode_cuda_split.cuh"
 
@@ -47,6 +48,9 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const AttnArgs 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   uint4* ring = reinterpret_cast<uint4*>(smem_raw);  // [NS][2 (K, V)][NR][threads]
 
+  warm_params(a);
+  pdl_wait();  // every input (q, the cache, the lengths) is the kernels before's output
+  pdl_launch_dependents();
   int unit, split, splits;
   int64_t T;          // the unit's tokens
   int32_t page_start;  // kv.indptr of its sequence
@@ -236,8 +240,7 @@ AttnKernelInfo prepare_one() {
 template <int D, typename Tag, int GC, bool ROUTED>
 void launch_one(const AttnArgs& a, int grid, cudaStream_t stream) {
   using S = AttnShape<D, GC>;
-  attention_kernel<D, Tag, GC, ROUTED><<<grid, kAttnThreads, S::kSmemBytes, stream>>>(a);
-  SR_CUDA_CHECK_LAUNCH("attention_kernel");
+  launch_pdl(attention_kernel<D, Tag, GC, ROUTED>, dim3(unsigned(grid)), dim3(kAttnThreads), S::kSmemBytes, stream, a);
 }
 
 // Calls fn(std::integral_constant<int, GC>) for the supported heads-per-CTA values.

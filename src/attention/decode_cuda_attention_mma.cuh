@@ -29,6 +29,7 @@
 
 #include "core/cuda_check.h"
 #include "core/cuda_dtype.cuh"
+#include "core/cuda_launch.cuh"
 #include "decode_cuda_kernels.cuh"
 #include "decode_cuda_split.cuh"
 
@@ -120,6 +121,9 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
   constexpr float kPScale = kF16 ? 16384.f : 1.f;
   extern __shared__ __align__(128) unsigned char smem_raw[];
 
+  warm_params(a);
+  pdl_wait();  // every input (q, the cache, the lengths) is the kernels before's output
+  pdl_launch_dependents();
   trace_phase(a, kPhaseStartNs);
   trace_phase(a, kPhaseEntry);
   int unit, split, splits;
@@ -477,8 +481,8 @@ AttnKernelInfo mma_prepare_one() {
 
 template <int D, typename Tag, bool ROUTED>
 void mma_launch_one(const AttnArgs& a, int grid, cudaStream_t stream) {
-  attention_mma_kernel<D, Tag, ROUTED><<<grid, kAttnThreads, MmaShape<D>::kSmemBytes, stream>>>(a);
-  SR_CUDA_CHECK_LAUNCH("attention_mma_kernel");
+  launch_pdl(attention_mma_kernel<D, Tag, ROUTED>, dim3(unsigned(grid)), dim3(kAttnThreads), MmaShape<D>::kSmemBytes,
+             stream, a);
 }
 
 #define SR_DEFINE_ATTENTION_MMA_INSTANCES(D, TAG, SUFFIX)                                         \

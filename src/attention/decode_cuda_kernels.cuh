@@ -58,6 +58,7 @@ struct AttnArgs {
 enum PhaseSlot : int {
   kPhaseEntry = 0, kPhaseSplitFound, kPhaseIssued, kPhaseQReady, kPhaseFirstLanded, kPhaseLoopDone,
   kPhaseCtaMerged, kPhaseTicket, kPhaseEnd, kPhaseStartNs, kPhaseEndNs, kPhaseRole,  // role: 0 idle, 1 split, 2 last
+  kPhaseMergeWeights, kPhaseMergeSums,  // the last CTA's combine: weights known, sums done (first chunk)
   kPhaseSlots = 16
 };
 

@@ -22,6 +22,7 @@
 
 #include "core/cuda_check.h"
 #include "core/cuda_dtype.cuh"
+#include "core/cuda_launch.cuh"
 #include "decode_cuda_kernels.cuh"
 #include "decode_cuda_route_tail.cuh"
 
@@ -146,6 +147,9 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
   __shared__ double s_m[kMaxGroup], s_z[kMaxGroup];
   __shared__ typename cub::BlockScan<int, kBoundsThreads>::TempStorage scan_tmp;
   __shared__ int s_last;
+  warm_params(a);
+  pdl_wait();  // q, the cache and the lengths are the kernels before's output
+  pdl_launch_dependents();
   const int bh = int(blockIdx.y), H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
   const int G = a.group, R = a.kv.block_size, tid = int(threadIdx.x);
   const int64_t n = a.seq_lens[b];
@@ -330,8 +334,7 @@ int route_bounds_ctas_per_head(const RouteArgs& a, int batch, int num_kv_heads, 
 
 void route_bounds_launch(const RouteArgs& a, int batch, int num_kv_heads, int smem, cudaStream_t stream) {
   const dim3 grid(unsigned(std::max(1, a.bounds_ctas_per_head)), unsigned(batch * num_kv_heads));
-  bounds_kernel_for(a)<<<grid, kBoundsThreads, smem, stream>>>(a);
-  SR_CUDA_CHECK_LAUNCH("route_bounds_kernel");
+  launch_pdl(bounds_kernel_for(a), grid, dim3(kBoundsThreads), size_t(smem), stream, a);
 }
 
 }  // namespace sinkrouter::cuda

@@ -29,6 +29,7 @@
 #include <cub/block/block_scan.cuh>
 
 #include "core/cuda_check.h"
+#include "core/cuda_launch.cuh"
 #include "decode_cuda_kernels.cuh"
 #include "decode_cuda_route_tail.cuh"
 
@@ -306,6 +307,9 @@ __global__ void __launch_bounds__(kThreads) route_select_kernel(const RouteArgs 
   uint32_t* list_key = reinterpret_cast<uint32_t*>(dsm + kTempBytes);
   int32_t* list_j = reinterpret_cast<int32_t*>(list_key + a.sort_capacity);
   __shared__ double s_sum[2 * kGChunk];
+  warm_params(a);
+  pdl_wait();  // route_bounds' output
+  pdl_launch_dependents();
   const int bh = int(blockIdx.x), b = bh / a.kv.num_kv_heads;
   const int G = a.group, R = a.kv.block_size;
   const int64_t n = a.seq_lens[b];
@@ -339,8 +343,7 @@ int route_select_prepare(const RouteArgs& a) {
 }
 
 void route_select_launch(const RouteArgs& a, int batch, int num_kv_heads, int smem, cudaStream_t stream) {
-  route_select_kernel<<<batch * num_kv_heads, kThreads, smem, stream>>>(a);
-  SR_CUDA_CHECK_LAUNCH("route_select_kernel");
+  launch_pdl(route_select_kernel, dim3(unsigned(batch * num_kv_heads)), dim3(kThreads), size_t(smem), stream, a);
 }
 
 }  // namespace sinkrouter::cuda

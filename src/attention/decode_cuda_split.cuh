@@ -229,6 +229,7 @@ __device__ void merge_partials(const AttnArgs& a, int64_t first, int splits, int
         wl[tid * kMaxHeadsPerCta + g] *= wt;
       }
     __syncthreads();
+    if (s0 == 0) trace_phase(a, kPhaseMergeWeights);
     if (slice >= 0) {
 #pragma unroll
       for (int k = 0; k < kVecPerThread; ++k) {
@@ -276,6 +277,7 @@ __device__ void merge_partials(const AttnArgs& a, int64_t first, int splits, int
       s_L[tid] = l;
     }
     __syncthreads();  // w and wl are refilled by the next chunk
+    if (s0 == 0) trace_phase(a, kPhaseMergeSums);
   }
   // Slices -> one sum per vector, in slice order (scratch is free now).
   if (slices > 1) {

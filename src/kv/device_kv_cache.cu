@@ -310,10 +310,9 @@ void DeviceKVCache::append_step(const void* k, const void* v, DType dtype, cudaS
   dispatch_types(config_.dtype, dtype, [&](auto tag, auto in) {
     using Tag = decltype(tag);
     using In = std::remove_const_t<std::remove_pointer_t<decltype(in)>>;
-    append_step_kernel<Tag, In><<<count, 256, 0, stream>>>(args, static_cast<const In*>(k),
-                                                           static_cast<const In*>(v), first);
+    cuda::launch_pdl(append_step_kernel<Tag, In>, dim3(unsigned(count)), dim3(256), 0, stream, args,
+                     static_cast<const In*>(k), static_cast<const In*>(v), first);
   });
-  SR_CUDA_CHECK_LAUNCH("append_step_kernel");
 }
 
 void DeviceKVCache::append(int seq, const void* k, const void* v, int64_t n, DType dtype, cudaStream_t stream) {

@@ -9,6 +9,7 @@
 
 #include "core/cuda_check.h"
 #include "core/cuda_dtype.cuh"
+#include "core/cuda_launch.cuh"
 
 namespace sinkrouter {
 namespace {
@@ -77,6 +78,9 @@ __device__ float value_norm(const uint16_t* v, int D) {
 // One token per sequence: block s appends k[s], v[s] to sequence first + s.
 template <typename Tag, typename In>
 __global__ void append_step_kernel(CacheArgs c, const In* k, const In* v, int first) {
+  cuda::warm_params(c);
+  cuda::pdl_wait();  // k, v and the lengths are the kernels before's output
+  cuda::pdl_launch_dependents();
   const int s = first + int(blockIdx.x);
   const int64_t t = c.seq_lens[s];
   if (t >= c.capacity[s]) {

@@ -28,7 +28,7 @@
 #include "core/cuda_check.h"
 #include "cuda_device_util.cuh"
 #include "cuda_gemv_common.cuh"
-#include "cuda_launch.cuh"
+#include "core/cuda_launch.cuh"
 #include "cuda_ops.h"
 #include "sinkrouter/core/error.h"
 

@@ -8,7 +8,7 @@
 
 #include "core/cuda_check.h"
 #include "cuda_device_util.cuh"
-#include "cuda_launch.cuh"
+#include "core/cuda_launch.cuh"
 #include "sinkrouter/core/error.h"
 
 namespace sinkrouter::cuda {
