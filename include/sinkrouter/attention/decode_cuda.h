@@ -42,10 +42,11 @@ namespace sinkrouter {
 
 struct CudaDecodeOptions {
   int target_ctas = 0;          // CTAs the tokens are spread over; 0: resident capacity of the device
-  // No split gets fewer tokens than this (short sequences stay whole). 256: at 4K-16K
-  // and batch 1 it beat 512 and 128 or tied with them in kernel run 5a, once the combine
-  // had its loads in flight together (docs/PERF.md, v5).
-  int min_split_tokens = 256;
+  // No split gets fewer tokens than this (short sequences stay whole). 128: at 4K-16K it
+  // beat or tied 256 and 512 in kernel runs 5c, 5e and 5f (SmolLM2 B=1 8K: 12.0 against
+  // 13.1 and 13.9 us), once the combine had its loads in flight together (docs/PERF.md,
+  // v5); from 32K up the chunk is set by the CTA count, not by this.
+  int min_split_tokens = 128;
   bool tensor_cores = true;     // the tensor-core kernel where it applies (GQA group <= 4)
   bool fused_fast_routing = true;  // fast mode routes in one launch (false: bounds, then select)
 };
