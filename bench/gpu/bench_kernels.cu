@@ -218,7 +218,15 @@ nlohmann::json summarise_phases(const std::vector<long long>& tr, int grid, doub
       }
     }
   }
+  // The SM clock the CTAs ran at: cycles over ns between the entry and end stamps of the
+  // last CTAs (both pairs are taken at the same points).
+  std::vector<float> ghz_seen;
+  for (int c = 0; c < grid; ++c) {
+    const long long* r = &tr[size_t(c) * S];
+    if (r[11] == 2 && r[10] > r[9] && r[8] > r[0]) ghz_seen.push_back(float(double(r[8] - r[0]) / double(r[10] - r[9])));
+  }
   nlohmann::json j;
+  j["sm_ghz_measured"] = ghz_seen.empty() ? 0.0 : double(median(ghz_seen));
   j["ctas_with_work"] = working;
   j["last_ctas"] = last;
   j["span_us"] = (t1 - t0) * 1e-3;
@@ -362,9 +370,10 @@ int main(int argc, char** argv) {
               row["ctas"] = dec.grid_ctas();
               row["clock_ghz"] = clock_khz * 1e-6;
               rows.push_back(row);
-              std::printf("trace %-13s B=%lld ctx=%7lld %-13s %7.2f us (traced %7.2f, span %6.2f) work CTAs %3d |",
+              std::printf("trace %-13s B=%lld ctx=%7lld %-13s %7.2f us (traced %7.2f, span %6.2f, SM %.2f GHz) work CTAs %3d |",
                           sh.name, (long long)B, (long long)ctx, routed ? "default" : "dense", ms[0] * 1e3, ms[1] * 1e3,
-                          row["span_us"].get<double>(), row["ctas_with_work"].get<int>());
+                          row["span_us"].get<double>(), row["sm_ghz_measured"].get<double>(),
+                          row["ctas_with_work"].get<int>());
               for (const char* k : kPhaseSteps) std::printf(" %s %.2f", k, row["median_us"][k].get<double>());
               std::printf("\n");
               std::fflush(stdout);
