@@ -57,6 +57,8 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,driver_version --f
 # ---- 1. binaries and parts into /root/stage ----
 mkdir -p "$stash"
 cp .stage/model/*/* "$stash/" 2>/dev/null
+# The prefill text may travel with part 1 (.stage/text/text.txt) when the tree is near its limit.
+cp .stage/text/text.txt "$stash/" 2>/dev/null
 if [ -f .stage/engine/bin.tar.xz ]; then
   tar -xJf .stage/engine/bin.tar.xz -C "$stash" && note "binaries: $(cat "$stash/bin/COMMIT" 2>/dev/null) unpacked $(elapsed)"
 fi
@@ -185,6 +187,7 @@ note "sinkrouter generate --device cuda --policy sinkrouter: rc=$? $(elapsed)"
 # ---- 4. engine benchmark ----
 text=""
 [ -f .stage/engine/text.txt ] && text="--text .stage/engine/text.txt"
+[ -z "$text" ] && [ -f "$stash/text.txt" ] && text="--text $stash/text.txt"
 budget=$(( $(left) - 200 ))  # keep ~200 s for the baseline and the sanitizer
 [ "$budget" -gt 300 ] && budget=300
 if [ "$budget" -gt 60 ]; then
