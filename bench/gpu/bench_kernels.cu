@@ -183,55 +183,66 @@ std::vector<int64_t> parse_list(const std::string& s) {
   return v;
 }
 
-// Steps between consecutive stamps; the last three split last_cta_combine (the combine's
-// (m, l) and weights, its sums, its normalisation and stores).
-const char* const kPhaseSteps[] = {"find_split",       "first_issue",     "q_fragments",  "first_landed",
-                                   "loop_rest",        "cta_merge",       "ticket",       "last_cta_combine",
-                                   "combine_weights",  "combine_sums",    "combine_out"};
+// The steps of a traced call, each between two stamps (sr::PhaseSlot); the last three
+// split last_cta_combine: the combine's (m, l) and weights, its sums, its normalisation
+// and stores.
+struct PhaseStep {
+  const char* name;
+  int from, to;
+};
+const PhaseStep kPhaseSteps[] = {
+    {"find_split", sr::kPhaseEntry, sr::kPhaseSplitFound},
+    {"first_issue", sr::kPhaseSplitFound, sr::kPhaseIssued},
+    {"q_fragments", sr::kPhaseIssued, sr::kPhaseQReady},
+    {"loop", sr::kPhaseQReady, sr::kPhaseLoopDone},
+    {"cta_merge", sr::kPhaseLoopDone, sr::kPhaseCtaMerged},
+    {"ticket", sr::kPhaseCtaMerged, sr::kPhaseTicket},
+    {"last_cta_combine", sr::kPhaseTicket, sr::kPhaseEnd},
+    {"combine_weights", sr::kPhaseTicket, sr::kPhaseMergeWeights},
+    {"combine_sums", sr::kPhaseMergeWeights, sr::kPhaseMergeSums},
+    {"combine_out", sr::kPhaseMergeSums, sr::kPhaseEnd},
+};
 
-// Phases of one traced call (slots of CudaDecoder::set_phase_trace, PhaseSlot in
-// decode_cuda_kernels.cuh): median cycles of each step over the CTAs that had work, and
-// the call's span in ns from the first CTA's start to the last CTA's end.
+// Phases of one traced call: median cycles of each step over the CTAs that stamped both
+// its ends (a CTA without work stamps none; one whose unit has one split takes no ticket;
+// only a unit's last CTA combines), the call's span in ns from the first CTA's start to
+// the last CTA's end, and the SM clock the last CTAs ran at (cycles over ns between their
+// entry and end, both pairs stamped at the same points).
 nlohmann::json summarise_phases(const std::vector<long long>& tr, int grid, double ghz) {
-  constexpr int S = sr::CudaDecoder::kPhaseTraceSlots;
-  const char* const* kSteps = kPhaseSteps;
-  std::vector<std::vector<double>> steps(11);
-  long long t0 = -1, t1 = -1, work_t0 = -1;
+  constexpr int S = sr::kPhaseTraceSlots;
+  constexpr int kSteps = int(sizeof(kPhaseSteps) / sizeof(kPhaseSteps[0]));
+  std::vector<std::vector<float>> steps(kSteps);
+  std::vector<float> ghz_seen;
+  long long t0 = -1, t1 = -1;
   int working = 0, last = 0;
   for (int c = 0; c < grid; ++c) {
     const long long* r = &tr[size_t(c) * S];
-    if (r[9] <= 0 || r[10] <= 0) continue;  // no stamps (not reached)
-    t0 = t0 < 0 ? r[9] : std::min(t0, r[9]);
-    t1 = std::max(t1, r[10]);
-    if (r[11] == 0) continue;
+    if (r[sr::kPhaseStartNs] <= 0 || r[sr::kPhaseEndNs] <= 0) continue;  // not reached
+    t0 = t0 < 0 ? r[sr::kPhaseStartNs] : std::min(t0, r[sr::kPhaseStartNs]);
+    t1 = std::max(t1, r[sr::kPhaseEndNs]);
+    const long long role = r[sr::kPhaseRole];
+    if (role == 0) continue;
     ++working;
-    work_t0 = work_t0 < 0 ? r[9] : std::min(work_t0, r[9]);
-    for (int k = 0; k < 7; ++k)  // a stamp the CTA never reached is 0 (one split: no ticket)
-      if (r[k] != 0 && r[k + 1] != 0) steps[k].push_back(double(r[k + 1] - r[k]));
-    if (r[11] == 2 && r[7] != 0 && r[8] > r[7]) {
-      ++last;
-      steps[7].push_back(double(r[8] - r[7]));
-      if (r[12] > r[7] && r[13] >= r[12] && r[8] >= r[13]) {  // the combine's own steps
-        steps[8].push_back(double(r[12] - r[7]));
-        steps[9].push_back(double(r[13] - r[12]));
-        steps[10].push_back(double(r[8] - r[13]));
-      }
+    for (int k = 0; k < kSteps; ++k) {
+      const PhaseStep& st = kPhaseSteps[k];
+      const bool combine = st.to == sr::kPhaseEnd || st.to == sr::kPhaseMergeWeights || st.to == sr::kPhaseMergeSums;
+      if ((combine && role != 2) || r[st.from] == 0 || r[st.to] < r[st.from]) continue;
+      steps[k].push_back(float(r[st.to] - r[st.from]));
     }
-  }
-  // The SM clock the CTAs ran at: cycles over ns between the entry and end stamps of the
-  // last CTAs (both pairs are taken at the same points).
-  std::vector<float> ghz_seen;
-  for (int c = 0; c < grid; ++c) {
-    const long long* r = &tr[size_t(c) * S];
-    if (r[11] == 2 && r[10] > r[9] && r[8] > r[0]) ghz_seen.push_back(float(double(r[8] - r[0]) / double(r[10] - r[9])));
+    if (role == 2) {
+      ++last;
+      if (r[sr::kPhaseEndNs] > r[sr::kPhaseStartNs])
+        ghz_seen.push_back(float(double(r[sr::kPhaseEnd] - r[sr::kPhaseEntry]) /
+                                 double(r[sr::kPhaseEndNs] - r[sr::kPhaseStartNs])));
+    }
   }
   nlohmann::json j;
   j["sm_ghz_measured"] = ghz_seen.empty() ? 0.0 : double(median(ghz_seen));
   j["ctas_with_work"] = working;
   j["last_ctas"] = last;
   j["span_us"] = (t1 - t0) * 1e-3;
-  for (int k = 0; k < 11; ++k)
-    j["median_us"][kSteps[k]] = steps[k].empty() ? 0.0 : median(std::vector<float>(steps[k].begin(), steps[k].end())) / (ghz * 1e3);
+  for (int k = 0; k < kSteps; ++k)
+    j["median_us"][kPhaseSteps[k].name] = steps[k].empty() ? 0.0 : median(steps[k]) / (ghz * 1e3);
   return j;
 }
 
@@ -334,6 +345,22 @@ int main(int argc, char** argv) {
                         t.blocks_skipped, t.blocks_total);
             return 0;
           }
+          // Milliseconds of one call of `dec` (or of its routing pass alone): a graph of one
+          // call per cache copy, timed as a whole, divided by the copies.
+          auto time_calls = [&](sr::CudaDecoder& dec, bool routing_only) {
+            cudaGraphExec_t exec = capture(stream, [&] {
+              for (int c = 0; c < copies; ++c) {
+                const int64_t qo = int64_t(c) * B * sh.q_heads * sh.head_dim;
+                if (routing_only)
+                  dec.run_routing(cache.view(c * int(B), int(B)), q + qo, sr::DType::BF16, stream);
+                else
+                  dec.run(cache.view(c * int(B), int(B)), q + qo, sr::DType::BF16, out + qo, sr::DType::BF16, stream);
+              }
+            });
+            const float ms = time_graph(exec, stream, reps) / float(copies);
+            cudaGraphExecDestroy(exec);
+            return ms;
+          };
           if (trace_phases) {  // dense and the default policy, 50 % quiet blocks; traced and not
             generate(50);
             int clock_khz = 0;
@@ -341,21 +368,14 @@ int main(int argc, char** argv) {
             for (const bool routed : {false, true}) {
               const sr::AttentionPolicy policy = routed ? sr::default_sinkrouter_policy() : sr::AttentionPolicy{};
               sr::CudaDecoder dec(cache.view(0, int(B)), sh.q_heads, policy, scale);
-              const size_t slots = size_t(dec.grid_ctas()) * sr::CudaDecoder::kPhaseTraceSlots;
+              const size_t slots = size_t(dec.grid_ctas()) * sr::kPhaseTraceSlots;
               long long* tr = nullptr;
               SR_CUDA_CHECK(cudaMalloc(&tr, slots * sizeof(long long)));
               SR_CUDA_CHECK(cudaMemset(tr, 0, slots * sizeof(long long)));
               float ms[2];
               for (int traced = 0; traced < 2; ++traced) {
                 dec.set_phase_trace(traced ? tr : nullptr);
-                cudaGraphExec_t exec = capture(stream, [&] {
-                  for (int c = 0; c < copies; ++c) {
-                    const int64_t qo = int64_t(c) * B * sh.q_heads * sh.head_dim;
-                    dec.run(cache.view(c * int(B), int(B)), q + qo, sr::DType::BF16, out + qo, sr::DType::BF16, stream);
-                  }
-                });
-                ms[traced] = time_graph(exec, stream, reps) / float(copies);
-                cudaGraphExecDestroy(exec);
+                ms[traced] = time_calls(dec, false);
               }
               std::vector<long long> host(slots);
               SR_CUDA_CHECK(cudaMemcpy(host.data(), tr, slots * sizeof(long long), cudaMemcpyDeviceToHost));
@@ -374,7 +394,7 @@ int main(int argc, char** argv) {
                           sh.name, (long long)B, (long long)ctx, routed ? "default" : "dense", ms[0] * 1e3, ms[1] * 1e3,
                           row["span_us"].get<double>(), row["sm_ghz_measured"].get<double>(),
                           row["ctas_with_work"].get<int>());
-              for (const char* k : kPhaseSteps) std::printf(" %s %.2f", k, row["median_us"][k].get<double>());
+              for (const PhaseStep& st : kPhaseSteps) std::printf(" %s %.2f", st.name, row["median_us"][st.name].get<double>());
               std::printf("\n");
               std::fflush(stdout);
             }
@@ -387,17 +407,7 @@ int main(int argc, char** argv) {
           auto run_rows = [&](const sr::AttentionPolicy& policy, const char* kernel, int skip_target, bool routing_only,
                               sr::CudaDecodeOptions options = {}) {
             sr::CudaDecoder dec(cache.view(0, int(B)), sh.q_heads, policy, scale, options);
-            cudaGraphExec_t exec = capture(stream, [&] {
-              for (int c = 0; c < copies; ++c) {
-                const int64_t qo = int64_t(c) * B * sh.q_heads * sh.head_dim;
-                if (routing_only)
-                  dec.run_routing(cache.view(c * int(B), int(B)), q + qo, sr::DType::BF16, stream);
-                else
-                  dec.run(cache.view(c * int(B), int(B)), q + qo, sr::DType::BF16, out + qo, sr::DType::BF16, stream);
-              }
-            });
-            const float ms = time_graph(exec, stream, reps) / float(copies);
-            cudaGraphExecDestroy(exec);
+            const float ms = time_calls(dec, routing_only);
             // Statistics of the last copy's call (every copy holds the same kind of data).
             const sr::HeadStats t = sr::accumulate(dec.download_stats());
             const int64_t bytes = routing_only ? t.bytes_summary : (policy.kind == sr::PolicyKind::Dense ? t.bytes_dense : t.bytes_read());

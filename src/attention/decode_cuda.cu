@@ -18,7 +18,6 @@ namespace sinkrouter {
 
 using cuda::AttnArgs;
 using cuda::RouteArgs;
-static_assert(cuda::kPhaseSlots == CudaDecoder::kPhaseTraceSlots, "phase trace layout");
 
 namespace cuda {
 
@@ -246,10 +245,14 @@ void CudaDecoder::check_run_args(const DeviceKV& dkv, DType q_dtype, DType out_d
   for (DType t : {q_dtype, out_dtype})
     SR_CHECK(t == DType::F32 || t == DType::BF16 || t == DType::F16,
              "decode (CUDA): q/out dtype {} is not supported (expected f32, bf16 or f16)", dtype_name(t));
-  if (policy_.kind != PolicyKind::Dense)
+  if (policy_.kind != PolicyKind::Dense) {
     SR_CHECK(kv.summaries != nullptr && kv.value_norm_max != nullptr && kv.anchor_pos != nullptr,
              "decode (CUDA): policy {} needs block summaries and anchors, but the KV view has none",
              policy_name(policy_.kind));
+    SR_CHECK(kv.max_anchors <= ws_->anchor_stride,
+             "decode (CUDA): the KV view has {} anchor slots, more than planned ({})", kv.max_anchors,
+             ws_->anchor_stride);
+  }
 }
 
 RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV& kv, const int32_t* seq_lens,
@@ -304,10 +307,11 @@ RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV
 void CudaDecoder::run_routing(const DeviceKV& dkv, const void* q, DType q_dtype, cudaStream_t stream) {
   check_run_args(dkv, q_dtype, DType::F32);
   SR_CHECK(policy_.kind != PolicyKind::Dense, "decode (CUDA): run_routing needs a routed policy, not dense");
+  enqueue_routing(dkv, q, q_dtype, stream);
+}
+
+void CudaDecoder::enqueue_routing(const DeviceKV& dkv, const void* q, DType q_dtype, cudaStream_t stream) {
   const Workspace& w = *ws_;
-  SR_CHECK(dkv.kv.max_anchors <= w.anchor_stride,
-           "decode (CUDA): the KV view has {} anchor slots, more than planned ({})", dkv.kv.max_anchors,
-           w.anchor_stride);
   const RouteArgs r = w.route_args(*this, dkv.kv, dkv.seq_lens, q, q_dtype);
   cuda::route_bounds_launch(r, batch_, num_kv_heads_, w.bounds_smem, stream);
   if (!fused_routing_) cuda::route_select_launch(r, batch_, num_kv_heads_, w.select_smem, stream);
@@ -318,10 +322,10 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
   check_run_args(dkv, q_dtype, out_dtype);
   // The tensor-core kernel loads q in pairs of elements (8 bytes for float, 4 for 16-bit).
   const size_t q_align = q_dtype == DType::F32 ? 8 : 4;
-  SR_CHECK(reinterpret_cast<uintptr_t>(q) % q_align == 0, "decode (CUDA): q ({}) must be {}-byte aligned",
-           static_cast<const void*>(q), q_align);
+  SR_CHECK(!tensor_cores_ || reinterpret_cast<uintptr_t>(q) % q_align == 0,
+           "decode (CUDA): q ({}) must be {}-byte aligned", static_cast<const void*>(q), q_align);
   const bool routed = policy_.kind != PolicyKind::Dense;
-  if (routed) run_routing(dkv, q, q_dtype, stream);
+  if (routed) enqueue_routing(dkv, q, q_dtype, stream);  // run_routing's checks are the ones above
   Workspace& w = *ws_;
   AttnArgs a{};
   a.kv = dkv.kv;

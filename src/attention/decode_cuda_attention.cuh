@@ -48,9 +48,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const AttnArgs 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   uint4* ring = reinterpret_cast<uint4*>(smem_raw);  // [NS][2 (K, V)][NR][threads]
 
-  warm_params(a);
-  pdl_wait();  // every input (q, the cache, the lengths) is the kernels before's output
-  pdl_launch_dependents();
+  pdl_begin(a);  // every input (q, the cache, the lengths) is the kernels before's output
   int unit, split, splits;
   int64_t T;          // the unit's tokens
   int32_t page_start;  // kv.indptr of its sequence

@@ -121,17 +121,14 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
   constexpr float kPScale = kF16 ? 16384.f : 1.f;
   extern __shared__ __align__(128) unsigned char smem_raw[];
 
-  warm_params(a);
-  pdl_wait();  // every input (q, the cache, the lengths) is the kernels before's output
-  pdl_launch_dependents();
+  pdl_begin(a);  // every input (q, the cache, the lengths) is the kernels before's output
   trace_phase(a, kPhaseStartNs);
   trace_phase(a, kPhaseEntry);
   int unit, split, splits;
   int64_t T;          // the unit's tokens
   int32_t page_start;  // kv.indptr of its sequence
   if (!find_split<ROUTED>(a, int(blockIdx.x), &unit, &split, &splits, &T, &page_start)) {
-    trace_role(a, 0);
-    trace_phase(a, kPhaseEndNs);
+    trace_end(a, 0);
     return;
   }
   trace_phase(a, kPhaseSplitFound);
@@ -297,8 +294,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
           v = __uint_as_float(qraw[kk][e]);
         } else {
           const uint32_t w = qraw[kk][e >> 1];
-          const uint16_t bits = uint16_t((e & 1) ? w >> 16 : w & 0xffffu);
-          v = a.q_dtype == DType::BF16 ? __uint_as_float(uint32_t(bits) << 16) : __half2float(__ushort_as_half(bits));
+          v = q_bits_to_float(uint16_t((e & 1) ? w >> 16 : w & 0xffffu), a.q_dtype);
         }
         xq[kk][e] = g < G ? v * a.q_scale : 0.f;
       }
@@ -342,7 +338,6 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
     pos_next = pos_of(t + NS + 1);
     cp_async_wait<NS - 1>();  // this lane's copies of stage t have landed
     __syncwarp();             // ... and every other lane's
-    if (t == 0) trace_phase(a, kPhaseFirstLanded);
 
     const unsigned slot = ring_base + unsigned(read) * S::kSlot16 * 16;
     read = read == NS - 1 ? 0 : read + 1;

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "sinkrouter/attention/decode.h"
+#include "sinkrouter/attention/decode_cuda.h"
 #include "sinkrouter/kv/paged_kv.h"
 
 namespace sinkrouter::cuda {
@@ -49,17 +50,9 @@ struct AttnArgs {
   HeadStats* stats;              // [B*H]: dense writes them whole; routed adds the output bound
   const float* delta;            // [B*QH] routed only
   const float* skipped_v_bound;  // [B*QH] routed only
-  // Profiling only (CudaDecoder::set_phase_trace): [grid, kPhaseSlots] clock stamps of
-  // the tensor-core kernel's phases, written by thread 0 of each CTA; null: off.
+  // Profiling only (CudaDecoder::set_phase_trace): [grid, kPhaseTraceSlots] stamps of the
+  // tensor-core kernel's phases (PhaseSlot), written by thread 0 of each CTA; null: off.
   long long* phase_trace;
-};
-
-// Phase stamps of AttnArgs::phase_trace (SM clock cycles, except the two global-timer ns).
-enum PhaseSlot : int {
-  kPhaseEntry = 0, kPhaseSplitFound, kPhaseIssued, kPhaseQReady, kPhaseFirstLanded, kPhaseLoopDone,
-  kPhaseCtaMerged, kPhaseTicket, kPhaseEnd, kPhaseStartNs, kPhaseEndNs, kPhaseRole,  // role: 0 idle, 1 split, 2 last
-  kPhaseMergeWeights, kPhaseMergeSums,  // the last CTA's combine: weights known, sums done (first chunk)
-  kPhaseSlots = 16
 };
 
 // The routing pass: two kernels (fast mode: route_bounds alone, see fused_finish).
@@ -157,17 +150,23 @@ __device__ __forceinline__ void trace_phase(const AttnArgs& a, int slot) {
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(v));
   else
     v = clock64();
-  a.phase_trace[int64_t(blockIdx.x) * kPhaseSlots + slot] = v;
+  a.phase_trace[int64_t(blockIdx.x) * kPhaseTraceSlots + slot] = v;
 }
-__device__ __forceinline__ void trace_role(const AttnArgs& a, int role) {
-  if (a.phase_trace != nullptr && threadIdx.x == 0) a.phase_trace[int64_t(blockIdx.x) * kPhaseSlots + kPhaseRole] = role;
+// The CTA's last stamps: its role (PhaseSlot) and the global time it ends.
+__device__ __forceinline__ void trace_end(const AttnArgs& a, int role) {
+  if (a.phase_trace == nullptr || threadIdx.x != 0) return;
+  a.phase_trace[int64_t(blockIdx.x) * kPhaseTraceSlots + kPhaseRole] = role;
+  trace_phase(a, kPhaseEndNs);
+}
+
+// A 16-bit q element (bf16 or f16 bits, as t says) as float.
+__device__ __forceinline__ float q_bits_to_float(uint16_t x, DType t) {
+  return t == DType::BF16 ? __uint_as_float(uint32_t(x) << 16) : __half2float(__ushort_as_half(x));
 }
 
 __device__ __forceinline__ float load_q(const void* q, DType t, int64_t i) {
   if (t == DType::F32) return static_cast<const float*>(q)[i];
-  const uint16_t x = static_cast<const uint16_t*>(q)[i];
-  if (t == DType::BF16) return __uint_as_float(uint32_t(x) << 16);
-  return __half2float(__ushort_as_half(x));
+  return q_bits_to_float(static_cast<const uint16_t*>(q)[i], t);
 }
 
 __device__ __forceinline__ void cp_async16(void* smem_dst, const void* src, bool valid) {

@@ -147,9 +147,7 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
   __shared__ double s_m[kMaxGroup], s_z[kMaxGroup];
   __shared__ typename cub::BlockScan<int, kBoundsThreads>::TempStorage scan_tmp;
   __shared__ int s_last;
-  warm_params(a);
-  pdl_wait();  // q, the cache and the lengths are the kernels before's output
-  pdl_launch_dependents();
+  pdl_begin(a);  // q, the cache and the lengths are the kernels before's output
   const int bh = int(blockIdx.y), H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
   const int G = a.group, R = a.kv.block_size, tid = int(threadIdx.x);
   const int64_t n = a.seq_lens[b];

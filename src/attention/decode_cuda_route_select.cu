@@ -307,9 +307,7 @@ __global__ void __launch_bounds__(kThreads) route_select_kernel(const RouteArgs 
   uint32_t* list_key = reinterpret_cast<uint32_t*>(dsm + kTempBytes);
   int32_t* list_j = reinterpret_cast<int32_t*>(list_key + a.sort_capacity);
   __shared__ double s_sum[2 * kGChunk];
-  warm_params(a);
-  pdl_wait();  // route_bounds' output
-  pdl_launch_dependents();
+  pdl_begin(a);  // route_bounds' output
   const int bh = int(blockIdx.x), b = bh / a.kv.num_kv_heads;
   const int G = a.group, R = a.kv.block_size;
   const int64_t n = a.seq_lens[b];

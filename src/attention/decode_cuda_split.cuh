@@ -111,16 +111,7 @@ struct RoutedMap {
   const int32_t* blocks;
   int num_anchors, block_tokens, window_start;
   FastDiv R;
-  __device__ __forceinline__ int operator()(int v) const {
-    if (v < num_anchors) return anchors[v];
-    const int w = v - num_anchors;
-    if (w < block_tokens) {
-      const int j = int(R.div(uint32_t(w)));
-      return blocks[j] * int(R.d) + (w - j * int(R.d));
-    }
-    return window_start + (w - block_tokens);
-  }
-  // The same position, lazily (LazyPos): the anchor or block id is loaded, not used.
+  // The position, lazily (LazyPos): the anchor or block id is loaded, not used.
   __device__ __forceinline__ LazyPos lazy(int v) const {
     LazyPos p{0, 0, 0, true};
     const int w = v - num_anchors;
@@ -137,6 +128,7 @@ struct RoutedMap {
     }
     return p;
   }
+  __device__ __forceinline__ int operator()(int v) const { return lazy(v).value(); }
   __device__ static RoutedMap make(const AttnArgs& a, int bh) {
     return RoutedMap{a.extra_anchors + int64_t(bh) * a.anchor_stride, a.kept_blocks + int64_t(bh) * a.block_stride,
                      a.extra_count[bh], a.kept_count[bh] * a.kv.block_size, a.window_start[bh],
@@ -151,6 +143,14 @@ __device__ __forceinline__ void store_out(void* out, DType t, int64_t i, float v
     static_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16_rn(v);
   else
     static_cast<__half*>(out)[i] = __float2half_rn(v);
+}
+
+// sum += wt * x, per component.
+__device__ __forceinline__ void add_weighted(float4& sum, float wt, const float4& x) {
+  sum.x += wt * x.x;
+  sum.y += wt * x.y;
+  sum.z += wt * x.z;
+  sum.w += wt * x.w;
 }
 
 // Shared floats finish_split needs as scratch.
@@ -242,11 +242,7 @@ __device__ void merge_partials(const AttnArgs& a, int64_t first, int splits, int
 #pragma unroll
           for (int j = 0; j < kMergeBatch; ++j) {
             const int i = slice + j * slices;
-            const float wt = i < n ? w[i * kMaxHeadsPerCta + g] : 0.f;
-            sum.x += wt * x0[k][j].x;
-            sum.y += wt * x0[k][j].y;
-            sum.z += wt * x0[k][j].z;
-            sum.w += wt * x0[k][j].w;
+            add_weighted(sum, i < n ? w[i * kMaxHeadsPerCta + g] : 0.f, x0[k][j]);
           }
           // Later batches: all loads of a batch issued before any is used (a split past n
           // re-reads split i0 with weight 0: no branch between the loads).
@@ -260,12 +256,7 @@ __device__ void merge_partials(const AttnArgs& a, int64_t first, int splits, int
               wt[j] = i < n ? w[i * kMaxHeadsPerCta + g] : 0.f;
             }
 #pragma unroll
-            for (int j = 0; j < kMergeBatch; ++j) {
-              sum.x += wt[j] * x[j].x;
-              sum.y += wt[j] * x[j].y;
-              sum.z += wt[j] * x[j].z;
-              sum.w += wt[j] * x[j].w;
-            }
+            for (int j = 0; j < kMergeBatch; ++j) add_weighted(sum, wt[j], x[j]);
           }
           acc[k] = sum;
         }
@@ -356,8 +347,7 @@ __device__ void finish_split(const AttnArgs& a, int unit, int split, int splits,
     __syncthreads();
     trace_phase(a, kPhaseTicket);
     if (!s_last) {
-      trace_role(a, 1);
-      trace_phase(a, kPhaseEndNs);
+      trace_end(a, 1);
       return;
     }
     if (tid == 0) a.tickets[unit] = 0;  // every other CTA of the unit has taken its ticket
@@ -381,9 +371,8 @@ __device__ void finish_split(const AttnArgs& a, int unit, int split, int splits,
       if (ROUTED) atomicAdd(&s_norm2[g], res[k] * res[k]);
     }
   }
-  trace_role(a, 2);
   trace_phase(a, kPhaseEnd);
-  trace_phase(a, kPhaseEndNs);
+  trace_end(a, 2);
   if (!ROUTED) {
     if (tid != 0 || hc != 0) return;
     HeadStats& st = a.stats[bh];

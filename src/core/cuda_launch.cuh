@@ -60,6 +60,15 @@ __device__ __forceinline__ void warm_params(const Params& p) {
   if ((fold ^ threadIdx.x) == 0x7fffd1c3u) g_warm_params_sink = fold;
 }
 
+// What every PDL kernel here does before it reads its predecessor's output: its parameter
+// lines into the constant cache, the wait, and the go-ahead for its own dependents.
+template <typename Params>
+__device__ __forceinline__ void pdl_begin(const Params& p) {
+  warm_params(p);
+  pdl_wait();
+  pdl_launch_dependents();
+}
+
 // Whether launches get the programmatic-serialization attribute: the current device is
 // 9.0 or newer and SINKROUTER_PDL is not "0" (decided once per process).
 bool pdl_enabled();

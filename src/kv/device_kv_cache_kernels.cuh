@@ -78,9 +78,7 @@ __device__ float value_norm(const uint16_t* v, int D) {
 // One token per sequence: block s appends k[s], v[s] to sequence first + s.
 template <typename Tag, typename In>
 __global__ void append_step_kernel(CacheArgs c, const In* k, const In* v, int first) {
-  cuda::warm_params(c);
-  cuda::pdl_wait();  // k, v and the lengths are the kernels before's output
-  cuda::pdl_launch_dependents();
+  cuda::pdl_begin(c);  // k, v and the lengths are the kernels before's output
   const int s = first + int(blockIdx.x);
   const int64_t t = c.seq_lens[s];
   if (t >= c.capacity[s]) {

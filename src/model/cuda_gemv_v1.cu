@@ -63,9 +63,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a) {
     for (int64_t off = int64_t(threadIdx.x) * 128; off < bytes; off += int64_t(kThreads) * 128)
       asm volatile("prefetch.global.L2 [%0];" ::"l"(rows + off));
   }
-  warm_params(a);
-  pdl_wait();  // the inputs below are the kernel before's outputs
-  pdl_launch_dependents();
+  pdl_begin(a);  // the inputs below are the kernel before's outputs
   for (int i = a.tokens * in + int(threadIdx.x); i < NT * in; i += kThreads) xs[i] = 0.f;  // unused token rows
   for (int t = 0; t < NT && t < a.tokens; ++t) {
     const float* x = a.x + t * a.ldx;

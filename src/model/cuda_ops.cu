@@ -3,8 +3,6 @@
 #include "cuda_ops.h"
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 
 #include "core/cuda_check.h"
 #include "cuda_device_util.cuh"
@@ -69,21 +67,6 @@ __global__ void swiglu_kernel(const float* gu, int64_t n, int ff, __nv_bfloat16*
 }
 
 }  // namespace
-
-bool pdl_enabled() {
-  static const bool enabled = [] {
-    const char* env = std::getenv("SINKROUTER_PDL");
-    if (env != nullptr && std::strcmp(env, "0") == 0) return false;
-    int device = 0, major = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return false;
-    }
-    return major >= 9;
-  }();
-  return enabled;
-}
 
 void embed_rows(const __nv_bfloat16* table, const int32_t* tokens, int64_t n, int width, float* x,
                 cudaStream_t stream) {

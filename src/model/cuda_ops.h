@@ -100,8 +100,9 @@ void gemv_v2(const GemvArgs& args, GemvIn in, GemvOut out, cudaStream_t stream);
 // `in` before using in > 1536 with 8 tokens (otherwise V1 launches fewer tokens at a time).
 void gemv_configure(int max_in);
 
-// Whether V2 (and the embedding kernel) are launched with programmatic dependent launch:
-// device 9.0+ and SINKROUTER_PDL not "0" (decided once per process).
+// Whether the decode step's kernels (both GEMVs, the embedding, the append, the routing,
+// the attention) are launched with programmatic dependent launch: device 9.0+ and
+// SINKROUTER_PDL not "0" (decided once per process; defined in core/cuda_launch.cu).
 bool pdl_enabled();
 
 }  // namespace sinkrouter::cuda

@@ -40,6 +40,16 @@
 
 namespace sinkrouter {
 
+// The stamps a traced run writes for each attention CTA (CudaDecoder::set_phase_trace), in
+// this order: SM clock cycles, except the two global-timer stamps (ns); kPhaseRole is 0 for
+// a CTA without work, 1 for a split, 2 for the unit's last CTA, which also stamps its
+// combine (kPhaseMergeWeights, kPhaseMergeSums: weights known, sums done, first chunk).
+enum PhaseSlot : int {
+  kPhaseEntry = 0, kPhaseSplitFound, kPhaseIssued, kPhaseQReady, kPhaseLoopDone, kPhaseCtaMerged, kPhaseTicket,
+  kPhaseEnd, kPhaseStartNs, kPhaseEndNs, kPhaseRole, kPhaseMergeWeights, kPhaseMergeSums,
+  kPhaseTraceSlots = 16  // slots per CTA
+};
+
 struct CudaDecodeOptions {
   int target_ctas = 0;          // CTAs the tokens are spread over; 0: resident capacity of the device
   // No split gets fewer tokens than this (short sequences stay whole). 128: at 4K-16K it
@@ -83,10 +93,8 @@ class CudaDecoder {
   CudaRouting download_routing() const;
 
   // Profiling: from the next run on, the tensor-core attention kernel writes per-CTA phase
-  // stamps to `device_buffer` (grid_ctas() * kPhaseTraceSlots int64 on the device; layout
-  // in decode_cuda_kernels.cuh, PhaseSlot); null turns it off. Used by bench_kernels
-  // --trace-phases.
-  static constexpr int kPhaseTraceSlots = 16;
+  // stamps (PhaseSlot) to `device_buffer` (grid_ctas() * kPhaseTraceSlots int64 on the
+  // device); null turns it off. Used by bench_kernels --trace-phases.
   void set_phase_trace(long long* device_buffer) { phase_trace_ = device_buffer; }
 
   int grid_ctas() const { return grid_ctas_; }      // attention CTAs launched per run
@@ -97,6 +105,8 @@ class CudaDecoder {
  private:
   struct Workspace;
   void check_run_args(const DeviceKV& kv, DType q_dtype, DType out_dtype) const;
+  // The routing launches of run() and run_routing(), after their checks.
+  void enqueue_routing(const DeviceKV& kv, const void* q, DType q_dtype, cudaStream_t stream);
 
   AttentionPolicy policy_;
   float scale_ = 0;
