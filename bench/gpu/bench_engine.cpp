@@ -97,6 +97,43 @@ DecodeRun time_decode(CudaSession& s, int32_t& token, int steps, int warmup) {
   return r;
 }
 
+// Dense decode with parts of the step left out (CudaForward::set_step_ablation): the
+// difference to the whole step is what that part costs inside it, launch gaps included.
+template <typename Save>
+void ablation_rows(CudaSession& s, int32_t& token, int steps, int warmup, int64_t n, const AttentionPolicy& dense,
+                   nlohmann::json& j, const Save& save) {
+  using P = CudaForward::StepPart;
+  const std::pair<const char*, unsigned> variants[] = {
+      {"none", 0u},
+      {"qkv", P::kQkv},
+      {"append", P::kAppend},
+      {"attention", P::kAttention},
+      {"o_proj", P::kOProj},
+      {"gate_up", P::kGateUp},
+      {"down", P::kDown},
+      {"lm_head", P::kLmHead},
+      {"all_gemvs", P::kQkv | P::kOProj | P::kGateUp | P::kDown | P::kLmHead},
+      {"all_but_embedding", P::kQkv | P::kAppend | P::kAttention | P::kOProj | P::kGateUp | P::kDown | P::kLmHead}};
+  s.set_policy(dense);
+  CudaForward& f = s.forward();
+  double whole_ms = 0;
+  for (const auto& [name, mask] : variants) {
+    f.set_step_ablation(mask);
+    const DecodeRun r = time_decode(s, token, steps, warmup);
+    const double ms = 1e3 * r.seconds / r.steps;
+    if (mask == 0) whole_ms = ms;
+    j["rows"].push_back({{"kind", "decode_ablation"},
+                         {"context", n},
+                         {"skipped", name},
+                         {"ms_per_step", ms},
+                         {"part_ms", whole_ms - ms}});
+    std::fprintf(stderr, "decode %lld dense without %s: %.3f ms/step (the part: %.3f ms)\n", (long long)n, name, ms,
+                 whole_ms - ms);
+    save();
+  }
+  f.set_step_ablation(0);
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"GPU engine benchmark: prefill and decode tokens/s, KV bytes read"};
   std::string model, out = "engine.json", text_file;
@@ -104,6 +141,7 @@ int run(int argc, char** argv) {
   int steps = 64, warmup = 4, batch = 8;
   int64_t batch_context = 8192;
   double budget = 300, bandwidth_gbps = 4490;
+  bool ablate = false;
   app.add_option("-m,--model", model, "GGUF model")->required();
   app.add_option("--out", out, "JSON output");
   app.add_option("--decode-contexts", contexts, "decode contexts (each filled by a prefill)")->delimiter(',');
@@ -113,6 +151,9 @@ int run(int argc, char** argv) {
   app.add_option("--text", text_file, "text to prefill (default: generated English-like filler)");
   app.add_option("--time-budget", budget, "seconds; contexts whose prefill would not fit are skipped");
   app.add_option("--bandwidth-gbps", bandwidth_gbps, "device read bandwidth for the floors");
+  app.add_flag("--ablate", ablate,
+               "at the first decode context: dense steps with each part of the step left out (rows "
+               "decode_ablation: what each part costs inside the step, by difference)");
   CLI11_PARSE(app, argc, argv);
   const auto start = clock_type::now();
 
@@ -254,6 +295,7 @@ int run(int argc, char** argv) {
       j["rows"].push_back(row);
       save();
     }
+    if (ablate && n == contexts.front()) ablation_rows(s, token, steps, warmup, n, dense, j, save);
   }
 
   // A batch of sequences of different lengths (batch_context down to half of it).

@@ -5,8 +5,8 @@
 # (tools/split_model_for_device.sh), in two calls made back to back (a machine left idle
 # for 30 s is given back, and /root/stage with it):
 #   call 1: bash bench/gpu/run_engine_on_device.sh stash    carry [".stage/model/1", ".stage/engine"]
-#           keeps part 1 and the binaries in /root/stage, and runs the kernel tests that need
-#           no model (~1 min);
+#           keeps part 1 and the binaries in /root/stage, and runs every test that needs
+#           no model (the decode kernels' suites included, ~1.5 min);
 #   call 2: bash bench/gpu/run_engine_on_device.sh          carry [".stage/model/2", ".stage/engine"]
 #           joins the model in /root/stage, checks its SHA-256, runs everything.
 # With the model at models/ (or already at /root/stage/SmolLM2-135M-Instruct.Q4_1.gguf) one
@@ -81,7 +81,8 @@ export SINKROUTER_TEST_DATA_DIR=$root/tests/data
 
 kernel_filter='*CudaPrefillAttention*:*CudaGemv*:CudaOps.*'  # CudaGemv: V1/ and V2/ instances
 if [ "$mode" = stash ]; then
-  run_bin timeout 200 "$bin/test_cuda" --gtest_filter="$kernel_filter" >"$OUT/tests.log" 2>&1
+  # Everything that needs no model: the engine's kernels and the decode kernels' suites too.
+  run_bin timeout 200 "$bin/test_cuda" --gtest_filter='-CudaEngine.*' >"$OUT/tests.log" 2>&1
   note "kernel tests: rc=$? $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$OUT/tests.log" | tr '\n' ' ') $(elapsed)"
   grep -E '^\[  FAILED  \]|flash: max' "$OUT/tests.log" | head -30 | tee -a "$summary"
   ls -la "$stash" | tee -a "$summary"
@@ -192,7 +193,7 @@ budget=$(( $(left) - 200 ))  # keep ~200 s for the baseline and the sanitizer
 [ "$budget" -gt 300 ] && budget=300
 if [ "$budget" -gt 60 ]; then
   run_bin timeout $((budget + 40)) "$bin/bench_engine" -m "$model" --out "$OUT/bench_engine.json" $text \
-    --time-budget "$budget" $bench_contexts >"$OUT/bench_engine.log" 2>&1
+    --time-budget "$budget" --ablate $bench_contexts >"$OUT/bench_engine.log" 2>&1
   note "bench_engine: rc=$? $(elapsed)"
 else
   note "bench_engine: skipped, ${budget}s of budget"
@@ -280,6 +281,9 @@ for r in e["rows"]:
 for r in e["rows"]:
     if r.get("kind") == "decode_batch":
         print(f"batch {r['batch']} {r['policy']:10s} seq-steps/s {r['sequence_steps_per_s']:9.0f}  KV read {100 * r['kv_read_fraction']:.1f}%")
+for r in e["rows"]:
+    if r.get("kind") == "decode_ablation":
+        print(f"decode {r['context']:>7d} dense without {r['skipped']:17s} {r['ms_per_step']:7.3f} ms/step  the part {r['part_ms']:7.3f} ms")
 for name in ("bench_engine_pdl_off.json", "bench_engine_gemv_v1.json", "bench_engine_gemv_v2.json"):
     if not os.path.exists(os.path.join(out, name)):
         continue

@@ -147,6 +147,11 @@ void CudaForward::set_policy(const AttentionPolicy& policy) {
   drop_graph();
 }
 
+void CudaForward::set_step_ablation(unsigned skipped) {
+  ablated_ = skipped;
+  drop_graph();
+}
+
 void CudaForward::drop_graph() {
   if (!graph_) return;
   SR_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -295,12 +300,12 @@ void CudaForward::enqueue_decode_step() {
     qkv.kv_dim = KD;
     qkv.positions = view.seq_lens;  // read before this layer's append advances them
     qkv.rope = m_.rope;
-    cuda::gemv(qkv, cuda::GemvIn::RmsNorm, cuda::GemvOut::QkvRope, stream_);
+    if (!(ablated_ & kQkv)) cuda::gemv(qkv, cuda::GemvIn::RmsNorm, cuda::GemvOut::QkvRope, stream_);
     if (capture_queries_)
       SR_CUDA_CHECK(cudaMemcpyAsync(b.q_layers + size_t(l) * B * QD, b.q_step, size_t(B) * QD * sizeof(float),
                                     cudaMemcpyDeviceToDevice, stream_));
-    cache.append_step(b.k, b.v, DType::F32, stream_);
-    decoders_[size_t(l)]->run(cache.view(), b.q_step, DType::F32, b.att_step, DType::F32, stream_);
+    if (!(ablated_ & kAppend)) cache.append_step(b.k, b.v, DType::F32, stream_);
+    if (!(ablated_ & kAttention)) decoders_[size_t(l)]->run(cache.view(), b.q_step, DType::F32, b.att_step, DType::F32, stream_);
 
     cuda::GemvArgs o;  // x += Wo att
     o.w = L.wo;
@@ -311,7 +316,7 @@ void CudaForward::enqueue_decode_step() {
     o.ldx = QD;
     o.y = b.x;
     o.ldy = E;
-    cuda::gemv(o, cuda::GemvIn::Plain, cuda::GemvOut::Accumulate, stream_);
+    if (!(ablated_ & kOProj)) cuda::gemv(o, cuda::GemvIn::Plain, cuda::GemvOut::Accumulate, stream_);
 
     cuda::GemvArgs gu;  // gate | up of rms_norm(x)
     gu.w = L.w_gate_up;
@@ -324,7 +329,7 @@ void CudaForward::enqueue_decode_step() {
     gu.eps = cf.rms_eps;
     gu.y = b.gu;
     gu.ldy = 2 * F;
-    cuda::gemv(gu, cuda::GemvIn::RmsNorm, cuda::GemvOut::Store, stream_);
+    if (!(ablated_ & kGateUp)) cuda::gemv(gu, cuda::GemvIn::RmsNorm, cuda::GemvOut::Store, stream_);
 
     cuda::GemvArgs down;  // x += Wdown (silu(gate) * up)
     down.w = L.w_down;
@@ -335,7 +340,7 @@ void CudaForward::enqueue_decode_step() {
     down.ldx = 2 * F;
     down.y = b.x;
     down.ldy = E;
-    cuda::gemv(down, cuda::GemvIn::SwiGlu, cuda::GemvOut::Accumulate, stream_);
+    if (!(ablated_ & kDown)) cuda::gemv(down, cuda::GemvIn::SwiGlu, cuda::GemvOut::Accumulate, stream_);
   }
   cuda::GemvArgs out;
   out.w = m_.output;
@@ -348,7 +353,7 @@ void CudaForward::enqueue_decode_step() {
   out.eps = cf.rms_eps;
   out.y = b.logits;
   out.ldy = cf.n_vocab;
-  cuda::gemv(out, cuda::GemvIn::RmsNorm, cuda::GemvOut::Store, stream_);
+  if (!(ablated_ & kLmHead)) cuda::gemv(out, cuda::GemvIn::RmsNorm, cuda::GemvOut::Store, stream_);
 }
 
 void CudaForward::decode(const int32_t* tokens, std::vector<float>& logits) {

@@ -73,6 +73,12 @@ class CudaForward {
   void set_reference_attention(bool on) { reference_attention_ = on; }
   cudaStream_t stream() const { return stream_; }
 
+  // Profiling only (bench_engine --ablate): the decode step's launches of the parts set in
+  // `skipped` are left out of the step (its output is then meaningless), so that the time
+  // each part costs inside the whole step can be measured by difference. Re-captures.
+  enum StepPart : unsigned { kQkv = 1, kAppend = 2, kAttention = 4, kOProj = 8, kGateUp = 16, kDown = 32, kLmHead = 64 };
+  void set_step_ablation(unsigned skipped);
+
  private:
   struct Buffers;
   void prefill_chunk(int s, const int32_t* tokens, int64_t c, bool detect, std::vector<float>* logits);
@@ -97,6 +103,7 @@ class CudaForward {
   bool use_graph_ = true, collect_stats_ = true, reference_attention_ = false;
   bool capture_queries_ = false, queries_captured_ = false;
   std::vector<std::vector<HeadStats>> layer_stats_;
+  unsigned ablated_ = 0;  // StepPart bits left out of the step (profiling)
 };
 
 }  // namespace sinkrouter
