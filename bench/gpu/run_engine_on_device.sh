@@ -21,20 +21,22 @@
 #      failed -> SINKROUTER_PDL=0; engine tests failed with only the kernels passing ->
 #      again with SINKROUTER_PDL=0, then with SINKROUTER_GEMV=v1, keeping the first that
 #      passes. Everything after runs under the fallbacks taken (summary.txt names them);
+#      then the decode kernels' own suites (decode_tests.log), and the engine's tests again on
+#      each GEMV version the main run does not use;
 #   3. `sinkrouter generate --device cuda` (the command line, end to end);
-#   4. bench_engine: prefill and decode tokens/s, dense and sinkrouter -> bench_engine.json;
-#      then short decode runs at 8K and 32K (no batch row) with the other settings: on the
-#      default (v1 with PDL), PDL off (bench_engine_pdl_off.json) and GEMV v2
-#      (bench_engine_gemv_v2.json); on v2 with PDL, PDL off and GEMV v1
-#      (bench_engine_gemv_v1.json);
+#   4. bench_engine: prefill and decode tokens/s, dense and sinkrouter, and at 8K the step with
+#      each of its parts left out (--ablate) -> bench_engine.json; then short decode runs at 8K
+#      and 32K (no batch row, --ablate) on every other GEMV version (bench_engine_gemv_<v>.json)
+#      and with PDL off (bench_engine_pdl_off.json);
 #   5. transformers_baseline.py: the same GGUF in transformers (bf16, SDPA) -> transformers.json;
 #   6. compute-sanitizer memcheck and racecheck on short runs (capped by the time left);
 #   7. a short table.
-# Knobs (environment, passed through to every binary): SINKROUTER_GEMV=v1|v2 (default v1),
-# SINKROUTER_PDL=0 (no programmatic dependent launch, either GEMV), SINKROUTER_PREFILL_ATTENTION=reference.
-# $OUT (7 files; a call brings back only a few): summary.txt tests.log (with the generate and
-#                  sanitizer logs appended) bench_engine.json bench_engine.log
-#                  bench_engine_gemv_v2.json (or, on GEMV v2: _pdl_off and _gemv_v1) transformers.json
+# Knobs (environment, passed through to every binary): SINKROUTER_GEMV=v1|v2|chain (the
+# program's default when unset), SINKROUTER_PDL=0 (no programmatic dependent launch),
+# SINKROUTER_PREFILL_ATTENTION=reference.
+# $OUT (a call brings back only a few files): summary.txt tests.log (with the generate and
+#                  sanitizer logs appended) decode_tests.log bench_engine.json bench_engine.log
+#                  bench_engine_gemv_<v>.json bench_engine_pdl_off.json transformers.json
 #                  transformers.log
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -124,6 +126,17 @@ mark_unfinished $rc && unfinished=1
 note "tests: rc=$rc $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]|^\[  SKIPPED \] [0-9]' "$OUT/tests.log" | tr '\n' ' ') $(elapsed)"
 grep -E '^\[  FAILED  \]' "$OUT/tests.log" | head -20 | tee -a "$summary"
 grep -E 'GPU vs CPU|greedy tokens checked|sinkrouter\(certified' "$OUT/tests.log" | tee -a "$summary"
+# The decode kernels' own suites (call 1 cannot carry the binaries next to part 1 of the model).
+run_bin timeout 150 "$bin/test_cuda" --gtest_filter='-CudaEngine*:*CudaPrefillAttention*:*CudaGemv*:CudaOps.*' \
+  >"$OUT/decode_tests.log" 2>&1
+note "decode kernel tests: rc=$? $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$OUT/decode_tests.log" | tr '\n' ' ') $(elapsed)"
+# The engine's tests again on every GEMV version the main run does not use.
+for g in v1 v2 chain; do
+  [ "${SINKROUTER_GEMV:-v1}" = "$g" ] && continue
+  echo "==== engine tests, SINKROUTER_GEMV=$g ====" >>"$OUT/decode_tests.log"
+  run_bin env SINKROUTER_GEMV=$g timeout 150 "$bin/test_cuda" --gtest_filter='CudaEngine*' >>"$OUT/decode_tests.log" 2>&1
+  note "engine tests with SINKROUTER_GEMV=$g: rc=$? $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$OUT/decode_tests.log" | tail -1) $(elapsed)"
+done
 # If the flash prefill kernel or GEMV v2 failed its own test, everything downstream would
 # read its output: run the engine again on the plain float32 prefill kernel (slow: shorter
 # benchmark) and / or on GEMV v1.
@@ -135,7 +148,11 @@ if grep -qE '^\[  FAILED  \] .*CudaPrefillAttention' "$OUT/tests.log"; then
   rerun="the reference prefill kernel"
   note "FLASH PREFILL KERNEL FAILED ITS TEST: engine tests again, and the benchmark, on the reference kernel"
 fi
-if grep -qE '^\[  FAILED  \] V2/CudaGemv' "$OUT/tests.log"; then
+if [ "${SINKROUTER_GEMV:-v1}" = chain ] && grep -qE '^\[  FAILED  \] (Chain/CudaGemv|CudaGemvChain)' "$OUT/tests.log"; then
+  export SINKROUTER_GEMV=v1
+  rerun="${rerun:+$rerun and }GEMV v1"
+  note "GEMV CHAIN FAILED ITS TEST: engine tests again, and the benchmark, on GEMV v1 (SINKROUTER_GEMV=v1)"
+elif [ "${SINKROUTER_GEMV:-v1}" = v2 ] && grep -qE '^\[  FAILED  \] V2/CudaGemv' "$OUT/tests.log"; then
   export SINKROUTER_GEMV=v1
   rerun="${rerun:+$rerun and }GEMV v1"
   note "GEMV V2 FAILED ITS TEST: engine tests again, and the benchmark, on GEMV v1 (SINKROUTER_GEMV=v1)"
@@ -198,22 +215,19 @@ if [ "$budget" -gt 60 ]; then
 else
   note "bench_engine: skipped, ${budget}s of budget"
 fi
-# The other GEMV against the one in use: short decode runs (~15 s each). Default (v1): GEMV
-# v2 with PDL; on v2 with PDL: PDL off, and v1.
+# The other settings against the ones in use: short decode runs (~20 s each) at 8K and 32K
+# with the step's parts left out at 8K (--ablate): every other GEMV version, and PDL off.
 variants=""
-if [ "${SINKROUTER_GEMV:-v1}" = v1 ] && [ "${SINKROUTER_PDL:-1}" != 0 ]; then
-  variants="pdl_off:SINKROUTER_PDL=0 gemv_v2:SINKROUTER_GEMV=v2"
-elif [ "${SINKROUTER_GEMV:-v1}" = v1 ]; then
-  variants="gemv_v2:SINKROUTER_GEMV=v2"
-elif [ "${SINKROUTER_PDL:-1}" != 0 ]; then
-  variants="pdl_off:SINKROUTER_PDL=0 gemv_v1:SINKROUTER_GEMV=v1"
-fi
+for g in v1 v2 chain; do
+  [ "${SINKROUTER_GEMV:-v1}" = "$g" ] || variants="$variants gemv_$g:SINKROUTER_GEMV=$g"
+done
+[ "${SINKROUTER_PDL:-1}" != 0 ] && variants="$variants pdl_off:SINKROUTER_PDL=0"
 if [ -n "$variants" ]; then
   for variant in $variants; do
     if [ "$(left)" -lt 230 ]; then note "bench_engine ${variant%%:*}: skipped, $(left)s left"; continue; fi
     echo "==== ${variant#*:} ====" >>"$OUT/bench_engine.log"
     run_bin env "${variant#*:}" timeout 120 "$bin/bench_engine" -m "$model" --out "$OUT/bench_engine_${variant%%:*}.json" \
-      $text --decode-contexts 8192,32768 --batch 0 --time-budget 60 >>"$OUT/bench_engine.log" 2>&1
+      $text --decode-contexts 8192,32768 --batch 0 --time-budget 60 --ablate >>"$OUT/bench_engine.log" 2>&1
     note "bench_engine with ${variant#*:}: rc=$? $(elapsed)"
   done
 fi
@@ -284,7 +298,7 @@ for r in e["rows"]:
 for r in e["rows"]:
     if r.get("kind") == "decode_ablation":
         print(f"decode {r['context']:>7d} dense without {r['skipped']:17s} {r['ms_per_step']:7.3f} ms/step  the part {r['part_ms']:7.3f} ms")
-for name in ("bench_engine_pdl_off.json", "bench_engine_gemv_v1.json", "bench_engine_gemv_v2.json"):
+for name in ("bench_engine_pdl_off.json", "bench_engine_gemv_v1.json", "bench_engine_gemv_v2.json", "bench_engine_gemv_chain.json"):
     if not os.path.exists(os.path.join(out, name)):
         continue
     v = load(name)

@@ -11,6 +11,7 @@
 
 #include "core/cuda_check.h"
 #include "engine/sink_detection.h"
+#include "model/cuda_gemv_queue.h"
 #include "model/cuda_ops.h"
 #include "model/cuda_prefill_attention.h"
 #include "sinkrouter/core/error.h"
@@ -48,6 +49,7 @@ struct CudaForward::Buffers {
   float* q_step = nullptr;        // [B, QD]        decode queries
   float* att_step = nullptr;      // [B, QD]        decode attention output
   float* logits = nullptr;        // [max(B, 1), V]
+  unsigned* chain_barriers = nullptr;  // [layers + 1] zeroed: the decode GEMV chains' barrier words
   float* received = nullptr;      // [KV heads, n]  sink detection
   int64_t received_count = 0;
   int32_t* host_tokens = nullptr;  // pinned [B]
@@ -124,6 +126,8 @@ CudaForward::CudaForward(const CudaModel& m, const std::vector<int64_t>& capacit
   b.q_step = b.make<float>(size_t(B) * QD);
   b.att_step = b.make<float>(size_t(B) * QD);
   b.logits = b.make<float>(size_t(B) * V);
+  b.chain_barriers = b.make<unsigned>(size_t(c.n_layers) + 1);
+  SR_CUDA_CHECK(cudaMemset(b.chain_barriers, 0, (size_t(c.n_layers) + 1) * sizeof(unsigned)));
   SR_CUDA_CHECK(cudaMallocHost(&b.host_tokens, size_t(B) * sizeof(int32_t)));
   SR_CUDA_CHECK(cudaMallocHost(&b.host_logits, size_t(B) * V * sizeof(float)));
   // A blocking stream: it stays ordered with the legacy-stream copies and memsets the KV
@@ -278,6 +282,10 @@ void CudaForward::enqueue_decode_step() {
   const ModelConfig& cf = m_.config;
   const int B = batch(), E = cf.n_embd, QD = m_.q_dim, KD = m_.kv_dim, F = cf.n_ff;
   Buffers& b = *buf_;
+  // Under GEMV version Chain the GEMVs from one layer's attention output to the next
+  // layer's q / k / v (o, gate|up, down, QKV) run as one launch: flushed before the append.
+  const cuda::GemvVersion gemv_version = cuda::gemv_default_version();
+  cuda::GemvQueue gemvs(gemv_version, b.chain_barriers, cf.n_layers + 1, stream_);
   cuda::embed_rows(m_.token_embd, b.tokens, B, E, b.x, stream_);
   for (int l = 0; l < cf.n_layers; ++l) {
     const CudaLayerWeights& L = m_.layers[size_t(l)];
@@ -300,7 +308,8 @@ void CudaForward::enqueue_decode_step() {
     qkv.kv_dim = KD;
     qkv.positions = view.seq_lens;  // read before this layer's append advances them
     qkv.rope = m_.rope;
-    if (!(ablated_ & kQkv)) cuda::gemv(qkv, cuda::GemvIn::RmsNorm, cuda::GemvOut::QkvRope, stream_);
+    if (!(ablated_ & kQkv)) gemvs.push(qkv, cuda::GemvIn::RmsNorm, cuda::GemvOut::QkvRope);
+    gemvs.flush();
     if (capture_queries_)
       SR_CUDA_CHECK(cudaMemcpyAsync(b.q_layers + size_t(l) * B * QD, b.q_step, size_t(B) * QD * sizeof(float),
                                     cudaMemcpyDeviceToDevice, stream_));
@@ -316,7 +325,7 @@ void CudaForward::enqueue_decode_step() {
     o.ldx = QD;
     o.y = b.x;
     o.ldy = E;
-    if (!(ablated_ & kOProj)) cuda::gemv(o, cuda::GemvIn::Plain, cuda::GemvOut::Accumulate, stream_);
+    if (!(ablated_ & kOProj)) gemvs.push(o, cuda::GemvIn::Plain, cuda::GemvOut::Accumulate);
 
     cuda::GemvArgs gu;  // gate | up of rms_norm(x)
     gu.w = L.w_gate_up;
@@ -329,7 +338,7 @@ void CudaForward::enqueue_decode_step() {
     gu.eps = cf.rms_eps;
     gu.y = b.gu;
     gu.ldy = 2 * F;
-    if (!(ablated_ & kGateUp)) cuda::gemv(gu, cuda::GemvIn::RmsNorm, cuda::GemvOut::Store, stream_);
+    if (!(ablated_ & kGateUp)) gemvs.push(gu, cuda::GemvIn::RmsNorm, cuda::GemvOut::Store);
 
     cuda::GemvArgs down;  // x += Wdown (silu(gate) * up)
     down.w = L.w_down;
@@ -340,7 +349,7 @@ void CudaForward::enqueue_decode_step() {
     down.ldx = 2 * F;
     down.y = b.x;
     down.ldy = E;
-    if (!(ablated_ & kDown)) cuda::gemv(down, cuda::GemvIn::SwiGlu, cuda::GemvOut::Accumulate, stream_);
+    if (!(ablated_ & kDown)) gemvs.push(down, cuda::GemvIn::SwiGlu, cuda::GemvOut::Accumulate);
   }
   cuda::GemvArgs out;
   out.w = m_.output;
@@ -353,7 +362,12 @@ void CudaForward::enqueue_decode_step() {
   out.eps = cf.rms_eps;
   out.y = b.logits;
   out.ldy = cf.n_vocab;
-  if (!(ablated_ & kLmHead)) cuda::gemv(out, cuda::GemvIn::RmsNorm, cuda::GemvOut::Store, stream_);
+  gemvs.flush();
+  // The LM head alone on version 1 under Chain too: its 49K rows want V1's thousands of
+  // CTAs (the chain's grid would take them 16 row pairs per warp, one after another).
+  if (!(ablated_ & kLmHead))
+    cuda::gemv(out, cuda::GemvIn::RmsNorm, cuda::GemvOut::Store, stream_,
+               gemv_version == cuda::GemvVersion::Chain ? cuda::GemvVersion::V1 : gemv_version);
 }
 
 void CudaForward::decode(const int32_t* tokens, std::vector<float>& logits) {

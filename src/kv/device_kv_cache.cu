@@ -307,11 +307,17 @@ void DeviceKVCache::append_step(const void* k, const void* v, DType dtype, cudaS
            "DeviceKVCache::append_step: sequences [{}, {}) out of range (cache holds {})", first,
            first + count, num_sequences());
   const CacheArgs args = SR_CACHE_ARGS();
+  // Four elements of the new rows per thread (append_step_kernel), at least two warps.
+  const int HD = config_.num_kv_heads * config_.head_dim;
+  SR_CHECK(HD <= 4 * 1024, "DeviceKVCache::append_step: {} KV heads x {} dims exceed one CTA's 4 x 1024 elements",
+           config_.num_kv_heads, config_.head_dim);
+  const int threads = std::max(64, ((HD + 3) / 4 + 31) / 32 * 32);
   dispatch_types(config_.dtype, dtype, [&](auto tag, auto in) {
     using Tag = decltype(tag);
     using In = std::remove_const_t<std::remove_pointer_t<decltype(in)>>;
-    cuda::launch_pdl(append_step_kernel<Tag, In>, dim3(unsigned(count)), dim3(256), 0, stream, args,
-                     static_cast<const In*>(k), static_cast<const In*>(v), first);
+    cuda::launch_pdl(append_step_kernel<Tag, In>, dim3(unsigned(count)), dim3(unsigned(threads)),
+                     size_t(config_.num_kv_heads) * config_.head_dim * 2, stream, args, static_cast<const In*>(k),
+                     static_cast<const In*>(v), first);
   });
 }
 

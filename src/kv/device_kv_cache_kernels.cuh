@@ -75,31 +75,59 @@ __device__ float value_norm(const uint16_t* v, int D) {
   return float(__dmul_rn(sqrt(norm2), 1.0 + 1e-6));
 }
 
-// One token per sequence: block s appends k[s], v[s] to sequence first + s.
+// One token per sequence: block s appends k[s], v[s] to sequence first + s. Dynamic shared
+// memory: the new V row, H * D values in the storage type.
+//
+// A decode step waits for this kernel, so it is written for latency: the sequence's page
+// and summary tables' offsets (constant while the cache lives) are read before pdl_wait, the
+// length and the new rows right after it and together, then the page and summary slots
+// together, and the value norms come from the row in shared memory rather than from the
+// page just written (the same bits, summed in the same order: docs/PERF.md, GPU engine v6).
 template <typename Tag, typename In>
 __global__ void append_step_kernel(CacheArgs c, const In* k, const In* v, int first) {
-  cuda::pdl_begin(c);  // k, v and the lengths are the kernels before's output
+  extern __shared__ __align__(16) uint16_t v_row[];  // [H * D]
   const int s = first + int(blockIdx.x);
+  const int32_t page_base = c.page_indptr[s], summary_base = c.summary_indptr[s], capacity = c.capacity[s];
+  cuda::pdl_begin(c);  // k, v and the lengths are the kernels before's output
   const int64_t t = c.seq_lens[s];
-  if (t >= c.capacity[s]) {
+  const int HD = c.H * c.D;
+  // This thread's elements of the new rows (HD <= 4 * blockDim.x: the launcher's choice).
+  constexpr int kPerThread = 4;
+  float kf[kPerThread], vf[kPerThread];
+#pragma unroll
+  for (int e = 0; e < kPerThread; ++e) {
+    const int i = int(threadIdx.x) + e * int(blockDim.x);
+    if (i < HD) {
+      const int64_t src = int64_t(blockIdx.x) * HD + i;
+      kf[e] = cuda::load_as_float(k, src);
+      vf[e] = cuda::load_as_float(v, src);
+    }
+  }
+  if (t >= capacity) {
     if (threadIdx.x == 0) atomicOr(c.error_flag, 1);
     return;
   }
   const bool open = t % c.R == 0;
   const int64_t j = t / c.R;
-  for (int i = int(threadIdx.x); i < c.H * c.D; i += int(blockDim.x)) {
-    const int h = i / c.D, d = i % c.D;
-    const int64_t src = (int64_t(blockIdx.x) * c.H + h) * c.D + d;
-    const int64_t dst = c.k_offset(s, t, h) + d;
-    const uint16_t kx = cuda::float_to_bits(cuda::load_as_float(k, src), Tag{});
-    c.pages[dst] = kx;
-    c.pages[dst + c.v_stride()] = cuda::float_to_bits(cuda::load_as_float(v, src), Tag{});
-    update_min_max<Tag>(c.summaries + c.summary_offset(s, j, h), c.D, d, kx, open);
+  const int64_t page = c.page_indices[page_base + t / c.P];
+  const int64_t slot = c.summary_indices[summary_base + j];
+  const int64_t row = ((page * 2) * c.P + t % c.P) * int64_t(HD);  // this token's K row, all heads
+#pragma unroll
+  for (int e = 0; e < kPerThread; ++e) {
+    const int i = int(threadIdx.x) + e * int(blockDim.x);
+    if (i < HD) {
+      const int h = i / c.D, d = i % c.D;
+      const uint16_t kx = cuda::float_to_bits(kf[e], Tag{}), vx = cuda::float_to_bits(vf[e], Tag{});
+      c.pages[row + i] = kx;
+      c.pages[row + c.v_stride() + i] = vx;
+      v_row[i] = vx;
+      update_min_max<Tag>(c.summaries + (slot * c.H + h) * 2 * int64_t(c.D), c.D, d, kx, open);
+    }
   }
-  __syncthreads();  // the V rows are complete before their norms are taken
+  __syncthreads();  // the V row is complete in shared memory before its norms are taken
   for (int h = int(threadIdx.x); h < c.H; h += int(blockDim.x)) {
-    const float norm = value_norm<Tag>(c.pages + c.k_offset(s, t, h) + c.v_stride(), c.D);
-    float* vmax = c.vnorm(s, j, h);
+    const float norm = value_norm<Tag>(v_row + h * c.D, c.D);
+    float* vmax = c.value_norm_max + slot * c.H + h;
     if (open || norm > *vmax) *vmax = norm;
     if (t < c.default_anchors) {
       int32_t& count = c.anchor_count[s * c.H + h];

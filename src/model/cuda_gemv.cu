@@ -94,7 +94,7 @@ __device__ __forceinline__ void accumulate_chunk(const GemvArgs& a, int c, const
 
 // Token t's outputs of rows (r, r + 1) (QkvRope), or of row r alone (Store, Accumulate).
 template <GemvOut OUT>
-__device__ __forceinline__ void gemv_store(const GemvArgs& a, int t, int r, float y0, float y1) {
+__device__ __forceinline__ void gemv_store_row(const GemvArgs& a, int t, int r, float y0, float y1) {
   if constexpr (OUT == GemvOut::Store) {
     a.y[t * a.ldy + r] = y0;
   } else if constexpr (OUT == GemvOut::Accumulate) {
@@ -154,12 +154,12 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a, int L) {
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
       const float other = __shfl_xor_sync(0xffffffffu, y[t], L);
-      if (j == t && t < a.tokens && live && row % 2 == 0) gemv_store<OUT>(a, t, row, y[t], other);
+      if (j == t && t < a.tokens && live && row % 2 == 0) gemv_store_row<OUT>(a, t, row, y[t], other);
     }
   } else {
 #pragma unroll
     for (int t = 0; t < NT; ++t)
-      if (j == t && t < a.tokens && live) gemv_store<OUT>(a, t, row, y[t], 0.f);
+      if (j == t && t < a.tokens && live) gemv_store_row<OUT>(a, t, row, y[t], 0.f);
   }
 }
 
@@ -208,18 +208,25 @@ GemvVersion gemv_default_version() {
     // and a decode GEMV runs cold from the instruction cache on every SM (docs/PERF.md, v4).
     if (env == nullptr || *env == 0 || std::strcmp(env, "v1") == 0) return GemvVersion::V1;
     if (std::strcmp(env, "v2") == 0) return GemvVersion::V2;
-    fail("SINKROUTER_GEMV={}: expected v1 or v2", env);
+    if (std::strcmp(env, "chain") == 0) return GemvVersion::Chain;
+    fail("SINKROUTER_GEMV={}: expected v1, v2 or chain", env);
   }();
   return version;
 }
 
-const char* gemv_version_name(GemvVersion version) { return version == GemvVersion::V1 ? "v1" : "v2"; }
+const char* gemv_version_name(GemvVersion version) {
+  return version == GemvVersion::V1 ? "v1" : version == GemvVersion::V2 ? "v2" : "chain";
+}
 
 void gemv(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream, GemvVersion version) {
-  if (version == GemvVersion::V1)
+  if (version == GemvVersion::V1) {
     gemv_v1(a, in, out, stream);
-  else
+  } else if (version == GemvVersion::V2) {
     gemv_v2(a, in, out, stream);
+  } else {
+    const GemvStage stage{a, in, out};
+    gemv_chain(&stage, 1, nullptr, stream);
+  }
 }
 
 void gemv(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream) {

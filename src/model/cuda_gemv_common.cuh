@@ -39,6 +39,46 @@ __device__ __forceinline__ void store_qkv_rope(const GemvArgs& a, int t, int r, 
   dst[1] = y1;
 }
 
+// Token t's outputs of rows (r, r + 1), by the epilogue (inlined: a constant `out` folds).
+__device__ __forceinline__ void gemv_store(const GemvArgs& a, GemvOut out, int t, int r, float y0, float y1) {
+  if (out == GemvOut::Store) {
+    a.y[t * a.ldy + r] = y0;
+    a.y[t * a.ldy + r + 1] = y1;
+  } else if (out == GemvOut::Accumulate) {
+    a.y[t * a.ldy + r] += y0;
+    a.y[t * a.ldy + r + 1] += y1;
+  } else {
+    store_qkv_rope(a, t, r, y0, y1);
+  }
+}
+
+// The launch's input rows, transformed (RMSNorm or SwiGLU), into shared memory xs [NT][in]
+// by the CTA's `threads` threads; rows past a.tokens are zeroed. Plain loads: the input may
+// have been written earlier in the same kernel (the chain, cuda_gemv_chain.cu). Ends before
+// the CTA's barrier (the caller's). Inlined: a constant `in` folds.
+template <int NT>
+__device__ __forceinline__ void gemv_input_to_shared(const GemvArgs& a, GemvIn in_kind, float* xs, int threads) {
+  const int in = a.in;
+  for (int i = a.tokens * in + int(threadIdx.x); i < NT * in; i += threads) xs[i] = 0.f;  // unused token rows
+  for (int t = 0; t < NT && t < a.tokens; ++t) {
+    const float* x = a.x + t * a.ldx;
+    float* dst = xs + t * in;
+    if (in_kind == GemvIn::RmsNorm) {
+      float ss = 0.f;
+      for (int i = int(threadIdx.x); i < in; i += threads) ss += x[i] * x[i];
+      const float inv = rsqrtf(block_sum(ss) / float(in) + a.eps);
+      for (int i = int(threadIdx.x); i < in; i += threads) dst[i] = x[i] * inv * a.gain[i];
+    } else if (in_kind == GemvIn::SwiGlu) {
+      for (int i = int(threadIdx.x); i < in; i += threads) {
+        const float g = x[i];
+        dst[i] = g / (1.f + expf(-g)) * x[in + i];
+      }
+    } else {
+      for (int i = int(threadIdx.x); i < in; i += threads) dst[i] = x[i];
+    }
+  }
+}
+
 // The checks both versions make: an even row count, whole 16-byte chunks per row, at least
 // one token, and for QkvRope the stacked shape (gemv_check_qkv_shape).
 inline void gemv_check_qkv_shape(const GemvArgs& a);

@@ -37,20 +37,6 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-// Token t's outputs of rows (r, r + 1).
-template <GemvOut OUT>
-__device__ __forceinline__ void gemv_store(const GemvArgs& a, int t, int r, float y0, float y1) {
-  if constexpr (OUT == GemvOut::Store) {
-    a.y[t * a.ldy + r] = y0;
-    a.y[t * a.ldy + r + 1] = y1;
-  } else if constexpr (OUT == GemvOut::Accumulate) {
-    a.y[t * a.ldy + r] += y0;
-    a.y[t * a.ldy + r + 1] += y1;
-  } else {
-    store_qkv_rope(a, t, r, y0, y1);
-  }
-}
-
 // grid: ceil(out / 8) CTAs of 128 threads; dynamic shared memory: NT * in floats.
 template <int NT, GemvIn IN, GemvOut OUT>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a) {
@@ -64,24 +50,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a) {
       asm volatile("prefetch.global.L2 [%0];" ::"l"(rows + off));
   }
   pdl_begin(a);  // the inputs below are the kernel before's outputs
-  for (int i = a.tokens * in + int(threadIdx.x); i < NT * in; i += kThreads) xs[i] = 0.f;  // unused token rows
-  for (int t = 0; t < NT && t < a.tokens; ++t) {
-    const float* x = a.x + t * a.ldx;
-    float* dst = xs + t * in;
-    if constexpr (IN == GemvIn::RmsNorm) {
-      float ss = 0.f;
-      for (int i = int(threadIdx.x); i < in; i += kThreads) ss += x[i] * x[i];
-      const float inv = rsqrtf(block_sum(ss) / float(in) + a.eps);
-      for (int i = int(threadIdx.x); i < in; i += kThreads) dst[i] = x[i] * inv * a.gain[i];
-    } else if constexpr (IN == GemvIn::SwiGlu) {
-      for (int i = int(threadIdx.x); i < in; i += kThreads) {
-        const float g = x[i];
-        dst[i] = g / (1.f + expf(-g)) * x[in + i];
-      }
-    } else {
-      for (int i = int(threadIdx.x); i < in; i += kThreads) dst[i] = x[i];
-    }
-  }
+  gemv_input_to_shared<NT>(a, IN, xs, kThreads);
   __syncthreads();
 
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
@@ -107,7 +76,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a) {
 #pragma unroll
   for (int t = 0; t < NT; ++t) {
     const float y0 = warp_sum(acc0[t]), y1 = warp_sum(acc1[t]);
-    if (lane == t && t < a.tokens) gemv_store<OUT>(a, t, r, y0, y1);
+    if (lane == t && t < a.tokens) gemv_store(a, OUT, t, r, y0, y1);
   }
 }
 

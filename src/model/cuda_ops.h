@@ -78,14 +78,16 @@ struct GemvArgs {
   RopeTable rope;
 };
 
-// Two implementations of the same contract:
+// Three implementations of the same contract:
 //   V1 (cuda_gemv_v1.cu): the input transform into shared memory, a warp per two rows,
 //      plain launches (the GPU engine's first device run);
 //   V2 (cuda_gemv.cu): 8, 16 or 32 lanes per row, the weights loaded into registers before
-//      the wait of programmatic dependent launch (cuda_launch.cuh), no shared memory.
-// gemv() without a version runs gemv_default_version(): V1, or V2 when SINKROUTER_GEMV=v2
-// (decided once per process; any other value than v1 / v2 is an error).
-enum class GemvVersion { V1 = 1, V2 = 2 };
+//      the wait of programmatic dependent launch (cuda_launch.cuh), no shared memory;
+//   Chain (cuda_gemv_chain.cu): V1's arithmetic in a persistent grid that runs several
+//      dependent GEMVs in one launch (gemv_chain); gemv() with it is a chain of one.
+// gemv() without a version runs gemv_default_version(): V1, or what SINKROUTER_GEMV names
+// (v1, v2 or chain; decided once per process; any other value is an error).
+enum class GemvVersion { V1 = 1, V2 = 2, Chain = 3 };
 GemvVersion gemv_default_version();
 const char* gemv_version_name(GemvVersion version);
 
@@ -95,6 +97,23 @@ void gemv(const GemvArgs& args, GemvIn in, GemvOut out, cudaStream_t stream);
 void gemv(const GemvArgs& args, GemvIn in, GemvOut out, cudaStream_t stream, GemvVersion version);
 void gemv_v1(const GemvArgs& args, GemvIn in, GemvOut out, cudaStream_t stream);
 void gemv_v2(const GemvArgs& args, GemvIn in, GemvOut out, cudaStream_t stream);
+
+// One GEMV of a chain: its arguments, prologue and epilogue.
+struct GemvStage {
+  GemvArgs args;
+  GemvIn in = GemvIn::Plain;
+  GemvOut out = GemvOut::Store;
+};
+constexpr int kMaxChainStages = 4;
+
+// stages[0..count) in one launch, in order: stage s reads what stages before it wrote (and
+// stage 0 what the kernels before the launch wrote), separated by grid-wide barriers. All
+// stages have the same token count; more than 8 tokens (or than shared memory holds at
+// the widest `in`) run as chains over slices of the tokens. barrier: one device word, zero
+// before the launch and left zero after it (count > 1; may be null for one stage); launches
+// that may overlap need different words. V1's arithmetic stage by stage (the RMSNorm's sum
+// of squares in another order).
+void gemv_chain(const GemvStage* stages, int count, unsigned* barrier, cudaStream_t stream);
 
 // V1 only: its shared memory holds min(8, tokens) input rows; call once with the widest
 // `in` before using in > 1536 with 8 tokens (otherwise V1 launches fewer tokens at a time).

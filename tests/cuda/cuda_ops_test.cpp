@@ -1,5 +1,6 @@
 // The forward pass's device pieces against float64 (or the CPU's own float code) on random
-// inputs: the decode GEMV, both versions (V1 and V2, cuda_ops.h), with each prologue /
+// inputs: the decode GEMV, every version (V1, V2 and Chain, cuda_ops.h; a chain of several
+// stages also against V1), with each prologue /
 // epilogue pair it is used with (1 to 11 tokens: one and two launch groups; widths 96 and
 // 136, whose chunks of 8 do not divide evenly among the lanes of a row, SmolLM2's 576 and
 // 1536, and 3200, past what V2 holds in registers), RoPE at positions up to 2^19, RMSNorm, SwiGLU, the
@@ -18,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <random>
 
 #include "cuda_test_util.h"
@@ -215,6 +217,149 @@ std::vector<GemvCase> gemv_cases(cuda::GemvVersion v) {
 
 INSTANTIATE_TEST_SUITE_P(V1, CudaGemv, ::testing::ValuesIn(gemv_cases(cuda::GemvVersion::V1)), gemv_case_name);
 INSTANTIATE_TEST_SUITE_P(V2, CudaGemv, ::testing::ValuesIn(gemv_cases(cuda::GemvVersion::V2)), gemv_case_name);
+INSTANTIATE_TEST_SUITE_P(Chain, CudaGemv, ::testing::ValuesIn(gemv_cases(cuda::GemvVersion::Chain)), gemv_case_name);
+
+// A chain of the engine's four stages (o: y += Wo a, gate|up: g = Wgu rms(y), down:
+// y += Wd swiglu(g), QKV: rms(y) -> q, k, v with RoPE) in one launch, `rounds` launches
+// back to back on a created stream (each reads the y the one before left, every barrier
+// word reused: the counter must come back to zero), directly and replayed from a CUDA graph,
+// against the same GEMVs launched one by one on version 1. The chain does V1's arithmetic in
+// V1's order except the RMSNorm's sum of squares (12 warps add it, not 4), so outputs agree
+// to float32 rounding: 1e-5 of the largest output of the array (a stage that read a stale
+// or poisoned input would be off by O(1) or NaN). Token counts 1, 3, 8 and 11 (two slices).
+TEST(CudaGemvChain, FourStagesMatchVersionOne) {
+  SR_REQUIRE_CUDA_DEVICE();
+  const int E = 576, F = 1536, D = 64, QD = 9 * D, KD = 3 * D, rounds = 3;
+  std::mt19937_64 rng(23);
+  auto weights = [&](int out, int in) { return to_bf16_bits(normal_vector(size_t(out) * in, rng, 0.5f / std::sqrt(float(in)))); };
+  const std::vector<uint16_t> wo = weights(E, QD), wgu = weights(2 * F, E), wd = weights(E, F), wqkv = weights(QD + 2 * KD, E);
+  const std::vector<float> g1 = normal_vector(size_t(E), rng), g2 = normal_vector(size_t(E), rng);
+  std::vector<double> inv_freq(D / 2);
+  for (int i = 0; i < D / 2; ++i) inv_freq[size_t(i)] = std::pow(100000.0, -2.0 * i / D);
+  DeviceBuffer wod = upload(wo), wgud = upload(wgu), wdd = upload(wd), wqkvd = upload(wqkv), g1d = upload(g1),
+               g2d = upload(g2), fd = upload(inv_freq), barrier(sizeof(unsigned));
+  SR_ASSERT_CUDA(cudaMemset(barrier.get(), 0, sizeof(unsigned)));
+  cudaStream_t stream = nullptr;
+  SR_ASSERT_CUDA(cudaStreamCreate(&stream));
+  for (int T : {1, 3, 8, 11}) {
+    SCOPED_TRACE(fmt::format("{} tokens", T));
+    const std::vector<float> a0 = normal_vector(size_t(T) * QD, rng), y0 = normal_vector(size_t(T) * E, rng);
+    std::vector<int32_t> pos(static_cast<size_t>(T));
+    for (int32_t& p : pos) p = int32_t(rng() % 600000);
+    DeviceBuffer ad = upload(a0), yd(size_t(T) * E * 4), gud(size_t(T) * 2 * F * 4), pd = upload(pos),
+                 qo(size_t(T) * QD * 4), ko(size_t(T) * KD * 4), vo(size_t(T) * KD * 4);
+    auto arg = [&](const DeviceBuffer& w, int out, int in, const DeviceBuffer& x, int64_t ldx) {
+      cuda::GemvArgs g;
+      g.w = static_cast<const __nv_bfloat16*>(w.get());
+      g.out = out;
+      g.in = in;
+      g.tokens = T;
+      g.x = static_cast<const float*>(x.get());
+      g.ldx = ldx;
+      g.eps = 1e-5f;
+      return g;
+    };
+    cuda::GemvStage st[4];
+    st[0] = {arg(wod, E, QD, ad, QD), cuda::GemvIn::Plain, cuda::GemvOut::Accumulate};
+    st[0].args.y = static_cast<float*>(yd.get());
+    st[0].args.ldy = E;
+    st[1] = {arg(wgud, 2 * F, E, yd, E), cuda::GemvIn::RmsNorm, cuda::GemvOut::Store};
+    st[1].args.gain = static_cast<const float*>(g1d.get());
+    st[1].args.y = static_cast<float*>(gud.get());
+    st[1].args.ldy = 2 * F;
+    st[2] = {arg(wdd, E, F, gud, 2 * F), cuda::GemvIn::SwiGlu, cuda::GemvOut::Accumulate};
+    st[2].args.y = static_cast<float*>(yd.get());
+    st[2].args.ldy = E;
+    st[3] = {arg(wqkvd, QD + 2 * KD, E, yd, E), cuda::GemvIn::RmsNorm, cuda::GemvOut::QkvRope};
+    st[3].args.gain = static_cast<const float*>(g2d.get());
+    st[3].args.q_out = static_cast<float*>(qo.get());
+    st[3].args.k_out = static_cast<float*>(ko.get());
+    st[3].args.v_out = static_cast<float*>(vo.get());
+    st[3].args.q_dim = QD;
+    st[3].args.kv_dim = KD;
+    st[3].args.positions = static_cast<const int32_t*>(pd.get());
+    st[3].args.rope = {static_cast<const double*>(fd.get()), D};
+
+    auto reset = [&] {
+      SR_ASSERT_CUDA(cudaMemcpy(yd.get(), y0.data(), y0.size() * sizeof(float), cudaMemcpyHostToDevice));
+      testing::poison(gud);
+      testing::poison(qo);
+      testing::poison(ko);
+      testing::poison(vo);
+    };
+    auto outputs = [&] {
+      if (cudaStreamSynchronize(stream) != cudaSuccess) throw Error("the GEMVs failed on the device");
+      std::vector<float> r = download<float>(yd, size_t(T) * E);
+      for (const DeviceBuffer* b : {&qo, &ko, &vo}) {
+        const size_t n = (b == &qo ? size_t(QD) : size_t(KD)) * size_t(T);
+        const std::vector<float> part = download<float>(*b, n);
+        r.insert(r.end(), part.begin(), part.end());
+      }
+      return r;
+    };
+    reset();
+    for (int r = 0; r < rounds; ++r)
+      for (const cuda::GemvStage& s : st) cuda::gemv(s.args, s.in, s.out, stream, cuda::GemvVersion::V1);
+    const std::vector<float> want = outputs();
+    for (float v : want) ASSERT_TRUE(std::isfinite(v)) << "version 1 left a poisoned output";
+    auto expect_same = [&](const char* how) {
+      const std::vector<float> got = outputs();
+      ASSERT_EQ(got.size(), want.size());
+      // The arrays y [T, E], q [T, QD], k, v [T, KD] one after another, each with its own scale.
+      const size_t ends[4] = {size_t(T) * E, size_t(T) * (E + QD), size_t(T) * (E + QD + KD), got.size()};
+      for (size_t part = 0, begin = 0; part < 4; begin = ends[part++]) {
+        double scale = 0;
+        for (size_t i = begin; i < ends[part]; ++i) scale = std::max(scale, std::fabs(double(want[i])));
+        for (size_t i = begin; i < ends[part]; ++i)
+          ASSERT_LE(std::fabs(double(got[i]) - want[i]), 1e-5 * scale + 1e-6)
+              << how << ": output " << i << " (y, then q, k, v): " << got[i] << ", version 1 " << want[i] << ", PDL "
+              << (cuda::pdl_enabled() ? "on" : "off");
+      }
+      unsigned left = 1;
+      SR_ASSERT_CUDA(cudaMemcpy(&left, barrier.get(), sizeof(unsigned), cudaMemcpyDeviceToHost));
+      ASSERT_EQ(left, 0u) << how << ": the barrier word was not reset";
+    };
+    reset();
+    for (int r = 0; r < rounds; ++r) cuda::gemv_chain(st, 4, static_cast<unsigned*>(barrier.get()), stream);
+    expect_same("direct launches");
+
+    reset();
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    SR_ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    for (int r = 0; r < rounds; ++r) cuda::gemv_chain(st, 4, static_cast<unsigned*>(barrier.get()), stream);
+    SR_ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
+    SR_ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+    SR_ASSERT_CUDA(cudaGraphLaunch(exec, stream));
+    expect_same("graph replay");
+    SR_ASSERT_CUDA(cudaGraphExecDestroy(exec));
+    SR_ASSERT_CUDA(cudaGraphDestroy(graph));
+  }
+  SR_ASSERT_CUDA(cudaStreamDestroy(stream));
+}
+
+TEST(CudaOps, GemvChainRejectsBadChains) {
+  cuda::GemvStage st[5];
+  for (cuda::GemvStage& s : st) {
+    s.args.out = 8;
+    s.args.in = 96;
+    s.args.tokens = 2;
+  }
+  auto expect_error = [](const std::function<void()>& f, const std::string& what) {
+    try {
+      f();
+      FAIL() << "no error, expected: " << what;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  unsigned* no_barrier = nullptr;
+  expect_error([&] { cuda::gemv_chain(st, 5, no_barrier, nullptr); }, "5 stages (1 to 4 per launch)");
+  expect_error([&] { cuda::gemv_chain(st, 2, no_barrier, nullptr); }, "need a barrier counter");
+  st[1].args.tokens = 3;
+  unsigned word = 0;  // never reached: the checks come first
+  expect_error([&] { cuda::gemv_chain(st, 2, &word, nullptr); }, "stage 1 has 3 tokens");
+}
 
 // Dependent GEMVs back to back on a created stream (as the engine launches them), under
 // programmatic dependent launch when the device has it (SINKROUTER_PDL=0: plain launches),
@@ -309,7 +454,7 @@ TEST(CudaOps, GemvRejectsUnsupportedShapes) {
   a.out = 7;  // odd
   a.in = 96;
   a.tokens = 1;
-  for (cuda::GemvVersion v : {cuda::GemvVersion::V1, cuda::GemvVersion::V2}) {
+  for (cuda::GemvVersion v : {cuda::GemvVersion::V1, cuda::GemvVersion::V2, cuda::GemvVersion::Chain}) {
     try {
       cuda::gemv(a, cuda::GemvIn::Plain, cuda::GemvOut::Store, nullptr, v);
       FAIL() << "no error from " << cuda::gemv_version_name(v);
