@@ -7,7 +7,8 @@
 //
 // Each decode context is filled by a real prefill of text (beyond 8K tokens the model is
 // past its trained length: speed and skip rates, not quality), whose time gives the
-// prefill row; then `steps` decode steps are timed under dense and again under the
+// prefill row; then `steps` greedy decode steps (decode_greedy, as generate() takes them;
+// --host-argmax: the logits downloaded instead) are timed under dense and again under the
 // routed policy (each after a few warm-up steps: graph capture), the statistics
 // downloaded once per policy outside the timed loop; then the attention kernels alone on
 // the KV the model wrote (rows "attention_real_kv": one decode step's queries kept per
@@ -82,13 +83,17 @@ struct DecodeRun {
   HeadStats stats;  // of one step after the timed ones
 };
 
-DecodeRun time_decode(CudaSession& s, int32_t& token, int steps, int warmup) {
+// Greedy steps as generate() takes them (decode_greedy: the argmax on the device, one id
+// downloaded), or with host_argmax the logits downloaded and the argmax taken here (runs up
+// to v6b measured that way).
+DecodeRun time_decode(CudaSession& s, int32_t& token, int steps, int warmup, bool host_argmax) {
   CudaForward& f = s.forward();
   f.set_collect_stats(false);
-  for (int i = 0; i < warmup; ++i) token = argmax(s.decode(token));  // first: graph capture
+  auto step = [&](int32_t t) { return host_argmax ? argmax(s.decode(t)) : s.decode_greedy(t); };
+  for (int i = 0; i < warmup; ++i) token = step(token);  // first: graph capture
   DecodeRun r;
   const auto t0 = clock_type::now();
-  for (int i = 0; i < steps; ++i) token = argmax(s.decode(token));
+  for (int i = 0; i < steps; ++i) token = step(token);
   r.seconds = seconds_since(t0);
   r.steps = steps;
   f.set_collect_stats(true);
@@ -100,8 +105,8 @@ DecodeRun time_decode(CudaSession& s, int32_t& token, int steps, int warmup) {
 // Dense decode with parts of the step left out (CudaForward::set_step_ablation): the
 // difference to the whole step is what that part costs inside it, launch gaps included.
 template <typename Save>
-void ablation_rows(CudaSession& s, int32_t& token, int steps, int warmup, int64_t n, const AttentionPolicy& dense,
-                   nlohmann::json& j, const Save& save) {
+void ablation_rows(CudaSession& s, int32_t& token, int steps, int warmup, bool host_argmax, int64_t n,
+                   const AttentionPolicy& dense, nlohmann::json& j, const Save& save) {
   using P = CudaForward::StepPart;
   const std::pair<const char*, unsigned> variants[] = {
       {"none", 0u},
@@ -119,7 +124,7 @@ void ablation_rows(CudaSession& s, int32_t& token, int steps, int warmup, int64_
   double whole_ms = 0;
   for (const auto& [name, mask] : variants) {
     f.set_step_ablation(mask);
-    const DecodeRun r = time_decode(s, token, steps, warmup);
+    const DecodeRun r = time_decode(s, token, steps, warmup, host_argmax);
     const double ms = 1e3 * r.seconds / r.steps;
     if (mask == 0) whole_ms = ms;
     j["rows"].push_back({{"kind", "decode_ablation"},
@@ -141,7 +146,7 @@ int run(int argc, char** argv) {
   int steps = 64, warmup = 4, batch = 8;
   int64_t batch_context = 8192;
   double budget = 300, bandwidth_gbps = 4490;
-  bool ablate = false;
+  bool ablate = false, host_argmax = false;
   app.add_option("-m,--model", model, "GGUF model")->required();
   app.add_option("--out", out, "JSON output");
   app.add_option("--decode-contexts", contexts, "decode contexts (each filled by a prefill)")->delimiter(',');
@@ -154,6 +159,9 @@ int run(int argc, char** argv) {
   app.add_flag("--ablate", ablate,
                "at the first decode context: dense steps with each part of the step left out (rows "
                "decode_ablation: what each part costs inside the step, by difference)");
+  app.add_flag("--host-argmax", host_argmax,
+               "time decode steps with the logits downloaded and the argmax taken on the host (as runs up to "
+               "v6b did), not decode_greedy's argmax on the device");
   CLI11_PARSE(app, argc, argv);
   const auto start = clock_type::now();
 
@@ -199,6 +207,7 @@ int run(int argc, char** argv) {
   j["routed_policy"] = routed.describe();
   // The decode GEMV and programmatic dependent launch in use (SINKROUTER_GEMV, SINKROUTER_PDL).
   j["gemv"] = cuda::gemv_version_name(cuda::gemv_default_version());
+  j["greedy_step"] = host_argmax ? "logits downloaded, argmax on the host" : "decode_greedy (argmax on the device)";
   j["pdl"] = cuda::pdl_enabled();  // both GEMV versions launch under PDL when it is on
   std::fprintf(stderr, "decode GEMV %s, programmatic dependent launch %s\n", j["gemv"].get<std::string>().c_str(),
                j["pdl"].get<bool>() ? "on" : "off");
@@ -232,7 +241,7 @@ int run(int argc, char** argv) {
     double dense_ms = 0;
     for (const AttentionPolicy& p : {dense, routed}) {
       s.set_policy(p);
-      const DecodeRun r = time_decode(s, token, steps, warmup);
+      const DecodeRun r = time_decode(s, token, steps, warmup, host_argmax);
       const double ms = 1e3 * r.seconds / r.steps;
       const double fraction = r.stats.bytes_dense ? double(r.stats.bytes_read()) / double(r.stats.bytes_dense) : 1.0;
       const double ctx = double(s.length());
@@ -295,7 +304,7 @@ int run(int argc, char** argv) {
       j["rows"].push_back(row);
       save();
     }
-    if (ablate && n == contexts.front()) ablation_rows(s, token, steps, warmup, n, dense, j, save);
+    if (ablate && n == contexts.front()) ablation_rows(s, token, steps, warmup, host_argmax, n, dense, j, save);
   }
 
   // A batch of sequences of different lengths (batch_context down to half of it).

@@ -215,19 +215,23 @@ if [ "$budget" -gt 60 ]; then
 else
   note "bench_engine: skipped, ${budget}s of budget"
 fi
-# The other settings against the ones in use: short decode runs (~20 s each) at 8K and 32K
-# with the step's parts left out at 8K (--ablate): every other GEMV version, and PDL off.
+# The other settings against the ones in use: short decode runs (~25 s each) at 8K and 32K,
+# the batch row, and the step's parts left out at 8K (--ablate): every other GEMV version,
+# PDL off, and the argmax on the host.
 variants=""
 for g in v1 v2 chain; do
   [ "${SINKROUTER_GEMV:-v1}" = "$g" ] || variants="$variants gemv_$g:SINKROUTER_GEMV=$g"
 done
 [ "${SINKROUTER_PDL:-1}" != 0 ] && variants="$variants pdl_off:SINKROUTER_PDL=0"
+variants="$variants host_argmax:--host-argmax"  # the logits downloaded each step (runs up to v6b)
 if [ -n "$variants" ]; then
   for variant in $variants; do
     if [ "$(left)" -lt 230 ]; then note "bench_engine ${variant%%:*}: skipped, $(left)s left"; continue; fi
     echo "==== ${variant#*:} ====" >>"$OUT/bench_engine.log"
-    run_bin env "${variant#*:}" timeout 120 "$bin/bench_engine" -m "$model" --out "$OUT/bench_engine_${variant%%:*}.json" \
-      $text --decode-contexts 8192,32768 --batch 0 --time-budget 60 --ablate >>"$OUT/bench_engine.log" 2>&1
+    setting=${variant#*:}
+    case "$setting" in --*) flag=$setting; setting=SINKROUTER_VARIANT=flag ;; *) flag="" ;; esac
+    run_bin env "$setting" timeout 120 "$bin/bench_engine" -m "$model" --out "$OUT/bench_engine_${variant%%:*}.json" \
+      $text --decode-contexts 8192,32768 --time-budget 60 --ablate $flag >>"$OUT/bench_engine.log" 2>&1
     note "bench_engine with ${variant#*:}: rc=$? $(elapsed)"
   done
 fi
@@ -298,7 +302,8 @@ for r in e["rows"]:
 for r in e["rows"]:
     if r.get("kind") == "decode_ablation":
         print(f"decode {r['context']:>7d} dense without {r['skipped']:17s} {r['ms_per_step']:7.3f} ms/step  the part {r['part_ms']:7.3f} ms")
-for name in ("bench_engine_pdl_off.json", "bench_engine_gemv_v1.json", "bench_engine_gemv_v2.json", "bench_engine_gemv_chain.json"):
+for name in ("bench_engine_pdl_off.json", "bench_engine_gemv_v1.json", "bench_engine_gemv_v2.json", "bench_engine_gemv_chain.json",
+             "bench_engine_host_argmax.json"):
     if not os.path.exists(os.path.join(out, name)):
         continue
     v = load(name)
@@ -306,8 +311,15 @@ for name in ("bench_engine_pdl_off.json", "bench_engine_gemv_v1.json", "bench_en
         for pol in ("dense", "sinkrouter"):
             d, m = find(v["rows"], kind="decode", context=n, policy=pol), find(e["rows"], kind="decode", context=n, policy=pol)
             if d:
-                print(f"decode {n:>7d} {pol[:5]} tok/s  {d['tokens_per_s']:9.0f}  GEMV {v.get('gemv', '?')}, PDL {v.get('pdl', '?')}"
+                print(f"decode {n:>7d} {pol[:5]} tok/s  {d['tokens_per_s']:9.0f}  GEMV {v.get('gemv', '?')}, PDL {v.get('pdl', '?')}, {v.get('greedy_step', '?')[:22]}"
                       f" (main run {m.get('tokens_per_s', float('nan')):.0f}: x{m.get('tokens_per_s', float('nan')) / d['tokens_per_s']:.2f})")
+    for r in v["rows"]:
+        if r.get("kind") == "decode_batch":
+            m = find(e["rows"], kind="decode_batch", policy=r["policy"])
+            print(f"batch {r['batch']} {r['policy']:10s} seq-steps/s {r['sequence_steps_per_s']:9.0f}  {name[13:-5]}"
+                  f" (main run {m.get('sequence_steps_per_s', float('nan')):.0f})")
+        if r.get("kind") == "decode_ablation" and r["skipped"] in ("none", "all_gemvs", "append", "attention", "all_but_embedding"):
+            print(f"decode {r['context']:>7d} dense without {r['skipped']:17s} {r['ms_per_step']:7.3f} ms/step  the part {r['part_ms']:7.3f} ms  {name[13:-5]}")
 for s in e.get("skipped", []) + t.get("skipped", []):
     print("skipped:", s)
 PY

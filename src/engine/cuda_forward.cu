@@ -33,6 +33,7 @@ struct CudaForward::Buffers {
     if (received) cudaFree(received);
     if (host_tokens) cudaFreeHost(host_tokens);
     if (host_logits) cudaFreeHost(host_logits);
+    if (host_next) cudaFreeHost(host_next);
   }
   int32_t* tokens = nullptr;      // [rows]
   float* x = nullptr;             // [rows, E]      the residual stream
@@ -50,6 +51,8 @@ struct CudaForward::Buffers {
   float* att_step = nullptr;      // [B, QD]        decode attention output
   float* logits = nullptr;        // [max(B, 1), V]
   unsigned* chain_barriers = nullptr;  // [layers + 1] zeroed: the decode GEMV chains' barrier words
+  int32_t* next_ids = nullptr;         // [B]            greedy decoding's argmax
+  int32_t* host_next = nullptr;        // pinned [B]
   float* received = nullptr;      // [KV heads, n]  sink detection
   int64_t received_count = 0;
   int32_t* host_tokens = nullptr;  // pinned [B]
@@ -130,6 +133,8 @@ CudaForward::CudaForward(const CudaModel& m, const std::vector<int64_t>& capacit
   SR_CUDA_CHECK(cudaMemset(b.chain_barriers, 0, (size_t(c.n_layers) + 1) * sizeof(unsigned)));
   SR_CUDA_CHECK(cudaMallocHost(&b.host_tokens, size_t(B) * sizeof(int32_t)));
   SR_CUDA_CHECK(cudaMallocHost(&b.host_logits, size_t(B) * V * sizeof(float)));
+  b.next_ids = b.make<int32_t>(size_t(B));
+  SR_CUDA_CHECK(cudaMallocHost(&b.host_next, size_t(B) * sizeof(int32_t)));
   // A blocking stream: it stays ordered with the legacy-stream copies and memsets the KV
   // caches and decoders make on the host's behalf (anchors, workspaces).
   SR_CUDA_CHECK(cudaStreamCreate(&stream_));
@@ -370,7 +375,7 @@ void CudaForward::enqueue_decode_step() {
                gemv_version == cuda::GemvVersion::Chain ? cuda::GemvVersion::V1 : gemv_version);
 }
 
-void CudaForward::decode(const int32_t* tokens, std::vector<float>& logits) {
+void CudaForward::run_step(const int32_t* tokens) {
   const int B = batch();
   for (int s = 0; s < B; ++s) {
     SR_CHECK(lengths_[size_t(s)] < capacities_[size_t(s)],
@@ -388,7 +393,10 @@ void CudaForward::decode(const int32_t* tokens, std::vector<float>& logits) {
   } else {
     enqueue_decode_step();
   }
-  download_logits(B, logits);
+}
+
+void CudaForward::after_step() {
+  const int B = batch();
   for (int64_t& n : lengths_) ++n;
   queries_captured_ = capture_queries_;
   if (collect_stats_) {
@@ -399,6 +407,23 @@ void CudaForward::decode(const int32_t* tokens, std::vector<float>& logits) {
         layer_stats_[size_t(s)][l] = accumulate(std::vector<HeadStats>(st.begin() + s * H, st.begin() + (s + 1) * H));
     }
   }
+}
+
+void CudaForward::decode(const int32_t* tokens, std::vector<float>& logits) {
+  run_step(tokens);
+  download_logits(batch(), logits);
+  after_step();
+}
+
+void CudaForward::decode_greedy(const int32_t* tokens, int32_t* next) {
+  run_step(tokens);
+  Buffers& b = *buf_;
+  const int B = batch();
+  cuda::argmax_rows(b.logits, B, m_.config.n_vocab, b.next_ids, stream_);
+  SR_CUDA_CHECK(cudaMemcpyAsync(b.host_next, b.next_ids, size_t(B) * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+  SR_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  std::memcpy(next, b.host_next, size_t(B) * sizeof(int32_t));
+  after_step();
 }
 
 void CudaForward::set_capture_queries(bool on) {

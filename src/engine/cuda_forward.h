@@ -46,6 +46,10 @@ class CudaForward {
   void prefill(int s, const int32_t* tokens, int64_t n, const ProgressFn& progress, std::vector<float>* logits);
   // One token for every sequence: tokens [batch] -> logits [batch, n_vocab] (host).
   void decode(const int32_t* tokens, std::vector<float>& logits);
+  // The same step for greedy decoding: tokens [batch] -> next [batch], each sequence's
+  // argmax taken on the device (cuda::argmax_rows), so only the ids come back, not the
+  // logits (0.2 MB a sequence for SmolLM2's vocabulary, and the host's pass over them).
+  void decode_greedy(const int32_t* tokens, int32_t* next);
 
   const AttentionPolicy& policy() const { return policy_; }
   void set_policy(const AttentionPolicy& policy);  // the next decode step re-plans and re-captures
@@ -87,6 +91,8 @@ class CudaForward {
   void make_decoders();
   void drop_graph();  // the next decode step captures its graph again
   void download_logits(int rows, std::vector<float>& logits);
+  void run_step(const int32_t* tokens);  // checks, uploads the tokens, enqueues the step
+  void after_step();                     // lengths and statistics, once the step has finished
 
   const CudaModel& m_;
   AttentionPolicy policy_;

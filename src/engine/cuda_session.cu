@@ -42,17 +42,32 @@ const std::vector<float>& CudaSession::prefill(const std::vector<int32_t>& token
 }
 
 const std::vector<float>& CudaSession::decode(int32_t token) {
+  step(token, /*greedy=*/false);
+  return logits_;
+}
+
+int32_t CudaSession::decode_greedy(int32_t token) {
+  return step(token, /*greedy=*/true);
+}
+
+int32_t CudaSession::step(int32_t token, bool greedy) {
   SR_CHECK(token >= 0 && token < m_.config.n_vocab, "decode: token id {} out of range (vocabulary of {})", token,
            m_.config.n_vocab);
   check_no_observer(observer_);
   check_capacity(length(), 1, m_);
-  forward_.decode(&token, logits_);
+  int32_t next = -1;
+  if (greedy) {
+    forward_.decode_greedy(&token, &next);
+    logits_.clear();  // not downloaded: a later logits() would be stale
+  } else {
+    forward_.decode(&token, logits_);
+  }
   layer_stats_ = forward_.last_layer_stats()[0];
   last_ = accumulate(layer_stats_);
   total_ = accumulate({total_, last_});
   if (history_.empty() || history_.back().prefill) history_.push_back({false, {}, forward_.policy()});
   history_.back().tokens.push_back(token);
-  return logits_;
+  return next;
 }
 
 void CudaSession::set_policy(const AttentionPolicy& policy) {
@@ -111,12 +126,16 @@ std::vector<GenerateResult> cuda_generate_batch(const CudaModel& model, const To
   std::vector<float> all;
   const size_t V = size_t(model.config.n_vocab);
   const auto t1 = clock::now();
+  // Greedy decoding takes each step's argmax on the device (CudaForward::decode_greedy).
+  const bool greedy = o.temperature <= 0.f;
+  std::vector<int32_t> greedy_next(static_cast<size_t>(B));
   for (int i = 0; i < o.max_new_tokens; ++i) {
     int live = 0;
     for (int s = 0; s < B; ++s) {
       GenerateResult& res = r[size_t(s)];
       if (done[size_t(s)]) continue;
-      const int32_t next = sample_token(logits[size_t(s)], o.temperature, o.top_p, rng[size_t(s)]);
+      const int32_t next = greedy && i > 0 ? greedy_next[size_t(s)]
+                                           : sample_token(logits[size_t(s)], o.temperature, o.top_p, rng[size_t(s)]);
       if (tokenizer.is_end_of_generation(next)) {
         res.stopped_at_eos = true;
         done[size_t(s)] = 1;
@@ -128,10 +147,13 @@ std::vector<GenerateResult> cuda_generate_batch(const CudaModel& model, const To
       ++live;
     }
     if (live == 0 || i + 1 == o.max_new_tokens) break;
-    f.decode(feed.data(), all);
+    if (greedy)
+      f.decode_greedy(feed.data(), greedy_next.data());
+    else
+      f.decode(feed.data(), all);
     for (int s = 0; s < B; ++s) {
       if (done[size_t(s)]) continue;
-      logits[size_t(s)].assign(all.begin() + long(size_t(s) * V), all.begin() + long(size_t(s + 1) * V));
+      if (!greedy) logits[size_t(s)].assign(all.begin() + long(size_t(s) * V), all.begin() + long(size_t(s + 1) * V));
       r[size_t(s)].stats = accumulate({r[size_t(s)].stats, accumulate(f.last_layer_stats()[size_t(s)])});
     }
   }

@@ -20,6 +20,7 @@ class CudaSession final : public Session {
   CudaSession(const CudaModel& model, const AttentionPolicy& policy);
   const std::vector<float>& prefill(const std::vector<int32_t>& tokens, const ProgressFn& progress) override;
   const std::vector<float>& decode(int32_t token) override;
+  int32_t decode_greedy(int32_t token) override;  // the argmax on the device (CudaForward::decode_greedy)
   int64_t length() const override { return forward_.length(0); }
   const AttentionPolicy& policy() const override { return forward_.policy(); }
   void set_policy(const AttentionPolicy& policy) override;
@@ -39,6 +40,8 @@ class CudaSession final : public Session {
     std::vector<int32_t> tokens;
     AttentionPolicy policy;
   };
+
+  int32_t step(int32_t token, bool greedy);  // decode / decode_greedy: -1 unless greedy
 
   const CudaModel& m_;
   CudaForward forward_;

@@ -151,8 +151,13 @@ GenerateResult Engine::continue_generation(Session& session, std::vector<float> 
   uint64_t rng = o.seed * 0x9E3779B97F4A7C15ULL + 1;
   Tokenizer::StreamDecoder stream(impl_->tokenizer);
   const auto t1 = clock::now();
+  // Greedy decoding asks the session for the argmax itself (decode_greedy: the GPU session
+  // then downloads one id instead of the logits); the first token comes from the prefill's.
+  const bool greedy = o.temperature <= 0.f;
+  int32_t greedy_next = -1;  // the last decode_greedy's answer
   for (int i = 0; i < o.max_new_tokens; ++i) {
-    const int32_t next = sample_token(logits, o.temperature, o.top_p, rng);
+    const int32_t next =
+        greedy && i > 0 ? greedy_next : sample_token(logits, o.temperature, o.top_p, rng);
     if (impl_->tokenizer.is_end_of_generation(next)) {
       r.stopped_at_eos = true;
       break;
@@ -161,7 +166,12 @@ GenerateResult Engine::continue_generation(Session& session, std::vector<float> 
     const std::string piece = stream.push(next);
     r.text += piece;
     if (o.on_token && !o.on_token(next, piece)) break;
-    if (i + 1 < o.max_new_tokens) logits = session.decode(next);
+    if (i + 1 < o.max_new_tokens) {
+      if (greedy)
+        greedy_next = session.decode_greedy(next);
+      else
+        logits = session.decode(next);
+    }
   }
   const std::string rest = stream.flush();
   r.text += rest;

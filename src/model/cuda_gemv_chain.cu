@@ -47,18 +47,18 @@ __device__ __forceinline__ float warp_sum(float v) {
 }
 
 // Every CTA of the grid has arrived `target / gridDim.x` times. The CTA's writes before the
-// call are visible to every CTA after it (bar.sync orders the CTA's threads behind thread 0,
-// whose fence and release-add publish them; the acquire load and fence order what follows).
+// call are visible to every CTA after it: bar.sync orders the CTA's threads before thread
+// 0, whose release-add publishes them (cumulativity), and the acquire load that sees the
+// count orders what follows; the closing bar.sync extends that to the CTA's threads. No
+// separate fences: a fence.sc per CTA and barrier cost more than the release / acquire pair.
 __device__ __forceinline__ void grid_barrier(unsigned* counter, unsigned target) {
   __syncthreads();
   if (threadIdx.x == 0) {
-    __threadfence();
-    atomicAdd(counter, 1u);
+    asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counter) : "memory");
     unsigned seen;
     do {
       asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(counter) : "memory");
     } while (seen < target);
-    __threadfence();
   }
   __syncthreads();
 }

@@ -66,7 +66,42 @@ __global__ void swiglu_kernel(const float* gu, int64_t n, int ff, __nv_bfloat16*
   }
 }
 
+// The first index of each row's largest value (std::max_element's choice on rows without
+// NaN: a later equal value does not win; here NaN never wins over a number). One CTA of 1024 threads per row.
+constexpr int kArgmaxThreads = 1024;
+__device__ __forceinline__ bool argmax_better(float v, int i, float best, int best_i) {
+  return v > best || (v == best && i < best_i) || (best != best && v == v);
+}
+__global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const float* x, int width, int32_t* out) {
+  __shared__ float vals[kArgmaxThreads / 32];
+  __shared__ int idxs[kArgmaxThreads / 32];
+  pdl_wait();
+  pdl_launch_dependents();
+  const float* row = x + int64_t(blockIdx.x) * width;
+  float best = row[0];
+  int best_i = 0;
+  for (int i = int(threadIdx.x); i < width; i += kArgmaxThreads)
+    if (argmax_better(row[i], i, best, best_i)) best = row[i], best_i = i;
+  for (int o = 16; o > 0; o >>= 1) {
+    const float v = __shfl_xor_sync(0xffffffffu, best, o);
+    const int i = __shfl_xor_sync(0xffffffffu, best_i, o);
+    if (argmax_better(v, i, best, best_i)) best = v, best_i = i;
+  }
+  if (threadIdx.x % 32 == 0) vals[threadIdx.x / 32] = best, idxs[threadIdx.x / 32] = best_i;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kArgmaxThreads / 32; ++w)
+      if (argmax_better(vals[w], idxs[w], best, best_i)) best = vals[w], best_i = idxs[w];
+    out[blockIdx.x] = best_i;
+  }
+}
+
 }  // namespace
+
+void argmax_rows(const float* x, int rows, int width, int32_t* out, cudaStream_t stream) {
+  SR_CHECK(rows >= 1 && rows <= 65535 && width >= 1, "argmax_rows: {} rows of {} values not supported", rows, width);
+  launch_pdl(argmax_kernel, dim3(unsigned(rows)), dim3(kArgmaxThreads), 0, stream, x, width, out);
+}
 
 void embed_rows(const __nv_bfloat16* table, const int32_t* tokens, int64_t n, int width, float* x,
                 cudaStream_t stream) {

@@ -47,6 +47,10 @@ void swiglu_bf16(const float* gu, int64_t n, int ff, __nv_bfloat16* out, cudaStr
 void gemm_bf16(cublasHandle_t handle, const __nv_bfloat16* w, int64_t out, int64_t in, const __nv_bfloat16* x,
                int64_t n, float* y, float beta, cudaStream_t stream);
 
+// out[r] = the first index of row r's largest value, as std::max_element gives it on rows
+// without NaN (greedy decoding without downloading the logits). x: [rows, width] device, out: [rows] device.
+void argmax_rows(const float* x, int rows, int width, int32_t* out, cudaStream_t stream);
+
 // ---- decode GEMV: y = W x for a few tokens, one read of W per 8 tokens (cuda_gemv.cu) ----
 enum class GemvIn {
   Plain,    // x as given, [tokens, in]

@@ -511,6 +511,31 @@ TEST(CudaOps, RopeSplitMatchesTheCpuAtLargePositions) {
   }
 }
 
+// The device argmax against std::max_element on random rows of odd widths, with the
+// largest value planted twice in some rows (the first index must win) and at the ends.
+TEST(CudaOps, ArgmaxRowsMatchesMaxElement) {
+  SR_REQUIRE_CUDA_DEVICE();
+  std::mt19937_64 rng(31);
+  for (int width : {1, 7, 1000, 49152, 50001}) {
+    const int rows = 5;
+    std::vector<float> x = normal_vector(size_t(rows) * width, rng);
+    if (width > 2) {
+      x[size_t(1) * width + 3] = x[size_t(1) * width + size_t(width - 1)] = 10.f;  // a tie: index 3 wins
+      x[size_t(2) * width + size_t(width - 1)] = 11.f;                             // the last index
+      x[size_t(3) * width] = 12.f;                                                  // the first
+    }
+    DeviceBuffer xd = upload(x), out(size_t(rows) * 4);
+    testing::poison(out);
+    cuda::argmax_rows(static_cast<const float*>(xd.get()), rows, width, static_cast<int32_t*>(out.get()), nullptr);
+    SR_ASSERT_CUDA(cudaDeviceSynchronize());
+    const std::vector<int32_t> got = download<int32_t>(out, size_t(rows));
+    for (int r = 0; r < rows; ++r) {
+      const auto row = x.begin() + long(size_t(r) * width);
+      EXPECT_EQ(got[size_t(r)], int32_t(std::max_element(row, row + width) - row)) << "width " << width << " row " << r;
+    }
+  }
+}
+
 TEST(CudaOps, NormSwigluEmbedAndGemmMatchFloat64) {
   SR_REQUIRE_CUDA_DEVICE();
   std::mt19937_64 rng(9);

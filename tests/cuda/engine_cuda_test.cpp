@@ -279,6 +279,29 @@ TEST_F(CudaEngine, ForkReplaysTheSession) {
   EXPECT_EQ(s->total_stats().bytes_dense, f->total_stats().bytes_dense);
 }
 
+// decode_greedy (the argmax on the device, only the id downloaded) against the host's
+// argmax of decode's logits, on two copies of one session (the kernels are deterministic),
+// dense and routed, step after step.
+TEST_F(CudaEngine, GreedyStepsOnTheDeviceMatchTheHostsArgmax) {
+  const Engine& gpu = engine("cuda");
+  const auto tokens = golden()["prompts"][4]["tokens"].get<std::vector<int32_t>>();
+  auto s = gpu.new_session(AttentionPolicy{});
+  int32_t next = argmax(s->prefill(tokens));
+  auto f = s->fork();
+  AttentionPolicy routed;
+  routed.kind = PolicyKind::SinkRouter;
+  for (int i = 0; i < 10; ++i) {
+    if (i == 5) {
+      s->set_policy(routed);
+      f->set_policy(routed);
+    }
+    const int32_t host = argmax(s->decode(next)), device = f->decode_greedy(next);
+    ASSERT_EQ(device, host) << "step " << i;
+    next = host;
+  }
+  EXPECT_EQ(f->total_stats().bytes_read(), s->total_stats().bytes_read());
+}
+
 // A long prompt (the prose prompt five times, ~770 tokens): dense statistics equal the
 // CPU's; the routed decode reads no more than dense, certifies its skipped mass, and
 // stays close to dense.

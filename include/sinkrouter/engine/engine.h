@@ -9,6 +9,7 @@
 //   int32_t next = argmax(logits); logits = s->decode(next); ...
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -86,6 +87,13 @@ class Session {
                                             const ProgressFn& progress = {}) = 0;
   // One decode step under the session's policy: appends `token`, returns its logits.
   virtual const std::vector<float>& decode(int32_t token) = 0;
+  // The same step for greedy decoding: returns the next token, the first index of the
+  // largest logit (sample_token at temperature 0). The GPU session takes the argmax on the
+  // device and downloads only the id; the logits are then not available on the host.
+  virtual int32_t decode_greedy(int32_t token) {
+    const std::vector<float>& logits = decode(token);
+    return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
   virtual int64_t length() const = 0;
   virtual const AttentionPolicy& policy() const = 0;
   virtual void set_policy(const AttentionPolicy& policy) = 0;
