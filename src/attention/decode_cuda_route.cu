@@ -285,13 +285,13 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
   // 3. Fast mode: the last CTA of the (b, h) to finish its blocks (a ticket, as the
   // attention kernel's combine) writes the kept-block list, certificate and statistics,
   // instead of a route_select launch. The CTAs with chunks are 0 .. min(grid, chunks) - 1.
-  __threadfence();  // this CTA's keep[] and bterm are visible device-wide before the ticket
+  // This CTA's keep[] and bterm are published by the acquire-release ticket, which also
+  // acquires the other CTAs' for the last one (grid_ticket).
   __syncthreads();
   const int ctas = chunks < 1 ? 1 : int(chunks < int64_t(gridDim.x) ? chunks : int64_t(gridDim.x));
-  if (tid == 0) s_last = atomicAdd(&a.route_tickets[bh], 1) == ctas - 1;
+  if (tid == 0) s_last = grid_ticket(reinterpret_cast<unsigned*>(&a.route_tickets[bh])) == unsigned(ctas - 1);
   __syncthreads();
   if (!s_last) return;
-  __threadfence();
   if (tid == 0) a.route_tickets[bh] = 0;  // every other CTA has taken its ticket
   const int64_t at = int64_t(bh) * a.block_stride;
   const RouteHead hd{a.cost + at, a.bterm + at * G, a.ubound + at, a.keep + at, int(nbr), G};

@@ -335,15 +335,10 @@ __device__ void finish_split(const AttnArgs& a, int unit, int split, int splits,
   } else {
     for (int idx = tid; idx < gc * D; idx += kAttnThreads) a.part_acc[int64_t(cta) * gc * D + idx] = s_acc[idx];
     if (tid < gc) a.part_ml[int64_t(cta) * gc + tid] = make_float2(s_m[tid], s_l[tid]);
-    // The CTA's stores, ordered before thread 0's by the barrier, are made visible
-    // device-wide by its fence before the ticket (the pattern of a grid barrier: one
-    // fence per CTA on the critical path, not one per thread).
+    // The CTA's stores, ordered before thread 0's by the barrier, are published by its
+    // acquire-release ticket, which also acquires the other CTAs' partials for the last.
     __syncthreads();
-    if (tid == 0) {
-      __threadfence();
-      s_last = atomicAdd(&a.tickets[unit], 1) == splits - 1;
-      if (s_last) __threadfence();  // acquire: the other CTAs' partials, read below
-    }
+    if (tid == 0) s_last = grid_ticket(reinterpret_cast<unsigned*>(&a.tickets[unit])) == unsigned(splits - 1);
     __syncthreads();
     trace_phase(a, kPhaseTicket);
     if (!s_last) {

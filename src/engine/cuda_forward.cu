@@ -60,6 +60,14 @@ struct CudaForward::Buffers {
 };
 
 namespace {
+// The LM head (49K rows for SmolLM2) runs on version 1 when the default is Chain: it wants
+// V1's thousands of CTAs (the chain's grid of one CTA per SM would take 16 row pairs per
+// warp, one after another).
+cuda::GemvVersion lm_head_gemv_version() {
+  const cuda::GemvVersion v = cuda::gemv_default_version();
+  return v == cuda::GemvVersion::Chain ? cuda::GemvVersion::V1 : v;
+}
+
 // The CUDA decoder bounds blocks by their min/max box only.
 void check_gpu_policy(const AttentionPolicy& p) {
   p.validate();
@@ -235,7 +243,7 @@ void CudaForward::prefill_chunk(int s, const int32_t* tokens, int64_t c, bool de
     g.eps = cf.rms_eps;
     g.y = b.logits;
     g.ldy = cf.n_vocab;
-    cuda::gemv(g, cuda::GemvIn::RmsNorm, cuda::GemvOut::Store, stream_);
+    cuda::gemv(g, cuda::GemvIn::RmsNorm, cuda::GemvOut::Store, stream_, lm_head_gemv_version());
     download_logits(1, *logits);
   }
 }
@@ -368,11 +376,7 @@ void CudaForward::enqueue_decode_step() {
   out.y = b.logits;
   out.ldy = cf.n_vocab;
   gemvs.flush();
-  // The LM head alone on version 1 under Chain too: its 49K rows want V1's thousands of
-  // CTAs (the chain's grid would take them 16 row pairs per warp, one after another).
-  if (!(ablated_ & kLmHead))
-    cuda::gemv(out, cuda::GemvIn::RmsNorm, cuda::GemvOut::Store, stream_,
-               gemv_version == cuda::GemvVersion::Chain ? cuda::GemvVersion::V1 : gemv_version);
+  if (!(ablated_ & kLmHead)) cuda::gemv(out, cuda::GemvIn::RmsNorm, cuda::GemvOut::Store, stream_, lm_head_gemv_version());
 }
 
 void CudaForward::run_step(const int32_t* tokens) {

@@ -37,6 +37,7 @@ constexpr int kPreloadChunks = 6;  // 16-byte chunks per lane held in registers:
 struct ChainParams {
   GemvStage stages[kMaxChainStages];
   int count;
+  int max_in;         // the widest stage input: the shared memory's row length
   unsigned* barrier;  // zero at launch; left zero
 };
 
@@ -121,10 +122,18 @@ __device__ __forceinline__ void finish_pair(const GemvStage& st, int r, int lane
   }
 }
 
-// grid: one CTA per SM (all resident), kThreads; dynamic shared memory NT * (widest in) floats.
+// RMSNorm's gain into shared memory; the RMSNorm's block_sum barriers order these writes
+// before the pass that reads them.
+__device__ __forceinline__ void load_gain(const GemvArgs& g, float* gain) {
+  for (int i = int(threadIdx.x); i < g.in; i += kThreads) gain[i] = __ldg(g.gain + i);
+}
+
+// grid: one CTA per SM (all resident), kThreads; dynamic shared memory (NT + 1) * max_in floats.
 template <int NT>
 __global__ void __launch_bounds__(kThreads, 1) gemv_chain_kernel(ChainParams p) {
-  extern __shared__ __align__(16) float xs[];  // [NT][in] of the running stage
+  extern __shared__ __align__(16) float smem[];
+  float* xs = smem;                    // [NT][p.max_in]: the running stage's input
+  float* gain = smem + NT * p.max_in;  // [p.max_in]: the next RMSNorm stage's gain, loaded early
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
   const int gwarp = int(blockIdx.x) * kWarps + warp, nwarps = int(gridDim.x) * kWarps;
   // Every stage's rows of this warp into L2 (constant: allowed before the wait).
@@ -140,16 +149,20 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_chain_kernel(ChainParams p) 
   }
   RowPair w;
   if (2 * gwarp < p.stages[0].args.out) load_pair(p.stages[0].args, 2 * gwarp, lane, w);
+  if (p.stages[0].in == GemvIn::RmsNorm) load_gain(p.stages[0].args, gain);
   pdl_begin(p);  // stage 0's input is the kernel before's output
 #pragma unroll
   for (int s = 0; s < kMaxChainStages; ++s) {
     if (s >= p.count) break;
     const GemvStage& st = p.stages[s];
     if (s > 0) {
-      if (2 * gwarp < st.args.out) load_pair(st.args, 2 * gwarp, lane, w);  // before the wait: constant
+      // Before the wait (constant data): this warp's first row pair, and the gain (every warp
+      // of the CTA is past the previous stage's input transform, the last reader of `gain`).
+      if (2 * gwarp < st.args.out) load_pair(st.args, 2 * gwarp, lane, w);
+      if (st.in == GemvIn::RmsNorm) load_gain(st.args, gain);
       grid_barrier(p.barrier, unsigned(s) * gridDim.x);  // stage s - 1 is complete everywhere
     }
-    gemv_input_to_shared<NT>(st.args, st.in, xs, kThreads);
+    gemv_input_to_shared<NT>(st.args, st.in, xs, kThreads, gain);
     __syncthreads();
     for (int pair = gwarp; 2 * pair < st.args.out; pair += nwarps) {
       if (pair != gwarp) load_pair(st.args, 2 * pair, lane, w);
@@ -188,7 +201,7 @@ const ChainDevice& chain_device() {
 template <int NT>
 void launch_chain(const ChainParams& p, int max_in, cudaStream_t stream) {
   const ChainDevice& d = chain_device();
-  const size_t smem = size_t(NT) * size_t(max_in) * sizeof(float);
+  const size_t smem = size_t(NT + 1) * size_t(max_in) * sizeof(float);
   SR_CUDA_CHECK(cudaFuncSetAttribute(gemv_chain_kernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   int per_sm = 0;
   SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_chain_kernel<NT>, kThreads, smem));
@@ -216,8 +229,9 @@ void gemv_chain(const GemvStage* stages, int count, unsigned* barrier, cudaStrea
   }
   // Tokens per launch: as many as the shared memory holds (8 at most). Tokens are
   // independent, so a chain over more tokens runs as chains over slices of them.
-  const size_t row_bytes = size_t(max_in) * sizeof(float);
-  const int fit = int(std::min<size_t>(kMaxTokens, chain_device().smem_optin / row_bytes));
+  const size_t row_bytes = size_t(max_in) * sizeof(float);  // plus one row for the gain
+  const size_t rows = chain_device().smem_optin / row_bytes;
+  const int fit = rows > 1 ? int(std::min<size_t>(kMaxTokens, rows - 1)) : 0;
   SR_CHECK(fit >= 1, "gemv chain: an input row of {} floats does not fit in shared memory", max_in);
   const int per_launch = fit >= 8 ? 8 : fit >= 4 ? 4 : fit >= 2 ? 2 : 1;
   for (int t0 = 0; t0 < tokens; t0 += per_launch) {
@@ -225,6 +239,7 @@ void gemv_chain(const GemvStage* stages, int count, unsigned* barrier, cudaStrea
     ChainParams p{};
     for (int s = 0; s < count; ++s) p.stages[s] = {gemv_token_slice(stages[s].args, t0, n), stages[s].in, stages[s].out};
     p.count = count;
+    p.max_in = max_in;
     p.barrier = barrier;
     if (n == 1)
       launch_chain<1>(p, max_in, stream);

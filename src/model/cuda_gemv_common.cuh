@@ -55,9 +55,12 @@ __device__ __forceinline__ void gemv_store(const GemvArgs& a, GemvOut out, int t
 // The launch's input rows, transformed (RMSNorm or SwiGLU), into shared memory xs [NT][in]
 // by the CTA's `threads` threads; rows past a.tokens are zeroed. Plain loads: the input may
 // have been written earlier in the same kernel (the chain, cuda_gemv_chain.cu). Ends before
-// the CTA's barrier (the caller's). Inlined: a constant `in` folds.
+// the CTA's barrier (the caller's). Inlined: a constant `in` folds. gain: RMSNorm's gain,
+// a.gain or a copy the caller made in shared memory ahead of time (the chain: one round trip
+// less after its barrier).
 template <int NT>
-__device__ __forceinline__ void gemv_input_to_shared(const GemvArgs& a, GemvIn in_kind, float* xs, int threads) {
+__device__ __forceinline__ void gemv_input_to_shared(const GemvArgs& a, GemvIn in_kind, float* xs, int threads,
+                                                     const float* gain) {
   const int in = a.in;
   for (int i = a.tokens * in + int(threadIdx.x); i < NT * in; i += threads) xs[i] = 0.f;  // unused token rows
   for (int t = 0; t < NT && t < a.tokens; ++t) {
@@ -67,7 +70,7 @@ __device__ __forceinline__ void gemv_input_to_shared(const GemvArgs& a, GemvIn i
       float ss = 0.f;
       for (int i = int(threadIdx.x); i < in; i += threads) ss += x[i] * x[i];
       const float inv = rsqrtf(block_sum(ss) / float(in) + a.eps);
-      for (int i = int(threadIdx.x); i < in; i += threads) dst[i] = x[i] * inv * a.gain[i];
+      for (int i = int(threadIdx.x); i < in; i += threads) dst[i] = x[i] * inv * gain[i];
     } else if (in_kind == GemvIn::SwiGlu) {
       for (int i = int(threadIdx.x); i < in; i += threads) {
         const float g = x[i];

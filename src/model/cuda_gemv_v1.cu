@@ -1,5 +1,7 @@
-// The decode GEMV, version 1 (the GPU engine's first device run), the default: measured
-// faster than version 2 (cuda_gemv.cu, SINKROUTER_GEMV=v2) in the engine. Launched with
+// The decode GEMV, version 1 (the GPU engine's first device run; SINKROUTER_GEMV=v1; the
+// LM head's under the default, Chain): measured faster than version 2 (cuda_gemv.cu,
+// SINKROUTER_GEMV=v2) in the engine, and the arithmetic of the chain's stages
+// (cuda_gemv_chain.cu). Launched with
 // programmatic dependent launch (cuda_launch.cuh; SINKROUTER_PDL=0: plain): before its
 // pdl_wait() a CTA only asks L2 to prefetch its own weight rows (constant data), so that
 // the launch and the first weight round trip overlap the kernel before it.
@@ -50,7 +52,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a) {
       asm volatile("prefetch.global.L2 [%0];" ::"l"(rows + off));
   }
   pdl_begin(a);  // the inputs below are the kernel before's outputs
-  gemv_input_to_shared<NT>(a, IN, xs, kThreads);
+  gemv_input_to_shared<NT>(a, IN, xs, kThreads, a.gain);
   __syncthreads();
 
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
