@@ -34,7 +34,9 @@
 # Knobs (environment, passed through to every binary): SINKROUTER_GEMV=v1|v2|chain (the
 # program's default when unset), SINKROUTER_PDL=0 (no programmatic dependent launch),
 # SINKROUTER_PREFILL_ATTENTION=reference. VARIANTS (this script's): the list of step 4's
-# variant runs, "name:ENV=value" or "name:--bench-flag" separated by spaces.
+# variant runs, "name:ENV=value" or "name:--bench-flag" separated by spaces. QUICK=1: no
+# decode-kernel suites or other-version engine tests, decode at 8K and 32K only, no
+# transformers baseline (a check of a change, ~2 minutes).
 # $OUT (a call brings back only a few files): summary.txt tests.log (with the generate and
 #                  sanitizer logs appended) decode_tests.log bench_engine.json bench_engine.log
 #                  bench_engine_gemv_<v>.json bench_engine_pdl_off.json transformers.json
@@ -128,6 +130,7 @@ note "tests: rc=$rc $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]|^\[  SKIPPE
 grep -E '^\[  FAILED  \]' "$OUT/tests.log" | head -20 | tee -a "$summary"
 grep -E 'GPU vs CPU|greedy tokens checked|sinkrouter\(certified' "$OUT/tests.log" | tee -a "$summary"
 # The decode kernels' own suites (call 1 cannot carry the binaries next to part 1 of the model).
+if [ -z "${QUICK:-}" ]; then
 run_bin timeout 150 "$bin/test_cuda" --gtest_filter='-CudaEngine*:*CudaPrefillAttention*:*CudaGemv*:CudaOps.*' \
   >"$OUT/decode_tests.log" 2>&1
 note "decode kernel tests: rc=$? $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$OUT/decode_tests.log" | tr '\n' ' ') $(elapsed)"
@@ -138,6 +141,7 @@ for g in v1 v2 chain; do
   run_bin env SINKROUTER_GEMV=$g timeout 150 "$bin/test_cuda" --gtest_filter='CudaEngine*' >>"$OUT/decode_tests.log" 2>&1
   note "engine tests with SINKROUTER_GEMV=$g: rc=$? $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$OUT/decode_tests.log" | tail -1) $(elapsed)"
 done
+fi
 # If the flash prefill kernel or GEMV v2 failed its own test, everything downstream would
 # read its output: run the engine again on the plain float32 prefill kernel (slow: shorter
 # benchmark) and / or on GEMV v1.
@@ -207,6 +211,7 @@ note "sinkrouter generate --device cuda --policy sinkrouter: rc=$? $(elapsed)"
 text=""
 [ -f .stage/engine/text.txt ] && text="--text .stage/engine/text.txt"
 [ -z "$text" ] && [ -f "$stash/text.txt" ] && text="--text $stash/text.txt"
+[ -n "${QUICK:-}" ] && [ -z "$bench_contexts" ] && bench_contexts="--decode-contexts 8192,32768"
 budget=$(( $(left) - 200 ))  # keep ~200 s for the baseline and the sanitizer
 [ "$budget" -gt 300 ] && budget=300
 if [ "$budget" -gt 60 ]; then
@@ -245,7 +250,9 @@ if ls .stage/engine/whl/*.whl >/dev/null 2>&1; then
 fi
 tb=$(( $(left) - 90 ))
 [ "$tb" -gt 150 ] && tb=150
-if [ "$tb" -gt 40 ]; then
+if [ -n "${QUICK:-}" ]; then
+  note "transformers baseline: skipped (QUICK)"
+elif [ "$tb" -gt 40 ]; then
   PYTHONUNBUFFERED=1 timeout $((tb + 30)) python3 bench/gpu/transformers_baseline.py --model "$model" \
     --out "$OUT/transformers.json" --time-budget "$tb" >>"$OUT/transformers.log" 2>&1
   note "transformers baseline: rc=$? $(elapsed)"
@@ -255,7 +262,7 @@ fi
 
 # ---- 6. compute-sanitizer (last, capped by the time left) ----
 : >"$OUT/sanitizer.log"
-for spec in "memcheck:Small/CudaPrefillAttention.*:*CudaGemv.*:CudaEngine.ShortRunForSanitizer" \
+for spec in "memcheck:Small/CudaPrefillAttention.*:*CudaGemv.*:CudaGemvChain.*:CudaEngine.ShortRunForSanitizer" \
             "racecheck:Small/CudaPrefillAttention.*"; do
   tool=${spec%%:*}
   filter=${spec#*:}

@@ -18,6 +18,7 @@
 // the same order as version 1, so a stage's outputs equal version 1's but for the RMSNorm's
 // sum of squares (added by 12 warps instead of 4: float32 rounding).
 #include <algorithm>
+#include <vector>
 
 #include "core/cuda_check.h"
 #include "core/cuda_launch.cuh"
@@ -38,6 +39,7 @@ struct ChainParams {
   GemvStage stages[kMaxChainStages];
   int count;
   int max_in;         // the widest stage input: the shared memory's row length
+  unsigned early_epilogue;  // bit s: stage s's epilogue inputs may be loaded before its barrier
   unsigned* barrier;  // zero at launch; left zero
 };
 
@@ -83,10 +85,49 @@ __device__ __forceinline__ void load_pair(const GemvArgs& g, int r, int lane, Ro
   }
 }
 
+// What lane t's epilogue (token t) reads besides its dot products, loaded ahead like the
+// weights: the residual values it adds to (Accumulate) or RoPE's position and frequency
+// (QkvRope, q and k rows). Otherwise each is a dependent L2 round trip at the stage's end.
+struct EpilogueIn {
+  float old0 = 0.f, old1 = 0.f;
+  int32_t pos = 0;
+  double freq = 0;
+  bool loaded = false;
+};
+
+__device__ __forceinline__ void load_epilogue(const GemvStage& st, int r, int lane, EpilogueIn& e) {
+  const GemvArgs& g = st.args;
+  e.loaded = false;
+  if (lane >= g.tokens) return;
+  if (st.out == GemvOut::Accumulate) {
+    e.old0 = g.y[lane * g.ldy + r];  // plain loads: an earlier launch or stage wrote them
+    e.old1 = g.y[lane * g.ldy + r + 1];
+    e.loaded = true;
+  } else if (st.out == GemvOut::QkvRope && r < g.q_dim + g.kv_dim) {
+    e.pos = g.positions[lane];
+    e.freq = g.rope.inv_freq[(r % g.rope.head_dim) / 2];
+    e.loaded = true;
+  }
+}
+
+// gemv_store with the epilogue's inputs when they were loaded ahead (the same arithmetic).
+__device__ __forceinline__ void store_pair(const GemvStage& st, int t, int r, float y0, float y1, const EpilogueIn& e) {
+  const GemvArgs& g = st.args;
+  if (!e.loaded) return gemv_store(g, st.out, t, r, y0, y1);
+  if (st.out == GemvOut::Accumulate) {
+    g.y[t * g.ldy + r] = e.old0 + y0;
+    g.y[t * g.ldy + r + 1] = e.old1 + y1;
+  } else {
+    rope_rotate(y0, y1, e.pos, e.freq);
+    store_qkv(g, t, r, y0, y1);
+  }
+}
+
 // Rows (r, r + 1) of stage g for every token, from the preloaded chunks and the rest of
 // the rows (past kPreloadChunks per lane: only for inputs wider than 1536), then stored.
 template <int NT>
-__device__ __forceinline__ void finish_pair(const GemvStage& st, int r, int lane, const RowPair& w, const float* xs) {
+__device__ __forceinline__ void finish_pair(const GemvStage& st, int r, int lane, const RowPair& w, const float* xs,
+                                            const EpilogueIn& e) {
   const GemvArgs& g = st.args;
   const int in = g.in, chunks = in / 8;
   float acc0[NT], acc1[NT];
@@ -118,7 +159,7 @@ __device__ __forceinline__ void finish_pair(const GemvStage& st, int r, int lane
 #pragma unroll
   for (int t = 0; t < NT; ++t) {
     const float y0 = warp_sum(acc0[t]), y1 = warp_sum(acc1[t]);
-    if (lane == t && t < g.tokens) gemv_store(g, st.out, t, r, y0, y1);
+    if (lane == t && t < g.tokens) store_pair(st, t, r, y0, y1, e);
   }
 }
 
@@ -148,9 +189,11 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_chain_kernel(ChainParams p) 
     }
   }
   RowPair w;
+  EpilogueIn e;
   if (2 * gwarp < p.stages[0].args.out) load_pair(p.stages[0].args, 2 * gwarp, lane, w);
   if (p.stages[0].in == GemvIn::RmsNorm) load_gain(p.stages[0].args, gain);
   pdl_begin(p);  // stage 0's input is the kernel before's output
+  if (2 * gwarp < p.stages[0].args.out) load_epilogue(p.stages[0], 2 * gwarp, lane, e);
 #pragma unroll
   for (int s = 0; s < kMaxChainStages; ++s) {
     if (s >= p.count) break;
@@ -158,15 +201,24 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_chain_kernel(ChainParams p) 
     if (s > 0) {
       // Before the wait (constant data): this warp's first row pair, and the gain (every warp
       // of the CTA is past the previous stage's input transform, the last reader of `gain`).
-      if (2 * gwarp < st.args.out) load_pair(st.args, 2 * gwarp, lane, w);
+      if (2 * gwarp < st.args.out) {
+        load_pair(st.args, 2 * gwarp, lane, w);
+        // The epilogue's inputs too, unless stage s - 1 (maybe still running elsewhere)
+        // writes them: every stage before it is complete (the barrier before s - 1).
+        e.loaded = false;
+        if (p.early_epilogue & (1u << s)) load_epilogue(st, 2 * gwarp, lane, e);
+      }
       if (st.in == GemvIn::RmsNorm) load_gain(st.args, gain);
       grid_barrier(p.barrier, unsigned(s) * gridDim.x);  // stage s - 1 is complete everywhere
     }
     gemv_input_to_shared<NT>(st.args, st.in, xs, kThreads, gain);
     __syncthreads();
     for (int pair = gwarp; 2 * pair < st.args.out; pair += nwarps) {
-      if (pair != gwarp) load_pair(st.args, 2 * pair, lane, w);
-      finish_pair<NT>(st, 2 * pair, lane, w, xs);
+      if (pair != gwarp) {
+        load_pair(st.args, 2 * pair, lane, w);
+        e.loaded = false;
+      }
+      finish_pair<NT>(st, 2 * pair, lane, w, xs, e);
     }
   }
   // The last CTA out resets the counter for the next launch: every CTA has passed every
@@ -210,6 +262,36 @@ void launch_chain(const ChainParams& p, int max_in, cudaStream_t stream) {
   launch_pdl(gemv_chain_kernel<NT>, dim3(unsigned(d.sms)), dim3(kThreads), smem, stream, p);
 }
 
+// Byte ranges a stage writes, and that its epilogue reads (for the early loads' check).
+struct Range {
+  const char* begin;
+  const char* end;
+};
+template <typename T>
+Range range_of(const T* p, int64_t count) {
+  const char* b = reinterpret_cast<const char*>(p);
+  return {b, b + (p ? count * int64_t(sizeof(T)) : 0)};
+}
+std::vector<Range> writes(const GemvStage& s) {
+  const GemvArgs& a = s.args;
+  if (s.out == GemvOut::QkvRope)
+    return {range_of(a.q_out, int64_t(a.tokens) * a.q_dim), range_of(a.k_out, int64_t(a.tokens) * a.kv_dim),
+            range_of(a.v_out, int64_t(a.tokens) * a.kv_dim)};
+  return {range_of(a.y, int64_t(a.tokens) * a.ldy)};
+}
+std::vector<Range> epilogue_reads(const GemvStage& s) {
+  const GemvArgs& a = s.args;
+  if (s.out == GemvOut::Accumulate) return {range_of(a.y, int64_t(a.tokens) * a.ldy)};
+  if (s.out == GemvOut::QkvRope) return {range_of(a.positions, a.tokens), range_of(a.rope.inv_freq, a.rope.head_dim / 2)};
+  return {};
+}
+bool overlaps(const std::vector<Range>& x, const std::vector<Range>& y) {
+  for (const Range& a : x)
+    for (const Range& b : y)
+      if (a.begin < b.end && b.begin < a.end) return true;
+  return false;
+}
+
 }  // namespace
 
 void gemv_chain(const GemvStage* stages, int count, unsigned* barrier, cudaStream_t stream) {
@@ -234,12 +316,18 @@ void gemv_chain(const GemvStage* stages, int count, unsigned* barrier, cudaStrea
   const int fit = rows > 1 ? int(std::min<size_t>(kMaxTokens, rows - 1)) : 0;
   SR_CHECK(fit >= 1, "gemv chain: an input row of {} floats does not fit in shared memory", max_in);
   const int per_launch = fit >= 8 ? 8 : fit >= 4 ? 4 : fit >= 2 ? 2 : 1;
+  // Stage s's epilogue inputs may be read before its barrier unless stage s - 1 writes them
+  // (stage 0 reads them after the wait for the kernel before).
+  unsigned early = 1u;
+  for (int s = 1; s < count; ++s)
+    if (!overlaps(epilogue_reads(stages[s]), writes(stages[s - 1]))) early |= 1u << s;
   for (int t0 = 0; t0 < tokens; t0 += per_launch) {
     const int n = std::min(per_launch, tokens - t0);
     ChainParams p{};
     for (int s = 0; s < count; ++s) p.stages[s] = {gemv_token_slice(stages[s].args, t0, n), stages[s].in, stages[s].out};
     p.count = count;
     p.max_in = max_in;
+    p.early_epilogue = early;
     p.barrier = barrier;
     if (n == 1)
       launch_chain<1>(p, max_in, stream);

@@ -27,16 +27,19 @@ __device__ __forceinline__ float dot8(const uint4& w, const float4& xa, const fl
   return acc;
 }
 
-// Token t's outputs of the row pair (r, r + 1) of the stacked Q|K|V matrix: rotated by RoPE
-// when they are q or k (the GGUF pairing puts a RoPE pair in adjacent rows), then stored
-// into q_out, k_out or v_out.
-__device__ __forceinline__ void store_qkv_rope(const GemvArgs& a, int t, int r, float y0, float y1) {
-  if (r < a.q_dim + a.kv_dim) rope_rotate(y0, y1, a.positions[t], a.rope.inv_freq[(r % a.rope.head_dim) / 2]);
+// Token t's outputs of the row pair (r, r + 1) of the stacked Q|K|V matrix, stored into
+// q_out, k_out or v_out (store_qkv); store_qkv_rope first rotates them by RoPE when they are
+// q or k (the GGUF pairing puts a RoPE pair in adjacent rows).
+__device__ __forceinline__ void store_qkv(const GemvArgs& a, int t, int r, float y0, float y1) {
   float* dst = r < a.q_dim                ? a.q_out + int64_t(t) * a.q_dim + r
                : r < a.q_dim + a.kv_dim ? a.k_out + int64_t(t) * a.kv_dim + (r - a.q_dim)
                                         : a.v_out + int64_t(t) * a.kv_dim + (r - a.q_dim - a.kv_dim);
   dst[0] = y0;
   dst[1] = y1;
+}
+__device__ __forceinline__ void store_qkv_rope(const GemvArgs& a, int t, int r, float y0, float y1) {
+  if (r < a.q_dim + a.kv_dim) rope_rotate(y0, y1, a.positions[t], a.rope.inv_freq[(r % a.rope.head_dim) / 2]);
+  store_qkv(a, t, r, y0, y1);
 }
 
 // Token t's outputs of rows (r, r + 1), by the epilogue (inlined: a constant `out` folds).

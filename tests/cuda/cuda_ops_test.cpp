@@ -338,6 +338,49 @@ TEST(CudaGemvChain, FourStagesMatchVersionOne) {
   SR_ASSERT_CUDA(cudaStreamDestroy(stream));
 }
 
+// A stage that adds into what the stage before it stored (h = A x, then h += B x): its
+// epilogue may not read h ahead of its barrier (the chain's early loads must see the
+// overlap). h starts as NaN poison, so a stale read shows.
+TEST(CudaGemvChain, AccumulateIntoThePreviousStagesOutput) {
+  SR_REQUIRE_CUDA_DEVICE();
+  std::mt19937_64 rng(41);
+  const int n = 200, in = 136, T = 3;
+  const std::vector<uint16_t> wa = to_bf16_bits(normal_vector(size_t(n) * in, rng, 0.2f));
+  const std::vector<uint16_t> wb = to_bf16_bits(normal_vector(size_t(n) * in, rng, 0.2f));
+  const std::vector<float> x = normal_vector(size_t(T) * in, rng);
+  DeviceBuffer wad = upload(wa), wbd = upload(wb), xd = upload(x), hd(size_t(T) * n * 4), barrier(sizeof(unsigned));
+  SR_ASSERT_CUDA(cudaMemset(barrier.get(), 0, sizeof(unsigned)));
+  testing::poison(hd);
+  cuda::GemvStage st[2];
+  for (int s = 0; s < 2; ++s) {
+    cuda::GemvArgs& g = st[s].args;
+    g.w = static_cast<const __nv_bfloat16*>((s == 0 ? wad : wbd).get());
+    g.out = n;
+    g.in = in;
+    g.tokens = T;
+    g.x = static_cast<const float*>(xd.get());
+    g.ldx = in;
+    g.y = static_cast<float*>(hd.get());
+    g.ldy = n;
+    st[s].in = cuda::GemvIn::Plain;
+    st[s].out = s == 0 ? cuda::GemvOut::Store : cuda::GemvOut::Accumulate;
+  }
+  cuda::gemv_chain(st, 2, static_cast<unsigned*>(barrier.get()), nullptr);
+  SR_ASSERT_CUDA(cudaDeviceSynchronize());
+  const std::vector<float> h = download<float>(hd, size_t(T) * n);
+  for (int t = 0; t < T; ++t)
+    for (int o = 0; o < n; ++o) {
+      double want = 0, sum_abs = 0;
+      for (int i = 0; i < in; ++i) {
+        const double xi = x[size_t(t) * in + size_t(i)];
+        const double p = bf16_value(wa[size_t(o) * in + size_t(i)]) * xi, q = bf16_value(wb[size_t(o) * in + size_t(i)]) * xi;
+        want += p + q;
+        sum_abs += std::fabs(p) + std::fabs(q);
+      }
+      expect_close(h[size_t(t) * n + size_t(o)], want, sum_abs, fmt::format("token {} row {}", t, o));
+    }
+}
+
 TEST(CudaOps, GemvChainRejectsBadChains) {
   cuda::GemvStage st[5];
   for (cuda::GemvStage& s : st) {
