@@ -2,6 +2,12 @@
 // one after another inside one persistent grid, separated by a grid-wide barrier instead
 // of a kernel boundary.
 //
+// Measured (docs/PERF.md, GPU engine v6): 2-3 % faster than V1 end to end at one sequence;
+// each stage still costs about what a separate kernel did (~4 us). Two further changes that
+// took a dependent L2 round trip off each stage (RMSNorm's gain copied to shared memory ahead
+// of the barrier, v6d; the epilogue's residual and RoPE operands loaded ahead, v6e) measured
+// no change and were taken out again.
+//
 // Why: a decode step of SmolLM2 is ~180 small launches, each reading 0.7-3.5 MB of weights
 // (well under a microsecond at the read bandwidth) yet costing ~5 us (docs/PERF.md, GPU
 // engine v5): the end of one kernel, the release of the next and the first round trips of
@@ -18,7 +24,6 @@
 // the same order as version 1, so a stage's outputs equal version 1's but for the RMSNorm's
 // sum of squares (added by 12 warps instead of 4: float32 rounding).
 #include <algorithm>
-#include <vector>
 
 #include "core/cuda_check.h"
 #include "core/cuda_launch.cuh"
@@ -38,8 +43,6 @@ constexpr int kPreloadChunks = 6;  // 16-byte chunks per lane held in registers:
 struct ChainParams {
   GemvStage stages[kMaxChainStages];
   int count;
-  int max_in;         // the widest stage input: the shared memory's row length
-  unsigned early_epilogue;  // bit s: stage s's epilogue inputs may be loaded before its barrier
   unsigned* barrier;  // zero at launch; left zero
 };
 
@@ -85,49 +88,10 @@ __device__ __forceinline__ void load_pair(const GemvArgs& g, int r, int lane, Ro
   }
 }
 
-// What lane t's epilogue (token t) reads besides its dot products, loaded ahead like the
-// weights: the residual values it adds to (Accumulate) or RoPE's position and frequency
-// (QkvRope, q and k rows). Otherwise each is a dependent L2 round trip at the stage's end.
-struct EpilogueIn {
-  float old0 = 0.f, old1 = 0.f;
-  int32_t pos = 0;
-  double freq = 0;
-  bool loaded = false;
-};
-
-__device__ __forceinline__ void load_epilogue(const GemvStage& st, int r, int lane, EpilogueIn& e) {
-  const GemvArgs& g = st.args;
-  e.loaded = false;
-  if (lane >= g.tokens) return;
-  if (st.out == GemvOut::Accumulate) {
-    e.old0 = g.y[lane * g.ldy + r];  // plain loads: an earlier launch or stage wrote them
-    e.old1 = g.y[lane * g.ldy + r + 1];
-    e.loaded = true;
-  } else if (st.out == GemvOut::QkvRope && r < g.q_dim + g.kv_dim) {
-    e.pos = g.positions[lane];
-    e.freq = g.rope.inv_freq[(r % g.rope.head_dim) / 2];
-    e.loaded = true;
-  }
-}
-
-// gemv_store with the epilogue's inputs when they were loaded ahead (the same arithmetic).
-__device__ __forceinline__ void store_pair(const GemvStage& st, int t, int r, float y0, float y1, const EpilogueIn& e) {
-  const GemvArgs& g = st.args;
-  if (!e.loaded) return gemv_store(g, st.out, t, r, y0, y1);
-  if (st.out == GemvOut::Accumulate) {
-    g.y[t * g.ldy + r] = e.old0 + y0;
-    g.y[t * g.ldy + r + 1] = e.old1 + y1;
-  } else {
-    rope_rotate(y0, y1, e.pos, e.freq);
-    store_qkv(g, t, r, y0, y1);
-  }
-}
-
 // Rows (r, r + 1) of stage g for every token, from the preloaded chunks and the rest of
 // the rows (past kPreloadChunks per lane: only for inputs wider than 1536), then stored.
 template <int NT>
-__device__ __forceinline__ void finish_pair(const GemvStage& st, int r, int lane, const RowPair& w, const float* xs,
-                                            const EpilogueIn& e) {
+__device__ __forceinline__ void finish_pair(const GemvStage& st, int r, int lane, const RowPair& w, const float* xs) {
   const GemvArgs& g = st.args;
   const int in = g.in, chunks = in / 8;
   float acc0[NT], acc1[NT];
@@ -159,22 +123,14 @@ __device__ __forceinline__ void finish_pair(const GemvStage& st, int r, int lane
 #pragma unroll
   for (int t = 0; t < NT; ++t) {
     const float y0 = warp_sum(acc0[t]), y1 = warp_sum(acc1[t]);
-    if (lane == t && t < g.tokens) store_pair(st, t, r, y0, y1, e);
+    if (lane == t && t < g.tokens) gemv_store(g, st.out, t, r, y0, y1);
   }
 }
 
-// RMSNorm's gain into shared memory; the RMSNorm's block_sum barriers order these writes
-// before the pass that reads them.
-__device__ __forceinline__ void load_gain(const GemvArgs& g, float* gain) {
-  for (int i = int(threadIdx.x); i < g.in; i += kThreads) gain[i] = __ldg(g.gain + i);
-}
-
-// grid: one CTA per SM (all resident), kThreads; dynamic shared memory (NT + 1) * max_in floats.
+// grid: one CTA per SM (all resident), kThreads; dynamic shared memory NT * (widest in) floats.
 template <int NT>
 __global__ void __launch_bounds__(kThreads, 1) gemv_chain_kernel(ChainParams p) {
-  extern __shared__ __align__(16) float smem[];
-  float* xs = smem;                    // [NT][p.max_in]: the running stage's input
-  float* gain = smem + NT * p.max_in;  // [p.max_in]: the next RMSNorm stage's gain, loaded early
+  extern __shared__ __align__(16) float xs[];  // [NT][in] of the running stage
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
   const int gwarp = int(blockIdx.x) * kWarps + warp, nwarps = int(gridDim.x) * kWarps;
   // Every stage's rows of this warp into L2 (constant: allowed before the wait).
@@ -189,36 +145,21 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_chain_kernel(ChainParams p) 
     }
   }
   RowPair w;
-  EpilogueIn e;
   if (2 * gwarp < p.stages[0].args.out) load_pair(p.stages[0].args, 2 * gwarp, lane, w);
-  if (p.stages[0].in == GemvIn::RmsNorm) load_gain(p.stages[0].args, gain);
   pdl_begin(p);  // stage 0's input is the kernel before's output
-  if (2 * gwarp < p.stages[0].args.out) load_epilogue(p.stages[0], 2 * gwarp, lane, e);
 #pragma unroll
   for (int s = 0; s < kMaxChainStages; ++s) {
     if (s >= p.count) break;
     const GemvStage& st = p.stages[s];
     if (s > 0) {
-      // Before the wait (constant data): this warp's first row pair, and the gain (every warp
-      // of the CTA is past the previous stage's input transform, the last reader of `gain`).
-      if (2 * gwarp < st.args.out) {
-        load_pair(st.args, 2 * gwarp, lane, w);
-        // The epilogue's inputs too, unless stage s - 1 (maybe still running elsewhere)
-        // writes them: every stage before it is complete (the barrier before s - 1).
-        e.loaded = false;
-        if (p.early_epilogue & (1u << s)) load_epilogue(st, 2 * gwarp, lane, e);
-      }
-      if (st.in == GemvIn::RmsNorm) load_gain(st.args, gain);
+      if (2 * gwarp < st.args.out) load_pair(st.args, 2 * gwarp, lane, w);  // before the wait: constant
       grid_barrier(p.barrier, unsigned(s) * gridDim.x);  // stage s - 1 is complete everywhere
     }
-    gemv_input_to_shared<NT>(st.args, st.in, xs, kThreads, gain);
+    gemv_input_to_shared<NT>(st.args, st.in, xs, kThreads);
     __syncthreads();
     for (int pair = gwarp; 2 * pair < st.args.out; pair += nwarps) {
-      if (pair != gwarp) {
-        load_pair(st.args, 2 * pair, lane, w);
-        e.loaded = false;
-      }
-      finish_pair<NT>(st, 2 * pair, lane, w, xs, e);
+      if (pair != gwarp) load_pair(st.args, 2 * pair, lane, w);
+      finish_pair<NT>(st, 2 * pair, lane, w, xs);
     }
   }
   // The last CTA out resets the counter for the next launch: every CTA has passed every
@@ -253,43 +194,13 @@ const ChainDevice& chain_device() {
 template <int NT>
 void launch_chain(const ChainParams& p, int max_in, cudaStream_t stream) {
   const ChainDevice& d = chain_device();
-  const size_t smem = size_t(NT + 1) * size_t(max_in) * sizeof(float);
+  const size_t smem = size_t(NT) * size_t(max_in) * sizeof(float);
   SR_CUDA_CHECK(cudaFuncSetAttribute(gemv_chain_kernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   int per_sm = 0;
   SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_chain_kernel<NT>, kThreads, smem));
   SR_CHECK(per_sm >= 1, "gemv chain: a CTA of {} threads with {} bytes of shared memory does not fit an SM", kThreads,
            smem);
   launch_pdl(gemv_chain_kernel<NT>, dim3(unsigned(d.sms)), dim3(kThreads), smem, stream, p);
-}
-
-// Byte ranges a stage writes, and that its epilogue reads (for the early loads' check).
-struct Range {
-  const char* begin;
-  const char* end;
-};
-template <typename T>
-Range range_of(const T* p, int64_t count) {
-  const char* b = reinterpret_cast<const char*>(p);
-  return {b, b + (p ? count * int64_t(sizeof(T)) : 0)};
-}
-std::vector<Range> writes(const GemvStage& s) {
-  const GemvArgs& a = s.args;
-  if (s.out == GemvOut::QkvRope)
-    return {range_of(a.q_out, int64_t(a.tokens) * a.q_dim), range_of(a.k_out, int64_t(a.tokens) * a.kv_dim),
-            range_of(a.v_out, int64_t(a.tokens) * a.kv_dim)};
-  return {range_of(a.y, int64_t(a.tokens) * a.ldy)};
-}
-std::vector<Range> epilogue_reads(const GemvStage& s) {
-  const GemvArgs& a = s.args;
-  if (s.out == GemvOut::Accumulate) return {range_of(a.y, int64_t(a.tokens) * a.ldy)};
-  if (s.out == GemvOut::QkvRope) return {range_of(a.positions, a.tokens), range_of(a.rope.inv_freq, a.rope.head_dim / 2)};
-  return {};
-}
-bool overlaps(const std::vector<Range>& x, const std::vector<Range>& y) {
-  for (const Range& a : x)
-    for (const Range& b : y)
-      if (a.begin < b.end && b.begin < a.end) return true;
-  return false;
 }
 
 }  // namespace
@@ -311,23 +222,15 @@ void gemv_chain(const GemvStage* stages, int count, unsigned* barrier, cudaStrea
   }
   // Tokens per launch: as many as the shared memory holds (8 at most). Tokens are
   // independent, so a chain over more tokens runs as chains over slices of them.
-  const size_t row_bytes = size_t(max_in) * sizeof(float);  // plus one row for the gain
-  const size_t rows = chain_device().smem_optin / row_bytes;
-  const int fit = rows > 1 ? int(std::min<size_t>(kMaxTokens, rows - 1)) : 0;
+  const size_t row_bytes = size_t(max_in) * sizeof(float);
+  const int fit = int(std::min<size_t>(kMaxTokens, chain_device().smem_optin / row_bytes));
   SR_CHECK(fit >= 1, "gemv chain: an input row of {} floats does not fit in shared memory", max_in);
   const int per_launch = fit >= 8 ? 8 : fit >= 4 ? 4 : fit >= 2 ? 2 : 1;
-  // Stage s's epilogue inputs may be read before its barrier unless stage s - 1 writes them
-  // (stage 0 reads them after the wait for the kernel before).
-  unsigned early = 1u;
-  for (int s = 1; s < count; ++s)
-    if (!overlaps(epilogue_reads(stages[s]), writes(stages[s - 1]))) early |= 1u << s;
   for (int t0 = 0; t0 < tokens; t0 += per_launch) {
     const int n = std::min(per_launch, tokens - t0);
     ChainParams p{};
     for (int s = 0; s < count; ++s) p.stages[s] = {gemv_token_slice(stages[s].args, t0, n), stages[s].in, stages[s].out};
     p.count = count;
-    p.max_in = max_in;
-    p.early_epilogue = early;
     p.barrier = barrier;
     if (n == 1)
       launch_chain<1>(p, max_in, stream);

@@ -27,19 +27,16 @@ __device__ __forceinline__ float dot8(const uint4& w, const float4& xa, const fl
   return acc;
 }
 
-// Token t's outputs of the row pair (r, r + 1) of the stacked Q|K|V matrix, stored into
-// q_out, k_out or v_out (store_qkv); store_qkv_rope first rotates them by RoPE when they are
-// q or k (the GGUF pairing puts a RoPE pair in adjacent rows).
-__device__ __forceinline__ void store_qkv(const GemvArgs& a, int t, int r, float y0, float y1) {
+// Token t's outputs of the row pair (r, r + 1) of the stacked Q|K|V matrix: rotated by RoPE
+// when they are q or k (the GGUF pairing puts a RoPE pair in adjacent rows), then stored
+// into q_out, k_out or v_out.
+__device__ __forceinline__ void store_qkv_rope(const GemvArgs& a, int t, int r, float y0, float y1) {
+  if (r < a.q_dim + a.kv_dim) rope_rotate(y0, y1, a.positions[t], a.rope.inv_freq[(r % a.rope.head_dim) / 2]);
   float* dst = r < a.q_dim                ? a.q_out + int64_t(t) * a.q_dim + r
                : r < a.q_dim + a.kv_dim ? a.k_out + int64_t(t) * a.kv_dim + (r - a.q_dim)
                                         : a.v_out + int64_t(t) * a.kv_dim + (r - a.q_dim - a.kv_dim);
   dst[0] = y0;
   dst[1] = y1;
-}
-__device__ __forceinline__ void store_qkv_rope(const GemvArgs& a, int t, int r, float y0, float y1) {
-  if (r < a.q_dim + a.kv_dim) rope_rotate(y0, y1, a.positions[t], a.rope.inv_freq[(r % a.rope.head_dim) / 2]);
-  store_qkv(a, t, r, y0, y1);
 }
 
 // Token t's outputs of rows (r, r + 1), by the epilogue (inlined: a constant `out` folds).
@@ -58,12 +55,9 @@ __device__ __forceinline__ void gemv_store(const GemvArgs& a, GemvOut out, int t
 // The launch's input rows, transformed (RMSNorm or SwiGLU), into shared memory xs [NT][in]
 // by the CTA's `threads` threads; rows past a.tokens are zeroed. Plain loads: the input may
 // have been written earlier in the same kernel (the chain, cuda_gemv_chain.cu). Ends before
-// the CTA's barrier (the caller's). Inlined: a constant `in` folds. gain: RMSNorm's gain,
-// a.gain or a copy the caller made in shared memory ahead of time (the chain: one round trip
-// less after its barrier).
+// the CTA's barrier (the caller's). Inlined: a constant `in` folds.
 template <int NT>
-__device__ __forceinline__ void gemv_input_to_shared(const GemvArgs& a, GemvIn in_kind, float* xs, int threads,
-                                                     const float* gain) {
+__device__ __forceinline__ void gemv_input_to_shared(const GemvArgs& a, GemvIn in_kind, float* xs, int threads) {
   const int in = a.in;
   for (int i = a.tokens * in + int(threadIdx.x); i < NT * in; i += threads) xs[i] = 0.f;  // unused token rows
   for (int t = 0; t < NT && t < a.tokens; ++t) {
@@ -73,7 +67,7 @@ __device__ __forceinline__ void gemv_input_to_shared(const GemvArgs& a, GemvIn i
       float ss = 0.f;
       for (int i = int(threadIdx.x); i < in; i += threads) ss += x[i] * x[i];
       const float inv = rsqrtf(block_sum(ss) / float(in) + a.eps);
-      for (int i = int(threadIdx.x); i < in; i += threads) dst[i] = x[i] * inv * gain[i];
+      for (int i = int(threadIdx.x); i < in; i += threads) dst[i] = x[i] * inv * a.gain[i];
     } else if (in_kind == GemvIn::SwiGlu) {
       for (int i = int(threadIdx.x); i < in; i += threads) {
         const float g = x[i];

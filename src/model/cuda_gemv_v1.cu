@@ -52,7 +52,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a) {
       asm volatile("prefetch.global.L2 [%0];" ::"l"(rows + off));
   }
   pdl_begin(a);  // the inputs below are the kernel before's outputs
-  gemv_input_to_shared<NT>(a, IN, xs, kThreads, a.gain);
+  gemv_input_to_shared<NT>(a, IN, xs, kThreads);
   __syncthreads();
 
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
