@@ -75,6 +75,23 @@ void expect_bf16(uint16_t got, double want, const std::string& where) {
       << where << ": got " << bf16_value(got) << ", expected " << want;
 }
 
+// Captures what `enqueue` launches on `stream` into a CUDA graph, replays it once and waits.
+void replay_as_graph(cudaStream_t stream, const std::function<void()>& enqueue) {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  auto check = [](cudaError_t e, const char* what) {
+    if (e != cudaSuccess) throw Error(fmt::format("{} failed: {}", what, cudaGetErrorString(e)));
+  };
+  check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+  enqueue();
+  check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
+  check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+  check(cudaGraphLaunch(exec, stream), "cudaGraphLaunch");
+  check(cudaStreamSynchronize(stream), "the graph's replay");
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+}
+
 struct GemvCase {
   cuda::GemvIn in;
   cuda::GemvOut out;
@@ -324,23 +341,17 @@ TEST(CudaGemvChain, FourStagesMatchVersionOne) {
     expect_same("direct launches");
 
     reset();
-    cudaGraph_t graph = nullptr;
-    cudaGraphExec_t exec = nullptr;
-    SR_ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-    for (int r = 0; r < rounds; ++r) cuda::gemv_chain(st, 4, static_cast<unsigned*>(barrier.get()), stream);
-    SR_ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
-    SR_ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-    SR_ASSERT_CUDA(cudaGraphLaunch(exec, stream));
+    replay_as_graph(stream, [&] {
+      for (int r = 0; r < rounds; ++r) cuda::gemv_chain(st, 4, static_cast<unsigned*>(barrier.get()), stream);
+    });
     expect_same("graph replay");
-    SR_ASSERT_CUDA(cudaGraphExecDestroy(exec));
-    SR_ASSERT_CUDA(cudaGraphDestroy(graph));
   }
   SR_ASSERT_CUDA(cudaStreamDestroy(stream));
 }
 
 // A stage that adds into what the stage before it stored (h = A x, then h += B x): its
-// epilogue may not read h ahead of its barrier (the chain's early loads must see the
-// overlap). h starts as NaN poison, so a stale read shows.
+// epilogue must read h after the grid barrier, not before (a stage reading ahead would see
+// the NaN poison h starts with).
 TEST(CudaGemvChain, AccumulateIntoThePreviousStagesOutput) {
   SR_REQUIRE_CUDA_DEVICE();
   std::mt19937_64 rng(41);
@@ -478,16 +489,8 @@ TEST(CudaGemvPdl, ChainedLaunchesSeeEachOthersOutputs) {
     check("direct launches");
 
     reset();
-    cudaGraph_t graph = nullptr;
-    cudaGraphExec_t exec = nullptr;
-    SR_ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-    enqueue();
-    SR_ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
-    SR_ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-    SR_ASSERT_CUDA(cudaGraphLaunch(exec, stream));
+    replay_as_graph(stream, enqueue);
     check("graph replay");
-    SR_ASSERT_CUDA(cudaGraphExecDestroy(exec));
-    SR_ASSERT_CUDA(cudaGraphDestroy(graph));
   }
   SR_ASSERT_CUDA(cudaStreamDestroy(stream));
 }
