@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "core/cuda_check.h"
+#include "core/cuda_graph.h"
 #include "sinkrouter/attention/decode_cuda.h"
 #include "sinkrouter/kv/device_kv_cache.h"
 
@@ -136,18 +137,6 @@ float time_graph(cudaGraphExec_t exec, cudaStream_t stream, int reps) {
   return median(ms);
 }
 
-template <typename Fn>
-cudaGraphExec_t capture(cudaStream_t stream, Fn&& fn) {
-  cudaGraph_t g;
-  SR_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  fn();
-  SR_CUDA_CHECK(cudaStreamEndCapture(stream, &g));
-  cudaGraphExec_t exec;
-  SR_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
-  SR_CUDA_CHECK(cudaGraphDestroy(g));
-  return exec;
-}
-
 struct Bandwidth {
   double copy_gbps, read_gbps;
 };
@@ -159,11 +148,11 @@ Bandwidth measure_bandwidth(cudaStream_t stream, int reps) {
   SR_CUDA_CHECK(cudaMalloc(&dst, bytes));
   SR_CUDA_CHECK(cudaMalloc(&sink, 4096));
   SR_CUDA_CHECK(cudaMemset(src, 0x5a, bytes));
-  cudaGraphExec_t copy = capture(stream, [&] { SR_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream)); });
+  cudaGraphExec_t copy = sr::cuda::capture_graph(stream, [&] { SR_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream)); });
   const float copy_ms = time_graph(copy, stream, reps);
   int sms = 0;
   SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  cudaGraphExec_t read = capture(stream, [&] {
+  cudaGraphExec_t read = sr::cuda::capture_graph(stream, [&] {
     read_kernel<<<sms * 8, 256, 0, stream>>>(static_cast<const uint4*>(src), int64_t(bytes / 16), static_cast<uint4*>(sink));
   });
   const float read_ms = time_graph(read, stream, reps);
@@ -348,7 +337,7 @@ int main(int argc, char** argv) {
           // Milliseconds of one call of `dec` (or of its routing pass alone): a graph of one
           // call per cache copy, timed as a whole, divided by the copies.
           auto time_calls = [&](sr::CudaDecoder& dec, bool routing_only) {
-            cudaGraphExec_t exec = capture(stream, [&] {
+            cudaGraphExec_t exec = sr::cuda::capture_graph(stream, [&] {
               for (int c = 0; c < copies; ++c) {
                 const int64_t qo = int64_t(c) * B * sh.q_heads * sh.head_dim;
                 if (routing_only)

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/cuda_check.h"
+#include "core/cuda_graph.h"
 #include "engine/sink_detection.h"
 #include "model/cuda_gemv_queue.h"
 #include "model/cuda_ops.h"
@@ -75,25 +76,6 @@ void check_gpu_policy(const AttentionPolicy& p) {
            "GPU engine: --bound {} is not implemented by the CUDA decoder (box only); use --bound box, or "
            "--device cpu",
            bound_name(p.bound));
-}
-// What `enqueue` puts on `stream`, captured into an instantiated graph; the stream stays
-// usable when enqueue throws.
-cudaGraphExec_t capture_graph(cudaStream_t stream, const std::function<void()>& enqueue) {
-  cudaGraph_t g = nullptr;
-  SR_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  try {
-    enqueue();
-  } catch (...) {
-    cudaStreamEndCapture(stream, &g);
-    if (g) cudaGraphDestroy(g);
-    throw;
-  }
-  SR_CUDA_CHECK(cudaStreamEndCapture(stream, &g));
-  cudaGraphExec_t exec = nullptr;
-  const cudaError_t st = cudaGraphInstantiate(&exec, g, 0);
-  cudaGraphDestroy(g);
-  SR_CUDA_CHECK(st);
-  return exec;
 }
 }  // namespace
 
@@ -392,7 +374,7 @@ void CudaForward::run_step(const int32_t* tokens) {
   std::memcpy(b.host_tokens, tokens, size_t(B) * sizeof(int32_t));
   SR_CUDA_CHECK(cudaMemcpyAsync(b.tokens, b.host_tokens, size_t(B) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   if (use_graph_) {
-    if (!graph_) graph_ = capture_graph(stream_, [&] { enqueue_decode_step(); });
+    if (!graph_) graph_ = cuda::capture_graph(stream_, [&] { enqueue_decode_step(); });
     SR_CUDA_CHECK(cudaGraphLaunch(graph_, stream_));
   } else {
     enqueue_decode_step();
@@ -450,7 +432,7 @@ CudaForward::AttentionTiming CudaForward::time_attention(const AttentionPolicy& 
     decoders.push_back(std::make_unique<CudaDecoder>(caches_[size_t(l)].view(), cf.n_head, policy, scale));
   SR_CUDA_CHECK(cudaDeviceSynchronize());  // the decoders' workspaces were cleared on the legacy stream
   Buffers& b = *buf_;
-  cudaGraphExec_t exec = capture_graph(stream_, [&] {
+  cudaGraphExec_t exec = cuda::capture_graph(stream_, [&] {
     for (int l = 0; l < cf.n_layers; ++l)  // the output goes to the step's scratch (att_step)
       decoders[size_t(l)]->run(caches_[size_t(l)].view(), b.q_layers + size_t(l) * BQ, DType::F32, b.att_step,
                                DType::F32, stream_);

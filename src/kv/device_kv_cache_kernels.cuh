@@ -33,17 +33,20 @@ struct CacheArgs {
   int32_t* error_flag;
   int H, D, P, R, A, default_anchors;
 
+  // Token t's K row (every head) in the page that holds it; V is v_stride() further on.
+  __device__ int64_t k_row(int64_t page, int64_t t) const { return ((page * 2) * P + t % P) * int64_t(H) * D; }
   __device__ int64_t k_offset(int s, int64_t t, int h) const {
-    const int64_t page = page_indices[page_indptr[s] + t / P];
-    return ((page * 2) * P + t % P) * int64_t(H) * D + int64_t(h) * D;
+    return k_row(page_indices[page_indptr[s] + t / P], t) + int64_t(h) * D;
   }
   __device__ int64_t v_stride() const { return int64_t(P) * H * D; }
+  // Head h's min | max summary in a summary slot.
+  __device__ int64_t summary_at(int64_t slot, int h) const { return (slot * H + h) * 2 * int64_t(D); }
   __device__ int64_t summary_offset(int s, int64_t j, int h) const {
-    const int64_t slot = summary_indices[summary_indptr[s] + j];
-    return (slot * H + h) * 2 * int64_t(D);
+    return summary_at(summary_indices[summary_indptr[s] + j], h);
   }
+  __device__ float* vnorm_at(int64_t slot, int h) const { return value_norm_max + slot * H + h; }
   __device__ float* vnorm(int s, int64_t j, int h) const {
-    return value_norm_max + int64_t(summary_indices[summary_indptr[s] + j]) * H + h;
+    return vnorm_at(summary_indices[summary_indptr[s] + j], h);
   }
 };
 
@@ -111,7 +114,7 @@ __global__ void append_step_kernel(CacheArgs c, const In* k, const In* v, int fi
   const int64_t j = t / c.R;
   const int64_t page = c.page_indices[page_base + t / c.P];
   const int64_t slot = c.summary_indices[summary_base + j];
-  const int64_t row = ((page * 2) * c.P + t % c.P) * int64_t(HD);  // this token's K row, all heads
+  const int64_t row = c.k_row(page, t);  // this token's K row, all heads
 #pragma unroll
   for (int e = 0; e < kPerThread; ++e) {
     const int i = int(threadIdx.x) + e * int(blockDim.x);
@@ -121,13 +124,13 @@ __global__ void append_step_kernel(CacheArgs c, const In* k, const In* v, int fi
       c.pages[row + i] = kx;
       c.pages[row + c.v_stride() + i] = vx;
       v_row[i] = vx;
-      update_min_max<Tag>(c.summaries + (slot * c.H + h) * 2 * int64_t(c.D), c.D, d, kx, open);
+      update_min_max<Tag>(c.summaries + c.summary_at(slot, h), c.D, d, kx, open);
     }
   }
   __syncthreads();  // the V row is complete in shared memory before its norms are taken
   for (int h = int(threadIdx.x); h < c.H; h += int(blockDim.x)) {
     const float norm = value_norm<Tag>(v_row + h * c.D, c.D);
-    float* vmax = c.value_norm_max + slot * c.H + h;
+    float* vmax = c.vnorm_at(slot, h);
     if (open || norm > *vmax) *vmax = norm;
     if (t < c.default_anchors) {
       int32_t& count = c.anchor_count[s * c.H + h];

@@ -1,6 +1,6 @@
 // Device helpers shared by the forward-pass kernels (internal header, CUDA builds only):
-// RoPE's rotation, used by the prefill split kernel and the decode GEMV epilogue, and a
-// block-wide sum.
+// RoPE's rotation, used by the prefill split kernel and the decode GEMV epilogue, warp- and
+// block-wide sums, and an L2 prefetch of a byte range.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +19,21 @@ __device__ __forceinline__ void rope_rotate(float& x0, float& x1, int64_t pos, d
   const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
   x0 = y0;
   x1 = y1;
+}
+
+// Sum over the warp's 32 lanes (a butterfly: every lane gets the total, in a fixed order).
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Asks L2 to prefetch [p, p + bytes), one 128-byte line per request, the requests spread
+// over `threads` threads of which this is `thread` (constant data: allowed before pdl_wait).
+__device__ __forceinline__ void prefetch_l2(const void* p, int64_t bytes, int thread, int threads) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t off = int64_t(thread) * 128; off < bytes; off += int64_t(threads) * 128)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(c + off));
 }
 
 // Sum over the block of one float per thread; every thread gets the total. All threads of

@@ -189,13 +189,11 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }  // namespace
 
 void gemv_v2(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream) {
-  gemv_check_shape(a, out);
+  gemv_check_shape(a, in, out);
   SR_CHECK(aligned16(a.w) && aligned16(a.x) && a.ldx % 4 == 0 && (in != GemvIn::RmsNorm || aligned16(a.gain)),
            "gemv: weights, inputs and gains must start at 16-byte boundaries with a row stride that is a multiple "
            "of 4 floats (got ldx {})",
            a.ldx);
-  SR_CHECK(in != GemvIn::SwiGlu || a.ldx >= 2 * int64_t(a.in),
-           "gemv: SwiGLU input rows hold gate | up: stride {} is less than 2 x {}", a.ldx, a.in);
   gemv_launch_sliced<Launcher>(a, in, out, kMaxTokens, stream);
 }
 

@@ -46,12 +46,6 @@ struct ChainParams {
   unsigned* barrier;  // zero at launch; left zero
 };
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 // Every CTA of the grid has arrived `target / gridDim.x` times. The CTA's writes before the
 // call are visible to every CTA after it: bar.sync orders the CTA's threads before thread
 // 0, whose release-add publishes them (cumulativity), and the acquire load that sees the
@@ -138,11 +132,8 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_chain_kernel(ChainParams p) 
   for (int s = 0; s < kMaxChainStages; ++s) {
     if (s >= p.count) break;
     const GemvArgs& g = p.stages[s].args;
-    const int bytes = 2 * g.in * 2;  // a row pair, contiguous
-    for (int pair = gwarp; 2 * pair < g.out; pair += nwarps) {
-      const char* rows = reinterpret_cast<const char*>(g.w + int64_t(2 * pair) * g.in);
-      for (int off = lane * 128; off < bytes; off += 32 * 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(rows + off));
-    }
+    for (int pair = gwarp; 2 * pair < g.out; pair += nwarps)  // a row pair, contiguous
+      prefetch_l2(g.w + int64_t(2 * pair) * g.in, int64_t(2 * g.in) * 2, lane, 32);
   }
   RowPair w;
   if (2 * gwarp < p.stages[0].args.out) load_pair(p.stages[0].args, 2 * gwarp, lane, w);
@@ -213,11 +204,9 @@ void gemv_chain(const GemvStage* stages, int count, unsigned* barrier, cudaStrea
   int max_in = 0;
   for (int s = 0; s < count; ++s) {
     const GemvArgs& a = stages[s].args;
-    gemv_check_shape(a, stages[s].out);
+    gemv_check_shape(a, stages[s].in, stages[s].out);
     SR_CHECK(a.tokens == tokens, "gemv chain: stage {} has {} tokens, stage 0 {} (one token count per chain)", s,
              a.tokens, tokens);
-    SR_CHECK(stages[s].in != GemvIn::SwiGlu || a.ldx >= 2 * int64_t(a.in),
-             "gemv: SwiGLU input rows hold gate | up: stride {} is less than 2 x {}", a.ldx, a.in);
     max_in = std::max(max_in, a.in);
   }
   // Tokens per launch: as many as the shared memory holds (8 at most). Tokens are

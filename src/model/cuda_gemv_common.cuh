@@ -79,14 +79,17 @@ __device__ __forceinline__ void gemv_input_to_shared(const GemvArgs& a, GemvIn i
   }
 }
 
-// The checks both versions make: an even row count, whole 16-byte chunks per row, at least
-// one token, and for QkvRope the stacked shape (gemv_check_qkv_shape).
+// The checks every version makes: an even row count, whole 16-byte chunks per row, at least
+// one token, SwiGLU's gate | up rows within the stride, and for QkvRope the stacked shape
+// (gemv_check_qkv_shape).
 inline void gemv_check_qkv_shape(const GemvArgs& a);
-inline void gemv_check_shape(const GemvArgs& a, GemvOut out) {
+inline void gemv_check_shape(const GemvArgs& a, GemvIn in, GemvOut out) {
   SR_CHECK(a.in >= 8 && a.in % 8 == 0 && a.out >= 2 && a.out % 2 == 0,
            "gemv: shape [{} x {}] not supported (expected an even row count and a multiple of 8 columns)", a.out,
            a.in);
   SR_CHECK(a.tokens >= 1, "gemv: {} tokens (expected at least 1)", a.tokens);
+  SR_CHECK(in != GemvIn::SwiGlu || a.ldx >= 2 * int64_t(a.in),
+           "gemv: SwiGLU input rows hold gate | up: stride {} is less than 2 x {}", a.ldx, a.in);
   if (out == GemvOut::QkvRope) gemv_check_qkv_shape(a);
 }
 

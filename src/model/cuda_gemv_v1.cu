@@ -33,24 +33,13 @@ constexpr size_t kDefaultSmem = 48 * 1024;  // usable without raising the kernel
 
 size_t g_smem_limit = kDefaultSmem;  // raised by gemv_configure
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 // grid: ceil(out / 8) CTAs of 128 threads; dynamic shared memory: NT * in floats.
 template <int NT, GemvIn IN, GemvOut OUT>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvArgs a) {
   extern __shared__ __align__(16) float xs[];  // [NT][in]
   const int in = a.in;
-  {  // this CTA's rows into L2 (constant: allowed before the wait), one 128-byte line per request
-    const int r0 = int(blockIdx.x) * kRowsPerCta;
-    const int64_t bytes = int64_t(min(kRowsPerCta, a.out - r0)) * in * 2;
-    const char* rows = reinterpret_cast<const char*>(a.w + int64_t(r0) * in);
-    for (int64_t off = int64_t(threadIdx.x) * 128; off < bytes; off += int64_t(kThreads) * 128)
-      asm volatile("prefetch.global.L2 [%0];" ::"l"(rows + off));
-  }
+  const int r0 = int(blockIdx.x) * kRowsPerCta;  // this CTA's rows into L2
+  prefetch_l2(a.w + int64_t(r0) * in, int64_t(min(kRowsPerCta, a.out - r0)) * in * 2, int(threadIdx.x), kThreads);
   pdl_begin(a);  // the inputs below are the kernel before's outputs
   gemv_input_to_shared<NT>(a, IN, xs, kThreads);
   __syncthreads();
@@ -107,7 +96,7 @@ void gemv_configure(int max_in) {  // affects version 1 only (version 2 uses no 
 }
 
 void gemv_v1(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream) {
-  gemv_check_shape(a, out);
+  gemv_check_shape(a, in, out);
   // Tokens per launch: as many as fit the shared memory (8 at most).
   const int fit = int(std::min<size_t>(kMaxTokens, g_smem_limit / (size_t(a.in) * sizeof(float))));
   SR_CHECK(fit >= 1, "gemv: an input row of {} floats does not fit in shared memory (call gemv_configure)", a.in);

@@ -87,6 +87,25 @@ inline void to_host(const DeviceBuffer& d, const HostTensor& t) {
     throw Error("cudaMemcpy to the host failed in a test");
 }
 
+// Device copy of `bytes` host bytes, and of a host vector; host copy of `count` elements.
+inline DeviceBuffer upload(const void* p, size_t bytes) {
+  DeviceBuffer d(bytes);
+  if (cudaMemcpy(d.get(), p, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
+    throw Error("cudaMemcpy to the device failed in a test");
+  return d;
+}
+template <typename T>
+DeviceBuffer upload(const std::vector<T>& v) {
+  return upload(v.data(), v.size() * sizeof(T));
+}
+template <typename T>
+std::vector<T> download(const DeviceBuffer& d, size_t count) {
+  std::vector<T> v(count);
+  if (cudaMemcpy(v.data(), d.get(), count * sizeof(T), cudaMemcpyDeviceToHost) != cudaSuccess)
+    throw Error("cudaMemcpy to the host failed in a test");
+  return v;
+}
+
 // Fills a device buffer with all-ones bytes (NaN in every float type): a kernel that
 // leaves an output element unwritten fails the comparison.
 inline void poison(const DeviceBuffer& d) {

@@ -31,6 +31,8 @@ namespace sinkrouter {
 namespace {
 
 using testing::DeviceBuffer;
+using testing::download;
+using testing::upload;
 
 struct PrefillCase {
   int head_dim, q_heads, kv_heads, page;
@@ -98,21 +100,6 @@ Float64Attention float64_attention(const std::vector<uint16_t>& q, const HostKVS
     }
   }
   return r;
-}
-
-template <typename T>
-std::vector<T> download(const DeviceBuffer& d, size_t count) {
-  std::vector<T> v(count);
-  if (cudaMemcpy(v.data(), d.get(), count * sizeof(T), cudaMemcpyDeviceToHost) != cudaSuccess)
-    throw Error("cudaMemcpy to the host failed in a test");
-  return v;
-}
-
-DeviceBuffer upload(const void* p, size_t bytes) {
-  DeviceBuffer d(bytes);
-  if (cudaMemcpy(d.get(), p, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
-    throw Error("cudaMemcpy to the device failed in a test");
-  return d;
 }
 
 class CudaPrefillAttention : public ::testing::TestWithParam<PrefillCase> {};
