@@ -16,7 +16,7 @@
 #   1. binaries unpacked and loaded;
 #   2. test_cuda, the engine's tests (prefill attention, both decode GEMVs and ops, engine
 #      vs CPU and transformers, graph, batch, fork, routed statistics), with fallbacks:
-#      flash prefill failed -> SINKROUTER_PREFILL_ATTENTION=reference; the GEMV in use (chain
+#      flash prefill v2 failed -> SINKROUTER_PREFILL_ATTENTION=flash1, both failed -> reference; the GEMV in use (chain
 #      or v2) failed its own test -> SINKROUTER_GEMV=v1; else the chained-GEMV test under PDL (CudaGemvPdl)
 #      failed -> SINKROUTER_PDL=0; engine tests failed with only the kernels passing ->
 #      again with SINKROUTER_PDL=0, then with SINKROUTER_GEMV=v1, keeping the first that
@@ -33,14 +33,15 @@
 #   7. a short table.
 # Knobs (environment, passed through to every binary): SINKROUTER_GEMV=v1|v2|chain (the
 # program's default when unset), SINKROUTER_PDL=0 (no programmatic dependent launch),
-# SINKROUTER_PREFILL_ATTENTION=reference. VARIANTS (this script's): the list of step 4's
+# SINKROUTER_PREFILL_ATTENTION=flash|flash1|reference. NCU_PREFILL=1: ncu of the prefill
+# kernels. VARIANTS (this script's): the list of step 4's
 # variant runs, "name:ENV=value" or "name:--bench-flag" separated by spaces. QUICK=1: no
 # decode-kernel suites or other-version engine tests, decode at 8K and 32K only, no
 # transformers baseline (a check of a change, ~2 minutes).
 # $OUT (a call brings back only a few files): summary.txt tests.log (with the generate and
 #                  sanitizer logs appended) decode_tests.log bench_engine.json bench_engine.log
 #                  bench_engine_gemv_<v>.json bench_engine_pdl_off.json transformers.json
-#                  transformers.log
+#                  transformers.log prefill_attention.json prefill_attention.log
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -147,7 +148,12 @@ fi
 # benchmark) and / or on GEMV v1.
 bench_contexts=""
 rerun=""
-if grep -qE '^\[  FAILED  \] .*CudaPrefillAttention' "$OUT/tests.log"; then
+if grep -qE '^\[  FAILED  \] .*CudaPrefillAttention.*/flash_' "$OUT/tests.log" &&
+   ! grep -qE '^\[  FAILED  \] .*CudaPrefillAttention.*/flash1_' "$OUT/tests.log"; then
+  export SINKROUTER_PREFILL_ATTENTION=flash1
+  rerun="the version 1 flash prefill kernel"
+  note "FLASH PREFILL KERNEL V2 FAILED ITS TEST (v1 passed): engine tests again, and the benchmark, on v1"
+elif grep -qE '^\[  FAILED  \] .*CudaPrefillAttention' "$OUT/tests.log"; then
   export SINKROUTER_PREFILL_ATTENTION=reference
   bench_contexts="--decode-contexts 8192,32768"
   rerun="the reference prefill kernel"
@@ -208,6 +214,16 @@ run_bin timeout 60 "$bin/sinkrouter" generate -m "$model" --device cuda --policy
 note "sinkrouter generate --device cuda --policy sinkrouter: rc=$? $(elapsed)"
 
 # ---- 4. engine benchmark ----
+# The prefill attention kernels alone (each flash version, ~10 s), then ncu on one call of
+# each (NCU_PREFILL=1: stall reasons and pipe use, ~1 min) -> prefill_attention.{json,log}.
+run_bin timeout 90 "$bin/bench_prefill_attention" --out "$OUT/prefill_attention.json" >"$OUT/prefill_attention.log" 2>&1
+note "bench_prefill_attention: rc=$? $(elapsed)"
+if [ -n "${NCU_PREFILL:-}" ] && command -v ncu >/dev/null; then
+  run_bin timeout 150 ncu --kernel-name regex:flash --launch-count 2 --section SpeedOfLight \
+    --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis \
+    "$bin/bench_prefill_attention" --once >>"$OUT/prefill_attention.log" 2>&1
+  note "ncu of the prefill kernels: rc=$? $(elapsed)"
+fi
 text=""
 [ -f .stage/engine/text.txt ] && text="--text .stage/engine/text.txt"
 [ -z "$text" ] && [ -f "$stash/text.txt" ] && text="--text $stash/text.txt"
@@ -230,6 +246,7 @@ for g in v1 v2 chain; do
 done
 [ "${SINKROUTER_PDL:-1}" != 0 ] && variants="$variants pdl_off:SINKROUTER_PDL=0"
 variants="$variants host_argmax:--host-argmax"  # the logits downloaded each step (runs up to v6b)
+[ "${SINKROUTER_PREFILL_ATTENTION:-flash}" = flash ] && variants="$variants prefill_flash1:SINKROUTER_PREFILL_ATTENTION=flash1"
 variants=${VARIANTS-$variants}  # VARIANTS="name:SETTING ..." replaces the list ("" for none)
 if [ -n "$variants" ]; then
   for variant in $variants; do
@@ -311,6 +328,18 @@ for r in e["rows"]:
 for r in e["rows"]:
     if r.get("kind") == "decode_ablation":
         print(f"decode {r['context']:>7d} dense without {r['skipped']:17s} {r['ms_per_step']:7.3f} ms/step  the part {r['part_ms']:7.3f} ms")
+pa = load("prefill_attention.json")
+for r in pa["rows"]:
+    if r.get("kind") == "comparison":
+        print(f"prefill attention {r['shape']:13s} p0 {r['p0']:>6d}: flash {r['speedup_flash_over_flash1']:.2f}x flash1, max |diff| {r['max_abs_difference']:.3g}")
+    else:
+        print(f"prefill attention {r['shape']:13s} p0 {r['p0']:>6d} c {r['c']} {r['kernel']:7s} {r['ms_per_call']:8.3f} ms {r['tflops']:6.1f} TFLOP/s")
+for name in ("bench_engine_prefill_flash1.json",):
+    if os.path.exists(os.path.join(out, name)):
+        for r in load(name)["rows"]:
+            if r.get("kind") == "prefill":
+                m = find(e["rows"], kind="prefill", context=r["context"])
+                print(f"prefill {r['context']:>7d} tok/s with flash1 {r['tokens_per_s']:9.0f}  (main run {m.get('tokens_per_s', float('nan')):.0f})")
 for name in ("bench_engine_pdl_off.json", "bench_engine_gemv_v1.json", "bench_engine_gemv_v2.json", "bench_engine_gemv_chain.json",
              "bench_engine_host_argmax.json"):
     if not os.path.exists(os.path.join(out, name)):
@@ -332,8 +361,8 @@ for name in ("bench_engine_pdl_off.json", "bench_engine_gemv_v1.json", "bench_en
 for s in e.get("skipped", []) + t.get("skipped", []):
     print("skipped:", s)
 PY
-# A call brings back only a few files: the generate and sanitizer logs go into tests.log.
-for f in generate sanitizer; do
+# A call brings back only a few files (8): the other logs go into tests.log.
+for f in generate sanitizer decode_tests transformers prefill_attention; do
   [ -f "$OUT/$f.log" ] && { echo "==== $f.log ===="; cat "$OUT/$f.log"; } >>"$OUT/tests.log" && rm -f "$OUT/$f.log"
 done
 note "done $(elapsed)"

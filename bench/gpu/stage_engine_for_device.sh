@@ -26,10 +26,11 @@ done)
 (cd "$src" && find . -type f | while read -r f; do [ -e "$src.new/$f" ] || rm -f "$f"; done)
 cmake -S "$src" -B "$build/obj" -DCMAKE_BUILD_TYPE=Release -DCMAKE_DISABLE_FIND_PACKAGE_BLAS=ON \
   -DCMAKE_EXE_LINKER_FLAGS=-Wl,--as-needed >/dev/null
-cmake --build "$build/obj" --target test_cuda bench_engine sinkrouter -j"$(nproc)"
+cmake --build "$build/obj" --target test_cuda bench_engine bench_prefill_attention sinkrouter -j"$(nproc)"
 rm -rf "$stage/bin" "$stage/lib" "$stage/bin.tar.xz"
 mkdir -p "$stage/bin" "$stage/lib" "$stage/whl"
-cp "$build/obj/tests/test_cuda" "$build/obj/bench/gpu/bench_engine" "$build/obj/apps/sinkrouter" "$stage/bin/"
+cp "$build/obj/tests/test_cuda" "$build/obj/bench/gpu/bench_engine" "$build/obj/bench/gpu/bench_prefill_attention" \
+  "$build/obj/apps/sinkrouter" "$stage/bin/"
 strip "$stage"/bin/*
 for lib in $(ldd "$stage"/bin/* | awk '/libfmt|libpcre2-8|libcudart/ {print $3}' | sort -u); do cp -L "$lib" "$stage/lib/"; done
 echo "$head" >"$stage/bin/COMMIT"

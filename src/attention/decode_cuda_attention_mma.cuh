@@ -30,6 +30,7 @@
 #include "core/cuda_check.h"
 #include "core/cuda_dtype.cuh"
 #include "core/cuda_launch.cuh"
+#include "core/cuda_mma.cuh"
 #include "decode_cuda_kernels.cuh"
 #include "decode_cuda_split.cuh"
 
@@ -67,48 +68,9 @@ __device__ __forceinline__ void split3(float x, uint16_t& hi, uint16_t& mid, uin
   lo = float_to_bits(r1 - bits_to_float(mid, Tag{}), Tag{});
 }
 
-// 2^x for the softmax: one MUFU.EX2 (relative error ~2^-22; results below 2^-126 flush
-// to zero, far under what a probability in [0, 1] summed in float can show).
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
 // Two 16-bit values in one register, the lower column in the low half.
 __device__ __forceinline__ uint32_t pack2(uint16_t first, uint16_t second) {
   return uint32_t(first) | (uint32_t(second) << 16);
-}
-
-__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, Bf16Tag) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, F16Tag) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Four 8x8 16-bit matrices; lane l gives the address of row l % 8 of matrix l / 8.
-// Without .trans lane t receives (row t/4, columns 2(t%4), +1) of each; with .trans
-// (rows 2(t%4), +1, column t/4).
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], unsigned addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], unsigned addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
 }
 
 template <int D, typename Tag, bool ROUTED>

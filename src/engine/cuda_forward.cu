@@ -129,7 +129,7 @@ CudaForward::CudaForward(const CudaModel& m, const std::vector<int64_t>& capacit
   // caches and decoders make on the host's behalf (anchors, workspaces).
   SR_CUDA_CHECK(cudaStreamCreate(&stream_));
   const char* attention = std::getenv("SINKROUTER_PREFILL_ATTENTION");
-  reference_attention_ = attention != nullptr && std::string(attention) == "reference";
+  if (attention != nullptr && *attention != '\0') prefill_attention_ = prefill_attention_kernel_from_name(attention);
   SR_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
@@ -201,10 +201,7 @@ void CudaForward::prefill_chunk(int s, const int32_t* tokens, int64_t c, bool de
     a.p0 = p0;
     a.n_head = cf.n_head;
     a.scale = scale;
-    if (reference_attention_)
-      prefill_attention_cuda_reference(a, stream_);
-    else
-      prefill_attention_cuda(a, stream_);
+    prefill_attention_cuda(a, stream_, prefill_attention_);
     if (detect) detect_sinks(l, s, p0 + c, &a);
     cuda::gemm_bf16(m_.cublas, L.wo, E, QD, b.att, c, b.x, 1.f, stream_);
     cuda::rms_norm_bf16(b.x, L.ffn_norm, cf.rms_eps, c, E, b.h, stream_);

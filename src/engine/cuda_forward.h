@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "engine/cuda_model.h"
+#include "model/cuda_prefill_attention.h"
 #include "sinkrouter/attention/decode_cuda.h"
 #include "sinkrouter/kv/device_kv_cache.h"
 
@@ -73,8 +74,8 @@ class CudaForward {
     HeadStats stats;
   };
   AttentionTiming time_attention(const AttentionPolicy& policy, int reps);
-  // Use the plain float32 prefill attention kernel (also: SINKROUTER_PREFILL_ATTENTION=reference).
-  void set_reference_attention(bool on) { reference_attention_ = on; }
+  // The prefill attention kernel (default: SINKROUTER_PREFILL_ATTENTION, else Flash).
+  void set_prefill_attention(PrefillAttentionKernel kernel) { prefill_attention_ = kernel; }
   cudaStream_t stream() const { return stream_; }
 
   // Profiling only (bench_engine --ablate): the decode step's launches of the parts set in
@@ -106,7 +107,8 @@ class CudaForward {
   int64_t chunk_ = 0;  // prefill rows per chunk
   cudaStream_t stream_ = nullptr;
   cudaGraphExec_t graph_ = nullptr;
-  bool use_graph_ = true, collect_stats_ = true, reference_attention_ = false;
+  bool use_graph_ = true, collect_stats_ = true;
+  PrefillAttentionKernel prefill_attention_ = PrefillAttentionKernel::Flash;
   bool capture_queries_ = false, queries_captured_ = false;
   std::vector<std::vector<HeadStats>> layer_stats_;
   unsigned ablated_ = 0;  // StepPart bits left out of the step (profiling)

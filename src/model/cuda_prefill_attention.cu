@@ -1,12 +1,8 @@
-// Causal prefill attention on the tensor cores (flash-attention-2 shape), its plain
-// float32 reference kernel, and the sink-detection signal. See cuda_prefill_attention.h.
-//
-// Fragment layouts of mma.sync.m16n8k16 (bf16 in, f32 accumulate), lane = 4 * g + t:
-//   A (16x16, row-major) a0: (row g,   cols 2t, 2t+1)   a1: (row g+8, cols 2t, 2t+1)
-//                        a2: (row g,   cols 2t+8, +9)   a3: (row g+8, cols 2t+8, +9)
-//   B (16x8, "col")      b0: (k 2t, 2t+1; col g)        b1: (k 2t+8, 2t+9; col g)
-//   C (16x8, f32)        c0, c1: (row g, cols 2t, 2t+1) c2, c3: (row g+8, cols 2t, 2t+1)
-// So S = Q K^T takes K rows (keys) straight from shared memory with ldmatrix (a key's
+// Causal prefill attention on the tensor cores, version 1 (flash-attention-2 shape, 64
+// query rows a CTA; version 2, the default, is cuda_prefill_flash2.cu), the plain float32
+// reference kernel, the kernel selector and the sink-detection signal. See
+// cuda_prefill_attention.h; the mma.sync fragment layouts are in core/cuda_mma.cuh.
+// S = Q K^T takes K rows (keys) straight from shared memory with ldmatrix (a key's
 // consecutive dims are B's consecutive k), P V takes V with ldmatrix.trans, and the
 // accumulators of two adjacent 8-key n-tiles of S are exactly the A fragment of one
 // 16-key k-step of P V (the FA2 register trick: P never touches shared memory).
@@ -16,6 +12,7 @@
 
 #include "core/cuda_check.h"
 #include "core/cuda_dtype.cuh"
+#include "core/cuda_mma.cuh"
 #include "sinkrouter/core/error.h"
 
 namespace sinkrouter {
@@ -38,50 +35,12 @@ struct Tiles {
   static constexpr size_t kBytes = size_t(5) * kTile * sizeof(__nv_bfloat16);
 };
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared, asynchronously; valid == false writes 16 zero bytes and reads
-// nothing (src must still be a mapped address).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-// Waits until at most N of this thread's committed groups are still in flight.
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-// Four 8x8 bf16 matrices; lanes 8i..8i+7 give the row addresses of matrix i.
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
-}
-
-// d += a * b on the tensor cores (16x8x16, bf16 operands, f32 accumulators).
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats as one bf16x2 register, `lo` in the low half (the lower column index).
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
+using cuda::Bf16Tag;
+using cuda::cp_async_commit_group;
+using cuda::cp_async_wait_group;
+using cuda::ldmatrix_x4;
+using cuda::ldmatrix_x4_trans;
+using cuda::smem_addr;
 
 // Keys [key0, key0 + kKeys) of KV head h, K and V, into shared tiles; keys at or past n
 // are zero-filled (their pages may hold the cache's NaN poison, and 0 * NaN is NaN).
@@ -96,8 +55,8 @@ __device__ __forceinline__ void load_kv_tile(const PagedKV& kv, int h, int64_t k
     const int64_t t = key0 + row;
     const bool valid = t < n;
     const uint16_t* src = pages + (valid ? kv.k_offset(0, t, h) : 0) + col;
-    cp_async16(smem_addr(ks + row * Tiles<D>::kStride + col), src, valid);
-    cp_async16(smem_addr(vs + row * Tiles<D>::kStride + col), src + (valid ? vstride : 0), valid);
+    cuda::cp_async16_to(smem_addr(ks + row * Tiles<D>::kStride + col), src, valid);
+    cuda::cp_async16_to(smem_addr(vs + row * Tiles<D>::kStride + col), src + (valid ? vstride : 0), valid);
   }
 }
 
@@ -126,10 +85,10 @@ __global__ void __launch_bounds__(kThreads) flash_prefill_kernel(PrefillAttentio
     const int64_t qi = q0 + row;
     const bool valid = qi < a.c;
     const __nv_bfloat16* src = a.q + (valid ? (qi * a.n_head + qh) * D : 0) + col;
-    cp_async16(smem_addr(qs + row * T::kStride + col), src, valid);
+    cuda::cp_async16_to(smem_addr(qs + row * T::kStride + col), src, valid);
   }
   load_kv_tile<D>(a.kv, h, 0, n, ks0, vs0);
-  cp_async_commit();
+  cp_async_commit_group();
 
   uint32_t qf[D / 16][4];  // this warp's 16 Q rows as A fragments, one per 16-dim k-step
   float o[D / 8][4];       // output accumulators, 8 dims per n-tile
@@ -147,8 +106,8 @@ __global__ void __launch_bounds__(kThreads) flash_prefill_kernel(PrefillAttentio
     if (kt + 1 < num_tiles)
       load_kv_tile<D>(a.kv, h, int64_t(kt + 1) * kKeys, n, ks0 + (stage ^ 1) * T::kTile,
                       vs0 + (stage ^ 1) * T::kTile);
-    cp_async_commit();  // possibly empty: keeps "all but the newest group" meaning this tile
-    cp_async_wait<1>();
+    cp_async_commit_group();  // possibly empty: keeps "all but the newest group" meaning this tile
+    cp_async_wait_group<1>();
     __syncthreads();
     if (kt == 0) {
 #pragma unroll
@@ -169,8 +128,8 @@ __global__ void __launch_bounds__(kThreads) flash_prefill_kernel(PrefillAttentio
       for (int kk = 0; kk < D / 32; ++kk) {
         uint32_t b[4];
         ldmatrix_x4(b, smem_addr(kst + (nt * 8 + (lane & 7)) * T::kStride + kk * 32 + (lane >> 3) * 8));
-        mma_bf16(s[nt], qf[2 * kk], b[0], b[1]);
-        mma_bf16(s[nt], qf[2 * kk + 1], b[2], b[3]);
+        cuda::mma16816(s[nt], qf[2 * kk], b[0], b[1], Bf16Tag{});
+        cuda::mma16816(s[nt], qf[2 * kk + 1], b[2], b[3], Bf16Tag{});
       }
     }
 
@@ -220,16 +179,16 @@ __global__ void __launch_bounds__(kThreads) flash_prefill_kernel(PrefillAttentio
     // One ldmatrix.x4.trans gives the B fragments of two 8-dim n-tiles of V.
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
-      const uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                              pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                              pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      const uint32_t pa[4] = {cuda::pack_bf16x2(s[2 * kk][0], s[2 * kk][1]), cuda::pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
+                              cuda::pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                              cuda::pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
 #pragma unroll
       for (int dp = 0; dp < D / 16; ++dp) {
         uint32_t b[4];
         ldmatrix_x4_trans(b, smem_addr(vst + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * T::kStride +
                                        dp * 16 + (lane >> 4) * 8));
-        mma_bf16(o[2 * dp], pa, b[0], b[1]);
-        mma_bf16(o[2 * dp + 1], pa, b[2], b[3]);
+        cuda::mma16816(o[2 * dp], pa, b[0], b[1], Bf16Tag{});
+        cuda::mma16816(o[2 * dp + 1], pa, b[2], b[3], Bf16Tag{});
       }
     }
     __syncthreads();  // every warp is done with this stage before the next prefetch refills it
@@ -277,7 +236,7 @@ __global__ void reference_prefill_kernel(PrefillAttentionArgs a) {
     const uint16_t* v = k + a.kv.v_stride();
     float dot = 0.f;
 #pragma unroll
-    for (int j = 0; j < kPer; ++j) dot += q[j] * cuda::bits_to_float(k[lane + 32 * j], cuda::Bf16Tag{});
+    for (int j = 0; j < kPer; ++j) dot += q[j] * cuda::bits_to_float(k[lane + 32 * j], Bf16Tag{});
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
     const float sc = dot * a.scale;
@@ -286,7 +245,7 @@ __global__ void reference_prefill_kernel(PrefillAttentionArgs a) {
     const float p = expf(sc - m_new);
     l = l * corr + p;
 #pragma unroll
-    for (int j = 0; j < kPer; ++j) acc[j] = acc[j] * corr + p * cuda::bits_to_float(v[lane + 32 * j], cuda::Bf16Tag{});
+    for (int j = 0; j < kPer; ++j) acc[j] = acc[j] * corr + p * cuda::bits_to_float(v[lane + 32 * j], Bf16Tag{});
     m = m_new;
   }
 #pragma unroll
@@ -309,7 +268,7 @@ __global__ void __launch_bounds__(128) received_kernel(PrefillAttentionArgs a, i
   float k[D];
   const uint16_t* kp = static_cast<const uint16_t*>(a.kv.pages) + (j < n ? a.kv.k_offset(0, j, h) : 0);
 #pragma unroll
-  for (int d = 0; d < D; ++d) k[d] = j < n ? cuda::bits_to_float(kp[d], cuda::Bf16Tag{}) : 0.f;
+  for (int d = 0; d < D; ++d) k[d] = j < n ? cuda::bits_to_float(kp[d], Bf16Tag{}) : 0.f;
   float acc = 0.f;
   const int pairs = rows * G;
   for (int first = 0; first < pairs; first += kPairs) {
@@ -363,8 +322,26 @@ void launch_flash(const PrefillAttentionArgs& a, cudaStream_t stream) {
 
 }  // namespace
 
-void prefill_attention_cuda(const PrefillAttentionArgs& a, cudaStream_t stream) {
+PrefillAttentionKernel prefill_attention_kernel_from_name(const std::string& name) {
+  if (name == "flash") return PrefillAttentionKernel::Flash;
+  if (name == "flash1") return PrefillAttentionKernel::FlashV1;
+  if (name == "reference") return PrefillAttentionKernel::Reference;
+  fail("prefill attention kernel '{}' is unknown (expected flash, flash1 or reference)", name);
+}
+
+const char* prefill_attention_kernel_name(PrefillAttentionKernel kernel) {
+  switch (kernel) {
+    case PrefillAttentionKernel::Flash: return "flash";
+    case PrefillAttentionKernel::FlashV1: return "flash1";
+    case PrefillAttentionKernel::Reference: return "reference";
+  }
+  return "?";
+}
+
+void prefill_attention_cuda(const PrefillAttentionArgs& a, cudaStream_t stream, PrefillAttentionKernel kernel) {
+  if (kernel == PrefillAttentionKernel::Reference) return prefill_attention_cuda_reference(a, stream);
   check_args(a, "prefill attention (CUDA)");
+  if (kernel == PrefillAttentionKernel::Flash) return detail::prefill_attention_flash2(a, stream);
   SR_CHECK((a.c + kRows - 1) / kRows < (int64_t(1) << 31), "prefill attention (CUDA): chunk of {} rows is too long",
            a.c);
   if (a.kv.head_dim == 64)

@@ -10,16 +10,20 @@
 //
 // Query head qh reads KV head qh / (n_head / num_kv_heads) (GQA). head_dim 64 or 128.
 //
-// Two kernels compute the same function:
-//   - prefill_attention_cuda: flash-attention-2 on the tensor cores (mma.sync m16n8k16
-//     bf16, fp32 accumulate). One CTA = 64 query rows of one query head, 4 warps of 16
-//     rows; key tiles of 64 gathered through the page table into shared memory with
-//     cp.async, two stages deep; online softmax in registers; P goes back into the
-//     tensor cores as bf16.
-//   - prefill_attention_cuda_reference: one warp per (query row, head), float32 and
-//     exact probabilities; slow, obviously right. The tests hold the fast kernel to a
-//     float64 CPU reference and to this one; SINKROUTER_PREFILL_ATTENTION=reference makes
-//     the engine use it (a fallback if the fast kernel ever misbehaves on new hardware).
+// Three kernels compute the same function (PrefillAttentionKernel; one selector below):
+//   - Flash (the default, cuda_prefill_flash2.cu): flash-attention-2 on the tensor cores
+//     (mma.sync m16n8k16 bf16, fp32 accumulate). head_dim 64: one CTA = 128 query rows of
+//     one query head, 4 warps of 32 rows; head_dim 128: 64 rows, 4 warps of 16. Key tiles
+//     of 64 gathered through the page table (page ids loaded a tile ahead) into a ring of
+//     shared-memory stages with cp.async; online softmax in registers; P goes back into
+//     the tensor cores as bf16; the causal mask only on diagonal tiles.
+//   - FlashV1 (cuda_prefill_attention.cu): the first version, 64 query rows a CTA, 4 warps
+//     of 16, two stages, page offsets resolved per 16-byte copy. Kept to measure against.
+//   - Reference: one warp per (query row, head), float32 and exact probabilities; slow,
+//     obviously right.
+// The tests hold the fast kernels to a float64 CPU reference and to the reference kernel;
+// SINKROUTER_PREFILL_ATTENTION=flash|flash1|reference picks the engine's (reference is a
+// fallback if a fast kernel ever misbehaves on new hardware).
 #pragma once
 
 #if defined(SINKROUTER_HAVE_CUDA)
@@ -28,6 +32,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <string>
 
 #include "sinkrouter/kv/paged_kv.h"
 
@@ -44,8 +49,16 @@ struct PrefillAttentionArgs {
   float scale = 0;                   // usually 1 / sqrt(head_dim)
 };
 
+enum class PrefillAttentionKernel { Flash, FlashV1, Reference };
+
+// "flash", "flash1" or "reference" (SINKROUTER_PREFILL_ATTENTION's values); throws Error
+// naming the accepted values on anything else.
+PrefillAttentionKernel prefill_attention_kernel_from_name(const std::string& name);
+const char* prefill_attention_kernel_name(PrefillAttentionKernel kernel);
+
 // Throws Error on unsupported shapes (head_dim, dtype, GQA ratio) with what was expected.
-void prefill_attention_cuda(const PrefillAttentionArgs& args, cudaStream_t stream);
+void prefill_attention_cuda(const PrefillAttentionArgs& args, cudaStream_t stream,
+                            PrefillAttentionKernel kernel = PrefillAttentionKernel::Flash);
 void prefill_attention_cuda_reference(const PrefillAttentionArgs& args, cudaStream_t stream);
 
 // Sink detection's signal, as prefill_attention_cpu computes it: received[h * n + j] is the
@@ -53,6 +66,11 @@ void prefill_attention_cuda_reference(const PrefillAttentionArgs& args, cudaStre
 // rows and the G query heads of KV head h (n = p0 + c). Needs the lse of those rows from
 // the attention call. received: [num_kv_heads, n] float, device.
 void attention_received_cuda(const PrefillAttentionArgs& args, int rows, float* received, cudaStream_t stream);
+
+namespace detail {
+// The kernels' launchers, after the shared argument checks (cuda_prefill_attention.cu).
+void prefill_attention_flash2(const PrefillAttentionArgs& args, cudaStream_t stream);
+}  // namespace detail
 
 }  // namespace sinkrouter
 

@@ -1,12 +1,12 @@
-// The prefill attention kernels (flash-attention-2 on the tensor cores, and the plain
-// float32 one) and the sink-detection signal, against a float64 reference computed from
+// The prefill attention kernels (both flash-attention-2 versions on the tensor cores, and
+// the plain float32 one) and the sink-detection signal, against a float64 reference computed from
 // the very bf16 values the kernels read (q as given, K and V as the device cache stores
 // them), on random inputs: odd lengths, GQA 3:1, MHA, head dims 64 and 128, page sizes 16
 // and 64 in a shuffled page order, and chunks that start mid-tile (p0 > 0, earlier chunks'
 // keys appended separately).
 //
 // Tolerances, per element (ref: the float64 output, bound = sum_j p_j |v_j|):
-//  - flash: P enters the tensor cores as bf16 (relative rounding <= 2^-8 each), so
+//  - flash (either version): P enters the tensor cores as bf16 (relative rounding <= 2^-8 each), so
 //    |err| <= 2^-8 * bound; the output is rounded to bf16 (<= 2^-8 |ref|); float32 sums
 //    add ~1e-6. Allowed: 1.05 * 2^-8 * (bound + |ref|) + 1e-5, and a whole-tensor relative
 //    error under 1e-2.
@@ -21,6 +21,7 @@
 
 #include <cmath>
 #include <random>
+#include <tuple>
 
 #include "common/compare.h"
 #include "cuda_test_util.h"
@@ -39,9 +40,13 @@ struct PrefillCase {
   int64_t p0, c;  // keys before the chunk, rows in the chunk
 };
 
-std::string case_name(const ::testing::TestParamInfo<PrefillCase>& info) {
-  const PrefillCase& p = info.param;
-  return fmt::format("d{}_q{}_kv{}_page{}_p0_{}_c{}", p.head_dim, p.q_heads, p.kv_heads, p.page, p.p0, p.c);
+// (the flash kernel under test, the case)
+using PrefillParam = std::tuple<PrefillAttentionKernel, PrefillCase>;
+
+std::string case_name(const ::testing::TestParamInfo<PrefillParam>& info) {
+  const PrefillCase& p = std::get<1>(info.param);
+  return fmt::format("{}_d{}_q{}_kv{}_page{}_p0_{}_c{}", prefill_attention_kernel_name(std::get<0>(info.param)),
+                     p.head_dim, p.q_heads, p.kv_heads, p.page, p.p0, p.c);
 }
 
 struct Float64Attention {
@@ -102,11 +107,12 @@ Float64Attention float64_attention(const std::vector<uint16_t>& q, const HostKVS
   return r;
 }
 
-class CudaPrefillAttention : public ::testing::TestWithParam<PrefillCase> {};
+class CudaPrefillAttention : public ::testing::TestWithParam<PrefillParam> {};
 
 TEST_P(CudaPrefillAttention, MatchesFloat64) {
   SR_REQUIRE_CUDA_DEVICE();
-  const PrefillCase pc = GetParam();
+  const PrefillAttentionKernel kernel = std::get<0>(GetParam());
+  const PrefillCase pc = std::get<1>(GetParam());
   const int D = pc.head_dim, QH = pc.q_heads, H = pc.kv_heads;
   const int64_t n = pc.p0 + pc.c;
   std::mt19937_64 rng(uint64_t(pc.p0 * 131 + pc.c * 7 + D + pc.page));
@@ -154,7 +160,7 @@ TEST_P(CudaPrefillAttention, MatchesFloat64) {
   a.n_head = QH;
   a.scale = scale;
   const int rows = int(std::min<int64_t>(32, pc.c));
-  prefill_attention_cuda(a, nullptr);
+  prefill_attention_cuda(a, nullptr, kernel);
   attention_received_cuda(a, rows, static_cast<float*>(received.get()), nullptr);
   PrefillAttentionArgs r = a;
   r.out = static_cast<__nv_bfloat16*>(out_ref.get());
@@ -198,22 +204,29 @@ TEST_P(CudaPrefillAttention, MatchesFloat64) {
         << "received of head " << i / size_t(n) << " key " << i % size_t(n);
 }
 
+const auto kFlashKernels = ::testing::Values(PrefillAttentionKernel::Flash, PrefillAttentionKernel::FlashV1);
+
 INSTANTIATE_TEST_SUITE_P(
     Grid, CudaPrefillAttention,
-    ::testing::Values(PrefillCase{64, 9, 3, 16, 0, 1},          // one token
+    ::testing::Combine(kFlashKernels, ::testing::Values(PrefillCase{64, 9, 3, 16, 0, 1},          // one token
                       PrefillCase{64, 9, 3, 16, 0, 77},         // a tile and a bit, GQA 3:1
                       PrefillCase{64, 9, 3, 64, 131, 203},      // a chunk starting mid-tile
                       PrefillCase{64, 3, 1, 16, 517, 300},      // one KV head
                       PrefillCase{64, 9, 3, 16, 1500, 700},     // many key tiles and query tiles
                       PrefillCase{128, 6, 2, 16, 64, 129},      // head_dim 128, GQA 3:1
                       PrefillCase{128, 4, 4, 64, 1000, 33},     // MHA, short chunk after a long prefix
-                      PrefillCase{128, 8, 2, 16, 0, 64}),       // exactly one tile, GQA 4:1
+                      PrefillCase{128, 8, 2, 16, 0, 64},        // exactly one tile, GQA 4:1
+                      PrefillCase{64, 9, 3, 16, 0, 1000},       // the v2 tile (128 rows) with a partial last one
+                      PrefillCase{64, 6, 2, 1, 77, 150},        // page size 1
+                      PrefillCase{64, 9, 3, 256, 300, 333},     // page size 256, tiles across a page boundary
+                      PrefillCase{128, 4, 1, 32, 2000, 257})),  // GQA 4:1 after a long prefix
     case_name);
 
 // A small case for compute-sanitizer (memcheck, racecheck): bf16 rows and page gathers at
 // odd offsets, both kernels.
 INSTANTIATE_TEST_SUITE_P(Small, CudaPrefillAttention,
-                         ::testing::Values(PrefillCase{64, 9, 3, 16, 45, 70}, PrefillCase{128, 6, 2, 64, 3, 61}),
+                         ::testing::Combine(kFlashKernels, ::testing::Values(PrefillCase{64, 9, 3, 16, 45, 70},
+                                                                             PrefillCase{128, 6, 2, 64, 3, 61})),
                          case_name);
 
 // Shape errors come from the host-side checks, before any launch: no device needed.
@@ -253,6 +266,20 @@ TEST(CudaPrefillAttentionErrors, UnsupportedShapesAreClear) {
   EXPECT_NE(message(a).find("chunk of 0 rows"), std::string::npos) << message(a);
   a.c = 5;
   EXPECT_THROW(attention_received_cuda(a, 4, nullptr, nullptr), Error);  // no lse
+}
+
+// The engine's SINKROUTER_PREFILL_ATTENTION values, and a clear error for anything else.
+TEST(CudaPrefillAttentionErrors, KernelNames) {
+  for (const PrefillAttentionKernel k :
+       {PrefillAttentionKernel::Flash, PrefillAttentionKernel::FlashV1, PrefillAttentionKernel::Reference})
+    EXPECT_EQ(prefill_attention_kernel_from_name(prefill_attention_kernel_name(k)), k);
+  try {
+    prefill_attention_kernel_from_name("fast");
+    ADD_FAILURE() << "no error for an unknown kernel name";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'fast' is unknown (expected flash, flash1 or reference)"), std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace

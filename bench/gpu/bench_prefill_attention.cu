@@ -1,0 +1,193 @@
+// The prefill attention kernels alone (model/cuda_prefill_attention.h): time per call and
+// TFLOP/s of each flash version on the engine's chunks (16K query rows after 0 to 112K
+// earlier tokens), for the SmolLM2-135M (9 query heads, 3 KV heads, d 64) and Llama-3.1-8B
+// (32 / 8, d 128) shapes, bf16, page size 16 in a shuffled page order. Also the largest
+// difference between the versions' outputs (a sanity figure; the tests hold each kernel to
+// a float64 reference). JSON out.
+//
+//   bench_prefill_attention --out prefill_attention.json [--reps 5] [--once]
+//
+// --once: one call of each kernel on the first case only (for ncu). FLOP: causal attention
+// of c rows after p0 keys = 4 * D * n_head * (c * p0 + c (c + 1) / 2) (QK^T and PV, 2 FLOP
+// per multiply-add).
+#include <cuda_runtime_api.h>
+
+#include <chrono>
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/cuda_check.h"
+#include "model/cuda_prefill_attention.h"
+#include "sinkrouter/core/error.h"
+#include "sinkrouter/kv/device_kv_cache.h"
+
+namespace sinkrouter {
+namespace {
+
+// Random bf16 bits, N(0, ~1)-like (sum of two uniforms), from a counter hash: fresh values
+// without a host round trip of gigabytes.
+__global__ void fill_random_bf16(uint16_t* x, int64_t n, uint64_t seed, float amplitude) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    uint64_t z = seed + uint64_t(i) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const float u1 = float(uint32_t(z)) * 2.3283064e-10f, u2 = float(uint32_t(z >> 32)) * 2.3283064e-10f;
+    const float v = amplitude * (u1 + u2 - 1.f) * 2.449f;  // variance of u1 + u2 is 1/6
+    x[i] = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+  }
+}
+
+struct Shape {
+  const char* name;
+  int q_heads, kv_heads, head_dim;
+};
+
+double seconds_per_call(const PrefillAttentionArgs& a, PrefillAttentionKernel k, int reps) {
+  cudaEvent_t e0, e1;
+  SR_CUDA_CHECK(cudaEventCreate(&e0));
+  SR_CUDA_CHECK(cudaEventCreate(&e1));
+  prefill_attention_cuda(a, nullptr, k);  // warm-up
+  SR_CUDA_CHECK(cudaEventRecord(e0));
+  for (int r = 0; r < reps; ++r) prefill_attention_cuda(a, nullptr, k);
+  SR_CUDA_CHECK(cudaEventRecord(e1));
+  SR_CUDA_CHECK(cudaEventSynchronize(e1));
+  float ms = 0;
+  SR_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return ms / 1e3 / reps;
+}
+
+std::vector<float> download_bf16(const void* p, size_t n) {
+  std::vector<uint16_t> bits(n);
+  SR_CUDA_CHECK(cudaMemcpy(bits.data(), p, n * 2, cudaMemcpyDeviceToHost));
+  std::vector<float> f(n);
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t w = uint32_t(bits[i]) << 16;
+    std::memcpy(&f[i], &w, 4);
+  }
+  return f;
+}
+
+int run(int argc, char** argv) {
+  std::string out_path = "prefill_attention.json";
+  int reps = 5;
+  bool once = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--out" && i + 1 < argc) {
+      out_path = argv[++i];
+    } else if (arg == "--reps" && i + 1 < argc) {
+      reps = std::stoi(argv[++i]);
+      SR_CHECK(reps >= 1, "--reps {} must be at least 1", reps);
+    } else if (arg == "--once") {
+      once = true;
+    } else {
+      fail("unknown argument '{}' (usage: bench_prefill_attention [--out FILE] [--reps N] [--once])", arg);
+    }
+  }
+  cudaDeviceProp prop{};
+  SR_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  nlohmann::json j;
+  j["device"] = prop.name;
+  j["date"] = [] {
+    char b[32];
+    const std::time_t t = std::time(nullptr);
+    std::strftime(b, sizeof b, "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&t));
+    return std::string(b);
+  }();
+  j["reps"] = reps;
+  j["rows"] = nlohmann::json::array();
+
+  const Shape shapes[] = {{"smollm2_135m", 9, 3, 64}, {"llama3_8b", 32, 8, 128}};
+  const int64_t chunk = 16384;
+  const int64_t p0s[] = {0, 16384, 49152, 114688};
+  const PrefillAttentionKernel kernels[] = {PrefillAttentionKernel::Flash, PrefillAttentionKernel::FlashV1};
+  std::printf("%-13s %7s %7s %-7s %10s %8s\n", "shape", "p0", "c", "kernel", "ms/call", "TFLOP/s");
+  for (const Shape& sh : shapes) {
+    const int64_t capacity = p0s[std::size(p0s) - 1] + chunk;
+    KVCacheConfig kc;
+    kc.num_kv_heads = sh.kv_heads;
+    kc.head_dim = sh.head_dim;
+    kc.dtype = DType::BF16;
+    kc.page_size = 16;
+    kc.block_size = 64;
+    DeviceKVCache cache(kc, {capacity}, /*page_order_seed=*/7);
+    fill_random_bf16<<<1024, 256>>>(static_cast<uint16_t*>(cache.mutable_pages()), int64_t(cache.page_pool_bytes() / 2),
+                                    11, 1.f);
+    const size_t q_elems = size_t(chunk) * sh.q_heads * sh.head_dim;
+    void *q = nullptr, *out = nullptr, *out1 = nullptr;
+    SR_CUDA_CHECK(cudaMalloc(&q, q_elems * 2));
+    SR_CUDA_CHECK(cudaMalloc(&out, q_elems * 2));
+    SR_CUDA_CHECK(cudaMalloc(&out1, q_elems * 2));
+    fill_random_bf16<<<1024, 256>>>(static_cast<uint16_t*>(q), int64_t(q_elems), 13, 2.f);  // peaked rows
+    SR_CUDA_CHECK(cudaGetLastError());
+    for (const int64_t p0 : p0s) {
+      cache.set_lengths({p0 + chunk});
+      PrefillAttentionArgs a;
+      a.kv = cache.view(0, 1).kv;
+      a.q = static_cast<const __nv_bfloat16*>(q);
+      a.c = chunk;
+      a.p0 = p0;
+      a.n_head = sh.q_heads;
+      a.scale = 1.f / std::sqrt(float(sh.head_dim));
+      const double flop = 4.0 * sh.head_dim * sh.q_heads * (double(chunk) * p0 + double(chunk) * (chunk + 1) / 2);
+      double t[2] = {0, 0};
+      for (int k = 0; k < 2; ++k) {
+        a.out = static_cast<__nv_bfloat16*>(k == 0 ? out : out1);
+        if (once) {
+          prefill_attention_cuda(a, nullptr, kernels[k]);
+          SR_CUDA_CHECK(cudaDeviceSynchronize());
+          continue;
+        }
+        t[k] = seconds_per_call(a, kernels[k], reps);
+        std::printf("%-13s %7lld %7lld %-7s %10.3f %8.1f\n", sh.name, (long long)p0, (long long)chunk,
+                    prefill_attention_kernel_name(kernels[k]), t[k] * 1e3, flop / t[k] / 1e12);
+        j["rows"].push_back({{"shape", sh.name}, {"q_heads", sh.q_heads}, {"kv_heads", sh.kv_heads},
+                             {"head_dim", sh.head_dim}, {"p0", p0}, {"c", chunk}, {"page_size", 16},
+                             {"kernel", prefill_attention_kernel_name(kernels[k])}, {"ms_per_call", t[k] * 1e3},
+                             {"tflops", flop / t[k] / 1e12}});
+      }
+      if (once) break;
+      const std::vector<float> o2 = download_bf16(out, q_elems), o1 = download_bf16(out1, q_elems);
+      double worst = 0;
+      for (size_t i = 0; i < q_elems; ++i) worst = std::max(worst, double(std::fabs(o2[i] - o1[i])));
+      SR_CHECK(std::isfinite(worst), "{} p0 {}: the kernels' outputs are not finite", sh.name, p0);
+      std::printf("%-13s %7lld %7lld flash vs flash1: max |difference| %.3g, speedup %.2fx\n", sh.name, (long long)p0,
+                  (long long)chunk, worst, t[1] / t[0]);
+      j["rows"].push_back({{"shape", sh.name}, {"p0", p0}, {"c", chunk}, {"kind", "comparison"},
+                           {"max_abs_difference", worst}, {"speedup_flash_over_flash1", t[1] / t[0]}});
+    }
+    cudaFree(q);
+    cudaFree(out);
+    cudaFree(out1);
+    if (once) break;
+  }
+  if (!once) {
+    std::ofstream f(out_path);
+    SR_CHECK(bool(f), "cannot write {}", out_path);
+    f << j.dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace sinkrouter
+
+int main(int argc, char** argv) {
+  try {
+    return sinkrouter::run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_prefill_attention: %s\n", e.what());
+    return 1;
+  }
+}
