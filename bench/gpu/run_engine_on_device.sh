@@ -33,11 +33,13 @@
 #   7. a short table.
 # Knobs (environment, passed through to every binary): SINKROUTER_GEMV=v1|v2|chain (the
 # program's default when unset), SINKROUTER_PDL=0 (no programmatic dependent launch),
-# SINKROUTER_PREFILL_ATTENTION=flash|flash1|reference. NCU_PREFILL=1: ncu of the prefill
+# SINKROUTER_PREFILL_ATTENTION=flash|flash1|reference, SINKROUTER_KV_PREFETCH=0 (no KV prefetch
+# into L2 by the GEMV chains). NCU_PREFILL=1: ncu of the prefill
 # kernels. VARIANTS (this script's): the list of step 4's
 # variant runs, "name:ENV=value" or "name:--bench-flag" separated by spaces. QUICK=1: no
 # decode-kernel suites or other-version engine tests, decode at 8K and 32K only, no
-# transformers baseline (a check of a change, ~2 minutes).
+# transformers baseline (a check of a change, ~2 minutes). SKIP_TRANSFORMERS=1: no transformers
+# baseline.
 # $OUT (a call brings back only a few files): summary.txt tests.log (with the generate and
 #                  sanitizer logs appended) decode_tests.log bench_engine.json bench_engine.log
 #                  bench_engine_gemv_<v>.json bench_engine_pdl_off.json transformers.json
@@ -247,6 +249,7 @@ done
 [ "${SINKROUTER_PDL:-1}" != 0 ] && variants="$variants pdl_off:SINKROUTER_PDL=0"
 variants="$variants host_argmax:--host-argmax"  # the logits downloaded each step (runs up to v6b)
 [ "${SINKROUTER_PREFILL_ATTENTION:-flash}" = flash ] && variants="$variants prefill_flash1:SINKROUTER_PREFILL_ATTENTION=flash1"
+[ "${SINKROUTER_KV_PREFETCH:-1}" != 0 ] && variants="$variants kv_prefetch_off:SINKROUTER_KV_PREFETCH=0"
 variants=${VARIANTS-$variants}  # VARIANTS="name:SETTING ..." replaces the list ("" for none)
 if [ -n "$variants" ]; then
   for variant in $variants; do
@@ -267,8 +270,8 @@ if ls .stage/engine/whl/*.whl >/dev/null 2>&1; then
 fi
 tb=$(( $(left) - 90 ))
 [ "$tb" -gt 150 ] && tb=150
-if [ -n "${QUICK:-}" ]; then
-  note "transformers baseline: skipped (QUICK)"
+if [ -n "${QUICK:-}" ] || [ -n "${SKIP_TRANSFORMERS:-}" ]; then
+  note "transformers baseline: skipped (QUICK or SKIP_TRANSFORMERS)"
 elif [ "$tb" -gt 40 ]; then
   PYTHONUNBUFFERED=1 timeout $((tb + 30)) python3 bench/gpu/transformers_baseline.py --model "$model" \
     --out "$OUT/transformers.json" --time-budget "$tb" >>"$OUT/transformers.log" 2>&1
@@ -340,7 +343,7 @@ for name in ("bench_engine_prefill_flash1.json",):
             if r.get("kind") == "prefill":
                 m = find(e["rows"], kind="prefill", context=r["context"])
                 print(f"prefill {r['context']:>7d} tok/s with flash1 {r['tokens_per_s']:9.0f}  (main run {m.get('tokens_per_s', float('nan')):.0f})")
-for name in ("bench_engine_pdl_off.json", "bench_engine_gemv_v1.json", "bench_engine_gemv_v2.json", "bench_engine_gemv_chain.json",
+for name in ("bench_engine_kv_prefetch_off.json", "bench_engine_pdl_off.json", "bench_engine_gemv_v1.json", "bench_engine_gemv_v2.json", "bench_engine_gemv_chain.json",
              "bench_engine_host_argmax.json"):
     if not os.path.exists(os.path.join(out, name)):
         continue

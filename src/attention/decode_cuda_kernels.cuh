@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "core/cuda_fast_div.cuh"
 #include "sinkrouter/attention/decode.h"
 #include "sinkrouter/attention/decode_cuda.h"
 #include "sinkrouter/kv/paged_kv.h"
@@ -182,20 +183,6 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // Relative bound on the rounding error of a D-term float dot product (cpu_math.h's).
 __device__ __forceinline__ float dot_error_factor(int n) { return float(n + 4) * 5.9604645e-8f; }
-
-// Division by a run-time constant d (1 <= d < 2^31) of n in [0, 2^31) by a multiply and a
-// shift: with s = ceil(log2 d) and m = floor(2^32 (2^s - d) / d) + 1, n / d equals
-// (umulhi(n, m) + n) >> s (Granlund and Montgomery's round-up method). Set up once per
-// CTA; page and routing-block lookups then cost no division per token.
-struct FastDiv {
-  uint32_t d, m, s;
-  __device__ explicit FastDiv(int divisor) : d(uint32_t(divisor)), s(0) {
-    while ((1u << s) < d) ++s;
-    m = uint32_t(((uint64_t(1) << 32) * ((uint64_t(1) << s) - d)) / d + 1);
-  }
-  // umulhi(n, m) < n, so the sum stays below 2^32 for n < 2^31.
-  __device__ __forceinline__ uint32_t div(uint32_t n) const { return (__umulhi(n, m) + n) >> s; }
-};
 
 // First window token of a sequence of n tokens: the window is at least `window` tokens,
 // extended back to a routing-block boundary (router.cpp's rule).

@@ -7,9 +7,10 @@
 //     shared-memory cycles on ldmatrix as the tensor cores spent on the products.
 //     head_dim 128 keeps 16 rows a warp (its accumulators would not fit in registers).
 //   - The K/V tile's page rows are resolved once per copied row and a tile ahead: the page
-//     id load of tile t + 1 is in flight while tile t is computed. Version 1 called
-//     PagedKV::k_offset per 16-byte chunk (a 64-bit division and a dependent page-table
-//     load before every cp.async).
+//     id load of tile t + 1 is in flight while tile t is computed, and the page index is a
+//     multiply and a shift (FastDiv). Version 1 called PagedKV::k_offset per 16-byte chunk
+//     (a 64-bit division and a dependent page-table load before every cp.async).
+//   - The row max and sum of the online softmax are trees, not chains.
 //   - A ring of stages with one barrier per tile (3 stages for head_dim 64, 2 for 128):
 //     the refill of a stage is issued after the barrier that follows its last reads.
 //   - Scores stay unscaled; the scale is folded into the exponent's FFMA
@@ -20,6 +21,7 @@
 #include <cmath>
 
 #include "core/cuda_check.h"
+#include "core/cuda_fast_div.cuh"
 #include "core/cuda_mma.cuh"
 #include "cuda_prefill_attention.h"
 
@@ -74,6 +76,8 @@ __global__ void __launch_bounds__(Flash2<D>::kThreads, 2) flash2_prefill_kernel(
   const uint16_t* const pages = static_cast<const uint16_t*>(a.kv.pages);
   const int32_t* const page_ids = a.kv.indices + a.kv.indptr[0];
   const int page_size = a.kv.page_size;
+  const cuda::FastDiv page_div(page_size);  // a multiply and a shift, not a division, per row
+  const int n32 = int(n);                   // < 2^31 (checked by the launcher)
   const int64_t row_elems = int64_t(a.kv.num_kv_heads) * D;  // one token of one page
   const int64_t vstride = a.kv.v_stride();
   const int64_t head_off = int64_t(h) * D + copy_col;
@@ -83,7 +87,7 @@ __global__ void __launch_bounds__(Flash2<D>::kThreads, 2) flash2_prefill_kernel(
 #pragma unroll
     for (int i = 0; i < CR; ++i) {
       const int key = tile * S::kKeys + copy_row + i * S::kRowsPerPass;
-      ids[i] = key < n ? page_ids[key / page_size] : -1;
+      ids[i] = key < n32 ? page_ids[page_div.div(uint32_t(key))] : -1;
     }
   };
   auto issue_tile = [&](int tile, const int (&ids)[CR]) {
@@ -94,8 +98,8 @@ __global__ void __launch_bounds__(Flash2<D>::kThreads, 2) flash2_prefill_kernel(
       const int r = copy_row + i * S::kRowsPerPass;
       const int key = tile * S::kKeys + r;
       const bool valid = ids[i] >= 0;
-      const int64_t off =
-          valid ? (int64_t(ids[i]) * 2 * page_size + key % page_size) * row_elems + head_off : 0;
+      const int in_page = key - int(page_div.div(uint32_t(key))) * page_size;
+      const int64_t off = valid ? (int64_t(ids[i]) * 2 * page_size + in_page) * row_elems + head_off : 0;
       const uint32_t dst = cuda::smem_addr(ks + r * S::kStride + copy_col);
       cuda::cp_async16_to(dst, pages + off, valid);
       cuda::cp_async16_to(dst + S::kTileElems * 2, pages + off + (valid ? vstride : 0), valid);
@@ -198,22 +202,24 @@ __global__ void __launch_bounds__(Flash2<D>::kThreads, 2) flash2_prefill_kernel(
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        float mx = -INFINITY;
+        // Max and sum as trees, not chains: 4 dependent steps instead of 16.
+        float v[8];
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]));
+        for (int nt = 0; nt < 8; ++nt) v[nt] = fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]);
+        float mx = fmaxf(fmaxf(fmaxf(v[0], v[1]), fmaxf(v[2], v[3])), fmaxf(fmaxf(v[4], v[5]), fmaxf(v[6], v[7])));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float m_new = fmaxf(m[mt][r], mx);
         const float m_use = m_new == -INFINITY ? 0.f : m_new;  // nothing visible yet: no NaN
         const float neg_m = -m_use * scale_log2;
         const float alpha = cuda::fast_exp2(fmaf(m[mt][r], scale_log2, neg_m));  // 0 while m is -inf
-        float sum = 0.f;
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt) {
           s[mt][nt][2 * r] = cuda::fast_exp2(fmaf(s[mt][nt][2 * r], scale_log2, neg_m));
           s[mt][nt][2 * r + 1] = cuda::fast_exp2(fmaf(s[mt][nt][2 * r + 1], scale_log2, neg_m));
-          sum += s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
+          v[nt] = s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
         }
+        const float sum = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
         l[mt][r] = l[mt][r] * alpha + sum;
         m[mt][r] = m_new;
 #pragma unroll
