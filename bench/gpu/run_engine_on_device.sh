@@ -33,8 +33,7 @@
 #   7. a short table.
 # Knobs (environment, passed through to every binary): SINKROUTER_GEMV=v1|v2|chain (the
 # program's default when unset), SINKROUTER_PDL=0 (no programmatic dependent launch),
-# SINKROUTER_PREFILL_ATTENTION=flash|flash1|reference, SINKROUTER_KV_PREFETCH=0 (no KV prefetch
-# into L2 by the GEMV chains). NCU_PREFILL=1: ncu of the prefill
+# SINKROUTER_PREFILL_ATTENTION=flash|flash1|reference. NCU_PREFILL=1: ncu of the prefill
 # kernels. VARIANTS (this script's): the list of step 4's
 # variant runs, "name:ENV=value" or "name:--bench-flag" separated by spaces. QUICK=1: no
 # decode-kernel suites or other-version engine tests, decode at 8K and 32K only, no
@@ -229,6 +228,29 @@ fi
 text=""
 [ -f .stage/engine/text.txt ] && text="--text .stage/engine/text.txt"
 [ -z "$text" ] && [ -f "$stash/text.txt" ] && text="--text $stash/text.txt"
+# NCU_PREFILL_ENGINE=1: the kernels of one 16K-token prefill (the first ~600 launches of a short
+# benchmark) timed one by one by ncu, summed by kernel name -> prefill_attention.log, summary.
+if [ -n "${NCU_PREFILL_ENGINE:-}" ] && command -v ncu >/dev/null; then
+  run_bin timeout 240 ncu --metrics gpu__time_duration.sum --csv --print-units base --print-kernel-base function --launch-count 600 \
+    "$bin/bench_engine" -m "$model" --out /tmp/ncu_engine.json $text --decode-contexts 16384 --steps 2 --batch 0 \
+    --time-budget 60 >/tmp/ncu_prefill_engine.csv 2>>"$OUT/prefill_attention.log"
+  note "ncu of a 16K prefill: rc=$? $(elapsed)"
+  python3 - /tmp/ncu_prefill_engine.csv <<'PY' 2>&1 | tee -a "$summary"
+import csv, re, sys
+rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+head, body = rows[0], rows[1:]
+k, v = head.index("Kernel Name"), head.index("Metric Value")
+tot, cnt = {}, {}
+for r in body:
+    name = r[k][:90]
+    tot[name] = tot.get(name, 0) + float(r[v].replace(",", "")) / 1e6
+    cnt[name] = cnt.get(name, 0) + 1
+all_ms = sum(tot.values())
+print(f"ncu, the first {len(body)} kernels (a 16K prefill, then decode): {all_ms:.1f} ms in all")
+for name, ms in sorted(tot.items(), key=lambda x: -x[1])[:18]:
+    print(f"  {ms:9.2f} ms {cnt[name]:5d} x  {name}")
+PY
+fi
 [ -n "${QUICK:-}" ] && [ -z "$bench_contexts" ] && bench_contexts="--decode-contexts 8192,32768"
 budget=$(( $(left) - 200 ))  # keep ~200 s for the baseline and the sanitizer
 [ "$budget" -gt 300 ] && budget=300
@@ -249,7 +271,6 @@ done
 [ "${SINKROUTER_PDL:-1}" != 0 ] && variants="$variants pdl_off:SINKROUTER_PDL=0"
 variants="$variants host_argmax:--host-argmax"  # the logits downloaded each step (runs up to v6b)
 [ "${SINKROUTER_PREFILL_ATTENTION:-flash}" = flash ] && variants="$variants prefill_flash1:SINKROUTER_PREFILL_ATTENTION=flash1"
-[ "${SINKROUTER_KV_PREFETCH:-1}" != 0 ] && variants="$variants kv_prefetch_off:SINKROUTER_KV_PREFETCH=0"
 variants=${VARIANTS-$variants}  # VARIANTS="name:SETTING ..." replaces the list ("" for none)
 if [ -n "$variants" ]; then
   for variant in $variants; do
@@ -343,7 +364,7 @@ for name in ("bench_engine_prefill_flash1.json",):
             if r.get("kind") == "prefill":
                 m = find(e["rows"], kind="prefill", context=r["context"])
                 print(f"prefill {r['context']:>7d} tok/s with flash1 {r['tokens_per_s']:9.0f}  (main run {m.get('tokens_per_s', float('nan')):.0f})")
-for name in ("bench_engine_kv_prefetch_off.json", "bench_engine_pdl_off.json", "bench_engine_gemv_v1.json", "bench_engine_gemv_v2.json", "bench_engine_gemv_chain.json",
+for name in ("bench_engine_pdl_off.json", "bench_engine_gemv_v1.json", "bench_engine_gemv_v2.json", "bench_engine_gemv_chain.json",
              "bench_engine_host_argmax.json"):
     if not os.path.exists(os.path.join(out, name)):
         continue

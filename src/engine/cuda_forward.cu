@@ -130,8 +130,6 @@ CudaForward::CudaForward(const CudaModel& m, const std::vector<int64_t>& capacit
   SR_CUDA_CHECK(cudaStreamCreate(&stream_));
   const char* attention = std::getenv("SINKROUTER_PREFILL_ATTENTION");
   if (attention != nullptr && *attention != '\0') prefill_attention_ = prefill_attention_kernel_from_name(attention);
-  const char* prefetch = std::getenv("SINKROUTER_KV_PREFETCH");
-  kv_prefetch_ = prefetch == nullptr || std::string(prefetch) != "0";
   SR_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
@@ -303,18 +301,6 @@ void CudaForward::enqueue_decode_step() {
     qkv.positions = view.seq_lens;  // read before this layer's append advances them
     qkv.rope = m_.rope;
     if (!(ablated_ & kQkv)) gemvs.push(qkv, cuda::GemvIn::RmsNorm, cuda::GemvOut::QkvRope);
-    if (kv_prefetch_) {  // this layer's KV into L2 while the chain runs (when it fits)
-      cuda::KvL2Prefetch pf;
-      pf.pages = view.kv.pages;
-      pf.indptr = view.kv.indptr;
-      pf.indices = view.kv.indices;
-      pf.seq_lens = view.seq_lens;
-      pf.batch = view.kv.batch;
-      pf.page_size = view.kv.page_size;
-      pf.page_bytes = view.kv.v_stride() * 2 * int64_t(dtype_size(view.kv.dtype));
-      pf.max_bytes = kKvPrefetchMaxBytes;
-      gemvs.prefetch_with_next(pf);
-    }
     gemvs.flush();
     if (capture_queries_)
       SR_CUDA_CHECK(cudaMemcpyAsync(b.q_layers + size_t(l) * B * QD, b.q_step, size_t(B) * QD * sizeof(float),

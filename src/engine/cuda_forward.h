@@ -109,10 +109,6 @@ class CudaForward {
   cudaGraphExec_t graph_ = nullptr;
   bool use_graph_ = true, collect_stats_ = true;
   PrefillAttentionKernel prefill_attention_ = PrefillAttentionKernel::Flash;
-  // Decode under GEMV version Chain: each chain also prefetches the next attention's KV
-  // into L2 when the pages in use are at most kKvPrefetchMaxBytes (SINKROUTER_KV_PREFETCH=0: off).
-  bool kv_prefetch_ = true;
-  static constexpr int64_t kKvPrefetchMaxBytes = int64_t(16) << 20;
   bool capture_queries_ = false, queries_captured_ = false;
   std::vector<std::vector<HeadStats>> layer_stats_;
   unsigned ablated_ = 0;  // StepPart bits left out of the step (profiling)

@@ -23,10 +23,6 @@
 // p mod (warps in the grid); the lanes of a warp take the 16-byte chunks of its two rows in
 // the same order as version 1, so a stage's outputs equal version 1's but for the RMSNorm's
 // sum of squares (added by 12 warps instead of 4: float32 rounding).
-//
-// Optionally the chain also asks L2 for the pages of the KV cache that the attention after
-// it will read (KvL2Prefetch): the warps with no rows in stage 0 issue the prefetches while
-// the others compute, so the attention's first reads hit L2 instead of DRAM.
 #include <algorithm>
 
 #include "core/cuda_check.h"
@@ -48,24 +44,7 @@ struct ChainParams {
   GemvStage stages[kMaxChainStages];
   int count;
   unsigned* barrier;  // zero at launch; left zero
-  KvL2Prefetch kv;    // kv.pages null: none
 };
-
-// The KV pages in use into L2, spread over warps [first, first + count) of the grid (gw is
-// this warp's index among them). The page tables and lengths are the previous step's
-// (the coming append adds one token): a prefetch needs no more than that.
-__device__ void prefetch_kv_pages(const KvL2Prefetch& kv, int gw, int count, int lane) {
-  int64_t bytes = 0;
-  for (int b = 0; b < kv.batch; ++b) bytes += int64_t((kv.seq_lens[b] + kv.page_size - 1) / kv.page_size) * kv.page_bytes;
-  if (bytes > kv.max_bytes) return;
-  const char* pages = static_cast<const char*>(kv.pages);
-  for (int b = 0; b < kv.batch; ++b) {
-    const int used = (kv.seq_lens[b] + kv.page_size - 1) / kv.page_size;
-    const int32_t* ids = kv.indices + kv.indptr[b];
-    for (int page = gw; page < used; page += count)
-      prefetch_l2(pages + int64_t(ids[page]) * kv.page_bytes, kv.page_bytes, lane, 32);
-  }
-}
 
 // Every CTA of the grid has arrived `target / gridDim.x` times. The CTA's writes before the
 // call are visible to every CTA after it: bar.sync orders the CTA's threads before thread
@@ -173,10 +152,6 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_chain_kernel(ChainParams p) 
       if (pair != gwarp) load_pair(st.args, 2 * pair, lane, w);
       finish_pair<NT>(st, 2 * pair, lane, w, xs);
     }
-    // The warps without rows in stage 0 prefetch the KV meanwhile (after the wait: the
-    // kernel before may still be reading its own KV, which is not to be pushed out early).
-    const int idle0 = (p.stages[0].args.out + 1) / 2;
-    if (s == 0 && p.kv.pages != nullptr && gwarp >= idle0) prefetch_kv_pages(p.kv, gwarp - idle0, nwarps - idle0, lane);
   }
   // The last CTA out resets the counter for the next launch: every CTA has passed every
   // barrier by the time it arrives here, so no one reads the counter any more.
@@ -221,8 +196,7 @@ void launch_chain(const ChainParams& p, int max_in, cudaStream_t stream) {
 
 }  // namespace
 
-void gemv_chain(const GemvStage* stages, int count, unsigned* barrier, cudaStream_t stream,
-                const KvL2Prefetch* prefetch) {
+void gemv_chain(const GemvStage* stages, int count, unsigned* barrier, cudaStream_t stream) {
   SR_CHECK(count >= 1 && count <= kMaxChainStages, "gemv chain: {} stages (1 to {} per launch)", count,
            kMaxChainStages);
   SR_CHECK(count == 1 || barrier != nullptr, "gemv chain: {} stages need a barrier counter", count);
@@ -247,7 +221,6 @@ void gemv_chain(const GemvStage* stages, int count, unsigned* barrier, cudaStrea
     for (int s = 0; s < count; ++s) p.stages[s] = {gemv_token_slice(stages[s].args, t0, n), stages[s].in, stages[s].out};
     p.count = count;
     p.barrier = barrier;
-    if (prefetch != nullptr && t0 == 0) p.kv = *prefetch;  // the first launch asks for it
     if (n == 1)
       launch_chain<1>(p, max_in, stream);
     else if (n == 2)

@@ -26,18 +26,11 @@ class GemvQueue {
     stages_[pending_++] = GemvStage{args, in, out};
   }
 
-  // The next chain also prefetches these KV pages into L2 (Chain only; see gemv_chain).
-  void prefetch_with_next(const KvL2Prefetch& kv) {
-    prefetch_ = kv;
-    has_prefetch_ = true;
-  }
-
   void flush() {
     if (pending_ == 0) return;
     const int n = pending_;
     pending_ = 0;
-    gemv_chain(stages_, n, barriers_ + next_, stream_, has_prefetch_ ? &prefetch_ : nullptr);
-    has_prefetch_ = false;
+    gemv_chain(stages_, n, barriers_ + next_, stream_);
     next_ = (next_ + 1) % count_;
   }
 
@@ -48,8 +41,6 @@ class GemvQueue {
   cudaStream_t stream_;
   GemvStage stages_[kMaxChainStages];
   int pending_ = 0, next_ = 0;
-  KvL2Prefetch prefetch_;
-  bool has_prefetch_ = false;
 };
 
 }  // namespace sinkrouter::cuda

@@ -28,42 +28,82 @@ __global__ void embed_kernel(const __nv_bfloat16* table, const int32_t* tokens, 
   }
 }
 
-__global__ void rms_norm_kernel(const float* x, const float* g, float eps, int width, __nv_bfloat16* y) {
-  const float* row = x + int64_t(blockIdx.x) * width;
+// One warp per row (the sum of squares by shuffles: no block barrier), 16-byte loads when
+// the width allows; the row is read twice (the second time from L1).
+constexpr int kNormRowsPerBlock = kThreads / 32;
+__global__ void rms_norm_kernel(const float* x, const float* g, float eps, int64_t rows, int width,
+                                __nv_bfloat16* y) {
+  const int lane = int(threadIdx.x) % 32;
+  const int64_t r = int64_t(blockIdx.x) * kNormRowsPerBlock + int(threadIdx.x) / 32;
+  if (r >= rows) return;
+  const float* row = x + r * width;
+  __nv_bfloat16* out = y + r * width;
+  const bool vec = width % 4 == 0;  // rows start at 16-byte boundaries then
   float ss = 0.f;
-  for (int i = int(threadIdx.x); i < width; i += int(blockDim.x)) ss += row[i] * row[i];
-  const float inv = rsqrtf(block_sum(ss) / float(width) + eps);
-  __nv_bfloat16* out = y + int64_t(blockIdx.x) * width;
-  for (int i = int(threadIdx.x); i < width; i += int(blockDim.x)) out[i] = __float2bfloat16_rn(row[i] * inv * g[i]);
+  if (vec) {
+    for (int i = 4 * lane; i < width; i += 128) {
+      const float4 v = *reinterpret_cast<const float4*>(row + i);
+      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+  } else {
+    for (int i = lane; i < width; i += 32) ss += row[i] * row[i];
+  }
+  const float inv = rsqrtf(warp_sum(ss) / float(width) + eps);
+  if (vec) {
+    for (int i = 4 * lane; i < width; i += 128) {
+      const float4 v = *reinterpret_cast<const float4*>(row + i), w = *reinterpret_cast<const float4*>(g + i);
+      __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(out + i);
+      o[0] = __floats2bfloat162_rn(v.x * inv * w.x, v.y * inv * w.y);
+      o[1] = __floats2bfloat162_rn(v.z * inv * w.z, v.w * inv * w.w);
+    }
+  } else {
+    for (int i = lane; i < width; i += 32) out[i] = __float2bfloat16_rn(row[i] * inv * g[i]);
+  }
 }
 
-// One thread per adjacent pair of one token's q | k | v row.
+// Rows on grid y (grid-stride), pairs of a row on x: no 64-bit division per element.
+// grid: (ceil(width / 2 / kThreads), min(n, 65535)); one thread per adjacent pair of a token's
+// q | k | v row.
 __global__ void rope_split_kernel(const float* qkv, int64_t n, int q_dim, int kv_dim, int64_t p0, RopeTable rope,
                                   __nv_bfloat16* q, float* k, float* v) {
-  const int width = q_dim + 2 * kv_dim, pairs = width / 2;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n * pairs; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t t = i / pairs;
-    const int r = int(i % pairs) * 2;
-    float x0 = qkv[t * width + r], x1 = qkv[t * width + r + 1];
-    if (r < q_dim + kv_dim) rope_rotate(x0, x1, p0 + t, rope.inv_freq[(r % rope.head_dim) / 2]);
-    if (r < q_dim) {
+  const int width = q_dim + 2 * kv_dim;
+  const int r = (int(blockIdx.x) * int(blockDim.x) + int(threadIdx.x)) * 2;
+  if (r >= width) return;
+  const double inv_freq = rope.inv_freq[(r % rope.head_dim) / 2];
+  for (int64_t t = blockIdx.y; t < n; t += gridDim.y) {
+    const float2 xv = *reinterpret_cast<const float2*>(qkv + t * width + r);  // width is even
+    float x0 = xv.x, x1 = xv.y;
+    if (r < q_dim + kv_dim) rope_rotate(x0, x1, p0 + t, inv_freq);
+    if (r < q_dim)
       *reinterpret_cast<__nv_bfloat162*>(q + t * q_dim + r) = __floats2bfloat162_rn(x0, x1);
-    } else if (r < q_dim + kv_dim) {
-      k[t * kv_dim + r - q_dim] = x0;
-      k[t * kv_dim + r - q_dim + 1] = x1;
+    else if (r < q_dim + kv_dim)
+      *reinterpret_cast<float2*>(k + t * kv_dim + r - q_dim) = make_float2(x0, x1);
+    else
+      *reinterpret_cast<float2*>(v + t * kv_dim + r - q_dim - kv_dim) = make_float2(x0, x1);
+  }
+}
+
+// Rows on grid y (grid-stride), four columns a thread on x (16-byte loads when ff allows).
+__global__ void swiglu_kernel(const float* gu, int64_t n, int ff, __nv_bfloat16* out) {
+  const int c = (int(blockIdx.x) * int(blockDim.x) + int(threadIdx.x)) * 4;
+  if (c >= ff) return;
+  for (int64_t t = blockIdx.y; t < n; t += gridDim.y) {
+    const float* row = gu + t * 2 * ff;
+    __nv_bfloat16* o = out + t * ff;
+    if (ff % 4 == 0) {
+      const float4 g = *reinterpret_cast<const float4*>(row + c), u = *reinterpret_cast<const float4*>(row + ff + c);
+      __nv_bfloat162* o2 = reinterpret_cast<__nv_bfloat162*>(o + c);
+      o2[0] = __floats2bfloat162_rn(g.x / (1.f + expf(-g.x)) * u.x, g.y / (1.f + expf(-g.y)) * u.y);
+      o2[1] = __floats2bfloat162_rn(g.z / (1.f + expf(-g.z)) * u.z, g.w / (1.f + expf(-g.w)) * u.w);
     } else {
-      v[t * kv_dim + r - q_dim - kv_dim] = x0;
-      v[t * kv_dim + r - q_dim - kv_dim + 1] = x1;
+      for (int j = c; j < min(c + 4, ff); ++j) o[j] = __float2bfloat16_rn(row[j] / (1.f + expf(-row[j])) * row[ff + j]);
     }
   }
 }
 
-__global__ void swiglu_kernel(const float* gu, int64_t n, int ff, __nv_bfloat16* out) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n * ff; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t t = i / ff, c = i % ff;
-    const float g = gu[t * 2 * ff + c], u = gu[t * 2 * ff + ff + c];
-    out[i] = __float2bfloat16_rn(g / (1.f + expf(-g)) * u);
-  }
+// Rows on grid y: at most 65535 blocks, each walking rows in steps of gridDim.y.
+dim3 row_grid(int64_t row_items, int64_t rows) {
+  return dim3(unsigned((row_items + kThreads - 1) / kThreads), unsigned(std::min<int64_t>(rows, 65535)));
 }
 
 // The first index of each row's largest value (std::max_element's choice on rows without
@@ -112,7 +152,8 @@ void embed_rows(const __nv_bfloat16* table, const int32_t* tokens, int64_t n, in
 void rms_norm_bf16(const float* x, const float* g, float eps, int64_t rows, int width, __nv_bfloat16* y,
                    cudaStream_t stream) {
   SR_CHECK(rows >= 1 && rows < (int64_t(1) << 31), "rms_norm_bf16: {} rows out of range", rows);
-  rms_norm_kernel<<<unsigned(rows), kThreads, 0, stream>>>(x, g, eps, width, y);
+  rms_norm_kernel<<<unsigned((rows + kNormRowsPerBlock - 1) / kNormRowsPerBlock), kThreads, 0, stream>>>(x, g, eps, rows,
+                                                                                                      width, y);
   SR_CUDA_CHECK_LAUNCH("rms_norm_kernel");
 }
 
@@ -121,13 +162,14 @@ void rope_split(const float* qkv, int64_t n, int q_dim, int kv_dim, int64_t p0, 
   SR_CHECK(rope.head_dim % 2 == 0 && q_dim % rope.head_dim == 0 && kv_dim % rope.head_dim == 0,
            "rope_split: q width {} and kv width {} are not whole heads of {} (even) dims", q_dim, kv_dim,
            rope.head_dim);
-  rope_split_kernel<<<grid_for(n * (q_dim / 2 + kv_dim)), kThreads, 0, stream>>>(qkv, n, q_dim, kv_dim, p0, rope, q,
-                                                                                 k, v);
+  SR_CHECK(n >= 1, "rope_split: {} tokens", n);
+  rope_split_kernel<<<row_grid(q_dim / 2 + kv_dim, n), kThreads, 0, stream>>>(qkv, n, q_dim, kv_dim, p0, rope, q, k, v);
   SR_CUDA_CHECK_LAUNCH("rope_split_kernel");
 }
 
 void swiglu_bf16(const float* gu, int64_t n, int ff, __nv_bfloat16* out, cudaStream_t stream) {
-  swiglu_kernel<<<grid_for(n * ff), kThreads, 0, stream>>>(gu, n, ff, out);
+  SR_CHECK(n >= 1 && ff >= 1, "swiglu_bf16: {} tokens of width {}", n, ff);
+  swiglu_kernel<<<row_grid((ff + 3) / 4, n), kThreads, 0, stream>>>(gu, n, ff, out);
   SR_CUDA_CHECK_LAUNCH("swiglu_kernel");
 }
 

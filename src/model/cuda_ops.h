@@ -117,22 +117,7 @@ constexpr int kMaxChainStages = 4;
 // before the launch and left zero after it (count > 1; may be null for one stage); launches
 // that may overlap need different words. V1's arithmetic stage by stage (the RMSNorm's sum
 // of squares in another order).
-//
-// prefetch (optional): the pages in use of a paged KV cache, asked of L2 by the warps that
-// have no rows in stage 0, once stage 0's input is ready: the engine hands each chain the
-// KV of the attention that follows it (docs/PERF.md, "KV prefetch into L2").
-struct KvL2Prefetch {
-  const void* pages = nullptr;        // null: no prefetch
-  const int32_t* indptr = nullptr;    // [batch + 1] first page-table entry of each sequence
-  const int32_t* indices = nullptr;   // page ids
-  const int32_t* seq_lens = nullptr;  // [batch] tokens in use, device
-  int batch = 0;
-  int page_size = 0;
-  int64_t page_bytes = 0;  // K and V of one page
-  int64_t max_bytes = 0;   // more in use than this: no prefetch (it would not stay in L2)
-};
-void gemv_chain(const GemvStage* stages, int count, unsigned* barrier, cudaStream_t stream,
-                const KvL2Prefetch* prefetch = nullptr);
+void gemv_chain(const GemvStage* stages, int count, unsigned* barrier, cudaStream_t stream);
 
 // V1 only: its shared memory holds min(8, tokens) input rows; call once with the widest
 // `in` before using in > 1536 with 8 tokens (otherwise V1 launches fewer tokens at a time).

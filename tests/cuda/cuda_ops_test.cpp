@@ -156,6 +156,36 @@ TEST(CudaOps, NormSwigluEmbedAndGemmMatchFloat64) {
   }
 }
 
+// Widths that are not multiples of 4 take the kernels' scalar paths (the engine's take the
+// 16-byte ones, tested above); more rows than one block of RMSNorm holds.
+TEST(CudaOps, NormAndSwigluAtOddWidths) {
+  SR_REQUIRE_CUDA_DEVICE();
+  std::mt19937_64 rng(21);
+  const int E = 87, F = 37;
+  const int64_t n = 11;
+  const std::vector<float> x = normal_vector(size_t(n) * E, rng), g = normal_vector(size_t(E), rng);
+  const std::vector<float> gu = normal_vector(size_t(n) * 2 * F, rng, 2.f);
+  DeviceBuffer xd = upload(x), gd = upload(g), hd(size_t(n) * E * 2), gud = upload(gu), ad(size_t(n) * F * 2);
+  testing::poison(hd);
+  testing::poison(ad);
+  cuda::rms_norm_bf16(static_cast<const float*>(xd.get()), static_cast<const float*>(gd.get()), 1e-5f, n, E,
+                      static_cast<__nv_bfloat16*>(hd.get()), nullptr);
+  cuda::swiglu_bf16(static_cast<const float*>(gud.get()), n, F, static_cast<__nv_bfloat16*>(ad.get()), nullptr);
+  SR_ASSERT_CUDA(cudaDeviceSynchronize());
+  const std::vector<uint16_t> h = download<uint16_t>(hd, size_t(n) * E), a = download<uint16_t>(ad, size_t(n) * F);
+  for (int64_t t = 0; t < n; ++t) {
+    double ss = 0;
+    for (int i = 0; i < E; ++i) ss += double(x[size_t(t * E + i)]) * x[size_t(t * E + i)];
+    for (int i = 0; i < E; ++i)
+      expect_bf16(h[size_t(t * E + i)], x[size_t(t * E + i)] / std::sqrt(ss / E + 1e-5) * g[size_t(i)],
+                  fmt::format("rmsnorm {} {}", t, i));
+    for (int i = 0; i < F; ++i) {
+      const double gate = gu[size_t(t * 2 * F + i)], up = gu[size_t(t * 2 * F + F + i)];
+      expect_bf16(a[size_t(t * F + i)], gate / (1 + std::exp(-gate)) * up, fmt::format("swiglu {} {}", t, i));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sinkrouter
 
