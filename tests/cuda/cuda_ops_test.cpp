@@ -27,6 +27,24 @@ namespace {
 
 using namespace testing;  // sinkrouter::testing: DeviceBuffer, upload, download, ...
 
+// Row t of h (bf16 bits, [n, E]) against the float64 RMSNorm of row t of x with gain g.
+void expect_rms_norm_row(const std::vector<uint16_t>& h, const std::vector<float>& x, const std::vector<float>& g,
+                         int64_t t, int E) {
+  double ss = 0;
+  for (int i = 0; i < E; ++i) ss += double(x[size_t(t * E + i)]) * x[size_t(t * E + i)];
+  for (int i = 0; i < E; ++i)
+    expect_bf16(h[size_t(t * E + i)], x[size_t(t * E + i)] / std::sqrt(ss / E + 1e-5) * g[size_t(i)],
+                fmt::format("rmsnorm {} {}", t, i));
+}
+
+// Row t of a (bf16 bits, [n, F]) against the float64 SwiGLU of row t of gate | up ([n, 2F]).
+void expect_swiglu_row(const std::vector<uint16_t>& a, const std::vector<float>& gu, int64_t t, int F) {
+  for (int i = 0; i < F; ++i) {
+    const double gate = gu[size_t(t * 2 * F + i)], up = gu[size_t(t * 2 * F + F + i)];
+    expect_bf16(a[size_t(t * F + i)], gate / (1 + std::exp(-gate)) * up, fmt::format("swiglu {} {}", t, i));
+  }
+}
+
 TEST(CudaOps, RopeSplitMatchesTheCpuAtLargePositions) {
   SR_REQUIRE_CUDA_DEVICE();
   std::mt19937_64 rng(5);
@@ -127,18 +145,10 @@ TEST(CudaOps, NormSwigluEmbedAndGemmMatchFloat64) {
   const std::vector<uint16_t> h = download<uint16_t>(hd, size_t(n) * E), a = download<uint16_t>(ad, size_t(n) * F);
   const std::vector<float> y = download<float>(yd, size_t(n) * F);
   for (int64_t t = 0; t < n; ++t) {
-    double ss = 0;
-    for (int i = 0; i < E; ++i) {
-      ASSERT_EQ(x[size_t(t * E + i)], float(bf16_value(table[size_t(ids[size_t(t)]) * E + size_t(i)])));
-      ss += double(x[size_t(t * E + i)]) * x[size_t(t * E + i)];
-    }
     for (int i = 0; i < E; ++i)
-      expect_bf16(h[size_t(t * E + i)], x[size_t(t * E + i)] / std::sqrt(ss / E + 1e-5) * g[size_t(i)],
-                  fmt::format("rmsnorm {} {}", t, i));
-    for (int i = 0; i < F; ++i) {
-      const double gate = gu[size_t(t * 2 * F + i)], up = gu[size_t(t * 2 * F + F + i)];
-      expect_bf16(a[size_t(t * F + i)], gate / (1 + std::exp(-gate)) * up, fmt::format("swiglu {} {}", t, i));
-    }
+      ASSERT_EQ(x[size_t(t * E + i)], float(bf16_value(table[size_t(ids[size_t(t)]) * E + size_t(i)])));
+    expect_rms_norm_row(h, x, g, t, E);
+    expect_swiglu_row(a, gu, t, F);
     for (int o = 0; o < F; ++o) {
       double want = 0, sum_abs = 0;
       for (int i = 0; i < E; ++i) {
@@ -174,15 +184,8 @@ TEST(CudaOps, NormAndSwigluAtOddWidths) {
   SR_ASSERT_CUDA(cudaDeviceSynchronize());
   const std::vector<uint16_t> h = download<uint16_t>(hd, size_t(n) * E), a = download<uint16_t>(ad, size_t(n) * F);
   for (int64_t t = 0; t < n; ++t) {
-    double ss = 0;
-    for (int i = 0; i < E; ++i) ss += double(x[size_t(t * E + i)]) * x[size_t(t * E + i)];
-    for (int i = 0; i < E; ++i)
-      expect_bf16(h[size_t(t * E + i)], x[size_t(t * E + i)] / std::sqrt(ss / E + 1e-5) * g[size_t(i)],
-                  fmt::format("rmsnorm {} {}", t, i));
-    for (int i = 0; i < F; ++i) {
-      const double gate = gu[size_t(t * 2 * F + i)], up = gu[size_t(t * 2 * F + F + i)];
-      expect_bf16(a[size_t(t * F + i)], gate / (1 + std::exp(-gate)) * up, fmt::format("swiglu {} {}", t, i));
-    }
+    expect_rms_norm_row(h, x, g, t, E);
+    expect_swiglu_row(a, gu, t, F);
   }
 }
 
