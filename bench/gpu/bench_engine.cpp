@@ -18,6 +18,7 @@
 // Floors (docs/PERF.md): one decode step reads the bf16 weights (decode_weight_bytes) plus
 // the KV bytes it reads, at the device's read bandwidth (--bandwidth-gbps, 4490 measured
 // by bench_kernels on the H200).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -139,6 +140,56 @@ void ablation_rows(CudaSession& s, int32_t& token, int steps, int warmup, bool h
   f.set_step_ablation(0);
 }
 
+// The GEMV chains' stage phases in one dense step (CudaForward::set_chain_trace; stamps of
+// thread 0 of each CTA, clock64): for the chains of layers 1 .. n-1 (o, gate|up, down, the
+// next QKV), the median and the largest over CTAs and layers of each stage's barrier wait,
+// input load (RMSNorm / SwiGLU into shared memory), rows, and the stage's whole time from the
+// previous stage's end; cycles, and microseconds at the device's peak clock.
+template <typename Save>
+void chain_trace_rows(CudaSession& s, int32_t& token, int warmup, int64_t n, const AttentionPolicy& dense,
+                      nlohmann::json& j, const Save& save) {
+  s.set_policy(dense);
+  CudaForward& f = s.forward();
+  f.set_collect_stats(false);
+  f.set_chain_trace(true);
+  for (int i = 0; i < warmup + 2; ++i) token = s.decode_greedy(token);  // capture, then traced steps
+  const std::vector<long long> t = f.chain_trace();
+  f.set_chain_trace(false);
+  f.set_collect_stats(true);
+  int device = 0, khz = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, device);
+  const int sms = f.chain_trace_sms(), S = cuda::kMaxChainStages, P = cuda::kChainStamps;
+  const int launches = int(t.size()) / (sms * S * P);
+  const char* names[] = {"o", "gate_up", "down", "qkv"};
+  const char* phases[] = {"wait", "input", "rows", "stage"};
+  for (int st = 0; st < S; ++st) {
+    std::vector<double> v[4];
+    for (int l = 1; l + 1 < launches; ++l)
+      for (int c = 0; c < sms; ++c) {
+        const long long* x = &t[((size_t(l) * sms + c) * S + st) * P];
+        if (x[cuda::kStampRowsDone] == 0) continue;
+        v[0].push_back(double(x[cuda::kStampReleased] - x[cuda::kStampBeforeWait]));
+        v[1].push_back(double(x[cuda::kStampInputReady] - x[cuda::kStampReleased]));
+        v[2].push_back(double(x[cuda::kStampRowsDone] - x[cuda::kStampInputReady]));
+        const long long* previous_stage = x - P;
+        if (st > 0) v[3].push_back(double(x[cuda::kStampRowsDone] - previous_stage[cuda::kStampRowsDone]));
+      }
+    for (int ph = 0; ph < 4; ++ph) {
+      if (v[ph].empty()) continue;
+      std::sort(v[ph].begin(), v[ph].end());
+      const double med = v[ph][v[ph].size() / 2], mx = v[ph].back();
+      const double us = khz > 0 ? 1e3 / khz : 0;
+      j["rows"].push_back({{"kind", "chain_trace"}, {"context", n}, {"stage", names[st]}, {"phase", phases[ph]},
+                           {"median_cycles", med}, {"max_cycles", mx}, {"median_us_at_peak_clock", med * us},
+                           {"max_us_at_peak_clock", mx * us}, {"samples", v[ph].size()}, {"peak_clock_khz", khz}});
+      std::fprintf(stderr, "chain %-7s %-5s median %7.0f cycles (%.2f us at %d MHz), max %7.0f\n", names[st],
+                   phases[ph], med, med * us, khz / 1000, mx);
+    }
+  }
+  save();
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"GPU engine benchmark: prefill and decode tokens/s, KV bytes read"};
   std::string model, out = "engine.json", text_file;
@@ -146,7 +197,7 @@ int run(int argc, char** argv) {
   int steps = 64, warmup = 4, batch = 8;
   int64_t batch_context = 8192;
   double budget = 300, bandwidth_gbps = 4490;
-  bool ablate = false, host_argmax = false;
+  bool ablate = false, host_argmax = false, trace_chain = false;
   app.add_option("-m,--model", model, "GGUF model")->required();
   app.add_option("--out", out, "JSON output");
   app.add_option("--decode-contexts", contexts, "decode contexts (each filled by a prefill)")->delimiter(',');
@@ -159,6 +210,8 @@ int run(int argc, char** argv) {
   app.add_flag("--ablate", ablate,
                "at the first decode context: dense steps with each part of the step left out (rows "
                "decode_ablation: what each part costs inside the step, by difference)");
+  app.add_flag("--trace-chain", trace_chain,
+               "at the first decode context: the GEMV chains' stage phases of one dense step (rows chain_trace)");
   app.add_flag("--host-argmax", host_argmax,
                "time decode steps with the logits downloaded and the argmax taken on the host (as runs up to "
                "v6b did), not decode_greedy's argmax on the device");
@@ -305,6 +358,7 @@ int run(int argc, char** argv) {
       save();
     }
     if (ablate && n == contexts.front()) ablation_rows(s, token, steps, warmup, host_argmax, n, dense, j, save);
+    if (trace_chain && n == contexts.front()) chain_trace_rows(s, token, warmup, n, dense, j, save);
   }
 
   // A batch of sequences of different lengths (batch_context down to half of it).

@@ -34,7 +34,8 @@
 # Knobs (environment, passed through to every binary): SINKROUTER_GEMV=v1|v2|chain (the
 # program's default when unset), SINKROUTER_PDL=0 (no programmatic dependent launch),
 # SINKROUTER_PREFILL_ATTENTION=flash|flash1|reference. NCU_PREFILL=1: ncu of the prefill
-# kernels. VARIANTS (this script's): the list of step 4's
+# kernels. TRACE_CHAIN=1: the GEMV chains' stage phases (bench_engine --trace-chain).
+# VARIANTS (this script's): the list of step 4's
 # variant runs, "name:ENV=value" or "name:--bench-flag" separated by spaces. QUICK=1: no
 # decode-kernel suites or other-version engine tests, decode at 8K and 32K only, no
 # transformers baseline (a check of a change, ~2 minutes). SKIP_TRANSFORMERS=1: no transformers
@@ -256,7 +257,7 @@ budget=$(( $(left) - 200 ))  # keep ~200 s for the baseline and the sanitizer
 [ "$budget" -gt 300 ] && budget=300
 if [ "$budget" -gt 60 ]; then
   run_bin timeout $((budget + 40)) "$bin/bench_engine" -m "$model" --out "$OUT/bench_engine.json" $text \
-    --time-budget "$budget" --ablate $bench_contexts >"$OUT/bench_engine.log" 2>&1
+    --time-budget "$budget" --ablate ${TRACE_CHAIN:+--trace-chain} $bench_contexts >"$OUT/bench_engine.log" 2>&1
   note "bench_engine: rc=$? $(elapsed)"
 else
   note "bench_engine: skipped, ${budget}s of budget"
@@ -346,6 +347,9 @@ for r in e["rows"]:
     if r.get("kind") == "attention_real_kv":
         sp = f", speedup {r['speedup_over_dense']:.2f}" if "speedup_over_dense" in r else ""
         print(f"attention alone, real KV {r['context']:>7d} {r['policy'][:5]}  {r['us_per_layer']:9.2f} us/layer  KV read {100 * r['kv_read_fraction']:.1f}%{sp}")
+for r in e["rows"]:
+    if r.get("kind") == "chain_trace":
+        print(f"chain {r['stage']:7s} {r['phase']:5s} median {r['median_cycles']:7.0f} cycles ({r['median_us_at_peak_clock']:.2f} us), max {r['max_cycles']:7.0f}")
 for r in e["rows"]:
     if r.get("kind") == "decode_batch":
         print(f"batch {r['batch']} {r['policy']:10s} seq-steps/s {r['sequence_steps_per_s']:9.0f}  KV read {100 * r['kv_read_fraction']:.1f}%")

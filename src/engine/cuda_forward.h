@@ -83,6 +83,12 @@ class CudaForward {
   // each part costs inside the whole step can be measured by difference. Re-captures.
   enum StepPart : unsigned { kQkv = 1, kAppend = 2, kAttention = 4, kOProj = 8, kGateUp = 16, kDown = 32, kLmHead = 64 };
   void set_step_ablation(unsigned skipped);
+  // Profiling only (bench_engine --trace-chain): every GEMV chain of the step stamps its
+  // stages' phases (gemv_chain's trace). Re-captures. chain_trace(): the last step's stamps,
+  // [launch (n_layers + 1)][SM][kMaxChainStages][kChainStamps] clock64 values (0: not stamped).
+  void set_chain_trace(bool on);
+  std::vector<long long> chain_trace() const;
+  int chain_trace_sms() const { return trace_sms_; }
 
  private:
   struct Buffers;
@@ -112,6 +118,8 @@ class CudaForward {
   bool capture_queries_ = false, queries_captured_ = false;
   std::vector<std::vector<HeadStats>> layer_stats_;
   unsigned ablated_ = 0;  // StepPart bits left out of the step (profiling)
+  long long* chain_trace_ = nullptr;  // device, or null (profiling)
+  int trace_sms_ = 0;
 };
 
 }  // namespace sinkrouter

@@ -44,7 +44,13 @@ struct ChainParams {
   GemvStage stages[kMaxChainStages];
   int count;
   unsigned* barrier;  // zero at launch; left zero
+  long long* trace;   // null, or [grid][kMaxChainStages][kChainStamps] (see gemv_chain)
 };
+
+__device__ __forceinline__ void chain_stamp(const ChainParams& p, int stage, int point) {
+  if (p.trace != nullptr && threadIdx.x == 0)
+    p.trace[(int64_t(blockIdx.x) * kMaxChainStages + stage) * kChainStamps + point] = clock64();
+}
 
 // Every CTA of the grid has arrived `target / gridDim.x` times. The CTA's writes before the
 // call are visible to every CTA after it: bar.sync orders the CTA's threads before thread
@@ -137,21 +143,28 @@ __global__ void __launch_bounds__(kThreads, 1) gemv_chain_kernel(ChainParams p) 
   }
   RowPair w;
   if (2 * gwarp < p.stages[0].args.out) load_pair(p.stages[0].args, 2 * gwarp, lane, w);
+  chain_stamp(p, 0, kStampBeforeWait);
   pdl_begin(p);  // stage 0's input is the kernel before's output
+  chain_stamp(p, 0, kStampReleased);
 #pragma unroll
   for (int s = 0; s < kMaxChainStages; ++s) {
     if (s >= p.count) break;
     const GemvStage& st = p.stages[s];
     if (s > 0) {
       if (2 * gwarp < st.args.out) load_pair(st.args, 2 * gwarp, lane, w);  // before the wait: constant
+      chain_stamp(p, s, kStampBeforeWait);
       grid_barrier(p.barrier, unsigned(s) * gridDim.x);  // stage s - 1 is complete everywhere
+      chain_stamp(p, s, kStampReleased);
     }
     gemv_input_to_shared<NT>(st.args, st.in, xs, kThreads);
     __syncthreads();
+    chain_stamp(p, s, kStampInputReady);
     for (int pair = gwarp; 2 * pair < st.args.out; pair += nwarps) {
       if (pair != gwarp) load_pair(st.args, 2 * pair, lane, w);
       finish_pair<NT>(st, 2 * pair, lane, w, xs);
     }
+    if (p.trace != nullptr) __syncthreads();  // tracing only: every warp's rows, not thread 0's
+    chain_stamp(p, s, kStampRowsDone);
   }
   // The last CTA out resets the counter for the next launch: every CTA has passed every
   // barrier by the time it arrives here, so no one reads the counter any more.
@@ -196,7 +209,7 @@ void launch_chain(const ChainParams& p, int max_in, cudaStream_t stream) {
 
 }  // namespace
 
-void gemv_chain(const GemvStage* stages, int count, unsigned* barrier, cudaStream_t stream) {
+void gemv_chain(const GemvStage* stages, int count, unsigned* barrier, cudaStream_t stream, long long* trace) {
   SR_CHECK(count >= 1 && count <= kMaxChainStages, "gemv chain: {} stages (1 to {} per launch)", count,
            kMaxChainStages);
   SR_CHECK(count == 1 || barrier != nullptr, "gemv chain: {} stages need a barrier counter", count);
@@ -221,6 +234,7 @@ void gemv_chain(const GemvStage* stages, int count, unsigned* barrier, cudaStrea
     for (int s = 0; s < count; ++s) p.stages[s] = {gemv_token_slice(stages[s].args, t0, n), stages[s].in, stages[s].out};
     p.count = count;
     p.barrier = barrier;
+    p.trace = t0 == 0 ? trace : nullptr;
     if (n == 1)
       launch_chain<1>(p, max_in, stream);
     else if (n == 2)

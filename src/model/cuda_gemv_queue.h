@@ -26,12 +26,19 @@ class GemvQueue {
     stages_[pending_++] = GemvStage{args, in, out};
   }
 
+  // Profiling: chain launch i stamps into trace + i * words_per_launch (see gemv_chain).
+  void set_trace(long long* trace, int64_t words_per_launch) {
+    trace_ = trace;
+    trace_words_ = words_per_launch;
+  }
+
   void flush() {
     if (pending_ == 0) return;
     const int n = pending_;
     pending_ = 0;
-    gemv_chain(stages_, n, barriers_ + next_, stream_);
+    gemv_chain(stages_, n, barriers_ + next_, stream_, trace_ ? trace_ + launches_ * trace_words_ : nullptr);
     next_ = (next_ + 1) % count_;
+    ++launches_;
   }
 
  private:
@@ -41,6 +48,8 @@ class GemvQueue {
   cudaStream_t stream_;
   GemvStage stages_[kMaxChainStages];
   int pending_ = 0, next_ = 0;
+  long long* trace_ = nullptr;
+  int64_t trace_words_ = 0, launches_ = 0;
 };
 
 }  // namespace sinkrouter::cuda

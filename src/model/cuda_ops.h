@@ -117,7 +117,16 @@ constexpr int kMaxChainStages = 4;
 // before the launch and left zero after it (count > 1; may be null for one stage); launches
 // that may overlap need different words. V1's arithmetic stage by stage (the RMSNorm's sum
 // of squares in another order).
-void gemv_chain(const GemvStage* stages, int count, unsigned* barrier, cudaStream_t stream);
+//
+// trace (profiling, optional): thread 0 of each CTA stamps clock64() at four points of every
+// stage, trace[(cta * kMaxChainStages + stage) * kChainStamps + point], points
+// ChainStamp (the SM's cycle counter: compare stamps of one CTA only). Needs
+// gridDim.x (= the SM count) * kMaxChainStages * kChainStamps words; the first token slice
+// of a launch only.
+enum ChainStamp : int { kStampBeforeWait = 0, kStampReleased = 1, kStampInputReady = 2, kStampRowsDone = 3 };
+constexpr int kChainStamps = 4;
+void gemv_chain(const GemvStage* stages, int count, unsigned* barrier, cudaStream_t stream,
+                long long* trace = nullptr);
 
 // V1 only: its shared memory holds min(8, tokens) input rows; call once with the widest
 // `in` before using in > 1536 with 8 tokens (otherwise V1 launches fewer tokens at a time).
