@@ -8,6 +8,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include "cuda_device_util.cuh"
 #include "cuda_ops.h"
 #include "sinkrouter/core/error.h"
@@ -52,6 +54,52 @@ __device__ __forceinline__ void gemv_store(const GemvArgs& a, GemvOut out, int t
   }
 }
 
+// Up to kInputVecs float4 of one input row per thread, held in registers (the vector path
+// of gemv_input_to_shared): rows of up to 16 * threads floats (6,144 for the chain's 384).
+constexpr int kInputVecs = 4;
+
+// One token's row, transformed, into dst: every load of a thread issued before any use, so
+// that a row costs one L2 round trip (the stage trace of run v7e: the scalar loop below,
+// loads and shared stores interleaved, took 1.3-1.7 us a stage). Needs x and the stride at
+// 16-byte boundaries and in <= 4 * kInputVecs * threads (the caller checks).
+__device__ __forceinline__ void input_row_vec(const GemvArgs& a, GemvIn in_kind, const float* x, float* dst,
+                                              int threads) {
+  const int nv = a.in / 4, tid = int(threadIdx.x);
+  const float4* x4 = reinterpret_cast<const float4*>(x);
+  float4* d4 = reinterpret_cast<float4*>(dst);
+  float4 v[kInputVecs], u[kInputVecs];
+#pragma unroll
+  for (int k = 0; k < kInputVecs; ++k) {
+    const int i = tid + k * threads;
+    if (i < nv) {
+      v[k] = x4[i];  // plain loads: written earlier in this kernel by other CTAs (the chain)
+      if (in_kind == GemvIn::SwiGlu) u[k] = x4[nv + i];
+    }
+  }
+  float inv = 1.f;
+  if (in_kind == GemvIn::RmsNorm) {
+    float ss = 0.f;
+#pragma unroll
+    for (int k = 0; k < kInputVecs; ++k)
+      if (tid + k * threads < nv) ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
+    inv = rsqrtf(block_sum(ss) / float(a.in) + a.eps);
+  }
+#pragma unroll
+  for (int k = 0; k < kInputVecs; ++k) {
+    const int i = tid + k * threads;
+    if (i >= nv) continue;
+    float4 y = v[k];
+    if (in_kind == GemvIn::RmsNorm) {
+      const float4 g = __ldg(reinterpret_cast<const float4*>(a.gain) + i);
+      y = make_float4(y.x * inv * g.x, y.y * inv * g.y, y.z * inv * g.z, y.w * inv * g.w);
+    } else if (in_kind == GemvIn::SwiGlu) {
+      y = make_float4(y.x / (1.f + expf(-y.x)) * u[k].x, y.y / (1.f + expf(-y.y)) * u[k].y,
+                      y.z / (1.f + expf(-y.z)) * u[k].z, y.w / (1.f + expf(-y.w)) * u[k].w);
+    }
+    d4[i] = y;
+  }
+}
+
 // The launch's input rows, transformed (RMSNorm or SwiGLU), into shared memory xs [NT][in]
 // by the CTA's `threads` threads; rows past a.tokens are zeroed. Plain loads: the input may
 // have been written earlier in the same kernel (the chain, cuda_gemv_chain.cu). Ends before
@@ -60,10 +108,19 @@ template <int NT>
 __device__ __forceinline__ void gemv_input_to_shared(const GemvArgs& a, GemvIn in_kind, float* xs, int threads) {
   const int in = a.in;
   for (int i = a.tokens * in + int(threadIdx.x); i < NT * in; i += threads) xs[i] = 0.f;  // unused token rows
+  // The vector path when x, its stride and the gain sit at 16-byte boundaries (the engine's
+  // buffers do; in is a multiple of 8 by gemv_check_shape) and a row fits the registers.
+  const bool vec = ((reinterpret_cast<uintptr_t>(a.x) | uintptr_t(a.ldx) * 4 |
+                     (in_kind == GemvIn::RmsNorm ? reinterpret_cast<uintptr_t>(a.gain) : 0)) %
+                        16 ==
+                    0) &&
+                   in <= 4 * kInputVecs * threads;
   for (int t = 0; t < NT && t < a.tokens; ++t) {
     const float* x = a.x + t * a.ldx;
     float* dst = xs + t * in;
-    if (in_kind == GemvIn::RmsNorm) {
+    if (vec) {
+      input_row_vec(a, in_kind, x, dst, threads);
+    } else if (in_kind == GemvIn::RmsNorm) {
       float ss = 0.f;
       for (int i = int(threadIdx.x); i < in; i += threads) ss += x[i] * x[i];
       const float inv = rsqrtf(block_sum(ss) / float(in) + a.eps);
