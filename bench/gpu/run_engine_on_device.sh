@@ -17,7 +17,7 @@
 #   2. test_cuda, the engine's tests (prefill attention, both decode GEMVs and ops, engine
 #      vs CPU and transformers, graph, batch, fork, routed statistics), with fallbacks:
 #      flash prefill v2 failed -> SINKROUTER_PREFILL_ATTENTION=flash1, both failed -> reference; the GEMV in use (chain
-#      or v2) failed its own test -> SINKROUTER_GEMV=v1; else the chained-GEMV test under PDL (CudaGemvPdl)
+#      or v2, when chosen) failed its own test -> SINKROUTER_GEMV=v1; else the chained-GEMV test under PDL (CudaGemvPdl)
 #      failed -> SINKROUTER_PDL=0; engine tests failed with only the kernels passing ->
 #      again with SINKROUTER_PDL=0, then with SINKROUTER_GEMV=v1, keeping the first that
 #      passes. Everything after runs under the fallbacks taken (summary.txt names them);
@@ -139,7 +139,7 @@ run_bin timeout 150 "$bin/test_cuda" --gtest_filter='-CudaEngine*:*CudaPrefillAt
 note "decode kernel tests: rc=$? $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$OUT/decode_tests.log" | tr '\n' ' ') $(elapsed)"
 # The engine's tests again on every GEMV version the main run does not use.
 for g in v1 v2 chain; do
-  [ "${SINKROUTER_GEMV:-chain}" = "$g" ] && continue
+  [ "${SINKROUTER_GEMV:-v1}" = "$g" ] && continue
   echo "==== engine tests, SINKROUTER_GEMV=$g ====" >>"$OUT/decode_tests.log"
   run_bin env SINKROUTER_GEMV=$g timeout 150 "$bin/test_cuda" --gtest_filter='CudaEngine*' >>"$OUT/decode_tests.log" 2>&1
   note "engine tests with SINKROUTER_GEMV=$g: rc=$? $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$OUT/decode_tests.log" | tail -1) $(elapsed)"
@@ -161,17 +161,17 @@ elif grep -qE '^\[  FAILED  \] .*CudaPrefillAttention' "$OUT/tests.log"; then
   rerun="the reference prefill kernel"
   note "FLASH PREFILL KERNEL FAILED ITS TEST: engine tests again, and the benchmark, on the reference kernel"
 fi
-if [ "${SINKROUTER_GEMV:-chain}" = chain ] && grep -qE '^\[  FAILED  \] (Chain/CudaGemv|CudaGemvChain)' "$OUT/tests.log"; then
+if [ "${SINKROUTER_GEMV:-v1}" = chain ] && grep -qE '^\[  FAILED  \] (Chain/CudaGemv|CudaGemvChain)' "$OUT/tests.log"; then
   export SINKROUTER_GEMV=v1
   rerun="${rerun:+$rerun and }GEMV v1"
   note "GEMV CHAIN FAILED ITS TEST: engine tests again, and the benchmark, on GEMV v1 (SINKROUTER_GEMV=v1)"
-elif [ "${SINKROUTER_GEMV:-chain}" = v2 ] && grep -qE '^\[  FAILED  \] V2/CudaGemv' "$OUT/tests.log"; then
+elif [ "${SINKROUTER_GEMV:-v1}" = v2 ] && grep -qE '^\[  FAILED  \] V2/CudaGemv' "$OUT/tests.log"; then
   export SINKROUTER_GEMV=v1
   rerun="${rerun:+$rerun and }GEMV v1"
   note "GEMV V2 FAILED ITS TEST: engine tests again, and the benchmark, on GEMV v1 (SINKROUTER_GEMV=v1)"
 elif grep -qE '^\[  FAILED  \] CudaGemvPdl' "$OUT/tests.log"; then
   export SINKROUTER_PDL=0
-  rerun="${rerun:+$rerun and }GEMV ${SINKROUTER_GEMV:-chain} without PDL"
+  rerun="${rerun:+$rerun and }GEMV ${SINKROUTER_GEMV:-v1} without PDL"
   note "A GEMV PASSED ALONE BUT FAILED CHAINED UNDER PDL: engine tests again, and the benchmark, with SINKROUTER_PDL=0"
 fi
 engine_tests() {  # $1: a label; the environment decides the kernels
@@ -187,25 +187,25 @@ if [ -n "$rerun" ]; then
 elif grep -qE '^\[  FAILED  \] CudaEngine' "$OUT/tests.log" && [ "${SINKROUTER_PDL:-1}" != 0 ]; then
   # The kernels passed alone but the engine failed: programmatic dependent launch (the
   # one thing the kernel tests do not exercise) or the GEMV version inside the engine? Isolate.
-  note "ENGINE TESTS FAILED ON GEMV ${SINKROUTER_GEMV:-chain} WITH PDL: again with SINKROUTER_PDL=0"
+  note "ENGINE TESTS FAILED ON GEMV ${SINKROUTER_GEMV:-v1} WITH PDL: again with SINKROUTER_PDL=0"
   echo "==== engine tests again with SINKROUTER_PDL=0 ====" >>"$OUT/tests.log"
-  if SINKROUTER_PDL=0 engine_tests "GEMV ${SINKROUTER_GEMV:-chain} without PDL"; then
+  if SINKROUTER_PDL=0 engine_tests "GEMV ${SINKROUTER_GEMV:-v1} without PDL"; then
     export SINKROUTER_PDL=0
     note "=> PDL BREAKS THE ENGINE: everything below runs with SINKROUTER_PDL=0"
   else
     echo "==== engine tests again with SINKROUTER_GEMV=v1 ====" >>"$OUT/tests.log"
     if SINKROUTER_GEMV=v1 engine_tests "GEMV v1"; then
       export SINKROUTER_GEMV=v1
-      note "=> GEMV ${SINKROUTER_GEMV:-chain} BREAKS THE ENGINE: everything below runs with SINKROUTER_GEMV=v1"
+      note "=> GEMV ${SINKROUTER_GEMV:-v1} BREAKS THE ENGINE: everything below runs with SINKROUTER_GEMV=v1"
     else
-      note "=> the engine fails on GEMV v1 as well: not the GEMV; kept GEMV ${SINKROUTER_GEMV:-chain}"
+      note "=> the engine fails on GEMV v1 as well: not the GEMV; kept GEMV ${SINKROUTER_GEMV:-v1}"
     fi
   fi
 elif [ "$unfinished" = 1 ]; then
   echo "==== engine tests again (the first run did not finish) ====" >>"$OUT/tests.log"
   engine_tests "the same kernels (the first run did not finish)"
 fi
-note "kernels in use: GEMV ${SINKROUTER_GEMV:-chain}, PDL ${SINKROUTER_PDL:-on}, prefill attention ${SINKROUTER_PREFILL_ATTENTION:-flash}"
+note "kernels in use: GEMV ${SINKROUTER_GEMV:-v1}, PDL ${SINKROUTER_PDL:-on}, prefill attention ${SINKROUTER_PREFILL_ATTENTION:-flash}"
 
 # ---- 3. the command line ----
 run_bin timeout 60 "$bin/sinkrouter" generate -m "$model" --device cuda --chat -n 48 --json \
@@ -267,7 +267,7 @@ fi
 # PDL off, and the argmax on the host.
 variants=""
 for g in v1 v2 chain; do
-  [ "${SINKROUTER_GEMV:-chain}" = "$g" ] || variants="$variants gemv_$g:SINKROUTER_GEMV=$g"
+  [ "${SINKROUTER_GEMV:-v1}" = "$g" ] || variants="$variants gemv_$g:SINKROUTER_GEMV=$g"
 done
 [ "${SINKROUTER_PDL:-1}" != 0 ] && variants="$variants pdl_off:SINKROUTER_PDL=0"
 variants="$variants host_argmax:--host-argmax"  # the logits downloaded each step (runs up to v6b)

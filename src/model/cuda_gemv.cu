@@ -18,8 +18,8 @@
 //     q / k / v; RoPE's pair (r, r + 1) sits in neighbouring lane groups of one warp.
 // The sums are reduced by a fixed butterfly: results do not depend on scheduling.
 // Version 1 (cuda_gemv_v1.cu: inputs transformed into shared memory, a warp per two rows)
-// and its chained form (cuda_gemv_chain.cu, the default: gemv_default_version) measured
-// faster; this version is selected by SINKROUTER_GEMV=v2, or gemv(..., GemvVersion::V2).
+// and its chained form (cuda_gemv_chain.cu) measured faster; this version is selected by
+// SINKROUTER_GEMV=v2, or gemv(..., GemvVersion::V2). V1 is the default (gemv_default_version).
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -200,13 +200,15 @@ void gemv_v2(const GemvArgs& a, GemvIn in, GemvOut out, cudaStream_t stream) {
 GemvVersion gemv_default_version() {
   static const GemvVersion version = [] {
     const char* env = std::getenv("SINKROUTER_GEMV");
-    // Chain by default: in the engine's runs v6b and v6c it decoded 3 % faster than V1 at 8K
-    // and 2-3 % at 32K, one sequence (884 / 855, 969 / 938 tok/s), 2.5 % slower at batch 8
-    // (2,083 / 2,136 seq-steps/s, v6c). V1 before it: faster than V2 in every engine run (8K
-    // 634 vs 614, 677 vs 653 tok/s; batch 8 1,698 vs 1,036): V2's unrolled register prefetch
-    // makes kernels 2-3x larger, fetched cold on every SM (docs/PERF.md, v4).
-    if (env == nullptr || *env == 0 || std::strcmp(env, "chain") == 0) return GemvVersion::Chain;
-    if (std::strcmp(env, "v1") == 0) return GemvVersion::V1;
+    // V1 by default again since run v7f: once the input prologue issued all its loads first
+    // (cuda_gemv_common.cuh), V1 decoded 7 % faster than the chain at 8K and 32K and 24 % at
+    // batch 8 in the same run (1,017 / 945 and 819 / 768 tok/s, 2,735 / 2,198 seq-steps/s),
+    // while the chain, whose stages wait on grid barriers, did not move. The chain was the
+    // default in runs v6d-v7e (3 % faster than V1 then). V2: slower than V1 in every engine
+    // run (its unrolled register prefetch makes kernels 2-3x larger, fetched cold on every SM;
+    // docs/PERF.md, v4).
+    if (env == nullptr || *env == 0 || std::strcmp(env, "v1") == 0) return GemvVersion::V1;
+    if (std::strcmp(env, "chain") == 0) return GemvVersion::Chain;
     if (std::strcmp(env, "v2") == 0) return GemvVersion::V2;
     fail("SINKROUTER_GEMV={}: expected v1, v2 or chain", env);
   }();

@@ -3,7 +3,9 @@
 // of a kernel boundary.
 //
 // Measured (docs/PERF.md, GPU engine v6): 2-3 % faster than V1 end to end at one sequence;
-// each stage still costs about what a separate kernel did (~4 us). Two further changes that
+// each stage still costs about what a separate kernel did (~4 us). Since V1's input prologue
+// issues its loads first (run v7f), V1 is 7 % faster again and the default; the chain's stage
+// trace (v7e, v7f) puts a stage's time in the grid barrier and the input prologue, 1-2 us each. Two further changes that
 // took a dependent L2 round trip off each stage (RMSNorm's gain copied to shared memory ahead
 // of the barrier, v6d; the epilogue's residual and RoPE operands loaded ahead, v6e) measured
 // no change and were taken out again.

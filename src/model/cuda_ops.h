@@ -89,7 +89,7 @@ struct GemvArgs {
 //      the wait of programmatic dependent launch (cuda_launch.cuh), no shared memory;
 //   Chain (cuda_gemv_chain.cu): V1's arithmetic in a persistent grid that runs several
 //      dependent GEMVs in one launch (gemv_chain); gemv() with it is a chain of one.
-// gemv() without a version runs gemv_default_version(): Chain, or what SINKROUTER_GEMV
+// gemv() without a version runs gemv_default_version(): V1, or what SINKROUTER_GEMV
 // names (v1, v2 or chain; decided once per process; any other value is an error).
 enum class GemvVersion { V1 = 1, V2 = 2, Chain = 3 };
 GemvVersion gemv_default_version();
