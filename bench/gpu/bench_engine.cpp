@@ -159,8 +159,9 @@ void chain_trace_rows(CudaSession& s, int32_t& token, int warmup, int64_t n, con
   int device = 0, khz = 0;
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, device);
-  const int sms = f.chain_trace_sms(), S = cuda::kMaxChainStages, P = cuda::kChainStamps;
-  const int launches = int(t.size()) / (sms * S * P);
+  const int S = cuda::kMaxChainStages, P = cuda::kChainStamps;
+  const int sms = int(cuda::gemv_chain_trace_words() / (S * P));  // one CTA per SM
+  const int launches = int(t.size() / size_t(cuda::gemv_chain_trace_words()));
   const char* names[] = {"o", "gate_up", "down", "qkv"};
   const char* phases[] = {"wait", "input", "rows", "stage"};
   for (int st = 0; st < S; ++st) {

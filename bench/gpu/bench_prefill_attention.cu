@@ -15,7 +15,6 @@
 #include <chrono>
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <cstdio>
 #include <ctime>
 #include <fstream>
@@ -26,6 +25,7 @@
 
 #include "core/cuda_check.h"
 #include "model/cuda_prefill_attention.h"
+#include "sinkrouter/core/dtype.h"
 #include "sinkrouter/core/error.h"
 #include "sinkrouter/kv/device_kv_cache.h"
 
@@ -71,10 +71,7 @@ std::vector<float> download_bf16(const void* p, size_t n) {
   std::vector<uint16_t> bits(n);
   SR_CUDA_CHECK(cudaMemcpy(bits.data(), p, n * 2, cudaMemcpyDeviceToHost));
   std::vector<float> f(n);
-  for (size_t i = 0; i < n; ++i) {
-    const uint32_t w = uint32_t(bits[i]) << 16;
-    std::memcpy(&f[i], &w, 4);
-  }
+  for (size_t i = 0; i < n; ++i) f[i] = to_float(bf16{bits[i]});
   return f;
 }
 

@@ -158,18 +158,14 @@ void CudaForward::set_chain_trace(bool on) {
   if (chain_trace_) SR_CUDA_CHECK(cudaFree(chain_trace_));
   chain_trace_ = nullptr;
   if (!on) return;
-  int device = 0;
-  SR_CUDA_CHECK(cudaGetDevice(&device));
-  SR_CUDA_CHECK(cudaDeviceGetAttribute(&trace_sms_, cudaDevAttrMultiProcessorCount, device));
-  const size_t words = size_t(m_.config.n_layers + 1) * size_t(trace_sms_) * cuda::kMaxChainStages * cuda::kChainStamps;
+  const size_t words = size_t(m_.config.n_layers + 1) * size_t(cuda::gemv_chain_trace_words());
   SR_CUDA_CHECK(cudaMalloc(&chain_trace_, words * sizeof(long long)));
   SR_CUDA_CHECK(cudaMemset(chain_trace_, 0, words * sizeof(long long)));
 }
 
 std::vector<long long> CudaForward::chain_trace() const {
   SR_CHECK(chain_trace_ != nullptr, "chain_trace: tracing is off (set_chain_trace(true) first)");
-  std::vector<long long> v(size_t(m_.config.n_layers + 1) * size_t(trace_sms_) * cuda::kMaxChainStages *
-                           cuda::kChainStamps);
+  std::vector<long long> v(size_t(m_.config.n_layers + 1) * size_t(cuda::gemv_chain_trace_words()));
   SR_CUDA_CHECK(cudaStreamSynchronize(stream_));
   SR_CUDA_CHECK(cudaMemcpy(v.data(), chain_trace_, v.size() * sizeof(long long), cudaMemcpyDeviceToHost));
   return v;
@@ -302,7 +298,7 @@ void CudaForward::enqueue_decode_step() {
   // layer's q / k / v (o, gate|up, down, QKV) run as one launch: flushed before the append.
   const cuda::GemvVersion gemv_version = cuda::gemv_default_version();
   cuda::GemvQueue gemvs(gemv_version, b.chain_barriers, cf.n_layers + 1, stream_);
-  if (chain_trace_) gemvs.set_trace(chain_trace_, int64_t(trace_sms_) * cuda::kMaxChainStages * cuda::kChainStamps);
+  if (chain_trace_) gemvs.set_trace(chain_trace_, cuda::gemv_chain_trace_words());
   cuda::embed_rows(m_.token_embd, b.tokens, B, E, b.x, stream_);
   for (int l = 0; l < cf.n_layers; ++l) {
     const CudaLayerWeights& L = m_.layers[size_t(l)];

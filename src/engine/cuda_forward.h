@@ -85,10 +85,9 @@ class CudaForward {
   void set_step_ablation(unsigned skipped);
   // Profiling only (bench_engine --trace-chain): every GEMV chain of the step stamps its
   // stages' phases (gemv_chain's trace). Re-captures. chain_trace(): the last step's stamps,
-  // [launch (n_layers + 1)][SM][kMaxChainStages][kChainStamps] clock64 values (0: not stamped).
+  // [launch (n_layers + 1)][cuda::gemv_chain_trace_words()] clock64 values (0: not stamped).
   void set_chain_trace(bool on);
   std::vector<long long> chain_trace() const;
-  int chain_trace_sms() const { return trace_sms_; }
 
  private:
   struct Buffers;
@@ -119,7 +118,6 @@ class CudaForward {
   std::vector<std::vector<HeadStats>> layer_stats_;
   unsigned ablated_ = 0;  // StepPart bits left out of the step (profiling)
   long long* chain_trace_ = nullptr;  // device, or null (profiling)
-  int trace_sms_ = 0;
 };
 
 }  // namespace sinkrouter

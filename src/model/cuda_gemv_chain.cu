@@ -211,6 +211,8 @@ void launch_chain(const ChainParams& p, int max_in, cudaStream_t stream) {
 
 }  // namespace
 
+int64_t gemv_chain_trace_words() { return int64_t(chain_device().sms) * kMaxChainStages * kChainStamps; }
+
 void gemv_chain(const GemvStage* stages, int count, unsigned* barrier, cudaStream_t stream, long long* trace) {
   SR_CHECK(count >= 1 && count <= kMaxChainStages, "gemv chain: {} stages (1 to {} per launch)", count,
            kMaxChainStages);

@@ -1,7 +1,7 @@
-// The decode GEMV, version 1 (the GPU engine's first device run; SINKROUTER_GEMV=v1; the
-// LM head's under the default, Chain): measured faster than version 2 (cuda_gemv.cu,
-// SINKROUTER_GEMV=v2) in the engine, and the arithmetic of the chain's stages
-// (cuda_gemv_chain.cu). Launched with
+// The decode GEMV, version 1 (the GPU engine's first device run), the default (also the
+// LM head's under SINKROUTER_GEMV=chain): measured faster than version 2 (cuda_gemv.cu,
+// SINKROUTER_GEMV=v2) in the engine, and than the chain since run v7f; its arithmetic is the
+// chain's stages' (cuda_gemv_chain.cu). Launched with
 // programmatic dependent launch (cuda_launch.cuh; SINKROUTER_PDL=0: plain): before its
 // pdl_wait() a CTA only asks L2 to prefetch its own weight rows (constant data), so that
 // the launch and the first weight round trip overlap the kernel before it.

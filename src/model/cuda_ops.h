@@ -121,12 +121,13 @@ constexpr int kMaxChainStages = 4;
 // trace (profiling, optional): thread 0 of each CTA stamps clock64() at four points of every
 // stage, trace[(cta * kMaxChainStages + stage) * kChainStamps + point], points
 // ChainStamp (the SM's cycle counter: compare stamps of one CTA only). Needs
-// gridDim.x (= the SM count) * kMaxChainStages * kChainStamps words; the first token slice
-// of a launch only.
+// gemv_chain_trace_words() words (the grid is one CTA per SM); the first token slice of a
+// launch only.
 enum ChainStamp : int { kStampBeforeWait = 0, kStampReleased = 1, kStampInputReady = 2, kStampRowsDone = 3 };
 constexpr int kChainStamps = 4;
 void gemv_chain(const GemvStage* stages, int count, unsigned* barrier, cudaStream_t stream,
                 long long* trace = nullptr);
+int64_t gemv_chain_trace_words();  // [grid CTAs][kMaxChainStages][kChainStamps]
 
 // V1 only: its shared memory holds min(8, tokens) input rows; call once with the widest
 // `in` before using in > 1536 with 8 tokens (otherwise V1 launches fewer tokens at a time).

@@ -320,6 +320,16 @@ void launch_flash(const PrefillAttentionArgs& a, cudaStream_t stream) {
   SR_CUDA_CHECK_LAUNCH("flash_prefill_kernel");
 }
 
+void launch_reference(const PrefillAttentionArgs& a, cudaStream_t stream) {
+  constexpr int kWarpsPerBlock = 4;
+  const dim3 grid(unsigned((a.c + kWarpsPerBlock - 1) / kWarpsPerBlock), unsigned(a.n_head));
+  if (a.kv.head_dim == 64)
+    reference_prefill_kernel<64><<<grid, 32 * kWarpsPerBlock, 0, stream>>>(a);
+  else
+    reference_prefill_kernel<128><<<grid, 32 * kWarpsPerBlock, 0, stream>>>(a);
+  SR_CUDA_CHECK_LAUNCH("reference_prefill_kernel");
+}
+
 }  // namespace
 
 PrefillAttentionKernel prefill_attention_kernel_from_name(const std::string& name) {
@@ -339,8 +349,8 @@ const char* prefill_attention_kernel_name(PrefillAttentionKernel kernel) {
 }
 
 void prefill_attention_cuda(const PrefillAttentionArgs& a, cudaStream_t stream, PrefillAttentionKernel kernel) {
-  if (kernel == PrefillAttentionKernel::Reference) return prefill_attention_cuda_reference(a, stream);
   check_args(a, "prefill attention (CUDA)");
+  if (kernel == PrefillAttentionKernel::Reference) return launch_reference(a, stream);
   if (kernel == PrefillAttentionKernel::Flash) return detail::prefill_attention_flash2(a, stream);
   SR_CHECK((a.c + kRows - 1) / kRows < (int64_t(1) << 31), "prefill attention (CUDA): chunk of {} rows is too long",
            a.c);
@@ -348,17 +358,6 @@ void prefill_attention_cuda(const PrefillAttentionArgs& a, cudaStream_t stream, 
     launch_flash<64>(a, stream);
   else
     launch_flash<128>(a, stream);
-}
-
-void prefill_attention_cuda_reference(const PrefillAttentionArgs& a, cudaStream_t stream) {
-  check_args(a, "prefill attention reference (CUDA)");
-  constexpr int kWarpsPerBlock = 4;
-  const dim3 grid(unsigned((a.c + kWarpsPerBlock - 1) / kWarpsPerBlock), unsigned(a.n_head));
-  if (a.kv.head_dim == 64)
-    reference_prefill_kernel<64><<<grid, 32 * kWarpsPerBlock, 0, stream>>>(a);
-  else
-    reference_prefill_kernel<128><<<grid, 32 * kWarpsPerBlock, 0, stream>>>(a);
-  SR_CUDA_CHECK_LAUNCH("reference_prefill_kernel");
 }
 
 void attention_received_cuda(const PrefillAttentionArgs& a, int rows, float* received, cudaStream_t stream) {

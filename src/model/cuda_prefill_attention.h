@@ -59,7 +59,6 @@ const char* prefill_attention_kernel_name(PrefillAttentionKernel kernel);
 // Throws Error on unsupported shapes (head_dim, dtype, GQA ratio) with what was expected.
 void prefill_attention_cuda(const PrefillAttentionArgs& args, cudaStream_t stream,
                             PrefillAttentionKernel kernel = PrefillAttentionKernel::Flash);
-void prefill_attention_cuda_reference(const PrefillAttentionArgs& args, cudaStream_t stream);
 
 // Sink detection's signal, as prefill_attention_cpu computes it: received[h * n + j] is the
 // mean attention key j receives from the last `rows` query rows of the chunk, over those

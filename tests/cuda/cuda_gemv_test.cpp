@@ -27,6 +27,20 @@ namespace {
 
 using namespace testing;  // sinkrouter::testing: DeviceBuffer, upload, download, ...
 
+// What every GEMV of these tests sets: weights [out, in] (bf16), T tokens of x (float) with
+// row stride ldx, RMSNorm's epsilon; the caller adds the prologue's and epilogue's fields.
+cuda::GemvArgs gemv_args(const DeviceBuffer& w, int out, int in, int T, const DeviceBuffer& x, int64_t ldx) {
+  cuda::GemvArgs g;
+  g.w = static_cast<const __nv_bfloat16*>(w.get());
+  g.out = out;
+  g.in = in;
+  g.tokens = T;
+  g.x = static_cast<const float*>(x.get());
+  g.ldx = ldx;
+  g.eps = 1e-5f;
+  return g;
+}
+
 // Captures what `enqueue` launches on `stream` into a CUDA graph, replays it once and waits.
 void replay_as_graph(cudaStream_t stream, const std::function<void()>& enqueue) {
   cudaGraphExec_t exec = cuda::capture_graph(stream, enqueue);
@@ -73,15 +87,8 @@ TEST_P(CudaGemv, MatchesFloat64) {
   testing::poison(ko);
   testing::poison(vo);
   if (gc.out == cuda::GemvOut::Store) testing::poison(yd);
-  cuda::GemvArgs a;
-  a.w = static_cast<const __nv_bfloat16*>(wd.get());
-  a.out = rows;
-  a.in = in;
-  a.tokens = T;
-  a.x = static_cast<const float*>(xd.get());
-  a.ldx = ldx;
+  cuda::GemvArgs a = gemv_args(wd, rows, in, T, xd, ldx);
   a.gain = static_cast<const float*>(gd.get());
-  a.eps = 1e-5f;
   a.y = static_cast<float*>(yd.get());
   a.ldy = ldy;
   a.q_out = static_cast<float*>(qo.get());
@@ -211,15 +218,7 @@ TEST(CudaGemvChain, FourStagesMatchVersionOne) {
     DeviceBuffer ad = upload(a0), yd(size_t(T) * E * 4), gud(size_t(T) * 2 * F * 4), pd = upload(pos),
                  qo(size_t(T) * QD * 4), ko(size_t(T) * KD * 4), vo(size_t(T) * KD * 4);
     auto arg = [&](const DeviceBuffer& w, int out, int in, const DeviceBuffer& x, int64_t ldx) {
-      cuda::GemvArgs g;
-      g.w = static_cast<const __nv_bfloat16*>(w.get());
-      g.out = out;
-      g.in = in;
-      g.tokens = T;
-      g.x = static_cast<const float*>(x.get());
-      g.ldx = ldx;
-      g.eps = 1e-5f;
-      return g;
+      return gemv_args(w, out, in, T, x, ldx);
     };
     cuda::GemvStage st[4];
     st[0] = {arg(wod, E, QD, ad, QD), cuda::GemvIn::Plain, cuda::GemvOut::Accumulate};
@@ -310,12 +309,7 @@ TEST(CudaGemvChain, AccumulateIntoThePreviousStagesOutput) {
   cuda::GemvStage st[2];
   for (int s = 0; s < 2; ++s) {
     cuda::GemvArgs& g = st[s].args;
-    g.w = static_cast<const __nv_bfloat16*>((s == 0 ? wad : wbd).get());
-    g.out = n;
-    g.in = in;
-    g.tokens = T;
-    g.x = static_cast<const float*>(xd.get());
-    g.ldx = in;
+    g = gemv_args(s == 0 ? wad : wbd, n, in, T, xd, in);
     g.y = static_cast<float*>(hd.get());
     g.ldy = n;
     st[s].in = cuda::GemvIn::Plain;
@@ -395,13 +389,7 @@ TEST(CudaGemvPdl, ChainedLaunchesSeeEachOthersOutputs) {
   SR_ASSERT_CUDA(cudaStreamCreate(&stream));
   // One token through a [out x in] matrix: x [in] -> y [out].
   auto one_token = [](const DeviceBuffer& w, int out, int in, const DeviceBuffer& x, DeviceBuffer& y) {
-    cuda::GemvArgs g;
-    g.w = static_cast<const __nv_bfloat16*>(w.get());
-    g.out = out;
-    g.in = in;
-    g.tokens = 1;
-    g.x = static_cast<const float*>(x.get());
-    g.ldx = in;
+    cuda::GemvArgs g = gemv_args(w, out, in, 1, x, in);
     g.y = static_cast<float*>(y.get());
     g.ldy = out;
     return g;

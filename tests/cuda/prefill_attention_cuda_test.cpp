@@ -165,7 +165,7 @@ TEST_P(CudaPrefillAttention, MatchesFloat64) {
   PrefillAttentionArgs r = a;
   r.out = static_cast<__nv_bfloat16*>(out_ref.get());
   r.lse = static_cast<float*>(lse_ref.get());
-  prefill_attention_cuda_reference(r, nullptr);
+  prefill_attention_cuda(r, nullptr, PrefillAttentionKernel::Reference);
   SR_ASSERT_CUDA(cudaDeviceSynchronize());
 
   const Float64Attention f64 = float64_attention(q, cache.download(), pc, double(scale), rows);
