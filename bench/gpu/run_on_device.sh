@@ -17,7 +17,8 @@
 #   1. binaries: the staged ones if they load here, else configure + build from source
 #      (Release, test_cuda and bench_kernels only, -j16, deps from the staged .debs);
 #   2. test_cuda: the decode kernels' suites, then the other suites (engine), each capped;
-#   3. bench_kernels -> kernels.json (plus 4K-16K with SINKROUTER_PDL=0, rows "*_pdl_off");
+#   3. bench_kernels -> kernels.json (plus KERNEL_VARIANTS, default 4K-16K with
+#      SINKROUTER_PDL=0, rows "*_pdl_off");
 #      then bench_kernels --trace-phases -> trace.json;
 #   4. baselines.py (SDPA cuDNN/flash, FlashInfer) -> baselines.json;
 #   5. ncu: one dense and one routed (default policy) decode step at Llama-3.1-8B 64K and
@@ -109,20 +110,25 @@ if [ -n "$bin" ]; then
     >>"$OUT/bench.log" 2>&1
   note "bench_kernels: rc=$? $(elapsed)"
 
-  # ---- 3a. the same at small contexts without programmatic dependent launch, for the
-  # PDL effect; merged into kernels.json as kernel "<name>_pdl_off" (a call returns 8 files)
-  env LD_LIBRARY_PATH="$bin_ld" SINKROUTER_PDL=0 timeout 60 "$bin/bench_kernels" --out /tmp/sr_pdl_off.json \
-    --contexts 4096,8192,16384 >/tmp/sr_pdl_off.log 2>&1
-  note "bench_kernels with SINKROUTER_PDL=0 (4K-16K): rc=$? $(elapsed)"
-  { echo "==== bench_kernels, SINKROUTER_PDL=0 ===="; cat /tmp/sr_pdl_off.log; } >>"$OUT/bench.log"
-  python3 - "$OUT/kernels.json" /tmp/sr_pdl_off.json <<'PY' || note "pdl_off rows: not merged"
+  # ---- 3a. variants: bench_kernels again under other settings, at VARIANT_CONTEXTS,
+  # merged into kernels.json as kernel "<name>_<variant>" (a call returns 8 files).
+  # KERNEL_VARIANTS="name:ENV=value ..." (default: PDL off at 4K-16K, for its effect).
+  variant_ctx=${VARIANT_CONTEXTS:-4096,8192,16384}
+  for variant in ${KERNEL_VARIANTS-pdl_off:SINKROUTER_PDL=0}; do
+    vname=${variant%%:*}
+    env LD_LIBRARY_PATH="$bin_ld" "${variant#*:}" timeout 90 "$bin/bench_kernels" --out "/tmp/sr_$vname.json" \
+      --contexts "$variant_ctx" >"/tmp/sr_$vname.log" 2>&1
+    note "bench_kernels with ${variant#*:} ($variant_ctx): rc=$? $(elapsed)"
+    { echo "==== bench_kernels, ${variant#*:} ===="; cat "/tmp/sr_$vname.log"; } >>"$OUT/bench.log"
+    python3 - "$OUT/kernels.json" "/tmp/sr_$vname.json" "$vname" <<'PY' || note "$vname rows: not merged"
 import json, sys
-main, off = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
-for r in off["rows"]:
-    r["kernel"] += "_pdl_off"
+main, var = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+for r in var["rows"]:
+    r["kernel"] += "_" + sys.argv[3]
     main["rows"].append(r)
 json.dump(main, open(sys.argv[1], "w"), indent=1)
 PY
+  done
 
   # ---- 3b. where the time of a small call goes: per-CTA phase stamps ----
   echo "==== bench_kernels --trace-phases ====" >>"$OUT/bench.log"
@@ -183,7 +189,9 @@ for tool in memcheck racecheck; do
 done
 
 # ---- 7. table ----
-python3 - "$OUT" <<'PY' 2>&1 | tee -a "$summary"
+variant_names=""
+for variant in ${KERNEL_VARIANTS-pdl_off:SINKROUTER_PDL=0}; do variant_names="$variant_names ${variant%%:*}"; done
+python3 - "$OUT" $variant_names <<'PY' 2>&1 | tee -a "$summary"
 import json, os, sys
 out = sys.argv[1]
 try:
@@ -215,5 +223,15 @@ for r in k["rows"]:
     s, B, c = r["shape"], r["batch"], r["context"]
     t = lambda kern, p=None: get(k["rows"], shape=s, batch=B, context=c, kernel=kern, **({} if p is None else {"skip_target_pct": p})).get("time_us", float("nan"))
     print(f"{s:13s} {B:2d} {c:7d} {r['time_us']:8.2f} {t('dense_pdl_off'):8.2f} {t('dense_split128'):8.2f} {t('dense_split256'):8.2f} {t('dense_split512'):8.2f} {t('sinkrouter_fast', 50):8.2f} {t('sinkrouter_fast', 75):8.2f} {t('sinkrouter_fast', 90):8.2f} {t('routing_pass_fast'):7.2f} {t('sinkrouter_fast_2k'):8.2f} {t('routing_pass_fast_2k'):7.2f} {t('sinkrouter_default'):8.2f} {t('routing_pass_default'):7.2f}")
+# Variant rows (KERNEL_VARIANTS) beside the main run's: dense and fast routed 50 / 75 / 90 %.
+for v in sys.argv[2:]:
+    print()
+    print(f"variant {v}: {'shape':13s} {'B':>2s} {'ctx':>7s} {'dense':>8s} {'var':>8s} {'fast50':>8s} {'var':>8s} {'fast75':>8s} {'var':>8s} {'fast90':>8s} {'var':>8s}")
+    for r in k["rows"]:
+        if r["kernel"] != "dense_" + v: continue
+        s, B, c = r["shape"], r["batch"], r["context"]
+        t = lambda kern, p=None: get(k["rows"], shape=s, batch=B, context=c, kernel=kern, **({} if p is None else {"skip_target_pct": p})).get("time_us", float("nan"))
+        cols = [t("dense"), r["time_us"]] + [x for p in (50, 75, 90) for x in (t("sinkrouter_fast", p), t("sinkrouter_fast_" + v, p))]
+        print(f"variant {v}: {s:13s} {B:2d} {c:7d} " + " ".join(f"{x:8.2f}" for x in cols))
 PY
 note "done $(elapsed)"

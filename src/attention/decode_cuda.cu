@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <map>
+#include <string>
 #include <mutex>
 #include <utility>
 
@@ -169,6 +171,16 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   heads_per_cta_ = tensor_cores_ ? group_ : heads_per_cta_for(group_);
   head_chunks_ = (group_ + heads_per_cta_ - 1) / heads_per_cta_;
   min_split_tokens_ = options.min_split_tokens;
+  kv_l2_prefetch_ = options.kv_l2_prefetch;
+  if (kv_l2_prefetch_ < 0) {
+    const char* env = std::getenv("SINKROUTER_KV_L2_PREFETCH");
+    kv_l2_prefetch_ = env == nullptr ? 128 : std::atoi(env);
+    SR_CHECK(env == nullptr || ((kv_l2_prefetch_ == 0 || kv_l2_prefetch_ == 128 || kv_l2_prefetch_ == 256) &&
+                                std::to_string(kv_l2_prefetch_) == env),
+             "decode (CUDA): SINKROUTER_KV_L2_PREFETCH must be 0, 128 or 256, not '{}'", env == nullptr ? "" : env);
+  }
+  SR_CHECK(kv_l2_prefetch_ == 0 || kv_l2_prefetch_ == 128 || kv_l2_prefetch_ == 256,
+           "decode (CUDA): kv_l2_prefetch must be 0, 128 or 256, not {}", kv_l2_prefetch_);
   fused_routing_ = options.fused_fast_routing && policy.kind == PolicyKind::SinkRouter &&
                    policy.mode == RouterMode::Fast;
 
@@ -349,6 +361,7 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
   a.block_stride = w.block_stride;
   a.target_ctas = target_ctas_;
   a.min_split_tokens = min_split_tokens_;
+  a.kv_l2_prefetch = kv_l2_prefetch_;
   a.part_acc = w.part_acc;
   a.part_ml = w.part_ml;
   a.tickets = w.tickets;

@@ -183,6 +183,19 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
     const int r = lane / CH + S::kRowsPerPass * i;
     dst_off[i] = uint32_t(r * CH + (chunk ^ (r & 7))) * 16;
   }
+  // One 16-byte copy (0 bytes: zero-fill, nothing is read), with the L2 prefetch size the
+  // plan chose (a.kv_l2_prefetch; uniform over the grid, so the branch never diverges).
+  const int l2_prefetch = a.kv_l2_prefetch;
+  auto copy16 = [&](unsigned dst, const char* src, int bytes) {
+    if (l2_prefetch == 256)
+      asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes)
+                   : "memory");
+    else if (l2_prefetch == 128)
+      asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes)
+                   : "memory");
+    else
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+  };
   auto issue = [&](int slot, uint32_t krow) {
     const unsigned dst = ring_base + unsigned(slot) * S::kSlot16 * 16;
 #pragma unroll
@@ -190,12 +203,9 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
       const uint32_t kr = __shfl_sync(0xffffffffu, krow, lane / CH + S::kRowsPerPass * i);
       const bool valid = kr != kNoRow;
       const char* src = src_base + uint64_t(valid ? kr : 0u) * row_bytes;
-      const int bytes = valid ? 16 : 0;  // 0: zero-fill, nothing is read
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst + dst_off[i]), "l"(src), "r"(bytes)
-                   : "memory");
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst + S::kSlot16 / 2 * 16 + dst_off[i]),
-                   "l"(src + vbytes), "r"(bytes)
-                   : "memory");
+      const int bytes = valid ? 16 : 0;
+      copy16(dst + dst_off[i], src, bytes);
+      copy16(dst + S::kSlot16 / 2 * 16 + dst_off[i], src + vbytes, bytes);
     }
   };
   // ldmatrix row addresses within a slot. K, k-step kk: matrices (tokens 0-7, chunk 2kk),

@@ -42,6 +42,7 @@ struct AttnArgs {
   const int32_t* window_start;   // [B*H]
   int block_stride, anchor_stride;
   int target_ctas, min_split_tokens;
+  int kv_l2_prefetch;  // 0, 128 or 256: cp.async's L2 prefetch size for K/V (tensor-core kernel)
   float* part_acc;   // [grid, heads_per_cta, head_dim] unnormalised sums
   float2* part_ml;   // [grid, heads_per_cta] (m in base 2, l)
   int32_t* tickets;  // [units] zero between runs

@@ -88,6 +88,9 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
     CudaDecodeOptions opt;
     opt.min_split_tokens = c.min_split_tokens;
     opt.tensor_cores = tensor_cores;
+    // Every L2 prefetch size over the grid (page sizes 1, 16, 64, 256 -> 0, 128, 256, 128):
+    // the hint changes which bytes the L2 fetches, never what lands in shared memory.
+    opt.kv_l2_prefetch = c.page_size == 1 ? 0 : (c.page_size == 64 ? 256 : 128);
     CudaDecoder decoder(dev.view(), QH, AttentionPolicy{}, scale, opt);
     EXPECT_EQ(decoder.uses_tensor_cores(), tensor_cores && c.group <= 4) << case_name(c);
     DeviceBuffer od(out.bytes());
@@ -171,6 +174,10 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   expect_error([&] { CudaDecoder d(dev.view(), 4, blasst, 0.125f); }, "policy blasst is not implemented on the GPU");
   expect_error([&] { CudaDecoder d(dev.view(), 5, AttentionPolicy{}, 0.125f); }, "not a multiple of 2 KV heads");
   expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, -1.f); }, "scale -1 must be a positive");
+  CudaDecodeOptions bad_prefetch;
+  bad_prefetch.kv_l2_prefetch = 64;
+  expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_prefetch); },
+               "kv_l2_prefetch must be 0, 128 or 256, not 64");
   DeviceKV odd = dev.view();
   odd.kv.head_dim = 96;
   expect_error([&] { CudaDecoder d(odd, 4, AttentionPolicy{}, 0.1f); }, "head_dim 96 is not supported");

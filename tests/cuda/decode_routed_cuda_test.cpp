@@ -94,6 +94,7 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
   CudaDecodeOptions opt;
   opt.min_split_tokens = 1 + int(seed % 3) * 40;  // many small splits, or a few
   opt.tensor_cores = (seed / 4) % 2 == 0;         // both attention kernels (groups <= 4)
+  opt.kv_l2_prefetch = int(seed / 8 % 3) * 128;    // 0, 128, 256: every L2 prefetch size
   CudaDecoder decoder(dev.view(), QH, policy, scale, opt);
   DeviceBuffer qd = testing::to_device(r.q);
   HostTensor out(DType::F32, {B, QH, D}), routed(DType::F64, {B, QH, D}), exact(DType::F64, {B, QH, D});

@@ -59,6 +59,12 @@ struct CudaDecodeOptions {
   int min_split_tokens = 128;
   bool tensor_cores = true;     // the tensor-core kernel where it applies (GQA group <= 4)
   bool fused_fast_routing = true;  // fast mode routes in one launch (false: bounds, then select)
+  // L2 prefetch size (bytes) the tensor-core kernel asks for with each 16-byte K/V copy:
+  // 0 (none), 128 or 256. A head's K or V row is 128-256 bytes inside a token row of all
+  // KV heads; asking the L2 for 128 bytes at the first miss makes fewer, larger DRAM
+  // reads. Kernel run 8b: 128 took dense 5-6 % off from 64K up at both model shapes, 256
+  // added 7-14 % (docs/PERF.md). -1: SINKROUTER_KV_L2_PREFETCH, unset: 128.
+  int kv_l2_prefetch = -1;
 };
 
 // The routing decisions of the last run, copied back (for tests and analysis).
@@ -120,6 +126,7 @@ class CudaDecoder {
   bool tensor_cores_ = false;
   bool fused_routing_ = false;  // fast sinkrouter, routed in one launch (options.fused_fast_routing)
   int target_ctas_ = 0, grid_ctas_ = 0, min_split_tokens_ = 0;
+  int kv_l2_prefetch_ = 0;  // 0, 128 or 256 (options.kv_l2_prefetch resolved)
   long long* phase_trace_ = nullptr;
   Workspace* ws_ = nullptr;
 };
