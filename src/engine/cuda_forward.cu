@@ -32,6 +32,9 @@ struct CudaForward::Buffers {
   ~Buffers() {
     for (void* p : owned) cudaFree(p);
     if (received) cudaFree(received);
+    if (host_received) cudaFreeHost(host_received);
+    for (cudaEvent_t e : received_ready)
+      if (e) cudaEventDestroy(e);
     if (host_tokens) cudaFreeHost(host_tokens);
     if (host_logits) cudaFreeHost(host_logits);
     if (host_next) cudaFreeHost(host_next);
@@ -56,6 +59,11 @@ struct CudaForward::Buffers {
   int32_t* host_next = nullptr;        // pinned [B]
   float* received = nullptr;      // [KV heads, n]  sink detection
   int64_t received_count = 0;
+  // Sink detection's downloads: two pinned slots [2][KV heads, n] (layer l in slot l % 2),
+  // each with the event recorded after its copy.
+  float* host_received = nullptr;
+  int64_t host_received_count = 0;  // floats per slot
+  cudaEvent_t received_ready[2] = {nullptr, nullptr};
   int32_t* host_tokens = nullptr;  // pinned [B]
   float* host_logits = nullptr;    // pinned [B, V]
 };
@@ -206,6 +214,7 @@ void CudaForward::prefill_chunk(int s, const int32_t* tokens, int64_t c, bool de
   SR_CUDA_CHECK(cudaMemcpyAsync(b.tokens, tokens, size_t(c) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   cuda::embed_rows(m_.token_embd, b.tokens, c, E, b.x, stream_);
   const float scale = 1.f / std::sqrt(float(cf.head_dim));
+  std::vector<std::vector<std::vector<int32_t>>> chosen(detect ? size_t(cf.n_layers) : 0);  // [layer][head]
   for (int l = 0; l < cf.n_layers; ++l) {
     const CudaLayerWeights& L = m_.layers[size_t(l)];
     cuda::rms_norm_bf16(b.x, L.attn_norm, cf.rms_eps, c, E, b.h, stream_);
@@ -222,12 +231,18 @@ void CudaForward::prefill_chunk(int s, const int32_t* tokens, int64_t c, bool de
     a.n_head = cf.n_head;
     a.scale = scale;
     prefill_attention_cuda(a, stream_, prefill_attention_);
-    if (detect) detect_sinks(l, s, p0 + c, &a);
+    if (detect) enqueue_received(l, p0 + c, a);
     cuda::gemm_bf16(m_.cublas, L.wo, E, QD, b.att, c, b.x, 1.f, stream_);
     cuda::rms_norm_bf16(b.x, L.ffn_norm, cf.rms_eps, c, E, b.h, stream_);
     cuda::gemm_bf16(m_.cublas, L.w_gate_up, 2 * F, E, b.h, c, b.gu, 0.f, stream_);
     cuda::swiglu_bf16(b.gu, c, F, b.act, stream_);
     cuda::gemm_bf16(m_.cublas, L.w_down, E, F, b.act, c, b.x, 1.f, stream_);
+    // The previous layer's choice on the host while the device runs this one.
+    if (detect && l > 0) chosen[size_t(l - 1)] = choose_sinks(l - 1, s, p0 + c);
+  }
+  if (detect) {
+    chosen.back() = choose_sinks(cf.n_layers - 1, s, p0 + c);
+    register_sinks(s, chosen);
   }
   lengths_[size_t(s)] += c;
   if (logits) {
@@ -247,36 +262,67 @@ void CudaForward::prefill_chunk(int s, const int32_t* tokens, int64_t c, bool de
   }
 }
 
-// The attention the keys of sequence s (n tokens) receive from the chunk's last queries,
-// per KV head, to the host; the largest shares become anchors (sink_detection.h).
-void CudaForward::detect_sinks(int layer, int s, int64_t n, const void* attention_args) {
-  const PrefillAttentionArgs& a = *static_cast<const PrefillAttentionArgs*>(attention_args);
+// Sink detection, at the end of a prefill call, overlapped with the layers that follow:
+// per layer the attention the keys of the sequence (n tokens) receive from the chunk's last
+// queries, per KV head, goes to a pinned slot (enqueue_received); the host picks the layer's
+// largest shares (sink_detection.h) once that copy is done, while the device runs the next
+// layer (choose_sinks); after the last layer every choice is registered (register_sinks).
+// Layer l's copy reuses slot l % 2 only once the host is done with layer l - 2: that choice
+// is made before layer l is enqueued.
+void CudaForward::enqueue_received(int layer, int64_t n, const PrefillAttentionArgs& a) {
   const int H = m_.config.n_head_kv;
-  const EngineOptions& o = m_.options;
   Buffers& b = *buf_;
-  if (b.received_count < int64_t(H) * n) {
+  if (b.received_count < int64_t(H) * n) {  // layer 0: nothing of this prefill is in flight
     if (b.received) SR_CUDA_CHECK(cudaFree(b.received));
     b.received = nullptr;
     b.received_count = int64_t(H) * n;
     SR_CUDA_CHECK(cudaMalloc(&b.received, size_t(b.received_count) * sizeof(float)));
   }
+  if (b.host_received_count < int64_t(H) * n) {
+    if (b.host_received) SR_CUDA_CHECK(cudaFreeHost(b.host_received));
+    b.host_received = nullptr;
+    b.host_received_count = int64_t(H) * n;
+    SR_CUDA_CHECK(cudaMallocHost(&b.host_received, 2 * size_t(b.host_received_count) * sizeof(float)));
+  }
+  for (cudaEvent_t& e : b.received_ready)
+    if (!e) SR_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   attention_received_cuda(a, int(std::min<int64_t>(kSinkObservedQueries, a.c)), b.received, stream_);
-  std::vector<float> received(size_t(H) * size_t(n));
-  SR_CUDA_CHECK(cudaMemcpyAsync(received.data(), b.received, received.size() * sizeof(float), cudaMemcpyDeviceToHost,
+  float* slot = b.host_received + size_t(layer % 2) * size_t(b.host_received_count);
+  SR_CUDA_CHECK(cudaMemcpyAsync(slot, b.received, size_t(H) * size_t(n) * sizeof(float), cudaMemcpyDeviceToHost,
                                 stream_));
-  SR_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  SR_CUDA_CHECK(cudaEventRecord(b.received_ready[layer % 2], stream_));
+}
+
+std::vector<std::vector<int32_t>> CudaForward::choose_sinks(int layer, int s, int64_t n) {
+  const int H = m_.config.n_head_kv;
+  const EngineOptions& o = m_.options;
+  Buffers& b = *buf_;
+  SR_CUDA_CHECK(cudaEventSynchronize(b.received_ready[layer % 2]));
+  const float* received = b.host_received + size_t(layer % 2) * size_t(b.host_received_count);
   const int max_anchors = o.first_anchors + o.detected_sinks;
+  std::vector<std::vector<int32_t>> chosen(static_cast<size_t>(H));
   for (int h = 0; h < H; ++h) {
-    std::vector<int32_t>& mine = detected_[size_t(layer)][size_t(s) * H + size_t(h)];
+    const std::vector<int32_t>& mine = detected_[size_t(layer)][size_t(s) * H + size_t(h)];
     std::vector<int32_t> existing;  // what the cache holds: the first tokens, then detected ones
     for (int32_t p = 0; p < std::min<int64_t>(o.first_anchors, n); ++p) existing.push_back(p);
     existing.insert(existing.end(), mine.begin(), mine.end());
     const int room = std::max(0, max_anchors - int(existing.size()));
-    const std::vector<int32_t> chosen =
-        select_sinks(&received[size_t(h) * size_t(n)], n, existing, std::min(o.detected_sinks, room));
-    if (chosen.empty()) continue;
-    caches_[size_t(layer)].register_anchors(s, h, chosen);
-    mine.insert(mine.end(), chosen.begin(), chosen.end());
+    chosen[size_t(h)] = select_sinks(&received[size_t(h) * size_t(n)], n, existing, std::min(o.detected_sinks, room));
+  }
+  return chosen;
+}
+
+void CudaForward::register_sinks(int s, const std::vector<std::vector<std::vector<int32_t>>>& chosen) {
+  const int H = m_.config.n_head_kv;
+  for (size_t l = 0; l < chosen.size(); ++l) {
+    bool any = false;
+    for (const auto& c : chosen[l]) any = any || !c.empty();
+    if (!any) continue;
+    caches_[l].register_anchors(s, chosen[l]);
+    for (int h = 0; h < H; ++h) {
+      std::vector<int32_t>& mine = detected_[l][size_t(s) * H + size_t(h)];
+      mine.insert(mine.end(), chosen[l][size_t(h)].begin(), chosen[l][size_t(h)].end());
+    }
   }
   SR_CUDA_CHECK(cudaDeviceSynchronize());  // the anchors' uploads are complete before any kernel reads them
 }

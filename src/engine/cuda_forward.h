@@ -92,7 +92,11 @@ class CudaForward {
  private:
   struct Buffers;
   void prefill_chunk(int s, const int32_t* tokens, int64_t c, bool detect, std::vector<float>* logits);
-  void detect_sinks(int layer, int s, int64_t n, const void* attention_args);
+  // Sink detection in a prefill's last chunk (see cuda_forward.cu): per layer, the received
+  // attention to a pinned slot; the host's choice for a layer; the choices registered.
+  void enqueue_received(int layer, int64_t n, const PrefillAttentionArgs& a);
+  std::vector<std::vector<int32_t>> choose_sinks(int layer, int s, int64_t n);  // [head] new anchors
+  void register_sinks(int s, const std::vector<std::vector<std::vector<int32_t>>>& chosen);  // [layer][head]
   void enqueue_decode_step();
   void make_decoders();
   void drop_graph();  // the next decode step captures its graph again

@@ -360,26 +360,38 @@ void DeviceKVCache::rebuild_summaries(cudaStream_t stream) {
 }
 
 void DeviceKVCache::register_anchors(int seq, int kv_head, const std::vector<int32_t>& positions) {
-  const int H = config_.num_kv_heads, A = std::max(config_.max_anchors, 1);
-  SR_CHECK(seq >= 0 && seq < num_sequences(), "register_anchors: sequence {} does not exist", seq);
+  const int H = config_.num_kv_heads;
   SR_CHECK(kv_head >= 0 && kv_head < H, "register_anchors: KV head {} out of range (expected 0 to {})", kv_head,
            H - 1);
+  std::vector<std::vector<int32_t>> per_head(static_cast<size_t>(H));
+  per_head[size_t(kv_head)] = positions;
+  register_anchors(seq, per_head);
+}
+
+void DeviceKVCache::register_anchors(int seq, const std::vector<std::vector<int32_t>>& per_head) {
+  const int H = config_.num_kv_heads, A = std::max(config_.max_anchors, 1);
+  SR_CHECK(seq >= 0 && seq < num_sequences(), "register_anchors: sequence {} does not exist", seq);
+  SR_CHECK(int(per_head.size()) == H, "register_anchors: positions for {} KV heads, the cache has {}",
+           per_head.size(), H);
   const int64_t len = lengths()[size_t(seq)];
-  const int64_t base = int64_t(seq) * H + kv_head;
-  int32_t count = 0;
-  SR_CUDA_CHECK(cudaMemcpy(&count, anchor_count_ + base, 4, cudaMemcpyDeviceToHost));
-  std::vector<int32_t> merged = download_vec(anchor_pos_ + base * A, size_t(count));
-  for (int32_t p : positions) {
-    SR_CHECK(p >= 0 && p < len, "register_anchors: position {} is outside sequence {} (length {})", p, seq, len);
-    if (std::find(merged.begin(), merged.end(), p) == merged.end()) merged.push_back(p);
+  const int64_t base = int64_t(seq) * H;
+  std::vector<int32_t> counts = download_vec(anchor_count_ + base, size_t(H));
+  std::vector<int32_t> pos = download_vec(anchor_pos_ + base * A, size_t(H) * size_t(A));
+  for (int h = 0; h < H; ++h) {
+    std::vector<int32_t> merged(pos.begin() + int64_t(h) * A, pos.begin() + int64_t(h) * A + counts[size_t(h)]);
+    for (int32_t p : per_head[size_t(h)]) {
+      SR_CHECK(p >= 0 && p < len, "register_anchors: position {} is outside sequence {} (length {})", p, seq, len);
+      if (std::find(merged.begin(), merged.end(), p) == merged.end()) merged.push_back(p);
+    }
+    SR_CHECK(int(merged.size()) <= config_.max_anchors,
+             "register_anchors: {} anchors for sequence {} head {} exceed max_anchors = {}", merged.size(), seq, h,
+             config_.max_anchors);
+    std::sort(merged.begin(), merged.end());
+    std::copy(merged.begin(), merged.end(), pos.begin() + int64_t(h) * A);
+    counts[size_t(h)] = int32_t(merged.size());
   }
-  SR_CHECK(int(merged.size()) <= config_.max_anchors,
-           "register_anchors: {} anchors for sequence {} head {} exceed max_anchors = {}", merged.size(), seq,
-           kv_head, config_.max_anchors);
-  std::sort(merged.begin(), merged.end());
-  count = int32_t(merged.size());
-  upload_vec(anchor_pos_ + base * A, merged);
-  SR_CUDA_CHECK(cudaMemcpy(anchor_count_ + base, &count, 4, cudaMemcpyHostToDevice));
+  upload_vec(anchor_pos_ + base * A, pos);
+  upload_vec(anchor_count_ + base, counts);
 }
 
 void DeviceKVCache::set_lengths(const std::vector<int64_t>& lengths) {

@@ -6,6 +6,7 @@
 
 #if defined(SINKROUTER_HAVE_CUDA)
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -174,6 +175,33 @@ TEST(DeviceCache, UploadThenDownloadIsTheHostCache) {
   for (size_t s = 0; s < r.seqs.size(); ++s) expect_same_sequence(*r.cache, r.seqs[s], snap, int(s), "upload");
 }
 
+// Anchors registered on the device, one head at a time and all heads at once, end as the
+// host cache's after the same registrations (merged with the existing ones, ascending,
+// duplicates dropped), and the other sequences' anchors stay as they were.
+TEST(DeviceCache, RegisteredAnchorsMatchTheHostCache) {
+  SR_REQUIRE_CUDA_DEVICE();
+  std::mt19937_64 rng(12);
+  SyntheticKVSpec spec;
+  spec.num_kv_heads = 3;
+  spec.head_dim = 64;
+  spec.page_size = 16;
+  spec.block_size = 32;
+  spec.lengths = {300, 90};
+  spec.sink_positions = {0, 41};
+  auto r = make_synthetic_kv(spec, rng);
+  DeviceKVCache dev = DeviceKVCache::upload(*r.cache, r.seqs, 10);
+  const std::vector<std::vector<int32_t>> per_head = {{250, 7}, {}, {41, 120, 3}};  // 41: already an anchor
+  for (int h = 0; h < 3; ++h) r.cache->register_anchors(r.seqs[0], h, per_head[size_t(h)]);
+  dev.register_anchors(0, per_head);
+  r.cache->register_anchors(r.seqs[1], 1, {88, 17});
+  dev.register_anchors(1, 1, {88, 17});
+  const HostKVSnapshot snap = dev.download();
+  for (size_t s = 0; s < r.seqs.size(); ++s) expect_same_sequence(*r.cache, r.seqs[s], snap, int(s), "anchors");
+  const std::vector<int32_t>& head0 = r.cache->anchors(r.seqs[0], 0);  // the registrations took effect
+  EXPECT_NE(std::find(head0.begin(), head0.end(), 250), head0.end());
+  EXPECT_EQ(snap.anchor_count[2], int32_t(r.cache->anchors(r.seqs[0], 2).size()));
+}
+
 TEST(DeviceCache, OverflowAndBadInputsAreClearErrors) {
   SR_REQUIRE_CUDA_DEVICE();
   KVCacheConfig cfg;
@@ -210,6 +238,8 @@ TEST(DeviceCache, OverflowAndBadInputsAreClearErrors) {
   expect_error([&] { dev.view(1, 2); }, "out of range");
   expect_error([&] { DeviceKVCache bad(cfg, {0}); }, "capacity 0 out of range");
   expect_error([&] { dev.register_anchors(0, 0, {4}); }, "position 4 is outside sequence 0");
+  expect_error([&] { dev.register_anchors(0, std::vector<std::vector<int32_t>>(3)); },
+               "positions for 3 KV heads, the cache has 2");
 }
 
 }  // namespace

@@ -96,6 +96,9 @@ class DeviceKVCache {
   // Adds anchor positions of (seq, kv_head), as PagedKVCache::register_anchors does.
   // Synchronous (reads the anchors and the length back); not for use inside a step.
   void register_anchors(int seq, int kv_head, const std::vector<int32_t>& positions);
+  // The same for every KV head of `seq` at once: per_head[h] are head h's new positions
+  // (empty: none). Two reads and two writes of device memory whatever the head count.
+  void register_anchors(int seq, const std::vector<std::vector<int32_t>>& per_head);
 
   // Sets every sequence's length (<= capacity) without writing pages, and its default
   // anchors; for generators that write the pages themselves (the benchmark). Synchronous.
