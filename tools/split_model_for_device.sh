@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Splits the model into two parts for the device tool, whose calls carry at most 64 MiB each
-# (the 98 MB GGUF does not fit one): .stage/model/1/<name>.part1 (50 MiB) and
-# .stage/model/2/<name>.part2 (the rest) with the checksum file beside part 2.
-# bench/gpu/run_engine_on_device.sh joins them in /root/stage/ on the device and checks the
-# checksum. Usage: bash tools/split_model_for_device.sh [model.gguf]
+# Splits the model into three parts for the device tool, whose calls carry at most 64 MiB each
+# with the working tree (the 98 MB GGUF does not fit one, and with the tree's benchmark results
+# 50 MiB no longer fits beside it): .stage/model/{1,2,3}/<name>.part{1,2,3} (34, 34 MiB and
+# the rest), the checksum file beside part 3. The device scripts stash parts 1 and 2 in
+# /root/stage in two calls and join all three in the third (device_stage.sh, join_model_parts),
+# checking the checksum. Usage: bash tools/split_model_for_device.sh [model.gguf]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 model=${1:-$root/models/SmolLM2-135M-Instruct.Q4_1.gguf}
@@ -11,14 +12,14 @@ model=${1:-$root/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 name=$(basename "$model")
 out=$root/.stage/model
 rm -rf "$out"
-mkdir -p "$out/1" "$out/2"
-first=$((50 * 1024 * 1024))
-head -c "$first" "$model" >"$out/1/$name.part1"
-tail -c +"$((first + 1))" "$model" >"$out/2/$name.part2"
+mkdir -p "$out/1" "$out/2" "$out/3"
+dd if="$model" of="$out/1/$name.part1" bs=1M count=34 status=none
+dd if="$model" of="$out/2/$name.part2" bs=1M skip=34 count=34 status=none
+dd if="$model" of="$out/3/$name.part3" bs=1M skip=68 status=none
 if [ -f "$model.sha256" ]; then
-  cp "$model.sha256" "$out/2/$name.sha256"
+  cp "$model.sha256" "$out/3/$name.sha256"
 else
-  (cd "$(dirname "$model")" && sha256sum "$name") >"$out/2/$name.sha256"
+  (cd "$(dirname "$model")" && sha256sum "$name") >"$out/3/$name.sha256"
 fi
-cat "$out/1/$name.part1" "$out/2/$name.part2" | cmp - "$model"  # the parts join back to the model
+cat "$out/1/$name.part1" "$out/2/$name.part2" "$out/3/$name.part3" | cmp - "$model"  # the parts join back
 du -sh "$out"/*

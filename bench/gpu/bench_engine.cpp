@@ -272,9 +272,11 @@ int run(int argc, char** argv) {
   // One untimed prefill first, as the transformers baseline warms up before it times: the
   // prefill rows are then steady-state throughput, without the first launch of each kernel
   // (lazy module loading) or cuBLAS's first choice of algorithms for the chunk's shapes.
-  // A full chunk and a partial one, so that both shapes of every kernel have run once.
+  // A full chunk and a partial one where the contexts reach that far (runs v8c and v8e warmed
+  // up with 8K tokens: the first context, as the code then capped it), so that both shapes
+  // of every kernel have run once.
   {
-    const int64_t warm = std::min<int64_t>(int64_t(engine.options().cuda_prefill_chunk) + 1000, contexts.front());
+    const int64_t warm = std::min<int64_t>(int64_t(engine.options().cuda_prefill_chunk) + 1000, max_ctx);
     auto session = engine.new_session(dense);
     const auto t0 = clock_type::now();
     session->prefill(prompt_tokens(text_tokens, warm), {});

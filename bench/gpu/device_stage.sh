@@ -1,17 +1,27 @@
 # Sourced by the device scripts that run after `run_engine_on_device.sh stash`
 # (run_eval_on_device.sh, run_generate_on_device.sh), from the repository root.
+# Also sourced by run_engine_on_device.sh for join_model_parts.
+# join_model_parts: copies the parts of the model a call carries (.stage/model/*/, from
+# tools/split_model_for_device.sh) into /root/stage, and once parts 1-3 are all there joins
+# them into the model (the checksum file travels with part 3).
 # device_stage: unpacks the staged binaries into /root/stage (unless already there), joins
-# the model from part 1 (stashed) and part 2 (carried in .stage/model/2), checks its
-# SHA-256, and puts the binaries' libraries and cuBLAS on LD_LIBRARY_PATH. Returns 1, saying
-# why, when the model is missing or its checksum does not match.
+# the model, checks its SHA-256, and puts the binaries' libraries and cuBLAS on
+# LD_LIBRARY_PATH. Returns 1, saying why, when the model is missing or its checksum does not
+# match.
 stash=/root/stage
 name=SmolLM2-135M-Instruct.Q4_1.gguf
+join_model_parts() {
+  mkdir -p "$stash"
+  cp .stage/model/*/* "$stash/" 2>/dev/null
+  if [ ! -f "$stash/$name" ] && [ -f "$stash/$name.part1" ] && [ -f "$stash/$name.part2" ] &&
+     [ -f "$stash/$name.part3" ]; then
+    cat "$stash/$name.part1" "$stash/$name.part2" "$stash/$name.part3" >"$stash/$name"
+  fi
+}
 device_stage() {
   mkdir -p "$stash"
   [ -x "$stash/bin/sinkrouter" ] || tar -xJf .stage/engine/bin.tar.xz -C "$stash"
-  if [ ! -f "$stash/$name" ] && [ -f "$stash/$name.part1" ] && [ -f ".stage/model/2/$name.part2" ]; then
-    cat "$stash/$name.part1" ".stage/model/2/$name.part2" >"$stash/$name" && cp ".stage/model/2/$name.sha256" "$stash/"
-  fi
+  join_model_parts
   if ! (cd "$stash" && sha256sum -c --status "$name.sha256" 2>/dev/null); then
     echo "model missing or checksum mismatch in $stash"
     return 1

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The GPU engine on the H200 (the device tool's `run`), from the repository root.
 #
-# The model (98 MB) is more than one call carries (64 MiB), so it goes in two parts
-# (tools/split_model_for_device.sh), in two calls made back to back (a machine left idle
-# for 30 s is given back, and /root/stage with it):
-#   call 1: bash bench/gpu/run_engine_on_device.sh stash    carry [".stage/model/1", ".stage/engine"]
-#           keeps part 1 and the binaries in /root/stage, and runs every test that needs
-#           no model (the decode kernels' suites included, ~1.5 min);
-#   call 2: bash bench/gpu/run_engine_on_device.sh          carry [".stage/model/2", ".stage/engine"]
+# The model (98 MB) is more than one call carries (64 MiB with the working tree), so it goes
+# in three parts (tools/split_model_for_device.sh), in three calls made back to back (a
+# machine left idle for 30 s is given back, and /root/stage with it):
+#   call 1: bash bench/gpu/run_engine_on_device.sh stash    carry [".stage/model/1"]
+#   call 2: bash bench/gpu/run_engine_on_device.sh stash    carry [".stage/model/2"]
+#           each keeps its part in /root/stage (and stops at the binaries, which they lack);
+#   call 3: bash bench/gpu/run_engine_on_device.sh          carry [".stage/model/3", ".stage/engine", ".stage/text"]
 #           joins the model in /root/stage, checks its SHA-256, runs everything.
 # With the model at models/ (or already at /root/stage/SmolLM2-135M-Instruct.Q4_1.gguf) one
 # call does it all. Binaries: .stage/engine (bench/gpu/stage_engine_for_device.sh).
@@ -50,8 +50,7 @@ cd "$root"
 OUT=${OUT:-/tmp/sr_engine_out}
 mkdir -p "$OUT"
 mode=${1:-all}
-stash=/root/stage
-name=SmolLM2-135M-Instruct.Q4_1.gguf
+source bench/gpu/device_stage.sh  # stash, name, join_model_parts
 export PATH=$PATH:/usr/local/cuda/bin
 summary=$OUT/summary.txt
 : >"$summary"
@@ -63,8 +62,7 @@ left() { echo $(( 530 - ($(date +%s) - t0) )); }
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,driver_version --format=csv,noheader 2>&1 | tee -a "$summary"
 
 # ---- 1. binaries and parts into /root/stage ----
-mkdir -p "$stash"
-cp .stage/model/*/* "$stash/" 2>/dev/null
+join_model_parts
 # The prefill text may travel with part 1 (.stage/text/text.txt) when the tree is near its limit.
 cp .stage/text/text.txt "$stash/" 2>/dev/null
 if [ -f .stage/engine/bin.tar.xz ]; then
@@ -97,14 +95,11 @@ if [ "$mode" = stash ]; then
   exit 0
 fi
 
-# ---- the model: models/, or /root/stage, or joined from its two parts ----
+# ---- the model: models/, or /root/stage (joined from its three parts above) ----
 model=""
 for m in "$root/models/$name" "$stash/$name"; do [ -f "$m" ] && model=$m && break; done
-if [ -z "$model" ] && [ -f "$stash/$name.part1" ] && [ -f "$stash/$name.part2" ]; then
-  cat "$stash/$name.part1" "$stash/$name.part2" >"$stash/$name" && model=$stash/$name
-fi
 if [ -z "$model" ]; then
-  note "NO MODEL: neither models/$name nor both parts in $stash ($(ls "$stash" | tr '\n' ' '))"
+  note "NO MODEL: neither models/$name nor all three parts in $stash ($(ls "$stash" | tr '\n' ' '))"
   exit 1
 fi
 [ -f "$model.sha256" ] || cp "$stash/$name.sha256" "$model.sha256" 2>/dev/null

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <utility>
 
 #include "cuda_test_util.h"
 #include "sinkrouter/kv/device_kv_cache.h"
@@ -158,17 +159,22 @@ std::vector<CacheCase> cache_cases() {
 INSTANTIATE_TEST_SUITE_P(Grid, DeviceCacheAppend, ::testing::ValuesIn(cache_cases()),
                          [](const auto& info) { return case_name(info.param); });
 
+// Three KV heads, pages of 16, routing blocks of 32, sinks at 0 and 41.
+SyntheticKVSpec three_head_spec(int head_dim, std::vector<int64_t> lengths) {
+  SyntheticKVSpec spec;
+  spec.num_kv_heads = 3;
+  spec.head_dim = head_dim;
+  spec.page_size = 16;
+  spec.block_size = 32;
+  spec.lengths = std::move(lengths);
+  spec.sink_positions = {0, 41};
+  return spec;
+}
+
 TEST(DeviceCache, UploadThenDownloadIsTheHostCache) {
   SR_REQUIRE_CUDA_DEVICE();
   std::mt19937_64 rng(11);
-  SyntheticKVSpec spec;
-  spec.num_kv_heads = 3;
-  spec.head_dim = 128;
-  spec.page_size = 16;
-  spec.block_size = 32;
-  spec.lengths = {77, 1, 300};
-  spec.sink_positions = {0, 41};
-  auto r = make_synthetic_kv(spec, rng);
+  auto r = make_synthetic_kv(three_head_spec(128, {77, 1, 300}), rng);
   DeviceKVCache dev = DeviceKVCache::upload(*r.cache, r.seqs, 50);
   EXPECT_EQ(dev.capacities(), (std::vector<int64_t>{127, 51, 350}));
   const HostKVSnapshot snap = dev.download();
@@ -181,14 +187,7 @@ TEST(DeviceCache, UploadThenDownloadIsTheHostCache) {
 TEST(DeviceCache, RegisteredAnchorsMatchTheHostCache) {
   SR_REQUIRE_CUDA_DEVICE();
   std::mt19937_64 rng(12);
-  SyntheticKVSpec spec;
-  spec.num_kv_heads = 3;
-  spec.head_dim = 64;
-  spec.page_size = 16;
-  spec.block_size = 32;
-  spec.lengths = {300, 90};
-  spec.sink_positions = {0, 41};
-  auto r = make_synthetic_kv(spec, rng);
+  auto r = make_synthetic_kv(three_head_spec(64, {300, 90}), rng);
   DeviceKVCache dev = DeviceKVCache::upload(*r.cache, r.seqs, 10);
   const std::vector<std::vector<int32_t>> per_head = {{250, 7}, {}, {41, 120, 3}};  // 41: already an anchor
   for (int h = 0; h < 3; ++h) r.cache->register_anchors(r.seqs[0], h, per_head[size_t(h)]);
