@@ -172,12 +172,11 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   head_chunks_ = (group_ + heads_per_cta_ - 1) / heads_per_cta_;
   min_split_tokens_ = options.min_split_tokens;
   kv_l2_prefetch_ = options.kv_l2_prefetch;
-  if (kv_l2_prefetch_ < 0) {
+  if (kv_l2_prefetch_ < 0) {  // the environment's choice, 128 when unset
     const char* env = std::getenv("SINKROUTER_KV_L2_PREFETCH");
-    kv_l2_prefetch_ = env == nullptr ? 128 : std::atoi(env);
-    SR_CHECK(env == nullptr || ((kv_l2_prefetch_ == 0 || kv_l2_prefetch_ == 128 || kv_l2_prefetch_ == 256) &&
-                                std::to_string(kv_l2_prefetch_) == env),
-             "decode (CUDA): SINKROUTER_KV_L2_PREFETCH must be 0, 128 or 256, not '{}'", env == nullptr ? "" : env);
+    const std::string value = env == nullptr ? "128" : env;
+    kv_l2_prefetch_ = value == "0" ? 0 : value == "128" ? 128 : value == "256" ? 256 : -1;
+    SR_CHECK(kv_l2_prefetch_ >= 0, "decode (CUDA): SINKROUTER_KV_L2_PREFETCH must be 0, 128 or 256, not '{}'", value);
   }
   SR_CHECK(kv_l2_prefetch_ == 0 || kv_l2_prefetch_ == 128 || kv_l2_prefetch_ == 256,
            "decode (CUDA): kv_l2_prefetch must be 0, 128 or 256, not {}", kv_l2_prefetch_);

@@ -9,7 +9,9 @@
 #if defined(SINKROUTER_HAVE_CUDA)
 
 #include <cmath>
+#include <cstdlib>
 #include <random>
+#include <string>
 
 #include "common/compare.h"
 #include "cuda_test_util.h"
@@ -178,6 +180,17 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   bad_prefetch.kv_l2_prefetch = 64;
   expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_prefetch); },
                "kv_l2_prefetch must be 0, 128 or 256, not 64");
+  {  // options left at -1: the environment decides (its value restored after)
+    const char* was = std::getenv("SINKROUTER_KV_L2_PREFETCH");
+    const std::string saved = was == nullptr ? "" : was;
+    ::setenv("SINKROUTER_KV_L2_PREFETCH", "128B", 1);
+    expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f); },
+                 "SINKROUTER_KV_L2_PREFETCH must be 0, 128 or 256, not '128B'");
+    if (was == nullptr)
+      ::unsetenv("SINKROUTER_KV_L2_PREFETCH");
+    else
+      ::setenv("SINKROUTER_KV_L2_PREFETCH", saved.c_str(), 1);
+  }
   DeviceKV odd = dev.view();
   odd.kv.head_dim = 96;
   expect_error([&] { CudaDecoder d(odd, 4, AttentionPolicy{}, 0.1f); }, "head_dim 96 is not supported");
