@@ -6,8 +6,10 @@
 //                 [--shapes llama-3.1-8b,smollm2-135m]
 //   bench_kernels --trace-phases --shapes smollm2-135m --contexts 4096,8192 --batches 1
 //       where the time of one dense and one routed (default policy) tensor-core attention
-//       call goes: per-CTA phase stamps (CudaDecoder::set_phase_trace) of the last call of
-//       a timed graph, medians over the CTAs that had work; printed and saved as JSON
+//       call goes: per-CTA phase stamps (CudaDecoder::set_phase_trace) of one call after a
+//       timed graph, medians over the CTAs that had work, and for the routed call the
+//       routing pass's steps too (set_route_trace, lines "trace-route"); printed and saved
+//       as JSON
 //   bench_kernels --profile-once --shapes llama-3.1-8b --contexts 65536 --batches 1
 //       one eager dense run and one routed run (the default policy, 50 % quiet blocks) of
 //       the first shape, context and batch, nothing else: for ncu
@@ -172,57 +174,76 @@ std::vector<int64_t> parse_list(const std::string& s) {
   return v;
 }
 
-// The steps of a traced call, each between two stamps (sr::PhaseSlot); the last three
-// split last_cta_combine: the combine's (m, l) and weights, its sums, its normalisation
-// and stores.
+// The steps of a traced call, each between two stamps; last_only: stamped only by a unit's
+// last CTA. Attention kernel (sr::PhaseSlot): the last three split last_cta_combine: the
+// combine's (m, l) and weights, its sums, its normalisation and stores. Routing pass
+// (sr::RouteSlot, route_bounds): the last, the (b, h)'s last CTA finishing the pass.
 struct PhaseStep {
   const char* name;
   int from, to;
+  bool last_only;
 };
 const PhaseStep kPhaseSteps[] = {
-    {"find_split", sr::kPhaseEntry, sr::kPhaseSplitFound},
-    {"first_issue", sr::kPhaseSplitFound, sr::kPhaseIssued},
-    {"q_fragments", sr::kPhaseIssued, sr::kPhaseQReady},
-    {"loop", sr::kPhaseQReady, sr::kPhaseLoopDone},
-    {"cta_merge", sr::kPhaseLoopDone, sr::kPhaseCtaMerged},
-    {"ticket", sr::kPhaseCtaMerged, sr::kPhaseTicket},
-    {"last_cta_combine", sr::kPhaseTicket, sr::kPhaseEnd},
-    {"combine_weights", sr::kPhaseTicket, sr::kPhaseMergeWeights},
-    {"combine_sums", sr::kPhaseMergeWeights, sr::kPhaseMergeSums},
-    {"combine_out", sr::kPhaseMergeSums, sr::kPhaseEnd},
+    {"find_split", sr::kPhaseEntry, sr::kPhaseSplitFound, false},
+    {"first_issue", sr::kPhaseSplitFound, sr::kPhaseIssued, false},
+    {"q_fragments", sr::kPhaseIssued, sr::kPhaseQReady, false},
+    {"loop", sr::kPhaseQReady, sr::kPhaseLoopDone, false},
+    {"cta_merge", sr::kPhaseLoopDone, sr::kPhaseCtaMerged, false},
+    {"ticket", sr::kPhaseCtaMerged, sr::kPhaseTicket, false},
+    {"last_cta_combine", sr::kPhaseTicket, sr::kPhaseEnd, true},
+    {"combine_weights", sr::kPhaseTicket, sr::kPhaseMergeWeights, true},
+    {"combine_sums", sr::kPhaseMergeWeights, sr::kPhaseMergeSums, true},
+    {"combine_out", sr::kPhaseMergeSums, sr::kPhaseEnd, true},
 };
+const PhaseStep kRouteSteps[] = {
+    {"q_to_shared", sr::kRouteEntry, sr::kRouteQ, false},
+    {"sink_scores", sr::kRouteQ, sr::kRouteSinkScores, false},
+    {"sink_signal", sr::kRouteSinkScores, sr::kRouteSinkSignal, false},
+    {"bounds", sr::kRouteSinkSignal, sr::kRouteBounds, false},
+    {"ticket", sr::kRouteBounds, sr::kRouteTicket, false},
+    {"finish", sr::kRouteTicket, sr::kRouteEnd, true},
+};
+// Where a trace keeps its stamps: slots per CTA, the global-timer and role slots, the
+// first and last clock stamps (for the SM clock), and its steps.
+struct TraceLayout {
+  int slots, start_ns, end_ns, role, entry, end;
+  const PhaseStep* steps;
+  int n_steps;
+};
+const TraceLayout kAttentionTrace{sr::kPhaseTraceSlots, sr::kPhaseStartNs, sr::kPhaseEndNs, sr::kPhaseRole,
+                                  sr::kPhaseEntry, sr::kPhaseEnd, kPhaseSteps,
+                                  int(sizeof(kPhaseSteps) / sizeof(kPhaseSteps[0]))};
+const TraceLayout kRouteTrace{sr::kRouteTraceSlots, sr::kRouteStartNs, sr::kRouteEndNs, sr::kRouteRole,
+                              sr::kRouteEntry, sr::kRouteEnd, kRouteSteps,
+                              int(sizeof(kRouteSteps) / sizeof(kRouteSteps[0]))};
 
 // Phases of one traced call: median cycles of each step over the CTAs that stamped both
 // its ends (a CTA without work stamps none; one whose unit has one split takes no ticket;
-// only a unit's last CTA combines), the call's span in ns from the first CTA's start to
-// the last CTA's end, and the SM clock the last CTAs ran at (cycles over ns between their
-// entry and end, both pairs stamped at the same points).
-nlohmann::json summarise_phases(const std::vector<long long>& tr, int grid, double ghz) {
-  constexpr int S = sr::kPhaseTraceSlots;
-  constexpr int kSteps = int(sizeof(kPhaseSteps) / sizeof(kPhaseSteps[0]));
-  std::vector<std::vector<float>> steps(kSteps);
+// only a unit's last CTA combines or finishes), the call's span in ns from the first CTA's
+// start to the last CTA's end, and the SM clock the last CTAs ran at (cycles over ns
+// between their entry and end, both pairs stamped at the same points).
+nlohmann::json summarise_phases(const std::vector<long long>& tr, int ctas, double ghz, const TraceLayout& t) {
+  std::vector<std::vector<float>> steps(size_t(t.n_steps));
   std::vector<float> ghz_seen;
   long long t0 = -1, t1 = -1;
   int working = 0, last = 0;
-  for (int c = 0; c < grid; ++c) {
-    const long long* r = &tr[size_t(c) * S];
-    if (r[sr::kPhaseStartNs] <= 0 || r[sr::kPhaseEndNs] <= 0) continue;  // not reached
-    t0 = t0 < 0 ? r[sr::kPhaseStartNs] : std::min(t0, r[sr::kPhaseStartNs]);
-    t1 = std::max(t1, r[sr::kPhaseEndNs]);
-    const long long role = r[sr::kPhaseRole];
+  for (int c = 0; c < ctas; ++c) {
+    const long long* r = &tr[size_t(c) * size_t(t.slots)];
+    if (r[t.start_ns] <= 0 || r[t.end_ns] <= 0) continue;  // not reached
+    t0 = t0 < 0 ? r[t.start_ns] : std::min(t0, r[t.start_ns]);
+    t1 = std::max(t1, r[t.end_ns]);
+    const long long role = r[t.role];
     if (role == 0) continue;
     ++working;
-    for (int k = 0; k < kSteps; ++k) {
-      const PhaseStep& st = kPhaseSteps[k];
-      const bool combine = st.to == sr::kPhaseEnd || st.to == sr::kPhaseMergeWeights || st.to == sr::kPhaseMergeSums;
-      if ((combine && role != 2) || r[st.from] == 0 || r[st.to] < r[st.from]) continue;
-      steps[k].push_back(float(r[st.to] - r[st.from]));
+    for (int k = 0; k < t.n_steps; ++k) {
+      const PhaseStep& st = t.steps[k];
+      if ((st.last_only && role != 2) || r[st.from] == 0 || r[st.to] < r[st.from]) continue;
+      steps[size_t(k)].push_back(float(r[st.to] - r[st.from]));
     }
     if (role == 2) {
       ++last;
-      if (r[sr::kPhaseEndNs] > r[sr::kPhaseStartNs])
-        ghz_seen.push_back(float(double(r[sr::kPhaseEnd] - r[sr::kPhaseEntry]) /
-                                 double(r[sr::kPhaseEndNs] - r[sr::kPhaseStartNs])));
+      if (r[t.end_ns] > r[t.start_ns])
+        ghz_seen.push_back(float(double(r[t.end] - r[t.entry]) / double(r[t.end_ns] - r[t.start_ns])));
     }
   }
   nlohmann::json j;
@@ -230,8 +251,8 @@ nlohmann::json summarise_phases(const std::vector<long long>& tr, int grid, doub
   j["ctas_with_work"] = working;
   j["last_ctas"] = last;
   j["span_us"] = (t1 - t0) * 1e-3;
-  for (int k = 0; k < kSteps; ++k)
-    j["median_us"][kPhaseSteps[k].name] = steps[k].empty() ? 0.0 : median(steps[k]) / (ghz * 1e3);
+  for (int k = 0; k < t.n_steps; ++k)
+    j["median_us"][t.steps[k].name] = steps[size_t(k)].empty() ? 0.0 : median(steps[size_t(k)]) / (ghz * 1e3);
   return j;
 }
 
@@ -358,25 +379,33 @@ int main(int argc, char** argv) {
               const sr::AttentionPolicy policy = routed ? sr::default_sinkrouter_policy() : sr::AttentionPolicy{};
               sr::CudaDecoder dec(cache.view(0, int(B)), sh.q_heads, policy, scale);
               const size_t slots = size_t(dec.grid_ctas()) * sr::kPhaseTraceSlots;
-              long long* tr = nullptr;
+              const size_t route_slots = size_t(dec.route_trace_ctas()) * sr::kRouteTraceSlots;
+              long long *tr = nullptr, *rtr = nullptr;
               SR_CUDA_CHECK(cudaMalloc(&tr, slots * sizeof(long long)));
-              SR_CUDA_CHECK(cudaMemset(tr, 0, slots * sizeof(long long)));
+              SR_CUDA_CHECK(cudaMalloc(&rtr, std::max<size_t>(route_slots, 1) * sizeof(long long)));
               float ms[2];
               for (int traced = 0; traced < 2; ++traced) {
                 dec.set_phase_trace(traced ? tr : nullptr);
+                dec.set_route_trace(traced && routed ? rtr : nullptr);
                 ms[traced] = time_calls(dec, false);
               }
               // The stamps of one call (the timed graph stamped every call over every copy
               // of the cache, and a CTA whose role differs between them would mix calls):
               // cleared, then one traced call on copy 0, warm from the timed ones.
               SR_CUDA_CHECK(cudaMemset(tr, 0, slots * sizeof(long long)));
+              SR_CUDA_CHECK(cudaMemset(rtr, 0, std::max<size_t>(route_slots, 1) * sizeof(long long)));
               dec.run(cache.view(0, int(B)), q, sr::DType::BF16, out, sr::DType::BF16, stream);
               SR_CUDA_CHECK(cudaStreamSynchronize(stream));
               dec.set_phase_trace(nullptr);
-              std::vector<long long> host(slots);
+              dec.set_route_trace(nullptr);
+              std::vector<long long> host(slots), route_host(route_slots);
               SR_CUDA_CHECK(cudaMemcpy(host.data(), tr, slots * sizeof(long long), cudaMemcpyDeviceToHost));
+              if (route_slots)
+                SR_CUDA_CHECK(
+                    cudaMemcpy(route_host.data(), rtr, route_slots * sizeof(long long), cudaMemcpyDeviceToHost));
               cudaFree(tr);
-              nlohmann::json row = summarise_phases(host, dec.grid_ctas(), clock_khz * 1e-6);
+              cudaFree(rtr);
+              nlohmann::json row = summarise_phases(host, dec.grid_ctas(), clock_khz * 1e-6, kAttentionTrace);
               row["shape"] = sh.name;
               row["batch"] = B;
               row["context"] = ctx;
@@ -385,6 +414,10 @@ int main(int argc, char** argv) {
               row["time_traced_us"] = ms[1] * 1e3;
               row["ctas"] = dec.grid_ctas();
               row["clock_ghz"] = clock_khz * 1e-6;
+              if (routed) {
+                row["routing"] = summarise_phases(route_host, dec.route_trace_ctas(), clock_khz * 1e-6, kRouteTrace);
+                row["routing"]["ctas"] = dec.route_trace_ctas();
+              }
               rows.push_back(row);
               std::printf("trace %-13s B=%lld ctx=%7lld %-13s %7.2f us (traced %7.2f, span %6.2f, SM %.2f GHz) work CTAs %3d |",
                           sh.name, (long long)B, (long long)ctx, routed ? "default" : "dense", ms[0] * 1e3, ms[1] * 1e3,
@@ -392,6 +425,14 @@ int main(int argc, char** argv) {
                           row["ctas_with_work"].get<int>());
               for (const PhaseStep& st : kPhaseSteps) std::printf(" %s %.2f", st.name, row["median_us"][st.name].get<double>());
               std::printf("\n");
+              if (routed) {
+                const nlohmann::json& rt = row["routing"];
+                std::printf("trace-route %-13s B=%lld ctx=%7lld span %6.2f us, CTAs %d (with blocks %d, last %d) |", sh.name,
+                            (long long)B, (long long)ctx, rt["span_us"].get<double>(), rt["ctas"].get<int>(),
+                            rt["ctas_with_work"].get<int>(), rt["last_ctas"].get<int>());
+                for (const PhaseStep& st : kRouteSteps) std::printf(" %s %.2f", st.name, rt["median_us"][st.name].get<double>());
+                std::printf("\n");
+              }
               std::fflush(stdout);
             }
             cudaFree(q);

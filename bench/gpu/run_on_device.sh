@@ -133,10 +133,10 @@ PY
   # ---- 3b. where the time of a small call goes: per-CTA phase stamps ----
   echo "==== bench_kernels --trace-phases ====" >>"$OUT/bench.log"
   env LD_LIBRARY_PATH="$bin_ld" timeout 60 "$bin/bench_kernels" --trace-phases --out "$OUT/trace.json" \
-    --contexts 4096,8192,16384,65536 --batches 1,8 >/tmp/sr_trace.log 2>&1
+    --contexts 4096,8192,16384,65536,524288 --batches 1,8 >/tmp/sr_trace.log 2>&1
   note "trace phases: rc=$? $(elapsed)"
   cat /tmp/sr_trace.log >>"$OUT/bench.log"
-  grep '^trace ' /tmp/sr_trace.log | sed 's/  */ /g' >>"$summary"
+  grep -E '^trace(-route)? ' /tmp/sr_trace.log | sed 's/  */ /g' >>"$summary"
 fi
 
 # ---- 4. baselines (SKIP_BASELINES=1: not this time) ----

@@ -295,6 +295,7 @@ RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV
   r.sink_capacity = w.sink_capacity;
   r.sort_capacity = w.sort_capacity;
   r.bounds_ctas_per_head = w.bounds_ctas_per_head;
+  r.route_trace = d.route_trace_;
   r.fused_finish = d.fused_routing_;
   r.route_tickets = w.route_tickets;
   r.sink_max = w.sink_max;
@@ -371,6 +372,10 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
   a.skipped_v_bound = w.vbound;
   a.phase_trace = phase_trace_;
   cuda::attention_launch(a, head_dim_, kv_dtype_, routed, tensor_cores_, grid_ctas_, stream);
+}
+
+int CudaDecoder::route_trace_ctas() const {
+  return policy_.kind == PolicyKind::Dense ? 0 : ws_->bounds_ctas_per_head * batch_ * num_kv_heads_;
 }
 
 std::vector<HeadStats> CudaDecoder::download_stats() const {

@@ -103,6 +103,9 @@ struct RouteArgs {
   int32_t* window_start; int32_t* routed_tokens;
   float* delta; float* skipped_v_bound;  // [B*QH]
   HeadStats* stats;                      // [B*H]
+  // Profiling only (CudaDecoder::set_route_trace): [route_bounds CTAs, kRouteTraceSlots]
+  // stamps (RouteSlot) by thread 0 of each CTA, CTA index y * gridDim.x + x; null: off.
+  long long* route_trace;
 };
 
 // Shared memory bytes and occupancy of one attention instantiation; sets its dynamic
@@ -159,6 +162,22 @@ __device__ __forceinline__ void trace_end(const AttnArgs& a, int role) {
   if (a.phase_trace == nullptr || threadIdx.x != 0) return;
   a.phase_trace[int64_t(blockIdx.x) * kPhaseTraceSlots + kPhaseRole] = role;
   trace_phase(a, kPhaseEndNs);
+}
+
+// The routing pass's stamps (RouteSlot), as trace_phase's.
+__device__ __forceinline__ void trace_route(const RouteArgs& a, int slot) {
+  if (a.route_trace == nullptr || threadIdx.x != 0) return;
+  long long v;
+  if (slot == kRouteStartNs || slot == kRouteEndNs)
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(v));
+  else
+    v = clock64();
+  a.route_trace[(int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * kRouteTraceSlots + slot] = v;
+}
+__device__ __forceinline__ void trace_route_end(const RouteArgs& a, int role) {
+  if (a.route_trace == nullptr || threadIdx.x != 0) return;
+  a.route_trace[(int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * kRouteTraceSlots + kRouteRole] = role;
+  trace_route(a, kRouteEndNs);
 }
 
 // A 16-bit q element (bf16 or f16 bits, as t says) as float.

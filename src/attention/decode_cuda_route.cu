@@ -148,6 +148,8 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
   __shared__ typename cub::BlockScan<int, kBoundsThreads>::TempStorage scan_tmp;
   __shared__ int s_last;
   pdl_begin(a);  // q, the cache and the lengths are the kernels before's output
+  trace_route(a, kRouteStartNs);
+  trace_route(a, kRouteEntry);
   const int bh = int(blockIdx.y), H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
   const int G = a.group, R = a.kv.block_size, tid = int(threadIdx.x);
   const int64_t n = a.seq_lens[b];
@@ -156,7 +158,10 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
   // Chunks of kBlocksPerCta blocks: CTA x takes chunks x, x + gridDim.x, ... (a grid of
   // about two waves, so that the sink signal below is paid once per CTA, not per chunk).
   const int64_t chunks = (nbr + kBlocksPerCta - 1) / kBlocksPerCta;
-  if (blockIdx.x > 0 && blockIdx.x >= chunks) return;  // CTA 0 always writes the sink signal
+  if (blockIdx.x > 0 && blockIdx.x >= chunks) {  // CTA 0 always writes the sink signal
+    trace_route_end(a, 0);
+    return;
+  }
   const BoundsSmem lay(G, D, a.sink_capacity, RP);
   float* qs = dsm + lay.q;
   float* sc = dsm + lay.scores;
@@ -181,8 +186,10 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
   const int na = anchors_before(a, bh, ws);
   const int count = na + int(n - ws);
   __syncthreads();
+  trace_route(a, kRouteQ);
   sink_scores<D, Tag>(a, b, h, a.kv.anchor_pos + int64_t(bh) * a.kv.max_anchors, na, ws, count, qs, ks, sc);
   __syncthreads();
+  trace_route(a, kRouteSinkScores);
   const int warp = tid / 32, wl = tid % 32;
   for (int g = warp; g < G; g += kBoundsThreads / 32) {
     float mx = -INFINITY;
@@ -200,6 +207,7 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
     }
   }
   __syncthreads();
+  trace_route(a, kRouteSinkSignal);
   if (blockIdx.x == 0 && tid < G) {
     const int64_t qi = int64_t(b) * a.num_q_heads + int64_t(h) * G + tid;
     a.sink_max[qi] = float(s_m[tid]);
@@ -280,7 +288,11 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
       a.keep[at] = keep ? 1 : 0;
     }
   }
-  if (!a.fused_finish) return;
+  trace_route(a, kRouteBounds);
+  if (!a.fused_finish) {
+    trace_route_end(a, 1);
+    return;
+  }
 
   // 3. Fast mode: the last CTA of the (b, h) to finish its blocks (a ticket, as the
   // attention kernel's combine) writes the kept-block list, certificate and statistics,
@@ -291,11 +303,17 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
   const int ctas = chunks < 1 ? 1 : int(chunks < int64_t(gridDim.x) ? chunks : int64_t(gridDim.x));
   if (tid == 0) s_last = grid_ticket(reinterpret_cast<unsigned*>(&a.route_tickets[bh])) == unsigned(ctas - 1);
   __syncthreads();
-  if (!s_last) return;
+  trace_route(a, kRouteTicket);
+  if (!s_last) {
+    trace_route_end(a, 1);
+    return;
+  }
   if (tid == 0) a.route_tickets[bh] = 0;  // every other CTA has taken its ticket
   const int64_t at = int64_t(bh) * a.block_stride;
   const RouteHead hd{a.cost + at, a.bterm + at * G, a.ubound + at, a.keep + at, int(nbr), G};
   finish_routing<kBoundsThreads, kFusedItems>(a, hd, bh, n, ws, false, 0, 0.f, scan_tmp);
+  trace_route(a, kRouteEnd);
+  trace_route_end(a, 2);
 }
 
 using BoundsKernel = void (*)(RouteArgs);

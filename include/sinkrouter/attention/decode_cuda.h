@@ -50,6 +50,18 @@ enum PhaseSlot : int {
   kPhaseTraceSlots = 16  // slots per CTA
 };
 
+// The stamps a traced routing pass writes for each route_bounds CTA (CudaDecoder::
+// set_route_trace), SM clock cycles at the end of each step except the two global-timer
+// stamps (ns): entry (after the wait for the kernel before), q in shared memory, the sink
+// set's scores, the sink signal (m, Z), the blocks' bounds, the ticket (fast mode), the
+// end of the pass (the (b, h)'s last CTA only). kRouteRole: 0 a CTA without blocks, 1 a
+// CTA that bounded blocks, 2 one that also finished the pass as its (b, h)'s last.
+enum RouteSlot : int {
+  kRouteEntry = 0, kRouteQ, kRouteSinkScores, kRouteSinkSignal, kRouteBounds, kRouteTicket, kRouteEnd,
+  kRouteStartNs, kRouteEndNs, kRouteRole,
+  kRouteTraceSlots = 12  // slots per CTA
+};
+
 struct CudaDecodeOptions {
   int target_ctas = 0;          // CTAs the tokens are spread over; 0: resident capacity of the device
   // No split gets fewer tokens than this (short sequences stay whole). 128: at 4K-16K it
@@ -102,6 +114,10 @@ class CudaDecoder {
   // stamps (PhaseSlot) to `device_buffer` (grid_ctas() * kPhaseTraceSlots int64 on the
   // device); null turns it off. Used by bench_kernels --trace-phases.
   void set_phase_trace(long long* device_buffer) { phase_trace_ = device_buffer; }
+  // The same for the routing pass's first kernel (RouteSlot; route_trace_ctas() *
+  // kRouteTraceSlots int64). route_trace_ctas() is 0 for dense.
+  void set_route_trace(long long* device_buffer) { route_trace_ = device_buffer; }
+  int route_trace_ctas() const;
 
   int grid_ctas() const { return grid_ctas_; }      // attention CTAs launched per run
   int target_ctas() const { return target_ctas_; }
@@ -128,6 +144,7 @@ class CudaDecoder {
   int target_ctas_ = 0, grid_ctas_ = 0, min_split_tokens_ = 0;
   int kv_l2_prefetch_ = 0;  // 0, 128 or 256 (options.kv_l2_prefetch resolved)
   long long* phase_trace_ = nullptr;
+  long long* route_trace_ = nullptr;
   Workspace* ws_ = nullptr;
 };
 
