@@ -2,7 +2,7 @@
 // route_bounds, mirroring router.cpp's plan_decode up to the per-block bound terms.
 //
 // grid (RouteArgs::bounds_ctas_per_head, B*H), 256 threads, about two waves: CTA x of a
-// (b, h) takes its chunks of chunk_blocks<D>() routable blocks x, x + gridDim.x, ... Every CTA
+// (b, h) takes its chunks of kBlocksPerCta routable blocks x, x + gridDim.x, ... Every CTA
 //   1. issues the loads of its blocks' min/max summaries (16 bytes per lane, all before
 //      the first use);
 //   2. computes the sink signal of its (b, h): the scores of the anchors before the window
@@ -30,6 +30,12 @@ namespace sinkrouter::cuda {
 namespace {
 
 constexpr int kBoundsThreads = 256;
+// Routable blocks per chunk. One step of the row groups (16 / 32 blocks) was measured in
+// kernel run 8j: the small calls' pass -5 to -12 us (one CTA per (b, h) no longer takes 4-8
+// steps in series), but +10 to +11 us where that makes 512+ CTAs each recompute the sink
+// signal (Llama B=1 64K, B=8 8K; docs/PERF.md "The routing pass's steps, traced"), so 128
+// stays until a chunk sized per (b, h) from its length is measured.
+constexpr int kBlocksPerCta = 128;
 constexpr int kMaxGroup = 64;
 constexpr int kFusedItems = 4;   // blocks per thread per round of the fused finish (compact code)
 
@@ -121,15 +127,6 @@ template <int D>
 constexpr int bounds_rows() {
   return kBoundsThreads / (D / 8);
 }
-// Routable blocks per chunk: one step of the row groups (16 blocks at head_dim 128, 32 at
-// 64), so that a (b, h) with few blocks still spreads them over several CTAs. The trace of
-// kernel run 8i showed why: with chunks of 128 blocks, a (b, h) of up to 128 blocks had one
-// CTA, whose 4-8 bound steps (each waiting on its summaries' loads) took 12-23 us, most of
-// the pass; the sink signal each extra CTA recomputes runs beside the others.
-template <int D>
-constexpr int chunk_blocks() {
-  return bounds_rows<D>();
-}
 
 // Dynamic shared memory, in floats (each part a multiple of 4, so that the K rows at the
 // end are 16-byte aligned): q [G][D] (pre-scaled), the sink scores [sink_capacity][G],
@@ -150,7 +147,7 @@ struct BoundsSmem {
 
 template <int D, typename Tag>
 __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const RouteArgs a) {
-  constexpr int LANES = D / 8, RP = bounds_rows<D>(), CHUNK = chunk_blocks<D>(), PER = CHUNK / RP;
+  constexpr int LANES = D / 8, RP = bounds_rows<D>(), PER = kBlocksPerCta / RP;
   extern __shared__ __align__(16) float dsm[];
   __shared__ double s_m[kMaxGroup], s_z[kMaxGroup];
   __shared__ typename cub::BlockScan<int, kBoundsThreads>::TempStorage scan_tmp;
@@ -163,9 +160,9 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
   const int64_t n = a.seq_lens[b];
   const int64_t ws = window_start_of(n, a.window, R);
   const int64_t nbr = ws / R;
-  // Chunks of CHUNK blocks: CTA x takes chunks x, x + gridDim.x, ... (a grid of
+  // Chunks of kBlocksPerCta blocks: CTA x takes chunks x, x + gridDim.x, ... (a grid of
   // about two waves, so that the sink signal below is paid once per CTA, not per chunk).
-  const int64_t chunks = (nbr + CHUNK - 1) / CHUNK;
+  const int64_t chunks = (nbr + kBlocksPerCta - 1) / kBlocksPerCta;
   if (blockIdx.x > 0 && blockIdx.x >= chunks) {  // CTA 0 always writes the sink signal
     trace_route_end(a, 0);
     return;
@@ -182,7 +179,7 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
   const int64_t my_chunks = chunks > blockIdx.x ? (chunks - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;
   const int64_t steps = my_chunks * PER;
   auto block_of = [&](int64_t t) {
-    return (int64_t(blockIdx.x) + (t / PER) * gridDim.x) * CHUNK + (t % PER) * RP + row;
+    return (int64_t(blockIdx.x) + (t / PER) * gridDim.x) * kBlocksPerCta + (t % PER) * RP + row;
   };
   uint4 lo, hi;
   load_summary<D>(a, b, h, steps > 0 ? block_of(0) : nbr, nbr, lane, lo, hi);
@@ -351,8 +348,7 @@ int route_bounds_ctas_per_head(const RouteArgs& a, int batch, int num_kv_heads, 
   SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, bounds_kernel_for(a), kBoundsThreads, smem));
   SR_CUDA_CHECK(cudaGetDevice(&dev));
   SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  const int chunk = a.kv.head_dim == 64 ? chunk_blocks<64>() : chunk_blocks<128>();
-  const int chunks = std::max(1, (a.block_stride + chunk - 1) / chunk);  // most of any sequence
+  const int chunks = std::max(1, (a.block_stride + kBlocksPerCta - 1) / kBlocksPerCta);  // most of any sequence
   const int two_waves = 2 * std::max(1, per_sm) * sms;
   return std::clamp(two_waves / std::max(1, batch * num_kv_heads), 1, chunks);
 }
