@@ -147,15 +147,21 @@ void route_select_launch(const RouteArgs& args, int batch, int num_kv_heads, int
 // ---- device helpers shared by the kernels ----
 #if defined(__CUDACC__)
 
-// Records phase `slot` of this CTA when tracing is on (one uniform branch otherwise).
-__device__ __forceinline__ void trace_phase(const AttnArgs& a, int slot) {
-  if (a.phase_trace == nullptr || threadIdx.x != 0) return;
+// One profiling stamp: the global timer (ns) or the SM clock (cycles).
+__device__ __forceinline__ void write_stamp(long long* at, bool global_time) {
   long long v;
-  if (slot == kPhaseStartNs || slot == kPhaseEndNs)
+  if (global_time)
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(v));
   else
     v = clock64();
-  a.phase_trace[int64_t(blockIdx.x) * kPhaseTraceSlots + slot] = v;
+  *at = v;
+}
+
+// Records phase `slot` of this CTA when tracing is on (one uniform branch otherwise).
+__device__ __forceinline__ void trace_phase(const AttnArgs& a, int slot) {
+  if (a.phase_trace == nullptr || threadIdx.x != 0) return;
+  write_stamp(&a.phase_trace[int64_t(blockIdx.x) * kPhaseTraceSlots + slot],
+              slot == kPhaseStartNs || slot == kPhaseEndNs);
 }
 // The CTA's last stamps: its role (PhaseSlot) and the global time it ends.
 __device__ __forceinline__ void trace_end(const AttnArgs& a, int role) {
@@ -167,12 +173,8 @@ __device__ __forceinline__ void trace_end(const AttnArgs& a, int role) {
 // The routing pass's stamps (RouteSlot), as trace_phase's.
 __device__ __forceinline__ void trace_route(const RouteArgs& a, int slot) {
   if (a.route_trace == nullptr || threadIdx.x != 0) return;
-  long long v;
-  if (slot == kRouteStartNs || slot == kRouteEndNs)
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(v));
-  else
-    v = clock64();
-  a.route_trace[(int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * kRouteTraceSlots + slot] = v;
+  write_stamp(&a.route_trace[(int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * kRouteTraceSlots + slot],
+              slot == kRouteStartNs || slot == kRouteEndNs);
 }
 __device__ __forceinline__ void trace_route_end(const RouteArgs& a, int role) {
   if (a.route_trace == nullptr || threadIdx.x != 0) return;
