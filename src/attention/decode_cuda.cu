@@ -180,6 +180,15 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   }
   SR_CHECK(kv_l2_prefetch_ == 0 || kv_l2_prefetch_ == 128 || kv_l2_prefetch_ == 256,
            "decode (CUDA): kv_l2_prefetch must be 0, 128 or 256, not {}", kv_l2_prefetch_);
+  int chunks = options.adaptive_route_chunks;
+  if (chunks < 0) {  // the environment's choice, fixed when unset
+    const char* env = std::getenv("SINKROUTER_ROUTE_CHUNKS");
+    const std::string value = env == nullptr ? "fixed" : env;
+    chunks = value == "fixed" ? 0 : value == "adaptive" ? 1 : -1;
+    SR_CHECK(chunks >= 0, "decode (CUDA): SINKROUTER_ROUTE_CHUNKS must be fixed or adaptive, not '{}'", value);
+  }
+  SR_CHECK(chunks == 0 || chunks == 1, "decode (CUDA): adaptive_route_chunks must be 0 or 1, not {}", chunks);
+  adaptive_route_chunks_ = chunks == 1;
   fused_routing_ = options.fused_fast_routing && policy.kind == PolicyKind::SinkRouter &&
                    policy.mode == RouterMode::Fast;
 
@@ -190,6 +199,9 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   int device = 0, sms = 0;
   SR_CUDA_CHECK(cudaGetDevice(&device));
   SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  SR_CHECK(options.route_min_ctas >= 0, "decode (CUDA): route_min_ctas {} is negative", options.route_min_ctas);
+  route_min_ctas_ = options.route_min_ctas > 0 ? options.route_min_ctas
+                                                 : std::max(1, sms / std::max(1, batch_ * num_kv_heads_));
   target_ctas_ = options.target_ctas > 0 ? options.target_ctas : info.ctas_per_sm * sms;
   const int units = batch_ * num_kv_heads_ * head_chunks_;
   grid_ctas_ = target_ctas_ + units;  // sum over units of ceil(tokens / chunk) <= target + units
@@ -295,6 +307,8 @@ RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV
   r.sink_capacity = w.sink_capacity;
   r.sort_capacity = w.sort_capacity;
   r.bounds_ctas_per_head = w.bounds_ctas_per_head;
+  r.adaptive_chunks = d.adaptive_route_chunks_;
+  r.bounds_min_ctas = d.route_min_ctas_;
   r.route_trace = d.route_trace_;
   r.fused_finish = d.fused_routing_;
   r.route_tickets = w.route_tickets;

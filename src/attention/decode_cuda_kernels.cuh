@@ -88,6 +88,10 @@ struct RouteArgs {
   int anchor_stride;  // of extra_anchors (kv.max_anchors is the stride of kv.anchor_pos)
   int sink_capacity;  // most tokens a sink set can hold: anchor_stride + window + block_size - 1
   int bounds_ctas_per_head;  // route_bounds CTAs per (b, h); each takes every this-many-th chunk of blocks
+  // Chunks sized per (b, h) from its length (CudaDecodeOptions::adaptive_route_chunks), with
+  // at least bounds_min_ctas CTAs wanted per (b, h) (about one per SM over the batch's heads).
+  bool adaptive_chunks;
+  int bounds_min_ctas;
   int sort_capacity;   // candidates route_select sorts in shared memory (1024 or 8192)
   // Fast mode in one launch: route_bounds' last CTA per (b, h) finishes (no route_select).
   bool fused_finish;

@@ -34,8 +34,11 @@ constexpr int kBoundsThreads = 256;
 // kernel run 8j: the small calls' pass -5 to -12 us (one CTA per (b, h) no longer takes 4-8
 // steps in series), but +10 to +11 us where that makes 512+ CTAs each recompute the sink
 // signal (Llama B=1 64K, B=8 8K; docs/PERF.md "The routing pass's steps, traced"), so 128
-// stays until a chunk sized per (b, h) from its length is measured.
+// stays the default. The adaptive chunks (RouteArgs::adaptive_chunks, opt-in, not yet
+// measured) size a (b, h)'s chunk from its length: CTAs wanted = clamp(max(bounds_min_ctas,
+// ceil(steps / kMaxStepsPerCta)), 1, grid), chunk = steps per CTA * RP.
 constexpr int kBlocksPerCta = 128;
+constexpr int kMaxStepsPerCta = 4;
 constexpr int kMaxGroup = 64;
 constexpr int kFusedItems = 4;   // blocks per thread per round of the fused finish (compact code)
 
@@ -145,9 +148,9 @@ struct BoundsSmem {
   }
 };
 
-template <int D, typename Tag>
+template <int D, typename Tag, bool ADAPTIVE>
 __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const RouteArgs a) {
-  constexpr int LANES = D / 8, RP = bounds_rows<D>(), PER = kBlocksPerCta / RP;
+  constexpr int LANES = D / 8, RP = bounds_rows<D>();
   extern __shared__ __align__(16) float dsm[];
   __shared__ double s_m[kMaxGroup], s_z[kMaxGroup];
   __shared__ typename cub::BlockScan<int, kBoundsThreads>::TempStorage scan_tmp;
@@ -160,9 +163,20 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
   const int64_t n = a.seq_lens[b];
   const int64_t ws = window_start_of(n, a.window, R);
   const int64_t nbr = ws / R;
-  // Chunks of kBlocksPerCta blocks: CTA x takes chunks x, x + gridDim.x, ... (a grid of
-  // about two waves, so that the sink signal below is paid once per CTA, not per chunk).
-  const int64_t chunks = (nbr + kBlocksPerCta - 1) / kBlocksPerCta;
+  // Chunks of `chunk` blocks (PER steps): CTA x takes chunks x, x + gridDim.x, ... (a grid
+  // of about two waves, so that the sink signal below is paid once per CTA, not per chunk).
+  int64_t chunk = kBlocksPerCta;
+  if constexpr (ADAPTIVE) {
+    const int64_t nsteps = (nbr + RP - 1) / RP;
+    int64_t want = (nsteps + kMaxStepsPerCta - 1) / kMaxStepsPerCta;
+    want = want > a.bounds_min_ctas ? want : a.bounds_min_ctas;
+    want = want < int64_t(gridDim.x) ? want : int64_t(gridDim.x);
+    want = want > 1 ? want : 1;
+    const int64_t per_cta = (nsteps + want - 1) / want;
+    chunk = RP * (per_cta > 1 ? per_cta : 1);
+  }
+  const int64_t PER = chunk / RP;
+  const int64_t chunks = (nbr + chunk - 1) / chunk;
   if (blockIdx.x > 0 && blockIdx.x >= chunks) {  // CTA 0 always writes the sink signal
     trace_route_end(a, 0);
     return;
@@ -179,7 +193,7 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
   const int64_t my_chunks = chunks > blockIdx.x ? (chunks - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;
   const int64_t steps = my_chunks * PER;
   auto block_of = [&](int64_t t) {
-    return (int64_t(blockIdx.x) + (t / PER) * gridDim.x) * kBlocksPerCta + (t % PER) * RP + row;
+    return (int64_t(blockIdx.x) + (t / PER) * gridDim.x) * chunk + (t % PER) * RP + row;
   };
   uint4 lo, hi;
   load_summary<D>(a, b, h, steps > 0 ? block_of(0) : nbr, nbr, lane, lo, hi);
@@ -322,11 +336,15 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
 }
 
 using BoundsKernel = void (*)(RouteArgs);
-// The instantiation for the cache's head_dim and dtype.
+// The instantiation for the cache's head_dim and dtype and the chunk mode.
 BoundsKernel bounds_kernel_for(const RouteArgs& a) {
-  const bool bf = a.kv.dtype == DType::BF16;
-  if (a.kv.head_dim == 64) return bf ? route_bounds_kernel<64, Bf16Tag> : route_bounds_kernel<64, F16Tag>;
-  return bf ? route_bounds_kernel<128, Bf16Tag> : route_bounds_kernel<128, F16Tag>;
+  const bool bf = a.kv.dtype == DType::BF16, ad = a.adaptive_chunks;
+  if (a.kv.head_dim == 64) {
+    if (bf) return ad ? route_bounds_kernel<64, Bf16Tag, true> : route_bounds_kernel<64, Bf16Tag, false>;
+    return ad ? route_bounds_kernel<64, F16Tag, true> : route_bounds_kernel<64, F16Tag, false>;
+  }
+  if (bf) return ad ? route_bounds_kernel<128, Bf16Tag, true> : route_bounds_kernel<128, Bf16Tag, false>;
+  return ad ? route_bounds_kernel<128, F16Tag, true> : route_bounds_kernel<128, F16Tag, false>;
 }
 
 }  // namespace
@@ -348,7 +366,9 @@ int route_bounds_ctas_per_head(const RouteArgs& a, int batch, int num_kv_heads, 
   SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, bounds_kernel_for(a), kBoundsThreads, smem));
   SR_CUDA_CHECK(cudaGetDevice(&dev));
   SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  const int chunks = std::max(1, (a.block_stride + kBlocksPerCta - 1) / kBlocksPerCta);  // most of any sequence
+  // Most chunks of any sequence (adaptive: chunks can be as small as one step).
+  const int smallest = a.adaptive_chunks ? (a.kv.head_dim == 64 ? bounds_rows<64>() : bounds_rows<128>()) : kBlocksPerCta;
+  const int chunks = std::max(1, (a.block_stride + smallest - 1) / smallest);
   const int two_waves = 2 * std::max(1, per_sm) * sms;
   return std::clamp(two_waves / std::max(1, batch * num_kv_heads), 1, chunks);
 }

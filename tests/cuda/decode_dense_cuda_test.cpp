@@ -180,6 +180,10 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   bad_prefetch.kv_l2_prefetch = 64;
   expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_prefetch); },
                "kv_l2_prefetch must be 0, 128 or 256, not 64");
+  CudaDecodeOptions bad_chunks;
+  bad_chunks.adaptive_route_chunks = 2;
+  expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_chunks); },
+               "adaptive_route_chunks must be 0 or 1, not 2");
   {  // options left at -1: the environment decides (its value restored after)
     const char* was = std::getenv("SINKROUTER_KV_L2_PREFETCH");
     const std::string saved = was == nullptr ? "" : was;

@@ -95,6 +95,8 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
   opt.min_split_tokens = 1 + int(seed % 3) * 40;  // many small splits, or a few
   opt.tensor_cores = (seed / 4) % 2 == 0;         // both attention kernels (groups <= 4)
   opt.kv_l2_prefetch = int(seed / 8 % 3) * 128;    // 0, 128, 256: every L2 prefetch size
+  opt.adaptive_route_chunks = int(seed / 6 % 2);   // the routing pass's fixed and adaptive chunks,
+  opt.route_min_ctas = seed / 12 % 2 ? 1 : 0;       // adaptive ones of several steps too
   CudaDecoder decoder(dev.view(), QH, policy, scale, opt);
   DeviceBuffer qd = testing::to_device(r.q);
   HostTensor out(DType::F32, {B, QH, D}), routed(DType::F64, {B, QH, D}), exact(DType::F64, {B, QH, D});

@@ -77,6 +77,13 @@ struct CudaDecodeOptions {
   // reads. Kernel run 8b: 128 took dense 5-6 % off from 64K up at both model shapes, 256
   // added 7-14 % (docs/PERF.md). -1: SINKROUTER_KV_L2_PREFETCH, unset: 128.
   int kv_l2_prefetch = -1;
+  // The routing pass's chunks of blocks (docs/PERF.md, "The routing pass's steps, traced"):
+  // 0 fixed (128 blocks, measured), 1 sized per (b, h) from its length (opt-in, not yet
+  // measured). -1: SINKROUTER_ROUTE_CHUNKS ("fixed" or "adaptive"), unset: fixed.
+  int adaptive_route_chunks = -1;
+  // Adaptive chunks: the fewest routing CTAs wanted per (b, h); 0: about one per SM over the
+  // batch's KV heads. (Tests set 1, so that chunks of several steps occur at small sizes.)
+  int route_min_ctas = 0;
 };
 
 // The routing decisions of the last run, copied back (for tests and analysis).
@@ -143,6 +150,8 @@ class CudaDecoder {
   bool fused_routing_ = false;  // fast sinkrouter, routed in one launch (options.fused_fast_routing)
   int target_ctas_ = 0, grid_ctas_ = 0, min_split_tokens_ = 0;
   int kv_l2_prefetch_ = 0;  // 0, 128 or 256 (options.kv_l2_prefetch resolved)
+  bool adaptive_route_chunks_ = false;  // options.adaptive_route_chunks resolved
+  int route_min_ctas_ = 1;              // options.route_min_ctas resolved
   long long* phase_trace_ = nullptr;
   long long* route_trace_ = nullptr;
   Workspace* ws_ = nullptr;
