@@ -28,6 +28,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "bench_main.h"
 #include "engine/cuda_session.h"
 #include "model/cuda_ops.h"
 #include "sinkrouter/core/error.h"
@@ -414,11 +415,4 @@ int run(int argc, char** argv) {
 }  // namespace
 }  // namespace sinkrouter
 
-int main(int argc, char** argv) {
-  try {
-    return sinkrouter::run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_engine: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return sinkrouter::bench_main("bench_engine", sinkrouter::run, argc, argv); }

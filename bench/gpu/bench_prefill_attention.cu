@@ -23,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench_main.h"
 #include "core/cuda_check.h"
 #include "model/cuda_prefill_attention.h"
 #include "sinkrouter/core/dtype.h"
@@ -180,11 +181,4 @@ int run(int argc, char** argv) {
 }  // namespace
 }  // namespace sinkrouter
 
-int main(int argc, char** argv) {
-  try {
-    return sinkrouter::run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_prefill_attention: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return sinkrouter::bench_main("bench_prefill_attention", sinkrouter::run, argc, argv); }

@@ -8,9 +8,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <initializer_list>
 #include <map>
-#include <string>
 #include <mutex>
+#include <string>
 #include <utility>
 
 #include "core/cuda_check.h"
@@ -90,6 +91,17 @@ int heads_per_cta_for(int group) { return group <= 4 ? group : 8; }
 // Sort capacity of the routing select kernel: 8192 candidate blocks when a sequence can
 // have more than 1024 routable blocks (more than that falls back to a bisection).
 int sort_capacity_for(int max_blocks) { return max_blocks > 1024 ? 8192 : 1024; }
+
+// The value of an option left to the environment: variable `name` (read per decoder) holds
+// one of `choices`' names, `fallback`'s when unset; anything else is a clear error.
+int option_from_env(const char* name, const char* fallback,
+                    std::initializer_list<std::pair<const char*, int>> choices, const char* allowed) {
+  const char* env = std::getenv(name);
+  const std::string value = env == nullptr ? fallback : env;
+  for (const auto& [text, v] : choices)
+    if (value == text) return v;
+  fail("decode (CUDA): {} must be {}, not '{}'", name, allowed, value);
+}
 
 }  // namespace
 
@@ -171,22 +183,16 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   heads_per_cta_ = tensor_cores_ ? group_ : heads_per_cta_for(group_);
   head_chunks_ = (group_ + heads_per_cta_ - 1) / heads_per_cta_;
   min_split_tokens_ = options.min_split_tokens;
-  kv_l2_prefetch_ = options.kv_l2_prefetch;
-  if (kv_l2_prefetch_ < 0) {  // the environment's choice, 128 when unset
-    const char* env = std::getenv("SINKROUTER_KV_L2_PREFETCH");
-    const std::string value = env == nullptr ? "128" : env;
-    kv_l2_prefetch_ = value == "0" ? 0 : value == "128" ? 128 : value == "256" ? 256 : -1;
-    SR_CHECK(kv_l2_prefetch_ >= 0, "decode (CUDA): SINKROUTER_KV_L2_PREFETCH must be 0, 128 or 256, not '{}'", value);
-  }
+  kv_l2_prefetch_ = options.kv_l2_prefetch >= 0
+                        ? options.kv_l2_prefetch
+                        : option_from_env("SINKROUTER_KV_L2_PREFETCH", "128", {{"0", 0}, {"128", 128}, {"256", 256}},
+                                          "0, 128 or 256");
   SR_CHECK(kv_l2_prefetch_ == 0 || kv_l2_prefetch_ == 128 || kv_l2_prefetch_ == 256,
            "decode (CUDA): kv_l2_prefetch must be 0, 128 or 256, not {}", kv_l2_prefetch_);
-  int chunks = options.adaptive_route_chunks;
-  if (chunks < 0) {  // the environment's choice, fixed when unset
-    const char* env = std::getenv("SINKROUTER_ROUTE_CHUNKS");
-    const std::string value = env == nullptr ? "fixed" : env;
-    chunks = value == "fixed" ? 0 : value == "adaptive" ? 1 : -1;
-    SR_CHECK(chunks >= 0, "decode (CUDA): SINKROUTER_ROUTE_CHUNKS must be fixed or adaptive, not '{}'", value);
-  }
+  const int chunks = options.adaptive_route_chunks >= 0
+                         ? options.adaptive_route_chunks
+                         : option_from_env("SINKROUTER_ROUTE_CHUNKS", "fixed", {{"fixed", 0}, {"adaptive", 1}},
+                                           "fixed or adaptive");
   SR_CHECK(chunks == 0 || chunks == 1, "decode (CUDA): adaptive_route_chunks must be 0 or 1, not {}", chunks);
   adaptive_route_chunks_ = chunks == 1;
   fused_routing_ = options.fused_fast_routing && policy.kind == PolicyKind::SinkRouter &&

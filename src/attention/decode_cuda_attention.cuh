@@ -95,8 +95,9 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const AttnArgs 
         const int64_t page = page_table[pg];
         src = pages + ((page * 2) * P + (pos - pg * P)) * row_elems + h * D + lane * 8;
       }
-      cp_async16(&ring[((st * 2 + 0) * NR + r) * kAttnThreads + tid], src, valid);
-      cp_async16(&ring[((st * 2 + 1) * NR + r) * kAttnThreads + tid], valid ? src + vstride : src, valid);
+      cp_async16_to(smem_addr(&ring[((st * 2 + 0) * NR + r) * kAttnThreads + tid]), src, valid);
+      cp_async16_to(smem_addr(&ring[((st * 2 + 1) * NR + r) * kAttnThreads + tid]), valid ? src + vstride : src,
+                    valid);
     }
   };
 
@@ -112,13 +113,13 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const AttnArgs 
 #pragma unroll
   for (int t = 0; t < NS - 1; ++t) {
     if (t < num_tiles) issue(t);
-    cp_async_commit();
+    cp_async_commit_group();
   }
   for (int t = 0; t < num_tiles; ++t) {
     // The stage refilled here was last read by this thread in iteration t - 1.
     if (t + NS - 1 < num_tiles) issue(t + NS - 1);
-    cp_async_commit();
-    cp_async_wait<NS - 1>();  // this thread's copies of tile t have landed
+    cp_async_commit_group();
+    cp_async_wait_group<NS - 1>();  // this thread's copies of tile t have landed
     const int st = t % NS;
 
     float s[NR][GC];
@@ -182,7 +183,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const AttnArgs 
         for (int i = 0; i < 8; ++i) acc[g][i] = fmaf(s[r][g], v[i], acc[g][i]);
     }
   }
-  cp_async_wait<0>();
+  cp_async_wait_group<0>();
   __syncthreads();  // the ring is reused for the merge below
 
   // Merge the row groups: [RP][GC] (m, l) then [RP][GC][D] acc.

@@ -183,19 +183,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
     const int r = lane / CH + S::kRowsPerPass * i;
     dst_off[i] = uint32_t(r * CH + (chunk ^ (r & 7))) * 16;
   }
-  // One 16-byte copy (0 bytes: zero-fill, nothing is read), with the L2 prefetch size the
-  // plan chose (a.kv_l2_prefetch; uniform over the grid, so the branch never diverges).
-  const int l2_prefetch = a.kv_l2_prefetch;
-  auto copy16 = [&](unsigned dst, const char* src, int bytes) {
-    if (l2_prefetch == 256)
-      asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes)
-                   : "memory");
-    else if (l2_prefetch == 128)
-      asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes)
-                   : "memory");
-    else
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
-  };
+  const int l2_prefetch = a.kv_l2_prefetch;  // the plan's L2 prefetch size for K / V copies
   auto issue = [&](int slot, uint32_t krow) {
     const unsigned dst = ring_base + unsigned(slot) * S::kSlot16 * 16;
 #pragma unroll
@@ -203,9 +191,8 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
       const uint32_t kr = __shfl_sync(0xffffffffu, krow, lane / CH + S::kRowsPerPass * i);
       const bool valid = kr != kNoRow;
       const char* src = src_base + uint64_t(valid ? kr : 0u) * row_bytes;
-      const int bytes = valid ? 16 : 0;
-      copy16(dst + dst_off[i], src, bytes);
-      copy16(dst + S::kSlot16 / 2 * 16 + dst_off[i], src + vbytes, bytes);
+      cp_async16_to(dst + dst_off[i], src, valid, l2_prefetch);
+      cp_async16_to(dst + S::kSlot16 / 2 * 16 + dst_off[i], src + vbytes, valid, l2_prefetch);
     }
   };
   // ldmatrix row addresses within a slot. K, k-step kk: matrices (tokens 0-7, chunk 2kk),
@@ -246,7 +233,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
 #pragma unroll
   for (int st = 0; st < NS - 1; ++st) {
     if (st < n_stages) issue(st, row_of(page_first[st]));
-    cp_async_commit();
+    cp_async_commit_group();
   }
   trace_phase(a, kPhaseIssued);
   PageRef page_next = page_first[NS - 1];
@@ -304,11 +291,11 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
   for (int t = 0; t < n_stages; ++t) {
     const uint32_t krow = row_of(page_next);  // page id loaded an iteration ago
     if (t + NS - 1 < n_stages) issue(fill, krow);
-    cp_async_commit();
+    cp_async_commit_group();
     fill = fill == NS - 1 ? 0 : fill + 1;
     page_next = page_of(pos_next);  // position loaded an iteration ago; its page id now
     pos_next = pos_of(t + NS + 1);
-    cp_async_wait<NS - 1>();  // this lane's copies of stage t have landed
+    cp_async_wait_group<NS - 1>();  // this lane's copies of stage t have landed
     __syncwarp();             // ... and every other lane's
 
     const unsigned slot = ring_base + unsigned(read) * S::kSlot16 * 16;
@@ -382,7 +369,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
     }
     __syncwarp();  // every lane is done with this slot before it is refilled
   }
-  cp_async_wait<0>();
+  cp_async_wait_group<0>();
   trace_phase(a, kPhaseLoopDone);
 
   // ---- warp states -> shared memory: [warp][head][D] acc, then m, l ----

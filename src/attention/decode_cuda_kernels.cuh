@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "core/cuda_fast_div.cuh"
+#include "core/cuda_mma.cuh"  // cp.async wrappers
 #include "sinkrouter/attention/decode.h"
 #include "sinkrouter/attention/decode_cuda.h"
 #include "sinkrouter/kv/paged_kv.h"
@@ -194,17 +195,6 @@ __device__ __forceinline__ float q_bits_to_float(uint16_t x, DType t) {
 __device__ __forceinline__ float load_q(const void* q, DType t, int64_t i) {
   if (t == DType::F32) return static_cast<const float*>(q)[i];
   return q_bits_to_float(static_cast<const uint16_t*>(q)[i], t);
-}
-
-__device__ __forceinline__ void cp_async16(void* smem_dst, const void* src, bool valid) {
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
-  const int bytes = valid ? 16 : 0;  // 0: zero-fill, nothing is read
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 // Relative bound on the rounding error of a D-term float dot product (cpu_math.h's).

@@ -75,10 +75,10 @@ __device__ void sink_scores(const RouteArgs& a, int b, int h, const int32_t* anc
     for (int e = tid; e < n * CH; e += kBoundsThreads) {
       const int i = p0 + e / CH, c = e % CH;
       const int64_t pos = i < na ? (a.streaming ? i : anchors[i]) : ws + (i - na);
-      cp_async16(ks + (e / CH) * D + c * 8, pages + a.kv.k_offset(b, pos, h) + c * 8, true);
+      cp_async16_to(smem_addr(ks + (e / CH) * D + c * 8), pages + a.kv.k_offset(b, pos, h) + c * 8, true);
     }
-    cp_async_commit();
-    cp_async_wait<0>();
+    cp_async_commit_group();
+    cp_async_wait_group<0>();
     __syncthreads();
 #pragma unroll 1
     for (int t0 = 0; t0 < n; t0 += kBoundsThreads / TPL) {  // uniform: every lane runs the shuffles

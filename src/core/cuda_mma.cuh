@@ -26,6 +26,20 @@ __device__ __forceinline__ void cp_async16_to(uint32_t dst, const void* src, boo
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
                : "memory");
 }
+// The same, asking the L2 to fetch l2_prefetch bytes (0, 128 or 256) around src at the
+// first miss: fewer, larger DRAM reads when neighbouring 16-byte pieces follow. The branch
+// is uniform when l2_prefetch is (a kernel argument).
+__device__ __forceinline__ void cp_async16_to(uint32_t dst, const void* src, bool valid, int l2_prefetch) {
+  const int bytes = valid ? 16 : 0;
+  if (l2_prefetch == 256)
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes)
+                 : "memory");
+  else if (l2_prefetch == 128)
+    asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes)
+                 : "memory");
+  else
+    cp_async16_to(dst, src, valid);
+}
 __device__ __forceinline__ void cp_async_commit_group() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 // Waits until at most N of this thread's committed groups are still in flight.
 template <int N>

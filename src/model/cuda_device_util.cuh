@@ -1,6 +1,7 @@
 // Device helpers shared by the forward-pass kernels (internal header, CUDA builds only):
-// RoPE's rotation, used by the prefill split kernel and the decode GEMV epilogue, warp- and
-// block-wide sums, and an L2 prefetch of a byte range.
+// RoPE's rotation, used by the prefill split kernel and the decode GEMV epilogue, SwiGLU's
+// product (the prefill kernel and the GEMV prologues), warp- and block-wide sums, and an L2
+// prefetch of a byte range.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +20,12 @@ __device__ __forceinline__ void rope_rotate(float& x0, float& x1, int64_t pos, d
   const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
   x0 = y0;
   x1 = y1;
+}
+
+// SwiGLU's product for one element: silu(g) * u = g / (1 + e^-g) * u (the CPU's formula).
+__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.f + expf(-g)) * u; }
+__device__ __forceinline__ float4 swiglu4(const float4& g, const float4& u) {
+  return make_float4(silu_times(g.x, u.x), silu_times(g.y, u.y), silu_times(g.z, u.z), silu_times(g.w, u.w));
 }
 
 // Sum over the warp's 32 lanes (a butterfly: every lane gets the total, in a fixed order).

@@ -55,11 +55,6 @@ __device__ __forceinline__ float4 mul4(const float4& a, const float4& b) {
   return make_float4(a.x * b.x, a.y * b.y, a.z * b.z, a.w * b.w);
 }
 
-__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.f + expf(-g)) * u; }
-
-__device__ __forceinline__ float4 swiglu4(const float4& g, const float4& u) {
-  return make_float4(silu_times(g.x, u.x), silu_times(g.y, u.y), silu_times(g.z, u.z), silu_times(g.w, u.w));
-}
 
 // Chunk c (columns 8c .. 8c + 7) of every token: acc[t] += w . transformed x[t]; for
 // RMSNorm also ss[t] += x^2 (the transformed input is x * gain here; the 1 / rms factor

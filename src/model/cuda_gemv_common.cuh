@@ -93,8 +93,7 @@ __device__ __forceinline__ void input_row_vec(const GemvArgs& a, GemvIn in_kind,
       const float4 g = __ldg(reinterpret_cast<const float4*>(a.gain) + i);
       y = make_float4(y.x * inv * g.x, y.y * inv * g.y, y.z * inv * g.z, y.w * inv * g.w);
     } else if (in_kind == GemvIn::SwiGlu) {
-      y = make_float4(y.x / (1.f + expf(-y.x)) * u[k].x, y.y / (1.f + expf(-y.y)) * u[k].y,
-                      y.z / (1.f + expf(-y.z)) * u[k].z, y.w / (1.f + expf(-y.w)) * u[k].w);
+      y = swiglu4(y, u[k]);
     }
     d4[i] = y;
   }
@@ -128,7 +127,7 @@ __device__ __forceinline__ void gemv_input_to_shared(const GemvArgs& a, GemvIn i
     } else if (in_kind == GemvIn::SwiGlu) {
       for (int i = int(threadIdx.x); i < in; i += threads) {
         const float g = x[i];
-        dst[i] = g / (1.f + expf(-g)) * x[in + i];
+        dst[i] = silu_times(g, x[in + i]);
       }
     } else {
       for (int i = int(threadIdx.x); i < in; i += threads) dst[i] = x[i];

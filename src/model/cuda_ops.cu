@@ -93,10 +93,11 @@ __global__ void swiglu_kernel(const float* gu, int64_t n, int ff, __nv_bfloat16*
     if (ff % 4 == 0) {
       const float4 g = *reinterpret_cast<const float4*>(row + c), u = *reinterpret_cast<const float4*>(row + ff + c);
       __nv_bfloat162* o2 = reinterpret_cast<__nv_bfloat162*>(o + c);
-      o2[0] = __floats2bfloat162_rn(g.x / (1.f + expf(-g.x)) * u.x, g.y / (1.f + expf(-g.y)) * u.y);
-      o2[1] = __floats2bfloat162_rn(g.z / (1.f + expf(-g.z)) * u.z, g.w / (1.f + expf(-g.w)) * u.w);
+      const float4 y = swiglu4(g, u);
+      o2[0] = __floats2bfloat162_rn(y.x, y.y);
+      o2[1] = __floats2bfloat162_rn(y.z, y.w);
     } else {
-      for (int j = c; j < min(c + 4, ff); ++j) o[j] = __float2bfloat16_rn(row[j] / (1.f + expf(-row[j])) * row[ff + j]);
+      for (int j = c; j < min(c + 4, ff); ++j) o[j] = __float2bfloat16_rn(silu_times(row[j], row[ff + j]));
     }
   }
 }
