@@ -191,7 +191,7 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
            "decode (CUDA): kv_l2_prefetch must be 0, 128 or 256, not {}", kv_l2_prefetch_);
   const int chunks = options.adaptive_route_chunks >= 0
                          ? options.adaptive_route_chunks
-                         : option_from_env("SINKROUTER_ROUTE_CHUNKS", "fixed", {{"fixed", 0}, {"adaptive", 1}},
+                         : option_from_env("SINKROUTER_ROUTE_CHUNKS", "adaptive", {{"fixed", 0}, {"adaptive", 1}},
                                            "fixed or adaptive");
   SR_CHECK(chunks == 0 || chunks == 1, "decode (CUDA): adaptive_route_chunks must be 0 or 1, not {}", chunks);
   adaptive_route_chunks_ = chunks == 1;

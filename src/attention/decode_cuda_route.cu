@@ -34,9 +34,11 @@ constexpr int kBoundsThreads = 256;
 // kernel run 8j: the small calls' pass -5 to -12 us (one CTA per (b, h) no longer takes 4-8
 // steps in series), but +10 to +11 us where that makes 512+ CTAs each recompute the sink
 // signal (Llama B=1 64K, B=8 8K; docs/PERF.md "The routing pass's steps, traced"), so 128
-// stays the default. The adaptive chunks (RouteArgs::adaptive_chunks, opt-in, not yet
-// measured) size a (b, h)'s chunk from its length: CTAs wanted = clamp(max(bounds_min_ctas,
-// ceil(steps / kMaxStepsPerCta)), 1, grid), chunk = steps per CTA * RP.
+// is the chunk wherever the grid is full. The adaptive chunks (RouteArgs::adaptive_chunks,
+// the default since kernel run 9a) size a (b, h)'s chunk from its length where fewer CTAs
+// would do: CTAs wanted = max(bounds_min_ctas, ceil(steps / kMaxStepsPerCta), 1); below the
+// grid, chunk = steps per CTA * RP (run 9a: the small calls' routed time -2 to -24 us);
+// at or above it, 128 blocks.
 constexpr int kBlocksPerCta = 128;
 constexpr int kMaxStepsPerCta = 4;
 constexpr int kMaxGroup = 64;
@@ -170,10 +172,14 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
     const int64_t nsteps = (nbr + RP - 1) / RP;
     int64_t want = (nsteps + kMaxStepsPerCta - 1) / kMaxStepsPerCta;
     want = want > a.bounds_min_ctas ? want : a.bounds_min_ctas;
-    want = want < int64_t(gridDim.x) ? want : int64_t(gridDim.x);
     want = want > 1 ? want : 1;
-    const int64_t per_cta = (nsteps + want - 1) / want;
-    chunk = RP * (per_cta > 1 ? per_cta : 1);
+    // Only below the grid: where every CTA gets kMaxStepsPerCta steps or more anyway, the
+    // fixed interleaved chunks stay (kernel run 9a: contiguous spans there cost 4-7 % of the
+    // routed call at Llama B=8 512K).
+    if (want < int64_t(gridDim.x)) {
+      const int64_t per_cta = (nsteps + want - 1) / want;
+      chunk = RP * (per_cta > 1 ? per_cta : 1);
+    }
   }
   const int64_t PER = chunk / RP;
   const int64_t chunks = (nbr + chunk - 1) / chunk;
