@@ -1,5 +1,5 @@
 // The prefill attention kernels alone (model/cuda_prefill_attention.h): time per call and
-// TFLOP/s of each flash version on the engine's chunks (16K query rows after 0 to 112K
+// TFLOP/s of each flash version (v2 mma.sync, v3 wgmma where it runs, v1) on the engine's chunks (16K query rows after 0 to 112K
 // earlier tokens), for the SmolLM2-135M (9 query heads, 3 KV heads, d 64) and Llama-3.1-8B
 // (32 / 8, d 128) shapes, bf16, page size 16 in a shuffled page order. Also the largest
 // difference between the versions' outputs (a sanity figure; the tests hold each kernel to
@@ -109,7 +109,6 @@ int run(int argc, char** argv) {
   const Shape shapes[] = {{"smollm2_135m", 9, 3, 64}, {"llama3_8b", 32, 8, 128}};
   const int64_t chunk = 16384;
   const int64_t p0s[] = {0, 16384, 49152, 114688};
-  const PrefillAttentionKernel kernels[] = {PrefillAttentionKernel::Flash, PrefillAttentionKernel::FlashV1};
   std::printf("%-13s %7s %7s %-7s %10s %8s\n", "shape", "p0", "c", "kernel", "ms/call", "TFLOP/s");
   for (const Shape& sh : shapes) {
     const int64_t capacity = p0s[std::size(p0s) - 1] + chunk;
@@ -123,10 +122,8 @@ int run(int argc, char** argv) {
     fill_random_bf16<<<1024, 256>>>(static_cast<uint16_t*>(cache.mutable_pages()), int64_t(cache.page_pool_bytes() / 2),
                                     11, 1.f);
     const size_t q_elems = size_t(chunk) * sh.q_heads * sh.head_dim;
-    void *q = nullptr, *out = nullptr, *out1 = nullptr;
+    void* q = nullptr;
     SR_CUDA_CHECK(cudaMalloc(&q, q_elems * 2));
-    SR_CUDA_CHECK(cudaMalloc(&out, q_elems * 2));
-    SR_CUDA_CHECK(cudaMalloc(&out1, q_elems * 2));
     fill_random_bf16<<<1024, 256>>>(static_cast<uint16_t*>(q), int64_t(q_elems), 13, 2.f);  // peaked rows
     SR_CUDA_CHECK(cudaGetLastError());
     for (const int64_t p0 : p0s) {
@@ -138,10 +135,16 @@ int run(int argc, char** argv) {
       a.p0 = p0;
       a.n_head = sh.q_heads;
       a.scale = 1.f / std::sqrt(float(sh.head_dim));
+      // Version 2 first (the comparisons' base), then version 3 where it runs, then version 1.
+      std::vector<PrefillAttentionKernel> kernels = {PrefillAttentionKernel::Flash2};
+      if (detail::prefill_attention_wgmma_supported(a)) kernels.push_back(PrefillAttentionKernel::Wgmma);
+      kernels.push_back(PrefillAttentionKernel::FlashV1);
       const double flop = 4.0 * sh.head_dim * sh.q_heads * (double(chunk) * p0 + double(chunk) * (chunk + 1) / 2);
-      double t[2] = {0, 0};
-      for (int k = 0; k < 2; ++k) {
-        a.out = static_cast<__nv_bfloat16*>(k == 0 ? out : out1);
+      std::vector<double> t(kernels.size(), 0.0);
+      std::vector<void*> outs(kernels.size(), nullptr);
+      for (size_t k = 0; k < kernels.size(); ++k) {
+        SR_CUDA_CHECK(cudaMalloc(&outs[k], q_elems * 2));
+        a.out = static_cast<__nv_bfloat16*>(outs[k]);
         if (once) {
           prefill_attention_cuda(a, nullptr, kernels[k]);
           SR_CUDA_CHECK(cudaDeviceSynchronize());
@@ -155,19 +158,24 @@ int run(int argc, char** argv) {
                              {"kernel", prefill_attention_kernel_name(kernels[k])}, {"ms_per_call", t[k] * 1e3},
                              {"tflops", flop / t[k] / 1e12}});
       }
+      if (!once) {
+        const std::vector<float> base = download_bf16(outs[0], q_elems);
+        for (size_t k = 1; k < kernels.size(); ++k) {
+          const std::vector<float> other = download_bf16(outs[k], q_elems);
+          double worst = 0;
+          for (size_t i = 0; i < q_elems; ++i) worst = std::max(worst, double(std::fabs(other[i] - base[i])));
+          const char* name = prefill_attention_kernel_name(kernels[k]);
+          SR_CHECK(std::isfinite(worst), "{} p0 {}: {}'s output is not finite", sh.name, p0, name);
+          std::printf("%-13s %7lld %7lld %s vs flash2: max |difference| %.3g, time ratio %.2fx\n", sh.name,
+                      (long long)p0, (long long)chunk, name, worst, t[0] / t[k]);
+          j["rows"].push_back({{"shape", sh.name}, {"p0", p0}, {"c", chunk}, {"kind", "comparison"}, {"kernel", name},
+                               {"max_abs_difference_to_flash2", worst}, {"speedup_over_flash2", t[0] / t[k]}});
+        }
+      }
+      for (void* o : outs) cudaFree(o);
       if (once) break;
-      const std::vector<float> o2 = download_bf16(out, q_elems), o1 = download_bf16(out1, q_elems);
-      double worst = 0;
-      for (size_t i = 0; i < q_elems; ++i) worst = std::max(worst, double(std::fabs(o2[i] - o1[i])));
-      SR_CHECK(std::isfinite(worst), "{} p0 {}: the kernels' outputs are not finite", sh.name, p0);
-      std::printf("%-13s %7lld %7lld flash vs flash1: max |difference| %.3g, speedup %.2fx\n", sh.name, (long long)p0,
-                  (long long)chunk, worst, t[1] / t[0]);
-      j["rows"].push_back({{"shape", sh.name}, {"p0", p0}, {"c", chunk}, {"kind", "comparison"},
-                           {"max_abs_difference", worst}, {"speedup_flash_over_flash1", t[1] / t[0]}});
     }
     cudaFree(q);
-    cudaFree(out);
-    cudaFree(out1);
     if (once) break;
   }
   if (!once) {

@@ -16,7 +16,7 @@
 #   1. binaries unpacked and loaded;
 #   2. test_cuda, the engine's tests (prefill attention, both decode GEMVs and ops, engine
 #      vs CPU and transformers, graph, batch, fork, routed statistics), with fallbacks:
-#      flash prefill v2 failed -> SINKROUTER_PREFILL_ATTENTION=flash1, both failed -> reference; the GEMV in use (chain
+#      flash prefill v3 (wgmma) failed -> SINKROUTER_PREFILL_ATTENTION=flash2, v2 failed too -> flash1, all failed -> reference; the GEMV in use (chain
 #      or v2, when chosen) failed its own test -> SINKROUTER_GEMV=v1; else the chained-GEMV test under PDL (CudaGemvPdl)
 #      failed -> SINKROUTER_PDL=0; engine tests failed with only the kernels passing ->
 #      again with SINKROUTER_PDL=0, then with SINKROUTER_GEMV=v1, keeping the first that
@@ -33,7 +33,7 @@
 #   7. a short table.
 # Knobs (environment, passed through to every binary): SINKROUTER_GEMV=v1|v2|chain (the
 # program's default when unset), SINKROUTER_PDL=0 (no programmatic dependent launch),
-# SINKROUTER_PREFILL_ATTENTION=flash|flash1|reference. NCU_PREFILL=1: ncu of the prefill
+# SINKROUTER_PREFILL_ATTENTION=flash|wgmma|flash2|flash1|reference. NCU_PREFILL=1: ncu of the prefill
 # kernels. TRACE_CHAIN=1: the GEMV chains' stage phases (bench_engine --trace-chain).
 # VARIANTS (this script's): the list of step 4's
 # variant runs, "name:ENV=value" or "name:--bench-flag" separated by spaces. QUICK=1: no
@@ -145,11 +145,16 @@ fi
 # benchmark) and / or on GEMV v1.
 bench_contexts=""
 rerun=""
-if grep -qE '^\[  FAILED  \] .*CudaPrefillAttention.*/flash_' "$OUT/tests.log" &&
+if grep -qE '^\[  FAILED  \] .*CudaPrefillAttention.*/(flash|wgmma)_' "$OUT/tests.log" &&
+   ! grep -qE '^\[  FAILED  \] .*CudaPrefillAttention.*/flash2_' "$OUT/tests.log"; then
+  export SINKROUTER_PREFILL_ATTENTION=flash2
+  rerun="the version 2 flash prefill kernel"
+  note "FLASH PREFILL KERNEL V3 (WGMMA) FAILED ITS TEST (v2 passed): engine tests again, and the benchmark, on v2"
+elif grep -qE '^\[  FAILED  \] .*CudaPrefillAttention.*/flash2_' "$OUT/tests.log" &&
    ! grep -qE '^\[  FAILED  \] .*CudaPrefillAttention.*/flash1_' "$OUT/tests.log"; then
   export SINKROUTER_PREFILL_ATTENTION=flash1
   rerun="the version 1 flash prefill kernel"
-  note "FLASH PREFILL KERNEL V2 FAILED ITS TEST (v1 passed): engine tests again, and the benchmark, on v1"
+  note "FLASH PREFILL KERNELS V2 / V3 FAILED THEIR TESTS (v1 passed): engine tests again, and the benchmark, on v1"
 elif grep -qE '^\[  FAILED  \] .*CudaPrefillAttention' "$OUT/tests.log"; then
   export SINKROUTER_PREFILL_ATTENTION=reference
   bench_contexts="--decode-contexts 8192,32768"
@@ -216,7 +221,7 @@ note "sinkrouter generate --device cuda --policy sinkrouter: rc=$? $(elapsed)"
 run_bin timeout 90 "$bin/bench_prefill_attention" --out "$OUT/prefill_attention.json" >"$OUT/prefill_attention.log" 2>&1
 note "bench_prefill_attention: rc=$? $(elapsed)"
 if [ -n "${NCU_PREFILL:-}" ] && command -v ncu >/dev/null; then
-  run_bin timeout 150 ncu --kernel-name regex:flash --launch-count 2 --section SpeedOfLight \
+  run_bin timeout 150 ncu --kernel-name regex:"flash|wgmma" --launch-count 3 --section SpeedOfLight \
     --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis \
     "$bin/bench_prefill_attention" --once >>"$OUT/prefill_attention.log" 2>&1
   note "ncu of the prefill kernels: rc=$? $(elapsed)"
@@ -266,7 +271,7 @@ for g in v1 v2 chain; do
 done
 [ "${SINKROUTER_PDL:-1}" != 0 ] && variants="$variants pdl_off:SINKROUTER_PDL=0"
 variants="$variants host_argmax:--host-argmax"  # the logits downloaded each step (runs up to v6b)
-[ "${SINKROUTER_PREFILL_ATTENTION:-flash}" = flash ] && variants="$variants prefill_flash1:SINKROUTER_PREFILL_ATTENTION=flash1"
+[ "${SINKROUTER_PREFILL_ATTENTION:-flash}" = flash ] && variants="$variants prefill_flash2:SINKROUTER_PREFILL_ATTENTION=flash2"
 variants=${VARIANTS-$variants}  # VARIANTS="name:SETTING ..." replaces the list ("" for none)
 if [ -n "$variants" ]; then
   for variant in $variants; do
@@ -354,15 +359,15 @@ for r in e["rows"]:
 pa = load("prefill_attention.json")
 for r in pa["rows"]:
     if r.get("kind") == "comparison":
-        print(f"prefill attention {r['shape']:13s} p0 {r['p0']:>6d}: flash {r['speedup_flash_over_flash1']:.2f}x flash1, max |diff| {r['max_abs_difference']:.3g}")
+        print(f"prefill attention {r['shape']:13s} p0 {r['p0']:>6d}: {r['kernel']} {r['speedup_over_flash2']:.2f}x flash2, max |diff| {r['max_abs_difference_to_flash2']:.3g}")
     else:
         print(f"prefill attention {r['shape']:13s} p0 {r['p0']:>6d} c {r['c']} {r['kernel']:7s} {r['ms_per_call']:8.3f} ms {r['tflops']:6.1f} TFLOP/s")
-for name in ("bench_engine_prefill_flash1.json",):
+for name in ("bench_engine_prefill_flash2.json",):
     if os.path.exists(os.path.join(out, name)):
         for r in load(name)["rows"]:
             if r.get("kind") == "prefill":
                 m = find(e["rows"], kind="prefill", context=r["context"])
-                print(f"prefill {r['context']:>7d} tok/s with flash1 {r['tokens_per_s']:9.0f}  (main run {m.get('tokens_per_s', float('nan')):.0f})")
+                print(f"prefill {r['context']:>7d} tok/s with flash2 {r['tokens_per_s']:9.0f}  (main run {m.get('tokens_per_s', float('nan')):.0f})")
 for name in ("bench_engine_pdl_off.json", "bench_engine_gemv_v1.json", "bench_engine_gemv_v2.json", "bench_engine_gemv_chain.json",
              "bench_engine_host_argmax.json"):
     if not os.path.exists(os.path.join(out, name)):

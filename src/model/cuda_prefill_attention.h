@@ -10,8 +10,11 @@
 //
 // Query head qh reads KV head qh / (n_head / num_kv_heads) (GQA). head_dim 64 or 128.
 //
-// Three kernels compute the same function (PrefillAttentionKernel; one selector below):
-//   - Flash (the default, cuda_prefill_flash2.cu): flash-attention-2 on the tensor cores
+// Four kernels compute the same function (PrefillAttentionKernel; one selector below):
+//   - Wgmma (cuda_prefill_wgmma.cu, head_dim 64 on an sm_90 device with the sm_90a build):
+//     version 3, the products on Hopper's warpgroup MMA; 128 query rows a CTA, two
+//     warpgroups of 64; K and V tiles in the 128-byte swizzle wgmma reads.
+//   - Flash2 (cuda_prefill_flash2.cu): version 2, flash-attention-2 on the tensor cores
 //     (mma.sync m16n8k16 bf16, fp32 accumulate). head_dim 64: one CTA = 128 query rows of
 //     one query head, 4 warps of 32 rows; head_dim 128: 64 rows, 4 warps of 16. Key tiles
 //     of 64 gathered through the page table (page ids loaded a tile ahead) into a ring of
@@ -21,9 +24,10 @@
 //     of 16, two stages, page offsets resolved per 16-byte copy. Kept to measure against.
 //   - Reference: one warp per (query row, head), float32 and exact probabilities; slow,
 //     obviously right.
-// The tests hold the fast kernels to a float64 CPU reference and to the reference kernel;
-// SINKROUTER_PREFILL_ATTENTION=flash|flash1|reference picks the engine's (reference is a
-// fallback if a fast kernel ever misbehaves on new hardware).
+// Flash, the default, is Wgmma where it runs and Flash2 elsewhere. The tests hold the fast
+// kernels to a float64 CPU reference and to the reference kernel;
+// SINKROUTER_PREFILL_ATTENTION=flash|wgmma|flash2|flash1|reference picks the engine's
+// (reference is a fallback if a fast kernel ever misbehaves on new hardware).
 #pragma once
 
 #if defined(SINKROUTER_HAVE_CUDA)
@@ -49,14 +53,16 @@ struct PrefillAttentionArgs {
   float scale = 0;                   // usually 1 / sqrt(head_dim)
 };
 
-enum class PrefillAttentionKernel { Flash, FlashV1, Reference };
+enum class PrefillAttentionKernel { Flash, Wgmma, Flash2, FlashV1, Reference };
 
-// "flash", "flash1" or "reference" (SINKROUTER_PREFILL_ATTENTION's values); throws Error
+// "flash", "wgmma", "flash2", "flash1" or "reference" (SINKROUTER_PREFILL_ATTENTION's
+// values); throws Error
 // naming the accepted values on anything else.
 PrefillAttentionKernel prefill_attention_kernel_from_name(const std::string& name);
 const char* prefill_attention_kernel_name(PrefillAttentionKernel kernel);
 
-// Throws Error on unsupported shapes (head_dim, dtype, GQA ratio) with what was expected.
+// Throws Error on unsupported shapes (head_dim, dtype, GQA ratio) with what was expected,
+// and for Wgmma where it does not run (head_dim 128, a device other than sm_90).
 void prefill_attention_cuda(const PrefillAttentionArgs& args, cudaStream_t stream,
                             PrefillAttentionKernel kernel = PrefillAttentionKernel::Flash);
 
@@ -69,6 +75,9 @@ void attention_received_cuda(const PrefillAttentionArgs& args, int rows, float* 
 namespace detail {
 // The kernels' launchers, after the shared argument checks (cuda_prefill_attention.cu).
 void prefill_attention_flash2(const PrefillAttentionArgs& args, cudaStream_t stream);
+void prefill_attention_wgmma(const PrefillAttentionArgs& args, cudaStream_t stream);
+// head_dim 64, an sm_90 device, and the sm_90a code in this build.
+bool prefill_attention_wgmma_supported(const PrefillAttentionArgs& args);
 }  // namespace detail
 
 }  // namespace sinkrouter

@@ -160,6 +160,19 @@ TEST_P(CudaPrefillAttention, MatchesFloat64) {
   a.n_head = QH;
   a.scale = scale;
   const int rows = int(std::min<int64_t>(32, pc.c));
+  if (kernel == PrefillAttentionKernel::Wgmma && !detail::prefill_attention_wgmma_supported(a)) {
+    // Where wgmma does not run, asking for it is a clear error, not a silent fallback.
+    try {
+      prefill_attention_cuda(a, nullptr, kernel);
+      ADD_FAILURE() << "no error for the wgmma kernel where it does not run";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(D == 64 ? "needs an sm_90 device" : "takes head_dim 64, not 128"),
+                std::string::npos)
+          << e.what();
+    }
+    if (D == 64) GTEST_SKIP() << "the wgmma kernel needs an sm_90 device (this one is not)";
+    return;
+  }
   prefill_attention_cuda(a, nullptr, kernel);
   attention_received_cuda(a, rows, static_cast<float*>(received.get()), nullptr);
   PrefillAttentionArgs r = a;
@@ -204,7 +217,10 @@ TEST_P(CudaPrefillAttention, MatchesFloat64) {
         << "received of head " << i / size_t(n) << " key " << i % size_t(n);
 }
 
-const auto kFlashKernels = ::testing::Values(PrefillAttentionKernel::Flash, PrefillAttentionKernel::FlashV1);
+// Flash is the default's choice (wgmma on an H100/H200 at head_dim 64, else flash2); each
+// version is also tested by name.
+const auto kFlashKernels = ::testing::Values(PrefillAttentionKernel::Flash, PrefillAttentionKernel::Wgmma,
+                                             PrefillAttentionKernel::Flash2, PrefillAttentionKernel::FlashV1);
 
 INSTANTIATE_TEST_SUITE_P(
     Grid, CudaPrefillAttention,
@@ -217,6 +233,7 @@ INSTANTIATE_TEST_SUITE_P(
                       PrefillCase{128, 4, 4, 64, 1000, 33},     // MHA, short chunk after a long prefix
                       PrefillCase{128, 8, 2, 16, 0, 64},        // exactly one tile, GQA 4:1
                       PrefillCase{64, 9, 3, 16, 0, 1000},       // the v2 tile (128 rows) with a partial last one
+                      PrefillCase{64, 9, 3, 32, 4000, 300},     // 68 key tiles: the wgmma kernel's kept max
                       PrefillCase{64, 6, 2, 1, 77, 150},        // page size 1
                       PrefillCase{64, 9, 3, 256, 300, 333},     // page size 256, tiles across a page boundary
                       PrefillCase{128, 4, 1, 32, 2000, 257})),  // GQA 4:1 after a long prefix
@@ -270,14 +287,15 @@ TEST(CudaPrefillAttentionErrors, UnsupportedShapesAreClear) {
 
 // The engine's SINKROUTER_PREFILL_ATTENTION values, and a clear error for anything else.
 TEST(CudaPrefillAttentionErrors, KernelNames) {
-  for (const PrefillAttentionKernel k :
-       {PrefillAttentionKernel::Flash, PrefillAttentionKernel::FlashV1, PrefillAttentionKernel::Reference})
+  for (const PrefillAttentionKernel k : {PrefillAttentionKernel::Flash, PrefillAttentionKernel::Wgmma,
+                                         PrefillAttentionKernel::Flash2, PrefillAttentionKernel::FlashV1,
+                                         PrefillAttentionKernel::Reference})
     EXPECT_EQ(prefill_attention_kernel_from_name(prefill_attention_kernel_name(k)), k);
   try {
     prefill_attention_kernel_from_name("fast");
     ADD_FAILURE() << "no error for an unknown kernel name";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("'fast' is unknown (expected flash, flash1 or reference)"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("'fast' is unknown (expected flash, wgmma, flash2, flash1 or reference)"), std::string::npos)
         << e.what();
   }
 }

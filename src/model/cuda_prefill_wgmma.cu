@@ -1,0 +1,341 @@
+// Causal prefill attention on Hopper's warpgroup MMA (wgmma, sm_90a), head_dim 64 (see
+// cuda_prefill_attention.h for the arguments; docs/PERF.md "Prefill attention v3: wgmma"
+// for the measurements). The same function as version 2 (cuda_prefill_flash2.cu, mma.sync);
+// what differs, and why:
+//   - A CTA is two warpgroups of 64 query rows (128 rows, one query head). Each product is
+//     one warpgroup-wide wgmma.m64n64k16 (S = Q K^T: 4 k-steps over the dims; O += P V: 4
+//     k-steps over the keys) reading K and V straight from shared memory: no ldmatrix, and
+//     the tensor cores run at the rate mma.sync cannot reach on Hopper (version 2 ran at
+//     ~280 TFLOP/s; transformers' SDPA at 128K at ~420).
+//   - Q, K and V tiles are stored with the 128-byte swizzle wgmma reads
+//     (core/cuda_wgmma.cuh): the cp.async copies write each 16-byte chunk to its swizzled
+//     place. Q is A of Q K^T and K its B, both K-major; V is B of P V, MN-major
+//     (imm-trans-b), so nothing is transposed in memory. P goes from the S accumulators
+//     into A fragments in registers, as in version 2: wgmma's accumulator layout is
+//     mma.sync's, warp by warp. (Q from shared memory, not registers: the 16 registers it
+//     frees keep the pipelined loop below 128 without touching P V's operands.)
+//   - Software-pipelined as flash-attention 3 within a warpgroup (see the loop): the
+//     softmax of tile kt + 1 runs while P V of tile kt is on the tensor cores.
+//   - The running max is kept until a tile raises it by more than 2^8, so O's rescale is
+//     skipped on most tiles (kRescaleThreshold).
+//   - Page lookups, the ring of stages (4 here), the heaviest-first 1-D grid and the online
+//     softmax are version 2's.
+// Two CTAs per SM (121 registers a thread, 81 KB of shared memory each): one CTA's work
+// overlaps the other's barrier and waits.
+#include <cmath>
+
+#include "core/cuda_check.h"
+#include "core/cuda_fast_div.cuh"
+#include "core/cuda_mma.cuh"
+#include "core/cuda_wgmma.cuh"
+#include "cuda_prefill_attention.h"
+#include "sinkrouter/core/error.h"
+
+namespace sinkrouter {
+namespace {
+
+constexpr int kD = 64;                           // head_dim (one 128-byte swizzle row)
+constexpr int kKeys = 64;                        // keys per tile
+constexpr int kWarpgroups = 2;                   // 64 query rows each
+constexpr int kThreads = kWarpgroups * 128;
+constexpr int kRows = kWarpgroups * 64;          // query rows per CTA
+constexpr int kStages = 4;                       // K/V ring: tile kt + 1 is read while tile kt is in use
+constexpr int kChunks = kD / 8;                  // 16-byte chunks per row
+[[maybe_unused]] constexpr int kRowsPerPass = kThreads / kChunks;
+[[maybe_unused]] constexpr int kCopyRows = kKeys / kRowsPerPass;  // K (and V) rows a thread copies per tile
+constexpr uint32_t kTileBytes = kKeys * kD * 2;  // 8 KB, a multiple of the 1024-byte atom
+constexpr uint32_t kQBytes = kRows * kD * 2;      // Q in the swizzled layout, 64 rows a warpgroup
+// + 1024: the dynamic shared window is only 16-byte aligned; the tiles start at the next
+// 1024-byte boundary.
+constexpr size_t kSmemBytes = size_t(kQBytes) + size_t(kStages) * 2 * kTileBytes + 1024;
+[[maybe_unused]] constexpr float kLog2e = 1.4426950408889634f;
+static_assert(kThreads % kChunks == 0 && kKeys % kRowsPerPass == 0, "copy layout");
+
+// Keep a row's running max until a tile raises it by more than this (log2 units): P may
+// then reach 2^8 (harmless in fp32 and bf16), and O's rescale, 32 multiplies a tile, is
+// skipped wherever no row of the warp needs it (most tiles of a long context). The result
+// is the same function: O, l and the log-sum-exp all use the max actually kept.
+[[maybe_unused]] constexpr float kRescaleThreshold = 8.f;
+
+#if defined(SINKROUTER_WGMMA_ENABLED)
+
+// S = Q K^T for this warpgroup: 64 rows x 64 keys; its Q rows (K-major, swizzled like a K
+// tile) at shared address qw, the K tile (K-major) at kst.
+__device__ __forceinline__ void issue_scores(float (&s)[32], uint32_t qw, uint32_t kst) {
+  cuda::wgmma_fence();
+#pragma unroll
+  for (int ks = 0; ks < kD / 16; ++ks)
+    cuda::wgmma_m64n64k16_bf16_ss(s, cuda::wgmma_desc_sw128(qw + ks * 32, 16, 1024),
+                                  cuda::wgmma_desc_sw128(kst + ks * 32, 16, 1024), ks > 0);
+  cuda::wgmma_commit_group();
+}
+
+// O += P V: k-step kk covers keys 16 kk .. 16 kk + 15; V (MN-major) at shared address vst.
+// (No operand fence on o here: S is in flight, and ptxas serialises on any read of an
+// accumulator inside that window; the data dependence orders the rescale before.)
+__device__ __forceinline__ void issue_pv(float (&o)[32], const uint32_t (&pa)[16], uint32_t vst) {
+  cuda::wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    const uint32_t(&a)[4] = *reinterpret_cast<const uint32_t(*)[4]>(pa + 4 * kk);
+    cuda::wgmma_m64n64k16_bf16_rs<1>(o, a, cuda::wgmma_desc_sw128(vst + kk * 2048, kTileBytes, 1024), true);
+  }
+  cuda::wgmma_commit_group();
+}
+
+// The causal mask (if `diagonal`: the tile reaches past the CTA's first row; a uniform
+// condition, see the loop), then the online softmax of rows g (r = 0) and g + 8 (r = 1) in
+// place: s = 2^(s scale log2 e - m scale log2 e), l (this lane's part of the row sums) and
+// m updated (m only past kRescaleThreshold), alpha the factor O must be rescaled by.
+// s[4 nt + e]: key key0 + 8 nt + 2 t4 + (e & 1), row pos0 + g + 8 (e >> 1).
+__device__ __forceinline__ void online_softmax(float (&s)[32], float (&m)[2], float (&l)[2], float (&alpha)[2],
+                                               bool diagonal, int key0, int pos0, int g, int t4, float scale_log2) {
+  if (diagonal) {
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      const int key = key0 + (i / 4) * 8 + 2 * t4 + (i & 1);
+      const int pos = pos0 + g + ((i >> 1) & 1) * 8;
+      if (key > pos) s[i] = -INFINITY;
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float v[8];
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) v[nt] = fmaxf(s[4 * nt + 2 * r], s[4 * nt + 2 * r + 1]);
+    float mx = fmaxf(fmaxf(fmaxf(v[0], v[1]), fmaxf(v[2], v[3])), fmaxf(fmaxf(v[4], v[5]), fmaxf(v[6], v[7])));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    // (-inf + threshold is -inf: the first visible key always sets m.)
+    const bool raise = mx * scale_log2 > fmaf(m[r], scale_log2, kRescaleThreshold);
+    const float m_new = raise ? mx : m[r];
+    const float m_use = m_new == -INFINITY ? 0.f : m_new;  // nothing visible yet: no NaN
+    const float neg_m = -m_use * scale_log2;
+    alpha[r] = raise ? cuda::fast_exp2(fmaf(m[r], scale_log2, neg_m)) : 1.f;  // 0 while m was -inf
+    m[r] = m_new;
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      s[4 * nt + 2 * r] = cuda::fast_exp2(fmaf(s[4 * nt + 2 * r], scale_log2, neg_m));
+      s[4 * nt + 2 * r + 1] = cuda::fast_exp2(fmaf(s[4 * nt + 2 * r + 1], scale_log2, neg_m));
+      v[nt] = s[4 * nt + 2 * r] + s[4 * nt + 2 * r + 1];
+    }
+    const float sum = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+    l[r] = fmaf(l[r], alpha[r], sum);
+  }
+}
+
+// O's rows g (alpha[0]) and g + 8 (alpha[1]) times their softmax rescale, skipped where no
+// row of the warp changed its max (a warp-uniform branch, taken after every wgmma is done).
+__device__ __forceinline__ void rescale_o(float (&o)[32], const float (&alpha)[2]) {
+  if (!__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) return;
+#pragma unroll
+  for (int i = 0; i < 32; ++i) o[i] *= alpha[(i >> 1) & 1];
+}
+
+// P as the A fragments of P V: k-step kk (keys 16 kk .. 16 kk + 15) = n8 blocks 2 kk and
+// 2 kk + 1 of S, i.e. pa[4 kk .. 4 kk + 3].
+__device__ __forceinline__ void to_p_fragments(const float (&s)[32], uint32_t (&pa)[16]) {
+#pragma unroll
+  for (int i = 0; i < 16; ++i) pa[i] = cuda::pack_bf16x2(s[2 * i], s[2 * i + 1]);
+}
+
+#endif  // SINKROUTER_WGMMA_ENABLED
+
+// grid: (query tiles x n_head), 1-D, heaviest first; block: 256 threads (two warpgroups).
+//
+// Software-pipelined (the order flash-attention 3 uses within a warpgroup): iteration kt
+// issues S of tile kt + 1 and P V of tile kt back to back, then runs the softmax of tile
+// kt + 1 on the CUDA cores while P V is on the tensor cores; O's rescale and P's move into
+// the A fragments wait until P V is done. Inside an in-flight window the only registers
+// written are those of the S already retired (wait_group 1): anything else makes ptxas
+// serialise the wgmma (its C7514 / C7515 notes). For the same reason every warpgroup takes
+// every tile of the CTA (a tile in a warpgroup's future is fully masked: P = 0, m and O
+// unchanged) and masks wherever the tile reaches the CTA's first row: a branch ptxas cannot
+// prove warpgroup-uniform (anything from the warp index) serialises the wgmma too (C7518).
+// That costs one masked tile a CTA at most. (A first version with a per-warpgroup skip and
+// no pipelining computed wrong rows past the first tile on the H200, run 9c; not kept.)
+__global__ void __launch_bounds__(kThreads, 2) wgmma_prefill_kernel(PrefillAttentionArgs a) {
+#if defined(SINKROUTER_WGMMA_ENABLED)
+  constexpr int NS = kStages, CR = kCopyRows;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const uint32_t base = (cuda::smem_addr(smem_raw) + 1023u) & ~1023u;
+  const uint32_t qs = base;                                   // Q: [kRows][kD] bf16, swizzled
+  const uint32_t kv0 = base + kQBytes;                        // stage s: K at kv0 + 2 s kTileBytes, V one tile on
+  auto k_stage = [&](int tile) { return kv0 + uint32_t(tile % NS) * 2 * kTileBytes; };
+
+  const int num_qtiles = int((a.c + kRows - 1) / kRows);
+  const int qh = int(blockIdx.x % unsigned(a.n_head));
+  const int64_t q0 = int64_t(num_qtiles - 1 - int(blockIdx.x / unsigned(a.n_head))) * kRows;
+  const int h = qh / (a.n_head / a.kv.num_kv_heads);
+  const int64_t n = a.p0 + a.c;
+  const int64_t last_row = min(q0 + kRows, a.c) - 1;
+  const int num_tiles = int((a.p0 + last_row) / kKeys) + 1;  // up to the CTA's last row's diagonal
+  const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t4 = lane % 4;
+  const int cta_pos0 = int(a.p0 + q0);       // positions relative to key 0 (< 2^31: checked)
+  const int pos0 = cta_pos0 + warp * 16;     // this warp's row r sits at pos0 + r
+
+  // Copy layout: thread tid copies chunk tid % kChunks of rows tid / kChunks + i * kRowsPerPass.
+  const int copy_row = tid / kChunks, copy_chunk = tid % kChunks;
+  const uint16_t* const pages = static_cast<const uint16_t*>(a.kv.pages);
+  const int32_t* const page_ids = a.kv.indices + a.kv.indptr[0];
+  const int page_size = a.kv.page_size;
+  const cuda::FastDiv page_div(page_size);
+  const int n32 = int(n);
+  const int64_t row_elems = int64_t(a.kv.num_kv_heads) * kD;
+  const int64_t vstride = a.kv.v_stride();
+  const int64_t head_off = int64_t(h) * kD + copy_chunk * 8;
+  auto load_page_ids = [&](int tile, int (&ids)[CR]) {
+#pragma unroll
+    for (int i = 0; i < CR; ++i) {
+      const int key = tile * kKeys + copy_row + i * kRowsPerPass;
+      ids[i] = key < n32 ? page_ids[page_div.div(uint32_t(key))] : -1;
+    }
+  };
+  auto issue_tile = [&](int tile, const int (&ids)[CR]) {
+    const uint32_t kst = k_stage(tile);
+#pragma unroll
+    for (int i = 0; i < CR; ++i) {
+      const int r = copy_row + i * kRowsPerPass;
+      const int key = tile * kKeys + r;
+      const bool valid = ids[i] >= 0;
+      const int in_page = key - int(page_div.div(uint32_t(key))) * page_size;
+      const int64_t off = valid ? (int64_t(ids[i]) * 2 * page_size + in_page) * row_elems + head_off : 0;
+      const uint32_t dst = kst + cuda::swizzle128_offset(r, copy_chunk);
+      cuda::cp_async16_to(dst, pages + off, valid);
+      cuda::cp_async16_to(dst + kTileBytes, pages + off + (valid ? vstride : 0), valid);
+    }
+  };
+
+  // Prologue: Q with tile 0, then tiles 1 .. NS - 2, one commit group each.
+  for (int i = tid; i < kRows * kChunks; i += kThreads) {
+    const int row = i / kChunks, col = (i % kChunks) * 8;
+    const int64_t qi = q0 + row;
+    const bool valid = qi < a.c;
+    cuda::cp_async16_to(qs + cuda::swizzle128_offset(row, col / 8),
+                        a.q + (valid ? (qi * a.n_head + qh) * kD : 0) + col, valid);
+  }
+  int ids[CR];
+#pragma unroll
+  for (int t = 0; t < NS - 1; ++t) {
+    load_page_ids(t, ids);
+    if (t < num_tiles) issue_tile(t, ids);
+    cuda::cp_async_commit_group();
+  }
+  load_page_ids(NS - 1, ids);
+
+  uint32_t pa[16];          // P as A fragments: pa[4 kk .. 4 kk + 3] is k-step kk
+  float o[32];              // O accumulator (m64n64 f32 layout)
+  float s[32];              // S accumulator, then P in fp32
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) o[i] = 0.f;
+  const float scale_log2 = a.scale * kLog2e;
+  auto diagonal = [&](int kt) { return kt * kKeys + kKeys - 1 > cta_pos0; };
+  // The ring's barrier: the tiles waited for are visible to every thread and to wgmma; the
+  // stage the refill overwrites (tile kt - 1's) was last read before this barrier.
+  auto ring_step = [&](int kt) {
+    cuda::fence_proxy_async_shared();
+    __syncthreads();
+    if (kt + NS - 1 < num_tiles) issue_tile(kt + NS - 1, ids);
+    cuda::cp_async_commit_group();  // possibly empty: keeps the group count per tile
+    load_page_ids(kt + NS, ids);
+  };
+
+  cuda::cp_async_wait_group<NS - 2>();  // Q and tile 0
+  cuda::fence_proxy_async_shared();
+  __syncthreads();
+  const uint32_t qw = qs + uint32_t(warp / 4) * 64 * kD * 2;  // this warpgroup's Q rows
+  issue_scores(s, qw, k_stage(0));
+  cuda::wgmma_wait_group<0>();
+  cuda::wgmma_fence_operands(s);
+  online_softmax(s, m, l, alpha, diagonal(0), 0, pos0, g, t4, scale_log2);
+  to_p_fragments(s, pa);
+  // Iteration kt: S of tile kt + 1 and P V of tile kt go out back to back; the softmax of
+  // tile kt + 1 runs in place on s while P V is on the tensor cores. Live registers then
+  // stay within the 128 of two CTAs an SM: were any of pa's (P V's A operand) needed for
+  // something else, ptxas would wait for P V first (it did, with P of the next tile built
+  // into a second array: no overlap at all). The last tile is peeled off: a wait_group
+  // inside a branch makes ptxas serialise.
+  for (int kt = 0; kt + 1 < num_tiles; ++kt) {
+    cuda::cp_async_wait_group<NS - 3>();  // tiles up to kt + 1 have landed
+    ring_step(kt);
+    issue_scores(s, qw, k_stage(kt + 1));
+    issue_pv(o, pa, k_stage(kt) + kTileBytes);
+    cuda::wgmma_wait_group<1>();  // S of tile kt + 1 is done; P V runs on
+    cuda::wgmma_fence_operands(s);
+    online_softmax(s, m, l, alpha, diagonal(kt + 1), (kt + 1) * kKeys, pos0, g, t4, scale_log2);
+    cuda::wgmma_wait_group<0>();
+    cuda::wgmma_fence_operands(o);
+    cuda::wgmma_fence_operands(pa);
+    rescale_o(o, alpha);
+    to_p_fragments(s, pa);
+  }
+  cuda::cp_async_wait_group<0>();
+  ring_step(num_tiles - 1);
+  issue_pv(o, pa, k_stage(num_tiles - 1) + kTileBytes);
+  cuda::wgmma_wait_group<0>();
+  cuda::wgmma_fence_operands(o);
+  cuda::wgmma_fence_operands(pa);
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float sum = l[r];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const float inv = 1.f / sum;
+    const int64_t qi = q0 + warp * 16 + g + 8 * r;
+    if (qi < a.c) {
+      __nv_bfloat16* dst = a.out + (qi * a.n_head + qh) * kD;
+#pragma unroll
+      for (int dt = 0; dt < 8; ++dt)
+        *reinterpret_cast<__nv_bfloat162*>(dst + dt * 8 + 2 * t4) =
+            __floats2bfloat162_rn(o[4 * dt + 2 * r] * inv, o[4 * dt + 2 * r + 1] * inv);
+      if (a.lse != nullptr && t4 == 0) a.lse[qi * a.n_head + qh] = m[r] * a.scale + logf(sum);
+    }
+  }
+#else
+  __trap();  // never launched: prefill_attention_wgmma_supported() checks the build's arch
+#endif
+}
+
+// Whether this build holds the sm_90a code of the kernels and the current device runs it.
+bool wgmma_kernel_runs_here() {
+  static int cached = -1;  // per process: one device kind per engine
+  if (cached < 0) {
+    cudaFuncAttributes attr{};
+    int dev = 0, major = 0, minor = 0;
+    const bool ok = cudaFuncGetAttributes(&attr, wgmma_prefill_kernel) == cudaSuccess &&
+                    cudaGetDevice(&dev) == cudaSuccess &&
+                    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+                    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess;
+    (void)cudaGetLastError();  // a failed query is "no", not a sticky error
+    cached = ok && major == 9 && minor == 0 && attr.binaryVersion == 90 ? 1 : 0;
+  }
+  return cached == 1;
+}
+
+}  // namespace
+
+namespace detail {
+
+bool prefill_attention_wgmma_supported(const PrefillAttentionArgs& a) {
+  return a.kv.head_dim == kD && wgmma_kernel_runs_here();
+}
+
+void prefill_attention_wgmma(const PrefillAttentionArgs& a, cudaStream_t stream) {
+  SR_CHECK(a.kv.head_dim == kD, "prefill attention (CUDA): the wgmma kernel takes head_dim 64, not {} (use flash2)",
+           a.kv.head_dim);
+  SR_CHECK(wgmma_kernel_runs_here(),
+           "prefill attention (CUDA): the wgmma kernel needs an sm_90 device and a build with sm_90a (use flash2)");
+  SR_CHECK(a.p0 + a.c + kKeys < (int64_t(1) << 31), "prefill attention (CUDA): {} tokens exceed 2^31", a.p0 + a.c);
+  SR_CUDA_CHECK(cudaFuncSetAttribute(wgmma_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)));
+  const int64_t blocks = (a.c + kRows - 1) / kRows * a.n_head;
+  SR_CHECK(blocks < (int64_t(1) << 31), "prefill attention (CUDA): chunk of {} rows is too long", a.c);
+  wgmma_prefill_kernel<<<unsigned(blocks), kThreads, kSmemBytes, stream>>>(a);
+  SR_CUDA_CHECK_LAUNCH("wgmma_prefill_kernel");
+}
+
+}  // namespace detail
+
+}  // namespace sinkrouter
