@@ -35,10 +35,10 @@ constexpr int kBoundsThreads = 256;
 // steps in series), but +10 to +11 us where that makes 512+ CTAs each recompute the sink
 // signal (Llama B=1 64K, B=8 8K; docs/PERF.md "The routing pass's steps, traced"), so 128
 // is the chunk wherever the grid is full. The adaptive chunks (RouteArgs::adaptive_chunks,
-// the default since kernel run 9a) size a (b, h)'s chunk from its length where fewer CTAs
-// would do: CTAs wanted = max(bounds_min_ctas, ceil(steps / kMaxStepsPerCta), 1); below the
-// grid, chunk = steps per CTA * RP (run 9a: the small calls' routed time -2 to -24 us);
-// at or above it, 128 blocks.
+// the default since kernel run 9a) size a (b, h)'s chunk from its length: CTAs wanted =
+// clamp(max(bounds_min_ctas, ceil(steps / kMaxStepsPerCta)), 1, grid), chunk = steps per CTA
+// * RP (run 9a: the small calls' routed time -2 to -24 us; Llama B=8 512K 3-4 % slower, not
+// explained: runs 9g-9i gave the adaptive kernel the fixed chunks there and it stayed slower).
 constexpr int kBlocksPerCta = 128;
 constexpr int kMaxStepsPerCta = 4;
 constexpr int kMaxGroup = 64;
@@ -172,14 +172,12 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
     const int64_t nsteps = (nbr + RP - 1) / RP;
     int64_t want = (nsteps + kMaxStepsPerCta - 1) / kMaxStepsPerCta;
     want = want > a.bounds_min_ctas ? want : a.bounds_min_ctas;
+    // (Clamped to the grid, not "fixed chunks beyond it": the grid can be smaller than the
+    // CTAs wanted because the sequence is short, kernel run 9i.)
+    want = want < int64_t(gridDim.x) ? want : int64_t(gridDim.x);
     want = want > 1 ? want : 1;
-    // Only below the grid: where every CTA gets kMaxStepsPerCta steps or more anyway, the
-    // fixed interleaved chunks stay (kernel run 9a: contiguous spans there cost 4-7 % of the
-    // routed call at Llama B=8 512K).
-    if (want < int64_t(gridDim.x)) {
-      const int64_t per_cta = (nsteps + want - 1) / want;
-      chunk = RP * (per_cta > 1 ? per_cta : 1);
-    }
+    const int64_t per_cta = (nsteps + want - 1) / want;
+    chunk = RP * (per_cta > 1 ? per_cta : 1);
   }
   const int64_t PER = chunk / RP;
   const int64_t chunks = (nbr + chunk - 1) / chunk;
@@ -198,11 +196,13 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
   const int lane = tid % LANES, row = tid / LANES;
   const int64_t my_chunks = chunks > blockIdx.x ? (chunks - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;
   const int64_t steps = my_chunks * PER;
-  auto block_of = [&](int64_t t) {
-    return (int64_t(blockIdx.x) + (t / PER) * gridDim.x) * chunk + (t % PER) * RP + row;
-  };
+  // Walked with a cursor, not t / PER and t % PER: PER is a runtime value in the adaptive
+  // instantiation, and two 64-bit divisions a step are not needed. (c0, k): the current
+  // chunk's first block and the step in it.
+  const int64_t chunk_stride = int64_t(gridDim.x) * chunk;
+  int64_t c0 = int64_t(blockIdx.x) * chunk, k = 0;
   uint4 lo, hi;
-  load_summary<D>(a, b, h, steps > 0 ? block_of(0) : nbr, nbr, lane, lo, hi);
+  load_summary<D>(a, b, h, steps > 0 ? c0 + row : nbr, nbr, lane, lo, hi);
 
   // 1. Sink signal.
 #pragma unroll 1
@@ -250,11 +250,15 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
   float* row_e = dsm + lay.rows + (RP + row) * G;  // [G] its estimates
 #pragma unroll 1
   for (int64_t t = 0; t < steps; ++t) {
-    const int64_t j = block_of(t);
+    const int64_t j = c0 + k * RP + row;
+    if (++k == PER) {  // (c0, k) moves on to step t + 1
+      k = 0;
+      c0 += chunk_stride;
+    }
     float x0[8], x1[8];
     unpack8(lo, x0, Tag{});
     unpack8(hi, x1, Tag{});
-    if (t + 1 < steps) load_summary<D>(a, b, h, block_of(t + 1), nbr, lane, lo, hi);
+    if (t + 1 < steps) load_summary<D>(a, b, h, c0 + k * RP + row, nbr, lane, lo, hi);
     const bool valid = j < nbr;
     if (__all_sync(0xffffffffu, !valid)) continue;  // uniform per warp; shuffles stay full
     float cost = 0.f, umax = -INFINITY;

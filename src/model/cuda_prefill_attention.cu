@@ -13,6 +13,7 @@
 #include "core/cuda_check.h"
 #include "core/cuda_dtype.cuh"
 #include "core/cuda_mma.cuh"
+#include "cuda_prefill_rows.cuh"
 #include "sinkrouter/core/error.h"
 
 namespace sinkrouter {
@@ -194,23 +195,9 @@ __global__ void __launch_bounds__(kThreads) flash_prefill_kernel(PrefillAttentio
     __syncthreads();  // every warp is done with this stage before the next prefetch refills it
   }
 
-  // Normalise and store rows g and g + 8 of this warp.
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float sum = l[r];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const float inv = 1.f / sum;
-    const int64_t qi = q0 + warp * 16 + g + 8 * r;
-    if (qi < a.c) {
-      __nv_bfloat16* dst = a.out + (qi * a.n_head + qh) * D;
-#pragma unroll
-      for (int dt = 0; dt < D / 8; ++dt)
-        *reinterpret_cast<__nv_bfloat162*>(dst + dt * 8 + 2 * t4) =
-            __floats2bfloat162_rn(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
-      if (a.lse != nullptr && t4 == 0) a.lse[qi * a.n_head + qh] = (m[r] + log2f(sum)) * kLn2;
-    }
-  }
+  // Normalise and store rows g and g + 8 of this warp (m is in log2 units).
+  const float m_nat[2] = {m[0] * kLn2, m[1] * kLn2};
+  store_prefill_rows<D>(a, o, l, m_nat, q0 + warp * 16 + g, qh, t4);
 }
 
 // The reference: one warp per (query row, query head), lane owning dims lane + 32 j;

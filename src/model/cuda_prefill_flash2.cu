@@ -24,6 +24,7 @@
 #include "core/cuda_fast_div.cuh"
 #include "core/cuda_mma.cuh"
 #include "cuda_prefill_attention.h"
+#include "cuda_prefill_rows.cuh"
 
 namespace sinkrouter {
 namespace {
@@ -259,23 +260,10 @@ __global__ void __launch_bounds__(Flash2<D>::kThreads, 2) flash2_prefill_kernel(
 
   // Normalise and store rows g and g + 8 of each m-tile.
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float sum = l[mt][r];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const float inv = 1.f / sum;
-      const int64_t qi = q0 + warp_row0 + mt * 16 + g + 8 * r;
-      if (qi < a.c) {
-        __nv_bfloat16* dst = a.out + (qi * a.n_head + qh) * D;
-#pragma unroll
-        for (int dt = 0; dt < D / 8; ++dt)
-          *reinterpret_cast<__nv_bfloat162*>(dst + dt * 8 + 2 * t4) =
-              __floats2bfloat162_rn(o[mt][dt][2 * r] * inv, o[mt][dt][2 * r + 1] * inv);
-        if (a.lse != nullptr && t4 == 0) a.lse[qi * a.n_head + qh] = m[mt][r] * a.scale + logf(sum);
-      }
-    }
+  for (int mt = 0; mt < MT; ++mt) {
+    const float m_nat[2] = {m[mt][0] * a.scale, m[mt][1] * a.scale};
+    store_prefill_rows<D>(a, o[mt], l[mt], m_nat, q0 + warp_row0 + mt * 16 + g, qh, t4);
+  }
 }
 
 template <int D>

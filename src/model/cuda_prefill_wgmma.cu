@@ -29,6 +29,7 @@
 #include "core/cuda_mma.cuh"
 #include "core/cuda_wgmma.cuh"
 #include "cuda_prefill_attention.h"
+#include "cuda_prefill_rows.cuh"
 #include "sinkrouter/core/error.h"
 
 namespace sinkrouter {
@@ -278,22 +279,8 @@ __global__ void __launch_bounds__(kThreads, 2) wgmma_prefill_kernel(PrefillAtten
   cuda::wgmma_fence_operands(o);
   cuda::wgmma_fence_operands(pa);
 
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float sum = l[r];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const float inv = 1.f / sum;
-    const int64_t qi = q0 + warp * 16 + g + 8 * r;
-    if (qi < a.c) {
-      __nv_bfloat16* dst = a.out + (qi * a.n_head + qh) * kD;
-#pragma unroll
-      for (int dt = 0; dt < 8; ++dt)
-        *reinterpret_cast<__nv_bfloat162*>(dst + dt * 8 + 2 * t4) =
-            __floats2bfloat162_rn(o[4 * dt + 2 * r] * inv, o[4 * dt + 2 * r + 1] * inv);
-      if (a.lse != nullptr && t4 == 0) a.lse[qi * a.n_head + qh] = m[r] * a.scale + logf(sum);
-    }
-  }
+  const float m_nat[2] = {m[0] * a.scale, m[1] * a.scale};
+  store_prefill_rows<kD>(a, *reinterpret_cast<const float(*)[kD / 8][4]>(o), l, m_nat, q0 + warp * 16 + g, qh, t4);
 #else
   __trap();  // never launched: prefill_attention_wgmma_supported() checks the build's arch
 #endif

@@ -78,9 +78,9 @@ struct CudaDecodeOptions {
   // added 7-14 % (docs/PERF.md). -1: SINKROUTER_KV_L2_PREFETCH, unset: 128.
   int kv_l2_prefetch = -1;
   // The routing pass's chunks of blocks (docs/PERF.md, "The routing pass's steps, traced"):
-  // 0 fixed (128 blocks), 1 sized per (b, h) from its length where the grid is not full
-  // (kernel run 9a: the small calls' routed time -2 to -24 us). -1: SINKROUTER_ROUTE_CHUNKS
-  // ("fixed" or "adaptive"), unset: adaptive.
+  // 0 fixed (128 blocks), 1 sized per (b, h) from its length (kernel run 9a: the small
+  // calls' routed time -2 to -24 us; Llama B=8 512K 3-4 % slower). -1:
+  // SINKROUTER_ROUTE_CHUNKS ("fixed" or "adaptive"), unset: adaptive.
   int adaptive_route_chunks = -1;
   // Adaptive chunks: the fewest routing CTAs wanted per (b, h); 0: about one per SM over the
   // batch's KV heads. (Tests set 1, so that chunks of several steps occur at small sizes.)
