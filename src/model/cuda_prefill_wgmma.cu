@@ -25,10 +25,10 @@
 #include <cmath>
 
 #include "core/cuda_check.h"
-#include "core/cuda_fast_div.cuh"
 #include "core/cuda_mma.cuh"
 #include "core/cuda_wgmma.cuh"
 #include "cuda_prefill_attention.h"
+#include "cuda_prefill_gather.cuh"
 #include "cuda_prefill_rows.cuh"
 #include "sinkrouter/core/error.h"
 
@@ -41,16 +41,12 @@ constexpr int kWarpgroups = 2;                   // 64 query rows each
 constexpr int kThreads = kWarpgroups * 128;
 constexpr int kRows = kWarpgroups * 64;          // query rows per CTA
 constexpr int kStages = 4;                       // K/V ring: tile kt + 1 is read while tile kt is in use
-constexpr int kChunks = kD / 8;                  // 16-byte chunks per row
-[[maybe_unused]] constexpr int kRowsPerPass = kThreads / kChunks;
-[[maybe_unused]] constexpr int kCopyRows = kKeys / kRowsPerPass;  // K (and V) rows a thread copies per tile
 constexpr uint32_t kTileBytes = kKeys * kD * 2;  // 8 KB, a multiple of the 1024-byte atom
 constexpr uint32_t kQBytes = kRows * kD * 2;      // Q in the swizzled layout, 64 rows a warpgroup
 // + 1024: the dynamic shared window is only 16-byte aligned; the tiles start at the next
 // 1024-byte boundary.
 constexpr size_t kSmemBytes = size_t(kQBytes) + size_t(kStages) * 2 * kTileBytes + 1024;
 [[maybe_unused]] constexpr float kLog2e = 1.4426950408889634f;
-static_assert(kThreads % kChunks == 0 && kKeys % kRowsPerPass == 0, "copy layout");
 
 // Keep a row's running max until a tile raises it by more than this (log2 units): P may
 // then reach 2^8 (harmless in fp32 and bf16), and O's rescale, 32 multiplies a tile, is
@@ -157,7 +153,7 @@ __device__ __forceinline__ void to_p_fragments(const float (&s)[32], uint32_t (&
 // no pipelining computed wrong rows past the first tile on the H200, run 9c; not kept.)
 __global__ void __launch_bounds__(kThreads, 2) wgmma_prefill_kernel(PrefillAttentionArgs a) {
 #if defined(SINKROUTER_WGMMA_ENABLED)
-  constexpr int NS = kStages, CR = kCopyRows;
+  constexpr int NS = kStages;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const uint32_t base = (cuda::smem_addr(smem_raw) + 1023u) & ~1023u;
   const uint32_t qs = base;                                   // Q: [kRows][kD] bf16, swizzled
@@ -168,7 +164,6 @@ __global__ void __launch_bounds__(kThreads, 2) wgmma_prefill_kernel(PrefillAtten
   const int qh = int(blockIdx.x % unsigned(a.n_head));
   const int64_t q0 = int64_t(num_qtiles - 1 - int(blockIdx.x / unsigned(a.n_head))) * kRows;
   const int h = qh / (a.n_head / a.kv.num_kv_heads);
-  const int64_t n = a.p0 + a.c;
   const int64_t last_row = min(q0 + kRows, a.c) - 1;
   const int num_tiles = int((a.p0 + last_row) / kKeys) + 1;  // up to the CTA's last row's diagonal
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
@@ -176,54 +171,13 @@ __global__ void __launch_bounds__(kThreads, 2) wgmma_prefill_kernel(PrefillAtten
   const int cta_pos0 = int(a.p0 + q0);       // positions relative to key 0 (< 2^31: checked)
   const int pos0 = cta_pos0 + warp * 16;     // this warp's row r sits at pos0 + r
 
-  // Copy layout: thread tid copies chunk tid % kChunks of rows tid / kChunks + i * kRowsPerPass.
-  const int copy_row = tid / kChunks, copy_chunk = tid % kChunks;
-  const uint16_t* const pages = static_cast<const uint16_t*>(a.kv.pages);
-  const int32_t* const page_ids = a.kv.indices + a.kv.indptr[0];
-  const int page_size = a.kv.page_size;
-  const cuda::FastDiv page_div(page_size);
-  const int n32 = int(n);
-  const int64_t row_elems = int64_t(a.kv.num_kv_heads) * kD;
-  const int64_t vstride = a.kv.v_stride();
-  const int64_t head_off = int64_t(h) * kD + copy_chunk * 8;
-  auto load_page_ids = [&](int tile, int (&ids)[CR]) {
-#pragma unroll
-    for (int i = 0; i < CR; ++i) {
-      const int key = tile * kKeys + copy_row + i * kRowsPerPass;
-      ids[i] = key < n32 ? page_ids[page_div.div(uint32_t(key))] : -1;
-    }
-  };
-  auto issue_tile = [&](int tile, const int (&ids)[CR]) {
-    const uint32_t kst = k_stage(tile);
-#pragma unroll
-    for (int i = 0; i < CR; ++i) {
-      const int r = copy_row + i * kRowsPerPass;
-      const int key = tile * kKeys + r;
-      const bool valid = ids[i] >= 0;
-      const int in_page = key - int(page_div.div(uint32_t(key))) * page_size;
-      const int64_t off = valid ? (int64_t(ids[i]) * 2 * page_size + in_page) * row_elems + head_off : 0;
-      const uint32_t dst = kst + cuda::swizzle128_offset(r, copy_chunk);
-      cuda::cp_async16_to(dst, pages + off, valid);
-      cuda::cp_async16_to(dst + kTileBytes, pages + off + (valid ? vstride : 0), valid);
-    }
-  };
-
-  // Prologue: Q with tile 0, then tiles 1 .. NS - 2, one commit group each.
-  for (int i = tid; i < kRows * kChunks; i += kThreads) {
-    const int row = i / kChunks, col = (i % kChunks) * 8;
-    const int64_t qi = q0 + row;
-    const bool valid = qi < a.c;
-    cuda::cp_async16_to(qs + cuda::swizzle128_offset(row, col / 8),
-                        a.q + (valid ? (qi * a.n_head + qh) * kD : 0) + col, valid);
-  }
-  int ids[CR];
-#pragma unroll
-  for (int t = 0; t < NS - 1; ++t) {
-    load_page_ids(t, ids);
-    if (t < num_tiles) issue_tile(t, ids);
-    cuda::cp_async_commit_group();
-  }
-  load_page_ids(NS - 1, ids);
+  // Query rows with tile 0, then tiles 1 .. NS - 2, one commit group each
+  // (cuda_prefill_gather.cuh); every chunk to its 128-byte-swizzled place.
+  PagedKVGather<kD, kKeys, kThreads> gather(a, h, tid);
+  const auto kv_dst = [&](int tile, int r, int chunk) { return k_stage(tile) + cuda::swizzle128_offset(r, chunk); };
+  copy_query_rows<kD, kRows, kThreads>(a, q0, qh, tid,
+                                       [&](int row, int chunk) { return qs + cuda::swizzle128_offset(row, chunk); });
+  gather.start<NS>(num_tiles, kv_dst, kTileBytes);
 
   uint32_t pa[16];          // P as A fragments: pa[4 kk .. 4 kk + 3] is k-step kk
   float o[32];              // O accumulator (m64n64 f32 layout)
@@ -238,9 +192,7 @@ __global__ void __launch_bounds__(kThreads, 2) wgmma_prefill_kernel(PrefillAtten
   auto ring_step = [&](int kt) {
     cuda::fence_proxy_async_shared();
     __syncthreads();
-    if (kt + NS - 1 < num_tiles) issue_tile(kt + NS - 1, ids);
-    cuda::cp_async_commit_group();  // possibly empty: keeps the group count per tile
-    load_page_ids(kt + NS, ids);
+    gather.refill<NS>(kt, num_tiles, kv_dst, kTileBytes);
   };
 
   cuda::cp_async_wait_group<NS - 2>();  // Q and tile 0
