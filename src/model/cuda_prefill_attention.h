@@ -13,7 +13,8 @@
 // Four kernels compute the same function (PrefillAttentionKernel; one selector below):
 //   - Wgmma (cuda_prefill_wgmma.cu, head_dim 64 on an sm_90 device with the sm_90a build):
 //     version 3, the products on Hopper's warpgroup MMA; 128 query rows a CTA, two
-//     warpgroups of 64; K and V tiles in the 128-byte swizzle wgmma reads.
+//     warpgroups of 64; Q, K and V tiles in the 128-byte swizzle wgmma reads, the softmax
+//     of one tile overlapping the products of the last.
 //   - Flash2 (cuda_prefill_flash2.cu): version 2, flash-attention-2 on the tensor cores
 //     (mma.sync m16n8k16 bf16, fp32 accumulate). head_dim 64: one CTA = 128 query rows of
 //     one query head, 4 warps of 32 rows; head_dim 128: 64 rows, 4 warps of 16. Key tiles
@@ -56,8 +57,7 @@ struct PrefillAttentionArgs {
 enum class PrefillAttentionKernel { Flash, Wgmma, Flash2, FlashV1, Reference };
 
 // "flash", "wgmma", "flash2", "flash1" or "reference" (SINKROUTER_PREFILL_ATTENTION's
-// values); throws Error
-// naming the accepted values on anything else.
+// values); throws Error naming the accepted values on anything else.
 PrefillAttentionKernel prefill_attention_kernel_from_name(const std::string& name);
 const char* prefill_attention_kernel_name(PrefillAttentionKernel kernel);
 
