@@ -7,8 +7,9 @@
 //
 // Each decode context is filled by a real prefill of text (beyond 8K tokens the model is
 // past its trained length: speed and skip rates, not quality), whose time gives the
-// prefill row (after one untimed warm-up prefill, as the transformers baseline does); then `steps` greedy decode steps (decode_greedy, as generate() takes them;
-// --host-argmax: the logits downloaded instead) are timed under dense and again under the
+// prefill row (after one untimed warm-up prefill, as the transformers baseline does); then
+// `steps` greedy decode steps (decode_greedy, as generate() takes them; --host-argmax: the
+// logits downloaded instead) are timed under dense and again under the
 // routed policy (each after a few warm-up steps: graph capture), the statistics
 // downloaded once per policy outside the timed loop; then the attention kernels alone on
 // the KV the model wrote (rows "attention_real_kv": one decode step's queries kept per

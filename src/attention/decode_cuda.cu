@@ -368,7 +368,7 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
   a.group = group_;
   a.head_chunks = head_chunks_;
   a.heads_per_cta = heads_per_cta_;
-  a.q_scale = scale_ * 1.4426950408889634f;
+  a.q_scale = scale_ * cuda::kLog2e;
   if (routed) {
     a.routed_tokens = w.routed_tokens;
     a.kept_blocks = w.kept_blocks;

@@ -79,6 +79,9 @@ __device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// log2(e): softmax exponents as 2^(x log2 e), the scale folded into one multiply.
+constexpr float kLog2e = 1.4426950408889634f;
+
 // 2^x for the softmax: one MUFU.EX2 (relative error ~2^-22; results below 2^-126 flush
 // to zero, far under what a probability in [0, 1] summed in float can show).
 __device__ __forceinline__ float fast_exp2(float x) {

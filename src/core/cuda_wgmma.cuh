@@ -1,6 +1,7 @@
 // Thin wrappers over Hopper's warpgroup MMA (wgmma, sm_90a only) for the prefill attention
 // kernel: shared-memory matrix descriptors for the 128-byte swizzle, the fences, and the one
-// shape it uses, m64n64k16 bf16 x bf16 -> f32 with A from registers.
+// shape it uses, m64n64k16 bf16 x bf16 -> f32, with A from shared memory (S = Q K^T) or from
+// registers (O += P V).
 //
 // Only usable in code compiled for sm_90a: callers guard with SINKROUTER_WGMMA_ENABLED.
 //

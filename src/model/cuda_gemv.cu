@@ -55,7 +55,6 @@ __device__ __forceinline__ float4 mul4(const float4& a, const float4& b) {
   return make_float4(a.x * b.x, a.y * b.y, a.z * b.z, a.w * b.w);
 }
 
-
 // Chunk c (columns 8c .. 8c + 7) of every token: acc[t] += w . transformed x[t]; for
 // RMSNorm also ss[t] += x^2 (the transformed input is x * gain here; the 1 / rms factor
 // is applied to the finished sum). Token rows past a.tokens read the last real row (their

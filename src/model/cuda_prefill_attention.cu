@@ -23,7 +23,6 @@ constexpr int kRows = 64;  // query rows per CTA: 4 warps x 16
 constexpr int kKeys = 64;  // keys per tile
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
-constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
 // Shared memory of one CTA: the Q tile, then K and V tiles of two pipeline stages, each
@@ -97,7 +96,7 @@ __global__ void __launch_bounds__(kThreads) flash_prefill_kernel(PrefillAttentio
   for (int dt = 0; dt < D / 8; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
   float m[2] = {-INFINITY, -INFINITY};  // running max (log2 units) of rows g and g + 8
   float l[2] = {0.f, 0.f};              // this thread's part of the running sums
-  const float scale_log2 = a.scale * kLog2e;
+  const float scale_log2 = a.scale * cuda::kLog2e;
   const int64_t row_pos = a.p0 + q0 + warp * 16 + g;  // position of row g; row g + 8 is + 8
 
   for (int kt = 0; kt < num_tiles; ++kt) {

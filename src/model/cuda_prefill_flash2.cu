@@ -31,7 +31,6 @@ namespace {
 
 using cuda::Bf16Tag;
 
-constexpr float kLog2e = 1.4426950408889634f;
 
 template <int D>
 struct Flash2 {
@@ -135,7 +134,7 @@ __global__ void __launch_bounds__(Flash2<D>::kThreads, 2) flash2_prefill_kernel(
     m[mt][0] = m[mt][1] = -INFINITY;
     l[mt][0] = l[mt][1] = 0.f;
   }
-  const float scale_log2 = a.scale * kLog2e;
+  const float scale_log2 = a.scale * cuda::kLog2e;
   const int warp_row0 = warp * S::kWarpRows;
   // Positions relative to the first key of tile 0: row r of this warp sits at
   // pos0 + r. int: contexts stay below 2^31 tokens.

@@ -46,7 +46,6 @@ constexpr uint32_t kQBytes = kRows * kD * 2;      // Q in the swizzled layout, 6
 // + 1024: the dynamic shared window is only 16-byte aligned; the tiles start at the next
 // 1024-byte boundary.
 constexpr size_t kSmemBytes = size_t(kQBytes) + size_t(kStages) * 2 * kTileBytes + 1024;
-[[maybe_unused]] constexpr float kLog2e = 1.4426950408889634f;
 
 // Keep a row's running max until a tile raises it by more than this (log2 units): P may
 // then reach 2^8 (harmless in fp32 and bf16), and O's rescale, 32 multiplies a tile, is
@@ -185,7 +184,7 @@ __global__ void __launch_bounds__(kThreads, 2) wgmma_prefill_kernel(PrefillAtten
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2];
 #pragma unroll
   for (int i = 0; i < 32; ++i) o[i] = 0.f;
-  const float scale_log2 = a.scale * kLog2e;
+  const float scale_log2 = a.scale * cuda::kLog2e;
   auto diagonal = [&](int kt) { return kt * kKeys + kKeys - 1 > cta_pos0; };
   // The ring's barrier: the tiles waited for are visible to every thread and to wgmma; the
   // stage the refill overwrites (tile kt - 1's) was last read before this barrier.
@@ -238,7 +237,7 @@ __global__ void __launch_bounds__(kThreads, 2) wgmma_prefill_kernel(PrefillAtten
 #endif
 }
 
-// Whether this build holds the sm_90a code of the kernels and the current device runs it.
+// Whether this build holds the sm_90a code of the kernel and the current device runs it.
 bool wgmma_kernel_runs_here() {
   static int cached = -1;  // per process: one device kind per engine
   if (cached < 0) {

@@ -295,7 +295,8 @@ TEST(CudaPrefillAttentionErrors, KernelNames) {
     prefill_attention_kernel_from_name("fast");
     ADD_FAILURE() << "no error for an unknown kernel name";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("'fast' is unknown (expected flash, wgmma, flash2, flash1 or reference)"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("'fast' is unknown (expected flash, wgmma, flash2, flash1 or reference)"),
+              std::string::npos)
         << e.what();
   }
 }
