@@ -1,11 +1,13 @@
 // The prefill attention kernels alone (model/cuda_prefill_attention.h): time per call and
-// TFLOP/s of each flash version (v2 mma.sync, v3 wgmma where it runs, v1) on the engine's chunks (16K query rows after 0 to 112K
-// earlier tokens), for the SmolLM2-135M (9 query heads, 3 KV heads, d 64) and Llama-3.1-8B
+// TFLOP/s of each flash version (v2 mma.sync, v4 tma and v3 wgmma where they run, v1) on the
+// engine's chunks (by default 16K query rows after 0, 16K, 48K and 112K earlier tokens:
+// --chunk C takes C rows after 0, C, 3 C and 7 C, those that end by 128K), for the SmolLM2-135M (9 query heads, 3 KV heads, d 64) and Llama-3.1-8B
 // (32 / 8, d 128) shapes, bf16, page size 16 in a shuffled page order. Also the largest
 // difference between the versions' outputs (a sanity figure; the tests hold each kernel to
 // a float64 reference). JSON out.
 //
-//   bench_prefill_attention --out prefill_attention.json [--reps 5] [--once]
+//   bench_prefill_attention --out prefill_attention.json [--reps 5] [--once] [--chunk 16384]
+//                           [--shape smollm2_135m|llama3_8b]
 //
 // --once: one call of each kernel on the first case only (for ncu). FLOP: causal attention
 // of c rows after p0 keys = 4 * D * n_head * (c * p0 + c (c + 1) / 2) (QK^T and PV, 2 FLOP
@@ -80,6 +82,8 @@ int run(int argc, char** argv) {
   std::string out_path = "prefill_attention.json";
   int reps = 5;
   bool once = false;
+  int64_t chunk = 16384;
+  std::string only_shape;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--out" && i + 1 < argc) {
@@ -89,8 +93,17 @@ int run(int argc, char** argv) {
       SR_CHECK(reps >= 1, "--reps {} must be at least 1", reps);
     } else if (arg == "--once") {
       once = true;
+    } else if (arg == "--chunk" && i + 1 < argc) {
+      chunk = std::stoll(argv[++i]);
+      SR_CHECK(chunk >= 1 && chunk <= 131072, "--chunk {} must be 1 to 131072", chunk);
+    } else if (arg == "--shape" && i + 1 < argc) {
+      only_shape = argv[++i];
+      SR_CHECK(only_shape == "smollm2_135m" || only_shape == "llama3_8b",
+               "--shape {} is unknown (expected smollm2_135m or llama3_8b)", only_shape);
     } else {
-      fail("unknown argument '{}' (usage: bench_prefill_attention [--out FILE] [--reps N] [--once])", arg);
+      fail("unknown argument '{}' (usage: bench_prefill_attention [--out FILE] [--reps N] [--once] [--chunk C] "
+           "[--shape NAME])",
+           arg);
     }
   }
   cudaDeviceProp prop{};
@@ -107,11 +120,13 @@ int run(int argc, char** argv) {
   j["rows"] = nlohmann::json::array();
 
   const Shape shapes[] = {{"smollm2_135m", 9, 3, 64}, {"llama3_8b", 32, 8, 128}};
-  const int64_t chunk = 16384;
-  const int64_t p0s[] = {0, 16384, 49152, 114688};
+  std::vector<int64_t> p0s;
+  for (const int64_t k : {0, 1, 3, 7})
+    if (k == 0 || (k * chunk + chunk <= 131072)) p0s.push_back(k * chunk);
   std::printf("%-13s %7s %7s %-7s %10s %8s\n", "shape", "p0", "c", "kernel", "ms/call", "TFLOP/s");
   for (const Shape& sh : shapes) {
-    const int64_t capacity = p0s[std::size(p0s) - 1] + chunk;
+    if (!only_shape.empty() && only_shape != sh.name) continue;
+    const int64_t capacity = p0s.back() + chunk;
     KVCacheConfig kc;
     kc.num_kv_heads = sh.kv_heads;
     kc.head_dim = sh.head_dim;
@@ -135,8 +150,9 @@ int run(int argc, char** argv) {
       a.p0 = p0;
       a.n_head = sh.q_heads;
       a.scale = 1.f / std::sqrt(float(sh.head_dim));
-      // Version 2 first (the comparisons' base), then version 3 where it runs, then version 1.
+      // Version 2 first (the comparisons' base), then versions 4 and 3 where they run, then 1.
       std::vector<PrefillAttentionKernel> kernels = {PrefillAttentionKernel::Flash2};
+      if (detail::prefill_attention_tma_supported(a)) kernels.push_back(PrefillAttentionKernel::WgmmaTma);
       if (detail::prefill_attention_wgmma_supported(a)) kernels.push_back(PrefillAttentionKernel::Wgmma);
       kernels.push_back(PrefillAttentionKernel::FlashV1);
       const double flop = 4.0 * sh.head_dim * sh.q_heads * (double(chunk) * p0 + double(chunk) * (chunk + 1) / 2);

@@ -320,16 +320,18 @@ void launch_reference(const PrefillAttentionArgs& a, cudaStream_t stream) {
 
 PrefillAttentionKernel prefill_attention_kernel_from_name(const std::string& name) {
   if (name == "flash") return PrefillAttentionKernel::Flash;
+  if (name == "tma") return PrefillAttentionKernel::WgmmaTma;
   if (name == "wgmma") return PrefillAttentionKernel::Wgmma;
   if (name == "flash2") return PrefillAttentionKernel::Flash2;
   if (name == "flash1") return PrefillAttentionKernel::FlashV1;
   if (name == "reference") return PrefillAttentionKernel::Reference;
-  fail("prefill attention kernel '{}' is unknown (expected flash, wgmma, flash2, flash1 or reference)", name);
+  fail("prefill attention kernel '{}' is unknown (expected flash, tma, wgmma, flash2, flash1 or reference)", name);
 }
 
 const char* prefill_attention_kernel_name(PrefillAttentionKernel kernel) {
   switch (kernel) {
     case PrefillAttentionKernel::Flash: return "flash";
+    case PrefillAttentionKernel::WgmmaTma: return "tma";
     case PrefillAttentionKernel::Wgmma: return "wgmma";
     case PrefillAttentionKernel::Flash2: return "flash2";
     case PrefillAttentionKernel::FlashV1: return "flash1";
@@ -342,7 +344,10 @@ void prefill_attention_cuda(const PrefillAttentionArgs& a, cudaStream_t stream, 
   check_args(a, "prefill attention (CUDA)");
   if (kernel == PrefillAttentionKernel::Reference) return launch_reference(a, stream);
   if (kernel == PrefillAttentionKernel::Flash)
-    kernel = detail::prefill_attention_wgmma_supported(a) ? PrefillAttentionKernel::Wgmma : PrefillAttentionKernel::Flash2;
+    kernel = detail::prefill_attention_tma_supported(a)     ? PrefillAttentionKernel::WgmmaTma
+             : detail::prefill_attention_wgmma_supported(a) ? PrefillAttentionKernel::Wgmma
+                                                            : PrefillAttentionKernel::Flash2;
+  if (kernel == PrefillAttentionKernel::WgmmaTma) return detail::prefill_attention_tma(a, stream);
   if (kernel == PrefillAttentionKernel::Wgmma) return detail::prefill_attention_wgmma(a, stream);
   if (kernel == PrefillAttentionKernel::Flash2) return detail::prefill_attention_flash2(a, stream);
   SR_CHECK((a.c + kRows - 1) / kRows < (int64_t(1) << 31), "prefill attention (CUDA): chunk of {} rows is too long",

@@ -10,7 +10,11 @@
 //
 // Query head qh reads KV head qh / (n_head / num_kv_heads) (GQA). head_dim 64 or 128.
 //
-// Four kernels compute the same function (PrefillAttentionKernel; one selector below):
+// Five kernels compute the same function (PrefillAttentionKernel; one selector below):
+//   - WgmmaTma (cuda_prefill_tma.cu, head_dim 64 on an sm_90 device with the sm_90a build,
+//     page sizes 8, 16, 32 and multiples of 64): version 4, version 3's products fed by a
+//     producer warp through TMA copies and mbarriers, so the consumers' loop holds no
+//     gather and no CTA barrier.
 //   - Wgmma (cuda_prefill_wgmma.cu, head_dim 64 on an sm_90 device with the sm_90a build):
 //     version 3, the products on Hopper's warpgroup MMA; 128 query rows a CTA, two
 //     warpgroups of 64; Q, K and V tiles in the 128-byte swizzle wgmma reads, the softmax
@@ -25,9 +29,9 @@
 //     of 16, two stages, page offsets resolved per 16-byte copy. Kept to measure against.
 //   - Reference: one warp per (query row, head), float32 and exact probabilities; slow,
 //     obviously right.
-// Flash, the default, is Wgmma where it runs and Flash2 elsewhere. The tests hold the fast
-// kernels to a float64 CPU reference and to the reference kernel;
-// SINKROUTER_PREFILL_ATTENTION=flash|wgmma|flash2|flash1|reference picks the engine's
+// Flash, the default, is WgmmaTma where it runs, else Wgmma where that runs, else Flash2.
+// The tests hold the fast kernels to a float64 CPU reference and to the reference kernel;
+// SINKROUTER_PREFILL_ATTENTION=flash|tma|wgmma|flash2|flash1|reference picks the engine's
 // (reference is a fallback if a fast kernel ever misbehaves on new hardware).
 #pragma once
 
@@ -54,15 +58,16 @@ struct PrefillAttentionArgs {
   float scale = 0;                   // usually 1 / sqrt(head_dim)
 };
 
-enum class PrefillAttentionKernel { Flash, Wgmma, Flash2, FlashV1, Reference };
+enum class PrefillAttentionKernel { Flash, WgmmaTma, Wgmma, Flash2, FlashV1, Reference };
 
-// "flash", "wgmma", "flash2", "flash1" or "reference" (SINKROUTER_PREFILL_ATTENTION's
+// "flash", "tma", "wgmma", "flash2", "flash1" or "reference" (SINKROUTER_PREFILL_ATTENTION's
 // values); throws Error naming the accepted values on anything else.
 PrefillAttentionKernel prefill_attention_kernel_from_name(const std::string& name);
 const char* prefill_attention_kernel_name(PrefillAttentionKernel kernel);
 
 // Throws Error on unsupported shapes (head_dim, dtype, GQA ratio) with what was expected,
-// and for Wgmma where it does not run (head_dim 128, a device other than sm_90).
+// and for WgmmaTma / Wgmma where they do not run (head_dim 128, a device other than sm_90,
+// for WgmmaTma a page size it does not take).
 void prefill_attention_cuda(const PrefillAttentionArgs& args, cudaStream_t stream,
                             PrefillAttentionKernel kernel = PrefillAttentionKernel::Flash);
 
@@ -78,6 +83,10 @@ void prefill_attention_flash2(const PrefillAttentionArgs& args, cudaStream_t str
 void prefill_attention_wgmma(const PrefillAttentionArgs& args, cudaStream_t stream);
 // head_dim 64, an sm_90 device, and the sm_90a code in this build.
 bool prefill_attention_wgmma_supported(const PrefillAttentionArgs& args);
+void prefill_attention_tma(const PrefillAttentionArgs& args, cudaStream_t stream);
+// The same, a page size of 8, 16, 32 or a multiple of 64 (to 256), and the driver's TMA
+// descriptor encoder.
+bool prefill_attention_tma_supported(const PrefillAttentionArgs& args);
 }  // namespace detail
 
 }  // namespace sinkrouter

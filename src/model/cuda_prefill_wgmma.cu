@@ -30,112 +30,22 @@
 #include "cuda_prefill_attention.h"
 #include "cuda_prefill_gather.cuh"
 #include "cuda_prefill_rows.cuh"
+#include "cuda_prefill_wgmma_steps.cuh"
 #include "sinkrouter/core/error.h"
 
 namespace sinkrouter {
 namespace {
 
-constexpr int kD = 64;                           // head_dim (one 128-byte swizzle row)
-constexpr int kKeys = 64;                        // keys per tile
-constexpr int kWarpgroups = 2;                   // 64 query rows each
+using namespace wgmma_prefill;  // kD, kKeys, kTileBytes and the per-tile steps
+
+constexpr int kWarpgroups = 2;               // 64 query rows each
 constexpr int kThreads = kWarpgroups * 128;
-constexpr int kRows = kWarpgroups * 64;          // query rows per CTA
-constexpr int kStages = 4;                       // K/V ring: tile kt + 1 is read while tile kt is in use
-constexpr uint32_t kTileBytes = kKeys * kD * 2;  // 8 KB, a multiple of the 1024-byte atom
-constexpr uint32_t kQBytes = kRows * kD * 2;      // Q in the swizzled layout, 64 rows a warpgroup
+constexpr int kRows = kWarpgroups * 64;      // query rows per CTA
+constexpr int kStages = 4;                   // K/V ring: tile kt + 1 is read while tile kt is in use
+constexpr uint32_t kQBytes = kRows * kD * 2;  // Q in the swizzled layout, 64 rows a warpgroup
 // + 1024: the dynamic shared window is only 16-byte aligned; the tiles start at the next
 // 1024-byte boundary.
 constexpr size_t kSmemBytes = size_t(kQBytes) + size_t(kStages) * 2 * kTileBytes + 1024;
-
-// Keep a row's running max until a tile raises it by more than this (log2 units): P may
-// then reach 2^8 (harmless in fp32 and bf16), and O's rescale, 32 multiplies a tile, is
-// skipped wherever no row of the warp needs it (most tiles of a long context). The result
-// is the same function: O, l and the log-sum-exp all use the max actually kept.
-[[maybe_unused]] constexpr float kRescaleThreshold = 8.f;
-
-#if defined(SINKROUTER_WGMMA_ENABLED)
-
-// S = Q K^T for this warpgroup: 64 rows x 64 keys; its Q rows (K-major, swizzled like a K
-// tile) at shared address qw, the K tile (K-major) at kst.
-__device__ __forceinline__ void issue_scores(float (&s)[32], uint32_t qw, uint32_t kst) {
-  cuda::wgmma_fence();
-#pragma unroll
-  for (int ks = 0; ks < kD / 16; ++ks)
-    cuda::wgmma_m64n64k16_bf16_ss(s, cuda::wgmma_desc_sw128(qw + ks * 32, 16, 1024),
-                                  cuda::wgmma_desc_sw128(kst + ks * 32, 16, 1024), ks > 0);
-  cuda::wgmma_commit_group();
-}
-
-// O += P V: k-step kk covers keys 16 kk .. 16 kk + 15; V (MN-major) at shared address vst.
-// (No operand fence on o here: S is in flight, and ptxas serialises on any read of an
-// accumulator inside that window; the data dependence orders the rescale before.)
-__device__ __forceinline__ void issue_pv(float (&o)[32], const uint32_t (&pa)[16], uint32_t vst) {
-  cuda::wgmma_fence();
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    const uint32_t(&a)[4] = *reinterpret_cast<const uint32_t(*)[4]>(pa + 4 * kk);
-    cuda::wgmma_m64n64k16_bf16_rs<1>(o, a, cuda::wgmma_desc_sw128(vst + kk * 2048, kTileBytes, 1024), true);
-  }
-  cuda::wgmma_commit_group();
-}
-
-// The causal mask (if `diagonal`: the tile reaches past the CTA's first row; a uniform
-// condition, see the loop), then the online softmax of rows g (r = 0) and g + 8 (r = 1) in
-// place: s = 2^(s scale log2 e - m scale log2 e), l (this lane's part of the row sums) and
-// m updated (m only past kRescaleThreshold), alpha the factor O must be rescaled by.
-// s[4 nt + e]: key key0 + 8 nt + 2 t4 + (e & 1), row pos0 + g + 8 (e >> 1).
-__device__ __forceinline__ void online_softmax(float (&s)[32], float (&m)[2], float (&l)[2], float (&alpha)[2],
-                                               bool diagonal, int key0, int pos0, int g, int t4, float scale_log2) {
-  if (diagonal) {
-#pragma unroll
-    for (int i = 0; i < 32; ++i) {
-      const int key = key0 + (i / 4) * 8 + 2 * t4 + (i & 1);
-      const int pos = pos0 + g + ((i >> 1) & 1) * 8;
-      if (key > pos) s[i] = -INFINITY;
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float v[8];
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt) v[nt] = fmaxf(s[4 * nt + 2 * r], s[4 * nt + 2 * r + 1]);
-    float mx = fmaxf(fmaxf(fmaxf(v[0], v[1]), fmaxf(v[2], v[3])), fmaxf(fmaxf(v[4], v[5]), fmaxf(v[6], v[7])));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    // (-inf + threshold is -inf: the first visible key always sets m.)
-    const bool raise = mx * scale_log2 > fmaf(m[r], scale_log2, kRescaleThreshold);
-    const float m_new = raise ? mx : m[r];
-    const float m_use = m_new == -INFINITY ? 0.f : m_new;  // nothing visible yet: no NaN
-    const float neg_m = -m_use * scale_log2;
-    alpha[r] = raise ? cuda::fast_exp2(fmaf(m[r], scale_log2, neg_m)) : 1.f;  // 0 while m was -inf
-    m[r] = m_new;
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
-      s[4 * nt + 2 * r] = cuda::fast_exp2(fmaf(s[4 * nt + 2 * r], scale_log2, neg_m));
-      s[4 * nt + 2 * r + 1] = cuda::fast_exp2(fmaf(s[4 * nt + 2 * r + 1], scale_log2, neg_m));
-      v[nt] = s[4 * nt + 2 * r] + s[4 * nt + 2 * r + 1];
-    }
-    const float sum = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
-    l[r] = fmaf(l[r], alpha[r], sum);
-  }
-}
-
-// O's rows g (alpha[0]) and g + 8 (alpha[1]) times their softmax rescale, skipped where no
-// row of the warp changed its max (a warp-uniform branch, taken after every wgmma is done).
-__device__ __forceinline__ void rescale_o(float (&o)[32], const float (&alpha)[2]) {
-  if (!__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) return;
-#pragma unroll
-  for (int i = 0; i < 32; ++i) o[i] *= alpha[(i >> 1) & 1];
-}
-
-// P as the A fragments of P V: k-step kk (keys 16 kk .. 16 kk + 15) = n8 blocks 2 kk and
-// 2 kk + 1 of S, i.e. pa[4 kk .. 4 kk + 3].
-__device__ __forceinline__ void to_p_fragments(const float (&s)[32], uint32_t (&pa)[16]) {
-#pragma unroll
-  for (int i = 0; i < 16; ++i) pa[i] = cuda::pack_bf16x2(s[2 * i], s[2 * i + 1]);
-}
-
-#endif  // SINKROUTER_WGMMA_ENABLED
 
 // grid: (query tiles x n_head), 1-D, heaviest first; block: 256 threads (two warpgroups).
 //
@@ -237,20 +147,11 @@ __global__ void __launch_bounds__(kThreads, 2) wgmma_prefill_kernel(PrefillAtten
 #endif
 }
 
-// Whether this build holds the sm_90a code of the kernel and the current device runs it.
+// Whether this build holds the kernel's sm_90a code and the current device runs it (per
+// process: one device kind per engine).
 bool wgmma_kernel_runs_here() {
-  static int cached = -1;  // per process: one device kind per engine
-  if (cached < 0) {
-    cudaFuncAttributes attr{};
-    int dev = 0, major = 0, minor = 0;
-    const bool ok = cudaFuncGetAttributes(&attr, wgmma_prefill_kernel) == cudaSuccess &&
-                    cudaGetDevice(&dev) == cudaSuccess &&
-                    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-                    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess;
-    (void)cudaGetLastError();  // a failed query is "no", not a sticky error
-    cached = ok && major == 9 && minor == 0 && attr.binaryVersion == 90 ? 1 : 0;
-  }
-  return cached == 1;
+  static const bool runs = sm90a_code_runs_here(reinterpret_cast<const void*>(wgmma_prefill_kernel));
+  return runs;
 }
 
 }  // namespace

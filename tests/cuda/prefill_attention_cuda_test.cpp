@@ -160,17 +160,19 @@ TEST_P(CudaPrefillAttention, MatchesFloat64) {
   a.n_head = QH;
   a.scale = scale;
   const int rows = int(std::min<int64_t>(32, pc.c));
-  if (kernel == PrefillAttentionKernel::Wgmma && !detail::prefill_attention_wgmma_supported(a)) {
-    // Where wgmma does not run, asking for it is a clear error, not a silent fallback.
+  const bool tma = kernel == PrefillAttentionKernel::WgmmaTma;
+  if ((tma && !detail::prefill_attention_tma_supported(a)) ||
+      (kernel == PrefillAttentionKernel::Wgmma && !detail::prefill_attention_wgmma_supported(a))) {
+    // Where a wgmma kernel does not run, asking for it is a clear error, not a silent fallback.
+    const bool page_fits = !tma || pc.page == 8 || pc.page == 16 || pc.page == 32 || pc.page % 64 == 0;
+    const char* why = D != 64 ? "takes head_dim 64, not 128" : !page_fits ? "takes page sizes" : "needs an sm_90 device";
     try {
       prefill_attention_cuda(a, nullptr, kernel);
-      ADD_FAILURE() << "no error for the wgmma kernel where it does not run";
+      ADD_FAILURE() << "no error for the " << prefill_attention_kernel_name(kernel) << " kernel where it does not run";
     } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(D == 64 ? "needs an sm_90 device" : "takes head_dim 64, not 128"),
-                std::string::npos)
-          << e.what();
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
     }
-    if (D == 64) GTEST_SKIP() << "the wgmma kernel needs an sm_90 device (this one is not)";
+    if (D == 64 && page_fits) GTEST_SKIP() << "the wgmma kernels need an sm_90 device (this one is not)";
     return;
   }
   prefill_attention_cuda(a, nullptr, kernel);
@@ -217,10 +219,11 @@ TEST_P(CudaPrefillAttention, MatchesFloat64) {
         << "received of head " << i / size_t(n) << " key " << i % size_t(n);
 }
 
-// Flash is the default's choice (wgmma on an H100/H200 at head_dim 64, else flash2); each
-// version is also tested by name.
-const auto kFlashKernels = ::testing::Values(PrefillAttentionKernel::Flash, PrefillAttentionKernel::Wgmma,
-                                             PrefillAttentionKernel::Flash2, PrefillAttentionKernel::FlashV1);
+// Flash is the default's choice (tma, else wgmma, on an H100/H200 at head_dim 64, else
+// flash2); each version is also tested by name.
+const auto kFlashKernels =
+    ::testing::Values(PrefillAttentionKernel::Flash, PrefillAttentionKernel::WgmmaTma, PrefillAttentionKernel::Wgmma,
+                      PrefillAttentionKernel::Flash2, PrefillAttentionKernel::FlashV1);
 
 INSTANTIATE_TEST_SUITE_P(
     Grid, CudaPrefillAttention,
@@ -236,6 +239,9 @@ INSTANTIATE_TEST_SUITE_P(
                       PrefillCase{64, 9, 3, 32, 4000, 300},     // 68 key tiles: the wgmma kernel's kept max
                       PrefillCase{64, 6, 2, 1, 77, 150},        // page size 1
                       PrefillCase{64, 9, 3, 256, 300, 333},     // page size 256, tiles across a page boundary
+                      PrefillCase{64, 9, 3, 8, 200, 190},       // page size 8: eight TMA boxes a tile
+                      PrefillCase{64, 6, 2, 128, 1000, 517},    // page size 128, the end mid-page
+                      PrefillCase{64, 9, 3, 48, 100, 90},       // page size 48: tma's clear error
                       PrefillCase{128, 4, 1, 32, 2000, 257})),  // GQA 4:1 after a long prefix
     case_name);
 
@@ -287,7 +293,8 @@ TEST(CudaPrefillAttentionErrors, UnsupportedShapesAreClear) {
 
 // The engine's SINKROUTER_PREFILL_ATTENTION values, and a clear error for anything else.
 TEST(CudaPrefillAttentionErrors, KernelNames) {
-  for (const PrefillAttentionKernel k : {PrefillAttentionKernel::Flash, PrefillAttentionKernel::Wgmma,
+  for (const PrefillAttentionKernel k : {PrefillAttentionKernel::Flash, PrefillAttentionKernel::WgmmaTma,
+                                         PrefillAttentionKernel::Wgmma,
                                          PrefillAttentionKernel::Flash2, PrefillAttentionKernel::FlashV1,
                                          PrefillAttentionKernel::Reference})
     EXPECT_EQ(prefill_attention_kernel_from_name(prefill_attention_kernel_name(k)), k);
@@ -295,7 +302,7 @@ TEST(CudaPrefillAttentionErrors, KernelNames) {
     prefill_attention_kernel_from_name("fast");
     ADD_FAILURE() << "no error for an unknown kernel name";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("'fast' is unknown (expected flash, wgmma, flash2, flash1 or reference)"),
+    EXPECT_NE(std::string(e.what()).find("'fast' is unknown (expected flash, tma, wgmma, flash2, flash1 or reference)"),
               std::string::npos)
         << e.what();
   }

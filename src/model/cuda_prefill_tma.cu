@@ -1,0 +1,316 @@
+// Causal prefill attention, version 4: version 3's warpgroup-MMA loop (the per-tile steps of
+// cuda_prefill_wgmma_steps.cuh) with the K/V tiles copied by TMA and the ring kept by
+// mbarriers (see cuda_prefill_attention.h for the arguments; docs/PERF.md "Prefill attention
+// v4"). head_dim 64, sm_90a, page sizes 8 to 256, powers of two.
+//
+// Why: version 3 is instruction-bound (ncu, run 9e): of its ~390 instructions a warp per
+// 64-key tile, ~75 are the page gather (page ids, offsets, eight cp.async a thread) and the
+// CTA barrier of the ring. Here a tile is a few TMA copies (one box of min(page_size, 64)
+// rows for K and one for V per page it touches, each landing in the 128-byte swizzle wgmma
+// reads), each warp issuing at most two of them (WarpCopies), and the ring's barrier is a
+// "full" mbarrier per stage (the copies' bytes) and an "empty" one (every warp done with
+// the tile): no cp.async, no per-thread page arithmetic, no CTA barrier in the loop.
+//
+// The cache as the TMA sees it: pages [num_pages, 2 (K, V), page_size, num_kv_heads, 64]
+// bf16 as a 5-D tensor (dims innermost first: 64, num_kv_heads, page_size, 2, pages); a box
+// is {64, 1, min(page_size, 64), 1, 1}. Keys at or past the cache's end: boxes that start
+// there are not loaded (their stage keeps older, finite data or anything at all), and in
+// the one tile that reaches past the end the consumers zero those V rows before P V (their
+// P is 0, but 0 x NaN, the cache's poison, is NaN); K rows there only feed scores the
+// causal mask overwrites with -inf.
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/cuda_check.h"
+#include "core/cuda_mma.cuh"
+#include "core/cuda_tma.cuh"
+#include "core/cuda_wgmma.cuh"
+#include "cuda_prefill_attention.h"
+#include "cuda_prefill_gather.cuh"
+#include "cuda_prefill_rows.cuh"
+#include "cuda_prefill_wgmma_steps.cuh"
+#include "sinkrouter/core/error.h"
+
+namespace sinkrouter {
+namespace {
+
+using namespace wgmma_prefill;  // kD, kKeys, kTileBytes and the per-tile steps
+
+constexpr int kThreads = 256;  // two warpgroups of 64 query rows
+[[maybe_unused]] constexpr int kWarps = kThreads / 32;
+constexpr int kRows = 128;     // query rows per CTA
+constexpr int kStages = 5;     // K/V ring: tile kt + 4 is copied while tile kt is in use
+constexpr uint32_t kQBytes = kRows * kD * 2;
+constexpr uint32_t kRingBytes = kStages * 2 * kTileBytes;
+// + 1024: the dynamic shared window is only 16-byte aligned; Q and the tiles start at the
+// next 1024-byte boundary, the 2 x kStages mbarriers after the ring.
+constexpr size_t kSmemBytes = size_t(kQBytes) + kRingBytes + 2 * kStages * 8 + 1024;
+
+#if defined(SINKROUTER_WGMMA_ENABLED)
+
+// The ring: tile t uses stage t % kStages; its mbarriers' phase parity is (t / kStages) & 1.
+// One shared address holds it all (registers are what limits the consumers: 112 at two CTAs
+// an SM): stage 0's K tile, V one tile on, the "full" mbarriers after the ring, then the
+// "empty" ones.
+struct Ring {
+  uint32_t kv0;
+  __device__ uint32_t k_tile(int t) const { return kv0 + uint32_t(t % kStages) * 2 * kTileBytes; }
+  __device__ uint32_t v_tile(int t) const { return k_tile(t) + kTileBytes; }
+  __device__ uint32_t full(int t) const { return kv0 + kRingBytes + 8u * uint32_t(t % kStages); }
+  __device__ uint32_t empty(int t) const { return full(t) + 8u * kStages; }
+  __device__ static uint32_t parity(int t) { return uint32_t(t / kStages) & 1u; }
+};
+
+// Every warp's share of the copies of a tile: the tile is `boxes` boxes of box_rows keys
+// (box_rows = min(page_size, 64): one page's part of the tile), each copied for K (copy
+// 2 j) and for V (copy 2 j + 1) by one TMA instruction; warp w issues copies w and w + 8,
+// those that exist (page size 16: one copy a warp; 8: two; 64 and more: warps 0 and 1).
+// Each warp arrives once a tile on the stage's "full" barrier announcing its copies'
+// bytes (8 arrivals a phase), and before copying into a stage waits until every warp has
+// released the tile that last used it (tile t - kStages: one tile of slack in the loop).
+// Page ids are loaded a tile ahead, and the page size is a power of two (shifts, no
+// division). The copies of tile t are issued in the consumers' iteration t - kStages + 1.
+struct WarpCopies {
+  const int32_t* page_ids;  // this sequence's
+  int page[2];              // page ids of this warp's copies of the next tile (-1: none)
+
+  __device__ static int page_shift(const PrefillAttentionArgs& a) { return __ffs(a.kv.page_size) - 1; }
+  __device__ static int box_shift(const PrefillAttentionArgs& a) { return min(page_shift(a), 6); }
+
+  // The page of copy `c` of tile t, or -1 (no such copy, or its box starts past the cache).
+  __device__ int page_of(const PrefillAttentionArgs& a, int t, int c) const {
+    const int key = t * kKeys + ((c >> 1) << box_shift(a));
+    return c < (2 << (6 - box_shift(a))) && key < int(a.p0 + a.c) ? page_ids[key >> page_shift(a)] : -1;
+  }
+
+  __device__ void start(const PrefillAttentionArgs& a, int warp) {
+    page_ids = a.kv.indices + a.kv.indptr[0];
+    page[0] = page_of(a, 0, warp);
+    page[1] = page_of(a, 0, warp + 8);
+  }
+
+  // This warp's copies of tile t (< num_tiles), then the page ids of its copies of t + 1.
+  __device__ void copy(const CUtensorMap* map, const PrefillAttentionArgs& a, int h, int t, int num_tiles,
+                       const Ring& ring, int warp, int lane) {
+    const int mine[2] = {page[0], page[1]};
+    if (t + 1 < num_tiles) {
+      page[0] = page_of(a, t + 1, warp);
+      page[1] = page_of(a, t + 1, warp + 8);
+    }
+    const uint32_t box_bytes = uint32_t(kD * 2) << box_shift(a);
+    const uint32_t bytes = (mine[0] >= 0 ? box_bytes : 0u) + (mine[1] >= 0 ? box_bytes : 0u);
+    if (bytes != 0 && t >= kStages) cuda::mbarrier_wait(ring.empty(t), Ring::parity(t) ^ 1u);
+    if (lane == 0) {
+      cuda::mbarrier_arrive_expect_tx(ring.full(t), bytes);
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        if (mine[i] < 0) continue;
+        const int c = warp + 8 * i, box = c >> 1, kv = c & 1;
+        const int in_page = (t * kKeys + (box << box_shift(a))) & (a.kv.page_size - 1);
+        cuda::tma_load_5d(ring.k_tile(t) + uint32_t(kv) * kTileBytes + uint32_t(box) * box_bytes, map, ring.full(t), 0,
+                          h, in_page, kv, mine[i]);
+      }
+    }
+    __syncwarp();
+  }
+};
+
+// Arrival on `bar` by the lanes where `signal` holds, as one predicated instruction (a
+// lane-dependent branch in the consumers' loop would make ptxas serialise the wgmma).
+__device__ __forceinline__ void mbarrier_arrive_if(uint32_t bar, bool signal) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %1, 0;\n"
+      "@p mbarrier.arrive.shared::cta.b64 _, [%0];\n"
+      "}\n" ::"r"(bar),
+      "r"(int(signal))
+      : "memory");
+}
+
+// Zeroes rows first_row .. 63 of the V tile at `v` (whole 128-byte rows: the swizzle only
+// permutes chunks within a row), then makes the writes visible to wgmma.
+__device__ __forceinline__ void zero_v_rows(uint32_t v, int first_row, int tid) {
+  for (int i = first_row * 8 + tid; i < kKeys * 8; i += kThreads)
+    asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(v + uint32_t(i) * 16u), "r"(0) : "memory");
+  cuda::fence_proxy_async_shared();
+  __syncthreads();
+}
+
+#endif  // SINKROUTER_WGMMA_ENABLED
+
+// grid: (query tiles x n_head), 1-D, heaviest first; block: 256 threads (two warpgroups).
+//
+// The loop is version 3's (cuda_prefill_wgmma.cu: S of tile kt + 1 and P V of tile kt issued
+// together, the softmax of kt + 1 overlapping P V; every warpgroup takes every tile; the
+// last tile peeled), with the ring's CTA barrier and cp.async gather replaced by a wait on
+// tile kt + 1's "full" barrier, one arrival a warp on tile kt's "empty" barrier once its
+// P V is done, and then the warp's copies of tile kt + 4 into the stage tile kt - 1 used.
+// A warp waits there only if another has not finished tile kt - 1 yet: a whole tile of
+// slack, where version 3's barrier held every warp at every tile. (A separate producer warp
+// would make nine warps a CTA: ptxas then allows ~94 registers for two CTAs an SM, and the
+// loop needs 114-122. Warp 0 as the only producer measured 286 TFLOP/s against version 3's
+// 359, run 10a: its ~300 instructions of copies a tile held up its whole warpgroup.)
+__global__ void __launch_bounds__(kThreads, 2)
+    tma_prefill_kernel(const __grid_constant__ CUtensorMap kv_map, PrefillAttentionArgs a) {
+#if defined(SINKROUTER_WGMMA_ENABLED)
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const uint32_t base = (cuda::smem_addr(smem_raw) + 1023u) & ~1023u;
+  const uint32_t qs = base;  // Q: [kRows][kD] bf16, swizzled
+  const Ring ring{base + kQBytes};
+
+  const int num_qtiles = int((a.c + kRows - 1) / kRows);
+  const int qh = int(blockIdx.x % unsigned(a.n_head));
+  const int64_t q0 = int64_t(num_qtiles - 1 - int(blockIdx.x / unsigned(a.n_head))) * kRows;
+  const int h = qh / (a.n_head / a.kv.num_kv_heads);
+  const int64_t last_row = min(q0 + kRows, a.c) - 1;
+  const int num_tiles = int((a.p0 + last_row) / kKeys) + 1;  // up to the CTA's last row's diagonal
+  const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t4 = lane % 4;
+  const int cta_pos0 = int(a.p0 + q0);    // positions relative to key 0 (< 2^31: checked)
+  const int pos0 = cta_pos0 + warp * 16;  // this warp's row r sits at pos0 + r
+
+  WarpCopies copies;
+  if (tid == 0) {
+    for (int t = 0; t < kStages; ++t) {
+      cuda::mbarrier_init(ring.full(t), kWarps);   // one expect_tx arrival a warp
+      cuda::mbarrier_init(ring.empty(t), kWarps);  // one release a warp
+    }
+    cuda::fence_mbarrier_init();
+  }
+  copy_query_rows<kD, kRows, kThreads>(a, q0, qh, tid,
+                                       [&](int row, int chunk) { return qs + cuda::swizzle128_offset(row, chunk); });
+  cuda::cp_async_commit_group();
+  __syncthreads();  // the barriers are initialised
+  copies.start(a, warp);
+  for (int t = 0; t < kStages - 1 && t < num_tiles; ++t) copies.copy(&kv_map, a, h, t, num_tiles, ring, warp, lane);
+  cuda::cp_async_wait_group<0>();
+  cuda::fence_proxy_async_shared();
+  __syncthreads();  // Q is in place
+
+  uint32_t pa[16];  // P as A fragments
+  float o[32];      // O accumulator (m64n64 f32 layout)
+  float s[32];      // S accumulator, then P in fp32
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) o[i] = 0.f;
+  const float scale_log2 = a.scale * cuda::kLog2e;
+  auto diagonal = [&](int kt) { return kt * kKeys + kKeys - 1 > cta_pos0; };
+
+  const uint32_t qw = qs + uint32_t(warp / 4) * 64 * kD * 2;  // this warpgroup's Q rows
+  cuda::mbarrier_wait(ring.full(0), 0);
+  issue_scores(s, qw, ring.k_tile(0));
+  cuda::wgmma_wait_group<0>();
+  cuda::wgmma_fence_operands(s);
+  online_softmax(s, m, l, alpha, diagonal(0), 0, pos0, g, t4, scale_log2);
+  to_p_fragments(s, pa);
+  for (int kt = 0; kt + 1 < num_tiles; ++kt) {
+    cuda::mbarrier_wait(ring.full(kt + 1), Ring::parity(kt + 1));
+    issue_scores(s, qw, ring.k_tile(kt + 1));
+    issue_pv(o, pa, ring.v_tile(kt));
+    cuda::wgmma_wait_group<1>();  // S of tile kt + 1 is done; P V runs on
+    cuda::wgmma_fence_operands(s);
+    online_softmax(s, m, l, alpha, diagonal(kt + 1), (kt + 1) * kKeys, pos0, g, t4, scale_log2);
+    cuda::wgmma_wait_group<0>();
+    cuda::wgmma_fence_operands(o);
+    cuda::wgmma_fence_operands(pa);
+    mbarrier_arrive_if(ring.empty(kt), lane == 0);  // this warp is done with tile kt
+    rescale_o(o, alpha);
+    to_p_fragments(s, pa);
+    if (kt + kStages - 1 < num_tiles) copies.copy(&kv_map, a, h, kt + kStages - 1, num_tiles, ring, warp, lane);
+  }
+  const int last = num_tiles - 1;
+  const int n32 = int(a.p0 + a.c);
+  if (last * kKeys + kKeys > n32) zero_v_rows(ring.v_tile(last), n32 - last * kKeys, tid);  // CTA-uniform
+  issue_pv(o, pa, ring.v_tile(last));
+  cuda::wgmma_wait_group<0>();
+  cuda::wgmma_fence_operands(o);
+  cuda::wgmma_fence_operands(pa);
+
+  const float m_nat[2] = {m[0] * a.scale, m[1] * a.scale};
+  store_prefill_rows<kD>(a, *reinterpret_cast<const float(*)[kD / 8][4]>(o), l, m_nat, q0 + warp * 16 + g, qh, t4);
+#else
+  __trap();  // never launched: prefill_attention_tma_supported() checks the build's arch
+#endif
+}
+
+// The driver's cuTensorMapEncodeTiled, through the runtime (no link against libcuda);
+// null where the driver lacks it.
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
+            cudaSuccess ||
+        found != cudaDriverEntryPointSuccess)
+      fn = nullptr;
+    (void)cudaGetLastError();
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  return encode;
+}
+
+bool tma_kernel_runs_here() {
+  static const bool runs =
+      sm90a_code_runs_here(reinterpret_cast<const void*>(tma_prefill_kernel)) && tensor_map_encoder() != nullptr;
+  return runs;
+}
+
+// Page sizes whose boxes tile a 64-key tile at 1024-byte-aligned (swizzle-atom) offsets, and
+// that the copies find by shifts: 8, 16, 32, 64, 128, 256.
+bool page_size_fits(int page_size) {
+  return page_size >= 8 && page_size <= 256 && (page_size & (page_size - 1)) == 0;
+}
+
+// The cache's pages as the 5-D tensor the producer reads (the header comment).
+CUtensorMap kv_tensor_map(const PagedKV& kv) {
+  // Page ids are int32: the page dimension only bounds what the ids can name.
+  constexpr cuuint64_t kMaxPages = cuuint64_t(1) << 31;
+  const cuuint64_t row_bytes = cuuint64_t(kv.num_kv_heads) * kD * 2;  // one token of one page, K or V
+  const cuuint64_t dims[5] = {cuuint64_t(kD), cuuint64_t(kv.num_kv_heads), cuuint64_t(kv.page_size), 2, kMaxPages};
+  const cuuint64_t strides[4] = {kD * 2, row_bytes, row_bytes * kv.page_size, row_bytes * kv.page_size * 2};
+  const cuuint32_t box[5] = {cuuint32_t(kD), 1, cuuint32_t(std::min(kv.page_size, kKeys)), 1, 1};
+  const cuuint32_t element_strides[5] = {1, 1, 1, 1, 1};
+  CUtensorMap map;
+  const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 5, const_cast<void*>(kv.pages), dims,
+                                          strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                          CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  SR_CHECK(r == CUDA_SUCCESS, "prefill attention (CUDA): cuTensorMapEncodeTiled failed (CUresult {}) for page size {}",
+           int(r), kv.page_size);
+  return map;
+}
+
+}  // namespace
+
+namespace detail {
+
+bool prefill_attention_tma_supported(const PrefillAttentionArgs& a) {
+  return a.kv.head_dim == kD && page_size_fits(a.kv.page_size) && tma_kernel_runs_here();
+}
+
+void prefill_attention_tma(const PrefillAttentionArgs& a, cudaStream_t stream) {
+  SR_CHECK(a.kv.head_dim == kD, "prefill attention (CUDA): the tma kernel takes head_dim 64, not {} (use flash2)",
+           a.kv.head_dim);
+  SR_CHECK(page_size_fits(a.kv.page_size),
+           "prefill attention (CUDA): the tma kernel takes page sizes 8, 16, 32, 64, 128 and 256, not {} "
+           "(use wgmma)",
+           a.kv.page_size);
+  SR_CHECK(tma_kernel_runs_here(),
+           "prefill attention (CUDA): the tma kernel needs an sm_90 device, a build with sm_90a and a driver with "
+           "cuTensorMapEncodeTiled (use flash2)");
+  SR_CHECK(a.p0 + a.c + kKeys < (int64_t(1) << 31), "prefill attention (CUDA): {} tokens exceed 2^31", a.p0 + a.c);
+  const int64_t blocks = (a.c + kRows - 1) / kRows * a.n_head;
+  SR_CHECK(blocks < (int64_t(1) << 31), "prefill attention (CUDA): chunk of {} rows is too long", a.c);
+  const CUtensorMap map = kv_tensor_map(a.kv);
+  SR_CUDA_CHECK(cudaFuncSetAttribute(tma_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)));
+  tma_prefill_kernel<<<unsigned(blocks), kThreads, kSmemBytes, stream>>>(map, a);
+  SR_CUDA_CHECK_LAUNCH("tma_prefill_kernel");
+}
+
+}  // namespace detail
+
+}  // namespace sinkrouter
