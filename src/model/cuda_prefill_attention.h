@@ -12,9 +12,9 @@
 //
 // Five kernels compute the same function (PrefillAttentionKernel; one selector below):
 //   - WgmmaTma (cuda_prefill_tma.cu, head_dim 64 on an sm_90 device with the sm_90a build,
-//     page sizes 8, 16, 32 and multiples of 64): version 4, version 3's products fed by a
-//     producer warp through TMA copies and mbarriers, so the consumers' loop holds no
-//     gather and no CTA barrier.
+//     page sizes 16, 32, 64, 128 and 256): version 4, version 3's loop with the K/V tiles
+//     copied by TMA (each warp issuing one copy a tile) and the ring kept by mbarriers: no
+//     per-thread gather and no CTA barrier in the loop.
 //   - Wgmma (cuda_prefill_wgmma.cu, head_dim 64 on an sm_90 device with the sm_90a build):
 //     version 3, the products on Hopper's warpgroup MMA; 128 query rows a CTA, two
 //     warpgroups of 64; Q, K and V tiles in the 128-byte swizzle wgmma reads, the softmax
@@ -84,8 +84,8 @@ void prefill_attention_wgmma(const PrefillAttentionArgs& args, cudaStream_t stre
 // head_dim 64, an sm_90 device, and the sm_90a code in this build.
 bool prefill_attention_wgmma_supported(const PrefillAttentionArgs& args);
 void prefill_attention_tma(const PrefillAttentionArgs& args, cudaStream_t stream);
-// The same, a page size of 8, 16, 32 or a multiple of 64 (to 256), and the driver's TMA
-// descriptor encoder.
+// The same, a page size of 16, 32, 64, 128 or 256, and the driver's TMA descriptor
+// encoder.
 bool prefill_attention_tma_supported(const PrefillAttentionArgs& args);
 }  // namespace detail
 

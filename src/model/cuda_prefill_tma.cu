@@ -1,13 +1,13 @@
 // Causal prefill attention, version 4: version 3's warpgroup-MMA loop (the per-tile steps of
 // cuda_prefill_wgmma_steps.cuh) with the K/V tiles copied by TMA and the ring kept by
 // mbarriers (see cuda_prefill_attention.h for the arguments; docs/PERF.md "Prefill attention
-// v4"). head_dim 64, sm_90a, page sizes 8 to 256, powers of two.
+// v4"). head_dim 64, sm_90a, page sizes 16 to 256, powers of two.
 //
 // Why: version 3 is instruction-bound (ncu, run 9e): of its ~390 instructions a warp per
 // 64-key tile, ~75 are the page gather (page ids, offsets, eight cp.async a thread) and the
 // CTA barrier of the ring. Here a tile is a few TMA copies (one box of min(page_size, 64)
 // rows for K and one for V per page it touches, each landing in the 128-byte swizzle wgmma
-// reads), each warp issuing at most two of them (WarpCopies), and the ring's barrier is a
+// reads), each warp issuing at most one of them (WarpCopies), and the ring's barrier is a
 // "full" mbarrier per stage (the copies' bytes) and an "empty" one (every warp done with
 // the tile): no cp.async, no per-thread page arithmetic, no CTA barrier in the loop.
 //
@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "core/cuda_check.h"
 #include "core/cuda_mma.cuh"
@@ -42,7 +43,7 @@ using namespace wgmma_prefill;  // kD, kKeys, kTileBytes and the per-tile steps
 constexpr int kThreads = 256;  // two warpgroups of 64 query rows
 [[maybe_unused]] constexpr int kWarps = kThreads / 32;
 constexpr int kRows = 128;     // query rows per CTA
-constexpr int kStages = 5;     // K/V ring: tile kt + 4 is copied while tile kt is in use
+constexpr int kStages = 4;     // K/V ring: tile kt + 3 is copied while tile kt is in use (a power of two: cheap t % kStages)
 constexpr uint32_t kQBytes = kRows * kD * 2;
 constexpr uint32_t kRingBytes = kStages * 2 * kTileBytes;
 // + 1024: the dynamic shared window is only 16-byte aligned; Q and the tiles start at the
@@ -66,52 +67,44 @@ struct Ring {
 
 // Every warp's share of the copies of a tile: the tile is `boxes` boxes of box_rows keys
 // (box_rows = min(page_size, 64): one page's part of the tile), each copied for K (copy
-// 2 j) and for V (copy 2 j + 1) by one TMA instruction; warp w issues copies w and w + 8,
-// those that exist (page size 16: one copy a warp; 8: two; 64 and more: warps 0 and 1).
-// Each warp arrives once a tile on the stage's "full" barrier announcing its copies'
-// bytes (8 arrivals a phase), and before copying into a stage waits until every warp has
-// released the tile that last used it (tile t - kStages: one tile of slack in the loop).
-// Page ids are loaded a tile ahead, and the page size is a power of two (shifts, no
-// division). The copies of tile t are issued in the consumers' iteration t - kStages + 1.
+// 2 j) and for V (copy 2 j + 1) by one TMA instruction; warp w issues copy w if it exists
+// (page size 16: every warp one; 32: warps 0-3; 64 and more: warps 0 and 1). Each warp
+// arrives once a tile on the stage's "full" barrier announcing its copy's bytes (8
+// arrivals a phase), and before copying into a stage waits until every warp has released
+// the tile that last used it (tile t - kStages: one tile of slack in the loop). The page id
+// is loaded a tile ahead, and the page size is a power of two (shifts, no division). The
+// copies of tile t are issued in the loop's iteration t - kStages + 1. Registers are what
+// this must spare: past ~122, ptxas waits for P V before the softmax (no overlap at all).
 struct WarpCopies {
-  const int32_t* page_ids;  // this sequence's
-  int page[2];              // page ids of this warp's copies of the next tile (-1: none)
+  int page;  // the page id of this warp's copy of the next tile (-1: none)
 
   __device__ static int page_shift(const PrefillAttentionArgs& a) { return __ffs(a.kv.page_size) - 1; }
   __device__ static int box_shift(const PrefillAttentionArgs& a) { return min(page_shift(a), 6); }
 
   // The page of copy `c` of tile t, or -1 (no such copy, or its box starts past the cache).
-  __device__ int page_of(const PrefillAttentionArgs& a, int t, int c) const {
+  __device__ static int page_of(const PrefillAttentionArgs& a, int t, int c) {
     const int key = t * kKeys + ((c >> 1) << box_shift(a));
-    return c < (2 << (6 - box_shift(a))) && key < int(a.p0 + a.c) ? page_ids[key >> page_shift(a)] : -1;
+    return c < (2 << (6 - box_shift(a))) && key < int(a.p0 + a.c)
+               ? a.kv.indices[a.kv.indptr[0] + (key >> page_shift(a))]
+               : -1;
   }
 
-  __device__ void start(const PrefillAttentionArgs& a, int warp) {
-    page_ids = a.kv.indices + a.kv.indptr[0];
-    page[0] = page_of(a, 0, warp);
-    page[1] = page_of(a, 0, warp + 8);
-  }
+  __device__ void start(const PrefillAttentionArgs& a, int warp) { page = page_of(a, 0, warp); }
 
-  // This warp's copies of tile t (< num_tiles), then the page ids of its copies of t + 1.
+  // This warp's copy of tile t (< num_tiles), then the page id of its copy of t + 1.
   __device__ void copy(const CUtensorMap* map, const PrefillAttentionArgs& a, int h, int t, int num_tiles,
                        const Ring& ring, int warp, int lane) {
-    const int mine[2] = {page[0], page[1]};
-    if (t + 1 < num_tiles) {
-      page[0] = page_of(a, t + 1, warp);
-      page[1] = page_of(a, t + 1, warp + 8);
-    }
-    const uint32_t box_bytes = uint32_t(kD * 2) << box_shift(a);
-    const uint32_t bytes = (mine[0] >= 0 ? box_bytes : 0u) + (mine[1] >= 0 ? box_bytes : 0u);
-    if (bytes != 0 && t >= kStages) cuda::mbarrier_wait(ring.empty(t), Ring::parity(t) ^ 1u);
+    const int mine = page;
+    if (t + 1 < num_tiles) page = page_of(a, t + 1, warp);
+    const uint32_t bytes = mine >= 0 ? uint32_t(kD * 2) << box_shift(a) : 0u;
+    if (mine >= 0 && t >= kStages) cuda::mbarrier_wait(ring.empty(t), Ring::parity(t) ^ 1u);
     if (lane == 0) {
       cuda::mbarrier_arrive_expect_tx(ring.full(t), bytes);
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        if (mine[i] < 0) continue;
-        const int c = warp + 8 * i, box = c >> 1, kv = c & 1;
+      if (mine >= 0) {
+        const int box = warp >> 1, kv = warp & 1;
         const int in_page = (t * kKeys + (box << box_shift(a))) & (a.kv.page_size - 1);
-        cuda::tma_load_5d(ring.k_tile(t) + uint32_t(kv) * kTileBytes + uint32_t(box) * box_bytes, map, ring.full(t), 0,
-                          h, in_page, kv, mine[i]);
+        cuda::tma_load_5d(ring.k_tile(t) + uint32_t(kv) * kTileBytes + uint32_t(box) * bytes, map, ring.full(t), 0, h,
+                          in_page, kv, mine);
       }
     }
     __syncwarp();
@@ -148,7 +141,7 @@ __device__ __forceinline__ void zero_v_rows(uint32_t v, int first_row, int tid) 
 // together, the softmax of kt + 1 overlapping P V; every warpgroup takes every tile; the
 // last tile peeled), with the ring's CTA barrier and cp.async gather replaced by a wait on
 // tile kt + 1's "full" barrier, one arrival a warp on tile kt's "empty" barrier once its
-// P V is done, and then the warp's copies of tile kt + 4 into the stage tile kt - 1 used.
+// P V is done, and then the warp's copies of tile kt + 3 into the stage tile kt - 1 used.
 // A warp waits there only if another has not finished tile kt - 1 yet: a whole tile of
 // slack, where version 3's barrier held every warp at every tile. (A separate producer warp
 // would make nine warps a CTA: ptxas then allows ~94 registers for two CTAs an SM, and the
@@ -207,13 +200,18 @@ __global__ void __launch_bounds__(kThreads, 2)
   cuda::wgmma_fence_operands(s);
   online_softmax(s, m, l, alpha, diagonal(0), 0, pos0, g, t4, scale_log2);
   to_p_fragments(s, pa);
-  for (int kt = 0; kt + 1 < num_tiles; ++kt) {
+  // Iteration kt: tile kt + 1's scores and tile kt's P V (version 3's order), then this
+  // warp's release of tile kt and its copies of tile kt + 3. Tiles before first_diagonal lie
+  // wholly before the CTA's first row: their loop has no mask code.
+  auto iteration = [&](int kt, auto may_mask) {
     cuda::mbarrier_wait(ring.full(kt + 1), Ring::parity(kt + 1));
     issue_scores(s, qw, ring.k_tile(kt + 1));
     issue_pv(o, pa, ring.v_tile(kt));
     cuda::wgmma_wait_group<1>();  // S of tile kt + 1 is done; P V runs on
     cuda::wgmma_fence_operands(s);
-    online_softmax(s, m, l, alpha, diagonal(kt + 1), (kt + 1) * kKeys, pos0, g, t4, scale_log2);
+    online_softmax<decltype(may_mask)::value>(s, m, l, alpha, diagonal(kt + 1), (kt + 1) * kKeys, pos0, g, t4,
+                                              scale_log2);
+    cuda::wgmma_fence_operands(s);  // the softmax stays before the wait: it is what overlaps P V
     cuda::wgmma_wait_group<0>();
     cuda::wgmma_fence_operands(o);
     cuda::wgmma_fence_operands(pa);
@@ -221,7 +219,11 @@ __global__ void __launch_bounds__(kThreads, 2)
     rescale_o(o, alpha);
     to_p_fragments(s, pa);
     if (kt + kStages - 1 < num_tiles) copies.copy(&kv_map, a, h, kt + kStages - 1, num_tiles, ring, warp, lane);
-  }
+  };
+  const int first_diagonal = min((cta_pos0 + 1) / kKeys, num_tiles);  // the first tile diagonal() is true for
+  int kt = 0;
+  for (; kt + 1 < first_diagonal; ++kt) iteration(kt, std::false_type{});
+  for (; kt + 1 < num_tiles; ++kt) iteration(kt, std::true_type{});
   const int last = num_tiles - 1;
   const int n32 = int(a.p0 + a.c);
   if (last * kKeys + kKeys > n32) zero_v_rows(ring.v_tile(last), n32 - last * kKeys, tid);  // CTA-uniform
@@ -259,10 +261,10 @@ bool tma_kernel_runs_here() {
   return runs;
 }
 
-// Page sizes whose boxes tile a 64-key tile at 1024-byte-aligned (swizzle-atom) offsets, and
-// that the copies find by shifts: 8, 16, 32, 64, 128, 256.
+// Page sizes whose boxes tile a 64-key tile at 1024-byte-aligned (swizzle-atom) offsets in
+// at most 8 copies (one a warp), found by shifts: 16, 32, 64, 128, 256.
 bool page_size_fits(int page_size) {
-  return page_size >= 8 && page_size <= 256 && (page_size & (page_size - 1)) == 0;
+  return page_size >= 16 && page_size <= 256 && (page_size & (page_size - 1)) == 0;
 }
 
 // The cache's pages as the 5-D tensor the producer reads (the header comment).
@@ -296,7 +298,7 @@ void prefill_attention_tma(const PrefillAttentionArgs& a, cudaStream_t stream) {
   SR_CHECK(a.kv.head_dim == kD, "prefill attention (CUDA): the tma kernel takes head_dim 64, not {} (use flash2)",
            a.kv.head_dim);
   SR_CHECK(page_size_fits(a.kv.page_size),
-           "prefill attention (CUDA): the tma kernel takes page sizes 8, 16, 32, 64, 128 and 256, not {} "
+           "prefill attention (CUDA): the tma kernel takes page sizes 16, 32, 64, 128 and 256, not {} "
            "(use wgmma)",
            a.kv.page_size);
   SR_CHECK(tma_kernel_runs_here(),

@@ -41,14 +41,27 @@ inline bool sm90a_code_runs_here(const void* kernel) {
 
 #if defined(SINKROUTER_WGMMA_ENABLED)
 
+// A descriptor of a 128-byte-swizzled tile (cuda::wgmma_desc_sw128) as its two 32-bit
+// halves, so that a k step's offset is one 32-bit add on the low half: the start address
+// field (addr >> 4, 14 bits) cannot carry into the LBO above it, shared addresses being
+// under 2^18.
+struct SwizzledDesc {
+  uint32_t lo, hi;
+  __device__ SwizzledDesc(uint32_t addr, uint32_t lbo_bytes, uint32_t sbo_bytes) {
+    const uint64_t d = cuda::wgmma_desc_sw128(addr, lbo_bytes, sbo_bytes);
+    lo = uint32_t(d);
+    hi = uint32_t(d >> 32);
+  }
+  __device__ uint64_t at(uint32_t offset_bytes) const { return (uint64_t(hi) << 32) | (lo + (offset_bytes >> 4)); }
+};
+
 // S = Q K^T for this warpgroup: 64 rows x 64 keys; its Q rows (K-major, swizzled like a K
 // tile) at shared address qw, the K tile (K-major) at kst.
 __device__ __forceinline__ void issue_scores(float (&s)[32], uint32_t qw, uint32_t kst) {
+  const SwizzledDesc q(qw, 16, 1024), k(kst, 16, 1024);
   cuda::wgmma_fence();
 #pragma unroll
-  for (int ks = 0; ks < kD / 16; ++ks)
-    cuda::wgmma_m64n64k16_bf16_ss(s, cuda::wgmma_desc_sw128(qw + ks * 32, 16, 1024),
-                                  cuda::wgmma_desc_sw128(kst + ks * 32, 16, 1024), ks > 0);
+  for (int ks = 0; ks < kD / 16; ++ks) cuda::wgmma_m64n64k16_bf16_ss(s, q.at(ks * 32), k.at(ks * 32), ks > 0);
   cuda::wgmma_commit_group();
 }
 
@@ -56,11 +69,12 @@ __device__ __forceinline__ void issue_scores(float (&s)[32], uint32_t qw, uint32
 // (No operand fence on o here: S is in flight, and ptxas serialises on any read of an
 // accumulator inside that window; the data dependence orders the rescale before.)
 __device__ __forceinline__ void issue_pv(float (&o)[32], const uint32_t (&pa)[16], uint32_t vst) {
+  const SwizzledDesc v(vst, kTileBytes, 1024);
   cuda::wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
     const uint32_t(&a)[4] = *reinterpret_cast<const uint32_t(*)[4]>(pa + 4 * kk);
-    cuda::wgmma_m64n64k16_bf16_rs<1>(o, a, cuda::wgmma_desc_sw128(vst + kk * 2048, kTileBytes, 1024), true);
+    cuda::wgmma_m64n64k16_bf16_rs<1>(o, a, v.at(kk * 2048), true);
   }
   cuda::wgmma_commit_group();
 }
@@ -70,9 +84,13 @@ __device__ __forceinline__ void issue_pv(float (&o)[32], const uint32_t (&pa)[16
 // place: s = 2^(s scale log2 e - m scale log2 e), l (this lane's part of the row sums) and
 // m updated (m only past kRescaleThreshold), alpha the factor O must be rescaled by.
 // s[4 nt + e]: key key0 + 8 nt + 2 t4 + (e & 1), row pos0 + g + 8 (e >> 1).
+// kMayMask = false: a tile known to lie wholly before the CTA's first row, with no mask code
+// at all (with the runtime test alone, ptxas turns the mask into 64 selects and compares run
+// on every tile).
+template <bool kMayMask = true>
 __device__ __forceinline__ void online_softmax(float (&s)[32], float (&m)[2], float (&l)[2], float (&alpha)[2],
                                                bool diagonal, int key0, int pos0, int g, int t4, float scale_log2) {
-  if (diagonal) {
+  if (kMayMask && diagonal) {
 #pragma unroll
     for (int i = 0; i < 32; ++i) {
       const int key = key0 + (i / 4) * 8 + 2 * t4 + (i & 1);
