@@ -1,6 +1,6 @@
 // Thin wrappers over Hopper's warpgroup MMA (wgmma, sm_90a only) for the prefill attention
-// kernel: shared-memory matrix descriptors for the 128-byte swizzle, the fences, and the one
-// shape it uses, m64n64k16 bf16 x bf16 -> f32, with A from shared memory (S = Q K^T) or from
+// kernels: shared-memory matrix descriptors for the 128-byte swizzle, the fences, and the
+// shape they use, m64n64k16 bf16 x bf16 -> f32, with A from shared memory (S = Q K^T) or from
 // registers (O += P V).
 //
 // Only usable in code compiled for sm_90a: callers guard with SINKROUTER_WGMMA_ENABLED.
@@ -115,6 +115,7 @@ __device__ __forceinline__ void wgmma_m64n64k16_bf16_ss(float (&d)[32], uint64_t
         "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
       : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)));
 }
+
 
 #endif  // SINKROUTER_WGMMA_ENABLED
 

@@ -75,18 +75,19 @@ struct Ring {
 // is loaded a tile ahead, and the page size is a power of two (shifts, no division). The
 // copies of tile t are issued in the loop's iteration t - kStages + 1. Registers are what
 // this must spare: past ~122, ptxas waits for P V before the softmax (no overlap at all).
+template <int kPageShift>  // log2(page_size): 4 to 8, a template argument so the copies' index math folds
 struct WarpCopies {
+  static constexpr int kBoxShift = kPageShift < 6 ? kPageShift : 6;  // log2(box rows)
+  static constexpr int kCopies = 2 << (6 - kBoxShift);                // K and V of each box
+  static constexpr uint32_t kBoxBytes = uint32_t(kD * 2) << kBoxShift;
+
   int page;  // the page id of this warp's copy of the next tile (-1: none)
 
-  __device__ static int page_shift(const PrefillAttentionArgs& a) { return __ffs(a.kv.page_size) - 1; }
-  __device__ static int box_shift(const PrefillAttentionArgs& a) { return min(page_shift(a), 6); }
-
-  // The page of copy `c` of tile t, or -1 (no such copy, or its box starts past the cache).
-  __device__ static int page_of(const PrefillAttentionArgs& a, int t, int c) {
-    const int key = t * kKeys + ((c >> 1) << box_shift(a));
-    return c < (2 << (6 - box_shift(a))) && key < int(a.p0 + a.c)
-               ? a.kv.indices[a.kv.indptr[0] + (key >> page_shift(a))]
-               : -1;
+  // The page of this warp's copy of tile t, or -1 (no such copy, or its box starts past the
+  // cache's end).
+  __device__ static int page_of(const PrefillAttentionArgs& a, int t, int warp) {
+    const int key = t * kKeys + ((warp >> 1) << kBoxShift);
+    return warp < kCopies && key < int(a.p0 + a.c) ? a.kv.indices[a.kv.indptr[0] + (key >> kPageShift)] : -1;
   }
 
   __device__ void start(const PrefillAttentionArgs& a, int warp) { page = page_of(a, 0, warp); }
@@ -96,15 +97,15 @@ struct WarpCopies {
                        const Ring& ring, int warp, int lane) {
     const int mine = page;
     if (t + 1 < num_tiles) page = page_of(a, t + 1, warp);
-    const uint32_t bytes = mine >= 0 ? uint32_t(kD * 2) << box_shift(a) : 0u;
     if (mine >= 0 && t >= kStages) cuda::mbarrier_wait(ring.empty(t), Ring::parity(t) ^ 1u);
     if (lane == 0) {
-      cuda::mbarrier_arrive_expect_tx(ring.full(t), bytes);
+      cuda::mbarrier_arrive_expect_tx(ring.full(t), mine >= 0 ? kBoxBytes : 0u);
       if (mine >= 0) {
         const int box = warp >> 1, kv = warp & 1;
-        const int in_page = (t * kKeys + (box << box_shift(a))) & (a.kv.page_size - 1);
-        cuda::tma_load_5d(ring.k_tile(t) + uint32_t(kv) * kTileBytes + uint32_t(box) * bytes, map, ring.full(t), 0, h,
-                          in_page, kv, mine);
+        // (Pages of 64 keys or fewer: each box starts its page.)
+        const int in_page = kPageShift <= 6 ? 0 : (t * kKeys) & ((1 << kPageShift) - 1);
+        cuda::tma_load_5d(ring.k_tile(t) + uint32_t(kv) * kTileBytes + uint32_t(box) * kBoxBytes, map, ring.full(t),
+                          0, h, in_page, kv, mine);
       }
     }
     __syncwarp();
@@ -147,6 +148,7 @@ __device__ __forceinline__ void zero_v_rows(uint32_t v, int first_row, int tid) 
 // would make nine warps a CTA: ptxas then allows ~94 registers for two CTAs an SM, and the
 // loop needs 114-122. Warp 0 as the only producer measured 286 TFLOP/s against version 3's
 // 359, run 10a: its ~300 instructions of copies a tile held up its whole warpgroup.)
+template <int kPageShift>
 __global__ void __launch_bounds__(kThreads, 2)
     tma_prefill_kernel(const __grid_constant__ CUtensorMap kv_map, PrefillAttentionArgs a) {
 #if defined(SINKROUTER_WGMMA_ENABLED)
@@ -166,7 +168,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int cta_pos0 = int(a.p0 + q0);    // positions relative to key 0 (< 2^31: checked)
   const int pos0 = cta_pos0 + warp * 16;  // this warp's row r sits at pos0 + r
 
-  WarpCopies copies;
+  WarpCopies<kPageShift> copies;
   if (tid == 0) {
     for (int t = 0; t < kStages; ++t) {
       cuda::mbarrier_init(ring.full(t), kWarps);   // one expect_tx arrival a warp
@@ -257,7 +259,7 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 
 bool tma_kernel_runs_here() {
   static const bool runs =
-      sm90a_code_runs_here(reinterpret_cast<const void*>(tma_prefill_kernel)) && tensor_map_encoder() != nullptr;
+      sm90a_code_runs_here(reinterpret_cast<const void*>(tma_prefill_kernel<4>)) && tensor_map_encoder() != nullptr;
   return runs;
 }
 
@@ -286,6 +288,14 @@ CUtensorMap kv_tensor_map(const PagedKV& kv) {
   return map;
 }
 
+template <int kPageShift>
+void launch_tma(const CUtensorMap& map, const PrefillAttentionArgs& a, unsigned blocks, cudaStream_t stream) {
+  SR_CUDA_CHECK(cudaFuncSetAttribute(tma_prefill_kernel<kPageShift>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     int(kSmemBytes)));
+  tma_prefill_kernel<kPageShift><<<blocks, kThreads, kSmemBytes, stream>>>(map, a);
+  SR_CUDA_CHECK_LAUNCH("tma_prefill_kernel");
+}
+
 }  // namespace
 
 namespace detail {
@@ -308,9 +318,13 @@ void prefill_attention_tma(const PrefillAttentionArgs& a, cudaStream_t stream) {
   const int64_t blocks = (a.c + kRows - 1) / kRows * a.n_head;
   SR_CHECK(blocks < (int64_t(1) << 31), "prefill attention (CUDA): chunk of {} rows is too long", a.c);
   const CUtensorMap map = kv_tensor_map(a.kv);
-  SR_CUDA_CHECK(cudaFuncSetAttribute(tma_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)));
-  tma_prefill_kernel<<<unsigned(blocks), kThreads, kSmemBytes, stream>>>(map, a);
-  SR_CUDA_CHECK_LAUNCH("tma_prefill_kernel");
+  switch (a.kv.page_size) {
+    case 16: return launch_tma<4>(map, a, unsigned(blocks), stream);
+    case 32: return launch_tma<5>(map, a, unsigned(blocks), stream);
+    case 64: return launch_tma<6>(map, a, unsigned(blocks), stream);
+    case 128: return launch_tma<7>(map, a, unsigned(blocks), stream);
+    default: return launch_tma<8>(map, a, unsigned(blocks), stream);  // 256 (page_size_fits)
+  }
 }
 
 }  // namespace detail

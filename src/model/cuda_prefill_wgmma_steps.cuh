@@ -87,12 +87,25 @@ __device__ __forceinline__ void issue_pv(float (&o)[32], const uint32_t (&pa)[16
 // kMayMask = false: a tile known to lie wholly before the CTA's first row, with no mask code
 // at all (with the runtime test alone, ptxas turns the mask into 64 selects and compares run
 // on every tile).
-template <bool kMayMask = true>
-__device__ __forceinline__ void online_softmax(float (&s)[32], float (&m)[2], float (&l)[2], float (&alpha)[2],
+// v[0] op v[1] op ... op v[N - 1] as a balanced tree (short dependence chains), unrolled at
+// compile time (a loop halving its bound is not, and the array went to local memory).
+template <int W = 0, int N, class Op>
+__device__ __forceinline__ float tree_reduce(float (&v)[N], Op op) {
+  constexpr int kW = W == 0 ? N / 2 : W;
+#pragma unroll
+  for (int i = 0; i < kW; ++i) v[i] = op(v[i], v[i + kW]);
+  if constexpr (kW > 1) return tree_reduce<kW / 2>(v, op);
+  return v[0];
+}
+
+// NS: S's accumulators a thread (32: 64-key tiles, 64: 128-key tiles; NS / 4 n8 blocks).
+template <bool kMayMask = true, int NS>
+__device__ __forceinline__ void online_softmax(float (&s)[NS], float (&m)[2], float (&l)[2], float (&alpha)[2],
                                                bool diagonal, int key0, int pos0, int g, int t4, float scale_log2) {
+  constexpr int kBlocks = NS / 4;  // n8 blocks
   if (kMayMask && diagonal) {
 #pragma unroll
-    for (int i = 0; i < 32; ++i) {
+    for (int i = 0; i < NS; ++i) {
       const int key = key0 + (i / 4) * 8 + 2 * t4 + (i & 1);
       const int pos = pos0 + g + ((i >> 1) & 1) * 8;
       if (key > pos) s[i] = -INFINITY;
@@ -100,10 +113,10 @@ __device__ __forceinline__ void online_softmax(float (&s)[32], float (&m)[2], fl
   }
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    float v[8];
+    float v[kBlocks];
 #pragma unroll
-    for (int nt = 0; nt < 8; ++nt) v[nt] = fmaxf(s[4 * nt + 2 * r], s[4 * nt + 2 * r + 1]);
-    float mx = fmaxf(fmaxf(fmaxf(v[0], v[1]), fmaxf(v[2], v[3])), fmaxf(fmaxf(v[4], v[5]), fmaxf(v[6], v[7])));
+    for (int nt = 0; nt < kBlocks; ++nt) v[nt] = fmaxf(s[4 * nt + 2 * r], s[4 * nt + 2 * r + 1]);
+    float mx = tree_reduce(v, [](float x, float y) { return fmaxf(x, y); });
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
     // (-inf + threshold is -inf: the first visible key always sets m.)
@@ -114,13 +127,12 @@ __device__ __forceinline__ void online_softmax(float (&s)[32], float (&m)[2], fl
     alpha[r] = raise ? cuda::fast_exp2(fmaf(m[r], scale_log2, neg_m)) : 1.f;  // 0 while m was -inf
     m[r] = m_new;
 #pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
+    for (int nt = 0; nt < kBlocks; ++nt) {
       s[4 * nt + 2 * r] = cuda::fast_exp2(fmaf(s[4 * nt + 2 * r], scale_log2, neg_m));
       s[4 * nt + 2 * r + 1] = cuda::fast_exp2(fmaf(s[4 * nt + 2 * r + 1], scale_log2, neg_m));
       v[nt] = s[4 * nt + 2 * r] + s[4 * nt + 2 * r + 1];
     }
-    const float sum = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
-    l[r] = fmaf(l[r], alpha[r], sum);
+    l[r] = fmaf(l[r], alpha[r], tree_reduce(v, [](float x, float y) { return x + y; }));
   }
 }
 
@@ -134,9 +146,10 @@ __device__ __forceinline__ void rescale_o(float (&o)[32], const float (&alpha)[2
 
 // P as the A fragments of P V: k-step kk (keys 16 kk .. 16 kk + 15) = n8 blocks 2 kk and
 // 2 kk + 1 of S, i.e. pa[4 kk .. 4 kk + 3].
-__device__ __forceinline__ void to_p_fragments(const float (&s)[32], uint32_t (&pa)[16]) {
+template <int NS>
+__device__ __forceinline__ void to_p_fragments(const float (&s)[NS], uint32_t (&pa)[NS / 2]) {
 #pragma unroll
-  for (int i = 0; i < 16; ++i) pa[i] = cuda::pack_bf16x2(s[2 * i], s[2 * i + 1]);
+  for (int i = 0; i < NS / 2; ++i) pa[i] = cuda::pack_bf16x2(s[2 * i], s[2 * i + 1]);
 }
 
 #endif  // SINKROUTER_WGMMA_ENABLED
