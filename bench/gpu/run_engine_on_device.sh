@@ -16,7 +16,7 @@
 #   1. binaries unpacked and loaded;
 #   2. test_cuda, the engine's tests (prefill attention, both decode GEMVs and ops, engine
 #      vs CPU and transformers, graph, batch, fork, routed statistics), with fallbacks:
-#      flash prefill v3 (wgmma) failed -> SINKROUTER_PREFILL_ATTENTION=flash2, v2 failed too -> flash1, all failed -> reference; the GEMV in use (chain
+#      flash prefill v4 (tma) or v3 (wgmma) failed -> SINKROUTER_PREFILL_ATTENTION=flash2, v2 failed too -> flash1, all failed -> reference; the GEMV in use (chain
 #      or v2, when chosen) failed its own test -> SINKROUTER_GEMV=v1; else the chained-GEMV test under PDL (CudaGemvPdl)
 #      failed -> SINKROUTER_PDL=0; engine tests failed with only the kernels passing ->
 #      again with SINKROUTER_PDL=0, then with SINKROUTER_GEMV=v1, keeping the first that
@@ -33,7 +33,7 @@
 #   7. a short table.
 # Knobs (environment, passed through to every binary): SINKROUTER_GEMV=v1|v2|chain (the
 # program's default when unset), SINKROUTER_PDL=0 (no programmatic dependent launch),
-# SINKROUTER_PREFILL_ATTENTION=flash|wgmma|flash2|flash1|reference. NCU_PREFILL=1: ncu of the prefill
+# SINKROUTER_PREFILL_ATTENTION=flash|tma|wgmma|flash2|flash1|reference. NCU_PREFILL=1: ncu of the prefill
 # kernels. TRACE_CHAIN=1: the GEMV chains' stage phases (bench_engine --trace-chain).
 # VARIANTS (this script's): the list of step 4's
 # variant runs, "name:ENV=value" or "name:--bench-flag" separated by spaces. QUICK=1: no
@@ -145,16 +145,16 @@ fi
 # benchmark) and / or on GEMV v1.
 bench_contexts=""
 rerun=""
-if grep -qE '^\[  FAILED  \] .*CudaPrefillAttention.*/(flash|wgmma)_' "$OUT/tests.log" &&
+if grep -qE '^\[  FAILED  \] .*CudaPrefillAttention.*/(flash|tma|wgmma)_' "$OUT/tests.log" &&
    ! grep -qE '^\[  FAILED  \] .*CudaPrefillAttention.*/flash2_' "$OUT/tests.log"; then
   export SINKROUTER_PREFILL_ATTENTION=flash2
   rerun="the version 2 flash prefill kernel"
-  note "FLASH PREFILL KERNEL V3 (WGMMA) FAILED ITS TEST (v2 passed): engine tests again, and the benchmark, on v2"
+  note "FLASH PREFILL KERNEL V4 (TMA) OR V3 (WGMMA) FAILED ITS TEST (v2 passed): engine tests again, and the benchmark, on v2"
 elif grep -qE '^\[  FAILED  \] .*CudaPrefillAttention.*/flash2_' "$OUT/tests.log" &&
    ! grep -qE '^\[  FAILED  \] .*CudaPrefillAttention.*/flash1_' "$OUT/tests.log"; then
   export SINKROUTER_PREFILL_ATTENTION=flash1
   rerun="the version 1 flash prefill kernel"
-  note "FLASH PREFILL KERNELS V2 / V3 FAILED THEIR TESTS (v1 passed): engine tests again, and the benchmark, on v1"
+  note "FLASH PREFILL KERNELS V2 / V3 / V4 FAILED THEIR TESTS (v1 passed): engine tests again, and the benchmark, on v1"
 elif grep -qE '^\[  FAILED  \] .*CudaPrefillAttention' "$OUT/tests.log"; then
   export SINKROUTER_PREFILL_ATTENTION=reference
   bench_contexts="--decode-contexts 8192,32768"
@@ -221,7 +221,7 @@ note "sinkrouter generate --device cuda --policy sinkrouter: rc=$? $(elapsed)"
 run_bin timeout 90 "$bin/bench_prefill_attention" --out "$OUT/prefill_attention.json" >"$OUT/prefill_attention.log" 2>&1
 note "bench_prefill_attention: rc=$? $(elapsed)"
 if [ -n "${NCU_PREFILL:-}" ] && command -v ncu >/dev/null; then
-  run_bin timeout 150 ncu --kernel-name regex:"flash|wgmma" --launch-count 3 --section SpeedOfLight \
+  run_bin timeout 150 ncu --kernel-name regex:"flash|wgmma|tma" --launch-count 3 --section SpeedOfLight \
     --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis \
     "$bin/bench_prefill_attention" --once >>"$OUT/prefill_attention.log" 2>&1
   note "ncu of the prefill kernels: rc=$? $(elapsed)"
@@ -271,7 +271,7 @@ for g in v1 v2 chain; do
 done
 [ "${SINKROUTER_PDL:-1}" != 0 ] && variants="$variants pdl_off:SINKROUTER_PDL=0"
 variants="$variants host_argmax:--host-argmax"  # the logits downloaded each step (runs up to v6b)
-[ "${SINKROUTER_PREFILL_ATTENTION:-flash}" = flash ] && variants="$variants prefill_flash2:SINKROUTER_PREFILL_ATTENTION=flash2"
+[ "${SINKROUTER_PREFILL_ATTENTION:-flash}" = flash ] && variants="$variants prefill_wgmma:SINKROUTER_PREFILL_ATTENTION=wgmma"
 variants=${VARIANTS-$variants}  # VARIANTS="name:SETTING ..." replaces the list ("" for none)
 if [ -n "$variants" ]; then
   for variant in $variants; do

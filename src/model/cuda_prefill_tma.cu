@@ -157,15 +157,11 @@ __global__ void __launch_bounds__(kThreads, 2)
   const uint32_t qs = base;  // Q: [kRows][kD] bf16, swizzled
   const Ring ring{base + kQBytes};
 
-  const int num_qtiles = int((a.c + kRows - 1) / kRows);
-  const int qh = int(blockIdx.x % unsigned(a.n_head));
-  const int64_t q0 = int64_t(num_qtiles - 1 - int(blockIdx.x / unsigned(a.n_head))) * kRows;
-  const int h = qh / (a.n_head / a.kv.num_kv_heads);
-  const int64_t last_row = min(q0 + kRows, a.c) - 1;
-  const int num_tiles = int((a.p0 + last_row) / kKeys) + 1;  // up to the CTA's last row's diagonal
+  const CtaRows<kRows> cta(a);
+  const int qh = cta.qh, h = cta.h, num_tiles = cta.num_tiles, cta_pos0 = cta.pos0;
+  const int64_t q0 = cta.q0;
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t4 = lane % 4;
-  const int cta_pos0 = int(a.p0 + q0);    // positions relative to key 0 (< 2^31: checked)
   const int pos0 = cta_pos0 + warp * 16;  // this warp's row r sits at pos0 + r
 
   WarpCopies<kPageShift> copies;
@@ -229,13 +225,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int last = num_tiles - 1;
   const int n32 = int(a.p0 + a.c);
   if (last * kKeys + kKeys > n32) zero_v_rows(ring.v_tile(last), n32 - last * kKeys, tid);  // CTA-uniform
-  issue_pv(o, pa, ring.v_tile(last));
-  cuda::wgmma_wait_group<0>();
-  cuda::wgmma_fence_operands(o);
-  cuda::wgmma_fence_operands(pa);
-
-  const float m_nat[2] = {m[0] * a.scale, m[1] * a.scale};
-  store_prefill_rows<kD>(a, *reinterpret_cast<const float(*)[kD / 8][4]>(o), l, m_nat, q0 + warp * 16 + g, qh, t4);
+  finish_rows(a, o, pa, ring.v_tile(last), l, m, q0, warp, qh, lane);
 #else
   __trap();  // never launched: prefill_attention_tma_supported() checks the build's arch
 #endif

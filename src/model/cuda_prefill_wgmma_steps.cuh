@@ -14,6 +14,8 @@
 
 #include "core/cuda_mma.cuh"
 #include "core/cuda_wgmma.cuh"
+#include "cuda_prefill_attention.h"
+#include "cuda_prefill_rows.cuh"
 
 namespace sinkrouter::wgmma_prefill {
 
@@ -38,6 +40,24 @@ inline bool sm90a_code_runs_here(const void* kernel) {
   (void)cudaGetLastError();
   return ok && major == 9 && minor == 0 && attr.binaryVersion == 90;
 }
+
+// A CTA's rows: a 1-D grid of (query tiles x n_head) CTAs, the heaviest (latest rows) first;
+// query head qh's rows q0 .. q0 + ROWS - 1 (those before a.c), reading KV head h, and the
+// key tiles up to its last row's diagonal.
+template <int ROWS>
+struct CtaRows {
+  int qh, h, num_tiles, pos0;  // pos0: the position of row q0 (< 2^31: the launchers check)
+  int64_t q0;
+  __device__ explicit CtaRows(const PrefillAttentionArgs& a) {
+    const int num_qtiles = int((a.c + ROWS - 1) / ROWS);
+    qh = int(blockIdx.x % unsigned(a.n_head));
+    q0 = int64_t(num_qtiles - 1 - int(blockIdx.x / unsigned(a.n_head))) * ROWS;
+    h = qh / (a.n_head / a.kv.num_kv_heads);
+    const int64_t last_row = min(q0 + ROWS, a.c) - 1;
+    num_tiles = int((a.p0 + last_row) / kKeys) + 1;
+    pos0 = int(a.p0 + q0);
+  }
+};
 
 #if defined(SINKROUTER_WGMMA_ENABLED)
 
@@ -77,6 +97,20 @@ __device__ __forceinline__ void issue_pv(float (&o)[32], const uint32_t (&pa)[16
     cuda::wgmma_m64n64k16_bf16_rs<1>(o, a, v.at(kk * 2048), true);
   }
   cuda::wgmma_commit_group();
+}
+
+// The last tile's P V (V at vst), then the warp's rows normalised and stored with their
+// log-sum-exp (m in raw-score units, as online_softmax keeps it).
+__device__ __forceinline__ void finish_rows(const PrefillAttentionArgs& a, float (&o)[32], uint32_t (&pa)[16],
+                                            uint32_t vst, const float (&l)[2], const float (&m)[2], int64_t q0,
+                                            int warp, int qh, int lane) {
+  issue_pv(o, pa, vst);
+  cuda::wgmma_wait_group<0>();
+  cuda::wgmma_fence_operands(o);
+  cuda::wgmma_fence_operands(pa);
+  const float m_nat[2] = {m[0] * a.scale, m[1] * a.scale};
+  store_prefill_rows<kD>(a, *reinterpret_cast<const float(*)[kD / 8][4]>(o), l, m_nat, q0 + warp * 16 + lane / 4, qh,
+                         lane % 4);
 }
 
 // The causal mask (if `diagonal`: the tile reaches past the CTA's first row; a uniform
