@@ -7,7 +7,11 @@
 // a float64 reference). JSON out.
 //
 //   bench_prefill_attention --out prefill_attention.json [--reps 5] [--once] [--chunk 16384]
-//                           [--shape smollm2_135m|llama3_8b]
+//                           [--shape smollm2_135m|llama3_8b] [--prompt N]
+//
+// --prompt N: every chunk of an N-token prompt instead (p0 = 0, C, 2 C, ...), and each
+// kernel's total over them (version 1 left out): what one layer of the engine's prefill
+// spends in attention.
 //
 // --once: one call of each kernel on the first case only (for ncu). FLOP: causal attention
 // of c rows after p0 keys = 4 * D * n_head * (c * p0 + c (c + 1) / 2) (QK^T and PV, 2 FLOP
@@ -20,6 +24,7 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -83,6 +88,7 @@ int run(int argc, char** argv) {
   int reps = 5;
   bool once = false;
   int64_t chunk = 16384;
+  int64_t prompt = 0;
   std::string only_shape;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -96,13 +102,16 @@ int run(int argc, char** argv) {
     } else if (arg == "--chunk" && i + 1 < argc) {
       chunk = std::stoll(argv[++i]);
       SR_CHECK(chunk >= 1 && chunk <= 131072, "--chunk {} must be 1 to 131072", chunk);
+    } else if (arg == "--prompt" && i + 1 < argc) {
+      prompt = std::stoll(argv[++i]);
+      SR_CHECK(prompt >= 1 && prompt <= (int64_t(1) << 20), "--prompt {} must be 1 to 2^20", prompt);
     } else if (arg == "--shape" && i + 1 < argc) {
       only_shape = argv[++i];
       SR_CHECK(only_shape == "smollm2_135m" || only_shape == "llama3_8b",
                "--shape {} is unknown (expected smollm2_135m or llama3_8b)", only_shape);
     } else {
       fail("unknown argument '{}' (usage: bench_prefill_attention [--out FILE] [--reps N] [--once] [--chunk C] "
-           "[--shape NAME])",
+           "[--shape NAME] [--prompt N])",
            arg);
     }
   }
@@ -120,13 +129,18 @@ int run(int argc, char** argv) {
   j["rows"] = nlohmann::json::array();
 
   const Shape shapes[] = {{"smollm2_135m", 9, 3, 64}, {"llama3_8b", 32, 8, 128}};
-  std::vector<int64_t> p0s;
-  for (const int64_t k : {0, 1, 3, 7})
-    if (k == 0 || (k * chunk + chunk <= 131072)) p0s.push_back(k * chunk);
+  std::vector<std::pair<int64_t, int64_t>> chunks;  // (p0, rows)
+  if (prompt > 0) {
+    for (int64_t p0 = 0; p0 < prompt; p0 += chunk) chunks.emplace_back(p0, std::min(chunk, prompt - p0));
+  } else {
+    for (const int64_t k : {0, 1, 3, 7})
+      if (k == 0 || (k * chunk + chunk <= 131072)) chunks.emplace_back(k * chunk, chunk);
+  }
   std::printf("%-13s %7s %7s %-7s %10s %8s\n", "shape", "p0", "c", "kernel", "ms/call", "TFLOP/s");
   for (const Shape& sh : shapes) {
     if (!only_shape.empty() && only_shape != sh.name) continue;
-    const int64_t capacity = p0s.back() + chunk;
+    const int64_t capacity = chunks.back().first + chunks.back().second;
+    std::map<std::string, double> total_ms;  // --prompt: per kernel
     KVCacheConfig kc;
     kc.num_kv_heads = sh.kv_heads;
     kc.head_dim = sh.head_dim;
@@ -141,12 +155,14 @@ int run(int argc, char** argv) {
     SR_CUDA_CHECK(cudaMalloc(&q, q_elems * 2));
     fill_random_bf16<<<1024, 256>>>(static_cast<uint16_t*>(q), int64_t(q_elems), 13, 2.f);  // peaked rows
     SR_CUDA_CHECK(cudaGetLastError());
-    for (const int64_t p0 : p0s) {
-      cache.set_lengths({p0 + chunk});
+    for (const auto& [p0, chunk_rows] : chunks) {
+      const int64_t c = chunk_rows;
+      const size_t c_elems = size_t(c) * sh.q_heads * sh.head_dim;  // outputs compared: the chunk's rows
+      cache.set_lengths({p0 + c});
       PrefillAttentionArgs a;
       a.kv = cache.view(0, 1).kv;
       a.q = static_cast<const __nv_bfloat16*>(q);
-      a.c = chunk;
+      a.c = c;
       a.p0 = p0;
       a.n_head = sh.q_heads;
       a.scale = 1.f / std::sqrt(float(sh.head_dim));
@@ -154,8 +170,8 @@ int run(int argc, char** argv) {
       std::vector<PrefillAttentionKernel> kernels = {PrefillAttentionKernel::Flash2};
       if (detail::prefill_attention_tma_supported(a)) kernels.push_back(PrefillAttentionKernel::WgmmaTma);
       if (detail::prefill_attention_wgmma_supported(a)) kernels.push_back(PrefillAttentionKernel::Wgmma);
-      kernels.push_back(PrefillAttentionKernel::FlashV1);
-      const double flop = 4.0 * sh.head_dim * sh.q_heads * (double(chunk) * p0 + double(chunk) * (chunk + 1) / 2);
+      if (prompt == 0) kernels.push_back(PrefillAttentionKernel::FlashV1);
+      const double flop = 4.0 * sh.head_dim * sh.q_heads * (double(c) * p0 + double(c) * (c + 1) / 2);
       std::vector<double> t(kernels.size(), 0.0);
       std::vector<void*> outs(kernels.size(), nullptr);
       for (size_t k = 0; k < kernels.size(); ++k) {
@@ -167,24 +183,25 @@ int run(int argc, char** argv) {
           continue;
         }
         t[k] = seconds_per_call(a, kernels[k], reps);
-        std::printf("%-13s %7lld %7lld %-7s %10.3f %8.1f\n", sh.name, (long long)p0, (long long)chunk,
+        total_ms[prefill_attention_kernel_name(kernels[k])] += t[k] * 1e3;
+        std::printf("%-13s %7lld %7lld %-7s %10.3f %8.1f\n", sh.name, (long long)p0, (long long)c,
                     prefill_attention_kernel_name(kernels[k]), t[k] * 1e3, flop / t[k] / 1e12);
         j["rows"].push_back({{"shape", sh.name}, {"q_heads", sh.q_heads}, {"kv_heads", sh.kv_heads},
-                             {"head_dim", sh.head_dim}, {"p0", p0}, {"c", chunk}, {"page_size", 16},
+                             {"head_dim", sh.head_dim}, {"p0", p0}, {"c", c}, {"page_size", 16},
                              {"kernel", prefill_attention_kernel_name(kernels[k])}, {"ms_per_call", t[k] * 1e3},
                              {"tflops", flop / t[k] / 1e12}});
       }
       if (!once) {
-        const std::vector<float> base = download_bf16(outs[0], q_elems);
+        const std::vector<float> base = download_bf16(outs[0], c_elems);
         for (size_t k = 1; k < kernels.size(); ++k) {
-          const std::vector<float> other = download_bf16(outs[k], q_elems);
+          const std::vector<float> other = download_bf16(outs[k], c_elems);
           double worst = 0;
-          for (size_t i = 0; i < q_elems; ++i) worst = std::max(worst, double(std::fabs(other[i] - base[i])));
+          for (size_t i = 0; i < c_elems; ++i) worst = std::max(worst, double(std::fabs(other[i] - base[i])));
           const char* name = prefill_attention_kernel_name(kernels[k]);
           SR_CHECK(std::isfinite(worst), "{} p0 {}: {}'s output is not finite", sh.name, p0, name);
           std::printf("%-13s %7lld %7lld %s vs flash2: max |difference| %.3g, time ratio %.2fx\n", sh.name,
-                      (long long)p0, (long long)chunk, name, worst, t[0] / t[k]);
-          j["rows"].push_back({{"shape", sh.name}, {"p0", p0}, {"c", chunk}, {"kind", "comparison"}, {"kernel", name},
+                      (long long)p0, (long long)c, name, worst, t[0] / t[k]);
+          j["rows"].push_back({{"shape", sh.name}, {"p0", p0}, {"c", c}, {"kind", "comparison"}, {"kernel", name},
                                {"max_abs_difference_to_flash2", worst}, {"speedup_over_flash2", t[0] / t[k]}});
         }
       }
@@ -193,6 +210,13 @@ int run(int argc, char** argv) {
     }
     cudaFree(q);
     if (once) break;
+    for (const auto& [name, ms] : total_ms) {
+      if (prompt == 0) break;
+      std::printf("%-13s prompt %lld in chunks of %lld: %s %.3f ms in all\n", sh.name, (long long)prompt,
+                  (long long)chunk, name.c_str(), ms);
+      j["rows"].push_back({{"shape", sh.name}, {"kind", "prompt_total"}, {"prompt", prompt}, {"chunk", chunk},
+                           {"kernel", name}, {"ms", ms}});
+    }
   }
   if (!once) {
     std::ofstream f(out_path);

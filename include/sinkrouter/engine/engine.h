@@ -46,7 +46,7 @@ struct EngineOptions {
   int page_size = 16;
   int block_size = 64;          // routing block R
   int prefill_chunk = 512;      // tokens per prefill chunk (CPU)
-  int cuda_prefill_chunk = 16384;  // tokens per prefill chunk on the GPU (more rows: fuller grids)
+  int cuda_prefill_chunk = 32768;  // tokens per GPU prefill chunk (more rows: fuller grids; PERF.md run 10g)
   int first_anchors = 4;        // the first tokens are anchors in every head
   int detected_sinks = 4;       // extra anchors per head found at prefill (0: none)
   bool verify_checksum = true;  // check models/*.sha256 beside the file when present
