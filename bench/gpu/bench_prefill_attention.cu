@@ -1,7 +1,8 @@
 // The prefill attention kernels alone (model/cuda_prefill_attention.h): time per call and
 // TFLOP/s of each flash version (v2 mma.sync, v4 tma and v3 wgmma where they run, v1) on the
 // engine's chunks (by default 16K query rows after 0, 16K, 48K and 112K earlier tokens:
-// --chunk C takes C rows after 0, C, 3 C and 7 C, those that end by 128K), for the SmolLM2-135M (9 query heads, 3 KV heads, d 64) and Llama-3.1-8B
+// --chunk C takes C rows after 0, C, 3 C and 7 C, those that end by 128K), for the
+// SmolLM2-135M (9 query heads, 3 KV heads, d 64) and Llama-3.1-8B
 // (32 / 8, d 128) shapes, bf16, page size 16 in a shuffled page order. Also the largest
 // difference between the versions' outputs (a sanity figure; the tests hold each kernel to
 // a float64 reference). JSON out.
@@ -229,4 +230,6 @@ int run(int argc, char** argv) {
 }  // namespace
 }  // namespace sinkrouter
 
-int main(int argc, char** argv) { return sinkrouter::bench_main("bench_prefill_attention", sinkrouter::run, argc, argv); }
+int main(int argc, char** argv) {
+  return sinkrouter::bench_main("bench_prefill_attention", sinkrouter::run, argc, argv);
+}

@@ -43,7 +43,7 @@ using namespace wgmma_prefill;  // kD, kKeys, kTileBytes and the per-tile steps
 constexpr int kThreads = 256;  // two warpgroups of 64 query rows
 [[maybe_unused]] constexpr int kWarps = kThreads / 32;
 constexpr int kRows = 128;     // query rows per CTA
-constexpr int kStages = 4;     // K/V ring: tile kt + 3 is copied while tile kt is in use (a power of two: cheap t % kStages)
+constexpr int kStages = 4;     // K/V ring, a power of two (cheap t % kStages): tile kt + 3 copied during kt
 constexpr uint32_t kQBytes = kRows * kD * 2;
 constexpr uint32_t kRingBytes = kStages * 2 * kTileBytes;
 // + 1024: the dynamic shared window is only 16-byte aligned; Q and the tiles start at the
