@@ -12,9 +12,10 @@
 //
 // Five kernels compute the same function (PrefillAttentionKernel; one selector below):
 //   - WgmmaTma (cuda_prefill_tma.cu, head_dim 64 on an sm_90 device with the sm_90a build,
-//     page sizes 16, 32, 64, 128 and 256): version 4, version 3's loop with the K/V tiles
-//     copied by TMA (each warp issuing one copy a tile) and the ring kept by mbarriers: no
-//     per-thread gather and no CTA barrier in the loop.
+//     page sizes 16, 32, 64, 128 and 256): version 4, version 3's loop on 128-key tiles,
+//     three warpgroups (192 query rows) a CTA, the K/V tiles copied by TMA (each warp
+//     issuing its share of the copies) and the ring kept by mbarriers: no per-thread gather
+//     and no CTA barrier in the loop.
 //   - Wgmma (cuda_prefill_wgmma.cu, head_dim 64 on an sm_90 device with the sm_90a build):
 //     version 3, the products on Hopper's warpgroup MMA; 128 query rows a CTA, two
 //     warpgroups of 64; Q, K and V tiles in the 128-byte swizzle wgmma reads, the softmax

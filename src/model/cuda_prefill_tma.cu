@@ -5,15 +5,16 @@
 //
 // Why: version 3 is instruction-bound (ncu, run 9e): of its ~390 instructions a warp per
 // 64-key tile, ~75 are the page gather (page ids, offsets, eight cp.async a thread) and the
-// CTA barrier of the ring. Here a tile is a few TMA copies (one box of min(page_size, 64)
+// CTA barrier of the ring. Here a tile is a few TMA copies (one box of min(page_size, 128)
 // rows for K and one for V per page it touches, each landing in the 128-byte swizzle wgmma
-// reads), each warp issuing at most one of them (WarpCopies), and the ring's barrier is a
+// reads), each warp issuing at most two of them (WarpCopies), and the ring's barrier is a
 // "full" mbarrier per stage (the copies' bytes) and an "empty" one (every warp done with
-// the tile): no cp.async, no per-thread page arithmetic, no CTA barrier in the loop.
+// the tile): no cp.async, no per-thread page arithmetic, no CTA barrier in the loop. Tiles
+// are 128 keys (TmaShape): half the per-tile work of 64-key tiles for the same softmax.
 //
 // The cache as the TMA sees it: pages [num_pages, 2 (K, V), page_size, num_kv_heads, 64]
 // bf16 as a 5-D tensor (dims innermost first: 64, num_kv_heads, page_size, 2, pages); a box
-// is {64, 1, min(page_size, 64), 1, 1}. Keys at or past the cache's end: boxes that start
+// is {64, 1, min(page_size, 128), 1, 1}. Keys at or past the cache's end: boxes that start
 // there are not loaded (their stage keeps older, finite data or anything at all), and in
 // the one tile that reaches past the end the consumers zero those V rows before P V (their
 // P is 0, but 0 x NaN, the cache's poison, is NaN); K rows there only feed scores the
@@ -38,74 +39,98 @@
 namespace sinkrouter {
 namespace {
 
-using namespace wgmma_prefill;  // kD, kKeys, kTileBytes and the per-tile steps
+using namespace wgmma_prefill;  // kD and the per-tile steps
 
-constexpr int kThreads = 256;  // two warpgroups of 64 query rows
-[[maybe_unused]] constexpr int kWarps = kThreads / 32;
-constexpr int kRows = 128;     // query rows per CTA
-constexpr int kStages = 4;     // K/V ring, a power of two (cheap t % kStages): tile kt + 3 copied during kt
-constexpr uint32_t kQBytes = kRows * kD * 2;
-constexpr uint32_t kRingBytes = kStages * 2 * kTileBytes;
-// + 1024: the dynamic shared window is only 16-byte aligned; Q and the tiles start at the
-// next 1024-byte boundary, the 2 x kStages mbarriers after the ring.
-constexpr size_t kSmemBytes = size_t(kQBytes) + kRingBytes + 2 * kStages * 8 + 1024;
+// The kernel's shape, flash-attention 3's at head_dim 64: 128-key tiles (S is 64 registers a
+// thread, P 32), three warpgroups of 64 query rows a CTA, one CTA an SM (168 registers a
+// thread). 64-key tiles with two CTAs of two warpgroups an SM (S 32 registers, 128 a thread)
+// measured 412-428 TFLOP/s against this shape's 449-467 (run 10h): half the tiles, half the
+// per-tile work (waits, descriptors, copies, the max's shuffles) for the same softmax. The
+// ring has 4 stages, a power of two (cheap t % kStages): tile kt + 3 is copied during
+// iteration kt.
+struct TmaShape {
+  static constexpr int kKeys = 128;
+  static constexpr int kLog2Keys = 7;
+  static constexpr int kThreads = 3 * 128;
+  static constexpr int kWarps = kThreads / 32;
+  static constexpr int kRows = 3 * 64;  // query rows per CTA
+  static constexpr int kStages = 4;
+  static constexpr uint32_t kTileBytes = kKeys * kD * 2;
+  static constexpr uint32_t kQBytes = kRows * kD * 2;
+  static constexpr uint32_t kRingBytes = kStages * 2 * kTileBytes;
+  // + 1024: the dynamic shared window is only 16-byte aligned; Q and the tiles start at the
+  // next 1024-byte boundary, the 2 x kStages mbarriers after the ring (153 KB in all).
+  static constexpr size_t kSmemBytes = size_t(kQBytes) + kRingBytes + 2 * kStages * 8 + 1024;
+};
 
 #if defined(SINKROUTER_WGMMA_ENABLED)
 
 // The ring: tile t uses stage t % kStages; its mbarriers' phase parity is (t / kStages) & 1.
-// One shared address holds it all (registers are what limits the consumers: 112 at two CTAs
-// an SM): stage 0's K tile, V one tile on, the "full" mbarriers after the ring, then the
-// "empty" ones.
+// One shared address holds it all (registers are what limits the loop): stage 0's K tile, V
+// one tile on, the "full" mbarriers after the ring, then the "empty" ones.
+template <class C>
 struct Ring {
   uint32_t kv0;
-  __device__ uint32_t k_tile(int t) const { return kv0 + uint32_t(t % kStages) * 2 * kTileBytes; }
-  __device__ uint32_t v_tile(int t) const { return k_tile(t) + kTileBytes; }
-  __device__ uint32_t full(int t) const { return kv0 + kRingBytes + 8u * uint32_t(t % kStages); }
-  __device__ uint32_t empty(int t) const { return full(t) + 8u * kStages; }
-  __device__ static uint32_t parity(int t) { return uint32_t(t / kStages) & 1u; }
+  __device__ uint32_t k_tile(int t) const { return kv0 + uint32_t(t % C::kStages) * 2 * C::kTileBytes; }
+  __device__ uint32_t v_tile(int t) const { return k_tile(t) + C::kTileBytes; }
+  __device__ uint32_t full(int t) const { return kv0 + C::kRingBytes + 8u * uint32_t(t % C::kStages); }
+  __device__ uint32_t empty(int t) const { return full(t) + 8u * C::kStages; }
+  __device__ static uint32_t parity(int t) { return uint32_t(t / C::kStages) & 1u; }
 };
 
-// Every warp's share of the copies of a tile: the tile is `boxes` boxes of box_rows keys
-// (box_rows = min(page_size, 64): one page's part of the tile), each copied for K (copy
-// 2 j) and for V (copy 2 j + 1) by one TMA instruction; warp w issues copy w if it exists
-// (page size 16: every warp one; 32: warps 0-3; 64 and more: warps 0 and 1). Each warp
-// arrives once a tile on the stage's "full" barrier announcing its copy's bytes (8
-// arrivals a phase), and before copying into a stage waits until every warp has released
-// the tile that last used it (tile t - kStages: one tile of slack in the loop). The page id
-// is loaded a tile ahead, and the page size is a power of two (shifts, no division). The
+// Every warp's share of the copies of a tile: the tile is boxes of min(page_size, 128) rows
+// (one page's part of the tile), each copied for K (copy 2 j) and for V (copy 2 j + 1) by
+// one TMA instruction; warp w issues copies w, w + kWarps, ... that exist (page size 16:
+// 16 copies, warps 0-3 two and the others one; 32: warps 0-7 one; 128 and more: warps 0
+// and 1). Each
+// warp arrives once a tile on the stage's "full" barrier announcing its copies' bytes
+// (kWarps arrivals a phase), and before copying into a stage waits until every warp has
+// released the tile that last used it (tile t - kStages: one tile of slack in the loop). Page
+// ids are loaded a tile ahead; the page size is a template argument (shifts, folded). The
 // copies of tile t are issued in the loop's iteration t - kStages + 1. Registers are what
-// this must spare: past ~122, ptxas waits for P V before the softmax (no overlap at all).
-template <int kPageShift>  // log2(page_size): 4 to 8, a template argument so the copies' index math folds
+// this must spare (167 of the 168 a thread that one CTA of 384 threads an SM allows).
+template <class C, int kPageShift>  // log2(page_size): 4 to 8
 struct WarpCopies {
-  static constexpr int kBoxShift = kPageShift < 6 ? kPageShift : 6;  // log2(box rows)
-  static constexpr int kCopies = 2 << (6 - kBoxShift);                // K and V of each box
+  static constexpr int kBoxShift = kPageShift < C::kLog2Keys ? kPageShift : C::kLog2Keys;  // log2(box rows)
+  static constexpr int kCopies = 2 << (C::kLog2Keys - kBoxShift);                          // K and V of each box
+  static constexpr int kMine = (kCopies + C::kWarps - 1) / C::kWarps;                      // copies a warp, at most
   static constexpr uint32_t kBoxBytes = uint32_t(kD * 2) << kBoxShift;
 
-  int page;  // the page id of this warp's copy of the next tile (-1: none)
+  int page[kMine];  // page ids of this warp's copies of the next tile (-1: none)
 
-  // The page of this warp's copy of tile t, or -1 (no such copy, or its box starts past the
-  // cache's end).
-  __device__ static int page_of(const PrefillAttentionArgs& a, int t, int warp) {
-    const int key = t * kKeys + ((warp >> 1) << kBoxShift);
-    return warp < kCopies && key < int(a.p0 + a.c) ? a.kv.indices[a.kv.indptr[0] + (key >> kPageShift)] : -1;
+  // The page of copy c of tile t, or -1 (no such copy, or its box starts past the cache).
+  __device__ static int page_of(const PrefillAttentionArgs& a, int t, int c) {
+    const int key = t * C::kKeys + ((c >> 1) << kBoxShift);
+    return c < kCopies && key < int(a.p0 + a.c) ? a.kv.indices[a.kv.indptr[0] + (key >> kPageShift)] : -1;
   }
 
-  __device__ void start(const PrefillAttentionArgs& a, int warp) { page = page_of(a, 0, warp); }
+  __device__ void start(const PrefillAttentionArgs& a, int warp) {
+#pragma unroll
+    for (int i = 0; i < kMine; ++i) page[i] = page_of(a, 0, warp + i * C::kWarps);
+  }
 
-  // This warp's copy of tile t (< num_tiles), then the page id of its copy of t + 1.
+  // This warp's copies of tile t (< num_tiles), then the page ids of its copies of t + 1.
   __device__ void copy(const CUtensorMap* map, const PrefillAttentionArgs& a, int h, int t, int num_tiles,
-                       const Ring& ring, int warp, int lane) {
-    const int mine = page;
-    if (t + 1 < num_tiles) page = page_of(a, t + 1, warp);
-    if (mine >= 0 && t >= kStages) cuda::mbarrier_wait(ring.empty(t), Ring::parity(t) ^ 1u);
+                       const Ring<C>& ring, int warp, int lane) {
+    int mine[kMine];
+    uint32_t bytes = 0;
+#pragma unroll
+    for (int i = 0; i < kMine; ++i) {
+      mine[i] = page[i];
+      if (t + 1 < num_tiles) page[i] = page_of(a, t + 1, warp + i * C::kWarps);
+      bytes += mine[i] >= 0 ? kBoxBytes : 0u;
+    }
+    if (bytes != 0 && t >= C::kStages) cuda::mbarrier_wait(ring.empty(t), Ring<C>::parity(t) ^ 1u);
     if (lane == 0) {
-      cuda::mbarrier_arrive_expect_tx(ring.full(t), mine >= 0 ? kBoxBytes : 0u);
-      if (mine >= 0) {
-        const int box = warp >> 1, kv = warp & 1;
-        // (Pages of 64 keys or fewer: each box starts its page.)
-        const int in_page = kPageShift <= 6 ? 0 : (t * kKeys) & ((1 << kPageShift) - 1);
-        cuda::tma_load_5d(ring.k_tile(t) + uint32_t(kv) * kTileBytes + uint32_t(box) * kBoxBytes, map, ring.full(t),
-                          0, h, in_page, kv, mine);
+      cuda::mbarrier_arrive_expect_tx(ring.full(t), bytes);
+#pragma unroll
+      for (int i = 0; i < kMine; ++i) {
+        if (mine[i] < 0) continue;
+        const int c = warp + i * C::kWarps, box = c >> 1, kv = c & 1;
+        // (Pages of a tile's keys or fewer: each box starts its page.)
+        const int in_page = kPageShift <= C::kLog2Keys ? 0 : (t * C::kKeys) & ((1 << kPageShift) - 1);
+        cuda::tma_load_5d(ring.k_tile(t) + uint32_t(kv) * C::kTileBytes + uint32_t(box) * kBoxBytes, map,
+                          ring.full(t), 0, h, in_page, kv, mine[i]);
       }
     }
     __syncwarp();
@@ -113,7 +138,7 @@ struct WarpCopies {
 };
 
 // Arrival on `bar` by the lanes where `signal` holds, as one predicated instruction (a
-// lane-dependent branch in the consumers' loop would make ptxas serialise the wgmma).
+// lane-dependent branch in the loop would make ptxas serialise the wgmma).
 __device__ __forceinline__ void mbarrier_arrive_if(uint32_t bar, bool signal) {
   asm volatile(
       "{\n"
@@ -125,10 +150,11 @@ __device__ __forceinline__ void mbarrier_arrive_if(uint32_t bar, bool signal) {
       : "memory");
 }
 
-// Zeroes rows first_row .. 63 of the V tile at `v` (whole 128-byte rows: the swizzle only
-// permutes chunks within a row), then makes the writes visible to wgmma.
+// Zeroes rows first_row .. kKeys - 1 of the V tile at `v` (whole 128-byte rows: the swizzle
+// only permutes chunks within a row), then makes the writes visible to wgmma.
+template <class C>
 __device__ __forceinline__ void zero_v_rows(uint32_t v, int first_row, int tid) {
-  for (int i = first_row * 8 + tid; i < kKeys * 8; i += kThreads)
+  for (int i = first_row * 8 + tid; i < C::kKeys * 8; i += C::kThreads)
     asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(v + uint32_t(i) * 16u), "r"(0) : "memory");
   cuda::fence_proxy_async_shared();
   __syncthreads();
@@ -136,7 +162,7 @@ __device__ __forceinline__ void zero_v_rows(uint32_t v, int first_row, int tid) 
 
 #endif  // SINKROUTER_WGMMA_ENABLED
 
-// grid: (query tiles x n_head), 1-D, heaviest first; block: 256 threads (two warpgroups).
+// grid: (query tiles x n_head), 1-D, heaviest first; block: C::kThreads (the warpgroups).
 //
 // The loop is version 3's (cuda_prefill_wgmma.cu: S of tile kt + 1 and P V of tile kt issued
 // together, the softmax of kt + 1 overlapping P V; every warpgroup takes every tile; the
@@ -145,46 +171,48 @@ __device__ __forceinline__ void zero_v_rows(uint32_t v, int first_row, int tid) 
 // P V is done, and then the warp's copies of tile kt + 3 into the stage tile kt - 1 used.
 // A warp waits there only if another has not finished tile kt - 1 yet: a whole tile of
 // slack, where version 3's barrier held every warp at every tile. (A separate producer warp
-// would make nine warps a CTA: ptxas then allows ~94 registers for two CTAs an SM, and the
-// loop needs 114-122. Warp 0 as the only producer measured 286 TFLOP/s against version 3's
-// 359, run 10a: its ~300 instructions of copies a tile held up its whole warpgroup.)
-template <int kPageShift>
-__global__ void __launch_bounds__(kThreads, 2)
+// would make 13 warps a CTA: ~152 registers a thread, and the loop needs 167. With 64-key
+// tiles, warp 0 as the only producer measured 286 TFLOP/s against version 3's 359, run 10a:
+// its ~300 instructions of copies a tile held up its whole warpgroup.)
+template <class C, int kPageShift>
+__global__ void __launch_bounds__(C::kThreads, 1)
     tma_prefill_kernel(const __grid_constant__ CUtensorMap kv_map, PrefillAttentionArgs a) {
 #if defined(SINKROUTER_WGMMA_ENABLED)
+  constexpr int kKeys = C::kKeys;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const uint32_t base = (cuda::smem_addr(smem_raw) + 1023u) & ~1023u;
   const uint32_t qs = base;  // Q: [kRows][kD] bf16, swizzled
-  const Ring ring{base + kQBytes};
+  const Ring<C> ring{base + C::kQBytes};
 
-  const CtaRows<kRows> cta(a);
+  const CtaRows<C::kRows, kKeys> cta(a);
   const int qh = cta.qh, h = cta.h, num_tiles = cta.num_tiles, cta_pos0 = cta.pos0;
   const int64_t q0 = cta.q0;
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t4 = lane % 4;
   const int pos0 = cta_pos0 + warp * 16;  // this warp's row r sits at pos0 + r
 
-  WarpCopies<kPageShift> copies;
+  WarpCopies<C, kPageShift> copies;
   if (tid == 0) {
-    for (int t = 0; t < kStages; ++t) {
-      cuda::mbarrier_init(ring.full(t), kWarps);   // one expect_tx arrival a warp
-      cuda::mbarrier_init(ring.empty(t), kWarps);  // one release a warp
+    for (int t = 0; t < C::kStages; ++t) {
+      cuda::mbarrier_init(ring.full(t), C::kWarps);   // one expect_tx arrival a warp
+      cuda::mbarrier_init(ring.empty(t), C::kWarps);  // one release a warp
     }
     cuda::fence_mbarrier_init();
   }
-  copy_query_rows<kD, kRows, kThreads>(a, q0, qh, tid,
-                                       [&](int row, int chunk) { return qs + cuda::swizzle128_offset(row, chunk); });
+  copy_query_rows<kD, C::kRows, C::kThreads>(
+      a, q0, qh, tid, [&](int row, int chunk) { return qs + cuda::swizzle128_offset(row, chunk); });
   cuda::cp_async_commit_group();
   __syncthreads();  // the barriers are initialised
   copies.start(a, warp);
-  for (int t = 0; t < kStages - 1 && t < num_tiles; ++t) copies.copy(&kv_map, a, h, t, num_tiles, ring, warp, lane);
+  for (int t = 0; t < C::kStages - 1 && t < num_tiles; ++t)
+    copies.copy(&kv_map, a, h, t, num_tiles, ring, warp, lane);
   cuda::cp_async_wait_group<0>();
   cuda::fence_proxy_async_shared();
   __syncthreads();  // Q is in place
 
-  uint32_t pa[16];  // P as A fragments
-  float o[32];      // O accumulator (m64n64 f32 layout)
-  float s[32];      // S accumulator, then P in fp32
+  uint32_t pa[kKeys / 4];  // P as A fragments
+  float o[32];             // O accumulator (m64n64 f32 layout)
+  float s[kKeys / 2];      // S accumulator, then P in fp32
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2];
 #pragma unroll
   for (int i = 0; i < 32; ++i) o[i] = 0.f;
@@ -202,7 +230,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   // warp's release of tile kt and its copies of tile kt + 3. Tiles before first_diagonal lie
   // wholly before the CTA's first row: their loop has no mask code.
   auto iteration = [&](int kt, auto may_mask) {
-    cuda::mbarrier_wait(ring.full(kt + 1), Ring::parity(kt + 1));
+    cuda::mbarrier_wait(ring.full(kt + 1), Ring<C>::parity(kt + 1));
     issue_scores(s, qw, ring.k_tile(kt + 1));
     issue_pv(o, pa, ring.v_tile(kt));
     cuda::wgmma_wait_group<1>();  // S of tile kt + 1 is done; P V runs on
@@ -216,7 +244,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     mbarrier_arrive_if(ring.empty(kt), lane == 0);  // this warp is done with tile kt
     rescale_o(o, alpha);
     to_p_fragments(s, pa);
-    if (kt + kStages - 1 < num_tiles) copies.copy(&kv_map, a, h, kt + kStages - 1, num_tiles, ring, warp, lane);
+    if (kt + C::kStages - 1 < num_tiles) copies.copy(&kv_map, a, h, kt + C::kStages - 1, num_tiles, ring, warp, lane);
   };
   const int first_diagonal = min((cta_pos0 + 1) / kKeys, num_tiles);  // the first tile diagonal() is true for
   int kt = 0;
@@ -224,7 +252,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   for (; kt + 1 < num_tiles; ++kt) iteration(kt, std::true_type{});
   const int last = num_tiles - 1;
   const int n32 = int(a.p0 + a.c);
-  if (last * kKeys + kKeys > n32) zero_v_rows(ring.v_tile(last), n32 - last * kKeys, tid);  // CTA-uniform
+  if (last * kKeys + kKeys > n32) zero_v_rows<C>(ring.v_tile(last), n32 - last * kKeys, tid);  // CTA-uniform
   finish_rows(a, o, pa, ring.v_tile(last), l, m, q0, warp, qh, lane);
 #else
   __trap();  // never launched: prefill_attention_tma_supported() checks the build's arch
@@ -249,24 +277,25 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 
 bool tma_kernel_runs_here() {
   static const bool runs =
-      sm90a_code_runs_here(reinterpret_cast<const void*>(tma_prefill_kernel<4>)) && tensor_map_encoder() != nullptr;
+      sm90a_code_runs_here(reinterpret_cast<const void*>(tma_prefill_kernel<TmaShape, 4>)) &&
+      tensor_map_encoder() != nullptr;
   return runs;
 }
 
-// Page sizes whose boxes tile a 64-key tile at 1024-byte-aligned (swizzle-atom) offsets in
-// at most 8 copies (one a warp), found by shifts: 16, 32, 64, 128, 256.
+// Page sizes whose boxes tile a 128-key tile at 1024-byte-aligned (swizzle-atom) offsets in
+// at most 16 copies (two a warp), found by shifts: 16, 32, 64, 128, 256.
 bool page_size_fits(int page_size) {
   return page_size >= 16 && page_size <= 256 && (page_size & (page_size - 1)) == 0;
 }
 
 // The cache's pages as the 5-D tensor the producer reads (the header comment).
-CUtensorMap kv_tensor_map(const PagedKV& kv) {
+CUtensorMap kv_tensor_map(const PagedKV& kv, int tile_keys) {  // boxes of min(page_size, tile_keys) rows
   // Page ids are int32: the page dimension only bounds what the ids can name.
   constexpr cuuint64_t kMaxPages = cuuint64_t(1) << 31;
   const cuuint64_t row_bytes = cuuint64_t(kv.num_kv_heads) * kD * 2;  // one token of one page, K or V
   const cuuint64_t dims[5] = {cuuint64_t(kD), cuuint64_t(kv.num_kv_heads), cuuint64_t(kv.page_size), 2, kMaxPages};
   const cuuint64_t strides[4] = {kD * 2, row_bytes, row_bytes * kv.page_size, row_bytes * kv.page_size * 2};
-  const cuuint32_t box[5] = {cuuint32_t(kD), 1, cuuint32_t(std::min(kv.page_size, kKeys)), 1, 1};
+  const cuuint32_t box[5] = {cuuint32_t(kD), 1, cuuint32_t(std::min(kv.page_size, tile_keys)), 1, 1};
   const cuuint32_t element_strides[5] = {1, 1, 1, 1, 1};
   CUtensorMap map;
   const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 5, const_cast<void*>(kv.pages), dims,
@@ -278,12 +307,26 @@ CUtensorMap kv_tensor_map(const PagedKV& kv) {
   return map;
 }
 
-template <int kPageShift>
-void launch_tma(const CUtensorMap& map, const PrefillAttentionArgs& a, unsigned blocks, cudaStream_t stream) {
-  SR_CUDA_CHECK(cudaFuncSetAttribute(tma_prefill_kernel<kPageShift>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     int(kSmemBytes)));
-  tma_prefill_kernel<kPageShift><<<blocks, kThreads, kSmemBytes, stream>>>(map, a);
+template <class C, int kPageShift>
+void launch_tma(const CUtensorMap& map, const PrefillAttentionArgs& a, cudaStream_t stream) {
+  const int64_t blocks = (a.c + C::kRows - 1) / C::kRows * a.n_head;
+  SR_CHECK(blocks < (int64_t(1) << 31), "prefill attention (CUDA): chunk of {} rows is too long", a.c);
+  SR_CUDA_CHECK(cudaFuncSetAttribute(tma_prefill_kernel<C, kPageShift>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     int(C::kSmemBytes)));
+  tma_prefill_kernel<C, kPageShift><<<unsigned(blocks), C::kThreads, C::kSmemBytes, stream>>>(map, a);
   SR_CUDA_CHECK_LAUNCH("tma_prefill_kernel");
+}
+
+template <class C>
+void launch_tma(const PrefillAttentionArgs& a, cudaStream_t stream) {
+  const CUtensorMap map = kv_tensor_map(a.kv, C::kKeys);
+  switch (a.kv.page_size) {
+    case 16: return launch_tma<C, 4>(map, a, stream);
+    case 32: return launch_tma<C, 5>(map, a, stream);
+    case 64: return launch_tma<C, 6>(map, a, stream);
+    case 128: return launch_tma<C, 7>(map, a, stream);
+    default: return launch_tma<C, 8>(map, a, stream);  // 256 (page_size_fits)
+  }
 }
 
 }  // namespace
@@ -304,17 +347,8 @@ void prefill_attention_tma(const PrefillAttentionArgs& a, cudaStream_t stream) {
   SR_CHECK(tma_kernel_runs_here(),
            "prefill attention (CUDA): the tma kernel needs an sm_90 device, a build with sm_90a and a driver with "
            "cuTensorMapEncodeTiled (use flash2)");
-  SR_CHECK(a.p0 + a.c + kKeys < (int64_t(1) << 31), "prefill attention (CUDA): {} tokens exceed 2^31", a.p0 + a.c);
-  const int64_t blocks = (a.c + kRows - 1) / kRows * a.n_head;
-  SR_CHECK(blocks < (int64_t(1) << 31), "prefill attention (CUDA): chunk of {} rows is too long", a.c);
-  const CUtensorMap map = kv_tensor_map(a.kv);
-  switch (a.kv.page_size) {
-    case 16: return launch_tma<4>(map, a, unsigned(blocks), stream);
-    case 32: return launch_tma<5>(map, a, unsigned(blocks), stream);
-    case 64: return launch_tma<6>(map, a, unsigned(blocks), stream);
-    case 128: return launch_tma<7>(map, a, unsigned(blocks), stream);
-    default: return launch_tma<8>(map, a, unsigned(blocks), stream);  // 256 (page_size_fits)
-  }
+  SR_CHECK(a.p0 + a.c + 128 < (int64_t(1) << 31), "prefill attention (CUDA): {} tokens exceed 2^31", a.p0 + a.c);
+  launch_tma<TmaShape>(a, stream);
 }
 
 }  // namespace detail

@@ -20,7 +20,7 @@
 namespace sinkrouter::wgmma_prefill {
 
 constexpr int kD = 64;                           // head_dim (one 128-byte swizzle row)
-constexpr int kKeys = 64;                        // keys per tile
+constexpr int kKeys = 64;                        // keys per tile (version 3; version 4 takes 64 or 128)
 constexpr uint32_t kTileBytes = kKeys * kD * 2;  // 8 KB, a multiple of the 1024-byte atom
 
 // Keep a row's running max until a tile raises it by more than this (log2 units): P may
@@ -44,7 +44,7 @@ inline bool sm90a_code_runs_here(const void* kernel) {
 // A CTA's rows: a 1-D grid of (query tiles x n_head) CTAs, the heaviest (latest rows) first;
 // query head qh's rows q0 .. q0 + ROWS - 1 (those before a.c), reading KV head h, and the
 // key tiles up to its last row's diagonal.
-template <int ROWS>
+template <int ROWS, int KEYS = kKeys>
 struct CtaRows {
   int qh, h, num_tiles, pos0;  // pos0: the position of row q0 (< 2^31: the launchers check)
   int64_t q0;
@@ -54,7 +54,7 @@ struct CtaRows {
     q0 = int64_t(num_qtiles - 1 - int(blockIdx.x / unsigned(a.n_head))) * ROWS;
     h = qh / (a.n_head / a.kv.num_kv_heads);
     const int64_t last_row = min(q0 + ROWS, a.c) - 1;
-    num_tiles = int((a.p0 + last_row) / kKeys) + 1;
+    num_tiles = int((a.p0 + last_row) / KEYS) + 1;
     pos0 = int(a.p0 + q0);
   }
 };
@@ -75,24 +75,32 @@ struct SwizzledDesc {
   __device__ uint64_t at(uint32_t offset_bytes) const { return (uint64_t(hi) << 32) | (lo + (offset_bytes >> 4)); }
 };
 
-// S = Q K^T for this warpgroup: 64 rows x 64 keys; its Q rows (K-major, swizzled like a K
-// tile) at shared address qw, the K tile (K-major) at kst.
-__device__ __forceinline__ void issue_scores(float (&s)[32], uint32_t qw, uint32_t kst) {
+// S = Q K^T for this warpgroup: 64 rows x NS / 2 keys (64 or 128); its Q rows (K-major,
+// swizzled like a K tile) at shared address qw, the K tile (K-major) at kst.
+template <int NS>
+__device__ __forceinline__ void issue_scores(float (&s)[NS], uint32_t qw, uint32_t kst) {
   const SwizzledDesc q(qw, 16, 1024), k(kst, 16, 1024);
   cuda::wgmma_fence();
 #pragma unroll
-  for (int ks = 0; ks < kD / 16; ++ks) cuda::wgmma_m64n64k16_bf16_ss(s, q.at(ks * 32), k.at(ks * 32), ks > 0);
+  for (int ks = 0; ks < kD / 16; ++ks) {
+    if constexpr (NS == 32)
+      cuda::wgmma_m64n64k16_bf16_ss(s, q.at(ks * 32), k.at(ks * 32), ks > 0);
+    else
+      cuda::wgmma_m64n128k16_bf16_ss(s, q.at(ks * 32), k.at(ks * 32), ks > 0);
+  }
   cuda::wgmma_commit_group();
 }
 
-// O += P V: k-step kk covers keys 16 kk .. 16 kk + 15; V (MN-major) at shared address vst.
-// (No operand fence on o here: S is in flight, and ptxas serialises on any read of an
-// accumulator inside that window; the data dependence orders the rescale before.)
-__device__ __forceinline__ void issue_pv(float (&o)[32], const uint32_t (&pa)[16], uint32_t vst) {
-  const SwizzledDesc v(vst, kTileBytes, 1024);
+// O += P V: k-step kk covers keys 16 kk .. 16 kk + 15 (NP / 4 of them); V (MN-major) at
+// shared address vst. (No operand fence on o here: S is in flight, and ptxas serialises on
+// any read of an accumulator inside that window; the data dependence orders the rescale
+// before.)
+template <int NP>
+__device__ __forceinline__ void issue_pv(float (&o)[32], const uint32_t (&pa)[NP], uint32_t vst) {
+  const SwizzledDesc v(vst, kTileBytes, 1024);  // (LBO unused at N = 64)
   cuda::wgmma_fence();
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
+  for (int kk = 0; kk < NP / 4; ++kk) {
     const uint32_t(&a)[4] = *reinterpret_cast<const uint32_t(*)[4]>(pa + 4 * kk);
     cuda::wgmma_m64n64k16_bf16_rs<1>(o, a, v.at(kk * 2048), true);
   }
@@ -101,7 +109,8 @@ __device__ __forceinline__ void issue_pv(float (&o)[32], const uint32_t (&pa)[16
 
 // The last tile's P V (V at vst), then the warp's rows normalised and stored with their
 // log-sum-exp (m in raw-score units, as online_softmax keeps it).
-__device__ __forceinline__ void finish_rows(const PrefillAttentionArgs& a, float (&o)[32], uint32_t (&pa)[16],
+template <int NP>
+__device__ __forceinline__ void finish_rows(const PrefillAttentionArgs& a, float (&o)[32], uint32_t (&pa)[NP],
                                             uint32_t vst, const float (&l)[2], const float (&m)[2], int64_t q0,
                                             int warp, int qh, int lane) {
   issue_pv(o, pa, vst);
