@@ -61,6 +61,7 @@ struct TmaShape {
   // + 1024: the dynamic shared window is only 16-byte aligned; Q and the tiles start at the
   // next 1024-byte boundary, the 2 x kStages mbarriers after the ring (153 KB in all).
   static constexpr size_t kSmemBytes = size_t(kQBytes) + kRingBytes + 2 * kStages * 8 + 1024;
+  static_assert((1 << kLog2Keys) == kKeys && kWarps * 32 == kThreads, "shape");
 };
 
 #if defined(SINKROUTER_WGMMA_ENABLED)
