@@ -1,10 +1,11 @@
-// The per-tile steps of the wgmma prefill kernels (v3 cuda_prefill_wgmma.cu, v4
-// cuda_prefill_tma.cu; head_dim 64, key tiles of 64): issuing S = Q K^T and O += P V for
+// The per-tile steps of the wgmma prefill kernels (v3 cuda_prefill_wgmma.cu with key tiles
+// of 64, v4 cuda_prefill_tma.cu with 128; head_dim 64): issuing S = Q K^T and O += P V for
 // one warpgroup, the causal mask and online softmax of S in place, O's rescale and P's
 // move into the A fragments of P V. Layouts: core/cuda_wgmma.cuh.
 //
-//   s, o     [32] f32   one warpgroup's m64n64 accumulators (S, then P in fp32; O)
-//   pa       [16] u32   P as bf16x2 A fragments: pa[4 kk .. 4 kk + 3] is k-step kk
+//   s        [NS] f32   one warpgroup's m64nN accumulators, N = 2 NS keys (S, then P in fp32)
+//   o        [32] f32   O, m64n64
+//   pa       [NS / 2]   P as bf16x2 A fragments: pa[4 kk .. 4 kk + 3] is k-step kk
 //   m, l     [2]        this lane's rows g and g + 8: running max (raw scores), partial sums
 #pragma once
 
@@ -20,7 +21,7 @@
 namespace sinkrouter::wgmma_prefill {
 
 constexpr int kD = 64;                           // head_dim (one 128-byte swizzle row)
-constexpr int kKeys = 64;                        // keys per tile (version 3; version 4 takes 64 or 128)
+constexpr int kKeys = 64;                        // keys per tile of version 3 (version 4's: TmaShape)
 constexpr uint32_t kTileBytes = kKeys * kD * 2;  // 8 KB, a multiple of the 1024-byte atom
 
 // Keep a row's running max until a tile raises it by more than this (log2 units): P may
