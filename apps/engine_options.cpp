@@ -32,6 +32,10 @@ void EngineCliOptions::add_to(CLI::App* cmd, bool model_required, const std::str
   cmd->add_option("--prefill-chunk", engine.prefill_chunk, "tokens per prefill chunk")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
+  cmd->add_option("--gpu-prefill-chunk", engine.cuda_prefill_chunk,
+                  "tokens per prefill chunk on the GPU (activation memory grows with it)")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
   cmd->add_option("--matmul", engine.matmul, "CPU decode matmuls: q8 (int8 activations, fast) or f32 (exact)")
       ->check(CLI::IsMember({"q8", "f32"}))
       ->capture_default_str();
