@@ -1,12 +1,14 @@
-// The prefill attention kernels (both flash-attention-2 versions on the tensor cores, and
-// the plain float32 one) and the sink-detection signal, against a float64 reference computed from
-// the very bf16 values the kernels read (q as given, K and V as the device cache stores
-// them), on random inputs: odd lengths, GQA 3:1, MHA, head dims 64 and 128, page sizes 16
-// and 64 in a shuffled page order, and chunks that start mid-tile (p0 > 0, earlier chunks'
-// keys appended separately).
+// The prefill attention kernels (the four flash versions on the tensor cores: v4 tma and v3
+// wgmma on an sm_90 device, v2 and v1 on mma.sync; and the plain float32 one) and the
+// sink-detection signal, against a float64 reference computed from the very bf16 values the
+// kernels read (q as given, K and V as the device cache stores them), on random inputs: odd
+// lengths, GQA 3:1, MHA, head dims 64 and 128, page sizes 1 to 256 in a shuffled page order,
+// and chunks that start mid-tile (p0 > 0, earlier chunks' keys appended separately). Where a
+// kernel does not run (tma: head_dim 128, page sizes other than 16-256 powers of two; both
+// wgmma kernels off sm_90), asking for it must be a clear error.
 //
 // Tolerances, per element (ref: the float64 output, bound = sum_j p_j |v_j|):
-//  - flash (either version): P enters the tensor cores as bf16 (relative rounding <= 2^-8 each), so
+//  - flash (every version): P enters the tensor cores as bf16 (relative rounding <= 2^-8 each), so
 //    |err| <= 2^-8 * bound; the output is rounded to bf16 (<= 2^-8 |ref|); float32 sums
 //    add ~1e-6. Allowed: 1.05 * 2^-8 * (bound + |ref|) + 1e-5, and a whole-tensor relative
 //    error under 1e-2.
