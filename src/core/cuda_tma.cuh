@@ -1,5 +1,5 @@
 // Thin wrappers over Hopper's tensor memory accelerator (TMA) and shared-memory mbarriers
-// (sm_90), for the producer / consumer prefill kernel (model/cuda_prefill_tma.cu):
+// (sm_90), for the prefill attention kernel version 4 (model/cuda_prefill_tma.cu):
 //
 //   - an mbarrier (8 bytes of shared memory) counts arrivals and, for TMA, bytes: a phase
 //     completes when `count` threads have arrived and every byte announced with
@@ -25,8 +25,17 @@ __device__ __forceinline__ void mbarrier_init(uint32_t bar, uint32_t count) {
 __device__ __forceinline__ void fence_mbarrier_init() {
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 }
-__device__ __forceinline__ void mbarrier_arrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+// One arrival by the threads where `signal` holds, as a single predicated instruction (a
+// lane-dependent branch in a wgmma loop would make ptxas serialise the wgmma).
+__device__ __forceinline__ void mbarrier_arrive_if(uint32_t bar, bool signal) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %1, 0;\n"
+      "@p mbarrier.arrive.shared::cta.b64 _, [%0];\n"
+      "}\n" ::"r"(bar),
+      "r"(int(signal))
+      : "memory");
 }
 // One arrival that also announces `bytes` still to land in this phase.
 __device__ __forceinline__ void mbarrier_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
@@ -43,10 +52,6 @@ __device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
       "}\n" ::"r"(bar),
       "r"(parity)
       : "memory");
-}
-
-__device__ __forceinline__ void prefetch_tensormap(const void* map) {
-  asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
 }
 
 // The box at coordinates (c0 .. c4; c0 the innermost) of the 5-D tensor `map` into shared

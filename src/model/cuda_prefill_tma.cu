@@ -10,7 +10,7 @@
 // reads), each warp issuing at most two of them (WarpCopies), and the ring's barrier is a
 // "full" mbarrier per stage (the copies' bytes) and an "empty" one (every warp done with
 // the tile): no cp.async, no per-thread page arithmetic, no CTA barrier in the loop. Tiles
-// are 128 keys (TmaShape): half the per-tile work of 64-key tiles for the same softmax.
+// are 128 keys (Shape): half the per-tile work of 64-key tiles for the same softmax.
 //
 // The cache as the TMA sees it: pages [num_pages, 2 (K, V), page_size, num_kv_heads, 64]
 // bf16 as a 5-D tensor (dims innermost first: 64, num_kv_heads, page_size, 2, pages); a box
@@ -32,7 +32,6 @@
 #include "core/cuda_wgmma.cuh"
 #include "cuda_prefill_attention.h"
 #include "cuda_prefill_gather.cuh"
-#include "cuda_prefill_rows.cuh"
 #include "cuda_prefill_wgmma_steps.cuh"
 #include "sinkrouter/core/error.h"
 
@@ -48,7 +47,7 @@ using namespace wgmma_prefill;  // kD and the per-tile steps
 // per-tile work (waits, descriptors, copies, the max's shuffles) for the same softmax. The
 // ring has 4 stages, a power of two (cheap t % kStages): tile kt + 3 is copied during
 // iteration kt.
-struct TmaShape {
+struct Shape {
   static constexpr int kKeys = 128;
   static constexpr int kLog2Keys = 7;
   static constexpr int kThreads = 3 * 128;
@@ -69,14 +68,13 @@ struct TmaShape {
 // The ring: tile t uses stage t % kStages; its mbarriers' phase parity is (t / kStages) & 1.
 // One shared address holds it all (registers are what limits the loop): stage 0's K tile, V
 // one tile on, the "full" mbarriers after the ring, then the "empty" ones.
-template <class C>
 struct Ring {
   uint32_t kv0;
-  __device__ uint32_t k_tile(int t) const { return kv0 + uint32_t(t % C::kStages) * 2 * C::kTileBytes; }
-  __device__ uint32_t v_tile(int t) const { return k_tile(t) + C::kTileBytes; }
-  __device__ uint32_t full(int t) const { return kv0 + C::kRingBytes + 8u * uint32_t(t % C::kStages); }
-  __device__ uint32_t empty(int t) const { return full(t) + 8u * C::kStages; }
-  __device__ static uint32_t parity(int t) { return uint32_t(t / C::kStages) & 1u; }
+  __device__ uint32_t k_tile(int t) const { return kv0 + uint32_t(t % Shape::kStages) * 2 * Shape::kTileBytes; }
+  __device__ uint32_t v_tile(int t) const { return k_tile(t) + Shape::kTileBytes; }
+  __device__ uint32_t full(int t) const { return kv0 + Shape::kRingBytes + 8u * uint32_t(t % Shape::kStages); }
+  __device__ uint32_t empty(int t) const { return full(t) + 8u * Shape::kStages; }
+  __device__ static uint32_t parity(int t) { return uint32_t(t / Shape::kStages) & 1u; }
 };
 
 // Every warp's share of the copies of a tile: the tile is boxes of min(page_size, 128) rows
@@ -90,47 +88,48 @@ struct Ring {
 // ids are loaded a tile ahead; the page size is a template argument (shifts, folded). The
 // copies of tile t are issued in the loop's iteration t - kStages + 1. Registers are what
 // this must spare (167 of the 168 a thread that one CTA of 384 threads an SM allows).
-template <class C, int kPageShift>  // log2(page_size): 4 to 8
+template <int kPageShift>  // log2(page_size): 4 to 8
 struct WarpCopies {
-  static constexpr int kBoxShift = kPageShift < C::kLog2Keys ? kPageShift : C::kLog2Keys;  // log2(box rows)
-  static constexpr int kCopies = 2 << (C::kLog2Keys - kBoxShift);                          // K and V of each box
-  static constexpr int kMine = (kCopies + C::kWarps - 1) / C::kWarps;                      // copies a warp, at most
+  // log2(box rows); K and V of each box; copies a warp, at most
+  static constexpr int kBoxShift = kPageShift < Shape::kLog2Keys ? kPageShift : Shape::kLog2Keys;
+  static constexpr int kCopies = 2 << (Shape::kLog2Keys - kBoxShift);
+  static constexpr int kMine = (kCopies + Shape::kWarps - 1) / Shape::kWarps;
   static constexpr uint32_t kBoxBytes = uint32_t(kD * 2) << kBoxShift;
 
   int page[kMine];  // page ids of this warp's copies of the next tile (-1: none)
 
   // The page of copy c of tile t, or -1 (no such copy, or its box starts past the cache).
   __device__ static int page_of(const PrefillAttentionArgs& a, int t, int c) {
-    const int key = t * C::kKeys + ((c >> 1) << kBoxShift);
+    const int key = t * Shape::kKeys + ((c >> 1) << kBoxShift);
     return c < kCopies && key < int(a.p0 + a.c) ? a.kv.indices[a.kv.indptr[0] + (key >> kPageShift)] : -1;
   }
 
   __device__ void start(const PrefillAttentionArgs& a, int warp) {
 #pragma unroll
-    for (int i = 0; i < kMine; ++i) page[i] = page_of(a, 0, warp + i * C::kWarps);
+    for (int i = 0; i < kMine; ++i) page[i] = page_of(a, 0, warp + i * Shape::kWarps);
   }
 
   // This warp's copies of tile t (< num_tiles), then the page ids of its copies of t + 1.
   __device__ void copy(const CUtensorMap* map, const PrefillAttentionArgs& a, int h, int t, int num_tiles,
-                       const Ring<C>& ring, int warp, int lane) {
+                       const Ring& ring, int warp, int lane) {
     int mine[kMine];
     uint32_t bytes = 0;
 #pragma unroll
     for (int i = 0; i < kMine; ++i) {
       mine[i] = page[i];
-      if (t + 1 < num_tiles) page[i] = page_of(a, t + 1, warp + i * C::kWarps);
+      if (t + 1 < num_tiles) page[i] = page_of(a, t + 1, warp + i * Shape::kWarps);
       bytes += mine[i] >= 0 ? kBoxBytes : 0u;
     }
-    if (bytes != 0 && t >= C::kStages) cuda::mbarrier_wait(ring.empty(t), Ring<C>::parity(t) ^ 1u);
+    if (bytes != 0 && t >= Shape::kStages) cuda::mbarrier_wait(ring.empty(t), Ring::parity(t) ^ 1u);
     if (lane == 0) {
       cuda::mbarrier_arrive_expect_tx(ring.full(t), bytes);
 #pragma unroll
       for (int i = 0; i < kMine; ++i) {
         if (mine[i] < 0) continue;
-        const int c = warp + i * C::kWarps, box = c >> 1, kv = c & 1;
+        const int c = warp + i * Shape::kWarps, box = c >> 1, kv = c & 1;
         // (Pages of a tile's keys or fewer: each box starts its page.)
-        const int in_page = kPageShift <= C::kLog2Keys ? 0 : (t * C::kKeys) & ((1 << kPageShift) - 1);
-        cuda::tma_load_5d(ring.k_tile(t) + uint32_t(kv) * C::kTileBytes + uint32_t(box) * kBoxBytes, map,
+        const int in_page = kPageShift <= Shape::kLog2Keys ? 0 : (t * Shape::kKeys) & ((1 << kPageShift) - 1);
+        cuda::tma_load_5d(ring.k_tile(t) + uint32_t(kv) * Shape::kTileBytes + uint32_t(box) * kBoxBytes, map,
                           ring.full(t), 0, h, in_page, kv, mine[i]);
       }
     }
@@ -138,24 +137,10 @@ struct WarpCopies {
   }
 };
 
-// Arrival on `bar` by the lanes where `signal` holds, as one predicated instruction (a
-// lane-dependent branch in the loop would make ptxas serialise the wgmma).
-__device__ __forceinline__ void mbarrier_arrive_if(uint32_t bar, bool signal) {
-  asm volatile(
-      "{\n"
-      ".reg .pred p;\n"
-      "setp.ne.b32 p, %1, 0;\n"
-      "@p mbarrier.arrive.shared::cta.b64 _, [%0];\n"
-      "}\n" ::"r"(bar),
-      "r"(int(signal))
-      : "memory");
-}
-
 // Zeroes rows first_row .. kKeys - 1 of the V tile at `v` (whole 128-byte rows: the swizzle
 // only permutes chunks within a row), then makes the writes visible to wgmma.
-template <class C>
 __device__ __forceinline__ void zero_v_rows(uint32_t v, int first_row, int tid) {
-  for (int i = first_row * 8 + tid; i < C::kKeys * 8; i += C::kThreads)
+  for (int i = first_row * 8 + tid; i < Shape::kKeys * 8; i += Shape::kThreads)
     asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(v + uint32_t(i) * 16u), "r"(0) : "memory");
   cuda::fence_proxy_async_shared();
   __syncthreads();
@@ -163,7 +148,7 @@ __device__ __forceinline__ void zero_v_rows(uint32_t v, int first_row, int tid) 
 
 #endif  // SINKROUTER_WGMMA_ENABLED
 
-// grid: (query tiles x n_head), 1-D, heaviest first; block: C::kThreads (the warpgroups).
+// grid: (query tiles x n_head), 1-D, heaviest first; block: Shape::kThreads (three warpgroups).
 //
 // The loop is version 3's (cuda_prefill_wgmma.cu: S of tile kt + 1 and P V of tile kt issued
 // together, the softmax of kt + 1 overlapping P V; every warpgroup takes every tile; the
@@ -175,37 +160,37 @@ __device__ __forceinline__ void zero_v_rows(uint32_t v, int first_row, int tid) 
 // would make 13 warps a CTA: ~152 registers a thread, and the loop needs 167. With 64-key
 // tiles, warp 0 as the only producer measured 286 TFLOP/s against version 3's 359, run 10a:
 // its ~300 instructions of copies a tile held up its whole warpgroup.)
-template <class C, int kPageShift>
-__global__ void __launch_bounds__(C::kThreads, 1)
+template <int kPageShift>
+__global__ void __launch_bounds__(Shape::kThreads, 1)
     tma_prefill_kernel(const __grid_constant__ CUtensorMap kv_map, PrefillAttentionArgs a) {
 #if defined(SINKROUTER_WGMMA_ENABLED)
-  constexpr int kKeys = C::kKeys;
+  constexpr int kKeys = Shape::kKeys;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const uint32_t base = (cuda::smem_addr(smem_raw) + 1023u) & ~1023u;
   const uint32_t qs = base;  // Q: [kRows][kD] bf16, swizzled
-  const Ring<C> ring{base + C::kQBytes};
+  const Ring ring{base + Shape::kQBytes};
 
-  const CtaRows<C::kRows, kKeys> cta(a);
+  const CtaRows<Shape::kRows, kKeys> cta(a);
   const int qh = cta.qh, h = cta.h, num_tiles = cta.num_tiles, cta_pos0 = cta.pos0;
   const int64_t q0 = cta.q0;
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t4 = lane % 4;
   const int pos0 = cta_pos0 + warp * 16;  // this warp's row r sits at pos0 + r
 
-  WarpCopies<C, kPageShift> copies;
+  WarpCopies<kPageShift> copies;
   if (tid == 0) {
-    for (int t = 0; t < C::kStages; ++t) {
-      cuda::mbarrier_init(ring.full(t), C::kWarps);   // one expect_tx arrival a warp
-      cuda::mbarrier_init(ring.empty(t), C::kWarps);  // one release a warp
+    for (int t = 0; t < Shape::kStages; ++t) {
+      cuda::mbarrier_init(ring.full(t), Shape::kWarps);   // one expect_tx arrival a warp
+      cuda::mbarrier_init(ring.empty(t), Shape::kWarps);  // one release a warp
     }
     cuda::fence_mbarrier_init();
   }
-  copy_query_rows<kD, C::kRows, C::kThreads>(
+  copy_query_rows<kD, Shape::kRows, Shape::kThreads>(
       a, q0, qh, tid, [&](int row, int chunk) { return qs + cuda::swizzle128_offset(row, chunk); });
   cuda::cp_async_commit_group();
   __syncthreads();  // the barriers are initialised
   copies.start(a, warp);
-  for (int t = 0; t < C::kStages - 1 && t < num_tiles; ++t)
+  for (int t = 0; t < Shape::kStages - 1 && t < num_tiles; ++t)
     copies.copy(&kv_map, a, h, t, num_tiles, ring, warp, lane);
   cuda::cp_async_wait_group<0>();
   cuda::fence_proxy_async_shared();
@@ -231,7 +216,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   // warp's release of tile kt and its copies of tile kt + 3. Tiles before first_diagonal lie
   // wholly before the CTA's first row: their loop has no mask code.
   auto iteration = [&](int kt, auto may_mask) {
-    cuda::mbarrier_wait(ring.full(kt + 1), Ring<C>::parity(kt + 1));
+    cuda::mbarrier_wait(ring.full(kt + 1), Ring::parity(kt + 1));
     issue_scores(s, qw, ring.k_tile(kt + 1));
     issue_pv(o, pa, ring.v_tile(kt));
     cuda::wgmma_wait_group<1>();  // S of tile kt + 1 is done; P V runs on
@@ -242,10 +227,11 @@ __global__ void __launch_bounds__(C::kThreads, 1)
     cuda::wgmma_wait_group<0>();
     cuda::wgmma_fence_operands(o);
     cuda::wgmma_fence_operands(pa);
-    mbarrier_arrive_if(ring.empty(kt), lane == 0);  // this warp is done with tile kt
+    cuda::mbarrier_arrive_if(ring.empty(kt), lane == 0);  // this warp is done with tile kt
     rescale_o(o, alpha);
     to_p_fragments(s, pa);
-    if (kt + C::kStages - 1 < num_tiles) copies.copy(&kv_map, a, h, kt + C::kStages - 1, num_tiles, ring, warp, lane);
+    if (kt + Shape::kStages - 1 < num_tiles)
+      copies.copy(&kv_map, a, h, kt + Shape::kStages - 1, num_tiles, ring, warp, lane);
   };
   const int first_diagonal = min((cta_pos0 + 1) / kKeys, num_tiles);  // the first tile diagonal() is true for
   int kt = 0;
@@ -253,7 +239,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   for (; kt + 1 < num_tiles; ++kt) iteration(kt, std::true_type{});
   const int last = num_tiles - 1;
   const int n32 = int(a.p0 + a.c);
-  if (last * kKeys + kKeys > n32) zero_v_rows<C>(ring.v_tile(last), n32 - last * kKeys, tid);  // CTA-uniform
+  if (last * kKeys + kKeys > n32) zero_v_rows(ring.v_tile(last), n32 - last * kKeys, tid);  // CTA-uniform
   finish_rows(a, o, pa, ring.v_tile(last), l, m, q0, warp, qh, lane);
 #else
   __trap();  // never launched: prefill_attention_tma_supported() checks the build's arch
@@ -278,7 +264,7 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 
 bool tma_kernel_runs_here() {
   static const bool runs =
-      sm90a_code_runs_here(reinterpret_cast<const void*>(tma_prefill_kernel<TmaShape, 4>)) &&
+      sm90a_code_runs_here(reinterpret_cast<const void*>(tma_prefill_kernel<4>)) &&
       tensor_map_encoder() != nullptr;
   return runs;
 }
@@ -290,13 +276,13 @@ bool page_size_fits(int page_size) {
 }
 
 // The cache's pages as the 5-D tensor the producer reads (the header comment).
-CUtensorMap kv_tensor_map(const PagedKV& kv, int tile_keys) {  // boxes of min(page_size, tile_keys) rows
+CUtensorMap kv_tensor_map(const PagedKV& kv) {
   // Page ids are int32: the page dimension only bounds what the ids can name.
   constexpr cuuint64_t kMaxPages = cuuint64_t(1) << 31;
   const cuuint64_t row_bytes = cuuint64_t(kv.num_kv_heads) * kD * 2;  // one token of one page, K or V
   const cuuint64_t dims[5] = {cuuint64_t(kD), cuuint64_t(kv.num_kv_heads), cuuint64_t(kv.page_size), 2, kMaxPages};
   const cuuint64_t strides[4] = {kD * 2, row_bytes, row_bytes * kv.page_size, row_bytes * kv.page_size * 2};
-  const cuuint32_t box[5] = {cuuint32_t(kD), 1, cuuint32_t(std::min(kv.page_size, tile_keys)), 1, 1};
+  const cuuint32_t box[5] = {cuuint32_t(kD), 1, cuuint32_t(std::min(kv.page_size, Shape::kKeys)), 1, 1};
   const cuuint32_t element_strides[5] = {1, 1, 1, 1, 1};
   CUtensorMap map;
   const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 5, const_cast<void*>(kv.pages), dims,
@@ -308,25 +294,24 @@ CUtensorMap kv_tensor_map(const PagedKV& kv, int tile_keys) {  // boxes of min(p
   return map;
 }
 
-template <class C, int kPageShift>
+template <int kPageShift>
 void launch_tma(const CUtensorMap& map, const PrefillAttentionArgs& a, cudaStream_t stream) {
-  const int64_t blocks = (a.c + C::kRows - 1) / C::kRows * a.n_head;
+  const int64_t blocks = (a.c + Shape::kRows - 1) / Shape::kRows * a.n_head;
   SR_CHECK(blocks < (int64_t(1) << 31), "prefill attention (CUDA): chunk of {} rows is too long", a.c);
-  SR_CUDA_CHECK(cudaFuncSetAttribute(tma_prefill_kernel<C, kPageShift>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     int(C::kSmemBytes)));
-  tma_prefill_kernel<C, kPageShift><<<unsigned(blocks), C::kThreads, C::kSmemBytes, stream>>>(map, a);
+  SR_CUDA_CHECK(cudaFuncSetAttribute(tma_prefill_kernel<kPageShift>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     int(Shape::kSmemBytes)));
+  tma_prefill_kernel<kPageShift><<<unsigned(blocks), Shape::kThreads, Shape::kSmemBytes, stream>>>(map, a);
   SR_CUDA_CHECK_LAUNCH("tma_prefill_kernel");
 }
 
-template <class C>
 void launch_tma(const PrefillAttentionArgs& a, cudaStream_t stream) {
-  const CUtensorMap map = kv_tensor_map(a.kv, C::kKeys);
+  const CUtensorMap map = kv_tensor_map(a.kv);
   switch (a.kv.page_size) {
-    case 16: return launch_tma<C, 4>(map, a, stream);
-    case 32: return launch_tma<C, 5>(map, a, stream);
-    case 64: return launch_tma<C, 6>(map, a, stream);
-    case 128: return launch_tma<C, 7>(map, a, stream);
-    default: return launch_tma<C, 8>(map, a, stream);  // 256 (page_size_fits)
+    case 16: return launch_tma<4>(map, a, stream);
+    case 32: return launch_tma<5>(map, a, stream);
+    case 64: return launch_tma<6>(map, a, stream);
+    case 128: return launch_tma<7>(map, a, stream);
+    default: return launch_tma<8>(map, a, stream);  // 256 (page_size_fits)
   }
 }
 
@@ -349,7 +334,7 @@ void prefill_attention_tma(const PrefillAttentionArgs& a, cudaStream_t stream) {
            "prefill attention (CUDA): the tma kernel needs an sm_90 device, a build with sm_90a and a driver with "
            "cuTensorMapEncodeTiled (use flash2)");
   SR_CHECK(a.p0 + a.c + 128 < (int64_t(1) << 31), "prefill attention (CUDA): {} tokens exceed 2^31", a.p0 + a.c);
-  launch_tma<TmaShape>(a, stream);
+  launch_tma(a, stream);
 }
 
 }  // namespace detail

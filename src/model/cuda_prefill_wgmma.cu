@@ -20,7 +20,7 @@
 //     skipped on most tiles (kRescaleThreshold).
 //   - Page lookups, the ring of stages (4 here), the heaviest-first 1-D grid and the online
 //     softmax are version 2's.
-// Two CTAs per SM (121 registers a thread, 81 KB of shared memory each): one CTA's work
+// Two CTAs per SM (122 registers a thread, 81 KB of shared memory each): one CTA's work
 // overlaps the other's barrier and waits.
 #include <cmath>
 
@@ -29,7 +29,6 @@
 #include "core/cuda_wgmma.cuh"
 #include "cuda_prefill_attention.h"
 #include "cuda_prefill_gather.cuh"
-#include "cuda_prefill_rows.cuh"
 #include "cuda_prefill_wgmma_steps.cuh"
 #include "sinkrouter/core/error.h"
 

@@ -21,7 +21,7 @@
 namespace sinkrouter::wgmma_prefill {
 
 constexpr int kD = 64;                           // head_dim (one 128-byte swizzle row)
-constexpr int kKeys = 64;                        // keys per tile of version 3 (version 4's: TmaShape)
+constexpr int kKeys = 64;                        // keys per tile of version 3 (version 4's: cuda_prefill_tma.cu)
 constexpr uint32_t kTileBytes = kKeys * kD * 2;  // 8 KB, a multiple of the 1024-byte atom
 
 // Keep a row's running max until a tile raises it by more than this (log2 units): P may
