@@ -466,6 +466,7 @@ int main(int argc, char** argv) {
             row["ctas"] = dec.grid_ctas();
             row["min_split_tokens"] = options.min_split_tokens;
             row["fused_fast_routing"] = options.fused_fast_routing;
+            row["kv_copy"] = dec.uses_tma_copies() ? "tma" : "cp.async";
             rows.push_back(row);
             std::printf("%-13s B=%lld ctx=%7lld %-12s skip %2d%% (%5.1f%%): %9.2f us  %6.0f GB/s  floor %9.2f us  x%.2f\n",
                         sh.name, (long long)B, (long long)ctx, kernel, skip_target,

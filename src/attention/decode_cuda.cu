@@ -15,7 +15,9 @@
 #include <utility>
 
 #include "core/cuda_check.h"
+#include "core/cuda_hopper.h"
 #include "decode_cuda_kernels.cuh"
+#include "kv/paged_kv_tensor_map.h"
 
 namespace sinkrouter {
 
@@ -36,27 +38,28 @@ void raise_smem_limit(const void* kernel, int smem) {
   limit = smem;
 }
 
-AttnKernelInfo attention_prepare(int head_dim, DType kv_dtype, int heads_per_cta, bool routed, bool mma) {
+AttnKernelInfo attention_prepare(int head_dim, DType kv_dtype, int heads_per_cta, bool routed, bool mma, bool tma) {
   const bool bf = kv_dtype == DType::BF16;
   if (mma) {
-    if (head_dim == 64) return bf ? attention_mma_prepare_d64_bf16(routed) : attention_mma_prepare_d64_f16(routed);
-    return bf ? attention_mma_prepare_d128_bf16(routed) : attention_mma_prepare_d128_f16(routed);
+    if (head_dim == 64)
+      return bf ? attention_mma_prepare_d64_bf16(routed, tma) : attention_mma_prepare_d64_f16(routed, tma);
+    return bf ? attention_mma_prepare_d128_bf16(routed, tma) : attention_mma_prepare_d128_f16(routed, tma);
   }
   if (head_dim == 64)
     return bf ? attention_prepare_d64_bf16(heads_per_cta, routed) : attention_prepare_d64_f16(heads_per_cta, routed);
   return bf ? attention_prepare_d128_bf16(heads_per_cta, routed) : attention_prepare_d128_f16(heads_per_cta, routed);
 }
 
-void attention_launch(const AttnArgs& args, int head_dim, DType kv_dtype, bool routed, bool mma, int grid,
-                      cudaStream_t stream) {
+void attention_launch(const AttnArgs& args, int head_dim, DType kv_dtype, bool routed, bool mma,
+                      const CUtensorMap* kv_map, int grid, cudaStream_t stream) {
   const bool bf = kv_dtype == DType::BF16;
   if (mma) {
     if (head_dim == 64)
-      bf ? attention_mma_launch_d64_bf16(args, routed, grid, stream)
-         : attention_mma_launch_d64_f16(args, routed, grid, stream);
+      bf ? attention_mma_launch_d64_bf16(args, routed, kv_map, grid, stream)
+         : attention_mma_launch_d64_f16(args, routed, kv_map, grid, stream);
     else
-      bf ? attention_mma_launch_d128_bf16(args, routed, grid, stream)
-         : attention_mma_launch_d128_f16(args, routed, grid, stream);
+      bf ? attention_mma_launch_d128_bf16(args, routed, kv_map, grid, stream)
+         : attention_mma_launch_d128_f16(args, routed, kv_map, grid, stream);
     return;
   }
   if (head_dim == 64)
@@ -127,6 +130,10 @@ struct CudaDecoder::Workspace {
   int32_t *kept_blocks = nullptr, *kept_count = nullptr;
   int32_t *extra_anchors = nullptr, *extra_count = nullptr, *window_start = nullptr, *routed_tokens = nullptr;
   int32_t* route_tickets = nullptr;
+  // TMA copies: the cache's pages as a tensor map, encoded for kv_map_pages (run() encodes
+  // it again when a view with other pages comes).
+  CUtensorMap kv_map{};
+  const void* kv_map_pages = nullptr;
   int anchor_stride = 1, block_stride = 16;
   int bounds_smem = 0, select_smem = 0, sink_capacity = 0, sort_capacity = 0, bounds_ctas_per_head = 1;
 
@@ -199,8 +206,27 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
                    policy.mode == RouterMode::Fast;
 
   const bool routed = policy.kind != PolicyKind::Dense;
-  const cuda::AttnKernelInfo info =
-      cuda::attention_prepare(head_dim_, kv_dtype_, heads_per_cta_, routed, tensor_cores_);
+  const int kv_copy = options.kv_copy >= 0
+                          ? options.kv_copy
+                          : option_from_env("SINKROUTER_KV_COPY", "auto", {{"cp.async", 0}, {"tma", 1}, {"auto", 2}},
+                                            "cp.async, tma or auto");
+  SR_CHECK(kv_copy >= 0 && kv_copy <= 2, "decode (CUDA): kv_copy must be 0 (cp.async), 1 (tma) or 2 (auto), not {}",
+           kv_copy);
+  cuda::AttnKernelInfo info{0, 0};
+  if (kv_copy != 0) {  // TMA copies: dense on tensor cores, pages of whole 16-token stages, sm_90a code
+    const char* why = routed            ? "routed decode reads single anchors"
+                      : !tensor_cores_  ? "they need the tensor-core kernel (GQA group <= 4, tensor_cores on)"
+                      : page_size_ % 16 ? "the page size is not a multiple of 16"
+                      : cuda::tensor_map_encoder() == nullptr ? "the driver has no cuTensorMapEncodeTiled"
+                                                              : nullptr;
+    if (why == nullptr) {
+      info = cuda::attention_prepare(head_dim_, kv_dtype_, heads_per_cta_, false, true, true);
+      if (info.ctas_per_sm < 1) why = "they need an sm_90 device and a build with sm_90a";
+    }
+    SR_CHECK(why == nullptr || kv_copy == 2, "decode (CUDA): TMA copies (kv_copy tma) cannot run here: {}", why);
+    tma_copies_ = why == nullptr;
+  }
+  if (!tma_copies_) info = cuda::attention_prepare(head_dim_, kv_dtype_, heads_per_cta_, routed, tensor_cores_, false);
   SR_CHECK(info.ctas_per_sm >= 1, "decode (CUDA): the attention kernel does not fit on this device");
   int device = 0, sms = 0;
   SR_CUDA_CHECK(cudaGetDevice(&device));
@@ -391,7 +417,12 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
   a.delta = w.delta;
   a.skipped_v_bound = w.vbound;
   a.phase_trace = phase_trace_;
-  cuda::attention_launch(a, head_dim_, kv_dtype_, routed, tensor_cores_, grid_ctas_, stream);
+  if (tma_copies_ && w.kv_map_pages != dkv.kv.pages) {  // host work only: no stream operation
+    w.kv_map = cuda::paged_kv_tensor_map(dkv.kv, 16, 2, kv_l2_prefetch_, "decode (CUDA)");
+    w.kv_map_pages = dkv.kv.pages;
+  }
+  cuda::attention_launch(a, head_dim_, kv_dtype_, routed, tensor_cores_, tma_copies_ ? &w.kv_map : nullptr,
+                         grid_ctas_, stream);
 }
 
 int CudaDecoder::route_trace_ctas() const {

@@ -11,6 +11,18 @@
 // ldmatrix reads are conflict-free), fills it with cp.async and reads it with ldmatrix: no
 // CTA barrier in the main loop. A CTA stage is 64 tokens, warp w taking tokens [16w, 16w + 16).
 //
+// Two ways to fill the rings (template argument TMA):
+//   cp.async: every lane copies 16-byte chunks of the rows it owns, the page id of each
+//     row looked up by its lane; a stage is [K rows][V rows] of D * 2 bytes, 16-byte chunk c
+//     of row r at unit r * D / 8 + (c ^ r % 8). Dense and routed, every page size.
+//   TMA (dense, page sizes a multiple of 16, sm_90): lane 0 of the warp issues one
+//     cp.async.bulk.tensor per 64-dimension part of the head (kv/paged_kv_tensor_map.h), K
+//     and V together, and the stage's mbarrier counts its bytes; a stage is
+//     [D / 64 parts][K, V][16 rows][128 bytes] in the 128-byte swizzle (the same unit formula
+//     with rows of 128 bytes). The split bounds are rounded down to multiples of 16 so that
+//     a warp stage never crosses a page. No per-lane address work and far fewer memory
+//     instructions: one request a 4 KB box, not 256 of 16 bytes.
+//
 // Precision. mma.sync takes 16-bit operands, but q (and the probabilities p) are float:
 // each is split into three 16-bit parts, x = hi + mid + lo (about 24 bits, float's
 // precision). With at most 4 heads the 16 rows of the m16n8k16 A operand hold them all:
@@ -29,8 +41,10 @@
 
 #include "core/cuda_check.h"
 #include "core/cuda_dtype.cuh"
+#include "core/cuda_hopper.h"
 #include "core/cuda_launch.cuh"
 #include "core/cuda_mma.cuh"
+#include "core/cuda_tma.cuh"
 #include "decode_cuda_kernels.cuh"
 #include "decode_cuda_split.cuh"
 
@@ -57,6 +71,17 @@ struct MmaShape {
       (kWarps * kHeads * (D + 2) + kHeads * (D + 2) + kFinishScratchFloats) * 4;
   static constexpr int kSmemBytes = kRingBytes > kMergeBytes ? kRingBytes : kMergeBytes;
   static constexpr int kMinCtasPerSm = 2;  // 96 KB (d128) / 80 KB (d64) rings
+  // TMA layout: a stage is [D / 64 parts][K, V][16 rows][128 B]. Row and part pitches of a
+  // stage's K (V starts kTmaVOffset further) in bytes; the cp.async layout's are D * 2 and 128.
+  static constexpr int kTmaPartBytes = 2 * kWarpRows * 128;
+  static constexpr int kTmaVOffset = kWarpRows * 128;
+  static constexpr uint32_t kStageBytes = kSlot16 * 16;
+  // The TMA ring starts at the first 1024-byte boundary (the swizzle's atom) of the window,
+  // and its mbarriers (one a warp stage) after it, where the merge never writes.
+  static constexpr int kTmaBarrierOffset = kRingBytes + 1024;
+  static constexpr int kTmaSmemBytes = kTmaBarrierOffset + kWarps * kStages * 8;
+  static_assert(kMergeBytes <= kRingBytes, "the warps' states overlay the ring, not the barriers");
+  static_assert(kStageBytes % 1024 == 0, "every TMA stage starts on a swizzle atom");
 };
 
 // x = hi + mid + lo, each part in the 16-bit type (the residuals are exact in float).
@@ -73,8 +98,11 @@ __device__ __forceinline__ uint32_t pack2(uint16_t first, uint16_t second) {
   return uint32_t(first) | (uint32_t(second) << 16);
 }
 
-template <int D, typename Tag, bool ROUTED>
-__global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) attention_mma_kernel(const AttnArgs a) {
+// kv_map: the paged cache as a TMA tensor, boxes of 16 rows x (K, V) (read when TMA only).
+template <int D, typename Tag, bool ROUTED, bool TMA>
+__global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
+    attention_mma_kernel(const AttnArgs a, const __grid_constant__ CUtensorMap kv_map) {
+  static_assert(!(TMA && ROUTED), "routed decode reads single anchors: cp.async only");
   using S = MmaShape<D>;
   constexpr int CH = S::kChunks, NS = S::kStages, KT = D / 16, NT = D / 8;
   constexpr bool kF16 = std::is_same_v<Tag, F16Tag>;
@@ -83,6 +111,9 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
   constexpr float kPScale = kF16 ? 16384.f : 1.f;
   extern __shared__ __align__(128) unsigned char smem_raw[];
 
+#if !(defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
+  if constexpr (TMA) __trap();  // never launched: the plan checks that the sm_90a code runs
+#endif
   pdl_begin(a);  // every input (q, the cache, the lengths) is the kernels before's output
   trace_phase(a, kPhaseStartNs);
   trace_phase(a, kPhaseEntry);
@@ -97,8 +128,16 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
   const int H = a.kv.num_kv_heads, G = a.group;
   const int bh = unit / a.head_chunks, b = bh / H, h = bh % H;
   const int tid = int(threadIdx.x), warp = tid >> 5, lane = tid & 31;
-  const int64_t v0 = T * split / splits, v1 = T * (split + 1) / splits;
-  const int n_stages = int((v1 - v0 + S::kStageRows - 1) / S::kStageRows);
+  int64_t v0 = T * split / splits, v1 = T * (split + 1) / splits;
+  if (TMA) {  // on multiples of 16, so that no warp stage crosses a page (neighbours agree)
+    v0 &= ~int64_t(15);
+    v1 = split + 1 == splits ? T : v1 & ~int64_t(15);
+  }
+  // Stages this warp reads: all of the CTA's for cp.async (rows past v1 are zero-filled);
+  // with TMA only those where it has a row before v1 (its copies and waits match).
+  const int64_t warp_v0 = v0 + warp * S::kWarpRows;
+  const int n_stages = TMA ? (v1 > warp_v0 ? int((v1 - warp_v0 + S::kStageRows - 1) / S::kStageRows) : 0)
+                           : int((v1 - v0 + S::kStageRows - 1) / S::kStageRows);
 
   // The order of the prologue is that of its round trips: q (find_split brought the page
   // list's start), then the page ids of the first stages, then the first copies; q's split
@@ -139,7 +178,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
   const uint32_t row_bytes = uint32_t(H) * D * 2;  // one token row of all KV heads
   RoutedMap map{nullptr, nullptr, 0, 0, 0, FastDiv(a.kv.block_size)};
   if (ROUTED) map = RoutedMap::make(a, bh);
-  const int my_row = lane & 15;
+  const int my_row = TMA ? 0 : lane & 15;  // TMA: the warp stage's first row, for all lanes
   constexpr uint32_t kNoRow = 0xffffffffu;
   // A stage's row for this lane in three steps, each one's load consumed a step later
   // (LazyPos): its position (routed: loads an anchor or block id), its page id (loads the
@@ -169,8 +208,9 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
     return r.valid ? uint32_t(r.page) * uint32_t(2 * P) + uint32_t(r.slot) : kNoRow;
   };
 
-  uint4* ring = reinterpret_cast<uint4*>(smem_raw) + warp * NS * S::kSlot16;
-  const unsigned ring_base = static_cast<unsigned>(__cvta_generic_to_shared(ring));
+  const unsigned smem_base = static_cast<unsigned>(__cvta_generic_to_shared(smem_raw));
+  const unsigned ring_base =
+      (TMA ? (smem_base + 1023u) & ~1023u : smem_base) + unsigned(warp) * NS * S::kStageBytes;
   // This lane's chunk of every row it copies: source bytes (K; V is + vbytes) and the
   // swizzled destination (chunk c of row r lands at 16-byte unit r * CH + (c ^ (r % 8))).
   const int chunk = lane % CH;
@@ -184,7 +224,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
     dst_off[i] = uint32_t(r * CH + (chunk ^ (r & 7))) * 16;
   }
   const int l2_prefetch = a.kv_l2_prefetch;  // the plan's L2 prefetch size for K / V copies
-  auto issue = [&](int slot, uint32_t krow) {
+  auto issue = [&](int slot, uint32_t krow) {  // cp.async
     const unsigned dst = ring_base + unsigned(slot) * S::kSlot16 * 16;
 #pragma unroll
     for (int i = 0; i < S::kPasses; ++i) {
@@ -195,11 +235,38 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
       cp_async16_to(dst + S::kSlot16 / 2 * 16 + dst_off[i], src + vbytes, valid, l2_prefetch);
     }
   };
+  // TMA: the warp's mbarriers, one a ring slot; lane 0 copies a stage (every part of the
+  // head, K and V) and announces its bytes. Only stages with rows are ever issued.
+  const unsigned bar_base = smem_base + S::kTmaBarrierOffset + unsigned(warp) * NS * 8;
+  if constexpr (TMA) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (lane == 0) {
+#pragma unroll
+      for (int i = 0; i < NS; ++i) mbarrier_init(bar_base + 8 * i, 1);
+      fence_mbarrier_init();
+    }
+    __syncwarp();
+#endif
+  }
+  auto issue_tma = [&](int slot, const PageRef& r) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (lane == 0 && r.valid) {
+      const unsigned dst = ring_base + unsigned(slot) * S::kStageBytes, bar = bar_base + 8 * slot;
+      mbarrier_arrive_expect_tx(bar, S::kStageBytes);
+#pragma unroll
+      for (int part = 0; part < D / 64; ++part)
+        tma_load_5d(dst + part * S::kTmaPartBytes, &kv_map, bar, 0, h * (D / 64) + part, r.slot, 0, r.page);
+    }
+#endif
+  };
   // ldmatrix row addresses within a slot. K, k-step kk: matrices (tokens 0-7, chunk 2kk),
   // (0-7, 2kk+1), (8-15, 2kk), (8-15, 2kk+1); V, n-tile pair np: (0-7, 2np), (8-15, 2np),
   // (0-7, 2np+1), (8-15, 2np+1). With x = lane % 8 (= token % 8), chunk 2k+c lands at
   // 2 (k ^ (x / 2)) + (c ^ (x % 2)): for k = 4 k1 + k0 that is 128 k1 bytes past the
   // address for k0, so four offsets per operand serve every k.
+  constexpr int kRowPitch = TMA ? 128 : CH * 16;            // bytes between a stage's rows
+  constexpr int kPartPitch = TMA ? S::kTmaPartBytes : 128;  // between 64-dimension parts of a row
+  constexpr int kVOffset = TMA ? S::kTmaVOffset : S::kSlot16 / 2 * 16;  // V's rows after K's
   uint32_t kmat[4], vmat[4];
   {
     const int x = lane & 7;
@@ -207,8 +274,8 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
     const int vtok = x + (((lane >> 3) & 1) << 3), vc = lane >> 4;
 #pragma unroll
     for (int k0 = 0; k0 < 4; ++k0) {
-      kmat[k0] = uint32_t(ktok * CH + 2 * (k0 ^ (x >> 1)) + (kc ^ (x & 1))) * 16;
-      vmat[k0] = uint32_t(S::kSlot16 / 2 + vtok * CH + 2 * (k0 ^ (x >> 1)) + (vc ^ (x & 1))) * 16;
+      kmat[k0] = uint32_t(ktok * kRowPitch + (2 * (k0 ^ (x >> 1)) + (kc ^ (x & 1))) * 16);
+      vmat[k0] = uint32_t(kVOffset + vtok * kRowPitch + (2 * (k0 ^ (x >> 1)) + (vc ^ (x & 1))) * 16);
     }
   }
 
@@ -232,8 +299,12 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
   for (int st = 0; st < NS; ++st) page_first[st] = page_of(pos_first[st]);
 #pragma unroll
   for (int st = 0; st < NS - 1; ++st) {
-    if (st < n_stages) issue(st, row_of(page_first[st]));
-    cp_async_commit_group();
+    if constexpr (TMA) {
+      issue_tma(st, page_first[st]);  // invalid past n_stages: not issued
+    } else {
+      if (st < n_stages) issue(st, row_of(page_first[st]));
+      cp_async_commit_group();
+    }
   }
   trace_phase(a, kPhaseIssued);
   PageRef page_next = page_first[NS - 1];
@@ -289,16 +360,36 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
 
   int fill = NS - 1, read = 0;  // ring slots of the next stage issued and read
   for (int t = 0; t < n_stages; ++t) {
-    const uint32_t krow = row_of(page_next);  // page id loaded an iteration ago
-    if (t + NS - 1 < n_stages) issue(fill, krow);
-    cp_async_commit_group();
+    if constexpr (TMA) {
+      issue_tma(fill, page_next);  // page id loaded an iteration ago; invalid past n_stages
+    } else {
+      const uint32_t krow = row_of(page_next);  // page id loaded an iteration ago
+      if (t + NS - 1 < n_stages) issue(fill, krow);
+      cp_async_commit_group();
+    }
     fill = fill == NS - 1 ? 0 : fill + 1;
     page_next = page_of(pos_next);  // position loaded an iteration ago; its page id now
     pos_next = pos_of(t + NS + 1);
-    cp_async_wait_group<NS - 1>();  // this lane's copies of stage t have landed
-    __syncwarp();             // ... and every other lane's
-
-    const unsigned slot = ring_base + unsigned(read) * S::kSlot16 * 16;
+    const unsigned slot = ring_base + unsigned(read) * S::kStageBytes;
+    if constexpr (TMA) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+      mbarrier_wait(bar_base + 8 * read, unsigned(t / NS) & 1u);  // stage t's bytes have landed
+      // Rows at or past the cache's end hold anything at all (NaN included): their scores
+      // are masked below, and their V rows are zeroed here (0 x NaN would be NaN in P V).
+      const int64_t row0 = warp_v0 + int64_t(t) * S::kStageRows;
+      if (row0 + S::kWarpRows > T) {
+        const int first = int(T - row0);  // >= 1: the stage has a row before v1 <= T
+        for (int i = lane; i < (S::kWarpRows - first) * 8 * (D / 64); i += 32) {
+          const int r = first + i / (8 * (D / 64)), part = i / 8 % (D / 64), c = i % 8;
+          const unsigned at = slot + unsigned(part * S::kTmaPartBytes + S::kTmaVOffset + r * 128 + c * 16);
+          asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(at), "r"(0u) : "memory");
+        }
+      }
+#endif
+    } else {
+      cp_async_wait_group<NS - 1>();  // this lane's copies of stage t have landed
+    }
+    __syncwarp();  // ... and every other lane's (cp.async), or the zeroed rows (TMA)
     read = read == NS - 1 ? 0 : read + 1;
     // S = Q K^T for the 16 tokens: two n-tiles of 8 tokens.
     float c[2][4];
@@ -309,7 +400,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
 #pragma unroll
     for (int kk = 0; kk < KT; ++kk) {
       uint32_t kb[4];
-      ldmatrix_x4(kb, slot + kmat[kk & 3] + (kk >> 2) * 128);
+      ldmatrix_x4(kb, slot + kmat[kk & 3] + (kk >> 2) * kPartPitch);
       mma16816(c[0], qa[kk], kb[0], kb[1], Tag{});
       mma16816(c[1], qa[kk], kb[2], kb[3], Tag{});
     }
@@ -363,13 +454,13 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
 #pragma unroll
     for (int np = 0; np < NT / 2; ++np) {
       uint32_t vr[4];
-      ldmatrix_x4_trans(vr, slot + vmat[np & 3] + (np >> 2) * 128);
+      ldmatrix_x4_trans(vr, slot + vmat[np & 3] + (np >> 2) * kPartPitch);
       mma16816(o[2 * np], pa, vr[0], vr[1], Tag{});
       mma16816(o[2 * np + 1], pa, vr[2], vr[3], Tag{});
     }
     __syncwarp();  // every lane is done with this slot before it is refilled
   }
-  cp_async_wait_group<0>();
+  if constexpr (!TMA) cp_async_wait_group<0>();
   trace_phase(a, kPhaseLoopDone);
 
   // ---- warp states -> shared memory: [warp][head][D] acc, then m, l ----
@@ -423,31 +514,47 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm) atte
   finish_split<D, ROUTED>(a, unit, split, splits, s_m, s_l, s_acc, scratch);
 }
 
-template <int D, typename Tag, bool ROUTED>
+// {0, 0} for the TMA kernel where its sm_90a code cannot run (the plan then says so or
+// falls back to cp.async).
+template <int D, typename Tag, bool ROUTED, bool TMA>
 AttnKernelInfo mma_prepare_one() {
   using S = MmaShape<D>;
-  auto kernel = attention_mma_kernel<D, Tag, ROUTED>;
-  SR_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::kSmemBytes));
+  auto kernel = attention_mma_kernel<D, Tag, ROUTED, TMA>;
+  if (TMA && !sm90a_code_runs_here(reinterpret_cast<const void*>(kernel))) return {0, 0};
+  const int smem = TMA ? S::kTmaSmemBytes : S::kSmemBytes;
+  raise_smem_limit(reinterpret_cast<const void*>(kernel), smem);
   int blocks = 0;
-  SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kAttnThreads, S::kSmemBytes));
-  return {S::kSmemBytes, blocks};
+  SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kAttnThreads, smem));
+  return {smem, blocks};
 }
 
+// kv_map null: the cp.async kernel (it is passed a blank map it never reads).
 template <int D, typename Tag, bool ROUTED>
-void mma_launch_one(const AttnArgs& a, int grid, cudaStream_t stream) {
-  launch_pdl(attention_mma_kernel<D, Tag, ROUTED>, dim3(unsigned(grid)), dim3(kAttnThreads), MmaShape<D>::kSmemBytes,
-             stream, a);
+void mma_launch_one(const AttnArgs& a, const CUtensorMap* kv_map, int grid, cudaStream_t stream) {
+  using S = MmaShape<D>;
+  if constexpr (!ROUTED) {
+    if (kv_map != nullptr) {
+      launch_pdl(attention_mma_kernel<D, Tag, false, true>, dim3(unsigned(grid)), dim3(kAttnThreads),
+                 S::kTmaSmemBytes, stream, a, *kv_map);
+      return;
+    }
+  }
+  static const CUtensorMap blank{};
+  launch_pdl(attention_mma_kernel<D, Tag, ROUTED, false>, dim3(unsigned(grid)), dim3(kAttnThreads), S::kSmemBytes,
+             stream, a, blank);
 }
 
-#define SR_DEFINE_ATTENTION_MMA_INSTANCES(D, TAG, SUFFIX)                                         \
-  AttnKernelInfo attention_mma_prepare_##SUFFIX(bool routed) {                                    \
-    return routed ? mma_prepare_one<D, TAG, true>() : mma_prepare_one<D, TAG, false>();           \
-  }                                                                                               \
-  void attention_mma_launch_##SUFFIX(const AttnArgs& a, bool routed, int grid, cudaStream_t s) {  \
-    if (routed)                                                                                   \
-      mma_launch_one<D, TAG, true>(a, grid, s);                                                   \
-    else                                                                                          \
-      mma_launch_one<D, TAG, false>(a, grid, s);                                                  \
+#define SR_DEFINE_ATTENTION_MMA_INSTANCES(D, TAG, SUFFIX)                                              \
+  AttnKernelInfo attention_mma_prepare_##SUFFIX(bool routed, bool tma) {                               \
+    if (routed) return mma_prepare_one<D, TAG, true, false>();                                         \
+    return tma ? mma_prepare_one<D, TAG, false, true>() : mma_prepare_one<D, TAG, false, false>();     \
+  }                                                                                                    \
+  void attention_mma_launch_##SUFFIX(const AttnArgs& a, bool routed, const CUtensorMap* kv_map, int grid, \
+                                     cudaStream_t s) {                                                 \
+    if (routed)                                                                                        \
+      mma_launch_one<D, TAG, true>(a, nullptr, grid, s);                                               \
+    else                                                                                               \
+      mma_launch_one<D, TAG, false>(a, kv_map, grid, s);                                               \
   }
 
 }  // namespace sinkrouter::cuda

@@ -19,20 +19,19 @@
 // the one tile that reaches past the end the consumers zero those V rows before P V (their
 // P is 0, but 0 x NaN, the cache's poison, is NaN); K rows there only feed scores the
 // causal mask overwrites with -inf.
-#include <cuda.h>
-#include <cudaTypedefs.h>
-
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
 
 #include "core/cuda_check.h"
+#include "core/cuda_hopper.h"
 #include "core/cuda_mma.cuh"
 #include "core/cuda_tma.cuh"
 #include "core/cuda_wgmma.cuh"
 #include "cuda_prefill_attention.h"
 #include "cuda_prefill_gather.cuh"
 #include "cuda_prefill_wgmma_steps.cuh"
+#include "kv/paged_kv_tensor_map.h"
 #include "sinkrouter/core/error.h"
 
 namespace sinkrouter {
@@ -246,26 +245,10 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
 #endif
 }
 
-// The driver's cuTensorMapEncodeTiled, through the runtime (no link against libcuda);
-// null where the driver lacks it.
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult found{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
-            cudaSuccess ||
-        found != cudaDriverEntryPointSuccess)
-      fn = nullptr;
-    (void)cudaGetLastError();
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
-  }();
-  return encode;
-}
-
 bool tma_kernel_runs_here() {
   static const bool runs =
-      sm90a_code_runs_here(reinterpret_cast<const void*>(tma_prefill_kernel<4>)) &&
-      tensor_map_encoder() != nullptr;
+      cuda::sm90a_code_runs_here(reinterpret_cast<const void*>(tma_prefill_kernel<4>)) &&
+      cuda::tensor_map_encoder() != nullptr;
   return runs;
 }
 
@@ -273,25 +256,6 @@ bool tma_kernel_runs_here() {
 // at most 16 copies (two a warp), found by shifts: 16, 32, 64, 128, 256.
 bool page_size_fits(int page_size) {
   return page_size >= 16 && page_size <= 256 && (page_size & (page_size - 1)) == 0;
-}
-
-// The cache's pages as the 5-D tensor the producer reads (the header comment).
-CUtensorMap kv_tensor_map(const PagedKV& kv) {
-  // Page ids are int32: the page dimension only bounds what the ids can name.
-  constexpr cuuint64_t kMaxPages = cuuint64_t(1) << 31;
-  const cuuint64_t row_bytes = cuuint64_t(kv.num_kv_heads) * kD * 2;  // one token of one page, K or V
-  const cuuint64_t dims[5] = {cuuint64_t(kD), cuuint64_t(kv.num_kv_heads), cuuint64_t(kv.page_size), 2, kMaxPages};
-  const cuuint64_t strides[4] = {kD * 2, row_bytes, row_bytes * kv.page_size, row_bytes * kv.page_size * 2};
-  const cuuint32_t box[5] = {cuuint32_t(kD), 1, cuuint32_t(std::min(kv.page_size, Shape::kKeys)), 1, 1};
-  const cuuint32_t element_strides[5] = {1, 1, 1, 1, 1};
-  CUtensorMap map;
-  const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 5, const_cast<void*>(kv.pages), dims,
-                                          strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                          CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  SR_CHECK(r == CUDA_SUCCESS, "prefill attention (CUDA): cuTensorMapEncodeTiled failed (CUresult {}) for page size {}",
-           int(r), kv.page_size);
-  return map;
 }
 
 template <int kPageShift>
@@ -305,7 +269,9 @@ void launch_tma(const CUtensorMap& map, const PrefillAttentionArgs& a, cudaStrea
 }
 
 void launch_tma(const PrefillAttentionArgs& a, cudaStream_t stream) {
-  const CUtensorMap map = kv_tensor_map(a.kv);
+  // Boxes of min(page_size, 128) rows of K or V (header comment); L2 promotion 256 bytes.
+  const CUtensorMap map = cuda::paged_kv_tensor_map(a.kv, std::min(a.kv.page_size, Shape::kKeys), 1, 256,
+                                                    "prefill attention (CUDA)");
   switch (a.kv.page_size) {
     case 16: return launch_tma<4>(map, a, stream);
     case 32: return launch_tma<5>(map, a, stream);

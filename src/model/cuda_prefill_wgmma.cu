@@ -25,6 +25,7 @@
 #include <cmath>
 
 #include "core/cuda_check.h"
+#include "core/cuda_hopper.h"
 #include "core/cuda_mma.cuh"
 #include "core/cuda_wgmma.cuh"
 #include "cuda_prefill_attention.h"
@@ -139,7 +140,7 @@ __global__ void __launch_bounds__(kThreads, 2) wgmma_prefill_kernel(PrefillAtten
 // Whether this build holds the kernel's sm_90a code and the current device runs it (per
 // process: one device kind per engine).
 bool wgmma_kernel_runs_here() {
-  static const bool runs = sm90a_code_runs_here(reinterpret_cast<const void*>(wgmma_prefill_kernel));
+  static const bool runs = cuda::sm90a_code_runs_here(reinterpret_cast<const void*>(wgmma_prefill_kernel));
   return runs;
 }
 

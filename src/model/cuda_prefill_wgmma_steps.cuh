@@ -30,18 +30,6 @@ constexpr uint32_t kTileBytes = kKeys * kD * 2;  // 8 KB, a multiple of the 1024
 // is the same function: O, l and the log-sum-exp all use the max actually kept.
 [[maybe_unused]] constexpr float kRescaleThreshold = 8.f;
 
-// Whether `kernel` (a __global__ function) has sm_90a code in this build and the current
-// device is an sm_90 one; a failed query is "no", not a sticky error.
-inline bool sm90a_code_runs_here(const void* kernel) {
-  cudaFuncAttributes attr{};
-  int dev = 0, major = 0, minor = 0;
-  const bool ok = cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && cudaGetDevice(&dev) == cudaSuccess &&
-                  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-                  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess;
-  (void)cudaGetLastError();
-  return ok && major == 9 && minor == 0 && attr.binaryVersion == 90;
-}
-
 // A CTA's rows: a 1-D grid of (query tiles x n_head) CTAs, the heaviest (latest rows) first;
 // query head qh's rows q0 .. q0 + ROWS - 1 (those before a.c), reading KV head h, and the
 // key tiles up to its last row's diagonal.

@@ -2,8 +2,11 @@
 // grid of the CPU tests (odd lengths, GQA groups 1 to 8 and beyond, page sizes 1 to 256,
 // bf16/fp16 KV, head dims 64 and 128, f32/bf16/f16 queries and outputs, batches of
 // different lengths) and Split-K settings from one split per sequence to one-token splits;
-// groups of up to 4 through both the tensor-core and the CUDA-core kernel. Every decoder
-// runs twice: the fused combine's tickets must be back at zero for the second run.
+// groups of up to 4 through both the tensor-core and the CUDA-core kernel, the tensor-core
+// one with both K/V copies (cp.async, and TMA where the page size is a multiple of 16 on an
+// sm_90 device: the cache's unwritten rows are NaN, so a TMA stage reaching past a length
+// must zero them). Every decoder runs twice: the fused combine's tickets must be back at zero
+// for the second run.
 #include <gtest/gtest.h>
 
 #if defined(SINKROUTER_HAVE_CUDA)
@@ -18,12 +21,24 @@
 #include "sinkrouter/attention/decode_cuda.h"
 #include "sinkrouter/kv/synthetic_kv.h"
 
+#include <cuda_runtime_api.h>
+
 namespace sinkrouter {
 namespace {
 
 using testing::compare_to_reference;
 using testing::DeviceBuffer;
 using testing::tolerance_for;
+
+// Whether the current device is an sm_90 one (where the TMA copies run: the build always
+// has sm_90a code).
+bool device_is_sm90() {
+  int dev = 0, major = 0, minor = 0;
+  return cudaGetDevice(&dev) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess && major == 9 &&
+         minor == 0;
+}
 
 struct DenseCase {
   int kv_heads, group, head_dim;
@@ -85,16 +100,21 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
   HostTensor out(c.out_dtype, {B, QH, D}), ref(DType::F64, {B, QH, D});
   decode_exact(q.view(), r.batch.view, scale, ref.view());
   std::vector<HeadStats> st;
-  for (bool tensor_cores : {true, false}) {
+  // (tensor cores, K/V copies): cp.async, TMA where it runs (auto), the CUDA cores.
+  for (auto [tensor_cores, kv_copy] : {std::pair{true, 0}, std::pair{true, 2}, std::pair{false, 0}}) {
     if (!tensor_cores && c.group > 4) continue;  // groups past 4 always take the CUDA cores
     CudaDecodeOptions opt;
     opt.min_split_tokens = c.min_split_tokens;
     opt.tensor_cores = tensor_cores;
+    opt.kv_copy = kv_copy;
     // Every L2 prefetch size over the grid (page sizes 1, 16, 64, 256 -> 0, 128, 256, 128):
     // the hint changes which bytes the L2 fetches, never what lands in shared memory.
     opt.kv_l2_prefetch = c.page_size == 1 ? 0 : (c.page_size == 64 ? 256 : 128);
     CudaDecoder decoder(dev.view(), QH, AttentionPolicy{}, scale, opt);
     EXPECT_EQ(decoder.uses_tensor_cores(), tensor_cores && c.group <= 4) << case_name(c);
+    const bool tma = kv_copy == 2 && decoder.uses_tensor_cores() && c.page_size % 16 == 0 && device_is_sm90();
+    EXPECT_EQ(decoder.uses_tma_copies(), tma) << case_name(c);
+    if (kv_copy == 2 && !decoder.uses_tma_copies() && decoder.uses_tensor_cores()) continue;  // cp.async again
     DeviceBuffer od(out.bytes());
     for (int repeat = 0; repeat < 2; ++repeat) {
       testing::poison(od);
@@ -102,7 +122,8 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
       SR_ASSERT_CUDA(cudaDeviceSynchronize());
       testing::to_host(od, out);
       EXPECT_EQ(compare_to_reference(out.view(), ref.view(), tolerance_for(c.out_dtype)), "")
-          << case_name(c) << (tensor_cores ? " tensor cores" : " CUDA cores") << ", run " << repeat;
+          << case_name(c) << (tensor_cores ? (tma ? " tensor cores, TMA" : " tensor cores") : " CUDA cores")
+          << ", run " << repeat;
     }
     st = decoder.download_stats();
   }
@@ -137,11 +158,12 @@ TEST(CudaDenseDecode, LongAndShortSequencesShareTheGrid) {
   const int B = 3, QH = 8, D = 128;
   DeviceKVCache dev = DeviceKVCache::upload(*r.cache, r.seqs, 1);
   for (int target : {0, 3, 1000})
-    for (bool tensor_cores : {true, false}) {
+    for (auto [tensor_cores, kv_copy] : {std::pair{true, 0}, std::pair{true, 2}, std::pair{false, 0}}) {
       CudaDecodeOptions opt;
       opt.target_ctas = target;
       opt.min_split_tokens = 64;
       opt.tensor_cores = tensor_cores;
+      opt.kv_copy = kv_copy;
       CudaDecoder decoder(dev.view(), QH, AttentionPolicy{}, 1.f / std::sqrt(128.f), opt);
       DeviceBuffer qd = testing::to_device(r.q);
       HostTensor out(DType::F32, {B, QH, D}), ref(DType::F64, {B, QH, D});
@@ -152,7 +174,8 @@ TEST(CudaDenseDecode, LongAndShortSequencesShareTheGrid) {
       testing::to_host(od, out);
       decode_exact(r.q.view(), r.batch.view, 1.f / std::sqrt(128.f), ref.view());
       EXPECT_EQ(compare_to_reference(out.view(), ref.view(), tolerance_for(DType::F32)), "")
-          << "target " << target << (tensor_cores ? " tensor cores" : " CUDA cores");
+          << "target " << target << (tensor_cores ? " tensor cores" : " CUDA cores") << ", kv_copy " << kv_copy
+          << (decoder.uses_tma_copies() ? " (TMA)" : "");
     }
 }
 
@@ -180,6 +203,28 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   bad_prefetch.kv_l2_prefetch = 64;
   expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_prefetch); },
                "kv_l2_prefetch must be 0, 128 or 256, not 64");
+  CudaDecodeOptions bad_copy;
+  bad_copy.kv_copy = 3;
+  expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_copy); },
+               "kv_copy must be 0 (cp.async), 1 (tma) or 2 (auto), not 3");
+  {  // asking for TMA copies where they cannot run is an error, not a silent fallback
+    CudaDecodeOptions tma;
+    tma.kv_copy = 1;
+    AttentionPolicy routed;
+    routed.kind = PolicyKind::SinkRouter;
+    expect_error([&] { CudaDecoder d(dev.view(), 4, routed, 0.125f, tma); }, "routed decode reads single anchors");
+    tma.tensor_cores = false;
+    expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, tma); },
+                 "they need the tensor-core kernel");
+    tma.tensor_cores = true;
+    DeviceKV page8 = dev.view();
+    page8.kv.page_size = 8;
+    expect_error([&] { CudaDecoder d(page8, 4, AttentionPolicy{}, 0.125f, tma); },
+                 "the page size is not a multiple of 16");
+    if (dev.view().kv.page_size % 16 == 0 && !device_is_sm90()) {
+      expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, tma); }, "need an sm_90 device");
+    }
+  }
   CudaDecodeOptions bad_chunks;
   bad_chunks.adaptive_route_chunks = 2;
   expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_chunks); },

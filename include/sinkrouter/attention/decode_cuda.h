@@ -82,6 +82,12 @@ struct CudaDecodeOptions {
   // calls' routed time -2 to -24 us; Llama B=8 512K 3-4 % slower). -1:
   // SINKROUTER_ROUTE_CHUNKS ("fixed" or "adaptive"), unset: adaptive.
   int adaptive_route_chunks = -1;
+  // How the tensor-core kernel copies K/V into shared memory (docs/PERF.md, "Decode with TMA
+  // copies"): 0 cp.async (16 bytes a lane, every page size, dense and routed); 1 TMA (one
+  // bulk tensor copy a warp stage of 16 tokens: dense, page sizes a multiple of 16, an
+  // sm_90 device; elsewhere a clear error); 2 auto (TMA where it can run, else cp.async).
+  // -1: SINKROUTER_KV_COPY ("cp.async", "tma" or "auto"), unset: auto.
+  int kv_copy = -1;
   // Adaptive chunks: the fewest routing CTAs wanted per (b, h); 0: about one per SM over the
   // batch's KV heads. (Tests set 1, so that chunks of several steps occur at small sizes.)
   int route_min_ctas = 0;
@@ -130,6 +136,7 @@ class CudaDecoder {
   int grid_ctas() const { return grid_ctas_; }      // attention CTAs launched per run
   int target_ctas() const { return target_ctas_; }
   bool uses_tensor_cores() const { return tensor_cores_; }
+  bool uses_tma_copies() const { return tma_copies_; }  // options.kv_copy resolved
   const AttentionPolicy& policy() const { return policy_; }
 
  private:
@@ -148,6 +155,7 @@ class CudaDecoder {
   int heads_per_cta_ = 0;  // query heads of one group handled by one CTA (1, 2, 3, 4 or 8)
   int head_chunks_ = 0;    // ceil(group / heads_per_cta)
   bool tensor_cores_ = false;
+  bool tma_copies_ = false;
   bool fused_routing_ = false;  // fast sinkrouter, routed in one launch (options.fused_fast_routing)
   int target_ctas_ = 0, grid_ctas_ = 0, min_split_tokens_ = 0;
   int kv_l2_prefetch_ = 0;  // 0, 128 or 256 (options.kv_l2_prefetch resolved)
