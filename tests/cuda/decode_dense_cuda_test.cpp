@@ -161,6 +161,7 @@ TEST(CudaDenseDecode, LongAndShortSequencesShareTheGrid) {
     for (auto [tensor_cores, kv_copy] : {std::pair{true, 0}, std::pair{true, 2}, std::pair{false, 0}}) {
       CudaDecodeOptions opt;
       opt.target_ctas = target;
+      opt.waves = target == 0 && kv_copy == 2 ? 3 : 1;  // three waves of splits over the resident CTAs
       opt.min_split_tokens = 64;
       opt.tensor_cores = tensor_cores;
       opt.kv_copy = kv_copy;
@@ -225,6 +226,10 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
       expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, tma); }, "need an sm_90 device");
     }
   }
+  CudaDecodeOptions bad_waves;
+  bad_waves.waves = 9;
+  expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_waves); },
+               "waves must be 1 to 8, not 9");
   CudaDecodeOptions bad_chunks;
   bad_chunks.adaptive_route_chunks = 2;
   expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_chunks); },

@@ -63,7 +63,12 @@ enum RouteSlot : int {
 };
 
 struct CudaDecodeOptions {
-  int target_ctas = 0;          // CTAs the tokens are spread over; 0: resident capacity of the device
+  int target_ctas = 0;          // CTAs the tokens are spread over; 0: waves x resident capacity of the device
+  // Waves of resident CTAs the tokens are spread over when target_ctas is 0: more, shorter
+  // splits let the CTAs that finish early take the next ones (the block scheduler balances
+  // the tail) at the cost of more partials to merge. 1 to 8; -1: SINKROUTER_DECODE_WAVES,
+  // unset: 1.
+  int waves = -1;
   // No split gets fewer tokens than this (short sequences stay whole). 128: at 4K-16K it
   // beat or tied 256 and 512 in kernel runs 5c, 5e and 5f (SmolLM2 B=1 8K: 12.0 against
   // 13.1 and 13.9 us), once the combine had its loads in flight together (docs/PERF.md,
