@@ -115,13 +115,19 @@ __device__ void sink_scores(const RouteArgs& a, int b, int h, const int32_t* anc
   }
 }
 
-// The min/max summary rows (16 bytes of each per lane) of block j; zeros past nbr.
+// A block's summary in two dependent loads, each issued a step before its value is used
+// (with the whole summary loaded one step ahead, the slot's round trip stalled every step):
+// the slot of block j of sequence b (-1 past nbr), then this lane's 8 dimensions of its min
+// and max rows (16 bytes of each; zeros for slot -1).
+__device__ __forceinline__ int32_t summary_slot(const RouteArgs& a, int b, int64_t j, int64_t nbr) {
+  return j < nbr ? a.kv.summary_indices[a.kv.summary_indptr[b] + j] : -1;
+}
 template <int D>
-__device__ __forceinline__ void load_summary(const RouteArgs& a, int b, int h, int64_t j, int64_t nbr, int lane,
-                                             uint4& lo, uint4& hi) {
+__device__ __forceinline__ void load_summary(const RouteArgs& a, int h, int32_t slot, int lane, uint4& lo, uint4& hi) {
   lo = hi = make_uint4(0, 0, 0, 0);
-  if (j < nbr) {
-    const uint16_t* s = static_cast<const uint16_t*>(a.kv.summaries) + a.kv.summary_offset(b, j, h) + lane * 8;
+  if (slot >= 0) {
+    const uint16_t* s = static_cast<const uint16_t*>(a.kv.summaries) +
+                        (int64_t(slot) * a.kv.num_kv_heads + h) * 2 * D + lane * 8;
     lo = *reinterpret_cast<const uint4*>(s);
     hi = *reinterpret_cast<const uint4*>(s + D);
   }
@@ -199,10 +205,18 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
   // Walked with a cursor, not t / PER and t % PER: PER is a runtime value in the adaptive
   // instantiation, and two 64-bit divisions a step are not needed. (c0, k): the current
   // chunk's first block and the step in it.
+  // (c0n, kn): the cursor one step further, for the slot loaded two steps ahead.
   const int64_t chunk_stride = int64_t(gridDim.x) * chunk;
   int64_t c0 = int64_t(blockIdx.x) * chunk, k = 0;
+  int64_t c0n = c0, kn = 1;
+  if (kn == PER) {
+    kn = 0;
+    c0n += chunk_stride;
+  }
+  const int32_t slot0 = summary_slot(a, b, steps > 0 ? c0 + row : nbr, nbr);
+  int32_t slot_next = summary_slot(a, b, steps > 1 ? c0n + kn * RP + row : nbr, nbr);  // step 1's
   uint4 lo, hi;
-  load_summary<D>(a, b, h, steps > 0 ? c0 + row : nbr, nbr, lane, lo, hi);
+  load_summary<D>(a, h, slot0, lane, lo, hi);
 
   // 1. Sink signal.
 #pragma unroll 1
@@ -255,10 +269,15 @@ __global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const Rout
       k = 0;
       c0 += chunk_stride;
     }
+    if (++kn == PER) {  // (c0n, kn) moves on to step t + 2
+      kn = 0;
+      c0n += chunk_stride;
+    }
     float x0[8], x1[8];
     unpack8(lo, x0, Tag{});
     unpack8(hi, x1, Tag{});
-    if (t + 1 < steps) load_summary<D>(a, b, h, c0 + k * RP + row, nbr, lane, lo, hi);
+    load_summary<D>(a, h, slot_next, lane, lo, hi);  // step t + 1's (slot -1 past the last step)
+    slot_next = summary_slot(a, b, t + 2 < steps ? c0n + kn * RP + row : nbr, nbr);
     const bool valid = j < nbr;
     if (__all_sync(0xffffffffu, !valid)) continue;  // uniform per warp; shuffles stay full
     float cost = 0.f, umax = -INFINITY;

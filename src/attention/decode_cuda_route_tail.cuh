@@ -18,7 +18,9 @@
 namespace sinkrouter::cuda {
 
 constexpr int kRouteItems = 16;  // blocks per thread per round of a blocked pass
-constexpr int kRouteGChunk = 8;  // heads summed per pass (more: another pass)
+constexpr int kRouteGChunk = 4;  // heads summed per pass (more: another pass; 4 keeps the certificate
+                                 // step of kCertBatch blocks in registers)
+constexpr int kCertBatch = 4;    // skipped blocks a thread sums per step, their loads in flight together
 
 // The per-(b, h) view of route_bounds' outputs.
 struct RouteHead {
@@ -69,50 +71,67 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
   int32_t* kept_list = a.kept_blocks + at;
   int total = 0;
   float dmax = 0.f;
+  // The decisions: keep[] final, the kept list by block scan, round by round.
+  for (int base = 0; base < nbr; base += kRound) {
+    int kept[ITEMS];
+#pragma unroll
+    for (int i = 0; i < ITEMS; ++i) {
+      const int j = base + tid * ITEMS + i;
+      const bool valid = j < nbr;
+      bool skip;
+      if (by_key) {
+        const float c = valid ? __ldcg(hd.cost + j) : INFINITY;
+        skip = valid && c <= eps_f && ((uint64_t(__float_as_uint(c)) << 32) | uint32_t(j)) < T;
+      } else {
+        skip = valid && (a.streaming || __ldcg(hd.keep + j) == 0);
+      }
+      kept[i] = valid && !skip ? 1 : 0;
+    }
+    int pos[ITEMS], n_kept;
+    Scan(scan_tmp).ExclusiveSum(kept, pos, n_kept);
+#pragma unroll
+    for (int i = 0; i < ITEMS; ++i) {
+      const int j = base + tid * ITEMS + i;
+      if (j < nbr) hd.keep[j] = uint8_t(kept[i]);
+      if (kept[i]) kept_list[total + pos[i]] = j;
+    }
+    total += n_kept;
+    __syncthreads();  // scan storage reuse; keep[] final for the sums below
+  }
+  // The certificate over the skipped blocks. Each term is a chain of dependent loads (the
+  // decision, the block's summary slot, then its value norm and its terms b_jg): a thread
+  // takes kCertBatch blocks a step, THREADS apart, and issues each link of their chains
+  // together (one at a time, a fused finish at 512K spent ~34 us here: kernel run 11b).
+  // Blocks kept add exact zeros.
+  const int32_t* slots = a.kv.summary_indices + a.kv.summary_indptr[b];
   for (int g0 = 0; g0 < G; g0 += kRouteGChunk) {
     double sums[2 * kRouteGChunk];  // [k]: sum b_jg, [kRouteGChunk + k]: sum b_jg vmax_j, g = g0 + k
 #pragma unroll
     for (int k = 0; k < 2 * kRouteGChunk; ++k) sums[k] = 0;
-    for (int base = 0; base < nbr; base += kRound) {
-      int kept[ITEMS];
-      bool skip[ITEMS];
+    for (int j0 = tid; j0 < nbr; j0 += THREADS * kCertBatch) {
+      bool skip[kCertBatch];
+      int32_t slot[kCertBatch];
 #pragma unroll
-      for (int i = 0; i < ITEMS; ++i) {
-        const int j = base + tid * ITEMS + i;
-        const bool valid = j < nbr;
-        if (by_key) {
-          const float c = valid ? __ldcg(hd.cost + j) : INFINITY;
-          skip[i] = valid && c <= eps_f && ((uint64_t(__float_as_uint(c)) << 32) | uint32_t(j)) < T;
-        } else {
-          skip[i] = valid && (a.streaming || __ldcg(hd.keep + j) == 0);
-        }
-        kept[i] = valid && !skip[i] ? 1 : 0;
-      }
-      if (g0 == 0) {
-        int pos[ITEMS], n_kept;
-        Scan(scan_tmp).ExclusiveSum(kept, pos, n_kept);
-#pragma unroll
-        for (int i = 0; i < ITEMS; ++i) {
-          const int j = base + tid * ITEMS + i;
-          if (j < nbr) hd.keep[j] = uint8_t(kept[i]);
-          if (kept[i]) kept_list[total + pos[i]] = j;
-        }
-        total += n_kept;
-        __syncthreads();  // scan storage reuse
+      for (int i = 0; i < kCertBatch; ++i) {
+        const int j = j0 + i * THREADS;
+        skip[i] = j < nbr && __ldcg(hd.keep + j) == 0;
       }
 #pragma unroll
-      for (int i = 0; i < ITEMS; ++i)
-        if (skip[i]) {
-          const int j = base + tid * ITEMS + i;
-          const double vn = double(a.kv.block_value_norm(b, j, h));
-          const float* bt = hd.bterm + int64_t(j) * G + g0;
+      for (int i = 0; i < kCertBatch; ++i) slot[i] = skip[i] ? slots[j0 + i * THREADS] : 0;
+      float vn[kCertBatch], t[kCertBatch][kRouteGChunk];
 #pragma unroll
-          for (int k = 0; k < kRouteGChunk; ++k)
-            if (g0 + k < G) {
-              const float t = __ldcg(bt + k);
-              sums[k] += t;
-              sums[kRouteGChunk + k] += double(t) * vn;
-            }
+      for (int i = 0; i < kCertBatch; ++i) {
+        vn[i] = skip[i] ? a.kv.value_norm_max[int64_t(slot[i]) * a.kv.num_kv_heads + h] : 0.f;
+        const float* bt = hd.bterm + int64_t(j0 + i * THREADS) * G + g0;
+#pragma unroll
+        for (int k = 0; k < kRouteGChunk; ++k) t[i][k] = skip[i] && g0 + k < G ? __ldcg(bt + k) : 0.f;
+      }
+#pragma unroll
+      for (int i = 0; i < kCertBatch; ++i)
+#pragma unroll
+        for (int k = 0; k < kRouteGChunk; ++k) {
+          sums[k] += t[i][k];
+          sums[kRouteGChunk + k] += double(t[i][k]) * double(vn[i]);
         }
     }
     route_block_sum<THREADS>(sums, s_sum);
@@ -126,7 +145,7 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
       for (int k = 0; k < kRouteGChunk && g0 + k < G; ++k)
         dmax = fmaxf(dmax, __double2float_ru(s_sum[k] * (1 + 1e-6)));
   }
-  __syncthreads();  // keep[] final for the anchors below
+  __syncthreads();  // every thread past the sums (s_sum's reuse) before the anchors below
 
   // Anchors before the window: read alone when their block is skipped, else with it. Warp
   // 0, 32 anchors per step; a ballot keeps the extra anchors in ascending order (every
