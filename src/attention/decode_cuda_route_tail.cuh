@@ -20,7 +20,7 @@ namespace sinkrouter::cuda {
 constexpr int kRouteItems = 16;  // blocks per thread per round of a blocked pass
 constexpr int kRouteGChunk = 4;  // heads summed per pass (more: another pass; 4 keeps the certificate
                                  // step of kCertBatch blocks in registers)
-constexpr int kCertBatch = 4;    // skipped blocks a thread sums per step, their loads in flight together
+constexpr int kCertBatch = 4;    // skipped blocks a thread sums at a time, their loads in flight together
 
 // The per-(b, h) view of route_bounds' outputs.
 struct RouteHead {
@@ -69,70 +69,68 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
   const int G = hd.G, R = a.kv.block_size, tid = int(threadIdx.x), nbr = hd.nbr;
   const int64_t at = int64_t(bh) * a.block_stride;
   int32_t* kept_list = a.kept_blocks + at;
+  // The blocks' summary slots (for their value norms): the sequence's row of the table,
+  // loaded before the first round needs it.
+  const int32_t* slots = a.kv.summary_indices + a.kv.summary_indptr[b];
   int total = 0;
   float dmax = 0.f;
-  // The decisions: keep[] final, the kept list by block scan, round by round.
-  for (int base = 0; base < nbr; base += kRound) {
-    int kept[ITEMS];
-#pragma unroll
-    for (int i = 0; i < ITEMS; ++i) {
-      const int j = base + tid * ITEMS + i;
-      const bool valid = j < nbr;
-      bool skip;
-      if (by_key) {
-        const float c = valid ? __ldcg(hd.cost + j) : INFINITY;
-        skip = valid && c <= eps_f && ((uint64_t(__float_as_uint(c)) << 32) | uint32_t(j)) < T;
-      } else {
-        skip = valid && (a.streaming || __ldcg(hd.keep + j) == 0);
-      }
-      kept[i] = valid && !skip ? 1 : 0;
-    }
-    int pos[ITEMS], n_kept;
-    Scan(scan_tmp).ExclusiveSum(kept, pos, n_kept);
-#pragma unroll
-    for (int i = 0; i < ITEMS; ++i) {
-      const int j = base + tid * ITEMS + i;
-      if (j < nbr) hd.keep[j] = uint8_t(kept[i]);
-      if (kept[i]) kept_list[total + pos[i]] = j;
-    }
-    total += n_kept;
-    __syncthreads();  // scan storage reuse; keep[] final for the sums below
-  }
-  // The certificate over the skipped blocks. Each term is a chain of dependent loads (the
-  // decision, the block's summary slot, then its value norm and its terms b_jg): a thread
-  // takes kCertBatch blocks a step, THREADS apart, and issues each link of their chains
-  // together (one at a time, a fused finish at 512K spent ~34 us here: kernel run 11b).
-  // Blocks kept add exact zeros.
-  const int32_t* slots = a.kv.summary_indices + a.kv.summary_indptr[b];
   for (int g0 = 0; g0 < G; g0 += kRouteGChunk) {
     double sums[2 * kRouteGChunk];  // [k]: sum b_jg, [kRouteGChunk + k]: sum b_jg vmax_j, g = g0 + k
 #pragma unroll
     for (int k = 0; k < 2 * kRouteGChunk; ++k) sums[k] = 0;
-    for (int j0 = tid; j0 < nbr; j0 += THREADS * kCertBatch) {
-      bool skip[kCertBatch];
-      int32_t slot[kCertBatch];
+    for (int base = 0; base < nbr; base += kRound) {
+      int kept[ITEMS];
+      bool skip[ITEMS];
 #pragma unroll
-      for (int i = 0; i < kCertBatch; ++i) {
-        const int j = j0 + i * THREADS;
-        skip[i] = j < nbr && __ldcg(hd.keep + j) == 0;
-      }
-#pragma unroll
-      for (int i = 0; i < kCertBatch; ++i) slot[i] = skip[i] ? slots[j0 + i * THREADS] : 0;
-      float vn[kCertBatch], t[kCertBatch][kRouteGChunk];
-#pragma unroll
-      for (int i = 0; i < kCertBatch; ++i) {
-        vn[i] = skip[i] ? a.kv.value_norm_max[int64_t(slot[i]) * a.kv.num_kv_heads + h] : 0.f;
-        const float* bt = hd.bterm + int64_t(j0 + i * THREADS) * G + g0;
-#pragma unroll
-        for (int k = 0; k < kRouteGChunk; ++k) t[i][k] = skip[i] && g0 + k < G ? __ldcg(bt + k) : 0.f;
-      }
-#pragma unroll
-      for (int i = 0; i < kCertBatch; ++i)
-#pragma unroll
-        for (int k = 0; k < kRouteGChunk; ++k) {
-          sums[k] += t[i][k];
-          sums[kRouteGChunk + k] += double(t[i][k]) * double(vn[i]);
+      for (int i = 0; i < ITEMS; ++i) {
+        const int j = base + tid * ITEMS + i;
+        const bool valid = j < nbr;
+        if (by_key) {
+          const float c = valid ? __ldcg(hd.cost + j) : INFINITY;
+          skip[i] = valid && c <= eps_f && ((uint64_t(__float_as_uint(c)) << 32) | uint32_t(j)) < T;
+        } else {
+          skip[i] = valid && (a.streaming || __ldcg(hd.keep + j) == 0);
         }
+        kept[i] = valid && !skip[i] ? 1 : 0;
+      }
+      // The certificate's terms of the skipped blocks. A term is a chain of dependent loads
+      // (the block's summary slot, then its value norm beside its b_jg): kCertBatch blocks
+      // at a time, each link of their chains issued together (block after block, a fused
+      // finish at Llama 512K took ~36 us: kernel run 11b). Blocks kept add exact zeros.
+#pragma unroll
+      for (int i0 = 0; i0 < ITEMS; i0 += kCertBatch) {
+        constexpr int NB = ITEMS < kCertBatch ? ITEMS : kCertBatch;
+        int32_t slot[NB];
+#pragma unroll
+        for (int i = 0; i < NB; ++i) slot[i] = skip[i0 + i] ? slots[base + tid * ITEMS + i0 + i] : 0;
+        float vn[NB], t[NB][kRouteGChunk];
+#pragma unroll
+        for (int i = 0; i < NB; ++i) {
+          vn[i] = skip[i0 + i] ? a.kv.value_norm_max[int64_t(slot[i]) * H + h] : 0.f;
+          const float* bt = hd.bterm + int64_t(base + tid * ITEMS + i0 + i) * G + g0;
+#pragma unroll
+          for (int k = 0; k < kRouteGChunk; ++k) t[i][k] = skip[i0 + i] && g0 + k < G ? __ldcg(bt + k) : 0.f;
+        }
+#pragma unroll
+        for (int i = 0; i < NB; ++i)
+#pragma unroll
+          for (int k = 0; k < kRouteGChunk; ++k) {
+            sums[k] += t[i][k];
+            sums[kRouteGChunk + k] += double(t[i][k]) * double(vn[i]);
+          }
+      }
+      if (g0 == 0) {  // the decisions: keep[] final, the kept list by block scan
+        int pos[ITEMS], n_kept;
+        Scan(scan_tmp).ExclusiveSum(kept, pos, n_kept);
+#pragma unroll
+        for (int i = 0; i < ITEMS; ++i) {
+          const int j = base + tid * ITEMS + i;
+          if (j < nbr) hd.keep[j] = uint8_t(kept[i]);
+          if (kept[i]) kept_list[total + pos[i]] = j;
+        }
+        total += n_kept;
+        __syncthreads();  // scan storage reuse
+      }
     }
     route_block_sum<THREADS>(sums, s_sum);
     if (tid < kRouteGChunk && g0 + tid < G) {
@@ -145,7 +143,7 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
       for (int k = 0; k < kRouteGChunk && g0 + k < G; ++k)
         dmax = fmaxf(dmax, __double2float_ru(s_sum[k] * (1 + 1e-6)));
   }
-  __syncthreads();  // every thread past the sums (s_sum's reuse) before the anchors below
+  __syncthreads();  // keep[] final for the anchors below
 
   // Anchors before the window: read alone when their block is skipped, else with it. Warp
   // 0, 32 anchors per step; a ballot keeps the extra anchors in ascending order (every
