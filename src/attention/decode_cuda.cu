@@ -213,14 +213,14 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   SR_CHECK(kv_copy >= 0 && kv_copy <= 2, "decode (CUDA): kv_copy must be 0 (cp.async), 1 (tma) or 2 (auto), not {}",
            kv_copy);
   cuda::AttnKernelInfo info{0, 0};
-  if (kv_copy != 0) {  // TMA copies: dense on tensor cores, pages of whole 16-token stages, sm_90a code
-    const char* why = routed            ? "routed decode reads single anchors"
-                      : !tensor_cores_  ? "they need the tensor-core kernel (GQA group <= 4, tensor_cores on)"
-                      : page_size_ % 16 ? "the page size is not a multiple of 16"
+  if (kv_copy != 0) {  // TMA copies: tensor cores, pages and routing blocks of whole 16-token stages, sm_90a code
+    const char* why = !tensor_cores_              ? "they need the tensor-core kernel (GQA group <= 4, tensor_cores on)"
+                      : page_size_ % 16           ? "the page size is not a multiple of 16"
+                      : routed && block_size_ % 16 ? "the routing block size is not a multiple of 16"
                       : cuda::tensor_map_encoder() == nullptr ? "the driver has no cuTensorMapEncodeTiled"
                                                               : nullptr;
     if (why == nullptr) {
-      info = cuda::attention_prepare(head_dim_, kv_dtype_, heads_per_cta_, false, true, true);
+      info = cuda::attention_prepare(head_dim_, kv_dtype_, heads_per_cta_, routed, true, true);
       if (info.ctas_per_sm < 1) why = "they need an sm_90 device and a build with sm_90a";
     }
     SR_CHECK(why == nullptr || kv_copy == 2, "decode (CUDA): TMA copies (kv_copy tma) cannot run here: {}", why);
@@ -348,6 +348,7 @@ RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV
   r.bounds_min_ctas = d.route_min_ctas_;
   r.route_trace = d.route_trace_;
   r.fused_finish = d.fused_routing_;
+  r.pad_anchors = d.tma_copies_;  // only routed decoders route
   r.route_tickets = w.route_tickets;
   r.sink_max = w.sink_max;
   r.sink_sum = w.sink_sum;
@@ -413,6 +414,7 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
   a.target_ctas = target_ctas_;
   a.min_split_tokens = min_split_tokens_;
   a.kv_l2_prefetch = kv_l2_prefetch_;
+  a.pad_anchors = tma_copies_ && routed;
   a.part_acc = w.part_acc;
   a.part_ml = w.part_ml;
   a.tickets = w.tickets;

@@ -15,13 +15,16 @@
 //   cp.async: every lane copies 16-byte chunks of the rows it owns, the page id of each
 //     row looked up by its lane; a stage is [K rows][V rows] of D * 2 bytes, 16-byte chunk c
 //     of row r at unit r * D / 8 + (c ^ r % 8). Dense and routed, every page size.
-//   TMA (dense, page sizes a multiple of 16, sm_90): lane 0 of the warp issues one
+//   TMA (page and routing-block sizes multiples of 16, sm_90): lane 0 of the warp issues one
 //     cp.async.bulk.tensor per 64-dimension part of the head (kv/paged_kv_tensor_map.h), K
 //     and V together, and the stage's mbarrier counts its bytes; a stage is
 //     [D / 64 parts][K, V][16 rows][128 bytes] in the 128-byte swizzle (the same unit formula
 //     with rows of 128 bytes). The split bounds are rounded down to multiples of 16 so that
 //     a warp stage never crosses a page. No per-lane address work and far fewer memory
-//     instructions: one request a 4 KB box, not 256 of 16 bytes.
+//     instructions: one request a 4 KB box, not 256 of 16 bytes. Routed, the anchors read
+//     alone are single tokens: their stages (before RoutedMap::block_start, which pads them
+//     to 16) are copied by cp.async into the same layout, and lane 0 arrives on the slot's
+//     mbarrier without bytes so that every slot's phases stay in step.
 //
 // Precision. mma.sync takes 16-bit operands, but q (and the probabilities p) are float:
 // each is split into three 16-bit parts, x = hi + mid + lo (about 24 bits, float's
@@ -102,7 +105,6 @@ __device__ __forceinline__ uint32_t pack2(uint16_t first, uint16_t second) {
 template <int D, typename Tag, bool ROUTED, bool TMA>
 __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
     attention_mma_kernel(const AttnArgs a, const __grid_constant__ CUtensorMap kv_map) {
-  static_assert(!(TMA && ROUTED), "routed decode reads single anchors: cp.async only");
   using S = MmaShape<D>;
   constexpr int CH = S::kChunks, NS = S::kStages, KT = D / 16, NT = D / 8;
   constexpr bool kF16 = std::is_same_v<Tag, F16Tag>;
@@ -176,9 +178,10 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   const FastDiv page_div(a.kv.page_size);
   const int P = a.kv.page_size;
   const uint32_t row_bytes = uint32_t(H) * D * 2;  // one token row of all KV heads
-  RoutedMap map{nullptr, nullptr, 0, 0, 0, FastDiv(a.kv.block_size)};
+  RoutedMap map{nullptr, nullptr, 0, 0, 0, 0, FastDiv(a.kv.block_size)};
   if (ROUTED) map = RoutedMap::make(a, bh);
-  const int my_row = TMA ? 0 : lane & 15;  // TMA: the warp stage's first row, for all lanes
+  // Dense TMA: the warp stage's first row, for all lanes (lane 0 copies the stage).
+  const int my_row = TMA && !ROUTED ? 0 : lane & 15;
   constexpr uint32_t kNoRow = 0xffffffffu;
   // A stage's row for this lane in three steps, each one's load consumed a step later
   // (LazyPos): its position (routed: loads an anchor or block id), its page id (loads the
@@ -217,11 +220,15 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   const char* src_base =
       reinterpret_cast<const char*>(a.kv.pages) + (int64_t(h) * D + chunk * 8) * 2;
   const int64_t vbytes = a.kv.v_stride() * 2;
+  // With TMA (routed anchors) the destination is the TMA layout: part chunk / 8, row r, unit
+  // (chunk % 8) ^ (r % 8) of its 128 bytes.
+  constexpr int kVOffset = TMA ? S::kTmaVOffset : S::kSlot16 / 2 * 16;  // V's rows after K's
   uint32_t dst_off[S::kPasses];
 #pragma unroll
   for (int i = 0; i < S::kPasses; ++i) {
     const int r = lane / CH + S::kRowsPerPass * i;
-    dst_off[i] = uint32_t(r * CH + (chunk ^ (r & 7))) * 16;
+    dst_off[i] = TMA ? uint32_t((chunk / 8) * S::kTmaPartBytes + r * 128 + ((chunk % 8) ^ (r & 7)) * 16)
+                     : uint32_t(r * CH + (chunk ^ (r & 7))) * 16;
   }
   const int l2_prefetch = a.kv_l2_prefetch;  // the plan's L2 prefetch size for K / V copies
   auto issue = [&](int slot, uint32_t krow) {  // cp.async
@@ -232,7 +239,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
       const bool valid = kr != kNoRow;
       const char* src = src_base + uint64_t(valid ? kr : 0u) * row_bytes;
       cp_async16_to(dst + dst_off[i], src, valid, l2_prefetch);
-      cp_async16_to(dst + S::kSlot16 / 2 * 16 + dst_off[i], src + vbytes, valid, l2_prefetch);
+      cp_async16_to(dst + kVOffset + dst_off[i], src + vbytes, valid, l2_prefetch);
     }
   };
   // TMA: the warp's mbarriers, one a ring slot; lane 0 copies a stage (every part of the
@@ -248,8 +255,17 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
     __syncwarp();
 #endif
   }
-  auto issue_tma = [&](int slot, const PageRef& r) {
+  // Routed: whether stage st holds anchors read alone (copied by cp.async), uniform in the warp.
+  auto anchor_stage = [&](int st) { return ROUTED && warp_v0 + int64_t(st) * S::kStageRows < map.block_start; };
+  auto issue_tma = [&](int st, int slot, const PageRef& r) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (anchor_stage(st)) {
+      if (st >= n_stages) return;
+      issue(slot, row_of(r));
+      cp_async_commit_group();
+      if (lane == 0) mbarrier_arrive_expect_tx(bar_base + 8 * slot, 0);  // the phase, without bytes
+      return;
+    }
     if (lane == 0 && r.valid) {
       const unsigned dst = ring_base + unsigned(slot) * S::kStageBytes, bar = bar_base + 8 * slot;
       mbarrier_arrive_expect_tx(bar, S::kStageBytes);
@@ -266,7 +282,6 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   // address for k0, so four offsets per operand serve every k.
   constexpr int kRowPitch = TMA ? 128 : CH * 16;            // bytes between a stage's rows
   constexpr int kPartPitch = TMA ? S::kTmaPartBytes : 128;  // between 64-dimension parts of a row
-  constexpr int kVOffset = TMA ? S::kTmaVOffset : S::kSlot16 / 2 * 16;  // V's rows after K's
   uint32_t kmat[4], vmat[4];
   {
     const int x = lane & 7;
@@ -300,7 +315,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
 #pragma unroll
   for (int st = 0; st < NS - 1; ++st) {
     if constexpr (TMA) {
-      issue_tma(st, page_first[st]);  // invalid past n_stages: not issued
+      issue_tma(st, st, page_first[st]);  // invalid past n_stages: not issued
     } else {
       if (st < n_stages) issue(st, row_of(page_first[st]));
       cp_async_commit_group();
@@ -361,7 +376,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   int fill = NS - 1, read = 0;  // ring slots of the next stage issued and read
   for (int t = 0; t < n_stages; ++t) {
     if constexpr (TMA) {
-      issue_tma(fill, page_next);  // page id loaded an iteration ago; invalid past n_stages
+      issue_tma(t + NS - 1, fill, page_next);  // page id loaded an iteration ago; invalid past n_stages
     } else {
       const uint32_t krow = row_of(page_next);  // page id loaded an iteration ago
       if (t + NS - 1 < n_stages) issue(fill, krow);
@@ -374,10 +389,11 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
     if constexpr (TMA) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
       mbarrier_wait(bar_base + 8 * read, unsigned(t / NS) & 1u);  // stage t's bytes have landed
+      if (anchor_stage(t)) cp_async_wait_group<0>();  // anchors: this lane's copies have landed
       // Rows at or past the cache's end hold anything at all (NaN included): their scores
       // are masked below, and their V rows are zeroed here (0 x NaN would be NaN in P V).
       const int64_t row0 = warp_v0 + int64_t(t) * S::kStageRows;
-      if (row0 + S::kWarpRows > T) {
+      if (row0 + S::kWarpRows > T && !anchor_stage(t)) {  // (anchor stages: zero-filled by cp.async)
         const int first = int(T - row0);  // >= 1: the stage has a row before v1 <= T
         for (int i = lane; i < (S::kWarpRows - first) * 8 * (D / 64); i += 32) {
           const int r = first + i / (8 * (D / 64)), part = i / 8 % (D / 64), c = i % 8;
@@ -404,9 +420,12 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
       mma16816(c[0], qa[kk], kb[0], kb[1], Tag{});
       mma16816(c[1], qa[kk], kb[2], kb[3], Tag{});
     }
-    // Finished scores of head g, tokens 8n + 2tq + e; masked past the split.
-    const int64_t left = v1 - (v0 + int64_t(t) * S::kStageRows + warp * S::kWarpRows);
+    // Finished scores of head g, tokens 8n + 2tq + e; masked past the split and, routed, in
+    // the padding after the anchors (virtual rows pad_lo .. pad_hi - 1 of this stage).
+    const int64_t stage_v0 = warp_v0 + int64_t(t) * S::kStageRows;
+    const int64_t left = v1 - stage_v0;
     const int nvalid = left < S::kWarpRows ? int(left) : S::kWarpRows;  // may be <= 0
+    const int64_t pad_lo = ROUTED ? map.num_anchors - stage_v0 : 0, pad_hi = ROUTED ? map.block_start - stage_v0 : 0;
     float s[2][2];
 #pragma unroll
     for (int n = 0; n < 2; ++n)
@@ -415,7 +434,8 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
         float x = c[n][e] + c[n][e + 2];
         x += __shfl_xor_sync(0xffffffffu, x, 16);
         if (kF16) x *= qs_inv;
-        s[n][e] = 8 * n + 2 * tq + e < nvalid ? x : -INFINITY;
+        const int col = 8 * n + 2 * tq + e;
+        s[n][e] = col < nvalid && (col < pad_lo || col >= pad_hi) ? x : -INFINITY;
       }
     // Online softmax (base 2); the quad of lanes 4r..4r+3 shares a head.
     float mt = fmaxf(fmaxf(s[0][0], s[0][1]), fmaxf(s[1][0], s[1][1]));
@@ -532,12 +552,10 @@ AttnKernelInfo mma_prepare_one() {
 template <int D, typename Tag, bool ROUTED>
 void mma_launch_one(const AttnArgs& a, const CUtensorMap* kv_map, int grid, cudaStream_t stream) {
   using S = MmaShape<D>;
-  if constexpr (!ROUTED) {
-    if (kv_map != nullptr) {
-      launch_pdl(attention_mma_kernel<D, Tag, false, true>, dim3(unsigned(grid)), dim3(kAttnThreads),
-                 S::kTmaSmemBytes, stream, a, *kv_map);
-      return;
-    }
+  if (kv_map != nullptr) {
+    launch_pdl(attention_mma_kernel<D, Tag, ROUTED, true>, dim3(unsigned(grid)), dim3(kAttnThreads),
+               S::kTmaSmemBytes, stream, a, *kv_map);
+    return;
   }
   static const CUtensorMap blank{};
   launch_pdl(attention_mma_kernel<D, Tag, ROUTED, false>, dim3(unsigned(grid)), dim3(kAttnThreads), S::kSmemBytes,
@@ -546,13 +564,13 @@ void mma_launch_one(const AttnArgs& a, const CUtensorMap* kv_map, int grid, cuda
 
 #define SR_DEFINE_ATTENTION_MMA_INSTANCES(D, TAG, SUFFIX)                                              \
   AttnKernelInfo attention_mma_prepare_##SUFFIX(bool routed, bool tma) {                               \
-    if (routed) return mma_prepare_one<D, TAG, true, false>();                                         \
+    if (routed) return tma ? mma_prepare_one<D, TAG, true, true>() : mma_prepare_one<D, TAG, true, false>(); \
     return tma ? mma_prepare_one<D, TAG, false, true>() : mma_prepare_one<D, TAG, false, false>();     \
   }                                                                                                    \
   void attention_mma_launch_##SUFFIX(const AttnArgs& a, bool routed, const CUtensorMap* kv_map, int grid, \
                                      cudaStream_t s) {                                                 \
     if (routed)                                                                                        \
-      mma_launch_one<D, TAG, true>(a, nullptr, grid, s);                                               \
+      mma_launch_one<D, TAG, true>(a, kv_map, grid, s);                                                \
     else                                                                                               \
       mma_launch_one<D, TAG, false>(a, kv_map, grid, s);                                               \
   }

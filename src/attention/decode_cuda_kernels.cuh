@@ -45,6 +45,10 @@ struct AttnArgs {
   int block_stride, anchor_stride;
   int target_ctas, min_split_tokens;
   int kv_l2_prefetch;  // 0, 128 or 256: cp.async's L2 prefetch size for K/V (tensor-core kernel)
+  // Routed with TMA copies: the anchors read alone are padded to a multiple of 16 tokens
+  // (RoutedMap::block_start), so that every 16-token stage of the kept blocks and the window
+  // is 16 contiguous rows of one page (the routing pass counts the padding in routed_tokens).
+  bool pad_anchors;
   float* part_acc;   // [grid, heads_per_cta, head_dim] unnormalised sums
   float2* part_ml;   // [grid, heads_per_cta] (m in base 2, l)
   int32_t* tickets;  // [units] zero between runs
@@ -97,6 +101,7 @@ struct RouteArgs {
   int sort_capacity;   // candidates route_select sorts in shared memory (1024 or 8192)
   // Fast mode in one launch: route_bounds' last CTA per (b, h) finishes (no route_select).
   bool fused_finish;
+  bool pad_anchors;  // routed_tokens counts the anchors padded to 16 (AttnArgs::pad_anchors)
   int32_t* route_tickets;  // [B*H] zero between runs (the finishing CTA resets its own)
   // Outputs, all device.
   float* sink_max;  float* sink_sum;  // [B*QH] m_A, Z_A

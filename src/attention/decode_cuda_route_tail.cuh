@@ -166,7 +166,8 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
   a.window_start[bh] = int32_t(ws);
   a.kept_count[bh] = total;
   a.extra_count[bh] = extra_n;
-  a.routed_tokens[bh] = int32_t(extra_n + int64_t(total) * R + (n - ws));
+  const int anchor_rows = a.pad_anchors ? (extra_n + 15) & ~15 : extra_n;  // RoutedMap::block_start
+  a.routed_tokens[bh] = int32_t(anchor_rows + int64_t(total) * R + (n - ws));
 
   const int64_t tb = a.kv.token_bytes();
   HeadStats& st = a.stats[bh];

@@ -105,19 +105,23 @@ struct LazyPos {
   __device__ __forceinline__ int value() const { return raw * mul + add; }
 };
 
-// Position of virtual token v of a routed unit: [extra anchors][kept blocks][window].
+// Position of virtual token v of a routed unit: [extra anchors][padding][kept blocks][window],
+// the padding (no token: invalid, its scores masked) up to block_start, a multiple of 16 when
+// AttnArgs::pad_anchors (TMA copies), else none.
 struct RoutedMap {
   const int32_t* anchors;
   const int32_t* blocks;
-  int num_anchors, block_tokens, window_start;
+  int num_anchors, block_start, block_tokens, window_start;
   FastDiv R;
   // The position, lazily (LazyPos): the anchor or block id is loaded, not used.
   __device__ __forceinline__ LazyPos lazy(int v) const {
     LazyPos p{0, 0, 0, true};
-    const int w = v - num_anchors;
+    const int w = v - block_start;
     if (v < num_anchors) {
       p.raw = anchors[v];
       p.mul = 1;
+    } else if (w < 0) {
+      p.valid = false;
     } else if (w < block_tokens) {
       const int j = int(R.div(uint32_t(w)));
       p.raw = blocks[j];
@@ -130,8 +134,13 @@ struct RoutedMap {
   }
   __device__ __forceinline__ int operator()(int v) const { return lazy(v).value(); }
   __device__ static RoutedMap make(const AttnArgs& a, int bh) {
-    return RoutedMap{a.extra_anchors + int64_t(bh) * a.anchor_stride, a.kept_blocks + int64_t(bh) * a.block_stride,
-                     a.extra_count[bh], a.kept_count[bh] * a.kv.block_size, a.window_start[bh],
+    const int na = a.extra_count[bh];
+    return RoutedMap{a.extra_anchors + int64_t(bh) * a.anchor_stride,
+                     a.kept_blocks + int64_t(bh) * a.block_stride,
+                     na,
+                     a.pad_anchors ? (na + 15) & ~15 : na,
+                     a.kept_count[bh] * a.kv.block_size,
+                     a.window_start[bh],
                      FastDiv(a.kv.block_size)};
   }
 };

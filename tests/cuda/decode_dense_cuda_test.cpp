@@ -213,7 +213,10 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
     tma.kv_copy = 1;
     AttentionPolicy routed;
     routed.kind = PolicyKind::SinkRouter;
-    expect_error([&] { CudaDecoder d(dev.view(), 4, routed, 0.125f, tma); }, "routed decode reads single anchors");
+    DeviceKV blocks8 = dev.view();
+    blocks8.kv.block_size = 8;
+    expect_error([&] { CudaDecoder d(blocks8, 4, routed, 0.125f, tma); },
+                 "the routing block size is not a multiple of 16");
     tma.tensor_cores = false;
     expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, tma); },
                  "they need the tensor-core kernel");

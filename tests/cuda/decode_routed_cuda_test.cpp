@@ -87,8 +87,8 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
   const int B = int(spec.lengths.size()), H = spec.num_kv_heads, G = spec.group, QH = H * G, D = spec.head_dim;
   const float scale = 1.f / std::sqrt(float(D));
   const PagedKV& kv = r.batch.view;
-  const std::string what = fmt::format("seed {} {} G{} D{} P{} R{}", seed, policy.describe(), G, D, spec.page_size,
-                                       spec.block_size);
+  std::string what = fmt::format("seed {} {} G{} D{} P{} R{}", seed, policy.describe(), G, D, spec.page_size,
+                                 spec.block_size);
 
   DeviceKVCache dev = DeviceKVCache::upload(*r.cache, r.seqs, 0);
   CudaDecodeOptions opt;
@@ -97,7 +97,9 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
   opt.kv_l2_prefetch = int(seed / 8 % 3) * 128;    // 0, 128, 256: every L2 prefetch size
   opt.adaptive_route_chunks = int(seed / 6 % 2);   // the routing pass's fixed and adaptive chunks,
   opt.route_min_ctas = seed / 12 % 2 ? 1 : 0;       // adaptive ones of several steps too
+  opt.kv_copy = seed / 24 % 2 ? 0 : 2;             // cp.async, or TMA where it runs (auto)
   CudaDecoder decoder(dev.view(), QH, policy, scale, opt);
+  if (decoder.uses_tma_copies()) what += " (TMA copies)";
   DeviceBuffer qd = testing::to_device(r.q);
   HostTensor out(DType::F32, {B, QH, D}), routed(DType::F64, {B, QH, D}), exact(DType::F64, {B, QH, D});
   DeviceBuffer od(out.bytes());

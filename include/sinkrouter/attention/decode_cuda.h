@@ -88,9 +88,10 @@ struct CudaDecodeOptions {
   // SINKROUTER_ROUTE_CHUNKS ("fixed" or "adaptive"), unset: adaptive.
   int adaptive_route_chunks = -1;
   // How the tensor-core kernel copies K/V into shared memory (docs/PERF.md, "Decode with TMA
-  // copies"): 0 cp.async (16 bytes a lane, every page size, dense and routed); 1 TMA (one
-  // bulk tensor copy a warp stage of 16 tokens: dense, page sizes a multiple of 16, an
-  // sm_90 device; elsewhere a clear error); 2 auto (TMA where it can run, else cp.async).
+  // copies"): 0 cp.async (16 bytes a lane, every page size); 1 TMA (one bulk tensor copy a
+  // warp stage of 16 tokens: the tensor-core kernel, page sizes and, routed, routing-block
+  // sizes a multiple of 16, an sm_90 device; elsewhere a clear error); 2 auto (TMA where it
+  // can run, else cp.async).
   // -1: SINKROUTER_KV_COPY ("cp.async", "tma" or "auto"), unset: auto.
   int kv_copy = -1;
   // Adaptive chunks: the fewest routing CTAs wanted per (b, h); 0: about one per SM over the
