@@ -21,7 +21,9 @@
 // lengths and kept counts: every CTA of the worst-case grid takes an equal share of the
 // batch's tokens, so skipped blocks leave no split idle. Groups of up to 4 query heads per
 // KV head run on tensor cores (mma.sync, q and p split into three 16-bit parts so that
-// the result keeps float precision); larger groups on CUDA cores.
+// the result keeps float precision); larger groups on CUDA cores. On an sm_90 device the
+// tensor-core kernel copies K/V with TMA bulk tensor copies where page (and routing-block)
+// sizes are multiples of 16 (CudaDecodeOptions::kv_copy), else with cp.async.
 //
 // Blasst runs on the CPU paths only for now; asking the CUDA decoder for it is a clear
 // Error.
