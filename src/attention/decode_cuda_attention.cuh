@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const AttnArgs 
   const int64_t v0 = T * split / splits, v1 = T * (split + 1) / splits;
 
   RoutedMap map{nullptr, nullptr, 0, 0, 0, 0, FastDiv(a.kv.block_size)};
-  if (ROUTED) map = RoutedMap::make(a, bh);
+  if (ROUTED) map = RoutedMap::make<false>(a, bh);
   // Token rows: page table of sequence b, and offsets in elements (positions < 2^31).
   const int32_t* page_table = a.kv.indices + page_start;
   const FastDiv page_div(a.kv.page_size);

@@ -179,7 +179,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   const int P = a.kv.page_size;
   const uint32_t row_bytes = uint32_t(H) * D * 2;  // one token row of all KV heads
   RoutedMap map{nullptr, nullptr, 0, 0, 0, 0, FastDiv(a.kv.block_size)};
-  if (ROUTED) map = RoutedMap::make(a, bh);
+  if (ROUTED) map = RoutedMap::make<TMA>(a, bh);
   // Dense TMA: the warp stage's first row, for all lanes (lane 0 copies the stage).
   const int my_row = TMA && !ROUTED ? 0 : lane & 15;
   constexpr uint32_t kNoRow = 0xffffffffu;
@@ -232,7 +232,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   }
   const int l2_prefetch = a.kv_l2_prefetch;  // the plan's L2 prefetch size for K / V copies
   auto issue = [&](int slot, uint32_t krow) {  // cp.async
-    const unsigned dst = ring_base + unsigned(slot) * S::kSlot16 * 16;
+    const unsigned dst = ring_base + unsigned(slot) * S::kStageBytes;
 #pragma unroll
     for (int i = 0; i < S::kPasses; ++i) {
       const uint32_t kr = __shfl_sync(0xffffffffu, krow, lane / CH + S::kRowsPerPass * i);

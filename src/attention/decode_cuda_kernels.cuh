@@ -127,7 +127,7 @@ struct AttnKernelInfo {
 };
 // mma: the tensor-core kernel (decode_cuda_attention_mma.cuh, whole groups of up to 4
 // query heads); otherwise the CUDA-core kernel (decode_cuda_attention.cuh). tma: the
-// tensor-core kernel's TMA copies (dense only; prepare returns ctas_per_sm 0 where its
+// tensor-core kernel's TMA copies (dense or routed; prepare returns ctas_per_sm 0 where its
 // sm_90a code cannot run). launch: kv_map non-null runs the TMA kernel over that map.
 AttnKernelInfo attention_prepare(int head_dim, DType kv_dtype, int heads_per_cta, bool routed, bool mma, bool tma);
 void attention_launch(const AttnArgs& args, int head_dim, DType kv_dtype, bool routed, bool mma,
@@ -205,6 +205,11 @@ __device__ __forceinline__ float load_q(const void* q, DType t, int64_t i) {
   if (t == DType::F32) return static_cast<const float*>(q)[i];
   return q_bits_to_float(static_cast<const uint16_t*>(q)[i], t);
 }
+
+// Virtual rows a routed unit gives its na anchors read alone: na, padded to a multiple of 16
+// with TMA copies (AttnArgs::pad_anchors); the kept blocks start there (RoutedMap::block_start,
+// the routing pass's routed_tokens).
+__device__ __forceinline__ int anchor_rows(int na, bool pad) { return pad ? (na + 15) & ~15 : na; }
 
 // Relative bound on the rounding error of a D-term float dot product (cpu_math.h's).
 __device__ __forceinline__ float dot_error_factor(int n) { return float(n + 4) * 5.9604645e-8f; }

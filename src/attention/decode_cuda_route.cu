@@ -120,14 +120,13 @@ __device__ void sink_scores(const RouteArgs& a, int b, int h, const int32_t* anc
 // the slot of block j of sequence b (-1 past nbr), then this lane's 8 dimensions of its min
 // and max rows (16 bytes of each; zeros for slot -1).
 __device__ __forceinline__ int32_t summary_slot(const RouteArgs& a, int b, int64_t j, int64_t nbr) {
-  return j < nbr ? a.kv.summary_indices[a.kv.summary_indptr[b] + j] : -1;
+  return j < nbr ? a.kv.summary_slot(b, j) : -1;
 }
 template <int D>
 __device__ __forceinline__ void load_summary(const RouteArgs& a, int h, int32_t slot, int lane, uint4& lo, uint4& hi) {
   lo = hi = make_uint4(0, 0, 0, 0);
   if (slot >= 0) {
-    const uint16_t* s = static_cast<const uint16_t*>(a.kv.summaries) +
-                        (int64_t(slot) * a.kv.num_kv_heads + h) * 2 * D + lane * 8;
+    const uint16_t* s = static_cast<const uint16_t*>(a.kv.summaries) + a.kv.slot_summary_offset(slot, h) + lane * 8;
     lo = *reinterpret_cast<const uint4*>(s);
     hi = *reinterpret_cast<const uint4*>(s + D);
   }
@@ -156,8 +155,10 @@ struct BoundsSmem {
   }
 };
 
+// Two CTAs an SM (what the shared memory and registers allowed anyway): left to itself, ptxas
+// gave some instantiations 80 registers and a few bytes of spill.
 template <int D, typename Tag, bool ADAPTIVE>
-__global__ void __launch_bounds__(kBoundsThreads) route_bounds_kernel(const RouteArgs a) {
+__global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const RouteArgs a) {
   constexpr int LANES = D / 8, RP = bounds_rows<D>();
   extern __shared__ __align__(16) float dsm[];
   __shared__ double s_m[kMaxGroup], s_z[kMaxGroup];

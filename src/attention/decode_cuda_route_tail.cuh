@@ -106,7 +106,7 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
         float vn[NB], t[NB][kRouteGChunk];
 #pragma unroll
         for (int i = 0; i < NB; ++i) {
-          vn[i] = skip[i0 + i] ? a.kv.value_norm_max[int64_t(slot[i]) * H + h] : 0.f;
+          vn[i] = skip[i0 + i] ? a.kv.slot_value_norm(slot[i], h) : 0.f;
           const float* bt = hd.bterm + int64_t(base + tid * ITEMS + i0 + i) * G + g0;
 #pragma unroll
           for (int k = 0; k < kRouteGChunk; ++k) t[i][k] = skip[i0 + i] && g0 + k < G ? __ldcg(bt + k) : 0.f;
@@ -166,8 +166,7 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
   a.window_start[bh] = int32_t(ws);
   a.kept_count[bh] = total;
   a.extra_count[bh] = extra_n;
-  const int anchor_rows = a.pad_anchors ? (extra_n + 15) & ~15 : extra_n;  // RoutedMap::block_start
-  a.routed_tokens[bh] = int32_t(anchor_rows + int64_t(total) * R + (n - ws));
+  a.routed_tokens[bh] = int32_t(anchor_rows(extra_n, a.pad_anchors) + int64_t(total) * R + (n - ws));
 
   const int64_t tb = a.kv.token_bytes();
   HeadStats& st = a.stats[bh];

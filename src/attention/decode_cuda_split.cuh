@@ -133,12 +133,15 @@ struct RoutedMap {
     return p;
   }
   __device__ __forceinline__ int operator()(int v) const { return lazy(v).value(); }
+  // PAD: the kernel may run with AttnArgs::pad_anchors (the tensor-core kernel's TMA
+  // instantiation); false elsewhere, so that the others carry no padding code.
+  template <bool PAD>
   __device__ static RoutedMap make(const AttnArgs& a, int bh) {
     const int na = a.extra_count[bh];
     return RoutedMap{a.extra_anchors + int64_t(bh) * a.anchor_stride,
                      a.kept_blocks + int64_t(bh) * a.block_stride,
                      na,
-                     a.pad_anchors ? (na + 15) & ~15 : na,
+                     anchor_rows(na, PAD && a.pad_anchors),
                      a.kept_count[bh] * a.kv.block_size,
                      a.window_start[bh],
                      FastDiv(a.kv.block_size)};

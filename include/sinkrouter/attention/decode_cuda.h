@@ -89,8 +89,8 @@ struct CudaDecodeOptions {
   // calls' routed time -2 to -24 us; Llama B=8 512K 3-4 % slower). -1:
   // SINKROUTER_ROUTE_CHUNKS ("fixed" or "adaptive"), unset: adaptive.
   int adaptive_route_chunks = -1;
-  // How the tensor-core kernel copies K/V into shared memory (docs/PERF.md, "Decode with TMA
-  // copies"): 0 cp.async (16 bytes a lane, every page size); 1 TMA (one bulk tensor copy a
+  // How the tensor-core kernel copies K/V into shared memory (docs/PERF.md, "Decode attention
+  // with TMA copies"): 0 cp.async (16 bytes a lane, every page size); 1 TMA (one bulk tensor copy a
   // warp stage of 16 tokens: the tensor-core kernel, page sizes and, routed, routing-block
   // sizes a multiple of 16, an sm_90 device; elsewhere a clear error); 2 auto (TMA where it
   // can run, else cp.async).

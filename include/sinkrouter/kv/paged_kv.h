@@ -73,13 +73,20 @@ struct PagedKV {
            int64_t(h) * head_dim;
   }
   SR_HOST_DEVICE int64_t v_stride() const { return int64_t(page_size) * num_kv_heads * head_dim; }
-  // Element offset of the (min) summary row of block j of (b, h); max is + head_dim.
-  SR_HOST_DEVICE int64_t summary_offset(int b, int64_t j, int h) const {
-    const int64_t slot = summary_indices[summary_indptr[b] + j];
+  // The summary slot of block j of sequence b. Kernels that load the slot ahead of its use
+  // take the slot_* forms below; the block forms are the two steps in one.
+  SR_HOST_DEVICE int32_t summary_slot(int b, int64_t j) const { return summary_indices[summary_indptr[b] + j]; }
+  // Element offset of the (min) summary row of KV head h in a slot; max is + head_dim.
+  SR_HOST_DEVICE int64_t slot_summary_offset(int64_t slot, int h) const {
     return (slot * num_kv_heads + h) * 2 * int64_t(head_dim);
   }
+  SR_HOST_DEVICE float slot_value_norm(int64_t slot, int h) const { return value_norm_max[slot * num_kv_heads + h]; }
+  // Element offset of the (min) summary row of block j of (b, h); max is + head_dim.
+  SR_HOST_DEVICE int64_t summary_offset(int b, int64_t j, int h) const {
+    return slot_summary_offset(summary_slot(b, j), h);
+  }
   SR_HOST_DEVICE float block_value_norm(int b, int64_t j, int h) const {
-    return value_norm_max[int64_t(summary_indices[summary_indptr[b] + j]) * num_kv_heads + h];
+    return slot_value_norm(summary_slot(b, j), h);
   }
   SR_HOST_DEVICE bool has_summaries() const { return summaries != nullptr; }
   SR_HOST_DEVICE bool has_key_basis() const { return key_basis != nullptr && basis_summaries != nullptr; }
