@@ -11,6 +11,8 @@
 
 #if defined(SINKROUTER_HAVE_CUDA)
 
+#include <cuda_runtime_api.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <random>
@@ -20,8 +22,6 @@
 #include "cuda_test_util.h"
 #include "sinkrouter/attention/decode_cuda.h"
 #include "sinkrouter/kv/synthetic_kv.h"
-
-#include <cuda_runtime_api.h>
 
 namespace sinkrouter {
 namespace {
