@@ -3,17 +3,19 @@
 //
 // grid (RouteArgs::bounds_ctas_per_head, B*H), 256 threads, about two waves: CTA x of a
 // (b, h) takes its chunks of kBlocksPerCta routable blocks x, x + gridDim.x, ... Every CTA
-//   1. issues the loads of its blocks' min/max summaries (16 bytes per lane, all before
-//      the first use);
+//   1. copies its first step's min/max summaries into shared memory (cp.async, before the
+//      sink signal, whose work hides their latency);
 //   2. computes the sink signal of its (b, h): the scores of the anchors before the window
 //      and of the window, each lowered by its rounding bound, for the G heads (8 lanes per
 //      token); m_A = max, Z_A = sum exp(s - m_A) in double (router.cpp's sink_signal). The
 //      sink set is at most anchors + window + R - 1 tokens, read from L2: recomputing it
 //      in every CTA of the (b, h) costs less than a launch of its own;
-//   3. bounds its blocks: u_jg from the summary plus its rounding margin, then
-//      b_jg = R exp(u_jg - m_g) / Z_g in double (one lane per head), stored rounded up to
-//      float; cost_j = max_g b_jg, ubound_j = max_g u_jg; fast mode decides here
-//      (keep if any b_jg > tau, or with an estimate (RouteArgs) any e_jg > tau);
+//   3. bounds its blocks, a step of bounds_blocks_per_step(G) blocks at a time, one lane
+//      per (block, head): u_jg from the summary (all D dimensions in the lane) plus its
+//      rounding margin, then b_jg = R exp(u_jg - m_g) / Z_g in double, stored rounded up to
+//      float; cost_j = max_g b_jg, ubound_j = max_g u_jg; fast mode decides here (keep if
+//      any b_jg > tau, or with an estimate (RouteArgs) any e_jg > tau). The next step's
+//      summaries are copied while this one is bounded;
 //   4. fast mode (RouteArgs::fused_finish): the last CTA of the (b, h) finishes the pass
 //      (decode_cuda_route_tail.cuh), so that fast mode is one launch.
 // Otherwise the second kernel (decode_cuda_route_select.cu) chooses, compacts and certifies.
@@ -52,6 +54,34 @@ constexpr int kFusedItems = 4;   // blocks per thread per round of the fused fin
 // Sink-set tokens whose K rows are staged in shared memory at once (a longer sink set is
 // scored in passes).
 constexpr int kSinkPass = 256;
+
+// One step of a CTA bounds bounds_blocks_per_step(G) blocks: each warp takes
+// bounds_blocks_per_warp(G) of them side by side, bounds_lanes_per_block(G) lanes a block and
+// one head a lane (heads g, g + 32, ... in the lane where the group is wider than a warp).
+// A lane sums all D dimensions of its (block, head) itself, so that a step has no shuffles
+// and 32 (block, head) terms per warp run their double-precision exponentials side by side
+// (kernel run 11e's ncu: the earlier layout, 8 dimensions a lane and a butterfly per head,
+// stalled on the shuffles' and the serial heads' latencies, 3.2 us a step of 16 blocks).
+// Blocks per warp are a power of two (so that a step divides the 128-block chunk) and at
+// most 8 (the summaries' shared memory).
+__host__ __device__ constexpr int bounds_lanes_per_block(int G) { return G < 32 ? G : 32; }
+__host__ __device__ constexpr int bounds_blocks_per_warp(int G) {
+  const int fit = 32 / bounds_lanes_per_block(G);
+  return fit >= 8 ? 8 : fit >= 4 ? 4 : fit >= 2 ? 2 : 1;
+}
+__host__ __device__ constexpr int bounds_blocks_per_step(int G) {
+  return kBoundsThreads / 32 * bounds_blocks_per_warp(G);
+}
+// q rows and staged summaries are padded by 16 bytes, so that the lanes of a warp reading
+// the same 16-byte piece of different heads' rows (blocks' summaries) hit different banks.
+template <int D>
+__host__ __device__ constexpr int q_stride() {  // floats
+  return D + 4;
+}
+template <int D>
+__host__ __device__ constexpr int staged_summary_stride() {  // elements: the min row, the max row, padding
+  return 2 * D + 8;
+}
 
 // R exp(u - m) / Z in double, rounded as router.cpp does (the caller rounds up to float).
 __device__ __noinline__ double block_term(float u, double m, double z, int R) {
@@ -96,7 +126,7 @@ __device__ void sink_scores(const RouteArgs& a, int b, int h, const int32_t* anc
       }
 #pragma unroll 1
       for (int g = 0; g < G; ++g) {
-        const float* q = qs + g * D + sub * DPL;
+        const float* q = qs + g * q_stride<D>() + sub * DPL;
         float dot = 0.f, mag = 0.f;
 #pragma unroll
         for (int d = 0; d < DPL; ++d) {
@@ -115,43 +145,77 @@ __device__ void sink_scores(const RouteArgs& a, int b, int h, const int32_t* anc
   }
 }
 
-// A block's summary in two dependent loads, each issued a step before its value is used
-// (with the whole summary loaded one step ahead, the slot's round trip stalled every step):
-// the slot of block j of sequence b (-1 past nbr), then this lane's 8 dimensions of its min
-// and max rows (16 bytes of each; zeros for slot -1).
+// The slot of block j of sequence b, -1 past nbr.
 __device__ __forceinline__ int32_t summary_slot(const RouteArgs& a, int b, int64_t j, int64_t nbr) {
   return j < nbr ? a.kv.summary_slot(b, j) : -1;
 }
+// Copies one step's summaries (head h; min row then max row, 2D elements a block) into
+// `stage` [RP][staged_summary_stride]: thread tid copies 16-byte pieces of step block
+// tid / (256 / RP), whose slot it holds (zeros for slot -1). Not committed here.
 template <int D>
-__device__ __forceinline__ void load_summary(const RouteArgs& a, int h, int32_t slot, int lane, uint4& lo, uint4& hi) {
-  lo = hi = make_uint4(0, 0, 0, 0);
-  if (slot >= 0) {
-    const uint16_t* s = static_cast<const uint16_t*>(a.kv.summaries) + a.kv.slot_summary_offset(slot, h) + lane * 8;
-    lo = *reinterpret_cast<const uint4*>(s);
-    hi = *reinterpret_cast<const uint4*>(s + D);
+__device__ __forceinline__ void copy_step_summaries(const RouteArgs& a, int h, int32_t slot, int RP, uint16_t* stage) {
+  constexpr int kPieces = 2 * D / 8;
+  const int tid = int(threadIdx.x), per_block = kBoundsThreads / RP;
+  const uint16_t* src = static_cast<const uint16_t*>(a.kv.summaries) + (slot >= 0 ? a.kv.slot_summary_offset(slot, h) : 0);
+  uint16_t* dst = stage + (tid / per_block) * staged_summary_stride<D>();
+#pragma unroll 1
+  for (int c = tid % per_block; c < kPieces; c += per_block) cp_async16_to(smem_addr(dst + c * 8), src + c * 8, slot >= 0);
+}
+
+// u = max over the box of q . k, summed in float, plus its rounding allowance err * sum |.|
+// (router.cpp's box_max_dot, in another order: the allowance covers any); with EST, also the
+// box estimate e (router.cpp's BlockBounds::box_estimate, in float; the caller takes min(u, e)).
+// q: [D] floats; s: the staged summary, min row then max row.
+template <int D, typename Tag, bool EST>
+__device__ __forceinline__ float box_bound(const float* q, const uint16_t* s, float err, const RouteArgs& a, float& e) {
+  float u0 = 0.f, u1 = 0.f, m0 = 0.f, m1 = 0.f, c = 0.f, spread = 0.f;  // two sums each: half the chain
+#pragma unroll 4
+  for (int p = 0; p < D / 8; ++p) {
+    float lo[8], hi[8];
+    unpack8(*reinterpret_cast<const uint4*>(s + p * 8), lo, Tag{});
+    unpack8(*reinterpret_cast<const uint4*>(s + D + p * 8), hi, Tag{});
+    const float4 qa = *reinterpret_cast<const float4*>(q + p * 8), qb = *reinterpret_cast<const float4*>(q + p * 8 + 4);
+    const float qv[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
+#pragma unroll
+    for (int i = 0; i < 8; i += 2) {
+      const float x0 = fmaxf(qv[i] * hi[i], qv[i] * lo[i]), x1 = fmaxf(qv[i + 1] * hi[i + 1], qv[i + 1] * lo[i + 1]);
+      u0 += x0;
+      u1 += x1;
+      m0 += fabsf(x0);
+      m1 += fabsf(x1);
+      if constexpr (EST) {
+#pragma unroll
+        for (int t = i; t < i + 2; ++t) {
+          const float qw = qv[t] * (0.5f * (hi[t] - lo[t]));
+          c += qv[t] * (0.5f * (hi[t] + lo[t]));
+          spread += a.gauss ? qw * qw : fabsf(qw);
+        }
+      }
+    }
   }
+  const float ub = (u0 + u1) + err * (m0 + m1);
+  if constexpr (EST) e = fminf(ub, c + a.spread * (a.gauss ? sqrtf(spread) : spread));
+  return ub;
 }
 
-// Row groups of one CTA: LANES = D / 8 lanes bound one block (8 dimensions each).
-template <int D>
-constexpr int bounds_rows() {
-  return kBoundsThreads / (D / 8);
-}
-
-// Dynamic shared memory, in floats (each part a multiple of 4, so that the K rows at the
-// end are 16-byte aligned): q [G][D] (pre-scaled), the sink scores [sink_capacity][G],
-// each row group's bounds and estimates of its current block [2][rows][G], then the sink
-// set's K rows [min(sink_capacity, kSinkPass)][D] in the KV dtype.
+// Dynamic shared memory, in floats (each part a multiple of 4, so that what follows is
+// 16-byte aligned): q [G][q_stride] (pre-scaled), the sink scores [sink_capacity][G], each
+// warp's per-(block, head) results [warps][3][kMaxGroup] (u, term, keep), the summaries of
+// the even steps [RP][staged_summary_stride], then one region that first holds the sink
+// set's K rows [min(sink_capacity, kSinkPass)][D] and then the odd steps' summaries.
 struct BoundsSmem {
-  int q, scores, rows, keys, bytes;
+  int q, scores, results, stage0, stage1, bytes;
   static __host__ __device__ int up4(int x) { return (x + 3) / 4 * 4; }
-  __host__ __device__ BoundsSmem(int G, int D, int sink_capacity, int rows_per_cta) {
-    q = 0;
-    scores = up4(G * D);
-    rows = scores + up4(sink_capacity * G);
-    keys = rows + up4(2 * rows_per_cta * G);
+  __host__ __device__ BoundsSmem(int G, int D, int sink_capacity) {
+    const int RP = bounds_blocks_per_step(G), stage_floats = RP * (2 * D + 8) / 2;
     const int key_tokens = sink_capacity < kSinkPass ? sink_capacity : kSinkPass;
-    bytes = keys * 4 + key_tokens * D * 2;
+    const int key_floats = up4(key_tokens * D / 2);
+    q = 0;
+    scores = up4(G * (D + 4));
+    results = scores + up4(sink_capacity * G);
+    stage0 = results + kBoundsThreads / 32 * 3 * kMaxGroup;
+    stage1 = stage0 + stage_floats;
+    bytes = (stage1 + (stage_floats > key_floats ? stage_floats : key_floats)) * 4;
   }
 };
 
@@ -159,7 +223,6 @@ struct BoundsSmem {
 // gave some instantiations 80 registers and a few bytes of spill.
 template <int D, typename Tag, bool ADAPTIVE>
 __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const RouteArgs a) {
-  constexpr int LANES = D / 8, RP = bounds_rows<D>();
   extern __shared__ __align__(16) float dsm[];
   __shared__ double s_m[kMaxGroup], s_z[kMaxGroup];
   __shared__ typename cub::BlockScan<int, kBoundsThreads>::TempStorage scan_tmp;
@@ -168,7 +231,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   trace_route(a, kRouteStartNs);
   trace_route(a, kRouteEntry);
   const int bh = int(blockIdx.y), H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
-  const int G = a.group, R = a.kv.block_size, tid = int(threadIdx.x);
+  const int G = a.group, R = a.kv.block_size, tid = int(threadIdx.x), RP = bounds_blocks_per_step(G);
   const int64_t n = a.seq_lens[b];
   const int64_t ws = window_start_of(n, a.window, R);
   const int64_t nbr = ws / R;
@@ -192,15 +255,17 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     trace_route_end(a, 0);
     return;
   }
-  const BoundsSmem lay(G, D, a.sink_capacity, RP);
+  const BoundsSmem lay(G, D, a.sink_capacity);
   float* qs = dsm + lay.q;
   float* sc = dsm + lay.scores;
-  uint16_t* ks = reinterpret_cast<uint16_t*>(dsm + lay.keys);
+  uint16_t* stage[2] = {reinterpret_cast<uint16_t*>(dsm + lay.stage0), reinterpret_cast<uint16_t*>(dsm + lay.stage1)};
+  uint16_t* ks = stage[1];  // the sink set's K rows, before the first odd step
 
-  // Steps of this CTA: step t bounds block (chunk x + (t / PER) * gridDim.x, row group
-  // `row`, k = t % PER). The first step's summary loads go out first: their latency
-  // overlaps the sink signal.
-  const int lane = tid % LANES, row = tid / LANES;
+  // Steps of this CTA: step t bounds blocks chunk x + (t / PER) * gridDim.x, k = t % PER,
+  // RP of them. The first step's summaries are copied first: their latency overlaps the
+  // sink signal. Thread tid copies step block tid / (256 / RP), whose slot it loads two
+  // steps ahead (its round trip, then the copy's, each hidden by a step).
+  const int copy_block = tid / (kBoundsThreads / RP);
   const int64_t my_chunks = chunks > blockIdx.x ? (chunks - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;
   const int64_t steps = my_chunks * PER;
   // Walked with a cursor, not t / PER and t % PER: PER is a runtime value in the adaptive
@@ -214,15 +279,15 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     kn = 0;
     c0n += chunk_stride;
   }
-  const int32_t slot0 = summary_slot(a, b, steps > 0 ? c0 + row : nbr, nbr);
-  int32_t slot_next = summary_slot(a, b, steps > 1 ? c0n + kn * RP + row : nbr, nbr);  // step 1's
-  uint4 lo, hi;
-  load_summary<D>(a, h, slot0, lane, lo, hi);
+  copy_step_summaries<D>(a, h, summary_slot(a, b, steps > 0 ? c0 + copy_block : nbr, nbr), RP, stage[0]);
+  cp_async_commit_group();
+  int32_t slot_next = summary_slot(a, b, steps > 1 ? c0n + kn * RP + copy_block : nbr, nbr);  // step 1's
 
   // 1. Sink signal.
 #pragma unroll 1
   for (int i = tid; i < G * D; i += kBoundsThreads)
-    qs[i] = load_q(a.q, a.q_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * G) * D + i) * a.scale;
+    qs[i / D * q_stride<D>() + i % D] =
+        load_q(a.q, a.q_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * G) * D + i) * a.scale;
   const int na = anchors_before(a, bh, ws);
   const int count = na + int(n - ws);
   __syncthreads();
@@ -254,18 +319,21 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     a.sink_sum[qi] = float(s_z[tid]);
   }
 
-  // 2. Bounds, one block per row group per step, the next step's summary loaded before
-  // this one is used. Every lane of a row group ends each head's butterfly with u and mag;
-  // lane g % LANES keeps head g's bound (and estimate) in shared memory, and once all heads
-  // are done each lane turns its heads into terms: the row group's G exponentials run side
-  // by side instead of one head after another.
+  // 2. Bounds. Lane wl of a warp bounds step block warp * BW + wl / LPB for heads
+  // wl % LPB, + LPB, ...; it keeps its u, term and keep in the warp's results, from which
+  // the block's first lane takes the maxima.
   const float err = dot_error_factor(D);
+  const int LPB = bounds_lanes_per_block(G), BW = bounds_blocks_per_warp(G);
+  const int lane_block = wl / LPB, first_head = wl % LPB;
+  const bool lane_on = lane_block < BW;
+  const int step_block = warp * BW + (lane_on ? lane_block : 0);
   float* bterm = a.bterm + int64_t(bh) * a.block_stride * G;
-  float* row_u = dsm + lay.rows + row * G;         // [G] this row group's u_jg
-  float* row_e = dsm + lay.rows + (RP + row) * G;  // [G] its estimates
+  float* res_u = dsm + lay.results + warp * 3 * kMaxGroup;  // [BW][G] of this warp
+  float* res_term = res_u + kMaxGroup;
+  float* res_keep = res_term + kMaxGroup;
 #pragma unroll 1
   for (int64_t t = 0; t < steps; ++t) {
-    const int64_t j = c0 + k * RP + row;
+    const int64_t j = c0 + k * RP + step_block;
     if (++k == PER) {  // (c0, k) moves on to step t + 1
       k = 0;
       c0 += chunk_stride;
@@ -274,69 +342,48 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
       kn = 0;
       c0n += chunk_stride;
     }
-    float x0[8], x1[8];
-    unpack8(lo, x0, Tag{});
-    unpack8(hi, x1, Tag{});
-    load_summary<D>(a, h, slot_next, lane, lo, hi);  // step t + 1's (slot -1 past the last step)
-    slot_next = summary_slot(a, b, t + 2 < steps ? c0n + kn * RP + row : nbr, nbr);
-    const bool valid = j < nbr;
-    if (__all_sync(0xffffffffu, !valid)) continue;  // uniform per warp; shuffles stay full
-    float cost = 0.f, umax = -INFINITY;
-    bool keep = false;
+    cp_async_wait_group<0>();  // this thread's copies of step t
+    __syncthreads();           // everyone's; and step t - 1's reads of the other buffer are done
+    if (t + 1 < steps) copy_step_summaries<D>(a, h, slot_next, RP, stage[(t + 1) & 1]);
+    cp_async_commit_group();
+    slot_next = summary_slot(a, b, t + 2 < steps ? c0n + kn * RP + copy_block : nbr, nbr);
+    const bool valid = lane_on && j < nbr;
+    if (__any_sync(0xffffffffu, valid)) {  // uniform per warp
+      const uint16_t* summary = stage[t & 1] + step_block * staged_summary_stride<D>();
+      if (lane_on) {
 #pragma unroll 1
-    for (int g = 0; g < G; ++g) {
-      const float* q = qs + g * D + lane * 8;
-      float u = 0.f, mag = 0.f, c = 0.f, spread = 0.f;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const float m = fmaxf(q[i] * x1[i], q[i] * x0[i]);
-        u += m;
-        mag += fabsf(m);
-        if (a.estimate) {  // uniform: the policy's
-          const float qw = q[i] * (0.5f * (x1[i] - x0[i]));
-          c += q[i] * (0.5f * (x1[i] + x0[i]));
-          spread += a.gauss ? qw * qw : fabsf(qw);
+        for (int g = first_head; g < G; g += LPB) {
+          float e = 0.f;
+          const float* q = qs + g * q_stride<D>();
+          const float u = a.estimate ? box_bound<D, Tag, true>(q, summary, err, a, e)
+                                     : box_bound<D, Tag, false>(q, summary, err, a, e);
+          const double term = block_term(u, s_m[g], s_z[g], R);
+          const float up = __double2float_ru(term);
+          const bool keep = (a.estimate ? block_term(e, s_m[g], s_z[g], R) : term) > a.tau;
+          if (valid) bterm[j * G + g] = up;
+          res_u[lane_block * G + g] = u;
+          res_term[lane_block * G + g] = up;
+          res_keep[lane_block * G + g] = keep ? 1.f : 0.f;
         }
       }
-#pragma unroll
-      for (int off = LANES / 2; off > 0; off >>= 1) {
-        u += __shfl_xor_sync(0xffffffffu, u, off);
-        mag += __shfl_xor_sync(0xffffffffu, mag, off);
-        if (a.estimate) {
-          c += __shfl_xor_sync(0xffffffffu, c, off);
-          spread += __shfl_xor_sync(0xffffffffu, spread, off);
-        }
-      }
-      const float ub = u + err * mag;
-      umax = fmaxf(umax, ub);
-      if (lane == g % LANES) {
-        row_u[g] = ub;
-        // router.cpp's BlockBounds::box_estimate, in float
-        if (a.estimate) row_e[g] = fminf(ub, c + a.spread * (a.gauss ? sqrtf(spread) : spread));
-      }
-    }
-    __syncwarp();
+      __syncwarp();
+      if (valid && first_head == 0) {
+        float umax = -INFINITY, cost = 0.f;
+        bool keep = false;
 #pragma unroll 1
-    for (int g = lane; g < G; g += LANES) {
-      const double term = block_term(row_u[g], s_m[g], s_z[g], R);
-      const float up = __double2float_ru(term);
-      cost = fmaxf(cost, up);
-      keep = keep || (a.estimate ? block_term(row_e[g], s_m[g], s_z[g], R) : term) > a.tau;
-      if (valid) bterm[j * G + g] = up;
-    }
-    __syncwarp();  // row_u and row_e are rewritten by the next block
-#pragma unroll
-    for (int off = LANES / 2; off > 0; off >>= 1) {
-      cost = fmaxf(cost, __shfl_xor_sync(0xffffffffu, cost, off));
-      keep = __shfl_xor_sync(0xffffffffu, int(keep), off) || keep;
-    }
-    if (valid && lane == 0) {
-      const int64_t at = int64_t(bh) * a.block_stride + j;
-      a.ubound[at] = umax;
-      a.cost[at] = cost;
-      a.keep[at] = keep ? 1 : 0;
+        for (int g = 0; g < G; ++g) {
+          umax = fmaxf(umax, res_u[lane_block * G + g]);
+          cost = fmaxf(cost, res_term[lane_block * G + g]);
+          keep = keep || res_keep[lane_block * G + g] != 0.f;
+        }
+        const int64_t at = int64_t(bh) * a.block_stride + j;
+        a.ubound[at] = umax;
+        a.cost[at] = cost;
+        a.keep[at] = keep ? 1 : 0;
+      }
     }
   }
+  cp_async_wait_group<0>();  // (the last, empty group)
   trace_route(a, kRouteBounds);
   if (!a.fused_finish) {
     trace_route_end(a, 1);
@@ -381,8 +428,7 @@ BoundsKernel bounds_kernel_for(const RouteArgs& a) {
 
 int route_bounds_prepare(const RouteArgs& a) {
   SR_CHECK(a.group <= kMaxGroup, "routing (CUDA): group {} exceeds {}", a.group, kMaxGroup);
-  const int rows = a.kv.head_dim == 64 ? bounds_rows<64>() : bounds_rows<128>();
-  const int64_t smem = BoundsSmem(a.group, a.kv.head_dim, a.sink_capacity, rows).bytes;
+  const int64_t smem = BoundsSmem(a.group, a.kv.head_dim, a.sink_capacity).bytes;
   SR_CHECK(smem <= 160 * 1024,
            "routing (CUDA): the sink set ({} tokens: anchors + window {} + block {} - 1) of {} heads needs {} KB of "
            "shared memory, more than the 160 KB the CUDA router uses; lower the window or the block size",
@@ -397,7 +443,7 @@ int route_bounds_ctas_per_head(const RouteArgs& a, int batch, int num_kv_heads, 
   SR_CUDA_CHECK(cudaGetDevice(&dev));
   SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   // Most chunks of any sequence (adaptive: chunks can be as small as one step).
-  const int smallest = a.adaptive_chunks ? (a.kv.head_dim == 64 ? bounds_rows<64>() : bounds_rows<128>()) : kBlocksPerCta;
+  const int smallest = a.adaptive_chunks ? bounds_blocks_per_step(a.group) : kBlocksPerCta;
   const int chunks = std::max(1, (a.block_stride + smallest - 1) / smallest);
   const int two_waves = 2 * std::max(1, per_sm) * sms;
   return std::clamp(two_waves / std::max(1, batch * num_kv_heads), 1, chunks);
