@@ -22,7 +22,8 @@
 #      then bench_kernels --trace-phases -> trace.json;
 #   4. baselines.py (SDPA cuDNN/flash, FlashInfer) -> baselines.json;
 #   5. ncu: one dense and one routed (default policy) decode step at Llama-3.1-8B 64K and
-#      SmolLM2 8K, batch 1 (the attention kernels and route_bounds), text sections -> ncu.log;
+#      SmolLM2 8K, batch 1 (the attention kernels and route_bounds; NCU_CASES, NCU_KERNELS and
+#      NCU_EXTRA choose others), text sections -> ncu.log;
 #   6. compute-sanitizer memcheck and racecheck on a short filtered run (last, capped by
 #      the time left, so that a slow sanitizer cannot cost the benchmark data);
 #   7. a short table.
@@ -159,14 +160,18 @@ fi
 if [ "${SKIP_NCU:-0}" = 1 ]; then
   note "ncu: skipped (SKIP_NCU=1)"
 elif [ -n "$bin" ] && command -v ncu >/dev/null 2>&1; then
-  for shape_ctx in llama-3.1-8b:65536 smollm2-135m:8192; do
-    env LD_LIBRARY_PATH="$bin_ld" timeout 60 ncu --clock-control none --kernel-name-base function \
+  # NCU_CASES: shape:context:batch cases; NCU_KERNELS: the kernel-name regex; NCU_EXTRA:
+  # further ncu arguments (e.g. "--section SourceCounters" for the stall sampling by line).
+  for case in ${NCU_CASES:-llama-3.1-8b:65536:1 smollm2-135m:8192:1}; do
+    IFS=: read -r shape ctx batch <<<"$case"
+    # shellcheck disable=SC2086
+    env LD_LIBRARY_PATH="$bin_ld" timeout 120 ncu --clock-control none --kernel-name-base function \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section LaunchStats \
-      --section Occupancy -k regex:'attention|route_' --launch-count 3 \
+      --section Occupancy ${NCU_EXTRA:-} -k regex:"${NCU_KERNELS:-attention|route_}" --launch-count 3 \
       --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \
-      "$bin/bench_kernels" --profile-once --shapes "${shape_ctx%%:*}" --contexts "${shape_ctx##*:}" --batches 1 \
+      "$bin/bench_kernels" --profile-once --shapes "$shape" --contexts "$ctx" --batches "${batch:-1}" \
       >>"$OUT/ncu.log" 2>&1
-    note "ncu ${shape_ctx}: rc=$? $(elapsed)"
+    note "ncu ${case}: rc=$? $(elapsed)"
   done
   note "ncu: $(grep -c 'Context 1, Stream' "$OUT/ncu.log") kernels profiled"
 else

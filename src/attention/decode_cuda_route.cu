@@ -79,6 +79,10 @@ __host__ __device__ constexpr int q_stride() {  // floats
   return D + 4;
 }
 template <int D>
+__host__ __device__ constexpr int selector_stride() {  // words (box_end_selector)
+  return D / 2 + 4;
+}
+template <int D>
 __host__ __device__ constexpr int staged_summary_stride() {  // elements: the min row, the max row, padding
   return 2 * D + 8;
 }
@@ -162,56 +166,81 @@ __device__ __forceinline__ void copy_step_summaries(const RouteArgs& a, int h, i
   for (int c = tid % per_block; c < kPieces; c += per_block) cp_async16_to(smem_addr(dst + c * 8), src + c * 8, slot >= 0);
 }
 
+// Per head and pair of dimensions (2i, 2i + 1), the __byte_perm selector that picks from a
+// word of the min row (bytes 0-3) and the word of the max row (bytes 4-7) each dimension's
+// end of the box that maximises q_d x_d: the max row where q_d >= 0, else the min row (with
+// the rows swapped, the end that minimises it). Rounding is monotone, so q_d times the
+// chosen end is exactly max(q_d hi_d, q_d lo_d) as router.cpp computes it, for one
+// __byte_perm a pair instead of a second product and a max per dimension.
+__device__ __forceinline__ uint32_t box_end_selector(float q0, float q1) {
+  return (q0 >= 0.f ? 0x54u : 0x10u) | (q1 >= 0.f ? 0x7600u : 0x3200u);
+}
+
 // u = max over the box of q . k, summed in float, plus its rounding allowance err * sum |.|
 // (router.cpp's box_max_dot, in another order: the allowance covers any); with EST, also the
 // box estimate e (router.cpp's BlockBounds::box_estimate, in float; the caller takes min(u, e)).
-// q: [D] floats; s: the staged summary, min row then max row.
+// From the products at the maximising ends m_d and at the minimising ends n_d:
+// q_d (hi_d + lo_d) / 2 = (m_d + n_d) / 2 and |q_d| (hi_d - lo_d) / 2 = (m_d - n_d) / 2.
+// q: [D] floats; sel: [D / 2] selectors (box_end_selector); s: the staged summary, min row
+// then max row.
 template <int D, typename Tag, bool EST>
-__device__ __forceinline__ float box_bound(const float* q, const uint16_t* s, float err, const RouteArgs& a, float& e) {
-  float u0 = 0.f, u1 = 0.f, m0 = 0.f, m1 = 0.f, c = 0.f, spread = 0.f;  // two sums each: half the chain
+__device__ __forceinline__ float box_bound(const float* q, const uint32_t* sel, const uint16_t* s, float err,
+                                           const RouteArgs& a, float& e) {
+  float u0 = 0.f, u1 = 0.f, m0 = 0.f, m1 = 0.f;  // two sums each: half the chain
+  float n0 = 0.f, n1 = 0.f, l2 = 0.f;
 #pragma unroll 4
   for (int p = 0; p < D / 8; ++p) {
-    float lo[8], hi[8];
-    unpack8(*reinterpret_cast<const uint4*>(s + p * 8), lo, Tag{});
-    unpack8(*reinterpret_cast<const uint4*>(s + D + p * 8), hi, Tag{});
+    const uint4 lo = *reinterpret_cast<const uint4*>(s + p * 8), hi = *reinterpret_cast<const uint4*>(s + D + p * 8);
+    const uint4 sl = *reinterpret_cast<const uint4*>(sel + p * 4);
     const float4 qa = *reinterpret_cast<const float4*>(q + p * 8), qb = *reinterpret_cast<const float4*>(q + p * 8 + 4);
+    const uint32_t lw[4] = {lo.x, lo.y, lo.z, lo.w}, hw[4] = {hi.x, hi.y, hi.z, hi.w}, sw[4] = {sl.x, sl.y, sl.z, sl.w};
     const float qv[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
 #pragma unroll
-    for (int i = 0; i < 8; i += 2) {
-      const float x0 = fmaxf(qv[i] * hi[i], qv[i] * lo[i]), x1 = fmaxf(qv[i + 1] * hi[i + 1], qv[i + 1] * lo[i + 1]);
-      u0 += x0;
-      u1 += x1;
-      m0 += fabsf(x0);
-      m1 += fabsf(x1);
+    for (int i = 0; i < 4; ++i) {
+      float x0, x1;
+      unpack2(__byte_perm(lw[i], hw[i], sw[i]), x0, x1, Tag{});
+      const float p0 = qv[2 * i] * x0, p1 = qv[2 * i + 1] * x1;
+      u0 += p0;
+      u1 += p1;
+      m0 += fabsf(p0);
+      m1 += fabsf(p1);
       if constexpr (EST) {
-#pragma unroll
-        for (int t = i; t < i + 2; ++t) {
-          const float qw = qv[t] * (0.5f * (hi[t] - lo[t]));
-          c += qv[t] * (0.5f * (hi[t] + lo[t]));
-          spread += a.gauss ? qw * qw : fabsf(qw);
+        float y0, y1;
+        unpack2(__byte_perm(hw[i], lw[i], sw[i]), y0, y1, Tag{});
+        const float r0 = qv[2 * i] * y0, r1 = qv[2 * i + 1] * y1;
+        n0 += r0;
+        n1 += r1;
+        if (a.gauss) {  // uniform
+          const float w0 = p0 - r0, w1 = p1 - r1;
+          l2 = fmaf(w0, w0, l2);
+          l2 = fmaf(w1, w1, l2);
         }
       }
     }
   }
-  const float ub = (u0 + u1) + err * (m0 + m1);
-  if constexpr (EST) e = fminf(ub, c + a.spread * (a.gauss ? sqrtf(spread) : spread));
+  const float u = u0 + u1, ub = u + err * (m0 + m1);
+  if constexpr (EST) {
+    const float n = n0 + n1, c = 0.5f * (u + n);
+    e = fminf(ub, c + a.spread * (a.gauss ? 0.5f * sqrtf(l2) : 0.5f * (u - n)));
+  }
   return ub;
 }
 
 // Dynamic shared memory, in floats (each part a multiple of 4, so that what follows is
-// 16-byte aligned): q [G][q_stride] (pre-scaled), the sink scores [sink_capacity][G], each
+// 16-byte aligned): q [G][q_stride] (pre-scaled), its selectors [G][selector_stride], the sink scores [sink_capacity][G], each
 // warp's per-(block, head) results [warps][3][kMaxGroup] (u, term, keep), the summaries of
 // the even steps [RP][staged_summary_stride], then one region that first holds the sink
 // set's K rows [min(sink_capacity, kSinkPass)][D] and then the odd steps' summaries.
 struct BoundsSmem {
-  int q, scores, results, stage0, stage1, bytes;
+  int q, sel, scores, results, stage0, stage1, bytes;
   static __host__ __device__ int up4(int x) { return (x + 3) / 4 * 4; }
   __host__ __device__ BoundsSmem(int G, int D, int sink_capacity) {
     const int RP = bounds_blocks_per_step(G), stage_floats = RP * (2 * D + 8) / 2;
     const int key_tokens = sink_capacity < kSinkPass ? sink_capacity : kSinkPass;
     const int key_floats = up4(key_tokens * D / 2);
     q = 0;
-    scores = up4(G * (D + 4));
+    sel = up4(G * (D + 4));
+    scores = sel + G * (D / 2 + 4);
     results = scores + up4(sink_capacity * G);
     stage0 = results + kBoundsThreads / 32 * 3 * kMaxGroup;
     stage1 = stage0 + stage_floats;
@@ -258,6 +287,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const BoundsSmem lay(G, D, a.sink_capacity);
   float* qs = dsm + lay.q;
   float* sc = dsm + lay.scores;
+  uint32_t* sel = reinterpret_cast<uint32_t*>(dsm + lay.sel);
   uint16_t* stage[2] = {reinterpret_cast<uint16_t*>(dsm + lay.stage0), reinterpret_cast<uint16_t*>(dsm + lay.stage1)};
   uint16_t* ks = stage[1];  // the sink set's K rows, before the first odd step
 
@@ -291,6 +321,11 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const int na = anchors_before(a, bh, ws);
   const int count = na + int(n - ws);
   __syncthreads();
+#pragma unroll 1
+  for (int i = tid; i < G * D / 2; i += kBoundsThreads) {  // read from the first step on
+    const float* qp = qs + i / (D / 2) * q_stride<D>() + i % (D / 2) * 2;
+    sel[i / (D / 2) * selector_stride<D>() + i % (D / 2)] = box_end_selector(qp[0], qp[1]);
+  }
   trace_route(a, kRouteQ);
   sink_scores<D, Tag>(a, b, h, a.kv.anchor_pos + int64_t(bh) * a.kv.max_anchors, na, ws, count, qs, ks, sc);
   __syncthreads();
@@ -355,8 +390,9 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
         for (int g = first_head; g < G; g += LPB) {
           float e = 0.f;
           const float* q = qs + g * q_stride<D>();
-          const float u = a.estimate ? box_bound<D, Tag, true>(q, summary, err, a, e)
-                                     : box_bound<D, Tag, false>(q, summary, err, a, e);
+          const uint32_t* qsel = sel + g * selector_stride<D>();
+          const float u = a.estimate ? box_bound<D, Tag, true>(q, qsel, summary, err, a, e)
+                                     : box_bound<D, Tag, false>(q, qsel, summary, err, a, e);
           const double term = block_term(u, s_m[g], s_z[g], R);
           const float up = __double2float_ru(term);
           const bool keep = (a.estimate ? block_term(e, s_m[g], s_z[g], R) : term) > a.tau;

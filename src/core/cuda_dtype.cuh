@@ -38,6 +38,16 @@ __device__ __forceinline__ void unpack8(const uint4& raw, float (&x)[8], Tag) {
   }
 }
 
+// The two 16-bit values of one 32-bit word (low half first), widened to float.
+__device__ __forceinline__ void unpack2(uint32_t w, float& lo, float& hi, Bf16Tag) {
+  lo = __uint_as_float(w << 16);
+  hi = __uint_as_float(w & 0xffff0000u);
+}
+__device__ __forceinline__ void unpack2(uint32_t w, float& lo, float& hi, F16Tag) {
+  lo = bits_to_float(uint16_t(w & 0xffffu), F16Tag{});
+  hi = bits_to_float(uint16_t(w >> 16), F16Tag{});
+}
+
 // Input element loads for appends and queries: float, or 16-bit bits of either type.
 __device__ __forceinline__ float load_as_float(const float* p, int64_t i) { return p[i]; }
 __device__ __forceinline__ float load_as_float(const __nv_bfloat16* p, int64_t i) {
