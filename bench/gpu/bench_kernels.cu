@@ -15,6 +15,8 @@
 //       the first shape, context and batch, nothing else: for ncu
 //       (bench/gpu/run_on_device.sh), whose kernel filter then sees attention,
 //       route_bounds (fast mode finishes the routing there), attention.
+//   --probe-policy fast: the routed call of those two is the sinkrouter_fast rows' policy
+//       (fast mode deciding on the bound itself) instead of the default policy.
 //
 // Method (docs/PERF.md, "CUDA decode kernels"):
 //   - caches are generated on the device (hash-based pseudo-normal keys and values, a
@@ -256,6 +258,18 @@ nlohmann::json summarise_phases(const std::vector<long long>& tr, int ctas, doub
   return j;
 }
 
+// The routed policy that --profile-once and --trace-phases run: "default" (the product's:
+// fast mode, gauss estimate) or "fast" (fast mode deciding on the bound itself, tau 1e-3:
+// the sinkrouter_fast rows).
+sr::AttentionPolicy probe_routed_policy(const std::string& name) {
+  if (name == "default") return sr::default_sinkrouter_policy();
+  sr::AttentionPolicy f;
+  f.kind = sr::PolicyKind::SinkRouter;
+  f.mode = sr::RouterMode::Fast;
+  f.tau = 1e-3;
+  return f;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -265,6 +279,7 @@ int main(int argc, char** argv) {
   std::string shape_filter;
   int reps = 30;
   bool profile_once = false, trace_phases = false;
+  std::string probe_policy = "default";  // the routed policy of --profile-once and --trace-phases
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
     if (k == "--profile-once" || k == "--trace-phases") {
@@ -281,6 +296,7 @@ int main(int argc, char** argv) {
     else if (k == "--batches") batches = parse_list(v);
     else if (k == "--reps") reps = std::stoi(v);
     else if (k == "--shapes") shape_filter = "," + v + ",";
+    else if (k == "--probe-policy" && (v == "default" || v == "fast")) probe_policy = v;
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
@@ -343,7 +359,7 @@ int main(int argc, char** argv) {
           };
           if (profile_once) {  // one eager dense run, one routed run; ncu picks the kernels
             generate(50);
-            const sr::AttentionPolicy routed = sr::default_sinkrouter_policy();  // fast: route_bounds alone
+            const sr::AttentionPolicy routed = probe_routed_policy(probe_policy);
             sr::CudaDecoder dense(cache.view(0, int(B)), sh.q_heads, sr::AttentionPolicy{}, scale);
             sr::CudaDecoder router(cache.view(0, int(B)), sh.q_heads, routed, scale);
             dense.run(cache.view(0, int(B)), q, sr::DType::BF16, out, sr::DType::BF16, stream);
@@ -376,7 +392,7 @@ int main(int argc, char** argv) {
             int clock_khz = 0;
             SR_CUDA_CHECK(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, 0));
             for (const bool routed : {false, true}) {
-              const sr::AttentionPolicy policy = routed ? sr::default_sinkrouter_policy() : sr::AttentionPolicy{};
+              const sr::AttentionPolicy policy = routed ? probe_routed_policy(probe_policy) : sr::AttentionPolicy{};
               sr::CudaDecoder dec(cache.view(0, int(B)), sh.q_heads, policy, scale);
               const size_t slots = size_t(dec.grid_ctas()) * sr::kPhaseTraceSlots;
               const size_t route_slots = size_t(dec.route_trace_ctas()) * sr::kRouteTraceSlots;

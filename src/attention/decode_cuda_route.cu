@@ -149,9 +149,11 @@ __device__ void sink_scores(const RouteArgs& a, int b, int h, const int32_t* anc
   }
 }
 
-// The slot of block j of sequence b, -1 past nbr.
-__device__ __forceinline__ int32_t summary_slot(const RouteArgs& a, int b, int64_t j, int64_t nbr) {
-  return j < nbr ? a.kv.summary_slot(b, j) : -1;
+// The slot of block j, -1 past nbr. slots: the sequence's row of the summary table
+// (PagedKV::summary_slot's), looked up once: through the kernel's argument it would be two
+// dependent loads a step, the row's start reloaded after every store.
+__device__ __forceinline__ int32_t summary_slot(const int32_t* slots, int64_t j, int64_t nbr) {
+  return j < nbr ? slots[j] : -1;
 }
 // Copies one step's summaries (head h; min row then max row, 2D elements a block) into
 // `stage` [RP][staged_summary_stride]: thread tid copies 16-byte pieces of step block
@@ -309,9 +311,10 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     kn = 0;
     c0n += chunk_stride;
   }
-  copy_step_summaries<D>(a, h, summary_slot(a, b, steps > 0 ? c0 + copy_block : nbr, nbr), RP, stage[0]);
+  const int32_t* slots = a.kv.summary_indices + a.kv.summary_indptr[b];
+  copy_step_summaries<D>(a, h, summary_slot(slots, steps > 0 ? c0 + copy_block : nbr, nbr), RP, stage[0]);
   cp_async_commit_group();
-  int32_t slot_next = summary_slot(a, b, steps > 1 ? c0n + kn * RP + copy_block : nbr, nbr);  // step 1's
+  int32_t slot_next = summary_slot(slots, steps > 1 ? c0n + kn * RP + copy_block : nbr, nbr);  // step 1's
 
   // 1. Sink signal.
 #pragma unroll 1
@@ -381,7 +384,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     __syncthreads();           // everyone's; and step t - 1's reads of the other buffer are done
     if (t + 1 < steps) copy_step_summaries<D>(a, h, slot_next, RP, stage[(t + 1) & 1]);
     cp_async_commit_group();
-    slot_next = summary_slot(a, b, t + 2 < steps ? c0n + kn * RP + copy_block : nbr, nbr);
+    slot_next = summary_slot(slots, t + 2 < steps ? c0n + kn * RP + copy_block : nbr, nbr);
     const bool valid = lane_on && j < nbr;
     if (__any_sync(0xffffffffu, valid)) {  // uniform per warp
       const uint16_t* summary = stage[t & 1] + step_block * staged_summary_stride<D>();
