@@ -26,12 +26,12 @@
 #include "core/cuda_dtype.cuh"
 #include "core/cuda_launch.cuh"
 #include "decode_cuda_kernels.cuh"
+#include "decode_cuda_route_bounds.cuh"
 #include "decode_cuda_route_tail.cuh"
 
 namespace sinkrouter::cuda {
 namespace {
 
-constexpr int kBoundsThreads = 256;
 // Routable blocks per chunk. One step of the row groups (16 / 32 blocks) was measured in
 // kernel run 8j: the small calls' pass -5 to -12 us (one CTA per (b, h) no longer takes 4-8
 // steps in series), but +10 to +11 us where that makes 512+ CTAs each recompute the sink
@@ -54,38 +54,6 @@ constexpr int kFusedItems = 4;   // blocks per thread per round of the fused fin
 // Sink-set tokens whose K rows are staged in shared memory at once (a longer sink set is
 // scored in passes).
 constexpr int kSinkPass = 256;
-
-// One step of a CTA bounds bounds_blocks_per_step(G) blocks: each warp takes
-// bounds_blocks_per_warp(G) of them side by side, bounds_lanes_per_block(G) lanes a block and
-// one head a lane (heads g, g + 32, ... in the lane where the group is wider than a warp).
-// A lane sums all D dimensions of its (block, head) itself, so that a step has no shuffles
-// and 32 (block, head) terms per warp run their double-precision exponentials side by side
-// (kernel run 11e's ncu: the earlier layout, 8 dimensions a lane and a butterfly per head,
-// stalled on the shuffles' and the serial heads' latencies, 3.2 us a step of 16 blocks).
-// Blocks per warp are a power of two (so that a step divides the 128-block chunk) and at
-// most 8 (the summaries' shared memory).
-__host__ __device__ constexpr int bounds_lanes_per_block(int G) { return G < 32 ? G : 32; }
-__host__ __device__ constexpr int bounds_blocks_per_warp(int G) {
-  const int fit = 32 / bounds_lanes_per_block(G);
-  return fit >= 8 ? 8 : fit >= 4 ? 4 : fit >= 2 ? 2 : 1;
-}
-__host__ __device__ constexpr int bounds_blocks_per_step(int G) {
-  return kBoundsThreads / 32 * bounds_blocks_per_warp(G);
-}
-// q rows and staged summaries are padded by 16 bytes, so that the lanes of a warp reading
-// the same 16-byte piece of different heads' rows (blocks' summaries) hit different banks.
-template <int D>
-__host__ __device__ constexpr int q_stride() {  // floats
-  return D + 4;
-}
-template <int D>
-__host__ __device__ constexpr int selector_stride() {  // words (box_end_selector)
-  return D / 2 + 4;
-}
-template <int D>
-__host__ __device__ constexpr int staged_summary_stride() {  // elements: the min row, the max row, padding
-  return 2 * D + 8;
-}
 
 // R exp(u - m) / Z in double, rounded as router.cpp does (the caller rounds up to float).
 __device__ __noinline__ double block_term(float u, double m, double z, int R) {
@@ -168,83 +136,24 @@ __device__ __forceinline__ void copy_step_summaries(const RouteArgs& a, int h, i
   for (int c = tid % per_block; c < kPieces; c += per_block) cp_async16_to(smem_addr(dst + c * 8), src + c * 8, slot >= 0);
 }
 
-// Per head and pair of dimensions (2i, 2i + 1), the __byte_perm selector that picks from a
-// word of the min row (bytes 0-3) and the word of the max row (bytes 4-7) each dimension's
-// end of the box that maximises q_d x_d: the max row where q_d >= 0, else the min row (with
-// the rows swapped, the end that minimises it). Rounding is monotone, so q_d times the
-// chosen end is exactly max(q_d hi_d, q_d lo_d) as router.cpp computes it, for one
-// __byte_perm a pair instead of a second product and a max per dimension.
-__device__ __forceinline__ uint32_t box_end_selector(float q0, float q1) {
-  return (q0 >= 0.f ? 0x54u : 0x10u) | (q1 >= 0.f ? 0x7600u : 0x3200u);
-}
-
-// u = max over the box of q . k, summed in float, plus its rounding allowance err * sum |.|
-// (router.cpp's box_max_dot, in another order: the allowance covers any); with EST, also the
-// box estimate e (router.cpp's BlockBounds::box_estimate, in float; the caller takes min(u, e)).
-// From the products at the maximising ends m_d and at the minimising ends n_d:
-// q_d (hi_d + lo_d) / 2 = (m_d + n_d) / 2 and |q_d| (hi_d - lo_d) / 2 = (m_d - n_d) / 2.
-// q: [D] floats; sel: [D / 2] selectors (box_end_selector); s: the staged summary, min row
-// then max row.
-template <int D, typename Tag, bool EST>
-__device__ __forceinline__ float box_bound(const float* q, const uint32_t* sel, const uint16_t* s, float err,
-                                           const RouteArgs& a, float& e) {
-  float u0 = 0.f, u1 = 0.f, m0 = 0.f, m1 = 0.f;  // two sums each: half the chain
-  float n0 = 0.f, n1 = 0.f, l2 = 0.f;
-#pragma unroll 4
-  for (int p = 0; p < D / 8; ++p) {
-    const uint4 lo = *reinterpret_cast<const uint4*>(s + p * 8), hi = *reinterpret_cast<const uint4*>(s + D + p * 8);
-    const uint4 sl = *reinterpret_cast<const uint4*>(sel + p * 4);
-    const float4 qa = *reinterpret_cast<const float4*>(q + p * 8), qb = *reinterpret_cast<const float4*>(q + p * 8 + 4);
-    const uint32_t lw[4] = {lo.x, lo.y, lo.z, lo.w}, hw[4] = {hi.x, hi.y, hi.z, hi.w}, sw[4] = {sl.x, sl.y, sl.z, sl.w};
-    const float qv[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      float x0, x1;
-      unpack2(__byte_perm(lw[i], hw[i], sw[i]), x0, x1, Tag{});
-      const float p0 = qv[2 * i] * x0, p1 = qv[2 * i + 1] * x1;
-      u0 += p0;
-      u1 += p1;
-      m0 += fabsf(p0);
-      m1 += fabsf(p1);
-      if constexpr (EST) {
-        float y0, y1;
-        unpack2(__byte_perm(hw[i], lw[i], sw[i]), y0, y1, Tag{});
-        const float r0 = qv[2 * i] * y0, r1 = qv[2 * i + 1] * y1;
-        n0 += r0;
-        n1 += r1;
-        if (a.gauss) {  // uniform
-          const float w0 = p0 - r0, w1 = p1 - r1;
-          l2 = fmaf(w0, w0, l2);
-          l2 = fmaf(w1, w1, l2);
-        }
-      }
-    }
-  }
-  const float u = u0 + u1, ub = u + err * (m0 + m1);
-  if constexpr (EST) {
-    const float n = n0 + n1, c = 0.5f * (u + n);
-    e = fminf(ub, c + a.spread * (a.gauss ? 0.5f * sqrtf(l2) : 0.5f * (u - n)));
-  }
-  return ub;
-}
-
 // Dynamic shared memory, in floats (each part a multiple of 4, so that what follows is
-// 16-byte aligned): q [G][q_stride] (pre-scaled), its selectors [G][selector_stride], the sink scores [sink_capacity][G], each
-// warp's per-(block, head) results [warps][3][kMaxGroup] (u, term, keep), the summaries of
-// the even steps [RP][staged_summary_stride], then one region that first holds the sink
-// set's K rows [min(sink_capacity, kSinkPass)][D] and then the odd steps' summaries.
+// 16-byte aligned): q [G][q_stride] (pre-scaled), its selectors [G][selector_stride], the
+// sink scores [sink_capacity][G], the step's per-(block, head) results
+// [3][BoundsMap::kMaxResults] (u, term, keep), the summaries of the even steps
+// [blocks][staged_summary_stride], then one region that first holds the sink set's K rows
+// [min(sink_capacity, kSinkPass)][D] and then the odd steps' summaries.
 struct BoundsSmem {
   int q, sel, scores, results, stage0, stage1, bytes;
   static __host__ __device__ int up4(int x) { return (x + 3) / 4 * 4; }
   __host__ __device__ BoundsSmem(int G, int D, int sink_capacity) {
-    const int RP = bounds_blocks_per_step(G), stage_floats = RP * (2 * D + 8) / 2;
+    const int RP = BoundsMap(G).blocks, stage_floats = RP * (2 * D + 32) / 2;
     const int key_tokens = sink_capacity < kSinkPass ? sink_capacity : kSinkPass;
     const int key_floats = up4(key_tokens * D / 2);
     q = 0;
     sel = up4(G * (D + 4));
     scores = sel + G * (D / 2 + 4);
     results = scores + up4(sink_capacity * G);
-    stage0 = results + kBoundsThreads / 32 * 3 * kMaxGroup;
+    stage0 = results + 3 * BoundsMap::kMaxResults;
     stage1 = stage0 + stage_floats;
     bytes = (stage1 + (stage_floats > key_floats ? stage_floats : key_floats)) * 4;
   }
@@ -262,7 +171,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   trace_route(a, kRouteStartNs);
   trace_route(a, kRouteEntry);
   const int bh = int(blockIdx.y), H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
-  const int G = a.group, R = a.kv.block_size, tid = int(threadIdx.x), RP = bounds_blocks_per_step(G);
+  const int G = a.group, R = a.kv.block_size, tid = int(threadIdx.x), RP = BoundsMap(G).blocks;
   const int64_t n = a.seq_lens[b];
   const int64_t ws = window_start_of(n, a.window, R);
   const int64_t nbr = ws / R;
@@ -290,8 +199,9 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   float* qs = dsm + lay.q;
   float* sc = dsm + lay.scores;
   uint32_t* sel = reinterpret_cast<uint32_t*>(dsm + lay.sel);
-  uint16_t* stage[2] = {reinterpret_cast<uint16_t*>(dsm + lay.stage0), reinterpret_cast<uint16_t*>(dsm + lay.stage1)};
-  uint16_t* ks = stage[1];  // the sink set's K rows, before the first odd step
+  uint16_t* const even_stage = reinterpret_cast<uint16_t*>(dsm + lay.stage0);
+  uint16_t* const odd_stage = reinterpret_cast<uint16_t*>(dsm + lay.stage1);
+  uint16_t* ks = odd_stage;  // the sink set's K rows, before the first odd step
 
   // Steps of this CTA: step t bounds blocks chunk x + (t / PER) * gridDim.x, k = t % PER,
   // RP of them. The first step's summaries are copied first: their latency overlaps the
@@ -312,7 +222,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     c0n += chunk_stride;
   }
   const int32_t* slots = a.kv.summary_indices + a.kv.summary_indptr[b];
-  copy_step_summaries<D>(a, h, summary_slot(slots, steps > 0 ? c0 + copy_block : nbr, nbr), RP, stage[0]);
+  copy_step_summaries<D>(a, h, summary_slot(slots, steps > 0 ? c0 + copy_block : nbr, nbr), RP, even_stage);
   cp_async_commit_group();
   int32_t slot_next = summary_slot(slots, steps > 1 ? c0n + kn * RP + copy_block : nbr, nbr);  // step 1's
 
@@ -357,21 +267,24 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     a.sink_sum[qi] = float(s_z[tid]);
   }
 
-  // 2. Bounds. Lane wl of a warp bounds step block warp * BW + wl / LPB for heads
-  // wl % LPB, + LPB, ...; it keeps its u, term and keep in the warp's results, from which
-  // the block's first lane takes the maxima.
+  // 2. Bounds, a step of RP blocks at a time (decode_cuda_route_bounds.cuh): the quads sum
+  // their (block, head)'s quarters, in rounds of 4 iterations after which lane `part` of
+  // each quad turns iteration part's sums into the term (32 terms a warp side by side), and
+  // keeps u, the term and keep in the step's results, from which thread i takes block i's
+  // maxima over the heads.
   const float err = dot_error_factor(D);
-  const int LPB = bounds_lanes_per_block(G), BW = bounds_blocks_per_warp(G);
-  const int lane_block = wl / LPB, first_head = wl % LPB;
-  const bool lane_on = lane_block < BW;
-  const int step_block = warp * BW + (lane_on ? lane_block : 0);
+  const BoundsMap map(G);
+  const BoundsLane me(map, G, warp, wl);
+  QuarterQuery<D> qq;
+  qq.load(qs, sel, me.head, me.part);
+  const double sink_m = s_m[me.head], sink_z = s_z[me.head];
   float* bterm = a.bterm + int64_t(bh) * a.block_stride * G;
-  float* res_u = dsm + lay.results + warp * 3 * kMaxGroup;  // [BW][G] of this warp
-  float* res_term = res_u + kMaxGroup;
-  float* res_keep = res_term + kMaxGroup;
+  float* res_u = dsm + lay.results;  // [RP][G]
+  float* res_term = res_u + BoundsMap::kMaxResults;
+  float* res_keep = res_term + BoundsMap::kMaxResults;
 #pragma unroll 1
   for (int64_t t = 0; t < steps; ++t) {
-    const int64_t j = c0 + k * RP + step_block;
+    const int64_t j0 = c0 + k * RP;  // the step's first block
     if (++k == PER) {  // (c0, k) moves on to step t + 1
       k = 0;
       c0 += chunk_stride;
@@ -381,45 +294,56 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
       c0n += chunk_stride;
     }
     cp_async_wait_group<0>();  // this thread's copies of step t
-    __syncthreads();           // everyone's; and step t - 1's reads of the other buffer are done
-    if (t + 1 < steps) copy_step_summaries<D>(a, h, slot_next, RP, stage[(t + 1) & 1]);
+    __syncthreads();           // everyone's; step t - 1's reads of the other buffer and of the results are done
+    if (t + 1 < steps) copy_step_summaries<D>(a, h, slot_next, RP, (t & 1) ? even_stage : odd_stage);
     cp_async_commit_group();
     slot_next = summary_slot(slots, t + 2 < steps ? c0n + kn * RP + copy_block : nbr, nbr);
-    const bool valid = lane_on && j < nbr;
-    if (__any_sync(0xffffffffu, valid)) {  // uniform per warp
-      const uint16_t* summary = stage[t & 1] + step_block * staged_summary_stride<D>();
-      if (lane_on) {
+    const uint16_t* staged = (t & 1) ? odd_stage : even_stage;
 #pragma unroll 1
-        for (int g = first_head; g < G; g += LPB) {
-          float e = 0.f;
-          const float* q = qs + g * q_stride<D>();
-          const uint32_t* qsel = sel + g * selector_stride<D>();
-          const float u = a.estimate ? box_bound<D, Tag, true>(q, qsel, summary, err, a, e)
-                                     : box_bound<D, Tag, false>(q, qsel, summary, err, a, e);
-          const double term = block_term(u, s_m[g], s_z[g], R);
-          const float up = __double2float_ru(term);
-          const bool keep = (a.estimate ? block_term(e, s_m[g], s_z[g], R) : term) > a.tau;
-          if (valid) bterm[j * G + g] = up;
-          res_u[lane_block * G + g] = u;
-          res_term[lane_block * G + g] = up;
-          res_keep[lane_block * G + g] = keep ? 1.f : 0.f;
+    for (int r0 = 0; r0 < map.iterations; r0 += 4) {
+      float my_u = 0.f, my_e = 0.f;  // iteration r0 + part's bound and estimate
+#pragma unroll 1
+      for (int i = 0; i < 4 && r0 + i < map.iterations; ++i) {
+        const int sb = me.block(r0 + i);
+        if (!__any_sync(0xffffffffu, j0 + sb < nbr)) continue;  // uniform per warp: the shuffles stay full
+        const uint16_t* summary = staged + sb * staged_summary_stride<D>();
+        const BoxSums bs = a.estimate ? box_sums<D, Tag, true>(qq, summary, me.part, a.gauss)
+                                      : box_sums<D, Tag, false>(qq, summary, me.part, a.gauss);
+        const float ub = bs.u + err * bs.mag;
+        if (me.part == i) {
+          my_u = ub;
+          // router.cpp's BlockBounds::box_estimate, in float
+          if (a.estimate)
+            my_e = fminf(ub, 0.5f * (bs.u + bs.n) + a.spread * (a.gauss ? 0.5f * sqrtf(bs.l2) : 0.5f * (bs.u - bs.n)));
         }
       }
-      __syncwarp();
-      if (valid && first_head == 0) {
-        float umax = -INFINITY, cost = 0.f;
-        bool keep = false;
-#pragma unroll 1
-        for (int g = 0; g < G; ++g) {
-          umax = fmaxf(umax, res_u[lane_block * G + g]);
-          cost = fmaxf(cost, res_term[lane_block * G + g]);
-          keep = keep || res_keep[lane_block * G + g] != 0.f;
-        }
-        const int64_t at = int64_t(bh) * a.block_stride + j;
-        a.ubound[at] = umax;
-        a.cost[at] = cost;
-        a.keep[at] = keep ? 1 : 0;
+      const int it = r0 + me.part;
+      if (me.active && it < map.iterations) {
+        const int sb = me.block(it);
+        const int64_t j = j0 + sb;
+        const double term = block_term(my_u, sink_m, sink_z, R);
+        const float up = __double2float_ru(term);
+        const bool keep = (a.estimate ? block_term(my_e, sink_m, sink_z, R) : term) > a.tau;
+        if (j < nbr) bterm[j * G + me.head] = up;
+        res_u[sb * G + me.head] = my_u;
+        res_term[sb * G + me.head] = up;
+        res_keep[sb * G + me.head] = keep ? 1.f : 0.f;
       }
+    }
+    __syncthreads();
+    if (tid < RP && j0 + tid < nbr) {
+      float umax = -INFINITY, cost = 0.f;
+      bool keep = false;
+#pragma unroll 1
+      for (int g = 0; g < G; ++g) {
+        umax = fmaxf(umax, res_u[tid * G + g]);
+        cost = fmaxf(cost, res_term[tid * G + g]);
+        keep = keep || res_keep[tid * G + g] != 0.f;
+      }
+      const int64_t at = int64_t(bh) * a.block_stride + j0 + tid;
+      a.ubound[at] = umax;
+      a.cost[at] = cost;
+      a.keep[at] = keep ? 1 : 0;
     }
   }
   cp_async_wait_group<0>();  // (the last, empty group)
@@ -482,7 +406,7 @@ int route_bounds_ctas_per_head(const RouteArgs& a, int batch, int num_kv_heads, 
   SR_CUDA_CHECK(cudaGetDevice(&dev));
   SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   // Most chunks of any sequence (adaptive: chunks can be as small as one step).
-  const int smallest = a.adaptive_chunks ? bounds_blocks_per_step(a.group) : kBlocksPerCta;
+  const int smallest = a.adaptive_chunks ? BoundsMap(a.group).blocks : kBlocksPerCta;
   const int chunks = std::max(1, (a.block_stride + smallest - 1) / smallest);
   const int two_waves = 2 * std::max(1, per_sm) * sms;
   return std::clamp(two_waves / std::max(1, batch * num_kv_heads), 1, chunks);
