@@ -64,7 +64,7 @@ struct AttnArgs {
 };
 
 // The routing pass: two kernels (fast mode: route_bounds alone, see fused_finish).
-//   route_bounds: grid (bounds_ctas_per_head, B*H), at most about two waves. Every CTA
+//   route_bounds: grid (bounds_ctas_per_head, B*H), at most about one wave. Every CTA
 //     computes the sink signal of its (b, h) (the anchors and window are a few hundred
 //     tokens at most, read from L2; recomputing them per CTA costs less than a separate
 //     launch), then the bound terms of its chunks of routable blocks from their summaries;
@@ -113,6 +113,9 @@ struct RouteArgs {
   int32_t* extra_anchors; int32_t* extra_count;
   int32_t* window_start; int32_t* routed_tokens;
   float* delta; float* skipped_v_bound;  // [B*QH]
+  // Fused fast finish: each route_bounds CTA's certificate sums over the blocks it skipped,
+  // [B*H, bounds_ctas_per_head, 2, G]: sum b_jg, then sum b_jg vmax_j (double).
+  double* cert_partial;
   HeadStats* stats;                      // [B*H]
   // Profiling only (CudaDecoder::set_route_trace): [route_bounds CTAs, kRouteTraceSlots]
   // stamps (RouteSlot) by thread 0 of each CTA, CTA index y * gridDim.x + x; null: off.
@@ -152,7 +155,7 @@ void raise_smem_limit(const void* kernel, int smem);
 
 // Routing: dynamic shared memory of the two kernels (sets their limits; plan time).
 int route_bounds_prepare(const RouteArgs& args);
-// route_bounds CTAs per (b, h) for a grid of about two waves on this device.
+// route_bounds CTAs per (b, h) for a grid of about one wave on this device.
 int route_bounds_ctas_per_head(const RouteArgs& args, int batch, int num_kv_heads, int smem);
 int route_select_prepare(const RouteArgs& args);
 void route_bounds_launch(const RouteArgs& args, int batch, int num_kv_heads, int smem, cudaStream_t stream);

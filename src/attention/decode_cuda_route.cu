@@ -1,7 +1,7 @@
 // The routing pass of the CUDA decoder (DESIGN.md sections 2 and 5), first kernel:
 // route_bounds, mirroring router.cpp's plan_decode up to the per-block bound terms.
 //
-// grid (RouteArgs::bounds_ctas_per_head, B*H), 256 threads, about two waves: CTA x of a
+// grid (RouteArgs::bounds_ctas_per_head, B*H), 256 threads, about one wave: CTA x of a
 // (b, h) takes its chunks of kBlocksPerCta routable blocks x, x + gridDim.x, ... Every CTA
 //   1. copies its first step's min/max summaries into shared memory (cp.async, before the
 //      sink signal, whose work hides their latency);
@@ -43,8 +43,10 @@ namespace {
 // explained: runs 9g-9i gave the adaptive kernel the fixed chunks there and it stayed slower).
 constexpr int kBlocksPerCta = 128;
 constexpr int kMaxStepsPerCta = 4;
-constexpr int kMaxGroup = 64;
-constexpr int kFusedItems = 4;   // blocks per thread per round of the fused finish (compact code)
+constexpr int kMaxGroup = kRouteMaxGroup;
+// Blocks per thread per round of the fused finish (its decisions and kept list only: the
+// certificate's sums come from the CTAs' partials).
+constexpr int kFusedItems = 16;
 
 // Why the code is written compactly (rolled loops, the double-precision terms in one
 // out-of-line function): a routing CTA runs once per SM per step, so every instruction it
@@ -125,11 +127,16 @@ __device__ __forceinline__ int32_t summary_slot(const int32_t* slots, int64_t j,
 }
 // Copies one step's summaries (head h; min row then max row, 2D elements a block) into
 // `stage` [RP][staged_summary_stride]: thread tid copies 16-byte pieces of step block
-// tid / (256 / RP), whose slot it holds (zeros for slot -1). Not committed here.
+// tid / (256 / RP), whose slot it holds (zeros for slot -1); with `norms` [RP], the first of
+// them also the block's value norm (the certificate's vmax_j). Not committed here.
 template <int D>
-__device__ __forceinline__ void copy_step_summaries(const RouteArgs& a, int h, int32_t slot, int RP, uint16_t* stage) {
+__device__ __forceinline__ void copy_step_summaries(const RouteArgs& a, int h, int32_t slot, int RP, uint16_t* stage,
+                                                    float* norms) {
   constexpr int kPieces = 2 * D / 8;
   const int tid = int(threadIdx.x), per_block = kBoundsThreads / RP;
+  if (norms != nullptr && tid % per_block == 0)
+    cp_async4_to(smem_addr(norms + tid / per_block), a.kv.value_norm_max + (slot >= 0 ? a.kv.slot_value_norm_index(slot, h) : 0),
+                 slot >= 0);
   const uint16_t* src = static_cast<const uint16_t*>(a.kv.summaries) + (slot >= 0 ? a.kv.slot_summary_offset(slot, h) : 0);
   uint16_t* dst = stage + (tid / per_block) * staged_summary_stride<D>();
 #pragma unroll 1
@@ -139,11 +146,12 @@ __device__ __forceinline__ void copy_step_summaries(const RouteArgs& a, int h, i
 // Dynamic shared memory, in floats (each part a multiple of 4, so that what follows is
 // 16-byte aligned): q [G][q_stride] (pre-scaled), its selectors [G][selector_stride], the
 // sink scores [sink_capacity][G], the step's per-(block, head) results
-// [3][BoundsMap::kMaxResults] (u, term, keep), the summaries of the even steps
+// [3][BoundsMap::kMaxResults] (u, term, keep), the value norms of the even and the odd
+// steps' blocks [2][64], the summaries of the even steps
 // [blocks][staged_summary_stride], then one region that first holds the sink set's K rows
 // [min(sink_capacity, kSinkPass)][D] and then the odd steps' summaries.
 struct BoundsSmem {
-  int q, sel, scores, results, stage0, stage1, bytes;
+  int q, sel, scores, results, norms, stage0, stage1, bytes;
   static __host__ __device__ int up4(int x) { return (x + 3) / 4 * 4; }
   __host__ __device__ BoundsSmem(int G, int D, int sink_capacity) {
     const int RP = BoundsMap(G).blocks, stage_floats = RP * (2 * D + 32) / 2;
@@ -153,9 +161,12 @@ struct BoundsSmem {
     sel = up4(G * (D + 4));
     scores = sel + G * (D / 2 + 4);
     results = scores + up4(sink_capacity * G);
-    stage0 = results + 3 * BoundsMap::kMaxResults;
+    norms = results + 3 * BoundsMap::kMaxResults;
+    stage0 = norms + 2 * 64;
     stage1 = stage0 + stage_floats;
     bytes = (stage1 + (stage_floats > key_floats ? stage_floats : key_floats)) * 4;
+    const int cert_bytes = (stage0 + 2 * kBoundsThreads * 2 * 2) * 4;  // the certificate's reduction, after the steps
+    bytes = bytes > cert_bytes ? bytes : cert_bytes;
   }
 };
 
@@ -176,7 +187,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const int64_t ws = window_start_of(n, a.window, R);
   const int64_t nbr = ws / R;
   // Chunks of `chunk` blocks (PER steps): CTA x takes chunks x, x + gridDim.x, ... (a grid
-  // of about two waves, so that the sink signal below is paid once per CTA, not per chunk).
+  // of about one wave, so that the sink signal below is paid once per CTA and SM).
   int64_t chunk = kBlocksPerCta;
   if constexpr (ADAPTIVE) {
     const int64_t nsteps = (nbr + RP - 1) / RP;
@@ -202,6 +213,9 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   uint16_t* const even_stage = reinterpret_cast<uint16_t*>(dsm + lay.stage0);
   uint16_t* const odd_stage = reinterpret_cast<uint16_t*>(dsm + lay.stage1);
   uint16_t* ks = odd_stage;  // the sink set's K rows, before the first odd step
+  // Value norms: only the fused finish takes the certificate here (route_select otherwise).
+  float* const even_norms = a.fused_finish ? dsm + lay.norms : nullptr;
+  float* const odd_norms = a.fused_finish ? dsm + lay.norms + 64 : nullptr;
 
   // Steps of this CTA: step t bounds blocks chunk x + (t / PER) * gridDim.x, k = t % PER,
   // RP of them. The first step's summaries are copied first: their latency overlaps the
@@ -222,7 +236,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     c0n += chunk_stride;
   }
   const int32_t* slots = a.kv.summary_indices + a.kv.summary_indptr[b];
-  copy_step_summaries<D>(a, h, summary_slot(slots, steps > 0 ? c0 + copy_block : nbr, nbr), RP, even_stage);
+  copy_step_summaries<D>(a, h, summary_slot(slots, steps > 0 ? c0 + copy_block : nbr, nbr), RP, even_stage, even_norms);
   cp_async_commit_group();
   int32_t slot_next = summary_slot(slots, steps > 1 ? c0n + kn * RP + copy_block : nbr, nbr);  // step 1's
 
@@ -282,6 +296,10 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   float* res_u = dsm + lay.results;  // [RP][G]
   float* res_term = res_u + BoundsMap::kMaxResults;
   float* res_keep = res_term + BoundsMap::kMaxResults;
+  // Fused finish: this thread's certificate sums (sum b_jg, sum b_jg vmax_j) over skipped
+  // blocks, for step entries tid and tid + 256 (block e / G, head e % G: the same heads at
+  // every step).
+  double cert[2][2] = {{0, 0}, {0, 0}};
 #pragma unroll 1
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t j0 = c0 + k * RP;  // the step's first block
@@ -295,7 +313,8 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     }
     cp_async_wait_group<0>();  // this thread's copies of step t
     __syncthreads();           // everyone's; step t - 1's reads of the other buffer and of the results are done
-    if (t + 1 < steps) copy_step_summaries<D>(a, h, slot_next, RP, (t & 1) ? even_stage : odd_stage);
+    if (t + 1 < steps)
+      copy_step_summaries<D>(a, h, slot_next, RP, (t & 1) ? even_stage : odd_stage, (t & 1) ? even_norms : odd_norms);
     cp_async_commit_group();
     slot_next = summary_slot(slots, t + 2 < steps ? c0n + kn * RP + copy_block : nbr, nbr);
     const uint16_t* staged = (t & 1) ? odd_stage : even_stage;
@@ -345,8 +364,45 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
       a.cost[at] = cost;
       a.keep[at] = keep ? 1 : 0;
     }
+    if (a.fused_finish) {  // uniform
+      const float* norms = (t & 1) ? odd_norms : even_norms;
+#pragma unroll
+      for (int x = 0; x < 2; ++x) {
+        const int e = tid + x * kBoundsThreads, sb = e / G;
+        if (e >= RP * G || j0 + sb >= nbr) continue;
+        bool kept = false;
+#pragma unroll 1
+        for (int g = 0; g < G; ++g) kept = kept || res_keep[sb * G + g] != 0.f;
+        if (!kept) {
+          cert[x][0] += res_term[e];
+          cert[x][1] += double(res_term[e]) * double(norms[sb]);
+        }
+      }
+    }
   }
   cp_async_wait_group<0>();  // (the last, empty group)
+  if (a.fused_finish) {
+    // This CTA's certificate sums per head, in a fixed order (entries e = g, g + G, ...),
+    // to cert_partial for the finishing CTA.
+    __syncthreads();  // the stages are free
+    double* red = reinterpret_cast<double*>(dsm + lay.stage0);  // [2][256][2]
+#pragma unroll
+    for (int x = 0; x < 2; ++x)
+#pragma unroll
+      for (int y = 0; y < 2; ++y) red[(x * kBoundsThreads + tid) * 2 + y] = cert[x][y];
+    __syncthreads();
+    if (tid < G) {
+      double sd = 0, sv = 0;
+#pragma unroll 1
+      for (int e = tid; e < RP * G; e += G) {
+        sd += red[e * 2];
+        sv += red[e * 2 + 1];
+      }
+      double* out = a.cert_partial + (int64_t(bh) * gridDim.x + blockIdx.x) * 2 * G;
+      out[tid] = sd;
+      out[G + tid] = sv;
+    }
+  }
   trace_route(a, kRouteBounds);
   if (!a.fused_finish) {
     trace_route_end(a, 1);
@@ -370,7 +426,8 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   if (tid == 0) a.route_tickets[bh] = 0;  // every other CTA has taken its ticket
   const int64_t at = int64_t(bh) * a.block_stride;
   const RouteHead hd{a.cost + at, a.bterm + at * G, a.ubound + at, a.keep + at, int(nbr), G};
-  finish_routing<kBoundsThreads, kFusedItems>(a, hd, bh, n, ws, false, 0, 0.f, scan_tmp);
+  finish_routing<kBoundsThreads, kFusedItems>(a, hd, bh, n, ws, false, 0, 0.f, scan_tmp,
+                                              a.cert_partial + int64_t(bh) * gridDim.x * 2 * G, ctas);
   trace_route(a, kRouteEnd);
   trace_route_end(a, 2);
 }
@@ -408,8 +465,10 @@ int route_bounds_ctas_per_head(const RouteArgs& a, int batch, int num_kv_heads, 
   // Most chunks of any sequence (adaptive: chunks can be as small as one step).
   const int smallest = a.adaptive_chunks ? BoundsMap(a.group).blocks : kBlocksPerCta;
   const int chunks = std::max(1, (a.block_stride + smallest - 1) / smallest);
-  const int two_waves = 2 * std::max(1, per_sm) * sms;
-  return std::clamp(two_waves / std::max(1, batch * num_kv_heads), 1, chunks);
+  // One wave: a second (kernel runs 4-12b) paid the sink signal twice an SM at Llama B=8 512K
+  // (~16 us of a 200 us pass, run 12c's trace).
+  const int one_wave = std::max(1, per_sm) * sms;
+  return std::clamp(one_wave / std::max(1, batch * num_kv_heads), 1, chunks);
 }
 
 void route_bounds_launch(const RouteArgs& a, int batch, int num_kv_heads, int smem, cudaStream_t stream) {
