@@ -146,8 +146,9 @@ __device__ __forceinline__ void copy_step_summaries(const RouteArgs& a, int h, i
 // Dynamic shared memory, in floats (each part a multiple of 4, so that what follows is
 // 16-byte aligned): q [G][q_stride] (pre-scaled), its selectors [G][selector_stride], the
 // sink scores [sink_capacity][G], the step's per-(block, head) results
-// [3][BoundsMap::kMaxResults] (u, term, keep), the value norms of the even and the odd
-// steps' blocks [2][64], the summaries of the even steps
+// [4][BoundsMap::kMaxResults] (u, keep, the even and the odd steps' terms) and [2][64] (the
+// even and the odd steps' skipped blocks' value norms), the value norms of the even and the
+// odd steps' blocks as copied [2][64], the summaries of the even steps
 // [blocks][staged_summary_stride], then one region that first holds the sink set's K rows
 // [min(sink_capacity, kSinkPass)][D] and then the odd steps' summaries.
 struct BoundsSmem {
@@ -161,7 +162,7 @@ struct BoundsSmem {
     sel = up4(G * (D + 4));
     scores = sel + G * (D / 2 + 4);
     results = scores + up4(sink_capacity * G);
-    norms = results + 3 * BoundsMap::kMaxResults;
+    norms = results + 4 * BoundsMap::kMaxResults + 2 * 64;
     stage0 = norms + 2 * 64;
     stage1 = stage0 + stage_floats;
     bytes = (stage1 + (stage_floats > key_floats ? stage_floats : key_floats)) * 4;
@@ -293,13 +294,34 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   qq.load(qs, sel, me.head, me.part);
   const double sink_m = s_m[me.head], sink_z = s_z[me.head];
   float* bterm = a.bterm + int64_t(bh) * a.block_stride * G;
-  float* res_u = dsm + lay.results;  // [RP][G]
-  float* res_term = res_u + BoundsMap::kMaxResults;
-  float* res_keep = res_term + BoundsMap::kMaxResults;
+  // The step's results [RP][G]: u and keep, and the terms of the even and the odd steps
+  // (the certificate reads a step's after the next step's first barrier); per block of the
+  // even and odd steps, its value norm if it was skipped, else -1.
+  float* res_u = dsm + lay.results;
+  float* res_keep = res_u + BoundsMap::kMaxResults;
+  // (Parity selects by ?:, not by an array of pointers, which would live in local memory.)
+  float* const res_term_even = res_keep + BoundsMap::kMaxResults;
+  float* const res_term_odd = res_keep + 2 * BoundsMap::kMaxResults;
+  float* const skipped_norm_even = res_keep + 3 * BoundsMap::kMaxResults;
+  float* const skipped_norm_odd = skipped_norm_even + 64;
   // Fused finish: this thread's certificate sums (sum b_jg, sum b_jg vmax_j) over skipped
-  // blocks, for step entries tid and tid + 256 (block e / G, head e % G: the same heads at
-  // every step).
+  // blocks, for step entries tid and tid + 256 (block e / G, head e % G: the same at every
+  // step), added one step late.
   double cert[2][2] = {{0, 0}, {0, 0}};
+  const int entry_block[2] = {tid / G, (tid + kBoundsThreads) / G};
+  auto add_certificate = [&](int parity) {  // after a barrier that follows the step's results
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+      const int e = tid + x * kBoundsThreads;
+      if (e >= RP * G) continue;
+      const float vn = (parity ? skipped_norm_odd : skipped_norm_even)[entry_block[x]];
+      if (vn >= 0.f) {
+        const float term = (parity ? res_term_odd : res_term_even)[e];
+        cert[x][0] += term;
+        cert[x][1] += double(term) * double(vn);
+      }
+    }
+  };
 #pragma unroll 1
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t j0 = c0 + k * RP;  // the step's first block
@@ -313,6 +335,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     }
     cp_async_wait_group<0>();  // this thread's copies of step t
     __syncthreads();           // everyone's; step t - 1's reads of the other buffer and of the results are done
+    if (a.fused_finish && t > 0) add_certificate((t - 1) & 1);  // uniform
     if (t + 1 < steps)
       copy_step_summaries<D>(a, h, slot_next, RP, (t & 1) ? even_stage : odd_stage, (t & 1) ? even_norms : odd_norms);
     cp_async_commit_group();
@@ -345,62 +368,64 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
         const bool keep = (a.estimate ? block_term(my_e, sink_m, sink_z, R) : term) > a.tau;
         if (j < nbr) bterm[j * G + me.head] = up;
         res_u[sb * G + me.head] = my_u;
-        res_term[sb * G + me.head] = up;
+        ((t & 1) ? res_term_odd : res_term_even)[sb * G + me.head] = up;
         res_keep[sb * G + me.head] = keep ? 1.f : 0.f;
       }
     }
     __syncthreads();
-    if (tid < RP && j0 + tid < nbr) {
+    if (tid < RP) {
+      const bool valid = j0 + tid < nbr;
       float umax = -INFINITY, cost = 0.f;
       bool keep = false;
 #pragma unroll 1
       for (int g = 0; g < G; ++g) {
         umax = fmaxf(umax, res_u[tid * G + g]);
-        cost = fmaxf(cost, res_term[tid * G + g]);
+        cost = fmaxf(cost, ((t & 1) ? res_term_odd : res_term_even)[tid * G + g]);
         keep = keep || res_keep[tid * G + g] != 0.f;
       }
-      const int64_t at = int64_t(bh) * a.block_stride + j0 + tid;
-      a.ubound[at] = umax;
-      a.cost[at] = cost;
-      a.keep[at] = keep ? 1 : 0;
-    }
-    if (a.fused_finish) {  // uniform
-      const float* norms = (t & 1) ? odd_norms : even_norms;
-#pragma unroll
-      for (int x = 0; x < 2; ++x) {
-        const int e = tid + x * kBoundsThreads, sb = e / G;
-        if (e >= RP * G || j0 + sb >= nbr) continue;
-        bool kept = false;
-#pragma unroll 1
-        for (int g = 0; g < G; ++g) kept = kept || res_keep[sb * G + g] != 0.f;
-        if (!kept) {
-          cert[x][0] += res_term[e];
-          cert[x][1] += double(res_term[e]) * double(norms[sb]);
-        }
+      if (valid) {
+        const int64_t at = int64_t(bh) * a.block_stride + j0 + tid;
+        a.ubound[at] = umax;
+        a.cost[at] = cost;
+        a.keep[at] = keep ? 1 : 0;
       }
+      if (a.fused_finish)
+        ((t & 1) ? skipped_norm_odd : skipped_norm_even)[tid] =
+            valid && !keep ? ((t & 1) ? odd_norms : even_norms)[tid] : -1.f;
     }
   }
   cp_async_wait_group<0>();  // (the last, empty group)
   if (a.fused_finish) {
-    // This CTA's certificate sums per head, in a fixed order (entries e = g, g + G, ...),
-    // to cert_partial for the finishing CTA.
-    __syncthreads();  // the stages are free
-    double* red = reinterpret_cast<double*>(dsm + lay.stage0);  // [2][256][2]
+    // The last step's terms, then this CTA's certificate sums per head to cert_partial for
+    // the finishing CTA: warp w sums heads w, w + 8, ..., its lanes entries e = g + G i
+    // (i = lane, lane + 32, ...) in order, then a butterfly (a fixed order: the same bits
+    // every run).
+    __syncthreads();
+    if (steps > 0) add_certificate(int((steps - 1) & 1));
+    double* red = reinterpret_cast<double*>(dsm + lay.stage0);  // [2 * 256][2], entry-major
 #pragma unroll
     for (int x = 0; x < 2; ++x)
 #pragma unroll
       for (int y = 0; y < 2; ++y) red[(x * kBoundsThreads + tid) * 2 + y] = cert[x][y];
     __syncthreads();
-    if (tid < G) {
+#pragma unroll 1
+    for (int g = warp; g < G; g += kBoundsWarps) {
       double sd = 0, sv = 0;
 #pragma unroll 1
-      for (int e = tid; e < RP * G; e += G) {
-        sd += red[e * 2];
-        sv += red[e * 2 + 1];
+      for (int i = wl; i < RP; i += 32) {
+        sd += red[(g + G * i) * 2];
+        sv += red[(g + G * i) * 2 + 1];
       }
-      double* out = a.cert_partial + (int64_t(bh) * gridDim.x + blockIdx.x) * 2 * G;
-      out[tid] = sd;
-      out[G + tid] = sv;
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) {
+        sd += __shfl_xor_sync(0xffffffffu, sd, off);
+        sv += __shfl_xor_sync(0xffffffffu, sv, off);
+      }
+      if (wl == 0) {
+        double* out = a.cert_partial + (int64_t(bh) * gridDim.x + blockIdx.x) * 2 * G;
+        out[g] = sd;
+        out[G + g] = sv;
+      }
     }
   }
   trace_route(a, kRouteBounds);

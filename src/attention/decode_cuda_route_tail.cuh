@@ -154,9 +154,19 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
   if (from_partials) {  // head g's sums over the CTAs, in CTA order
     for (int g = tid; g < G; g += THREADS) {
       double sd = 0, sv = 0;
-      for (int c = 0; c < partial_ctas; ++c) {
-        sd += __ldcg(partial + int64_t(c) * 2 * G + g);
-        sv += __ldcg(partial + int64_t(c) * 2 * G + G + g);
+      for (int c0 = 0; c0 < partial_ctas; c0 += 8) {  // 8 CTAs' loads in flight, added in order
+        double d[8], v[8];
+#pragma unroll
+        for (int c = 0; c < 8; ++c) {
+          const bool in = c0 + c < partial_ctas;
+          d[c] = in ? __ldcg(partial + int64_t(c0 + c) * 2 * G + g) : 0.0;
+          v[c] = in ? __ldcg(partial + int64_t(c0 + c) * 2 * G + G + g) : 0.0;
+        }
+#pragma unroll
+        for (int c = 0; c < 8; ++c) {
+          sd += d[c];
+          sv += v[c];
+        }
       }
       const int64_t qi = int64_t(b) * a.num_q_heads + int64_t(h) * G + g;
       s_delta[g] = __double2float_ru(sd * (1 + 1e-6));
