@@ -130,7 +130,6 @@ struct CudaDecoder::Workspace {
   int32_t *kept_blocks = nullptr, *kept_count = nullptr;
   int32_t *extra_anchors = nullptr, *extra_count = nullptr, *window_start = nullptr, *routed_tokens = nullptr;
   int32_t* route_tickets = nullptr;
-  double* cert_partial = nullptr;  // [B*H, bounds_ctas_per_head, 2, G] (RouteArgs::cert_partial)
   // TMA copies: the cache's pages as a tensor map, encoded for kv_map_pages (run() encodes
   // it again when a view with other pages comes).
   CUtensorMap kv_map{};
@@ -281,7 +280,6 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
       const RouteArgs r = w.route_args(*this, kv, dkv.seq_lens, nullptr, DType::F32);
       w.bounds_smem = cuda::route_bounds_prepare(r);
       w.bounds_ctas_per_head = cuda::route_bounds_ctas_per_head(r, batch_, num_kv_heads_, w.bounds_smem);
-      w.cert_partial = w.make<double>(bh * size_t(w.bounds_ctas_per_head) * 2 * group_);
       w.select_smem = cuda::route_select_prepare(r);
     }
   } catch (...) {
@@ -366,7 +364,6 @@ RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV
   r.routed_tokens = w.routed_tokens;
   r.delta = w.delta;
   r.skipped_v_bound = w.vbound;
-  r.cert_partial = w.cert_partial;
   r.stats = w.stats;
   return r;
 }

@@ -113,9 +113,6 @@ struct RouteArgs {
   int32_t* extra_anchors; int32_t* extra_count;
   int32_t* window_start; int32_t* routed_tokens;
   float* delta; float* skipped_v_bound;  // [B*QH]
-  // Fused fast finish: each route_bounds CTA's certificate sums over the blocks it skipped,
-  // [B*H, bounds_ctas_per_head, 2, G]: sum b_jg, then sum b_jg vmax_j (double).
-  double* cert_partial;
   HeadStats* stats;                      // [B*H]
   // Profiling only (CudaDecoder::set_route_trace): [route_bounds CTAs, kRouteTraceSlots]
   // stamps (RouteSlot) by thread 0 of each CTA, CTA index y * gridDim.x + x; null: off.

@@ -43,10 +43,8 @@ namespace {
 // explained: runs 9g-9i gave the adaptive kernel the fixed chunks there and it stayed slower).
 constexpr int kBlocksPerCta = 128;
 constexpr int kMaxStepsPerCta = 4;
-constexpr int kMaxGroup = kRouteMaxGroup;
-// Blocks per thread per round of the fused finish (its decisions and kept list only: the
-// certificate's sums come from the CTAs' partials).
-constexpr int kFusedItems = 16;
+constexpr int kMaxGroup = 64;
+constexpr int kFusedItems = 4;   // blocks per thread per round of the fused finish (compact code)
 
 // Why the code is written compactly (rolled loops, the double-precision terms in one
 // out-of-line function): a routing CTA runs once per SM per step, so every instruction it
@@ -127,16 +125,11 @@ __device__ __forceinline__ int32_t summary_slot(const int32_t* slots, int64_t j,
 }
 // Copies one step's summaries (head h; min row then max row, 2D elements a block) into
 // `stage` [RP][staged_summary_stride]: thread tid copies 16-byte pieces of step block
-// tid / (256 / RP), whose slot it holds (zeros for slot -1); with `norms` [RP], the first of
-// them also the block's value norm (the certificate's vmax_j). Not committed here.
+// tid / (256 / RP), whose slot it holds (zeros for slot -1). Not committed here.
 template <int D>
-__device__ __forceinline__ void copy_step_summaries(const RouteArgs& a, int h, int32_t slot, int RP, uint16_t* stage,
-                                                    float* norms) {
+__device__ __forceinline__ void copy_step_summaries(const RouteArgs& a, int h, int32_t slot, int RP, uint16_t* stage) {
   constexpr int kPieces = 2 * D / 8;
   const int tid = int(threadIdx.x), per_block = kBoundsThreads / RP;
-  if (norms != nullptr && tid % per_block == 0)
-    cp_async4_to(smem_addr(norms + tid / per_block), a.kv.value_norm_max + (slot >= 0 ? a.kv.slot_value_norm_index(slot, h) : 0),
-                 slot >= 0);
   const uint16_t* src = static_cast<const uint16_t*>(a.kv.summaries) + (slot >= 0 ? a.kv.slot_summary_offset(slot, h) : 0);
   uint16_t* dst = stage + (tid / per_block) * staged_summary_stride<D>();
 #pragma unroll 1
@@ -146,13 +139,11 @@ __device__ __forceinline__ void copy_step_summaries(const RouteArgs& a, int h, i
 // Dynamic shared memory, in floats (each part a multiple of 4, so that what follows is
 // 16-byte aligned): q [G][q_stride] (pre-scaled), its selectors [G][selector_stride], the
 // sink scores [sink_capacity][G], the step's per-(block, head) results
-// [4][BoundsMap::kMaxResults] (u, keep, the even and the odd steps' terms) and [2][64] (the
-// even and the odd steps' skipped blocks' value norms), the value norms of the even and the
-// odd steps' blocks as copied [2][64], the summaries of the even steps
+// [3][BoundsMap::kMaxResults] (u, term, keep), the summaries of the even steps
 // [blocks][staged_summary_stride], then one region that first holds the sink set's K rows
 // [min(sink_capacity, kSinkPass)][D] and then the odd steps' summaries.
 struct BoundsSmem {
-  int q, sel, scores, results, norms, stage0, stage1, bytes;
+  int q, sel, scores, results, stage0, stage1, bytes;
   static __host__ __device__ int up4(int x) { return (x + 3) / 4 * 4; }
   __host__ __device__ BoundsSmem(int G, int D, int sink_capacity) {
     const int RP = BoundsMap(G).blocks, stage_floats = RP * (2 * D + 32) / 2;
@@ -162,12 +153,9 @@ struct BoundsSmem {
     sel = up4(G * (D + 4));
     scores = sel + G * (D / 2 + 4);
     results = scores + up4(sink_capacity * G);
-    norms = results + 4 * BoundsMap::kMaxResults + 2 * 64;
-    stage0 = norms + 2 * 64;
+    stage0 = results + 3 * BoundsMap::kMaxResults;
     stage1 = stage0 + stage_floats;
     bytes = (stage1 + (stage_floats > key_floats ? stage_floats : key_floats)) * 4;
-    const int cert_bytes = (stage0 + 2 * kBoundsThreads * 2 * 2) * 4;  // the certificate's reduction, after the steps
-    bytes = bytes > cert_bytes ? bytes : cert_bytes;
   }
 };
 
@@ -214,9 +202,6 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   uint16_t* const even_stage = reinterpret_cast<uint16_t*>(dsm + lay.stage0);
   uint16_t* const odd_stage = reinterpret_cast<uint16_t*>(dsm + lay.stage1);
   uint16_t* ks = odd_stage;  // the sink set's K rows, before the first odd step
-  // Value norms: only the fused finish takes the certificate here (route_select otherwise).
-  float* const even_norms = a.fused_finish ? dsm + lay.norms : nullptr;
-  float* const odd_norms = a.fused_finish ? dsm + lay.norms + 64 : nullptr;
 
   // Steps of this CTA: step t bounds blocks chunk x + (t / PER) * gridDim.x, k = t % PER,
   // RP of them. The first step's summaries are copied first: their latency overlaps the
@@ -237,7 +222,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     c0n += chunk_stride;
   }
   const int32_t* slots = a.kv.summary_indices + a.kv.summary_indptr[b];
-  copy_step_summaries<D>(a, h, summary_slot(slots, steps > 0 ? c0 + copy_block : nbr, nbr), RP, even_stage, even_norms);
+  copy_step_summaries<D>(a, h, summary_slot(slots, steps > 0 ? c0 + copy_block : nbr, nbr), RP, even_stage);
   cp_async_commit_group();
   int32_t slot_next = summary_slot(slots, steps > 1 ? c0n + kn * RP + copy_block : nbr, nbr);  // step 1's
 
@@ -294,34 +279,9 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   qq.load(qs, sel, me.head, me.part);
   const double sink_m = s_m[me.head], sink_z = s_z[me.head];
   float* bterm = a.bterm + int64_t(bh) * a.block_stride * G;
-  // The step's results [RP][G]: u and keep, and the terms of the even and the odd steps
-  // (the certificate reads a step's after the next step's first barrier); per block of the
-  // even and odd steps, its value norm if it was skipped, else -1.
-  float* res_u = dsm + lay.results;
-  float* res_keep = res_u + BoundsMap::kMaxResults;
-  // (Parity selects by ?:, not by an array of pointers, which would live in local memory.)
-  float* const res_term_even = res_keep + BoundsMap::kMaxResults;
-  float* const res_term_odd = res_keep + 2 * BoundsMap::kMaxResults;
-  float* const skipped_norm_even = res_keep + 3 * BoundsMap::kMaxResults;
-  float* const skipped_norm_odd = skipped_norm_even + 64;
-  // Fused finish: this thread's certificate sums (sum b_jg, sum b_jg vmax_j) over skipped
-  // blocks, for step entries tid and tid + 256 (block e / G, head e % G: the same at every
-  // step), added one step late.
-  double cert[2][2] = {{0, 0}, {0, 0}};
-  const int entry_block[2] = {tid / G, (tid + kBoundsThreads) / G};
-  auto add_certificate = [&](int parity) {  // after a barrier that follows the step's results
-#pragma unroll
-    for (int x = 0; x < 2; ++x) {
-      const int e = tid + x * kBoundsThreads;
-      if (e >= RP * G) continue;
-      const float vn = (parity ? skipped_norm_odd : skipped_norm_even)[entry_block[x]];
-      if (vn >= 0.f) {
-        const float term = (parity ? res_term_odd : res_term_even)[e];
-        cert[x][0] += term;
-        cert[x][1] += double(term) * double(vn);
-      }
-    }
-  };
+  float* res_u = dsm + lay.results;  // [RP][G]
+  float* res_term = res_u + BoundsMap::kMaxResults;
+  float* res_keep = res_term + BoundsMap::kMaxResults;
 #pragma unroll 1
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t j0 = c0 + k * RP;  // the step's first block
@@ -335,9 +295,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     }
     cp_async_wait_group<0>();  // this thread's copies of step t
     __syncthreads();           // everyone's; step t - 1's reads of the other buffer and of the results are done
-    if (a.fused_finish && t > 0) add_certificate((t - 1) & 1);  // uniform
-    if (t + 1 < steps)
-      copy_step_summaries<D>(a, h, slot_next, RP, (t & 1) ? even_stage : odd_stage, (t & 1) ? even_norms : odd_norms);
+    if (t + 1 < steps) copy_step_summaries<D>(a, h, slot_next, RP, (t & 1) ? even_stage : odd_stage);
     cp_async_commit_group();
     slot_next = summary_slot(slots, t + 2 < steps ? c0n + kn * RP + copy_block : nbr, nbr);
     const uint16_t* staged = (t & 1) ? odd_stage : even_stage;
@@ -368,66 +326,27 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
         const bool keep = (a.estimate ? block_term(my_e, sink_m, sink_z, R) : term) > a.tau;
         if (j < nbr) bterm[j * G + me.head] = up;
         res_u[sb * G + me.head] = my_u;
-        ((t & 1) ? res_term_odd : res_term_even)[sb * G + me.head] = up;
+        res_term[sb * G + me.head] = up;
         res_keep[sb * G + me.head] = keep ? 1.f : 0.f;
       }
     }
     __syncthreads();
-    if (tid < RP) {
-      const bool valid = j0 + tid < nbr;
+    if (tid < RP && j0 + tid < nbr) {
       float umax = -INFINITY, cost = 0.f;
       bool keep = false;
 #pragma unroll 1
       for (int g = 0; g < G; ++g) {
         umax = fmaxf(umax, res_u[tid * G + g]);
-        cost = fmaxf(cost, ((t & 1) ? res_term_odd : res_term_even)[tid * G + g]);
+        cost = fmaxf(cost, res_term[tid * G + g]);
         keep = keep || res_keep[tid * G + g] != 0.f;
       }
-      if (valid) {
-        const int64_t at = int64_t(bh) * a.block_stride + j0 + tid;
-        a.ubound[at] = umax;
-        a.cost[at] = cost;
-        a.keep[at] = keep ? 1 : 0;
-      }
-      if (a.fused_finish)
-        ((t & 1) ? skipped_norm_odd : skipped_norm_even)[tid] =
-            valid && !keep ? ((t & 1) ? odd_norms : even_norms)[tid] : -1.f;
+      const int64_t at = int64_t(bh) * a.block_stride + j0 + tid;
+      a.ubound[at] = umax;
+      a.cost[at] = cost;
+      a.keep[at] = keep ? 1 : 0;
     }
   }
   cp_async_wait_group<0>();  // (the last, empty group)
-  if (a.fused_finish) {
-    // The last step's terms, then this CTA's certificate sums per head to cert_partial for
-    // the finishing CTA: warp w sums heads w, w + 8, ..., its lanes entries e = g + G i
-    // (i = lane, lane + 32, ...) in order, then a butterfly (a fixed order: the same bits
-    // every run).
-    __syncthreads();
-    if (steps > 0) add_certificate(int((steps - 1) & 1));
-    double* red = reinterpret_cast<double*>(dsm + lay.stage0);  // [2 * 256][2], entry-major
-#pragma unroll
-    for (int x = 0; x < 2; ++x)
-#pragma unroll
-      for (int y = 0; y < 2; ++y) red[(x * kBoundsThreads + tid) * 2 + y] = cert[x][y];
-    __syncthreads();
-#pragma unroll 1
-    for (int g = warp; g < G; g += kBoundsWarps) {
-      double sd = 0, sv = 0;
-#pragma unroll 1
-      for (int i = wl; i < RP; i += 32) {
-        sd += red[(g + G * i) * 2];
-        sv += red[(g + G * i) * 2 + 1];
-      }
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) {
-        sd += __shfl_xor_sync(0xffffffffu, sd, off);
-        sv += __shfl_xor_sync(0xffffffffu, sv, off);
-      }
-      if (wl == 0) {
-        double* out = a.cert_partial + (int64_t(bh) * gridDim.x + blockIdx.x) * 2 * G;
-        out[g] = sd;
-        out[G + g] = sv;
-      }
-    }
-  }
   trace_route(a, kRouteBounds);
   if (!a.fused_finish) {
     trace_route_end(a, 1);
@@ -451,8 +370,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   if (tid == 0) a.route_tickets[bh] = 0;  // every other CTA has taken its ticket
   const int64_t at = int64_t(bh) * a.block_stride;
   const RouteHead hd{a.cost + at, a.bterm + at * G, a.ubound + at, a.keep + at, int(nbr), G};
-  finish_routing<kBoundsThreads, kFusedItems>(a, hd, bh, n, ws, false, 0, 0.f, scan_tmp,
-                                              a.cert_partial + int64_t(bh) * gridDim.x * 2 * G, ctas);
+  finish_routing<kBoundsThreads, kFusedItems>(a, hd, bh, n, ws, false, 0, 0.f, scan_tmp);
   trace_route(a, kRouteEnd);
   trace_route_end(a, 2);
 }
@@ -490,8 +408,8 @@ int route_bounds_ctas_per_head(const RouteArgs& a, int batch, int num_kv_heads, 
   // Most chunks of any sequence (adaptive: chunks can be as small as one step).
   const int smallest = a.adaptive_chunks ? BoundsMap(a.group).blocks : kBlocksPerCta;
   const int chunks = std::max(1, (a.block_stride + smallest - 1) / smallest);
-  // One wave: a second (kernel runs 4-12b) paid the sink signal twice an SM at Llama B=8 512K
-  // (~16 us of a 200 us pass, run 12c's trace).
+  // One wave: a second (kernel runs 4-12d) paid the sink signal twice an SM at Llama B=8 512K
+  // (~16 us of a 200 us pass, run 12d's trace).
   const int one_wave = std::max(1, per_sm) * sms;
   return std::clamp(one_wave / std::max(1, batch * num_kv_heads), 1, chunks);
 }

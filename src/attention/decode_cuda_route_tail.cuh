@@ -17,7 +17,6 @@
 
 namespace sinkrouter::cuda {
 
-constexpr int kRouteMaxGroup = 64;  // query heads per KV head the CUDA router takes
 constexpr int kRouteItems = 16;  // blocks per thread per round of a blocked pass
 constexpr int kRouteGChunk = 4;  // heads summed per pass (more: another pass; 4 keeps the certificate
                                  // step of kCertBatch blocks in registers)
@@ -57,21 +56,15 @@ __device__ __forceinline__ void route_block_sum(const double (&v)[N], double* ou
 // by_key: certified, block j skipped iff c_j <= eps_f and (bits(c_j) << 32 | j) < T;
 // otherwise skipped iff keep[j] == 0 (every block for streaming). keep[] ends as the
 // final decision. Every thread of the CTA calls this; scan_tmp is the CTA's scan storage;
-// ITEMS blocks per thread per round. partial (the fused fast finish, whose decisions the
-// route_bounds CTAs took): the certificate's sums are those CTAs' partial sums
-// [partial_ctas][2][G] (RouteArgs::cert_partial), added here, instead of a pass over the
-// skipped blocks.
+// ITEMS blocks per thread per round.
 // The per-block arrays are read with __ldcg (through L2): in the fused fast path other
 // CTAs of this launch wrote them.
 template <int THREADS, int ITEMS = kRouteItems>
 __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, int64_t n, int64_t ws, bool by_key,
-                               uint64_t T, float eps_f, typename cub::BlockScan<int, THREADS>::TempStorage& scan_tmp,
-                               const double* partial = nullptr, int partial_ctas = 0) {
+                               uint64_t T, float eps_f, typename cub::BlockScan<int, THREADS>::TempStorage& scan_tmp) {
   using Scan = cub::BlockScan<int, THREADS>;
   constexpr int kRound = THREADS * ITEMS;
   __shared__ double s_sum[2 * kRouteGChunk];
-  __shared__ float s_delta[kRouteMaxGroup];
-  const bool from_partials = partial != nullptr;
   const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
   const int G = hd.G, R = a.kv.block_size, tid = int(threadIdx.x), nbr = hd.nbr;
   const int64_t at = int64_t(bh) * a.block_stride;
@@ -81,7 +74,7 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
   const int32_t* slots = a.kv.summary_indices + a.kv.summary_indptr[b];
   int total = 0;
   float dmax = 0.f;
-  for (int g0 = 0; g0 < (from_partials ? 1 : G); g0 += kRouteGChunk) {
+  for (int g0 = 0; g0 < G; g0 += kRouteGChunk) {
     double sums[2 * kRouteGChunk];  // [k]: sum b_jg, [kRouteGChunk + k]: sum b_jg vmax_j, g = g0 + k
 #pragma unroll
     for (int k = 0; k < 2 * kRouteGChunk; ++k) sums[k] = 0;
@@ -105,7 +98,7 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
       // at a time, each link of their chains issued together (block after block, a fused
       // finish at Llama 512K took ~36 us: kernel run 11b). Blocks kept add exact zeros.
 #pragma unroll
-      for (int i0 = 0; i0 < (from_partials ? 0 : ITEMS); i0 += kCertBatch) {
+      for (int i0 = 0; i0 < ITEMS; i0 += kCertBatch) {
         constexpr int NB = ITEMS < kCertBatch ? ITEMS : kCertBatch;
         int32_t slot[NB];
 #pragma unroll
@@ -139,7 +132,6 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
         __syncthreads();  // scan storage reuse
       }
     }
-    if (from_partials) break;
     route_block_sum<THREADS>(sums, s_sum);
     if (tid < kRouteGChunk && g0 + tid < G) {
       const int64_t qi = int64_t(b) * a.num_q_heads + int64_t(h) * G + g0 + tid;
@@ -150,32 +142,6 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
     if (tid == 0)
       for (int k = 0; k < kRouteGChunk && g0 + k < G; ++k)
         dmax = fmaxf(dmax, __double2float_ru(s_sum[k] * (1 + 1e-6)));
-  }
-  if (from_partials) {  // head g's sums over the CTAs, in CTA order
-    for (int g = tid; g < G; g += THREADS) {
-      double sd = 0, sv = 0;
-      for (int c0 = 0; c0 < partial_ctas; c0 += 8) {  // 8 CTAs' loads in flight, added in order
-        double d[8], v[8];
-#pragma unroll
-        for (int c = 0; c < 8; ++c) {
-          const bool in = c0 + c < partial_ctas;
-          d[c] = in ? __ldcg(partial + int64_t(c0 + c) * 2 * G + g) : 0.0;
-          v[c] = in ? __ldcg(partial + int64_t(c0 + c) * 2 * G + G + g) : 0.0;
-        }
-#pragma unroll
-        for (int c = 0; c < 8; ++c) {
-          sd += d[c];
-          sv += v[c];
-        }
-      }
-      const int64_t qi = int64_t(b) * a.num_q_heads + int64_t(h) * G + g;
-      s_delta[g] = __double2float_ru(sd * (1 + 1e-6));
-      a.delta[qi] = s_delta[g];
-      a.skipped_v_bound[qi] = __double2float_ru(sv * (1 + 1e-6));
-    }
-    __syncthreads();
-    if (tid == 0)
-      for (int g = 0; g < G; ++g) dmax = fmaxf(dmax, s_delta[g]);
   }
   __syncthreads();  // keep[] final for the anchors below
 

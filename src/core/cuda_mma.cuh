@@ -40,10 +40,6 @@ __device__ __forceinline__ void cp_async16_to(uint32_t dst, const void* src, boo
   else
     cp_async16_to(dst, src, valid);
 }
-// A 4-byte copy (through L1: cp.async.cg takes only 16 bytes); zeros when !valid.
-__device__ __forceinline__ void cp_async4_to(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0) : "memory");
-}
 __device__ __forceinline__ void cp_async_commit_group() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 // Waits until at most N of this thread's committed groups are still in flight.
 template <int N>

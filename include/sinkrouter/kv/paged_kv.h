@@ -80,10 +80,7 @@ struct PagedKV {
   SR_HOST_DEVICE int64_t slot_summary_offset(int64_t slot, int h) const {
     return (slot * num_kv_heads + h) * 2 * int64_t(head_dim);
   }
-  SR_HOST_DEVICE int64_t slot_value_norm_index(int64_t slot, int h) const { return slot * num_kv_heads + h; }
-  SR_HOST_DEVICE float slot_value_norm(int64_t slot, int h) const {
-    return value_norm_max[slot_value_norm_index(slot, h)];
-  }
+  SR_HOST_DEVICE float slot_value_norm(int64_t slot, int h) const { return value_norm_max[slot * num_kv_heads + h]; }
   // Element offset of the (min) summary row of block j of (b, h); max is + head_dim.
   SR_HOST_DEVICE int64_t summary_offset(int b, int64_t j, int h) const {
     return slot_summary_offset(summary_slot(b, j), h);
