@@ -10,11 +10,11 @@
 //      token); m_A = max, Z_A = sum exp(s - m_A) in double (router.cpp's sink_signal). The
 //      sink set is at most anchors + window + R - 1 tokens, read from L2: recomputing it
 //      in every CTA of the (b, h) costs less than a launch of its own;
-//   3. bounds its blocks, a step of bounds_blocks_per_step(G) blocks at a time, one lane
-//      per (block, head): u_jg from the summary (all D dimensions in the lane) plus its
-//      rounding margin, then b_jg = R exp(u_jg - m_g) / Z_g in double, stored rounded up to
-//      float; cost_j = max_g b_jg, ubound_j = max_g u_jg; fast mode decides here (keep if
-//      any b_jg > tau, or with an estimate (RouteArgs) any e_jg > tau). The next step's
+//   3. bounds its blocks, a step of BoundsMap(G).blocks at a time, four lanes per (block,
+//      head) (decode_cuda_route_bounds.cuh): u_jg from the summary plus its rounding
+//      margin, then b_jg = R exp(u_jg - m_g) / Z_g in double, stored rounded up to float;
+//      cost_j = max_g b_jg, ubound_j = max_g u_jg; fast mode decides here (keep if any
+//      b_jg > tau, or with an estimate (RouteArgs) any e_jg > tau). The next step's
 //      summaries are copied while this one is bounded;
 //   4. fast mode (RouteArgs::fused_finish): the last CTA of the (b, h) finishes the pass
 //      (decode_cuda_route_tail.cuh), so that fast mode is one launch.
@@ -32,8 +32,8 @@
 namespace sinkrouter::cuda {
 namespace {
 
-// Routable blocks per chunk. One step of the row groups (16 / 32 blocks) was measured in
-// kernel run 8j: the small calls' pass -5 to -12 us (one CTA per (b, h) no longer takes 4-8
+// Routable blocks per chunk (a multiple of every step size). One step of the row groups of
+// then (16 / 32 blocks) was measured in kernel run 8j: the small calls' pass -5 to -12 us (one CTA per (b, h) no longer takes 4-8
 // steps in series), but +10 to +11 us where that makes 512+ CTAs each recompute the sink
 // signal (Llama B=1 64K, B=8 8K; docs/PERF.md "The routing pass's steps, traced"), so 128
 // is the chunk wherever the grid is full. The adaptive chunks (RouteArgs::adaptive_chunks,
