@@ -35,8 +35,10 @@ SyntheticKVSpec random_spec(std::mt19937_64& rng) {
   std::uniform_int_distribution<int> pick(0, 1 << 20);
   SyntheticKVSpec s;
   s.num_kv_heads = 1 + pick(rng) % 3;
-  const int groups[] = {1, 2, 3, 4, 5, 8, 12};
-  s.group = groups[pick(rng) % 7];
+  // The router's lane maps (decode_cuda_route_bounds.cuh): up to 8 heads a warp covers
+  // several blocks (5: some quads idle); 12 and 24 share a block's heads over 2 and 4 warps.
+  const int groups[] = {1, 2, 3, 4, 5, 8, 12, 24};
+  s.group = groups[pick(rng) % 8];
   s.head_dim = pick(rng) % 2 ? 128 : 64;
   s.dtype = pick(rng) % 2 ? DType::BF16 : DType::F16;
   const int pages[] = {1, 4, 16, 64, 256};
