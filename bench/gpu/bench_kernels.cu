@@ -258,16 +258,27 @@ nlohmann::json summarise_phases(const std::vector<long long>& tr, int ctas, doub
   return j;
 }
 
-// The routed policy that --profile-once and --trace-phases run: "default" (the product's:
-// fast mode, gauss estimate) or "fast" (fast mode deciding on the bound itself, tau 1e-3:
-// the sinkrouter_fast rows).
-sr::AttentionPolicy probe_routed_policy(const std::string& name) {
-  if (name == "default") return sr::default_sinkrouter_policy();
-  sr::AttentionPolicy f;
-  f.kind = sr::PolicyKind::SinkRouter;
+// The sinkrouter rows' policy: certified, epsilon 1e-2.
+sr::AttentionPolicy certified_rows_policy() {
+  sr::AttentionPolicy p;
+  p.kind = sr::PolicyKind::SinkRouter;
+  p.mode = sr::RouterMode::Certified;
+  p.epsilon = 1e-2;
+  return p;
+}
+// The sinkrouter_fast rows' policy. Fast mode (estimate 'bound', tau 1e-3) keeps a block when
+// any head's bound term exceeds tau, so the planted quiet blocks are the skipped ones whatever
+// the certified budget allows: the kernel's time against its skip fraction.
+sr::AttentionPolicy fast_rows_policy() {
+  sr::AttentionPolicy f = certified_rows_policy();
   f.mode = sr::RouterMode::Fast;
   f.tau = 1e-3;
   return f;
+}
+// The routed policy that --profile-once and --trace-phases run: "default" (the product's:
+// fast mode, gauss estimate) or "fast" (the sinkrouter_fast rows').
+sr::AttentionPolicy probe_routed_policy(const std::string& name) {
+  return name == "default" ? sr::default_sinkrouter_policy() : fast_rows_policy();
 }
 
 }  // namespace
@@ -503,18 +514,9 @@ int main(int argc, char** argv) {
             }
           for (int skip : skips) {
             if (skip != 0) generate(skip);
-            sr::AttentionPolicy p;
-            p.kind = sr::PolicyKind::SinkRouter;
-            p.mode = sr::RouterMode::Certified;
-            p.epsilon = 1e-2;
+            const sr::AttentionPolicy p = certified_rows_policy(), f = fast_rows_policy();
             run_rows(p, "sinkrouter", skip, false);
             if (skip == 50) run_rows(p, "routing_pass", skip, true);
-            // Fast mode (estimate 'bound', tau 1e-3): keeps a block when any head's bound
-            // term exceeds tau, so the planted quiet blocks are the skipped ones whatever
-            // the certified budget allows: the kernel's time against its skip fraction.
-            sr::AttentionPolicy f = p;
-            f.mode = sr::RouterMode::Fast;
-            f.tau = 1e-3;
             run_rows(f, "sinkrouter_fast", skip, false);
             if (skip == 50) {
               run_rows(f, "routing_pass_fast", skip, true);

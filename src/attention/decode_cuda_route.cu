@@ -32,9 +32,9 @@
 namespace sinkrouter::cuda {
 namespace {
 
-// Routable blocks per chunk (a multiple of every step size). One step of the row groups of
-// then (16 / 32 blocks) was measured in kernel run 8j: the small calls' pass -5 to -12 us (one CTA per (b, h) no longer takes 4-8
-// steps in series), but +10 to +11 us where that makes 512+ CTAs each recompute the sink
+// Routable blocks per chunk (a multiple of every step, BoundsMap::blocks). Chunks of one
+// step of the then row groups (16 / 32 blocks) were measured in kernel run 8j: the small
+// calls' pass -5 to -12 us (one CTA per (b, h) no longer takes 4-8 steps in series), but +10 to +11 us where that makes 512+ CTAs each recompute the sink
 // signal (Llama B=1 64K, B=8 8K; docs/PERF.md "The routing pass's steps, traced"), so 128
 // is the chunk wherever the grid is full. The adaptive chunks (RouteArgs::adaptive_chunks,
 // the default since kernel run 9a) size a (b, h)'s chunk from its length: CTAs wanted =
@@ -98,7 +98,7 @@ __device__ void sink_scores(const RouteArgs& a, int b, int h, const int32_t* anc
       }
 #pragma unroll 1
       for (int g = 0; g < G; ++g) {
-        const float* q = qs + g * q_stride<D>() + sub * DPL;
+        const float* q = qs + g * q_stride(D) + sub * DPL;
         float dot = 0.f, mag = 0.f;
 #pragma unroll
         for (int d = 0; d < DPL; ++d) {
@@ -131,27 +131,25 @@ __device__ __forceinline__ void copy_step_summaries(const RouteArgs& a, int h, i
   constexpr int kPieces = 2 * D / 8;
   const int tid = int(threadIdx.x), per_block = kBoundsThreads / RP;
   const uint16_t* src = static_cast<const uint16_t*>(a.kv.summaries) + (slot >= 0 ? a.kv.slot_summary_offset(slot, h) : 0);
-  uint16_t* dst = stage + (tid / per_block) * staged_summary_stride<D>();
+  uint16_t* dst = stage + (tid / per_block) * staged_summary_stride(D);
 #pragma unroll 1
   for (int c = tid % per_block; c < kPieces; c += per_block) cp_async16_to(smem_addr(dst + c * 8), src + c * 8, slot >= 0);
 }
 
 // Dynamic shared memory, in floats (each part a multiple of 4, so that what follows is
-// 16-byte aligned): q [G][q_stride] (pre-scaled), its selectors [G][selector_stride], the
-// sink scores [sink_capacity][G], the step's per-(block, head) results
+// 16-byte aligned): q [G][q_stride] (pre-scaled), the sink scores [sink_capacity][G], the step's per-(block, head) results
 // [3][BoundsMap::kMaxResults] (u, term, keep), the summaries of the even steps
 // [blocks][staged_summary_stride], then one region that first holds the sink set's K rows
 // [min(sink_capacity, kSinkPass)][D] and then the odd steps' summaries.
 struct BoundsSmem {
-  int q, sel, scores, results, stage0, stage1, bytes;
+  int q, scores, results, stage0, stage1, bytes;
   static __host__ __device__ int up4(int x) { return (x + 3) / 4 * 4; }
   __host__ __device__ BoundsSmem(int G, int D, int sink_capacity) {
-    const int RP = BoundsMap(G).blocks, stage_floats = RP * (2 * D + 32) / 2;
+    const int stage_floats = BoundsMap(G).blocks * staged_summary_stride(D) / 2;
     const int key_tokens = sink_capacity < kSinkPass ? sink_capacity : kSinkPass;
     const int key_floats = up4(key_tokens * D / 2);
     q = 0;
-    sel = up4(G * (D + 4));
-    scores = sel + G * (D / 2 + 4);
+    scores = up4(G * q_stride(D));
     results = scores + up4(sink_capacity * G);
     stage0 = results + 3 * BoundsMap::kMaxResults;
     stage1 = stage0 + stage_floats;
@@ -171,7 +169,9 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   trace_route(a, kRouteStartNs);
   trace_route(a, kRouteEntry);
   const int bh = int(blockIdx.y), H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
-  const int G = a.group, R = a.kv.block_size, tid = int(threadIdx.x), RP = BoundsMap(G).blocks;
+  const int G = a.group, R = a.kv.block_size, tid = int(threadIdx.x);
+  const BoundsMap map(G);
+  const int RP = map.blocks;
   const int64_t n = a.seq_lens[b];
   const int64_t ws = window_start_of(n, a.window, R);
   const int64_t nbr = ws / R;
@@ -198,7 +198,6 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const BoundsSmem lay(G, D, a.sink_capacity);
   float* qs = dsm + lay.q;
   float* sc = dsm + lay.scores;
-  uint32_t* sel = reinterpret_cast<uint32_t*>(dsm + lay.sel);
   uint16_t* const even_stage = reinterpret_cast<uint16_t*>(dsm + lay.stage0);
   uint16_t* const odd_stage = reinterpret_cast<uint16_t*>(dsm + lay.stage1);
   uint16_t* ks = odd_stage;  // the sink set's K rows, before the first odd step
@@ -229,16 +228,11 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   // 1. Sink signal.
 #pragma unroll 1
   for (int i = tid; i < G * D; i += kBoundsThreads)
-    qs[i / D * q_stride<D>() + i % D] =
+    qs[i / D * q_stride(D) + i % D] =
         load_q(a.q, a.q_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * G) * D + i) * a.scale;
   const int na = anchors_before(a, bh, ws);
   const int count = na + int(n - ws);
   __syncthreads();
-#pragma unroll 1
-  for (int i = tid; i < G * D / 2; i += kBoundsThreads) {  // read from the first step on
-    const float* qp = qs + i / (D / 2) * q_stride<D>() + i % (D / 2) * 2;
-    sel[i / (D / 2) * selector_stride<D>() + i % (D / 2)] = box_end_selector(qp[0], qp[1]);
-  }
   trace_route(a, kRouteQ);
   sink_scores<D, Tag>(a, b, h, a.kv.anchor_pos + int64_t(bh) * a.kv.max_anchors, na, ws, count, qs, ks, sc);
   __syncthreads();
@@ -273,10 +267,9 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   // keeps u, the term and keep in the step's results, from which thread i takes block i's
   // maxima over the heads.
   const float err = dot_error_factor(D);
-  const BoundsMap map(G);
   const BoundsLane me(map, G, warp, wl);
   QuarterQuery<D> qq;
-  qq.load(qs, sel, me.head, me.part);
+  qq.load(qs, me.head, me.part);
   const double sink_m = s_m[me.head], sink_z = s_z[me.head];
   float* bterm = a.bterm + int64_t(bh) * a.block_stride * G;
   float* res_u = dsm + lay.results;  // [RP][G]
@@ -306,7 +299,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
       for (int i = 0; i < 4 && r0 + i < map.iterations; ++i) {
         const int sb = me.block(r0 + i);
         if (!__any_sync(0xffffffffu, j0 + sb < nbr)) continue;  // uniform per warp: the shuffles stay full
-        const uint16_t* summary = staged + sb * staged_summary_stride<D>();
+        const uint16_t* summary = staged + sb * staged_summary_stride(D);
         const BoxSums bs = a.estimate ? box_sums<D, Tag, true>(qq, summary, me.part, a.gauss)
                                       : box_sums<D, Tag, false>(qq, summary, me.part, a.gauss);
         const float ub = bs.u + err * bs.mag;

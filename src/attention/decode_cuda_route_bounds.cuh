@@ -4,7 +4,7 @@
 // A step bounds BoundsMap::blocks routable blocks whose min/max summaries (2D elements a
 // block, min row then max row) are staged in shared memory, in BoundsMap::iterations rounds.
 // Four lanes (a quad) bound one (block, head), each a quarter of the dimensions, whose q and
-// __byte_perm selectors it holds in registers for the whole kernel: a lane reads only its
+// __byte_perm selectors (derived from q once) it holds in registers for the whole kernel: a lane reads only its
 // summary pieces from shared memory (kernel run 12c: with one lane per (block, head) reading
 // q, the selectors and the summary for all D dimensions, five 16-byte shared loads per 8
 // dimensions held the step at ~4.2 us for 64 blocks). The quad's sums meet in two shuffles.
@@ -80,19 +80,10 @@ struct BoundsLane {
 // Staged summaries: [blocks][staged_summary_stride] elements, a block's min row then its max
 // row, padded to 64 bytes past a multiple of 128 so that the 2 x 4 pieces two quads of a warp
 // read at once (two blocks, a quad's 4 adjacent 16-byte pieces each) fall in distinct banks.
-template <int D>
-__host__ __device__ constexpr int staged_summary_stride() {
-  return 2 * D + 32;
-}
-// q rows (floats) and selector rows (words) in shared memory, before the lanes take their own.
-template <int D>
-__host__ __device__ constexpr int q_stride() {
-  return D + 4;
-}
-template <int D>
-__host__ __device__ constexpr int selector_stride() {
-  return D / 2 + 4;
-}
+__host__ __device__ constexpr int staged_summary_stride(int D) { return 2 * D + 32; }
+// q rows in shared memory (floats), padded by 16 bytes so that the sink scores' and the
+// quads' reads of different heads' rows fall in different banks.
+__host__ __device__ constexpr int q_stride(int D) { return D + 4; }
 
 // Per head and pair of dimensions (2i, 2i + 1), the __byte_perm selector that picks from a
 // word of the min row (bytes 0-3) and the word of the max row (bytes 4-7) each dimension's
@@ -111,14 +102,14 @@ struct QuarterQuery {
   static constexpr int kChunks = D / 32;
   float q[kChunks * 8];
   uint32_t sel[kChunks * 4];
-  __device__ void load(const float* qs, const uint32_t* sels, int head, int part) {
+  __device__ void load(const float* qs, int head, int part) {
 #pragma unroll
     for (int c = 0; c < kChunks; ++c) {
       const int d = c * 32 + part * 8;
 #pragma unroll
-      for (int i = 0; i < 8; ++i) q[c * 8 + i] = qs[head * q_stride<D>() + d + i];
+      for (int i = 0; i < 8; ++i) q[c * 8 + i] = qs[head * q_stride(D) + d + i];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) sel[c * 4 + i] = sels[head * selector_stride<D>() + d / 2 + i];
+      for (int i = 0; i < 4; ++i) sel[c * 4 + i] = box_end_selector(q[c * 8 + 2 * i], q[c * 8 + 2 * i + 1]);
     }
   }
 };

@@ -27,25 +27,19 @@ __device__ __forceinline__ uint16_t float_to_bits(float f, F16Tag) {
   return __half_as_ushort(__float2half_rn(f));
 }
 
+// The two 16-bit values of one 32-bit word (low half first), widened to float.
+template <typename Tag>
+__device__ __forceinline__ void unpack2(uint32_t w, float& lo, float& hi, Tag) {
+  lo = bits_to_float(uint16_t(w & 0xffffu), Tag{});
+  hi = bits_to_float(uint16_t(w >> 16), Tag{});
+}
+
 // Eight 16-bit values of one 16-byte load, widened to float.
 template <typename Tag>
 __device__ __forceinline__ void unpack8(const uint4& raw, float (&x)[8], Tag) {
   const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    x[2 * i] = bits_to_float(uint16_t(w[i] & 0xffffu), Tag{});
-    x[2 * i + 1] = bits_to_float(uint16_t(w[i] >> 16), Tag{});
-  }
-}
-
-// The two 16-bit values of one 32-bit word (low half first), widened to float.
-__device__ __forceinline__ void unpack2(uint32_t w, float& lo, float& hi, Bf16Tag) {
-  lo = __uint_as_float(w << 16);
-  hi = __uint_as_float(w & 0xffff0000u);
-}
-__device__ __forceinline__ void unpack2(uint32_t w, float& lo, float& hi, F16Tag) {
-  lo = bits_to_float(uint16_t(w & 0xffffu), F16Tag{});
-  hi = bits_to_float(uint16_t(w >> 16), F16Tag{});
+  for (int i = 0; i < 4; ++i) unpack2(w[i], x[2 * i], x[2 * i + 1], Tag{});
 }
 
 // Input element loads for appends and queries: float, or 16-bit bits of either type.
