@@ -120,6 +120,14 @@ float median(std::vector<float> v) {
   return v[v.size() / 2];
 }
 
+// {p10, p50, p90, max} of v (empty: zeros).
+std::vector<float> spread(std::vector<float> v) {
+  if (v.empty()) return {0.f, 0.f, 0.f, 0.f};
+  std::sort(v.begin(), v.end());
+  auto at = [&](double f) { return v[std::min(v.size() - 1, size_t(f * double(v.size())))]; };
+  return {at(0.1), at(0.5), at(0.9), v.back()};
+}
+
 // Median milliseconds of one replay of `graph`.
 float time_graph(cudaGraphExec_t exec, cudaStream_t stream, int reps) {
   cudaEvent_t a, b;
@@ -229,6 +237,11 @@ nlohmann::json summarise_phases(const std::vector<long long>& tr, int ctas, doub
   std::vector<float> ghz_seen;
   long long t0 = -1, t1 = -1;
   int working = 0, last = 0;
+  // Attention only: how evenly the CTAs are loaded and end (kernel run 12g's routed calls
+  // ended on a tail of late CTAs): tokens per split, loop time, end after the first start.
+  const bool attention = t.slots == sr::kPhaseTraceSlots;
+  std::vector<float> tokens, loop_us;
+  std::vector<long long> end_ns;
   for (int c = 0; c < ctas; ++c) {
     const long long* r = &tr[size_t(c) * size_t(t.slots)];
     if (r[t.start_ns] <= 0 || r[t.end_ns] <= 0) continue;  // not reached
@@ -237,6 +250,12 @@ nlohmann::json summarise_phases(const std::vector<long long>& tr, int ctas, doub
     const long long role = r[t.role];
     if (role == 0) continue;
     ++working;
+    if (attention) {
+      tokens.push_back(float(r[sr::kPhaseTokens]));
+      if (r[sr::kPhaseLoopDone] >= r[sr::kPhaseQReady] && r[sr::kPhaseQReady] > 0)
+        loop_us.push_back(float(r[sr::kPhaseLoopDone] - r[sr::kPhaseQReady]) / float(ghz * 1e3));
+      end_ns.push_back(r[t.end_ns]);
+    }
     for (int k = 0; k < t.n_steps; ++k) {
       const PhaseStep& st = t.steps[k];
       if ((st.last_only && role != 2) || r[st.from] == 0 || r[st.to] < r[st.from]) continue;
@@ -253,6 +272,13 @@ nlohmann::json summarise_phases(const std::vector<long long>& tr, int ctas, doub
   j["ctas_with_work"] = working;
   j["last_ctas"] = last;
   j["span_us"] = (t1 - t0) * 1e-3;
+  if (attention) {
+    std::vector<float> end_us;
+    for (long long e : end_ns) end_us.push_back(float(double(e - t0) * 1e-3));
+    j["split_tokens_p10_p50_p90_max"] = spread(tokens);
+    j["loop_us_p10_p50_p90_max"] = spread(loop_us);
+    j["cta_end_us_p10_p50_p90_max"] = spread(end_us);
+  }
   for (int k = 0; k < t.n_steps; ++k)
     j["median_us"][t.steps[k].name] = steps[size_t(k)].empty() ? 0.0 : median(steps[size_t(k)]) / (ghz * 1e3);
   return j;
@@ -451,6 +477,16 @@ int main(int argc, char** argv) {
                           row["span_us"].get<double>(), row["sm_ghz_measured"].get<double>(),
                           row["ctas_with_work"].get<int>());
               for (const PhaseStep& st : kPhaseSteps) std::printf(" %s %.2f", st.name, row["median_us"][st.name].get<double>());
+              std::printf("\n");
+              auto show = [&](const char* key) {
+                const std::vector<float> v = row[key].get<std::vector<float>>();
+                std::printf(" %s %.1f / %.1f / %.1f / %.1f", key, v[0], v[1], v[2], v[3]);
+              };
+              std::printf("trace-spread %-13s B=%lld ctx=%7lld %-7s (p10/p50/p90/max):", sh.name, (long long)B,
+                          (long long)ctx, routed ? "routed" : "dense");
+              show("split_tokens_p10_p50_p90_max");
+              show("loop_us_p10_p50_p90_max");
+              show("cta_end_us_p10_p50_p90_max");
               std::printf("\n");
               if (routed) {
                 const nlohmann::json& rt = row["routing"];

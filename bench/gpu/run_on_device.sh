@@ -19,7 +19,7 @@
 #   2. test_cuda: the decode kernels' suites, then the other suites (engine), each capped;
 #   3. bench_kernels -> kernels.json (plus KERNEL_VARIANTS, default 4K-16K with
 #      SINKROUTER_PDL=0, rows "*_pdl_off");
-#      then bench_kernels --trace-phases -> trace.json;
+#      then bench_kernels --trace-phases -> trace.json (TRACE_EXTRA: more flags for it);
 #   4. baselines.py (SDPA cuDNN/flash, FlashInfer) -> baselines.json;
 #   5. ncu: one dense and one routed (default policy) decode step at Llama-3.1-8B 64K and
 #      SmolLM2 8K, batch 1 (the attention kernels and route_bounds; NCU_CASES, NCU_KERNELS and
@@ -133,11 +133,12 @@ PY
 
   # ---- 3b. where the time of a small call goes: per-CTA phase stamps ----
   echo "==== bench_kernels --trace-phases ====" >>"$OUT/bench.log"
+  # TRACE_EXTRA: more bench_kernels flags for it (e.g. --probe-policy fast).
   env LD_LIBRARY_PATH="$bin_ld" timeout 60 "$bin/bench_kernels" --trace-phases --out "$OUT/trace.json" \
-    --contexts 4096,8192,16384,65536,524288 --batches 1,8 >/tmp/sr_trace.log 2>&1
+    --contexts 4096,8192,16384,65536,524288 --batches 1,8 ${TRACE_EXTRA:-} >/tmp/sr_trace.log 2>&1
   note "trace phases: rc=$? $(elapsed)"
   cat /tmp/sr_trace.log >>"$OUT/bench.log"
-  grep -E '^trace(-route)? ' /tmp/sr_trace.log | sed 's/  */ /g' >>"$summary"
+  grep -E '^trace(-route|-spread)? ' /tmp/sr_trace.log | sed 's/  */ /g' >>"$summary"
 fi
 
 # ---- 4. baselines (SKIP_BASELINES=1: not this time) ----

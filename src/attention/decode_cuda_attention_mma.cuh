@@ -135,6 +135,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
     v0 &= ~int64_t(15);
     v1 = split + 1 == splits ? T : v1 & ~int64_t(15);
   }
+  trace_value(a, kPhaseTokens, v1 - v0);
   // Stages this warp reads: all of the CTA's for cp.async (rows past v1 are zero-filled);
   // with TMA only those where it has a row before v1 (its copies and waits match).
   const int64_t warp_v0 = v0 + warp * S::kWarpRows;

@@ -22,9 +22,10 @@ constexpr int kMaxHeadsPerCta = 8;
 
 // The flat Split-K work list. A unit is one (sequence, KV head, head chunk); its tokens
 // (all of them for dense, anchors + kept blocks + window for routed) are cut into
-// ceil(tokens / chunk) splits, chunk = max(min_split_tokens, ceil(all tokens /
-// (target_ctas - units))) so that all splits fit in one wave of target_ctas,
-// and the splits of all units are laid end to end over the CTAs. The combine is fused:
+// ceil(tokens / chunk) splits, chunk the smallest of split_schedule.h's candidates between
+// all tokens / target_ctas and all tokens / (target_ctas - units) (at least min_split_tokens)
+// whose splits fit in one wave of target_ctas, and the splits of all units are laid end to
+// end over the CTAs. The combine is fused:
 // every split CTA writes its partial (m, l, acc) and takes a ticket; the unit's last CTA
 // merges the partials, writes the output and the statistics, and returns the ticket
 // counter to zero for the next run. A unit of one split writes its output directly.
@@ -176,6 +177,10 @@ __device__ __forceinline__ void trace_phase(const AttnArgs& a, int slot) {
   if (a.phase_trace == nullptr || threadIdx.x != 0) return;
   write_stamp(&a.phase_trace[int64_t(blockIdx.x) * kPhaseTraceSlots + slot],
               slot == kPhaseStartNs || slot == kPhaseEndNs);
+}
+// A traced value that is not a time (kPhaseTokens).
+__device__ __forceinline__ void trace_value(const AttnArgs& a, int slot, long long v) {
+  if (a.phase_trace != nullptr && threadIdx.x == 0) a.phase_trace[int64_t(blockIdx.x) * kPhaseTraceSlots + slot] = v;
 }
 // The CTA's last stamps: its role (PhaseSlot) and the global time it ends.
 __device__ __forceinline__ void trace_end(const AttnArgs& a, int role) {

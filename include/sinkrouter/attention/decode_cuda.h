@@ -46,9 +46,10 @@ namespace sinkrouter {
 // this order: SM clock cycles, except the two global-timer stamps (ns); kPhaseRole is 0 for
 // a CTA without work, 1 for a split, 2 for the unit's last CTA, which also stamps its
 // combine (kPhaseMergeWeights, kPhaseMergeSums: weights known, sums done, first chunk).
+// kPhaseTokens is not a stamp: the tokens of the CTA's split.
 enum PhaseSlot : int {
   kPhaseEntry = 0, kPhaseSplitFound, kPhaseIssued, kPhaseQReady, kPhaseLoopDone, kPhaseCtaMerged, kPhaseTicket,
-  kPhaseEnd, kPhaseStartNs, kPhaseEndNs, kPhaseRole, kPhaseMergeWeights, kPhaseMergeSums,
+  kPhaseEnd, kPhaseStartNs, kPhaseEndNs, kPhaseRole, kPhaseMergeWeights, kPhaseMergeSums, kPhaseTokens,
   kPhaseTraceSlots = 16  // slots per CTA
 };
 
