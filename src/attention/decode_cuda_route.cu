@@ -44,7 +44,7 @@ namespace {
 constexpr int kBlocksPerCta = 128;
 constexpr int kMaxStepsPerCta = 4;
 constexpr int kMaxGroup = 64;
-constexpr int kFusedItems = 4;   // blocks per thread per round of the fused finish (compact code)
+constexpr int kFusedItems = 16;  // blocks per thread per pass of the fused finish (4,096 a pass)
 
 // Why the code is written compactly (rolled loops, the double-precision terms in one
 // out-of-line function): a routing CTA runs once per SM per step, so every instruction it

@@ -17,10 +17,10 @@
 
 namespace sinkrouter::cuda {
 
-constexpr int kRouteItems = 16;  // blocks per thread per round of a blocked pass
+constexpr int kRouteItems = 16;  // blocks per thread per pass of route_select's finish (contiguous)
 constexpr int kRouteGChunk = 4;  // heads summed per pass (more: another pass; 4 keeps the certificate
                                  // step of kCertBatch blocks in registers)
-constexpr int kCertBatch = 4;    // skipped blocks a thread sums at a time, their loads in flight together
+constexpr int kCertBatch = 8;    // skipped blocks whose certificate loads a thread has in flight together
 
 // The per-(b, h) view of route_bounds' outputs.
 struct RouteHead {
@@ -55,22 +55,29 @@ __device__ __forceinline__ void route_block_sum(const double (&v)[N], double* ou
 
 // by_key: certified, block j skipped iff c_j <= eps_f and (bits(c_j) << 32 | j) < T;
 // otherwise skipped iff keep[j] == 0 (every block for streaming). keep[] ends as the
-// final decision. Every thread of the CTA calls this; scan_tmp is the CTA's scan storage;
-// ITEMS blocks per thread per round.
+// final decision. Every thread of the CTA calls this; scan_tmp is the CTA's scan storage.
+// A pass covers THREADS * ITEMS blocks, ITEMS consecutive ones a thread (ITEMS a multiple
+// of 16, at most 32: the decisions are a bit mask), so that a pass costs few round trips
+// (kernel run 12g: the fused finish took 29-31 us at 512K in rounds of 4 blocks a thread,
+// each three dependent loads deep):
+//   1. the decisions (keep[] or cost, 16-byte loads) and the summary slots, together;
+//   2. the kept list: one block scan of the threads' counts;
+//   3. the certificate: kCertBatch skipped blocks at a time, their value norms (the slots
+//      are in registers) and b_jg loaded together.
 // The per-block arrays are read with __ldcg (through L2): in the fused fast path other
 // CTAs of this launch wrote them.
 template <int THREADS, int ITEMS = kRouteItems>
 __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, int64_t n, int64_t ws, bool by_key,
                                uint64_t T, float eps_f, typename cub::BlockScan<int, THREADS>::TempStorage& scan_tmp) {
+  static_assert(ITEMS % 16 == 0 && ITEMS <= 32, "ITEMS: whole 16-byte keep[] loads, a 32-bit mask");
   using Scan = cub::BlockScan<int, THREADS>;
-  constexpr int kRound = THREADS * ITEMS;
+  constexpr int kPass = THREADS * ITEMS;
   __shared__ double s_sum[2 * kRouteGChunk];
   const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
   const int G = hd.G, R = a.kv.block_size, tid = int(threadIdx.x), nbr = hd.nbr;
-  const int64_t at = int64_t(bh) * a.block_stride;
+  const int64_t at = int64_t(bh) * a.block_stride;  // a multiple of 16: keep[] and cost are 16-byte aligned
   int32_t* kept_list = a.kept_blocks + at;
-  // The blocks' summary slots (for their value norms): the sequence's row of the table,
-  // loaded before the first round needs it.
+  // The blocks' summary slots (for their value norms): the sequence's row of the table.
   const int32_t* slots = a.kv.summary_indices + a.kv.summary_indptr[b];
   int total = 0;
   float dmax = 0.f;
@@ -78,58 +85,78 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
     double sums[2 * kRouteGChunk];  // [k]: sum b_jg, [kRouteGChunk + k]: sum b_jg vmax_j, g = g0 + k
 #pragma unroll
     for (int k = 0; k < 2 * kRouteGChunk; ++k) sums[k] = 0;
-    for (int base = 0; base < nbr; base += kRound) {
-      int kept[ITEMS];
-      bool skip[ITEMS];
+    for (int base = 0; base < nbr; base += kPass) {
+      const int j0 = base + tid * ITEMS;
+      // 1. Decisions (a mask of the skipped blocks among j0 .. j0 + ITEMS - 1) and slots.
+      uint32_t skip = 0, valid = 0;
+      int32_t slot[ITEMS];
 #pragma unroll
-      for (int i = 0; i < ITEMS; ++i) {
-        const int j = base + tid * ITEMS + i;
-        const bool valid = j < nbr;
+      for (int i = 0; i < ITEMS; ++i) slot[i] = j0 + i < nbr ? __ldg(slots + j0 + i) : 0;
+      if (j0 < nbr) {
+        valid = nbr - j0 >= ITEMS ? (ITEMS == 32 ? 0xffffffffu : (1u << ITEMS) - 1u) : (1u << (nbr - j0)) - 1u;
         if (by_key) {
-          const float c = valid ? __ldcg(hd.cost + j) : INFINITY;
-          skip[i] = valid && c <= eps_f && ((uint64_t(__float_as_uint(c)) << 32) | uint32_t(j)) < T;
+#pragma unroll
+          for (int i = 0; i < ITEMS; i += 4) {
+            if (j0 + i >= nbr) break;  // (j0 + i < nbr <= block_stride, multiples of 4: the load is in the row)
+            const float4 c = __ldcg(reinterpret_cast<const float4*>(hd.cost + j0 + i));
+            const float cs[4] = {c.x, c.y, c.z, c.w};
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+              if (cs[e] <= eps_f && ((uint64_t(__float_as_uint(cs[e])) << 32) | uint32_t(j0 + i + e)) < T)
+                skip |= 1u << (i + e);
+          }
+        } else if (a.streaming) {
+          skip = 0xffffffffu;
         } else {
-          skip[i] = valid && (a.streaming || __ldcg(hd.keep + j) == 0);
+#pragma unroll
+          for (int i = 0; i < ITEMS; i += 16) {
+            if (j0 + i >= nbr) break;  // (as the costs': a multiple of 16 below nbr, the load is in the row)
+            const uint4 k = __ldcg(reinterpret_cast<const uint4*>(hd.keep + j0 + i));
+            const uint32_t w[4] = {k.x, k.y, k.z, k.w};
+#pragma unroll
+            for (int e = 0; e < 16; ++e)
+              if (((w[e / 4] >> (8 * (e % 4))) & 0xffu) == 0) skip |= 1u << (i + e);
+          }
         }
-        kept[i] = valid && !skip[i] ? 1 : 0;
+        skip &= valid;
       }
-      // The certificate's terms of the skipped blocks. A term is a chain of dependent loads
-      // (the block's summary slot, then its value norm beside its b_jg): kCertBatch blocks
-      // at a time, each link of their chains issued together (block after block, a fused
-      // finish at Llama 512K took ~36 us: kernel run 11b). Blocks kept add exact zeros.
+      // 2. The kept list (and keep[] final), once.
+      if (g0 == 0) {
+        const uint32_t kept = valid & ~skip;
+        int pos, n_kept;
+        Scan(scan_tmp).ExclusiveSum(__popc(kept), pos, n_kept);
+        if (valid) {
+#pragma unroll
+          for (int i = 0; i < ITEMS; ++i)
+            if ((valid >> i) & 1u) hd.keep[j0 + i] = uint8_t((kept >> i) & 1u);
+          int32_t* out = kept_list + total + pos;
+#pragma unroll
+          for (int i = 0; i < ITEMS; ++i)
+            if ((kept >> i) & 1u) *out++ = j0 + i;
+        }
+        total += n_kept;
+        __syncthreads();  // scan storage reuse
+      }
+      // 3. The certificate's terms of the skipped blocks (kept blocks add nothing).
 #pragma unroll
       for (int i0 = 0; i0 < ITEMS; i0 += kCertBatch) {
-        constexpr int NB = ITEMS < kCertBatch ? ITEMS : kCertBatch;
-        int32_t slot[NB];
+        if (((skip >> i0) & ((1u << kCertBatch) - 1u)) == 0) continue;
+        float vn[kCertBatch], t[kCertBatch][kRouteGChunk];
 #pragma unroll
-        for (int i = 0; i < NB; ++i) slot[i] = skip[i0 + i] ? slots[base + tid * ITEMS + i0 + i] : 0;
-        float vn[NB], t[NB][kRouteGChunk];
+        for (int i = 0; i < kCertBatch; ++i) {
+          const bool s = (skip >> (i0 + i)) & 1u;
+          vn[i] = s ? a.kv.slot_value_norm(slot[i0 + i], h) : 0.f;
+          const float* bt = hd.bterm + int64_t(j0 + i0 + i) * G + g0;
 #pragma unroll
-        for (int i = 0; i < NB; ++i) {
-          vn[i] = skip[i0 + i] ? a.kv.slot_value_norm(slot[i], h) : 0.f;
-          const float* bt = hd.bterm + int64_t(base + tid * ITEMS + i0 + i) * G + g0;
-#pragma unroll
-          for (int k = 0; k < kRouteGChunk; ++k) t[i][k] = skip[i0 + i] && g0 + k < G ? __ldcg(bt + k) : 0.f;
+          for (int k = 0; k < kRouteGChunk; ++k) t[i][k] = s && g0 + k < G ? __ldcg(bt + k) : 0.f;
         }
 #pragma unroll
-        for (int i = 0; i < NB; ++i)
+        for (int i = 0; i < kCertBatch; ++i)
 #pragma unroll
           for (int k = 0; k < kRouteGChunk; ++k) {
             sums[k] += t[i][k];
             sums[kRouteGChunk + k] += double(t[i][k]) * double(vn[i]);
           }
-      }
-      if (g0 == 0) {  // the decisions: keep[] final, the kept list by block scan
-        int pos[ITEMS], n_kept;
-        Scan(scan_tmp).ExclusiveSum(kept, pos, n_kept);
-#pragma unroll
-        for (int i = 0; i < ITEMS; ++i) {
-          const int j = base + tid * ITEMS + i;
-          if (j < nbr) hd.keep[j] = uint8_t(kept[i]);
-          if (kept[i]) kept_list[total + pos[i]] = j;
-        }
-        total += n_kept;
-        __syncthreads();  // scan storage reuse
       }
     }
     route_block_sum<THREADS>(sums, s_sum);
