@@ -239,9 +239,15 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
                                                          {{"1", 1}, {"2", 2}, {"3", 3}, {"4", 4}, {"6", 6}, {"8", 8}},
                                                          "1, 2, 3, 4, 6 or 8");
   SR_CHECK(waves >= 1 && waves <= 8, "decode (CUDA): waves must be 1 to 8, not {}", waves);
-  target_ctas_ = options.target_ctas > 0 ? options.target_ctas : info.ctas_per_sm * sms * waves;
+  // An explicit target_ctas is one wave of that many CTAs (the tests' grids).
+  wave_ctas_ = options.target_ctas > 0 ? options.target_ctas : info.ctas_per_sm * sms;
+  waves_ = options.target_ctas > 0 ? 1 : waves;
+  SR_CHECK(options.waves_min_split_tokens >= 1, "decode (CUDA): waves_min_split_tokens {} must be at least 1",
+           options.waves_min_split_tokens);
+  waves_min_split_tokens_ = options.waves_min_split_tokens;
   const int units = batch_ * num_kv_heads_ * head_chunks_;
-  grid_ctas_ = target_ctas_ + units;  // sum over units of ceil(tokens / chunk) <= target + units
+  // sum over units of ceil(tokens / chunk) <= waves * wave_ctas + units (split_schedule.h)
+  grid_ctas_ = waves_ * wave_ctas_ + units;
 
   ws_ = new Workspace();
   try {
@@ -411,7 +417,9 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
     a.anchor_stride = w.anchor_stride;
   }
   a.block_stride = w.block_stride;
-  a.target_ctas = target_ctas_;
+  a.wave_ctas = wave_ctas_;
+  a.waves = waves_;
+  a.waves_min_split_tokens = waves_min_split_tokens_;
   a.min_split_tokens = min_split_tokens_;
   a.kv_l2_prefetch = kv_l2_prefetch_;
   a.pad_anchors = tma_copies_ && routed;

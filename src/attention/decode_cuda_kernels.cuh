@@ -22,10 +22,9 @@ constexpr int kMaxHeadsPerCta = 8;
 
 // The flat Split-K work list. A unit is one (sequence, KV head, head chunk); its tokens
 // (all of them for dense, anchors + kept blocks + window for routed) are cut into
-// ceil(tokens / chunk) splits, chunk the smallest of split_schedule.h's candidates between
-// all tokens / target_ctas and all tokens / (target_ctas - units) (at least min_split_tokens)
-// whose splits fit in one wave of target_ctas, and the splits of all units are laid end to
-// end over the CTAs. The combine is fused:
+// ceil(tokens / chunk) splits (split_schedule.h: all tokens over one wave of wave_ctas CTAs,
+// or over `waves` of them where a one-wave split is long), and the splits of all units are
+// laid end to end over the CTAs. The combine is fused:
 // every split CTA writes its partial (m, l, acc) and takes a ticket; the unit's last CTA
 // merges the partials, writes the output and the statistics, and returns the ticket
 // counter to zero for the next run. A unit of one split writes its output directly.
@@ -44,7 +43,7 @@ struct AttnArgs {
   const int32_t* extra_count;    // [B*H]
   const int32_t* window_start;   // [B*H]
   int block_stride, anchor_stride;
-  int target_ctas, min_split_tokens;
+  int wave_ctas, waves, waves_min_split_tokens, min_split_tokens;
   int kv_l2_prefetch;  // 0, 128 or 256: cp.async's L2 prefetch size for K/V (tensor-core kernel)
   // Routed with TMA copies: the anchors read alone are padded to a multiple of 16 tokens
   // (RoutedMap::block_start), so that every 16-token stage of the kept blocks and the window

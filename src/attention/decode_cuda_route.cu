@@ -163,7 +163,6 @@ template <int D, typename Tag, bool ADAPTIVE>
 __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const RouteArgs a) {
   extern __shared__ __align__(16) float dsm[];
   __shared__ double s_m[kMaxGroup], s_z[kMaxGroup];
-  __shared__ typename cub::BlockScan<int, kBoundsThreads>::TempStorage scan_tmp;
   __shared__ int s_last;
   pdl_begin(a);  // q, the cache and the lengths are the kernels before's output
   trace_route(a, kRouteStartNs);
@@ -363,7 +362,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   if (tid == 0) a.route_tickets[bh] = 0;  // every other CTA has taken its ticket
   const int64_t at = int64_t(bh) * a.block_stride;
   const RouteHead hd{a.cost + at, a.bterm + at * G, a.ubound + at, a.keep + at, int(nbr), G};
-  finish_routing<kBoundsThreads, kFusedItems>(a, hd, bh, n, ws, false, 0, 0.f, scan_tmp);
+  finish_routing<kBoundsThreads, kFusedItems>(a, hd, bh, n, ws, false, 0, 0.f);
   trace_route(a, kRouteEnd);
   trace_route_end(a, 2);
 }

@@ -329,7 +329,7 @@ __global__ void __launch_bounds__(kThreads) route_select_kernel(const RouteArgs 
 
   // Kept-block list, certificate, anchors and statistics. Skipped: certified by key;
   // quest by keep[]; streaming everything.
-  finish_routing<kThreads>(a, hd, bh, n, ws, by_key, T, eps_f, tmp.scan_int);
+  finish_routing<kThreads>(a, hd, bh, n, ws, by_key, T, eps_f);
 }
 
 }  // namespace

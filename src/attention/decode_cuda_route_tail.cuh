@@ -4,20 +4,18 @@
 // (decode_cuda_route.cu), which saves fast mode the second launch.
 //
 // finish_routing, given keep[] (or the certified key threshold T): the kept-block list in
-// position order (block scan), the certificate over the skipped blocks (delta_g = sum
+// position order (warp ballots), the certificate over the skipped blocks (delta_g = sum
 // b_jg, skipped value bound sum b_jg vmax_j, in double), the anchors read alone (their
 // block skipped) or with their block, and the statistics.
 #pragma once
 
 #include <cstdint>
 
-#include <cub/block/block_scan.cuh>
-
 #include "decode_cuda_kernels.cuh"
 
 namespace sinkrouter::cuda {
 
-constexpr int kRouteItems = 16;  // blocks per thread per pass of route_select's finish (contiguous)
+constexpr int kRouteItems = 16;  // blocks per thread per pass of route_select's finish
 constexpr int kRouteGChunk = 4;  // heads summed per pass (more: another pass; 4 keeps the certificate
                                  // step of kCertBatch blocks in registers)
 constexpr int kCertBatch = 8;    // skipped blocks whose certificate loads a thread has in flight together
@@ -53,30 +51,60 @@ __device__ __forceinline__ void route_block_sum(const double (&v)[N], double* ou
   __syncthreads();
 }
 
+// Exclusive prefix sums, in place, of the n = ITEMS * warps counts of a pass (index
+// i * warps + w: item i, warp w, which is block order), by warp 0; the pass's total is
+// returned to every lane of warp 0 and left in counts[n].
+template <int N>
+__device__ __forceinline__ void scan_pass_counts(int* counts) {
+  constexpr int E = (N + 31) / 32;  // entries a lane
+  const int lane = int(threadIdx.x) % 32;
+  int local[E], sum = 0;
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const int idx = lane * E + e;
+    local[e] = idx < N ? counts[idx] : 0;
+    sum += local[e];
+  }
+  int incl = sum;
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, incl, off);
+    if (lane >= off) incl += y;
+  }
+  int run = incl - sum;
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const int idx = lane * E + e;
+    if (idx < N) counts[idx] = run;
+    run += local[e];
+  }
+  if (lane == 31) counts[N] = incl;
+}
+
 // by_key: certified, block j skipped iff c_j <= eps_f and (bits(c_j) << 32 | j) < T;
 // otherwise skipped iff keep[j] == 0 (every block for streaming). keep[] ends as the
-// final decision. Every thread of the CTA calls this; scan_tmp is the CTA's scan storage.
-// A pass covers THREADS * ITEMS blocks, ITEMS consecutive ones a thread (ITEMS a multiple
-// of 16, at most 32: the decisions are a bit mask), so that a pass costs few round trips
-// (kernel run 12g: the fused finish took 29-31 us at 512K in rounds of 4 blocks a thread,
-// each three dependent loads deep):
-//   1. the decisions (keep[] or cost, 16-byte loads) and the summary slots, together;
-//   2. the kept list: one block scan of the threads' counts;
-//   3. the certificate: kCertBatch skipped blocks at a time, their value norms (the slots
-//      are in registers) and b_jg loaded together.
+// final decision. Every thread of the CTA calls this.
+// A pass covers THREADS * ITEMS blocks: item i of thread t is block base + i * THREADS + t,
+// so that each load instruction of a warp reads 32 neighbouring entries (kernel run 13a:
+// with each thread's blocks consecutive, every warp load touched 32 sectors, and the finish
+// took 30-37 us at 512K). Per pass:
+//   1. the decisions (keep[] or cost) and the summary slots of all ITEMS items, together;
+//   2. the kept list: per item a warp ballot, and the (item, warp) counts scanned by warp 0;
+//   3. the certificate: kCertBatch items at a time, their value norms and b_jg together.
 // The per-block arrays are read with __ldcg (through L2): in the fused fast path other
 // CTAs of this launch wrote them.
 template <int THREADS, int ITEMS = kRouteItems>
 __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, int64_t n, int64_t ws, bool by_key,
-                               uint64_t T, float eps_f, typename cub::BlockScan<int, THREADS>::TempStorage& scan_tmp) {
-  static_assert(ITEMS % 16 == 0 && ITEMS <= 32, "ITEMS: whole 16-byte keep[] loads, a 32-bit mask");
-  using Scan = cub::BlockScan<int, THREADS>;
-  constexpr int kPass = THREADS * ITEMS;
+                               uint64_t T, float eps_f) {
+  static_assert(ITEMS <= 32 && ITEMS % kCertBatch == 0, "ITEMS: a 32-bit mask, whole certificate batches");
+  constexpr int kWarps = THREADS / 32, kPass = THREADS * ITEMS, kCounts = ITEMS * kWarps;
   __shared__ double s_sum[2 * kRouteGChunk];
+  __shared__ int s_counts[kCounts + 1];
   const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
   const int G = hd.G, R = a.kv.block_size, tid = int(threadIdx.x), nbr = hd.nbr;
-  const int64_t at = int64_t(bh) * a.block_stride;  // a multiple of 16: keep[] and cost are 16-byte aligned
-  int32_t* kept_list = a.kept_blocks + at;
+  const int warp = tid / 32, lane = tid % 32;
+  const unsigned lanes_below = (1u << lane) - 1u;
+  int32_t* kept_list = a.kept_blocks + int64_t(bh) * a.block_stride;
   // The blocks' summary slots (for their value norms): the sequence's row of the table.
   const int32_t* slots = a.kv.summary_indices + a.kv.summary_indptr[b];
   int total = 0;
@@ -86,56 +114,45 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
 #pragma unroll
     for (int k = 0; k < 2 * kRouteGChunk; ++k) sums[k] = 0;
     for (int base = 0; base < nbr; base += kPass) {
-      const int j0 = base + tid * ITEMS;
-      // 1. Decisions (a mask of the skipped blocks among j0 .. j0 + ITEMS - 1) and slots.
-      uint32_t skip = 0, valid = 0;
+      // 1. Decisions (skip: bit i for item i) and slots.
+      uint32_t skip = 0;
       int32_t slot[ITEMS];
 #pragma unroll
-      for (int i = 0; i < ITEMS; ++i) slot[i] = j0 + i < nbr ? __ldg(slots + j0 + i) : 0;
-      if (j0 < nbr) {
-        valid = nbr - j0 >= ITEMS ? (ITEMS == 32 ? 0xffffffffu : (1u << ITEMS) - 1u) : (1u << (nbr - j0)) - 1u;
+      for (int i = 0; i < ITEMS; ++i) {
+        const int j = base + i * THREADS + tid;
+        slot[i] = 0;
+        if (j >= nbr) continue;
+        slot[i] = __ldg(slots + j);
+        bool s;
         if (by_key) {
-#pragma unroll
-          for (int i = 0; i < ITEMS; i += 4) {
-            if (j0 + i >= nbr) break;  // (j0 + i < nbr <= block_stride, multiples of 4: the load is in the row)
-            const float4 c = __ldcg(reinterpret_cast<const float4*>(hd.cost + j0 + i));
-            const float cs[4] = {c.x, c.y, c.z, c.w};
-#pragma unroll
-            for (int e = 0; e < 4; ++e)
-              if (cs[e] <= eps_f && ((uint64_t(__float_as_uint(cs[e])) << 32) | uint32_t(j0 + i + e)) < T)
-                skip |= 1u << (i + e);
-          }
-        } else if (a.streaming) {
-          skip = 0xffffffffu;
+          const float c = __ldcg(hd.cost + j);
+          s = c <= eps_f && ((uint64_t(__float_as_uint(c)) << 32) | uint32_t(j)) < T;
         } else {
-#pragma unroll
-          for (int i = 0; i < ITEMS; i += 16) {
-            if (j0 + i >= nbr) break;  // (as the costs': a multiple of 16 below nbr, the load is in the row)
-            const uint4 k = __ldcg(reinterpret_cast<const uint4*>(hd.keep + j0 + i));
-            const uint32_t w[4] = {k.x, k.y, k.z, k.w};
-#pragma unroll
-            for (int e = 0; e < 16; ++e)
-              if (((w[e / 4] >> (8 * (e % 4))) & 0xffu) == 0) skip |= 1u << (i + e);
-          }
+          s = a.streaming || __ldcg(hd.keep + j) == 0;
         }
-        skip &= valid;
+        skip |= uint32_t(s) << i;
       }
       // 2. The kept list (and keep[] final), once.
       if (g0 == 0) {
-        const uint32_t kept = valid & ~skip;
-        int pos, n_kept;
-        Scan(scan_tmp).ExclusiveSum(__popc(kept), pos, n_kept);
-        if (valid) {
 #pragma unroll
-          for (int i = 0; i < ITEMS; ++i)
-            if ((valid >> i) & 1u) hd.keep[j0 + i] = uint8_t((kept >> i) & 1u);
-          int32_t* out = kept_list + total + pos;
-#pragma unroll
-          for (int i = 0; i < ITEMS; ++i)
-            if ((kept >> i) & 1u) *out++ = j0 + i;
+        for (int i = 0; i < ITEMS; ++i) {
+          const bool kept = base + i * THREADS + tid < nbr && !((skip >> i) & 1u);
+          const unsigned ballot = __ballot_sync(0xffffffffu, kept);
+          if (lane == 0) s_counts[i * kWarps + warp] = __popc(ballot);
         }
-        total += n_kept;
-        __syncthreads();  // scan storage reuse
+        __syncthreads();
+        if (warp == 0) scan_pass_counts<kCounts>(s_counts);
+        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < ITEMS; ++i) {
+          const int j = base + i * THREADS + tid;
+          const bool kept = j < nbr && !((skip >> i) & 1u);
+          const unsigned ballot = __ballot_sync(0xffffffffu, kept);
+          if (j < nbr) hd.keep[j] = uint8_t(kept);
+          if (kept) kept_list[total + s_counts[i * kWarps + warp] + __popc(ballot & lanes_below)] = j;
+        }
+        total += s_counts[kCounts];
+        __syncthreads();  // s_counts is refilled by the next pass
       }
       // 3. The certificate's terms of the skipped blocks (kept blocks add nothing).
 #pragma unroll
@@ -146,7 +163,7 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
         for (int i = 0; i < kCertBatch; ++i) {
           const bool s = (skip >> (i0 + i)) & 1u;
           vn[i] = s ? a.kv.slot_value_norm(slot[i0 + i], h) : 0.f;
-          const float* bt = hd.bterm + int64_t(j0 + i0 + i) * G + g0;
+          const float* bt = hd.bterm + int64_t(base + (i0 + i) * THREADS + tid) * G + g0;
 #pragma unroll
           for (int k = 0; k < kRouteGChunk; ++k) t[i][k] = s && g0 + k < G ? __ldcg(bt + k) : 0.f;
         }

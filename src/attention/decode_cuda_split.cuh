@@ -31,39 +31,21 @@ __device__ __forceinline__ int64_t unit_tokens(const AttnArgs& a, int u) {
   return a.seq_lens[bh / a.kv.num_kv_heads];
 }
 
-// Splits per unit under each refining candidate chunk (split_schedule.h), summed over units.
-struct CandidateSplits {
-  int n[split_schedule::kCandidates - 1];
-};
-struct AddCandidateSplits {
-  __device__ CandidateSplits operator()(const CandidateSplits& x, const CandidateSplits& y) const {
-    CandidateSplits r;
-#pragma unroll
-    for (int k = 0; k < split_schedule::kCandidates - 1; ++k) r.n[k] = x.n[k] + y.n[k];
-    return r;
-  }
-};
-
 // Finds which unit and split CTA `cta` takes (see AttnArgs), the unit's tokens and where
 // its sequence's page list starts (kv.indptr). Returns false when the CTA has no work (the
 // grid is sized for the worst case). Every load here is a round trip on the critical path
 // of every CTA, so each unit's length is loaded once (a thread keeps its first unit's for
-// the scan), and the page-list start along with it. The chunk is split_schedule's
-// choose_chunk, the candidates' split counts summed in one more reduction, and only where
-// they can differ (split_schedule::refine: not in small calls).
+// the scan), and the page-list start along with it. The chunk is split_schedule.h's.
 template <bool ROUTED>
 __device__ bool find_split(const AttnArgs& a, int cta, int* unit, int* split, int* splits, int64_t* tokens,
                            int32_t* page_start) {
-  namespace ss = split_schedule;
   using Reduce = cub::BlockReduce<long long, kAttnThreads>;
-  using ReduceCandidates = cub::BlockReduce<CandidateSplits, kAttnThreads>;
   using Scan = cub::BlockScan<int, kAttnThreads>;
   __shared__ union {
     typename Reduce::TempStorage reduce;
-    typename ReduceCandidates::TempStorage reduce_candidates;
     typename Scan::TempStorage scan;
   } tmp;
-  __shared__ long long s_total, s_tokens, s_chunk;
+  __shared__ long long s_total, s_tokens;
   __shared__ int s_found[4];
   const int units = a.kv.batch * a.kv.num_kv_heads * a.head_chunks;
   const int64_t first_tokens = int(threadIdx.x) < units ? unit_tokens<ROUTED>(a, int(threadIdx.x)) : 0;
@@ -77,32 +59,11 @@ __device__ bool find_split(const AttnArgs& a, int cta, int* unit, int* split, in
     s_found[0] = -1;
   }
   __syncthreads();
-  const int64_t safe_chunk =
-      ss::candidate_chunk(s_total, a.target_ctas, units, a.min_split_tokens, ss::kCandidates - 1);
-  int64_t chunk = safe_chunk;
-  if (ss::refine(safe_chunk, a.target_ctas, units, a.min_split_tokens)) {  // uniform
-    int64_t cand[ss::kCandidates - 1];
-    CandidateSplits mine;
-#pragma unroll
-    for (int k = 0; k < ss::kCandidates - 1; ++k) {
-      cand[k] = ss::candidate_chunk(s_total, a.target_ctas, units, a.min_split_tokens, k);
-      mine.n[k] = 0;
-    }
-    for (int u = int(threadIdx.x); u < units; u += kAttnThreads) {
-      const int64_t t = u < kAttnThreads ? first_tokens : unit_tokens<ROUTED>(a, u);
-#pragma unroll
-      for (int k = 0; k < ss::kCandidates - 1; ++k) mine.n[k] += ss::splits_of(t, cand[k]);
-    }
-    const CandidateSplits all = ReduceCandidates(tmp.reduce_candidates).Reduce(mine, AddCandidateSplits());
-    if (threadIdx.x == 0) {
-      int64_t c = safe_chunk;
-      for (int k = ss::kCandidates - 2; k >= 0; --k)
-        if (all.n[k] <= a.target_ctas) c = cand[k];  // the smallest chunk that fits
-      s_chunk = c;
-    }
-    __syncthreads();
-    chunk = s_chunk;
-  }
+  const int64_t chunk = split_schedule::chunk_for(s_total, units, a.wave_ctas, a.waves, a.waves_min_split_tokens,
+                                                         a.min_split_tokens);
+  // Past every split (there are at most ceil(total / chunk) + units): no scan. With several
+  // waves and a short call, the later waves' CTAs return here.
+  if (cta >= split_schedule::ceil_div(s_total, chunk) + units) return false;
   int base = 0;
   for (int u0 = 0; u0 < units; u0 += kAttnThreads) {
     const int u = u0 + int(threadIdx.x);
@@ -110,7 +71,7 @@ __device__ bool find_split(const AttnArgs& a, int cta, int* unit, int* split, in
     int64_t t = 0;
     if (u < units) {
       t = u0 == 0 ? first_tokens : unit_tokens<ROUTED>(a, u);
-      s = ss::splits_of(t, chunk);
+      s = split_schedule::splits_of(t, chunk);
     }
     int prefix, sum;
     Scan(tmp.scan).ExclusiveSum(s, prefix, sum);

@@ -1,67 +1,44 @@
 // The chunk size of the flat Split-K schedule (AttnArgs in decode_cuda_kernels.cuh): unit u
-// of T_u tokens gets splits_of(T_u, chunk) = ceil(T_u / chunk) splits, and the splits of all
-// units must fit in the wave of `target` CTAs. The kernels compute it in parallel
-// (find_split in decode_cuda_split.cuh: a CTA's threads sum over the units); this header is
-// the formula they share with the CPU, and choose_chunk below is its plain reference
-// (tests/attention/split_schedule_test.cpp).
+// of T_u tokens gets splits_of(T_u, chunk) = ceil(T_u / chunk) splits, laid end to end over
+// the grid of waves * wave_ctas + units CTAs. find_split (decode_cuda_split.cuh) computes
+// it on the device from the units' tokens; this header is the formula it shares with the
+// CPU tests (tests/attention/split_schedule_test.cpp).
 //
-// Why candidates. chunk = total / (target - units) always fits, since
-// sum ceil(T_u / c) <= total / c + units; but with units of unequal length it can leave up
-// to `units` slots of the wave idle, each remaining CTA taking up to target / (target -
-// units) times its share (kernel run 12g's trace: 204 of 264 CTAs at work in routed decode at
-// Llama B=8 512K, whose kept tokens differ by head). Smaller chunks, down to total / target,
-// often fit too: the smallest candidate that fits is taken.
+// One wave: chunk = total / (wave_ctas - units), so that every split fits in one wave of
+// resident CTAs (sum ceil(T_u / c) <= total / c + units). Several waves (CudaDecodeOptions::
+// waves): the CTAs that finish early take the next splits, which evens out a tail of slow
+// CTAs (kernel run 13a: with equal tokens a CTA, routed decode's loops at Llama B=8 512K ran
+// from 1,430 to 2,056 us), but each split pays a prologue and a partial. So the waves are
+// used only where a one-wave split is long (waves_min_chunk tokens); shorter calls keep
+// one wave, and the later waves' CTAs find no split and return.
 #pragma once
 
 #include <cstdint>
-#include <vector>
 
 #include "sinkrouter/kv/paged_kv.h"  // SR_HOST_DEVICE
 
 namespace sinkrouter::split_schedule {
 
-constexpr int kCandidates = 8;  // chunks tried; the last one, total / (target - units), always fits
-
 SR_HOST_DEVICE inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Candidate k in [0, kCandidates): the tokens over target - units * k / (kCandidates - 1)
-// slots (at least one), and at least min_split tokens.
-SR_HOST_DEVICE inline int64_t candidate_chunk(int64_t total, int target, int units, int min_split, int k) {
-  const int64_t slots = int64_t(target) - int64_t(units) * k / (kCandidates - 1);
+// Tokens over `slots` CTAs (at least one), and at least min_split.
+SR_HOST_DEVICE inline int64_t chunk_over(int64_t total, int64_t slots, int min_split) {
   const int64_t c = ceil_div(total, slots > 1 ? slots : 1);
   return c > min_split ? c : int64_t(min_split);
 }
 
+// The chunk of `total` tokens in `units` units, over `waves` waves of `wave_ctas` CTAs
+// where a one-wave chunk has at least waves_min_chunk tokens.
+SR_HOST_DEVICE inline int64_t chunk_for(int64_t total, int units, int wave_ctas, int waves, int waves_min_chunk,
+                                        int min_split) {
+  const int64_t one_wave = chunk_over(total, int64_t(wave_ctas) - units, min_split);
+  if (waves <= 1 || one_wave < waves_min_chunk) return one_wave;
+  return chunk_over(total, int64_t(waves) * wave_ctas - units, min_split);
+}
+
 // Splits of a unit of `tokens` (one for an empty unit: it still writes its output).
 SR_HOST_DEVICE inline int splits_of(int64_t tokens, int64_t chunk) {
-  if (tokens <= chunk) return 1;
-  // Both under 2^31 in practice (a unit's tokens): 32-bit division, several times cheaper
-  // on the GPU, where every CTA counts the candidates on its critical path.
-  if (tokens < (int64_t(1) << 31)) return int((uint32_t(tokens) + uint32_t(chunk) - 1) / uint32_t(chunk));
-  return int(ceil_div(tokens, chunk));
-}
-
-// Whether the candidates are worth counting: when the always-fitting chunk is min_split
-// (small calls) they are all min_split, and with one unit or a target of at most units + 1
-// the last candidate is the only one known to fit.
-SR_HOST_DEVICE inline bool refine(int64_t safe_chunk, int target, int units, int min_split) {
-  return safe_chunk > min_split && units > 1 && target > units + 1;
-}
-
-// The plain reference: the chunk find_split chooses for units of these token counts.
-inline int64_t choose_chunk(const std::vector<int64_t>& tokens, int target, int min_split) {
-  const int units = int(tokens.size());
-  int64_t total = 0;
-  for (int64_t t : tokens) total += t;
-  const int64_t safe = candidate_chunk(total, target, units, min_split, kCandidates - 1);
-  if (!refine(safe, target, units, min_split)) return safe;
-  for (int k = 0; k < kCandidates - 1; ++k) {
-    const int64_t c = candidate_chunk(total, target, units, min_split, k);
-    int64_t n = 0;
-    for (int64_t t : tokens) n += splits_of(t, c);
-    if (n <= target) return c;
-  }
-  return safe;
+  return tokens > chunk ? int(ceil_div(tokens, chunk)) : 1;
 }
 
 }  // namespace sinkrouter::split_schedule

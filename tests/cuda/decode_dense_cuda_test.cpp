@@ -162,6 +162,7 @@ TEST(CudaDenseDecode, LongAndShortSequencesShareTheGrid) {
       CudaDecodeOptions opt;
       opt.target_ctas = target;
       opt.waves = target == 0 && kv_copy == 2 ? 3 : 1;  // three waves of splits over the resident CTAs
+      opt.waves_min_split_tokens = 64;                    // (taken however short the call)
       opt.min_split_tokens = 64;
       opt.tensor_cores = tensor_cores;
       opt.kv_copy = kv_copy;
@@ -233,6 +234,10 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   bad_waves.waves = 9;
   expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_waves); },
                "waves must be 1 to 8, not 9");
+  CudaDecodeOptions bad_waves_min;
+  bad_waves_min.waves_min_split_tokens = 0;
+  expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_waves_min); },
+               "waves_min_split_tokens 0 must be at least 1");
   CudaDecodeOptions bad_chunks;
   bad_chunks.adaptive_route_chunks = 2;
   expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_chunks); },

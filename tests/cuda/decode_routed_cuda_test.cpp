@@ -122,6 +122,8 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
   opt.adaptive_route_chunks = int(seed / 6 % 2);   // the routing pass's fixed and adaptive chunks,
   opt.route_min_ctas = seed / 12 % 2 ? 1 : 0;       // adaptive ones of several steps too
   opt.kv_copy = seed / 24 % 2 ? 0 : 2;             // cp.async, or TMA where it runs (auto)
+  opt.waves = seed % 5 == 2 ? 3 : 1;                // several waves of splits (taken however short the call)
+  opt.waves_min_split_tokens = 1;
   CudaDecoder decoder(dev.view(), QH, policy, scale, opt);
   if (decoder.uses_tma_copies()) what += " (TMA copies)";
   DeviceBuffer qd = testing::to_device(r.q);

@@ -66,12 +66,16 @@ enum RouteSlot : int {
 };
 
 struct CudaDecodeOptions {
-  int target_ctas = 0;          // CTAs the tokens are spread over; 0: waves x resident capacity of the device
-  // Waves of resident CTAs the tokens are spread over when target_ctas is 0: more, shorter
-  // splits let the CTAs that finish early take the next ones (the block scheduler balances
-  // the tail) at the cost of more partials to merge. 1 to 8; -1: SINKROUTER_DECODE_WAVES,
-  // unset: 1.
+  int target_ctas = 0;          // CTAs of the one wave the tokens are spread over; 0: the device's resident capacity
+  // Waves of resident CTAs the tokens are spread over when target_ctas is 0 and a one-wave
+  // split would be long (src/attention/split_schedule.h): more, shorter splits let the CTAs
+  // that finish early take the next ones (the block scheduler balances the tail) at the cost
+  // of more partials to merge. 1 to 8; -1: SINKROUTER_DECODE_WAVES, unset: 1.
   int waves = -1;
+  // One-wave splits shorter than this keep one wave (src/attention/split_schedule.h): 8K
+  // tokens is 4 MB of K and V at head dim 128, a few hundred microseconds of one CTA's loop,
+  // against a prologue of a few.
+  int waves_min_split_tokens = 8192;
   // No split gets fewer tokens than this (short sequences stay whole). 128: at 4K-16K it
   // beat or tied 256 and 512 in kernel runs 5c, 5e and 5f (SmolLM2 B=1 8K: 12.0 against
   // 13.1 and 13.9 us), once the combine had its loads in flight together (docs/PERF.md,
@@ -143,7 +147,8 @@ class CudaDecoder {
   int route_trace_ctas() const;
 
   int grid_ctas() const { return grid_ctas_; }      // attention CTAs launched per run
-  int target_ctas() const { return target_ctas_; }
+  int wave_ctas() const { return wave_ctas_; }  // CTAs of one wave (target_ctas, or the resident capacity)
+  int waves() const { return waves_; }
   bool uses_tensor_cores() const { return tensor_cores_; }
   bool uses_tma_copies() const { return tma_copies_; }  // options.kv_copy resolved
   const AttentionPolicy& policy() const { return policy_; }
@@ -166,7 +171,7 @@ class CudaDecoder {
   bool tensor_cores_ = false;
   bool tma_copies_ = false;
   bool fused_routing_ = false;  // fast sinkrouter, routed in one launch (options.fused_fast_routing)
-  int target_ctas_ = 0, grid_ctas_ = 0, min_split_tokens_ = 0;
+  int wave_ctas_ = 0, waves_ = 1, waves_min_split_tokens_ = 0, grid_ctas_ = 0, min_split_tokens_ = 0;
   int kv_l2_prefetch_ = 0;  // 0, 128 or 256 (options.kv_l2_prefetch resolved)
   bool adaptive_route_chunks_ = false;  // options.adaptive_route_chunks resolved
   int route_min_ctas_ = 1;              // options.route_min_ctas resolved
