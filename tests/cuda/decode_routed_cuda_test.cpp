@@ -7,6 +7,9 @@
 //     mode keeps delta <= epsilon;
 //   - its decisions are the CPU router's (plan_decode), up to blocks at the threshold, and
 //     its statistics mean what the CPU's mean.
+// Diagnostic knobs (environment): SR_CUDA_ROUTED_CASES (how many seeds), _FIRST_SEED (from
+// which), _GROUPS (a comma list of GQA groups to draw from), _MIN_SPLIT (every case's
+// min_split_tokens).
 #include <gtest/gtest.h>
 
 #if defined(SINKROUTER_HAVE_CUDA)
@@ -117,6 +120,7 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
   DeviceKVCache dev = DeviceKVCache::upload(*r.cache, r.seqs, 0);
   CudaDecodeOptions opt;
   opt.min_split_tokens = 1 + int(seed % 3) * 40;  // many small splits, or a few
+  if (const char* env = std::getenv("SR_CUDA_ROUTED_MIN_SPLIT")) opt.min_split_tokens = std::max(1, std::atoi(env));
   opt.tensor_cores = (seed / 4) % 2 == 0;         // both attention kernels (groups <= 4)
   opt.kv_l2_prefetch = int(seed / 8 % 3) * 128;    // 0, 128, 256: every L2 prefetch size
   opt.adaptive_route_chunks = int(seed / 6 % 2);   // the routing pass's fixed and adaptive chunks,
@@ -278,7 +282,10 @@ TEST(CudaRoutedDecode, CertificateAndOutputOnRandomCases) {
   // SR_CUDA_ROUTED_CASES lowers the count for slow runs (compute-sanitizer).
   const char* env = std::getenv("SR_CUDA_ROUTED_CASES");
   const uint64_t cases = env ? uint64_t(std::max(1, std::atoi(env))) : 240;
-  for (uint64_t seed = 0; seed < cases; ++seed) {
+  // SR_CUDA_ROUTED_FIRST_SEED starts later (a diagnostic run of one failing case).
+  const char* first_env = std::getenv("SR_CUDA_ROUTED_FIRST_SEED");
+  const uint64_t first = first_env ? uint64_t(std::max(0, std::atoi(first_env))) : 0;
+  for (uint64_t seed = first; seed < first + cases; ++seed) {
     check_routed_case(seed, kinds[seed % 4], total);
     if (::testing::Test::HasFatalFailure()) return;
   }
