@@ -235,7 +235,7 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   route_min_ctas_ = options.route_min_ctas > 0 ? options.route_min_ctas
                                                  : std::max(1, sms / std::max(1, batch_ * num_kv_heads_));
   const int waves = options.waves >= 0 ? options.waves
-                                       : option_from_env("SINKROUTER_DECODE_WAVES", "1",
+                                       : option_from_env("SINKROUTER_DECODE_WAVES", "4",
                                                          {{"1", 1}, {"2", 2}, {"3", 3}, {"4", 4}, {"6", 6}, {"8", 8}},
                                                          "1, 2, 3, 4, 6 or 8");
   SR_CHECK(waves >= 1 && waves <= 8, "decode (CUDA): waves must be 1 to 8, not {}", waves);

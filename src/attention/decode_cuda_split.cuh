@@ -337,6 +337,18 @@ __device__ void finish_split(const AttnArgs& a, int unit, int split, int splits,
   __shared__ float s_norm2[kMaxHeadsPerCta];
   const int gc = a.heads_per_cta, tid = int(threadIdx.x), cta = int(blockIdx.x);
   if (tid < kMaxHeadsPerCta) s_norm2[tid] = 0.f;
+  const int bh = unit / a.head_chunks, hc = unit % a.head_chunks;
+  const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
+  // Routed: the certificate's terms of head tid (the routing pass's output), loaded now so
+  // that their round trip overlaps the partial's stores and the ticket (loaded after the
+  // merge, one head after another by one thread, they cost the last CTA ~3 us: run 13a).
+  float skipped_v = 0.f, delta = 0.f;
+  const bool cert_head = ROUTED && tid < gc && hc * gc + tid < a.group;
+  if (cert_head) {
+    const int64_t qi = int64_t(b) * a.num_q_heads + int64_t(h) * a.group + hc * gc + tid;
+    skipped_v = a.skipped_v_bound[qi];
+    delta = a.delta[qi];
+  }
 
   float res[E];
   if (splits == 1) {
@@ -369,8 +381,6 @@ __device__ void finish_split(const AttnArgs& a, int unit, int split, int splits,
     }
   }
 
-  const int bh = unit / a.head_chunks, hc = unit % a.head_chunks;
-  const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
   // A warp's 32 elements lie in one head (D is a multiple of 32), so the routed output norm
   // is summed in the warp first: one shared atomic per warp and head, not one per element
   // (run 7a's trace: per-element atomics cost the last CTA 6.5 us at d64, 22.5 us at d128).
@@ -405,17 +415,14 @@ __device__ void finish_split(const AttnArgs& a, int unit, int split, int splits,
     return;
   }
   __syncthreads();
-  if (tid != 0) return;
+  static_assert(kMaxHeadsPerCta <= 8, "the bound's maximum is taken over lanes 0-7");
+  if (tid >= 32) return;
   float bound = 0.f;
-  for (int g = 0; g < gc; ++g) {
-    const int gg = hc * gc + g;
-    if (gg >= a.group) break;
-    const int64_t qi = int64_t(b) * a.num_q_heads + int64_t(h) * a.group + gg;
-    const double e = (double(a.skipped_v_bound[qi]) + double(a.delta[qi]) * sqrt(double(s_norm2[g]))) * (1 + 1e-5);
-    bound = fmaxf(bound, float(e));
-  }
+  if (cert_head) bound = float((double(skipped_v) + double(delta) * sqrt(double(s_norm2[tid]))) * (1 + 1e-5));
+#pragma unroll
+  for (int o = 4; o > 0; o >>= 1) bound = fmaxf(bound, __shfl_xor_sync(0xffffffffu, bound, o));
   // Non-negative floats order as their bit patterns; the routing step zeroed the field.
-  atomicMax(reinterpret_cast<int*>(&a.stats[bh].output_error_bound), __float_as_int(bound));
+  if (tid == 0) atomicMax(reinterpret_cast<int*>(&a.stats[bh].output_error_bound), __float_as_int(bound));
 }
 
 }  // namespace sinkrouter::cuda

@@ -79,15 +79,17 @@ SyntheticKV make_synthetic_kv(const SyntheticKVSpec& spec, std::mt19937_64& rng)
         float nrm = 0;
         for (float x : dir) nrm += x * x;
         nrm = std::sqrt(nrm);
-        // Length such that the least-aligned query of the group scores sink_score.
-        float min_dot = 1e30f;
+        // Length such that the least-aligned query of the group scores sink_score, and the
+        // best-aligned at most 8 sink_score (SyntheticKVSpec::sink_positions).
+        float min_dot = 1e30f, max_dot = 0.f;
         for (int g = 0; g < G; ++g) {
           float dotg = 0;
           for (int d = 0; d < D; ++d)
             dotg += r.q.view().load(r.q.view().offset(b, h * G + g, d)) * dir[size_t(d)] / nrm;
           min_dot = std::min(min_dot, dotg);
+          max_dot = std::max(max_dot, dotg);
         }
-        const float len = spec.sink_score / (scale * std::max(min_dot, 1e-3f));
+        const float len = spec.sink_score / (scale * std::max({min_dot, max_dot / 8.f, 1e-3f}));
         float vn = 0;
         for (int d = 0; d < D; ++d) {
           k.view().store(k.view().offset(pos, h, d), dir[size_t(d)] / nrm * len + 0.1f * normal(rng));

@@ -61,7 +61,7 @@ std::vector<DenseCase> dense_cases() {
   const std::vector<std::vector<int64_t>> lengths = {{1}, {3, 65, 129}, {1000, 17}, {2049}, {5000, 1, 333}};
   const DType types[] = {DType::F32, DType::BF16, DType::F16};
   int i = 0;
-  for (int group : {1, 2, 3, 4, 5, 8, 12})
+  for (int group : {1, 2, 3, 4, 5, 8, 12, 24})
     for (int page : {1, 16, 64, 256})
       for (DType kv : {DType::BF16, DType::F16}) {
         const int head_dim = (i % 2) ? 128 : 64;
