@@ -130,6 +130,7 @@ struct CudaDecoder::Workspace {
   int32_t *kept_blocks = nullptr, *kept_count = nullptr;
   int32_t *extra_anchors = nullptr, *extra_count = nullptr, *window_start = nullptr, *routed_tokens = nullptr;
   int32_t* route_tickets = nullptr;
+  double2* cert_partials = nullptr;
   // TMA copies: the cache's pages as a tensor map, encoded for kv_map_pages (run() encodes
   // it again when a view with other pages comes).
   CUtensorMap kv_map{};
@@ -286,6 +287,7 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
       const RouteArgs r = w.route_args(*this, kv, dkv.seq_lens, nullptr, DType::F32);
       w.bounds_smem = cuda::route_bounds_prepare(r);
       w.bounds_ctas_per_head = cuda::route_bounds_ctas_per_head(r, batch_, num_kv_heads_, w.bounds_smem);
+      w.cert_partials = w.make<double2>(bh * size_t(w.bounds_ctas_per_head) * size_t(group_));
       w.select_smem = cuda::route_select_prepare(r);
     }
   } catch (...) {
@@ -356,6 +358,7 @@ RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV
   r.fused_finish = d.fused_routing_;
   r.pad_anchors = d.tma_copies_;  // only routed decoders route
   r.route_tickets = w.route_tickets;
+  r.cert_partials = w.cert_partials;
   r.sink_max = w.sink_max;
   r.sink_sum = w.sink_sum;
   r.bterm = w.bterm;

@@ -16,8 +16,9 @@
 //      cost_j = max_g b_jg, ubound_j = max_g u_jg; fast mode decides here (keep if any
 //      b_jg > tau, or with an estimate (RouteArgs) any e_jg > tau). The next step's
 //      summaries are copied while this one is bounded;
-//   4. fast mode (RouteArgs::fused_finish): the last CTA of the (b, h) finishes the pass
-//      (decode_cuda_route_tail.cuh), so that fast mode is one launch.
+//   4. fast mode (RouteArgs::fused_finish): each CTA sums the certificate's terms of its own
+//      skipped blocks (RouteArgs::cert_partials), and the last CTA of the (b, h) finishes the
+//      pass (decode_cuda_route_tail.cuh), so that fast mode is one launch.
 // Otherwise the second kernel (decode_cuda_route_select.cu) chooses, compacts and certifies.
 #include <algorithm>
 #include <cstdint>
@@ -339,17 +340,61 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     }
   }
   cp_async_wait_group<0>();  // (the last, empty group)
-  trace_route(a, kRouteBounds);
   if (!a.fused_finish) {
+    trace_route(a, kRouteBounds);
     trace_route_end(a, 1);
     return;
   }
+  // 3. Fused fast mode: this CTA's share of the certificate, over its own skipped blocks
+  // (their keep[] and bterm are this CTA's stores, ordered by the barrier), kCertBatch
+  // blocks a thread at a time, their loads together. Summed here, in parallel over the
+  // (b, h)'s CTAs, the finishing CTA only adds the shares (it summed every block's terms
+  // itself: 23-28 us of the pass at 512K, run 13b).
+  __syncthreads();
+  {
+    const uint32_t my_blocks = uint32_t(my_chunks * chunk), ch = uint32_t(chunk);
+    const uint8_t* keep_row = a.keep + int64_t(bh) * a.block_stride;
+    __shared__ double s_cert[2 * kRouteGChunk];
+    for (int g0 = 0; g0 < G; g0 += kRouteGChunk) {
+      double sums[2 * kRouteGChunk];
+#pragma unroll
+      for (int k = 0; k < 2 * kRouteGChunk; ++k) sums[k] = 0;
+#pragma unroll 1
+      for (uint32_t i0 = 0; i0 < my_blocks; i0 += kBoundsThreads * kCertBatch) {
+        int64_t j[kCertBatch];
+        bool skip[kCertBatch];
+        int32_t slot[kCertBatch];
+#pragma unroll
+        for (int i = 0; i < kCertBatch; ++i) {
+          const uint32_t idx = i0 + uint32_t(i * kBoundsThreads + tid), m = idx / ch;
+          j[i] = (int64_t(blockIdx.x) + int64_t(m) * gridDim.x) * chunk + (idx - m * ch);
+          skip[i] = idx < my_blocks && j[i] < nbr && __ldcg(keep_row + j[i]) == 0;
+          slot[i] = skip[i] ? slots[j[i]] : 0;
+        }
+#pragma unroll
+        for (int i = 0; i < kCertBatch; ++i) {
+          const float vn = skip[i] ? a.kv.slot_value_norm(slot[i], h) : 0.f;
+#pragma unroll
+          for (int k = 0; k < kRouteGChunk; ++k) {
+            const float t = skip[i] && g0 + k < G ? __ldcg(bterm + j[i] * G + g0 + k) : 0.f;
+            sums[k] += t;
+            sums[kRouteGChunk + k] += double(t) * double(vn);
+          }
+        }
+      }
+      route_block_sum<kBoundsThreads>(sums, s_cert);
+      if (tid < kRouteGChunk && g0 + tid < G)
+        a.cert_partials[(int64_t(bh) * gridDim.x + blockIdx.x) * G + g0 + tid] =
+            make_double2(s_cert[tid], s_cert[kRouteGChunk + tid]);
+    }
+  }
+  trace_route(a, kRouteBounds);
 
-  // 3. Fast mode: the last CTA of the (b, h) to finish its blocks (a ticket, as the
+  // 4. Fast mode: the last CTA of the (b, h) to finish its blocks (a ticket, as the
   // attention kernel's combine) writes the kept-block list, certificate and statistics,
   // instead of a route_select launch. The CTAs with chunks are 0 .. min(grid, chunks) - 1.
-  // This CTA's keep[] and bterm are published by the acquire-release ticket, which also
-  // acquires the other CTAs' for the last one (grid_ticket).
+  // This CTA's keep[] and certificate share are published by the acquire-release ticket,
+  // which also acquires the other CTAs' for the last one (grid_ticket).
   __syncthreads();
   const int ctas = chunks < 1 ? 1 : int(chunks < int64_t(gridDim.x) ? chunks : int64_t(gridDim.x));
   if (tid == 0) s_last = grid_ticket(reinterpret_cast<unsigned*>(&a.route_tickets[bh])) == unsigned(ctas - 1);
@@ -362,7 +407,8 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   if (tid == 0) a.route_tickets[bh] = 0;  // every other CTA has taken its ticket
   const int64_t at = int64_t(bh) * a.block_stride;
   const RouteHead hd{a.cost + at, a.bterm + at * G, a.ubound + at, a.keep + at, int(nbr), G};
-  finish_routing<kBoundsThreads, kFusedItems>(a, hd, bh, n, ws, false, 0, 0.f);
+  finish_routing<kBoundsThreads, kFusedItems>(a, hd, bh, n, ws, false, 0, 0.f,
+                                              a.cert_partials + int64_t(bh) * gridDim.x * G, ctas);
   trace_route(a, kRouteEnd);
   trace_route_end(a, 2);
 }

@@ -90,12 +90,14 @@ __device__ __forceinline__ void scan_pass_counts(int* counts) {
 // took 30-37 us at 512K). Per pass:
 //   1. the decisions (keep[] or cost) and the summary slots of all ITEMS items, together;
 //   2. the kept list: per item a warp ballot, and the (item, warp) counts scanned by warp 0;
-//   3. the certificate: kCertBatch items at a time, their value norms and b_jg together.
+//   3. the certificate: kCertBatch items at a time, their value norms and b_jg together;
+//      or, given `partials` (fused fast mode: each route_bounds CTA summed its own skipped
+//      blocks, RouteArgs::cert_partials), the sum of the partial_ctas shares [cta][G].
 // The per-block arrays are read with __ldcg (through L2): in the fused fast path other
 // CTAs of this launch wrote them.
 template <int THREADS, int ITEMS = kRouteItems>
 __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, int64_t n, int64_t ws, bool by_key,
-                               uint64_t T, float eps_f) {
+                               uint64_t T, float eps_f, const double2* partials = nullptr, int partial_ctas = 0) {
   static_assert(ITEMS <= 32 && ITEMS % kCertBatch == 0, "ITEMS: a 32-bit mask, whole certificate batches");
   constexpr int kWarps = THREADS / 32, kPass = THREADS * ITEMS, kCounts = ITEMS * kWarps;
   __shared__ double s_sum[2 * kRouteGChunk];
@@ -113,7 +115,9 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
     double sums[2 * kRouteGChunk];  // [k]: sum b_jg, [kRouteGChunk + k]: sum b_jg vmax_j, g = g0 + k
 #pragma unroll
     for (int k = 0; k < 2 * kRouteGChunk; ++k) sums[k] = 0;
-    for (int base = 0; base < nbr; base += kPass) {
+    // With partials the passes only compact (once); the certificate is the shares' sum.
+    const int pass_end = partials == nullptr || g0 == 0 ? nbr : 0;
+    for (int base = 0; base < pass_end; base += kPass) {
       // 1. Decisions (skip: bit i for item i) and slots.
       uint32_t skip = 0;
       int32_t slot[ITEMS];
@@ -155,6 +159,7 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
         __syncthreads();  // s_counts is refilled by the next pass
       }
       // 3. The certificate's terms of the skipped blocks (kept blocks add nothing).
+      if (partials != nullptr) continue;
 #pragma unroll
       for (int i0 = 0; i0 < ITEMS; i0 += kCertBatch) {
         if (((skip >> i0) & ((1u << kCertBatch) - 1u)) == 0) continue;
@@ -176,6 +181,15 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
           }
       }
     }
+    if (partials != nullptr)
+      for (int c = tid; c < partial_ctas; c += THREADS)
+#pragma unroll
+        for (int k = 0; k < kRouteGChunk; ++k)
+          if (g0 + k < G) {
+            const double2 p = __ldcg(partials + int64_t(c) * G + g0 + k);
+            sums[k] += p.x;
+            sums[kRouteGChunk + k] += p.y;
+          }
     route_block_sum<THREADS>(sums, s_sum);
     if (tid < kRouteGChunk && g0 + tid < G) {
       const int64_t qi = int64_t(b) * a.num_q_heads + int64_t(h) * G + g0 + tid;

@@ -8,9 +8,10 @@
 // resident CTAs (sum ceil(T_u / c) <= total / c + units). Several waves (CudaDecodeOptions::
 // waves): the CTAs that finish early take the next splits, which evens out a tail of slow
 // CTAs (kernel run 13a: with equal tokens a CTA, routed decode's loops at Llama B=8 512K ran
-// from 1,430 to 2,056 us), but each split pays a prologue and a partial. So the waves are
-// used only where a one-wave split is long (waves_min_chunk tokens); shorter calls keep
-// one wave, and the later waves' CTAs find no split and return.
+// from 1,430 to 2,056 us), but each split pays a prologue and a partial (~5 us: run 13c's
+// dense Llama B=1 512K was 4 % slower in 4 waves of 4K-token splits). So no more waves are
+// taken than keep every split at waves_min_chunk tokens or more; shorter calls keep one
+// wave, and the later waves' CTAs find no split and return.
 #pragma once
 
 #include <cstdint>
@@ -27,13 +28,19 @@ SR_HOST_DEVICE inline int64_t chunk_over(int64_t total, int64_t slots, int min_s
   return c > min_split ? c : int64_t(min_split);
 }
 
-// The chunk of `total` tokens in `units` units, over `waves` waves of `wave_ctas` CTAs
-// where a one-wave chunk has at least waves_min_chunk tokens.
+// The chunk of `total` tokens in `units` units over the most waves, up to `waves`, of
+// `wave_ctas` CTAs whose splits keep at least waves_min_chunk tokens; one wave when none
+// does. (More waves never make longer splits, so calls whose one-wave split is already
+// shorter skip the search.)
 SR_HOST_DEVICE inline int64_t chunk_for(int64_t total, int units, int wave_ctas, int waves, int waves_min_chunk,
                                         int min_split) {
   const int64_t one_wave = chunk_over(total, int64_t(wave_ctas) - units, min_split);
   if (waves <= 1 || one_wave < waves_min_chunk) return one_wave;
-  return chunk_over(total, int64_t(waves) * wave_ctas - units, min_split);
+  for (int w = waves; w >= 2; --w) {
+    const int64_t c = chunk_over(total, int64_t(w) * wave_ctas - units, min_split);
+    if (c >= waves_min_chunk) return c;
+  }
+  return one_wave;
 }
 
 // Splits of a unit of `tokens` (one for an empty unit: it still writes its output).

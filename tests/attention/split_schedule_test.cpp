@@ -29,8 +29,8 @@ TEST(SplitSchedule, SplitsOfIsCeilingDivisionAndOneForEmptyUnits) {
 }
 
 // Every split has a CTA of the grid (waves * wave_ctas + units), no split is shorter than
-// min_split unless its unit is, and the waves are taken exactly where a one-wave split
-// reaches waves_min_chunk.
+// min_split unless its unit is, and the most waves are taken whose splits keep
+// waves_min_chunk tokens (brute force over the wave counts).
 TEST(SplitSchedule, SplitsFitTheGridAndWavesOnlyForLongSplits) {
   std::mt19937_64 rng(20261129);
   std::uniform_int_distribution<int> pick(0, 1 << 30);
@@ -65,11 +65,12 @@ TEST(SplitSchedule, SplitsFitTheGridAndWavesOnlyForLongSplits) {
     if (wave_ctas > units) {  // one wave is enough for every split of the one-wave chunk
       ASSERT_LE(total_splits(tokens, one_wave), wave_ctas);
     }
-    if (waves == 1 || one_wave < waves_min) {
-      ASSERT_EQ(chunk, one_wave);
-    } else {
-      ASSERT_LE(chunk, one_wave);
+    int64_t expected = one_wave;
+    for (int w = 2; w <= waves; ++w) {
+      const int64_t c = ss::chunk_over(total, int64_t(w) * wave_ctas - units, min_split);
+      if (c >= waves_min) expected = c;
     }
+    ASSERT_EQ(chunk, expected);
   }
 }
 
@@ -87,6 +88,12 @@ TEST(SplitSchedule, LongCallsTakeTheWavesShortOnesKeepOne) {
   EXPECT_EQ(ss::ceil_div(262144, 3), 87382);
   EXPECT_GE(total_splits(tokens, four), 4 * 200);
   EXPECT_LE(total_splits(tokens, four), 4 * 264 + 64);
+  EXPECT_GE(four, 8192);
+  EXPECT_EQ(four, ss::chunk_over(total, 4 * 264 - 64, 128));
+  // Llama B=1 512K dense: 16K-token splits in one wave; two waves would make them 8,066 < 8K.
+  EXPECT_EQ(ss::chunk_for(8 * 524288, 8, 264, 4, 8192, 128), 16384);
+  // Llama B=8 64K dense: 4 waves would make 4.2K-token splits, 2 make 9K.
+  EXPECT_EQ(ss::chunk_for(64 * 65536, 64, 264, 4, 8192, 128), ss::chunk_over(64 * 65536, 2 * 264 - 64, 128));
   // Llama B=1 4K: a one-wave split of 128 tokens stays one wave.
   const std::vector<int64_t> small(8, 4096);
   EXPECT_EQ(ss::chunk_for(8 * 4096, 8, 264, 4, 8192, 128), 128);

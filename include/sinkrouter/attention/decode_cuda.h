@@ -74,9 +74,9 @@ struct CudaDecodeOptions {
   // 13b: routed Llama B=8 512K 5 % faster than one wave, dense -1 to -6 % at batch 8, small
   // calls unchanged since they keep one wave; docs/PERF.md).
   int waves = -1;
-  // One-wave splits shorter than this keep one wave (src/attention/split_schedule.h): 8K
-  // tokens is 4 MB of K and V at head dim 128, a few hundred microseconds of one CTA's loop,
-  // against a prologue of a few.
+  // No more waves are taken than keep every split at this many tokens or more (src/
+  // attention/split_schedule.h): 8K tokens is 4 MB of K and V at head dim 128, a few hundred
+  // microseconds of one CTA's loop, against a prologue and partial of ~5.
   int waves_min_split_tokens = 8192;
   // No split gets fewer tokens than this (short sequences stay whole). 128: at 4K-16K it
   // beat or tied 256 and 512 in kernel runs 5c, 5e and 5f (SmolLM2 B=1 8K: 12.0 against
