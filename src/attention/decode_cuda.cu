@@ -233,6 +233,9 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   SR_CUDA_CHECK(cudaGetDevice(&device));
   SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   SR_CHECK(options.route_min_ctas >= 0, "decode (CUDA): route_min_ctas {} is negative", options.route_min_ctas);
+  SR_CHECK(options.certificate_share_min_blocks >= 0, "decode (CUDA): certificate_share_min_blocks {} is negative",
+           options.certificate_share_min_blocks);
+  certificate_share_min_blocks_ = options.certificate_share_min_blocks;
   route_min_ctas_ = options.route_min_ctas > 0 ? options.route_min_ctas
                                                  : std::max(1, sms / std::max(1, batch_ * num_kv_heads_));
   const int waves = options.waves >= 0 ? options.waves
@@ -359,6 +362,7 @@ RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV
   r.pad_anchors = d.tma_copies_;  // only routed decoders route
   r.route_tickets = w.route_tickets;
   r.cert_partials = w.cert_partials;
+  r.share_min_blocks = d.certificate_share_min_blocks_;
   r.sink_max = w.sink_max;
   r.sink_sum = w.sink_sum;
   r.bterm = w.bterm;

@@ -103,10 +103,12 @@ struct RouteArgs {
   bool fused_finish;
   bool pad_anchors;  // routed_tokens counts the anchors padded to 16 (AttnArgs::pad_anchors)
   int32_t* route_tickets;  // [B*H] zero between runs (the finishing CTA resets its own)
-  // Fused fast mode: each route_bounds CTA's share of the certificate, summed over its
-  // skipped blocks after its bounds loop: [B*H, bounds_ctas_per_head, G] of (sum b_jg,
-  // sum b_jg vmax_j); the finishing CTA adds the shares.
+  // Fused fast mode, sequences of at least share_min_blocks routable blocks
+  // (CudaDecodeOptions::certificate_share_min_blocks): each route_bounds CTA's share of the
+  // certificate, summed over its skipped blocks after its bounds loop: [B*H,
+  // bounds_ctas_per_head, G] of (sum b_jg, sum b_jg vmax_j); the finishing CTA adds the shares.
   double2* cert_partials;
+  int share_min_blocks;
   // Outputs, all device.
   float* sink_max;  float* sink_sum;  // [B*QH] m_A, Z_A
   float* bterm;     // [B*H, block_stride, G] R * exp(u - m) / Z, rounded up to float

@@ -16,9 +16,9 @@
 //      cost_j = max_g b_jg, ubound_j = max_g u_jg; fast mode decides here (keep if any
 //      b_jg > tau, or with an estimate (RouteArgs) any e_jg > tau). The next step's
 //      summaries are copied while this one is bounded;
-//   4. fast mode (RouteArgs::fused_finish): each CTA sums the certificate's terms of its own
-//      skipped blocks (RouteArgs::cert_partials), and the last CTA of the (b, h) finishes the
-//      pass (decode_cuda_route_tail.cuh), so that fast mode is one launch.
+//   4. fast mode (RouteArgs::fused_finish): on long sequences each CTA sums the certificate's
+//      terms of its own skipped blocks (RouteArgs::cert_partials); the last CTA of the (b, h)
+//      finishes the pass (decode_cuda_route_tail.cuh), so that fast mode is one launch.
 // Otherwise the second kernel (decode_cuda_route_select.cu) chooses, compacts and certifies.
 #include <algorithm>
 #include <cstdint>
@@ -345,13 +345,14 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     trace_route_end(a, 1);
     return;
   }
-  // 3. Fused fast mode: this CTA's share of the certificate, over its own skipped blocks
-  // (their keep[] and bterm are this CTA's stores, ordered by the barrier), kCertBatch
-  // blocks a thread at a time, their loads together. Summed here, in parallel over the
-  // (b, h)'s CTAs, the finishing CTA only adds the shares (it summed every block's terms
-  // itself: 23-28 us of the pass at 512K, run 13b).
+  // 3. Fused fast mode, long sequences (RouteArgs::share_min_blocks): this CTA's share of the
+  // certificate, over its own skipped blocks (their keep[] and bterm are this CTA's stores,
+  // ordered by the barrier), kCertBatch blocks a thread at a time, their loads together.
+  // Summed here, in parallel over the (b, h)'s CTAs, the finishing CTA only adds the shares
+  // (it summed every block's terms itself: 23-28 us of the pass at 512K, run 13b).
+  const bool shares = nbr >= a.share_min_blocks;  // the same in every CTA of the (b, h)
   __syncthreads();
-  {
+  if (shares) {
     const uint32_t my_blocks = uint32_t(my_chunks * chunk), ch = uint32_t(chunk);
     const uint8_t* keep_row = a.keep + int64_t(bh) * a.block_stride;
     __shared__ double s_cert[2 * kRouteGChunk];
@@ -408,7 +409,8 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const int64_t at = int64_t(bh) * a.block_stride;
   const RouteHead hd{a.cost + at, a.bterm + at * G, a.ubound + at, a.keep + at, int(nbr), G};
   finish_routing<kBoundsThreads, kFusedItems>(a, hd, bh, n, ws, false, 0, 0.f,
-                                              a.cert_partials + int64_t(bh) * gridDim.x * G, ctas);
+                                              shares ? a.cert_partials + int64_t(bh) * gridDim.x * G : nullptr,
+                                              ctas);
   trace_route(a, kRouteEnd);
   trace_route_end(a, 2);
 }

@@ -238,6 +238,10 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   bad_waves_min.waves_min_split_tokens = 0;
   expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_waves_min); },
                "waves_min_split_tokens 0 must be at least 1");
+  CudaDecodeOptions bad_shares;
+  bad_shares.certificate_share_min_blocks = -1;
+  expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_shares); },
+               "certificate_share_min_blocks -1 is negative");
   CudaDecodeOptions bad_chunks;
   bad_chunks.adaptive_route_chunks = 2;
   expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_chunks); },

@@ -128,6 +128,7 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
   opt.kv_copy = seed / 24 % 2 ? 0 : 2;             // cp.async, or TMA where it runs (auto)
   opt.waves = seed % 5 == 2 ? 3 : 1;                // several waves of splits (taken however short the call)
   opt.waves_min_split_tokens = 1;
+  opt.certificate_share_min_blocks = seed % 7 < 3 ? 0 : 4096;  // fast mode's certificate in shares, or the finish's
   CudaDecoder decoder(dev.view(), QH, policy, scale, opt);
   if (decoder.uses_tma_copies()) what += " (TMA copies)";
   DeviceBuffer qd = testing::to_device(r.q);

@@ -106,6 +106,12 @@ struct CudaDecodeOptions {
   // Adaptive chunks: the fewest routing CTAs wanted per (b, h); 0: about one per SM over the
   // batch's KV heads. (Tests set 1, so that chunks of several steps occur at small sizes.)
   int route_min_ctas = 0;
+  // Fast mode in one launch: sequences of at least this many routable blocks have each routing
+  // CTA sum the certificate over its own skipped blocks, the finishing CTA adding the shares;
+  // shorter ones sum it in the finish (kernel run 13d: 9 us off Llama B=8 512K's pass, 2 us
+  // onto the calls of one finish pass). 4096 is one pass of the finish. (Tests draw 0 too, so
+  // that the shares run at small sizes.)
+  int certificate_share_min_blocks = 4096;
 };
 
 // The routing decisions of the last run, copied back (for tests and analysis).
@@ -177,6 +183,7 @@ class CudaDecoder {
   int kv_l2_prefetch_ = 0;  // 0, 128 or 256 (options.kv_l2_prefetch resolved)
   bool adaptive_route_chunks_ = false;  // options.adaptive_route_chunks resolved
   int route_min_ctas_ = 1;              // options.route_min_ctas resolved
+  int certificate_share_min_blocks_ = 4096;
   long long* phase_trace_ = nullptr;
   long long* route_trace_ = nullptr;
   Workspace* ws_ = nullptr;
