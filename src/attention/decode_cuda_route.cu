@@ -351,8 +351,8 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   // Summed here, in parallel over the (b, h)'s CTAs, the finishing CTA only adds the shares
   // (it summed every block's terms itself: 23-28 us of the pass at 512K, run 13b).
   const bool shares = nbr >= a.share_min_blocks;  // the same in every CTA of the (b, h)
-  __syncthreads();
   if (shares) {
+    __syncthreads();  // the last step's keep[] and bterm stores
     const uint32_t my_blocks = uint32_t(my_chunks * chunk), ch = uint32_t(chunk);
     const uint8_t* keep_row = a.keep + int64_t(bh) * a.block_stride;
     __shared__ double s_cert[2 * kRouteGChunk];

@@ -126,7 +126,7 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
         const int j = base + i * THREADS + tid;
         slot[i] = 0;
         if (j >= nbr) continue;
-        slot[i] = __ldg(slots + j);
+        if (partials == nullptr) slot[i] = __ldg(slots + j);  // for the value norms of step 3
         bool s;
         if (by_key) {
           const float c = __ldcg(hd.cost + j);
