@@ -189,8 +189,7 @@ __device__ __forceinline__ void trace_value(const AttnArgs& a, int slot, long lo
 }
 // The CTA's last stamps: its role (PhaseSlot) and the global time it ends.
 __device__ __forceinline__ void trace_end(const AttnArgs& a, int role) {
-  if (a.phase_trace == nullptr || threadIdx.x != 0) return;
-  a.phase_trace[int64_t(blockIdx.x) * kPhaseTraceSlots + kPhaseRole] = role;
+  trace_value(a, kPhaseRole, role);
   trace_phase(a, kPhaseEndNs);
 }
 

@@ -372,16 +372,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
           skip[i] = idx < my_blocks && j[i] < nbr && __ldcg(keep_row + j[i]) == 0;
           slot[i] = skip[i] ? slots[j[i]] : 0;
         }
-#pragma unroll
-        for (int i = 0; i < kCertBatch; ++i) {
-          const float vn = skip[i] ? a.kv.slot_value_norm(slot[i], h) : 0.f;
-#pragma unroll
-          for (int k = 0; k < kRouteGChunk; ++k) {
-            const float t = skip[i] && g0 + k < G ? __ldcg(bterm + j[i] * G + g0 + k) : 0.f;
-            sums[k] += t;
-            sums[kRouteGChunk + k] += double(t) * double(vn);
-          }
-        }
+        add_certificate_batch(a, bterm, G, g0, h, j, skip, slot, sums);
       }
       route_block_sum<kBoundsThreads>(sums, s_cert);
       if (tid < kRouteGChunk && g0 + tid < G)

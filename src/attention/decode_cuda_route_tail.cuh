@@ -51,6 +51,30 @@ __device__ __forceinline__ void route_block_sum(const double (&v)[N], double* ou
   __syncthreads();
 }
 
+// Adds the certificate's terms of kCertBatch blocks to sums ([k]: sum b_jg, [kRouteGChunk + k]:
+// sum b_jg vmax_j, heads g0 + k): block j[i] where skip[i], its value norm through its summary
+// slot[i] and its b_jg (bterm: the (b, h)'s [nbr, G] row), all loads issued before any is used.
+// Blocks kept add exact zeros. Used by the finish and by fused fast mode's per-CTA shares.
+__device__ __forceinline__ void add_certificate_batch(const RouteArgs& a, const float* bterm, int G, int g0, int h,
+                                                      const int64_t (&j)[kCertBatch], const bool (&skip)[kCertBatch],
+                                                      const int32_t (&slot)[kCertBatch],
+                                                      double (&sums)[2 * kRouteGChunk]) {
+  float vn[kCertBatch], t[kCertBatch][kRouteGChunk];
+#pragma unroll
+  for (int i = 0; i < kCertBatch; ++i) {
+    vn[i] = skip[i] ? a.kv.slot_value_norm(slot[i], h) : 0.f;
+#pragma unroll
+    for (int k = 0; k < kRouteGChunk; ++k) t[i][k] = skip[i] && g0 + k < G ? __ldcg(bterm + j[i] * G + g0 + k) : 0.f;
+  }
+#pragma unroll
+  for (int i = 0; i < kCertBatch; ++i)
+#pragma unroll
+    for (int k = 0; k < kRouteGChunk; ++k) {
+      sums[k] += t[i][k];
+      sums[kRouteGChunk + k] += double(t[i][k]) * double(vn[i]);
+    }
+}
+
 // Exclusive prefix sums, in place, of the n = ITEMS * warps counts of a pass (index
 // i * warps + w: item i, warp w, which is block order), by warp 0; the pass's total is
 // returned to every lane of warp 0 and left in counts[n].
@@ -172,22 +196,16 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
 #pragma unroll
       for (int i0 = 0; i0 < ITEMS; i0 += kCertBatch) {
         if (((skip >> i0) & ((1u << kCertBatch) - 1u)) == 0) continue;
-        float vn[kCertBatch], t[kCertBatch][kRouteGChunk];
+        int64_t jb[kCertBatch];
+        bool sb[kCertBatch];
+        int32_t slb[kCertBatch];
 #pragma unroll
         for (int i = 0; i < kCertBatch; ++i) {
-          const bool s = (skip >> (i0 + i)) & 1u;
-          vn[i] = s ? a.kv.slot_value_norm(slot[i0 + i], h) : 0.f;
-          const float* bt = hd.bterm + int64_t(base + (i0 + i) * THREADS + tid) * G + g0;
-#pragma unroll
-          for (int k = 0; k < kRouteGChunk; ++k) t[i][k] = s && g0 + k < G ? __ldcg(bt + k) : 0.f;
+          jb[i] = base + (i0 + i) * THREADS + tid;
+          sb[i] = (skip >> (i0 + i)) & 1u;
+          slb[i] = slot[i0 + i];
         }
-#pragma unroll
-        for (int i = 0; i < kCertBatch; ++i)
-#pragma unroll
-          for (int k = 0; k < kRouteGChunk; ++k) {
-            sums[k] += t[i][k];
-            sums[kRouteGChunk + k] += double(t[i][k]) * double(vn[i]);
-          }
+        add_certificate_batch(a, hd.bterm, G, g0, h, jb, sb, slb, sums);
       }
     }
     if (partials != nullptr)

@@ -102,6 +102,22 @@ AttentionPolicy random_policy(std::mt19937_64& rng, PolicyKind kind) {
   return p;
 }
 
+// Over head (b, qh): the squared distance of `got` (elements of type T) from the float64
+// `ref`, and ref's squared norm.
+struct HeadDiff {
+  double err2 = 0, ref2 = 0;
+};
+template <typename T>
+HeadDiff head_diff(const TensorView& got, const TensorView& ref, int b, int qh, int D) {
+  HeadDiff r;
+  for (int d = 0; d < D; ++d) {
+    const double g = got.ptr<T>()[got.offset(b, qh, d)], x = ref.ptr<double>()[ref.offset(b, qh, d)];
+    r.err2 += (g - x) * (g - x);
+    r.ref2 += x * x;
+  }
+  return r;
+}
+
 struct CaseResult {
   int64_t blocks = 0, mismatched = 0;
 };
@@ -150,14 +166,8 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
     int wb = 0, wq = 0;
     for (int b = 0; b < B; ++b)
       for (int qh = 0; qh < QH; ++qh) {
-        double e2 = 0, r2 = 0;
-        for (int d = 0; d < D; ++d) {
-          const double o = out.view().ptr<float>()[out.view().offset(b, qh, d)];
-          const double x = routed.view().ptr<double>()[routed.view().offset(b, qh, d)];
-          e2 += (o - x) * (o - x);
-          r2 += x * x;
-        }
-        const double rel = std::sqrt(e2 / std::max(r2, 1e-300));
+        const HeadDiff hd = head_diff<float>(out.view(), routed.view(), b, qh, D);
+        const double rel = std::sqrt(hd.err2 / std::max(hd.ref2, 1e-300));
         if (rel > worst) worst = rel, wb = b, wq = qh;
       }
     FAIL() << what << ": " << mismatch << "; worst head b" << wb << " qh" << wq << " (KV head " << wq / G
@@ -174,13 +184,9 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
       ASSERT_LE(skipped[qi], double(routing.delta[qi]) + 1e-300) << what << " b" << b << " qh" << qh;
       if (kind == PolicyKind::SinkRouter && policy.mode == RouterMode::Certified)
         ASSERT_LE(routing.delta[qi], policy.epsilon * (1 + 1e-5)) << what;
-      double err2 = 0, kept2 = 0;
-      for (int d = 0; d < D; ++d) {
-        const double e = exact.view().ptr<double>()[exact.view().offset(b, qh, d)];
-        const double o = routed.view().ptr<double>()[routed.view().offset(b, qh, d)];
-        err2 += (e - o) * (e - o);
-        kept2 += o * o;
-      }
+      // The exact output against what was read (routed), and the norm of what was read.
+      const HeadDiff hd = head_diff<double>(exact.view(), routed.view(), b, qh, D);
+      const double err2 = hd.err2, kept2 = hd.ref2;
       const double bound = routing.skipped_v_bound[qi] + routing.delta[qi] * std::sqrt(kept2);
       ASSERT_LE(std::sqrt(err2), bound * (1 + 1e-6) + 1e-12) << what << " delta " << routing.delta[qi];
       const HeadStats& st = stats[size_t(b) * H + size_t(qh / G)];
