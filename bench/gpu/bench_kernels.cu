@@ -530,6 +530,7 @@ int main(int argc, char** argv) {
             row["min_split_tokens"] = options.min_split_tokens;
             row["fused_fast_routing"] = options.fused_fast_routing;
             row["kv_copy"] = dec.uses_tma_copies() ? "tma" : "cp.async";
+            row["cluster_ctas"] = dec.cluster_ctas();
             rows.push_back(row);
             std::printf("%-13s B=%lld ctx=%7lld %-12s skip %2d%% (%5.1f%%): %9.2f us  %6.0f GB/s  floor %9.2f us  x%.2f\n",
                         sh.name, (long long)B, (long long)ctx, kernel, skip_target,
@@ -541,13 +542,13 @@ int main(int argc, char** argv) {
           sr::CudaDecodeOptions cuda_cores;
           cuda_cores.tensor_cores = false;
           run_rows(sr::AttentionPolicy{}, "dense_cuda_cores", 0, false, cuda_cores);
-          if (ctx <= 16384)  // small contexts: fewer, longer splits (a shorter combine) against the default
-            for (int min_split : {128, 256, 512}) {
-              sr::CudaDecodeOptions o;
-              o.min_split_tokens = min_split;
-              const std::string name = "dense_split" + std::to_string(min_split);
-              run_rows(sr::AttentionPolicy{}, name.c_str(), 0, false, o);
-            }
+          if (ctx <= 65536) {  // cluster mode against the flat Split-K list, whichever the default took
+            sr::CudaDecodeOptions split_k, clusters;
+            split_k.cluster = 0;
+            clusters.cluster = 1;
+            run_rows(sr::AttentionPolicy{}, "dense_splitk", 0, false, split_k);
+            run_rows(sr::AttentionPolicy{}, "dense_cluster", 0, false, clusters);
+          }
           for (int skip : skips) {
             if (skip != 0) generate(skip);
             const sr::AttentionPolicy p = certified_rows_policy(), f = fast_rows_policy();

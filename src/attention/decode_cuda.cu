@@ -68,6 +68,13 @@ void attention_launch(const AttnArgs& args, int head_dim, DType kv_dtype, bool r
     bf ? attention_launch_d128_bf16(args, routed, grid, stream) : attention_launch_d128_f16(args, routed, grid, stream);
 }
 
+int attention_cluster_capacity(int head_dim, DType kv_dtype, bool tma, int cluster) {
+  const bool bf = kv_dtype == DType::BF16;
+  if (head_dim == 64)
+    return bf ? attention_mma_clusters_d64_bf16(tma, cluster) : attention_mma_clusters_d64_f16(tma, cluster);
+  return bf ? attention_mma_clusters_d128_bf16(tma, cluster) : attention_mma_clusters_d128_f16(tma, cluster);
+}
+
 }  // namespace cuda
 
 namespace {
@@ -250,8 +257,10 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
            options.waves_min_split_tokens);
   waves_min_split_tokens_ = options.waves_min_split_tokens;
   const int units = batch_ * num_kv_heads_ * head_chunks_;
-  // sum over units of ceil(tokens / chunk) <= waves * wave_ctas + units (split_schedule.h)
-  grid_ctas_ = waves_ * wave_ctas_ + units;
+  plan_cluster_mode(options, routed, units);
+  // Cluster mode: one cluster a unit. Otherwise the flat list: sum over units of
+  // ceil(tokens / chunk) <= waves * wave_ctas + units (split_schedule.h).
+  grid_ctas_ = cluster_ctas_ > 0 ? units * cluster_ctas_ : waves_ * wave_ctas_ + units;
 
   ws_ = new Workspace();
   try {
@@ -300,6 +309,32 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
 }
 
 CudaDecoder::~CudaDecoder() { delete ws_; }
+
+void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool routed, int units) {
+  const int mode = options.cluster >= 0 ? options.cluster
+                                        : option_from_env("SINKROUTER_DECODE_CLUSTER", "auto",
+                                                          {{"off", 0}, {"on", 1}, {"auto", 2}}, "off, on or auto");
+  SR_CHECK(mode >= 0 && mode <= 2, "decode (CUDA): cluster must be 0 (off), 1 (on) or 2 (auto), not {}", mode);
+  SR_CHECK(options.cluster_ctas == 0 || (options.cluster_ctas >= 2 && options.cluster_ctas <= 16),
+           "decode (CUDA): cluster_ctas {} out of range (expected 0, or 2 to 16)", options.cluster_ctas);
+  SR_CHECK(options.cluster_max_tokens >= 0, "decode (CUDA): cluster_max_tokens {} is negative",
+           options.cluster_max_tokens);
+  cluster_ctas_ = 0;
+  if (routed || mode == 0 || (mode == 2 && max_capacity_ > options.cluster_max_tokens)) return;
+  // As many CTAs as fit one wave over the units (at most 16); auto: none with fewer than
+  // min_split_tokens tokens of the capacity (a one-CTA cluster is the flat list's one split).
+  int64_t ctas = std::min(16, std::max(2, wave_ctas_ / units));
+  if (mode == 2) ctas = std::min(ctas, (max_capacity_ + min_split_tokens_ - 1) / min_split_tokens_);
+  if (options.cluster_ctas > 0) ctas = options.cluster_ctas;
+  const char* why = !tensor_cores_ ? "it needs the tensor-core kernel (GQA group <= 4, tensor_cores on)"
+                    : ctas < 2     ? "the capacity fills one CTA"
+                    : cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, int(ctas)) < 1
+                        ? "it needs an sm_90 device, a build with sm_90a and room for one cluster"
+                        : nullptr;
+  SR_CHECK(why == nullptr || mode == 2, "decode (CUDA): cluster mode (clusters of {} CTAs) cannot run here: {}", ctas,
+           why);
+  if (why == nullptr) cluster_ctas_ = int(ctas);
+}
 
 void CudaDecoder::check_run_args(const DeviceKV& dkv, DType q_dtype, DType out_dtype) const {
   const PagedKV& kv = dkv.kv;
@@ -430,6 +465,7 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
   a.min_split_tokens = min_split_tokens_;
   a.kv_l2_prefetch = kv_l2_prefetch_;
   a.pad_anchors = tma_copies_ && routed;
+  a.cluster = cluster_ctas_;
   a.part_acc = w.part_acc;
   a.part_ml = w.part_ml;
   a.tickets = w.tickets;

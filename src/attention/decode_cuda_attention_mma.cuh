@@ -48,6 +48,7 @@
 #include "core/cuda_launch.cuh"
 #include "core/cuda_mma.cuh"
 #include "core/cuda_tma.cuh"
+#include "decode_cuda_cluster.cuh"
 #include "decode_cuda_kernels.cuh"
 #include "decode_cuda_split.cuh"
 
@@ -122,7 +123,9 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   int unit, split, splits;
   int64_t T;          // the unit's tokens
   int32_t page_start;  // kv.indptr of its sequence
-  if (!find_split<ROUTED>(a, int(blockIdx.x), &unit, &split, &splits, &T, &page_start)) {
+  if (!ROUTED && a.cluster > 0) {
+    cluster_split(a, int(blockIdx.x), &unit, &split, &splits, &T, &page_start);
+  } else if (!find_split<ROUTED>(a, int(blockIdx.x), &unit, &split, &splits, &T, &page_start)) {
     trace_end(a, 0);
     return;
   }
@@ -532,7 +535,10 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   }
   __syncthreads();
   trace_phase(a, kPhaseCtaMerged);
-  finish_split<D, ROUTED>(a, unit, split, splits, s_m, s_l, s_acc, scratch);
+  if (!ROUTED && a.cluster > 0)
+    finish_cluster<D>(a, unit, split, splits, s_m, s_l, s_acc);
+  else
+    finish_split<D, ROUTED>(a, unit, split, splits, s_m, s_l, s_acc, scratch);
 }
 
 // {0, 0} for the TMA kernel where its sm_90a code cannot run (the plan then says so or
@@ -549,24 +555,59 @@ AttnKernelInfo mma_prepare_one() {
   return {smem, blocks};
 }
 
-// kv_map null: the cp.async kernel (it is passed a blank map it never reads).
+// Clusters of `cluster` CTAs of the dense kernel (cluster mode, decode_cuda_cluster.cuh) that
+// can be resident at once; 0 where none can (no sm_90a code here, or too little room).
+template <int D, typename Tag, bool TMA>
+int mma_cluster_capacity(int cluster) {
+  using S = MmaShape<D>;
+  auto kernel = attention_mma_kernel<D, Tag, false, TMA>;
+  if (!sm90a_code_runs_here(reinterpret_cast<const void*>(kernel))) return 0;
+  const int smem = TMA ? S::kTmaSmemBytes : S::kSmemBytes;
+  raise_smem_limit(reinterpret_cast<const void*>(kernel), smem);
+  // Clusters past 8 CTAs (the portable size) are allowed per kernel.
+  SR_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(unsigned(cluster));
+  cfg.blockDim = dim3(kAttnThreads);
+  cfg.dynamicSmemBytes = size_t(smem);
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = unsigned(cluster);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  int clusters = 0;
+  if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) != cudaSuccess) {
+    (void)cudaGetLastError();  // an unsupported size is "none", not a sticky error
+    return 0;
+  }
+  return clusters;
+}
+
+// kv_map null: the cp.async kernel (it is passed a blank map it never reads). Dense with
+// a.cluster > 0: in clusters of that many CTAs.
 template <int D, typename Tag, bool ROUTED>
 void mma_launch_one(const AttnArgs& a, const CUtensorMap* kv_map, int grid, cudaStream_t stream) {
   using S = MmaShape<D>;
+  const int cluster = !ROUTED && a.cluster > 0 ? a.cluster : 1;
   if (kv_map != nullptr) {
-    launch_pdl(attention_mma_kernel<D, Tag, ROUTED, true>, dim3(unsigned(grid)), dim3(kAttnThreads),
-               S::kTmaSmemBytes, stream, a, *kv_map);
+    launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, true>, dim3(unsigned(grid)), dim3(kAttnThreads),
+                         S::kTmaSmemBytes, stream, cluster, a, *kv_map);
     return;
   }
   static const CUtensorMap blank{};
-  launch_pdl(attention_mma_kernel<D, Tag, ROUTED, false>, dim3(unsigned(grid)), dim3(kAttnThreads), S::kSmemBytes,
-             stream, a, blank);
+  launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, false>, dim3(unsigned(grid)), dim3(kAttnThreads),
+                       S::kSmemBytes, stream, cluster, a, blank);
 }
 
 #define SR_DEFINE_ATTENTION_MMA_INSTANCES(D, TAG, SUFFIX)                                              \
   AttnKernelInfo attention_mma_prepare_##SUFFIX(bool routed, bool tma) {                               \
     if (routed) return tma ? mma_prepare_one<D, TAG, true, true>() : mma_prepare_one<D, TAG, true, false>(); \
     return tma ? mma_prepare_one<D, TAG, false, true>() : mma_prepare_one<D, TAG, false, false>();     \
+  }                                                                                                    \
+  int attention_mma_clusters_##SUFFIX(bool tma, int cluster) {                                         \
+    return tma ? mma_cluster_capacity<D, TAG, true>(cluster) : mma_cluster_capacity<D, TAG, false>(cluster); \
   }                                                                                                    \
   void attention_mma_launch_##SUFFIX(const AttnArgs& a, bool routed, const CUtensorMap* kv_map, int grid, \
                                      cudaStream_t s) {                                                 \

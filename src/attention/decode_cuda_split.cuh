@@ -323,6 +323,21 @@ __device__ void merge_partials(const AttnArgs& a, int64_t first, int splits, int
   __syncthreads();
 }
 
+// Dense statistics of (sequence, KV head) bh: every token read once.
+__device__ __forceinline__ void write_dense_stats(const AttnArgs& a, int bh) {
+  HeadStats& st = a.stats[bh];
+  const int64_t n = a.seq_lens[bh / a.kv.num_kv_heads], tb = a.kv.token_bytes();
+  st.bytes_summary = 0;
+  st.bytes_anchor_window = 0;
+  st.bytes_blocks = n * tb;
+  st.bytes_dense = n * tb;
+  st.blocks_total = int32_t((n + a.kv.block_size - 1) / a.kv.block_size);
+  st.blocks_skipped = 0;
+  st.delta = 0.f;
+  st.output_error_bound = 0.f;
+  st.sink_route = false;
+}
+
 // The fused combine. The CTA's merged state over its split, for heads g < heads_per_cta,
 // is in shared memory: s_m[g] (base 2; -inf when empty), s_l[g], s_acc[g * D + d]; the
 // caller has synchronised after writing it. One split: normalise and write. Otherwise
@@ -400,18 +415,7 @@ __device__ void finish_split(const AttnArgs& a, int unit, int split, int splits,
   trace_phase(a, kPhaseEnd);
   trace_end(a, 2);
   if (!ROUTED) {
-    if (tid != 0 || hc != 0) return;
-    HeadStats& st = a.stats[bh];
-    const int64_t n = a.seq_lens[b], tb = a.kv.token_bytes();
-    st.bytes_summary = 0;
-    st.bytes_anchor_window = 0;
-    st.bytes_blocks = n * tb;
-    st.bytes_dense = n * tb;
-    st.blocks_total = int32_t((n + a.kv.block_size - 1) / a.kv.block_size);
-    st.blocks_skipped = 0;
-    st.delta = 0.f;
-    st.output_error_bound = 0.f;
-    st.sink_route = false;
+    if (tid == 0 && hc == 0) write_dense_stats(a, bh);
     return;
   }
   __syncthreads();

@@ -1,7 +1,9 @@
 // A whole decode step -- append one token per sequence, then dense and routed attention --
 // captured once in a CUDA graph and replayed as the sequences grow. The replays must
 // equal the CPU paths on a host cache that received the same tokens: this shows that no
-// length, split or block list was frozen into the graph at capture time.
+// length, split or block list was frozen into the graph at capture time. (At these
+// capacities the dense decoder takes cluster mode on an sm_90 device: a clustered launch is
+// captured too.)
 #include <gtest/gtest.h>
 
 #if defined(SINKROUTER_HAVE_CUDA)

@@ -5,14 +5,16 @@
 // groups of up to 4 through both the tensor-core and the CUDA-core kernel, the tensor-core
 // one with both K/V copies (cp.async, and TMA where the page size is a multiple of 16 on an
 // sm_90 device: the cache's unwritten rows are NaN, so a TMA stage reaching past a length
-// must zero them). Every decoder runs twice: the fused combine's tickets must be back at zero
-// for the second run.
+// must zero them), each in Split-K and, on an sm_90 device, in cluster mode (clusters of 2
+// to 16 CTAs merging through distributed shared memory, some CTAs with empty splits). Every
+// decoder runs twice: the fused combine's tickets must be back at zero for the second run.
 #include <gtest/gtest.h>
 
 #if defined(SINKROUTER_HAVE_CUDA)
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <random>
@@ -46,12 +48,13 @@ struct DenseCase {
   int page_size;
   std::vector<int64_t> lengths;
   int min_split_tokens;
+  int cluster_ctas;  // cluster mode's CTAs a cluster (0: the decoder chooses)
 };
 
 std::string case_name(const DenseCase& c) {
-  std::string s = fmt::format("h{}_g{}_d{}_{}_q{}_out{}_p{}_split{}", c.kv_heads, c.group, c.head_dim,
+  std::string s = fmt::format("h{}_g{}_d{}_{}_q{}_out{}_p{}_split{}_cl{}", c.kv_heads, c.group, c.head_dim,
                               dtype_name(c.kv_dtype), dtype_name(c.q_dtype), dtype_name(c.out_dtype), c.page_size,
-                              c.min_split_tokens);
+                              c.min_split_tokens, c.cluster_ctas);
   for (int64_t n : c.lengths) s += fmt::format("_{}", n);
   return s;
 }
@@ -67,8 +70,9 @@ std::vector<DenseCase> dense_cases() {
         const int head_dim = (i % 2) ? 128 : 64;
         const int kv_heads = group == 8 ? 1 : 2;  // group 8 over one KV head: MQA
         const int split = i % 3 == 0 ? 128 : (i % 3 == 1 ? 16 : 1);
+        const int cluster_ctas[] = {0, 2, 3, 7, 16};
         cases.push_back({kv_heads, group, head_dim, kv, types[(i / 3) % 3], types[i % 3], page,
-                         lengths[size_t(i) % lengths.size()], split});
+                         lengths[size_t(i) % lengths.size()], split, cluster_ctas[i % 5]});
         ++i;
       }
   return cases;
@@ -100,18 +104,37 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
   HostTensor out(c.out_dtype, {B, QH, D}), ref(DType::F64, {B, QH, D});
   decode_exact(q.view(), r.batch.view, scale, ref.view());
   std::vector<HeadStats> st;
-  // (tensor cores, K/V copies): cp.async, TMA where it runs (auto), the CUDA cores.
-  for (auto [tensor_cores, kv_copy] : {std::pair{true, 0}, std::pair{true, 2}, std::pair{false, 0}}) {
+  // (tensor cores, K/V copies, cluster mode): cp.async, TMA where it runs (auto), each in
+  // Split-K and in clusters (sm_90 only), and the CUDA cores.
+  struct Config {
+    bool tensor_cores;
+    int kv_copy;
+    bool cluster;
+  };
+  for (auto [tensor_cores, kv_copy, cluster] : {Config{true, 0, false}, Config{true, 2, false}, Config{true, 0, true},
+                                                 Config{true, 2, true}, Config{false, 0, false}}) {
     if (!tensor_cores && c.group > 4) continue;  // groups past 4 always take the CUDA cores
+    if (cluster && (c.group > 4 || !device_is_sm90())) continue;  // clusters: tensor cores on sm_90
     CudaDecodeOptions opt;
     opt.min_split_tokens = c.min_split_tokens;
     opt.tensor_cores = tensor_cores;
     opt.kv_copy = kv_copy;
+    opt.cluster = cluster ? 1 : 0;
+    opt.cluster_ctas = c.cluster_ctas;
     // Every L2 prefetch size over the grid (page sizes 1, 16, 64, 256 -> 0, 128, 256, 128):
     // the hint changes which bytes the L2 fetches, never what lands in shared memory.
     opt.kv_l2_prefetch = c.page_size == 1 ? 0 : (c.page_size == 64 ? 256 : 128);
     CudaDecoder decoder(dev.view(), QH, AttentionPolicy{}, scale, opt);
     EXPECT_EQ(decoder.uses_tensor_cores(), tensor_cores && c.group <= 4) << case_name(c);
+    if (cluster) {  // one cluster a (sequence, KV head); chosen: as many as fit a wave, at most 16
+      const int units = B * c.kv_heads;
+      EXPECT_EQ(decoder.cluster_ctas(),
+                c.cluster_ctas > 0 ? c.cluster_ctas : std::min(16, std::max(2, decoder.wave_ctas() / units)))
+          << case_name(c);
+      EXPECT_EQ(decoder.grid_ctas(), units * decoder.cluster_ctas()) << case_name(c);
+    } else {
+      EXPECT_EQ(decoder.cluster_ctas(), 0) << case_name(c);
+    }
     const bool tma = kv_copy == 2 && decoder.uses_tensor_cores() && c.page_size % 16 == 0 && device_is_sm90();
     EXPECT_EQ(decoder.uses_tma_copies(), tma) << case_name(c);
     if (kv_copy == 2 && !decoder.uses_tma_copies() && decoder.uses_tensor_cores()) continue;  // cp.async again
@@ -123,7 +146,7 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
       testing::to_host(od, out);
       EXPECT_EQ(compare_to_reference(out.view(), ref.view(), tolerance_for(c.out_dtype)), "")
           << case_name(c) << (tensor_cores ? (tma ? " tensor cores, TMA" : " tensor cores") : " CUDA cores")
-          << ", run " << repeat;
+          << (cluster ? fmt::format(", clusters of {}", decoder.cluster_ctas()) : std::string()) << ", run " << repeat;
     }
     st = decoder.download_stats();
   }
@@ -160,6 +183,7 @@ TEST(CudaDenseDecode, LongAndShortSequencesShareTheGrid) {
   for (int target : {0, 3, 1000})
     for (auto [tensor_cores, kv_copy] : {std::pair{true, 0}, std::pair{true, 2}, std::pair{false, 0}}) {
       CudaDecodeOptions opt;
+      opt.cluster = 0;  // the flat list (cluster mode: below)
       opt.target_ctas = target;
       opt.waves = target == 0 && kv_copy == 2 ? 3 : 1;  // three waves of splits over the resident CTAs
       opt.waves_min_split_tokens = 64;                    // (taken however short the call)
@@ -178,6 +202,44 @@ TEST(CudaDenseDecode, LongAndShortSequencesShareTheGrid) {
       EXPECT_EQ(compare_to_reference(out.view(), ref.view(), tolerance_for(DType::F32)), "")
           << "target " << target << (tensor_cores ? " tensor cores" : " CUDA cores") << ", kv_copy " << kv_copy
           << (decoder.uses_tma_copies() ? " (TMA)" : "");
+    }
+}
+
+// Cluster mode where one sequence is long: each of its (sequence, KV head) clusters splits
+// 40,000 tokens, the others a few, and CTAs past a short sequence's end have empty splits.
+TEST(CudaDenseDecode, ClusterModeOverLongAndShortSequences) {
+  SR_REQUIRE_CUDA_DEVICE();
+  if (!device_is_sm90()) GTEST_SKIP() << "cluster mode needs an sm_90 device";
+  std::mt19937_64 rng(23);
+  SyntheticKVSpec spec = SyntheticKVSpec::llama_8b();
+  spec.num_kv_heads = 2;
+  spec.lengths = {40000, 7, 1500};
+  spec.quiet_block_fraction = 0.f;
+  auto r = make_synthetic_kv(spec, rng);
+  const int B = 3, QH = 8, D = 128;
+  DeviceKVCache dev = DeviceKVCache::upload(*r.cache, r.seqs, 1);
+  DeviceBuffer qd = testing::to_device(r.q);
+  HostTensor out(DType::BF16, {B, QH, D}), ref(DType::F64, {B, QH, D});
+  decode_exact(r.q.view(), r.batch.view, 1.f / std::sqrt(128.f), ref.view());
+  for (int ctas : {16, 5})
+    for (int kv_copy : {0, 2}) {
+      CudaDecodeOptions opt;
+      opt.cluster = 1;
+      opt.cluster_ctas = ctas;
+      opt.kv_copy = kv_copy;
+      CudaDecoder decoder(dev.view(), QH, AttentionPolicy{}, 1.f / std::sqrt(128.f), opt);
+      ASSERT_EQ(decoder.cluster_ctas(), ctas);
+      DeviceBuffer od(out.bytes());
+      testing::poison(od);
+      decoder.run(dev.view(), qd.get(), DType::F32, od.get(), DType::BF16, nullptr);
+      SR_ASSERT_CUDA(cudaDeviceSynchronize());
+      testing::to_host(od, out);
+      EXPECT_EQ(compare_to_reference(out.view(), ref.view(), tolerance_for(DType::BF16)), "")
+          << "clusters of " << ctas << ", kv_copy " << kv_copy << (decoder.uses_tma_copies() ? " (TMA)" : "");
+      const std::vector<HeadStats> st = decoder.download_stats();
+      for (int b = 0; b < B; ++b)
+        for (int h = 0; h < 2; ++h)
+          EXPECT_EQ(st[size_t(b) * 2 + size_t(h)].bytes_dense, spec.lengths[size_t(b)] * r.batch.view.token_bytes());
     }
 }
 
@@ -242,6 +304,22 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   bad_shares.certificate_share_min_blocks = -1;
   expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_shares); },
                "certificate_share_min_blocks -1 is negative");
+  CudaDecodeOptions bad_cluster;
+  bad_cluster.cluster = 3;
+  expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_cluster); },
+               "cluster must be 0 (off), 1 (on) or 2 (auto), not 3");
+  bad_cluster.cluster = 1;
+  bad_cluster.cluster_ctas = 17;
+  expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_cluster); },
+               "cluster_ctas 17 out of range (expected 0, or 2 to 16)");
+  bad_cluster.cluster_ctas = 0;
+  bad_cluster.tensor_cores = false;
+  expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_cluster); },
+               "cannot run here: it needs the tensor-core kernel");
+  if (!device_is_sm90()) {
+    bad_cluster.tensor_cores = true;
+    expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_cluster); }, "it needs an sm_90 device");
+  }
   CudaDecodeOptions bad_chunks;
   bad_chunks.adaptive_route_chunks = 2;
   expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_chunks); },

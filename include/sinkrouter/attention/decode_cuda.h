@@ -114,6 +114,20 @@ struct CudaDecodeOptions {
   // onto the calls of one finish pass). 4096 is one pass of the finish. (Tests draw 0 too, so
   // that the shares run at small sizes.)
   int certificate_share_min_blocks = 4096;
+  // Cluster mode of dense decode on tensor cores (an sm_90 device; src/attention/
+  // decode_cuda_cluster.cuh): each (sequence, KV head) is one thread-block cluster whose CTAs
+  // split its tokens evenly and merge through distributed shared memory, instead of the flat
+  // Split-K list and its ticketed combine through L2: fewer round trips a call, but at most 16
+  // CTAs a head, so for short contexts only. 0 off; 1 on (a clear error where it cannot run);
+  // 2 auto (on where it can run and the planned capacity is at most cluster_max_tokens).
+  // Routed decoders always take the flat list, whose splits follow the kept blocks.
+  // -1: SINKROUTER_DECODE_CLUSTER ("off", "on" or "auto"), unset: auto.
+  int cluster = -1;
+  // CTAs a cluster: 0 chooses (as many as fit one wave over the (sequence, KV head) units, at
+  // most 16; auto also no more than capacity / min_split_tokens); 2 to 16: exactly that many.
+  int cluster_ctas = 0;
+  // Auto's longest planned capacity (tokens).
+  int64_t cluster_max_tokens = 8192;
 };
 
 // The routing decisions of the last run, copied back (for tests and analysis).
@@ -159,6 +173,7 @@ class CudaDecoder {
   int grid_ctas() const { return grid_ctas_; }      // attention CTAs launched per run
   int wave_ctas() const { return wave_ctas_; }  // CTAs of one wave (target_ctas, or the resident capacity)
   int waves() const { return waves_; }
+  int cluster_ctas() const { return cluster_ctas_; }  // CTAs a cluster in cluster mode; 0: the flat Split-K list
   bool uses_tensor_cores() const { return tensor_cores_; }
   bool uses_tma_copies() const { return tma_copies_; }  // options.kv_copy resolved
   const AttentionPolicy& policy() const { return policy_; }
@@ -166,6 +181,8 @@ class CudaDecoder {
  private:
   struct Workspace;
   void check_run_args(const DeviceKV& kv, DType q_dtype, DType out_dtype) const;
+  // Resolves options.cluster into cluster_ctas_ (after the kernel and the wave are chosen).
+  void plan_cluster_mode(const CudaDecodeOptions& options, bool routed, int units);
   // The routing launches of run() and run_routing(), after their checks.
   void enqueue_routing(const DeviceKV& kv, const void* q, DType q_dtype, cudaStream_t stream);
 
@@ -182,6 +199,7 @@ class CudaDecoder {
   bool tma_copies_ = false;
   bool fused_routing_ = false;  // fast sinkrouter, routed in one launch (options.fused_fast_routing)
   int wave_ctas_ = 0, waves_ = 1, waves_min_split_tokens_ = 0, grid_ctas_ = 0, min_split_tokens_ = 0;
+  int cluster_ctas_ = 0;  // options.cluster resolved: CTAs a cluster, 0 off
   int kv_l2_prefetch_ = 0;  // 0, 128 or 256 (options.kv_l2_prefetch resolved)
   bool adaptive_route_chunks_ = false;  // options.adaptive_route_chunks resolved
   int route_min_ctas_ = 1;              // options.route_min_ctas resolved
