@@ -180,7 +180,7 @@ else
 fi
 
 # ---- 6. compute-sanitizer (last: the slowest step; capped by what is left) ----
-filter='Grid/CudaDenseDecode.MatchesFloat64Exact/h2_g3*:CudaGraph.*:CudaRoutedDecode.*:CudaRouteSelect.*:Grid/DeviceCacheAppend.MatchesHostCacheBitForBit/h2_d128_p3_r7*:CudaDenseDecode.LongAndShortSequencesShareTheGrid'
+filter='Grid/CudaDenseDecode.MatchesFloat64Exact/h2_g3*:CudaGraph.*:CudaRoutedDecode.*:CudaRouteSelect.*:Grid/DeviceCacheAppend.MatchesHostCacheBitForBit/h2_d128_p3_r7*:CudaDenseDecode.LongAndShortSequencesShareTheGrid:CudaDenseDecode.ClusterModeOverLongAndShortSequences'
 : >"$OUT/sanitizer.log"
 for tool in memcheck racecheck; do
   [ -n "$bin" ] || break
