@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call on the H200 (the device tool's `run`), from the repository root:
-#   bash bench/gpu/run_on_device.sh            (QUICK=1: fewer contexts and cases;
+#   bash bench/gpu/run_on_device.sh            (QUICK=1: fewer contexts (QUICK_CONTEXTS) and cases;
 #                                               SKIP_BASELINES=1, SKIP_NCU=1, SKIP_SANITIZER=1:
 #                                               leave those out)
 # carrying .stage/cuda (bench/gpu/stage_for_device.sh makes it; xz it to .stage/cudaxz and
@@ -105,7 +105,7 @@ if [ -n "$bin" ]; then
 
   # ---- 3. kernel benchmark ----
   ctx=4096,8192,16384,65536,131072,262144,524288
-  [ "$QUICK" = 1 ] && ctx=4096,8192,65536,524288
+  [ "$QUICK" = 1 ] && ctx=${QUICK_CONTEXTS:-4096,8192,65536,524288}
   echo "==== bench_kernels ====" >>"$OUT/bench.log"
   env LD_LIBRARY_PATH="$bin_ld" timeout 120 "$bin/bench_kernels" --out "$OUT/kernels.json" --contexts $ctx \
     >>"$OUT/bench.log" 2>&1
@@ -187,7 +187,7 @@ for tool in memcheck racecheck; do
   if [ "${SKIP_SANITIZER:-0}" = 1 ]; then note "compute-sanitizer: skipped (SKIP_SANITIZER=1)"; break; fi
   left=$(( budget - ($(date +%s) - t0) ))
   if [ "$left" -lt 45 ]; then note "compute-sanitizer $tool: skipped, ${left}s left"; continue; fi
-  [ "$left" -gt 120 ] && left=120
+  [ "$left" -gt 200 ] && left=200
   env LD_LIBRARY_PATH="$bin_ld" SR_CUDA_ROUTED_CASES=6 timeout $left compute-sanitizer --tool $tool --error-exitcode 9 \
     "$bin/test_cuda" --gtest_filter="$filter" >>"$OUT/sanitizer.log" 2>&1
   rc=$?

@@ -323,16 +323,28 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   if (routed || mode == 0 || (mode == 2 && max_capacity_ > options.cluster_max_tokens)) return;
   // As many CTAs as fit one wave over the units (at most 16); auto: none with fewer than
   // min_split_tokens tokens of the capacity (a one-CTA cluster is the flat list's one split).
-  int64_t ctas = std::min(16, std::max(2, wave_ctas_ / units));
-  if (mode == 2) ctas = std::min(ctas, (max_capacity_ + min_split_tokens_ - 1) / min_split_tokens_);
-  if (options.cluster_ctas > 0) ctas = options.cluster_ctas;
+  int most = std::min(16, std::max(2, wave_ctas_ / units));
+  if (mode == 2) most = int(std::min<int64_t>(most, (max_capacity_ + min_split_tokens_ - 1) / min_split_tokens_));
+  // The largest size whose clusters are all resident at once: clusters live within one GPC,
+  // so fewer fit than CTAs do (kernel run 14a: clusters of 11 at SmolLM2 B=8 4K, 24 of them,
+  // ran in two waves and took 21.0 us against the flat list's 17.3). On: where none is, the
+  // largest that fits at all (a second wave, slower but correct); auto: off.
+  auto resident = [&](int c) { return cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, c); };
+  int ctas = 0;
+  if (options.cluster_ctas > 0) {
+    ctas = tensor_cores_ && resident(options.cluster_ctas) >= 1 ? options.cluster_ctas : 0;
+  } else if (tensor_cores_) {
+    for (int c = most; c >= 2 && ctas == 0; --c)
+      if (resident(c) >= units) ctas = c;
+    if (mode == 1)
+      for (int c = most; c >= 2 && ctas == 0; --c)
+        if (resident(c) >= 1) ctas = c;
+  }
   const char* why = !tensor_cores_ ? "it needs the tensor-core kernel (GQA group <= 4, tensor_cores on)"
-                    : ctas < 2     ? "the capacity fills one CTA"
-                    : cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, int(ctas)) < 1
-                        ? "it needs an sm_90 device, a build with sm_90a and room for one cluster"
-                        : nullptr;
-  SR_CHECK(why == nullptr || mode == 2, "decode (CUDA): cluster mode (clusters of {} CTAs) cannot run here: {}", ctas,
-           why);
+                    : most < 2     ? "the capacity fills one CTA"
+                    : ctas == 0    ? "it needs an sm_90 device, a build with sm_90a and room for a cluster"
+                                   : nullptr;
+  SR_CHECK(why == nullptr || mode == 2, "decode (CUDA): cluster mode cannot run here: {}", why);
   if (why == nullptr) cluster_ctas_ = int(ctas);
 }
 
