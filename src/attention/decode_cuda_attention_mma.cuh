@@ -125,6 +125,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   int32_t page_start;  // kv.indptr of its sequence
   if (!ROUTED && a.cluster > 0) {
     cluster_split(a, int(blockIdx.x), &unit, &split, &splits, &T, &page_start);
+    cluster_arrive_relaxed();  // "started": the peers wait for it before their first store here
   } else if (!find_split<ROUTED>(a, int(blockIdx.x), &unit, &split, &splits, &T, &page_start)) {
     trace_end(a, 0);
     return;
@@ -508,13 +509,8 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   __syncthreads();
 
   // ---- merge the warps: the CTA's state for the group's heads ----
-  const int gc = a.heads_per_cta;
-  float* s_m = wst + S::kWarps * S::kHeads * (D + 2);
-  float* s_l = s_m + S::kHeads;
-  float* s_acc = s_l + S::kHeads;
-  float* scratch = s_acc + S::kHeads * D;
-  for (int idx = tid; idx < gc * D; idx += kAttnThreads) {
-    const int hg = idx / D, d = idx % D;
+  // Element d of head hg over the warps: (m, l, acc), m = -inf when the split is empty.
+  auto merged = [&](int hg, int d) -> MergedState {
     float M = -INFINITY;
 #pragma unroll
     for (int w = 0; w < S::kWarps; ++w) M = fmaxf(M, wst[(w * S::kHeads + hg) * (D + 2) + D]);
@@ -527,18 +523,31 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
         L += ws[D + 1] * wt;
         A += ws[d] * wt;
       }
-    s_acc[idx] = A;
+    return MergedState{M, L, A};
+  };
+  if constexpr (!ROUTED) {
+    if (a.cluster > 0) {  // the merged elements go straight to their owners in the cluster
+      cluster_combine<D>(a, unit, split, splits, merged);
+      return;
+    }
+  }
+  const int gc = a.heads_per_cta;
+  float* s_m = wst + S::kWarps * S::kHeads * (D + 2);
+  float* s_l = s_m + S::kHeads;
+  float* s_acc = s_l + S::kHeads;
+  float* scratch = s_acc + S::kHeads * D;
+  for (int idx = tid; idx < gc * D; idx += kAttnThreads) {
+    const int hg = idx / D, d = idx % D;
+    const MergedState st = merged(hg, d);
+    s_acc[idx] = st.acc;
     if (d == 0) {
-      s_m[hg] = M;
-      s_l[hg] = L;
+      s_m[hg] = st.m;
+      s_l[hg] = st.l;
     }
   }
   __syncthreads();
   trace_phase(a, kPhaseCtaMerged);
-  if (!ROUTED && a.cluster > 0)
-    finish_cluster<D>(a, unit, split, splits, s_m, s_l, s_acc);
-  else
-    finish_split<D, ROUTED>(a, unit, split, splits, s_m, s_l, s_acc, scratch);
+  finish_split<D, ROUTED>(a, unit, split, splits, s_m, s_l, s_acc, scratch);
 }
 
 // {0, 0} for the TMA kernel where its sm_90a code cannot run (the plan then says so or

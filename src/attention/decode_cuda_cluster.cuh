@@ -7,11 +7,13 @@
 // (SmolLM2 B=1 8K, 13.1 us) spent 1.2 us finding the split (a block-wide reduction and scan
 // over the units' lengths), 0.8 us on the ticket and 3.2 us in the last CTA's combine (the
 // partials' (m, l) and sums through L2, four CTA barriers). Here a CTA knows its split from
-// its index, and the combine is one cluster barrier, one batch of loads from the peers'
-// shared memory (all in flight together, no CTA barrier) and a second cluster barrier that
-// keeps every CTA's state alive until its peers have read it. The cost: a unit's tokens
-// are spread over at most 16 CTAs (the largest cluster), so this mode suits short contexts
-// only (CudaDecodeOptions::cluster_max_tokens).
+// its index, and the combine is pushed: each CTA stores its merged state's elements straight
+// into the shared memory of the CTA that owns them (a store does not wait), one cluster
+// barrier publishes them, and each CTA merges its own slice from its own shared memory.
+// (Run 14a's first version pulled instead: a barrier, a round of remote loads, a second
+// barrier to keep every CTA's state alive for its readers.) The cost: a unit's tokens are
+// spread over at most 16 CTAs (the largest cluster), so this mode suits short contexts only
+// (CudaDecodeOptions::cluster_max_tokens).
 #pragma once
 
 #include "core/cuda_cluster.cuh"
@@ -35,44 +37,61 @@ __device__ __forceinline__ void cluster_split(const AttnArgs& a, int cta, int* u
   *page_start = a.kv.indptr[b];
 }
 
-// The combine. On entry this CTA's merged state over its split, for heads g < heads_per_cta,
-// is in shared memory (s_m[g] in base 2, -inf when the split is empty; s_l[g]; s_acc[g * D
-// + d]), written before a CTA barrier; every CTA of the cluster holds its own at the same
-// offsets. CTA `rank` writes output elements [rank * n / C, (rank + 1) * n / C) of the
-// unit's n = heads_per_cta * D: each thread loads, for each of its elements, every peer's
-// m and l of the element's head and its acc (3 C loads in flight at once), and merges
-// them as merge_partials does (max, then exp2-weighted sums, then 1 / L).
-template <int D>
-__device__ void finish_cluster(const AttnArgs& a, int unit, int rank, int C, const float* s_m, const float* s_l,
-                               const float* s_acc) {
+// One element of a CTA's merged state over its split: m (base 2; -inf when the split is
+// empty), l and the unnormalised acc.
+struct MergedState {
+  float m, l, acc;
+};
+
+// The combine, for the CTA of rank `rank` in its unit's cluster of C. merged(g, d) gives
+// element d of head g (g < heads_per_cta) of this CTA's state (the kernel's merge of its warps;
+// the caller has synchronised its warps' states). Output element idx of the unit's n =
+// heads_per_cta * D belongs to CTA idx / w, w = ceil(n / C); the owner receives, from every
+// peer p, acc in recv_acc[p * w + idx - owner * w] and each head's (m, l) in recv_ml[p][g], then
+// merges them as merge_partials does (max, exp2-weighted sums, 1 / L) and writes the output.
+// Every CTA arrived on the cluster barrier when it started (cluster_arrive_relaxed): its wait
+// here comes before the first remote store, so no CTA writes into a peer that has not started.
+template <int D, typename Merged>
+__device__ void cluster_combine(const AttnArgs& a, int unit, int rank, int C, const Merged& merged) {
+  constexpr int kHeads = 4;  // the tensor-core kernel's most heads a CTA
+  __shared__ float recv_acc[kHeads * D + kMaxClusterCtas];  // C * w <= n + C - 1
+  __shared__ float2 recv_ml[kMaxClusterCtas * kHeads];
   const int gc = a.heads_per_cta, tid = int(threadIdx.x);
   const int bh = unit / a.head_chunks, hc = unit % a.head_chunks;
   const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
-  const int n = gc * D, e0 = rank * n / C, e1 = (rank + 1) * n / C;
-  cluster_sync();  // every CTA's state is in its shared memory
+  const int n = gc * D, w = (n + C - 1) / C;
+  cluster_wait();  // every peer has started (phase 0 of the cluster barrier)
+  for (int idx = tid; idx < n; idx += kAttnThreads) {
+    const int g = idx / D, d = idx % D, owner = idx / w;
+    const MergedState st = merged(g, d);
+    store_cluster_shared(&recv_acc[rank * w + idx - owner * w], unsigned(owner), st.acc);
+    if (d == 0)
+      for (int p = 0; p < C; ++p) store_cluster_shared(&recv_ml[rank * kHeads + g], unsigned(p), make_float2(st.m, st.l));
+  }
+  trace_phase(a, kPhaseCtaMerged);
+  cluster_sync();  // every peer's stores into this CTA have landed (phase 1)
   trace_phase(a, kPhaseTicket);
-  trace_phase(a, kPhaseMergeWeights);  // (no weights step of its own: the loads carry them)
+  trace_phase(a, kPhaseMergeWeights);  // (no weights step of its own)
+  const int e0 = rank * w, e1 = e0 + w < n ? e0 + w : n;
   for (int idx = e0 + tid; idx < e1; idx += kAttnThreads) {
     const int g = idx / D;
-    float m[kMaxClusterCtas], l[kMaxClusterCtas], x[kMaxClusterCtas];
-#pragma unroll
-    for (int p = 0; p < kMaxClusterCtas; ++p)
-      if (p < C) {
-        m[p] = load_cluster_shared(&s_m[g], unsigned(p));
-        l[p] = load_cluster_shared(&s_l[g], unsigned(p));
-        x[p] = load_cluster_shared(&s_acc[idx], unsigned(p));
-      }
+    float2 ml[kMaxClusterCtas];
+    float x[kMaxClusterCtas];
     float M = -INFINITY;
 #pragma unroll
     for (int p = 0; p < kMaxClusterCtas; ++p)
-      if (p < C) M = fmaxf(M, m[p]);
+      if (p < C) {
+        ml[p] = recv_ml[p * kHeads + g];
+        x[p] = recv_acc[p * w + idx - e0];
+        M = fmaxf(M, ml[p].x);
+      }
     float L = 0.f, A = 0.f;
     if (M != -INFINITY)
 #pragma unroll
       for (int p = 0; p < kMaxClusterCtas; ++p)
         if (p < C) {
-          const float wt = exp2f(m[p] - M);  // 0 for an empty split (m = -inf)
-          L += l[p] * wt;
+          const float wt = exp2f(ml[p].x - M);  // 0 for an empty split (m = -inf)
+          L += ml[p].y * wt;
           A += x[p] * wt;
         }
     const int gg = hc * gc + g;
@@ -80,8 +99,8 @@ __device__ void finish_cluster(const AttnArgs& a, int unit, int rank, int C, con
       store_out(a.out, a.out_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * a.group + gg) * D + idx % D,
                 L > 0.f ? A / L : 0.f);
   }
+  // No CTA reads a peer's shared memory after the barrier: each may leave when done.
   trace_phase(a, kPhaseMergeSums);
-  cluster_sync();  // no CTA leaves (freeing its shared memory) while a peer may still read it
   trace_phase(a, kPhaseEnd);
   trace_end(a, rank == 0 ? 2 : 1);
   if (rank == 0 && tid == 0 && hc == 0) write_dense_stats(a, bh);

@@ -1,5 +1,5 @@
-// Thread-block clusters (sm_90): the CTA's rank in its cluster, the cluster-wide barrier,
-// and loads from another CTA's shared memory (distributed shared memory). Internal header,
+// Thread-block clusters (sm_90): the cluster-wide barrier (whole or in halves) and stores
+// into another CTA's shared memory (distributed shared memory). Internal header,
 // CUDA builds only. Below sm_90 there are no clusters: the functions trap, and the host
 // side never launches a clustered kernel there (CudaDecoder checks that the sm_90a code
 // runs).
@@ -8,19 +8,6 @@
 #include <cstdint>
 
 namespace sinkrouter::cuda {
-
-// The CTA's rank in its cluster (0 .. cluster size - 1; blockIdx.x % size for clusters
-// along x).
-__device__ __forceinline__ unsigned cluster_rank() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  unsigned r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-  return r;
-#else
-  __trap();
-  return 0;
-#endif
-}
 
 // Every thread of every CTA of the cluster arrives and waits: shared-memory stores before
 // the barrier (release) are visible to loads after it in any CTA of the cluster (acquire).
@@ -35,21 +22,50 @@ __device__ __forceinline__ void cluster_sync() {
 #endif
 }
 
-// The float at `local` (a shared-memory address of this CTA) in the shared memory of the
-// cluster's CTA `rank`: the same offset in that CTA's window.
-__device__ __forceinline__ float load_cluster_shared(const float* local, unsigned rank) {
+// The two halves of cluster_sync(), for a barrier whose wait comes long after its arrival.
+// arrive_relaxed orders nothing (e.g. "this CTA has started": a CTA must not touch a peer's
+// shared memory before the peer has started); wait_acquire is cluster_sync's wait.
+__device__ __forceinline__ void cluster_arrive_relaxed() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void cluster_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+
+// Stores v at `local`'s offset in the shared memory of the cluster's CTA `rank` (fire and
+// forget: the writer does not wait; a cluster barrier's release publishes it).
+__device__ __forceinline__ void store_cluster_shared(float* local, unsigned rank, float v) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(local));
   unsigned remote;
-  float v;
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(addr), "r"(rank));
-  asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(remote) : "memory");
-  return v;
+  asm volatile("st.shared::cluster.f32 [%0], %1;\n" ::"r"(remote), "f"(v) : "memory");
 #else
   (void)local;
   (void)rank;
+  (void)v;
   __trap();
-  return 0.f;
+#endif
+}
+__device__ __forceinline__ void store_cluster_shared(float2* local, unsigned rank, float2 v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(local));
+  unsigned remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(addr), "r"(rank));
+  asm volatile("st.shared::cluster.v2.f32 [%0], {%1, %2};\n" ::"r"(remote), "f"(v.x), "f"(v.y) : "memory");
+#else
+  (void)local;
+  (void)rank;
+  (void)v;
+  __trap();
 #endif
 }
 
