@@ -257,7 +257,7 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
            options.waves_min_split_tokens);
   waves_min_split_tokens_ = options.waves_min_split_tokens;
   const int units = batch_ * num_kv_heads_ * head_chunks_;
-  plan_cluster_mode(options, routed, units);
+  plan_cluster_mode(options, routed, units, sms);
   // Cluster mode: one cluster a unit. Otherwise the flat list: sum over units of
   // ceil(tokens / chunk) <= waves * wave_ctas + units (split_schedule.h).
   grid_ctas_ = cluster_ctas_ > 0 ? units * cluster_ctas_ : waves_ * wave_ctas_ + units;
@@ -310,7 +310,7 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
 
 CudaDecoder::~CudaDecoder() { delete ws_; }
 
-void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool routed, int units) {
+void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool routed, int units, int sms) {
   const int mode = options.cluster >= 0 ? options.cluster
                                         : option_from_env("SINKROUTER_DECODE_CLUSTER", "auto",
                                                           {{"off", 0}, {"on", 1}, {"auto", 2}}, "off, on or auto");
@@ -325,17 +325,26 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   // min_split_tokens tokens of the capacity (a one-CTA cluster is the flat list's one split).
   int most = std::min(16, std::max(2, wave_ctas_ / units));
   if (mode == 2) most = int(std::min<int64_t>(most, (max_capacity_ + min_split_tokens_ - 1) / min_split_tokens_));
-  // The largest size whose clusters are all resident at once: clusters live within one GPC,
-  // so fewer fit than CTAs do (kernel run 14a: clusters of 11 at SmolLM2 B=8 4K, 24 of them,
-  // ran in two waves and took 21.0 us against the flat list's 17.3). On: where none is, the
-  // largest that fits at all (a second wave, slower but correct); auto: off.
+  // Among the sizes whose clusters are all resident at once (a cluster lives within one GPC,
+  // so fewer fit than CTAs do: kernel run 14a's 24 clusters of 11 at SmolLM2 B=8 4K ran in two
+  // waves, 21.0 us against the flat list's 17.3), the one whose busiest SM has the least to
+  // read: with units * c CTAs of 1 / c of a unit each, an SM holds up to ceil(units * c / sms)
+  // of them (run 14c: clusters of 3 at Llama B=8 4K, 192 CTAs on 132 SMs, left 60 SMs with
+  // twice the others' bytes). Ties go to the larger size (more bytes in flight). On: where no
+  // size is all resident, the largest that fits at all (a second wave, slower but correct).
   auto resident = [&](int c) { return cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, c); };
   int ctas = 0;
   if (options.cluster_ctas > 0) {
     ctas = tensor_cores_ && resident(options.cluster_ctas) >= 1 ? options.cluster_ctas : 0;
   } else if (tensor_cores_) {
-    for (int c = most; c >= 2 && ctas == 0; --c)
-      if (resident(c) >= units) ctas = c;
+    double best = 0;
+    for (int c = most; c >= 2; --c) {
+      const double busiest = double((int64_t(units) * c + sms - 1) / sms) / c;  // units' share on one SM
+      if ((ctas == 0 || busiest < best) && resident(c) >= units) {
+        ctas = c;
+        best = busiest;
+      }
+    }
     if (mode == 1)
       for (int c = most; c >= 2 && ctas == 0; --c)
         if (resident(c) >= 1) ctas = c;

@@ -123,8 +123,9 @@ struct CudaDecodeOptions {
   // Routed decoders always take the flat list, whose splits follow the kept blocks.
   // -1: SINKROUTER_DECODE_CLUSTER ("off", "on" or "auto"), unset: auto.
   int cluster = -1;
-  // CTAs a cluster: 0 chooses (as many as fit one wave over the (sequence, KV head) units, at
-  // most 16; auto also no more than capacity / min_split_tokens); 2 to 16: exactly that many.
+  // CTAs a cluster: 0 chooses (at most 16 and one wave over the (sequence, KV head) units, and
+  // for auto capacity / min_split_tokens; among those whose clusters are all resident, the one
+  // that leaves the busiest SM the fewest bytes); 2 to 16: exactly that many.
   int cluster_ctas = 0;
   // Auto's longest planned capacity (tokens).
   int64_t cluster_max_tokens = 8192;
@@ -182,7 +183,7 @@ class CudaDecoder {
   struct Workspace;
   void check_run_args(const DeviceKV& kv, DType q_dtype, DType out_dtype) const;
   // Resolves options.cluster into cluster_ctas_ (after the kernel and the wave are chosen).
-  void plan_cluster_mode(const CudaDecodeOptions& options, bool routed, int units);
+  void plan_cluster_mode(const CudaDecodeOptions& options, bool routed, int units, int sms);
   // The routing launches of run() and run_routing(), after their checks.
   void enqueue_routing(const DeviceKV& kv, const void* q, DType q_dtype, cudaStream_t stream);
 
