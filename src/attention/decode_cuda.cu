@@ -327,11 +327,14 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   if (mode == 2) most = int(std::min<int64_t>(most, (max_capacity_ + min_split_tokens_ - 1) / min_split_tokens_));
   // Among the sizes whose clusters are all resident at once (a cluster lives within one GPC,
   // so fewer fit than CTAs do: kernel run 14a's 24 clusters of 11 at SmolLM2 B=8 4K ran in two
-  // waves, 21.0 us against the flat list's 17.3), the one whose busiest SM has the least to
-  // read: with units * c CTAs of 1 / c of a unit each, an SM holds up to ceil(units * c / sms)
-  // of them (run 14c: clusters of 3 at Llama B=8 4K, 192 CTAs on 132 SMs, left 60 SMs with
-  // twice the others' bytes). Ties go to the larger size (more bytes in flight). On: where no
-  // size is all resident, the largest that fits at all (a second wave, slower but correct).
+  // waves, 21.0 us against the flat list's 17.3), the one whose busiest SM takes the least time
+  // to read its share: with units * c CTAs of 1 / c of a unit each, an SM holds up to k =
+  // ceil(units * c / sms) of them, and k CTAs read 1 + gain * (k - 1) times one CTA's rate.
+  // gain, measured (runs 14b-14d, batch 8 at 4K-8K): ~0.45 at head_dim 64 (SmolLM2: clusters
+  // of 8, 192 CTAs, beat clusters of 5, 120 CTAs, by 8 %), at most ~0.2 at head_dim 128 (Llama:
+  // clusters of 2, 128 CTAs, beat clusters of 3, 192 CTAs, by 8 %). Ties go to the larger size.
+  // On: where no size is all resident, the largest that fits at all (a second wave).
+  const double gain = head_dim_ == 64 ? 0.45 : 0.2;
   auto resident = [&](int c) { return cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, c); };
   int ctas = 0;
   if (options.cluster_ctas > 0) {
@@ -339,7 +342,8 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   } else if (tensor_cores_) {
     double best = 0;
     for (int c = most; c >= 2; --c) {
-      const double busiest = double((int64_t(units) * c + sms - 1) / sms) / c;  // units' share on one SM
+      const int64_t k = (int64_t(units) * c + sms - 1) / sms;  // CTAs on the busiest SM
+      const double busiest = double(k) / c / (1 + gain * double(k - 1));  // its time, in units' reads
       if ((ctas == 0 || busiest < best) && resident(c) >= units) {
         ctas = c;
         best = busiest;
