@@ -102,6 +102,33 @@ __device__ __forceinline__ uint32_t pack2(uint16_t first, uint16_t second) {
   return uint32_t(first) | (uint32_t(second) << 16);
 }
 
+// The warps' states in shared memory, [W warps][HEADS][D + 2] (acc, then m in base 2 and l),
+// merged into the CTA's: m = -inf when the split is empty (then l and every acc are 0).
+template <int D, int W, int HEADS>
+struct WarpStates {
+  const float* wst;
+  __device__ __forceinline__ const float* row(int w, int g) const { return wst + (w * HEADS + g) * (D + 2); }
+  // (m, l) of head g over the warps.
+  __device__ __forceinline__ float2 ml(int g) const {
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < W; ++w) M = fmaxf(M, row(w, g)[D]);
+    float L = 0.f;
+    if (M != -INFINITY)
+#pragma unroll
+      for (int w = 0; w < W; ++w) L += row(w, g)[D + 1] * exp2f(row(w, g)[D] - M);
+    return make_float2(M, L);
+  }
+  // acc element d of head g, given the head's merged m.
+  __device__ __forceinline__ float acc(int g, int d, float M) const {
+    float A = 0.f;
+    if (M != -INFINITY)
+#pragma unroll
+      for (int w = 0; w < W; ++w) A += row(w, g)[d] * exp2f(row(w, g)[D] - M);
+    return A;
+  }
+};
+
 // kv_map: the paged cache as a TMA tensor, boxes of 16 rows x (K, V) (read when TMA only).
 template <int D, typename Tag, bool ROUTED, bool TMA>
 __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
@@ -509,25 +536,10 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   __syncthreads();
 
   // ---- merge the warps: the CTA's state for the group's heads ----
-  // Element d of head hg over the warps: (m, l, acc), m = -inf when the split is empty.
-  auto merged = [&](int hg, int d) -> MergedState {
-    float M = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < S::kWarps; ++w) M = fmaxf(M, wst[(w * S::kHeads + hg) * (D + 2) + D]);
-    float L = 0.f, A = 0.f;
-    if (M != -INFINITY)
-#pragma unroll
-      for (int w = 0; w < S::kWarps; ++w) {
-        const float* ws = wst + (w * S::kHeads + hg) * (D + 2);
-        const float wt = exp2f(ws[D] - M);
-        L += ws[D + 1] * wt;
-        A += ws[d] * wt;
-      }
-    return MergedState{M, L, A};
-  };
+  const WarpStates<D, S::kWarps, S::kHeads> states{wst};
   if constexpr (!ROUTED) {
     if (a.cluster > 0) {  // the merged elements go straight to their owners in the cluster
-      cluster_combine<D>(a, unit, split, splits, merged);
+      cluster_combine<D>(a, unit, split, splits, states);
       return;
     }
   }
@@ -538,11 +550,11 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   float* scratch = s_acc + S::kHeads * D;
   for (int idx = tid; idx < gc * D; idx += kAttnThreads) {
     const int hg = idx / D, d = idx % D;
-    const MergedState st = merged(hg, d);
-    s_acc[idx] = st.acc;
+    const float2 ml = states.ml(hg);
+    s_acc[idx] = states.acc(hg, d, ml.x);
     if (d == 0) {
-      s_m[hg] = st.m;
-      s_l[hg] = st.l;
+      s_m[hg] = ml.x;
+      s_l[hg] = ml.y;
     }
   }
   __syncthreads();

@@ -37,37 +37,46 @@ __device__ __forceinline__ void cluster_split(const AttnArgs& a, int cta, int* u
   *page_start = a.kv.indptr[b];
 }
 
-// One element of a CTA's merged state over its split: m (base 2; -inf when the split is
-// empty), l and the unnormalised acc.
-struct MergedState {
-  float m, l, acc;
-};
-
-// The combine, for the CTA of rank `rank` in its unit's cluster of C. merged(g, d) gives
-// element d of head g (g < heads_per_cta) of this CTA's state (the kernel's merge of its warps;
-// the caller has synchronised its warps' states). Output element idx of the unit's n =
-// heads_per_cta * D belongs to CTA idx / w, w = ceil(n / C); the owner receives, from every
-// peer p, acc in recv_acc[p * w + idx - owner * w] and each head's (m, l) in recv_ml[p][g], then
-// merges them as merge_partials does (max, exp2-weighted sums, 1 / L) and writes the output.
-// Every CTA arrived on the cluster barrier when it started (cluster_arrive_relaxed): its wait
-// here comes before the first remote store, so no CTA writes into a peer that has not started.
-template <int D, typename Merged>
-__device__ void cluster_combine(const AttnArgs& a, int unit, int rank, int C, const Merged& merged) {
+// The combine, for the CTA of rank `rank` in its unit's cluster of C. `states` holds this
+// CTA's warps' states (WarpStates: ml(g) and acc(g, d, m) merge them; the caller has
+// synchronised them). Output element idx of the unit's n = heads_per_cta * D belongs to CTA
+// idx / w, w = ceil(n / C); the owner receives, from every peer p, acc in recv_acc[p * w + idx
+// - owner * w] and each head's (m, l) in recv_ml[p][g], then merges them as merge_partials does
+// (max, exp2-weighted sums, 1 / L) and writes the output. A thread pushes 4 consecutive
+// elements (one 16-byte store where w is a multiple of 4), and the (m, l) stores are spread
+// over the threads, one a (peer, head). Every CTA arrived on the cluster barrier when it
+// started (cluster_arrive_relaxed): the wait here comes before the first remote store, so no
+// CTA writes into a peer that has not started.
+template <int D, typename States>
+__device__ void cluster_combine(const AttnArgs& a, int unit, int rank, int C, const States& states) {
   constexpr int kHeads = 4;  // the tensor-core kernel's most heads a CTA
-  __shared__ float recv_acc[kHeads * D + kMaxClusterCtas];  // C * w <= n + C - 1
+  __shared__ __align__(16) float recv_acc[kHeads * D + kMaxClusterCtas];  // C * w <= n + C - 1
   __shared__ float2 recv_ml[kMaxClusterCtas * kHeads];
   const int gc = a.heads_per_cta, tid = int(threadIdx.x);
   const int bh = unit / a.head_chunks, hc = unit % a.head_chunks;
   const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
   const int n = gc * D, w = (n + C - 1) / C;
+  static_assert(D % 4 == 0, "a thread's 4 elements lie in one head");
   cluster_wait();  // every peer has started (phase 0 of the cluster barrier)
-  for (int idx = tid; idx < n; idx += kAttnThreads) {
-    const int g = idx / D, d = idx % D, owner = idx / w;
-    const MergedState st = merged(g, d);
-    store_cluster_shared(&recv_acc[rank * w + idx - owner * w], unsigned(owner), st.acc);
-    if (d == 0)
-      for (int p = 0; p < C; ++p) store_cluster_shared(&recv_ml[rank * kHeads + g], unsigned(p), make_float2(st.m, st.l));
+  for (int q = tid; q < n / 4; q += kAttnThreads) {
+    const int idx = 4 * q, g = idx / D, d = idx % D;
+    const float M = states.ml(g).x;
+    const float4 v = make_float4(states.acc(g, d, M), states.acc(g, d + 1, M), states.acc(g, d + 2, M),
+                                 states.acc(g, d + 3, M));
+    if (w % 4 == 0) {  // the 4 elements have one owner, and the slot is 16-byte aligned
+      const int owner = idx / w;
+      store_cluster_shared(reinterpret_cast<float4*>(&recv_acc[rank * w + idx - owner * w]), unsigned(owner), v);
+    } else {
+      const float e[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const int owner = (idx + k) / w;
+        store_cluster_shared(&recv_acc[rank * w + idx + k - owner * w], unsigned(owner), e[k]);
+      }
+    }
   }
+  for (int t = tid; t < C * gc; t += kAttnThreads)  // (m, l) of head t % gc to peer t / gc
+    store_cluster_shared(&recv_ml[rank * kHeads + t % gc], unsigned(t / gc), states.ml(t % gc));
   trace_phase(a, kPhaseCtaMerged);
   cluster_sync();  // every peer's stores into this CTA have landed (phase 1)
   trace_phase(a, kPhaseTicket);

@@ -69,4 +69,20 @@ __device__ __forceinline__ void store_cluster_shared(float2* local, unsigned ran
 #endif
 }
 
+__device__ __forceinline__ void store_cluster_shared(float4* local, unsigned rank, float4 v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(local));
+  unsigned remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(addr), "r"(rank));
+  asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(remote), "f"(v.x), "f"(v.y), "f"(v.z),
+               "f"(v.w)
+               : "memory");
+#else
+  (void)local;
+  (void)rank;
+  (void)v;
+  __trap();
+#endif
+}
+
 }  // namespace sinkrouter::cuda
