@@ -26,6 +26,10 @@
 //     to 16) are copied by cp.async into the same layout, and lane 0 arrives on the slot's
 //     mbarrier without bytes so that every slot's phases stay in step.
 //
+// Schedule. The flat Split-K work list (find_split, finish_split: decode_cuda_split.cuh), or,
+// dense with AttnArgs::cluster, one thread-block cluster a unit (cluster_split,
+// cluster_combine: decode_cuda_cluster.cuh).
+//
 // Precision. mma.sync takes 16-bit operands, but q (and the probabilities p) are float:
 // each is split into three 16-bit parts, x = hi + mid + lo (about 24 bits, float's
 // precision). With at most 4 heads the 16 rows of the m16n8k16 A operand hold them all:

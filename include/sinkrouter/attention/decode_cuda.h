@@ -12,7 +12,9 @@
 //
 // One run, in kernels (decode_cuda_*.cu):
 //   dense:       attention (Split-K over a flat, balanced work list, combine fused: the
-//                last CTA of each (sequence, KV head) merges the splits)
+//                last CTA of each (sequence, KV head) merges the splits; or, for short
+//                capacities on sm_90, cluster mode: one thread-block cluster a (sequence, KV
+//                head), merged through distributed shared memory: CudaDecodeOptions::cluster)
 //   sinkrouter:  route_bounds (sink signal m_A, Z_A over anchors and window, and the bound
 //   streaming,   of every routable block from its summary) -> route_select (threshold,
 //   quest        kept-block list and certificate per (seq, KV head)) -> attention over the
