@@ -106,33 +106,6 @@ __device__ __forceinline__ uint32_t pack2(uint16_t first, uint16_t second) {
   return uint32_t(first) | (uint32_t(second) << 16);
 }
 
-// The warps' states in shared memory, [W warps][HEADS][D + 2] (acc, then m in base 2 and l),
-// merged into the CTA's: m = -inf when the split is empty (then l and every acc are 0).
-template <int D, int W, int HEADS>
-struct WarpStates {
-  const float* wst;
-  __device__ __forceinline__ const float* row(int w, int g) const { return wst + (w * HEADS + g) * (D + 2); }
-  // (m, l) of head g over the warps.
-  __device__ __forceinline__ float2 ml(int g) const {
-    float M = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < W; ++w) M = fmaxf(M, row(w, g)[D]);
-    float L = 0.f;
-    if (M != -INFINITY)
-#pragma unroll
-      for (int w = 0; w < W; ++w) L += row(w, g)[D + 1] * exp2f(row(w, g)[D] - M);
-    return make_float2(M, L);
-  }
-  // acc element d of head g, given the head's merged m.
-  __device__ __forceinline__ float acc(int g, int d, float M) const {
-    float A = 0.f;
-    if (M != -INFINITY)
-#pragma unroll
-      for (int w = 0; w < W; ++w) A += row(w, g)[d] * exp2f(row(w, g)[D] - M);
-    return A;
-  }
-};
-
 // kv_map: the paged cache as a TMA tensor, boxes of 16 rows x (K, V) (read when TMA only).
 template <int D, typename Tag, bool ROUTED, bool TMA>
 __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
@@ -585,29 +558,11 @@ AttnKernelInfo mma_prepare_one() {
 template <int D, typename Tag, bool TMA>
 int mma_cluster_capacity(int cluster) {
   using S = MmaShape<D>;
-  auto kernel = attention_mma_kernel<D, Tag, false, TMA>;
-  if (!sm90a_code_runs_here(reinterpret_cast<const void*>(kernel))) return 0;
+  const void* kernel = reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA>);
+  if (!sm90a_code_runs_here(kernel)) return 0;
   const int smem = TMA ? S::kTmaSmemBytes : S::kSmemBytes;
-  raise_smem_limit(reinterpret_cast<const void*>(kernel), smem);
-  // Clusters past 8 CTAs (the portable size) are allowed per kernel.
-  SR_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(cluster));
-  cfg.blockDim = dim3(kAttnThreads);
-  cfg.dynamicSmemBytes = size_t(smem);
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = unsigned(cluster);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  int clusters = 0;
-  if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) != cudaSuccess) {
-    (void)cudaGetLastError();  // an unsupported size is "none", not a sticky error
-    return 0;
-  }
-  return clusters;
+  raise_smem_limit(kernel, smem);
+  return resident_clusters(kernel, kAttnThreads, smem, cluster);
 }
 
 // kv_map null: the cp.async kernel (it is passed a blank map it never reads). Dense with

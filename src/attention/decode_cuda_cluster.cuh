@@ -16,6 +16,9 @@
 // (CudaDecodeOptions::cluster_max_tokens).
 #pragma once
 
+#include <cuda_runtime.h>
+
+#include "core/cuda_check.h"
 #include "core/cuda_cluster.cuh"
 #include "decode_cuda_kernels.cuh"
 #include "decode_cuda_split.cuh"
@@ -24,6 +27,30 @@ namespace sinkrouter::cuda {
 
 // The largest cluster the combine handles (the hardware's largest, non-portable, size).
 constexpr int kMaxClusterCtas = 16;
+
+// How many clusters of `cluster` CTAs of `kernel` (block `threads`, dynamic shared memory
+// `smem`, already allowed) can be resident at once; allows the kernel clusters past the
+// portable 8 first. 0 where none can; an unsupported size is "none", not a sticky error.
+inline int resident_clusters(const void* kernel, int threads, int smem, int cluster) {
+  SR_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(unsigned(cluster));
+  cfg.blockDim = dim3(unsigned(threads));
+  cfg.dynamicSmemBytes = size_t(smem);
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = unsigned(cluster);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  int clusters = 0;
+  if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return clusters;
+}
 
 // Cluster mode's split of CTA `cta`: the unit is its cluster, the split its rank, and the
 // unit's sequence length and page-list start are its tokens (two independent loads).

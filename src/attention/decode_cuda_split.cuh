@@ -323,6 +323,33 @@ __device__ void merge_partials(const AttnArgs& a, int64_t first, int splits, int
   __syncthreads();
 }
 
+// The warps' states in shared memory, [W warps][HEADS][D + 2] (acc, then m in base 2 and l),
+// merged into the CTA's: m = -inf when the split is empty (then l and every acc are 0).
+template <int D, int W, int HEADS>
+struct WarpStates {
+  const float* wst;
+  __device__ __forceinline__ const float* row(int w, int g) const { return wst + (w * HEADS + g) * (D + 2); }
+  // (m, l) of head g over the warps.
+  __device__ __forceinline__ float2 ml(int g) const {
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < W; ++w) M = fmaxf(M, row(w, g)[D]);
+    float L = 0.f;
+    if (M != -INFINITY)
+#pragma unroll
+      for (int w = 0; w < W; ++w) L += row(w, g)[D + 1] * exp2f(row(w, g)[D] - M);
+    return make_float2(M, L);
+  }
+  // acc element d of head g, given the head's merged m.
+  __device__ __forceinline__ float acc(int g, int d, float M) const {
+    float A = 0.f;
+    if (M != -INFINITY)
+#pragma unroll
+      for (int w = 0; w < W; ++w) A += row(w, g)[d] * exp2f(row(w, g)[D] - M);
+    return A;
+  }
+};
+
 // Dense statistics of (sequence, KV head) bh: every token read once.
 __device__ __forceinline__ void write_dense_stats(const AttnArgs& a, int bh) {
   HeadStats& st = a.stats[bh];

@@ -40,47 +40,45 @@ __device__ __forceinline__ void cluster_wait() {
 #endif
 }
 
-// Stores v at `local`'s offset in the shared memory of the cluster's CTA `rank` (fire and
-// forget: the writer does not wait; a cluster barrier's release publishes it).
-__device__ __forceinline__ void store_cluster_shared(float* local, unsigned rank, float v) {
+// The address of `local` (this CTA's shared memory) in the shared memory of the cluster's
+// CTA `rank`: the same offset in that CTA's window.
+__device__ __forceinline__ unsigned cluster_address(const void* local, unsigned rank) {
+  unsigned remote = 0;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(local));
-  unsigned remote;
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(addr), "r"(rank));
-  asm volatile("st.shared::cluster.f32 [%0], %1;\n" ::"r"(remote), "f"(v) : "memory");
 #else
   (void)local;
   (void)rank;
-  (void)v;
+  __trap();
+#endif
+  return remote;
+}
+
+// Stores v at `local`'s offset in the shared memory of the cluster's CTA `rank` (fire and
+// forget: the writer does not wait; a cluster barrier's release publishes it). float, float2
+// and float4 (8- and 16-byte aligned).
+__device__ __forceinline__ void store_cluster_shared(float* local, unsigned rank, float v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("st.shared::cluster.f32 [%0], %1;\n" ::"r"(cluster_address(local, rank)), "f"(v) : "memory");
+#else
   __trap();
 #endif
 }
 __device__ __forceinline__ void store_cluster_shared(float2* local, unsigned rank, float2 v) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(local));
-  unsigned remote;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(addr), "r"(rank));
-  asm volatile("st.shared::cluster.v2.f32 [%0], {%1, %2};\n" ::"r"(remote), "f"(v.x), "f"(v.y) : "memory");
+  asm volatile("st.shared::cluster.v2.f32 [%0], {%1, %2};\n" ::"r"(cluster_address(local, rank)), "f"(v.x), "f"(v.y)
+               : "memory");
 #else
-  (void)local;
-  (void)rank;
-  (void)v;
   __trap();
 #endif
 }
-
 __device__ __forceinline__ void store_cluster_shared(float4* local, unsigned rank, float4 v) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(local));
-  unsigned remote;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(addr), "r"(rank));
-  asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(remote), "f"(v.x), "f"(v.y), "f"(v.z),
-               "f"(v.w)
+  asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(cluster_address(local, rank)), "f"(v.x),
+               "f"(v.y), "f"(v.z), "f"(v.w)
                : "memory");
 #else
-  (void)local;
-  (void)rank;
-  (void)v;
   __trap();
 #endif
 }

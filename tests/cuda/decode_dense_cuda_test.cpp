@@ -171,16 +171,22 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
 INSTANTIATE_TEST_SUITE_P(Grid, CudaDenseDecode, ::testing::ValuesIn(dense_cases()),
                          [](const auto& info) { return case_name(info.param); });
 
+// Llama-shape heads (2 of them, group 4, head_dim 128) over a batch of one long sequence
+// (40,000 tokens) and two short ones (7 and 1,500).
+SyntheticKV long_and_short_batch(std::mt19937_64& rng) {
+  SyntheticKVSpec spec = SyntheticKVSpec::llama_8b();
+  spec.num_kv_heads = 2;
+  spec.lengths = {40000, 7, 1500};
+  spec.quiet_block_fraction = 0.f;
+  return make_synthetic_kv(spec, rng);
+}
+
 // A long sequence spread over many CTAs, with the rest of the batch short: every split of
 // the flat work list is exercised, and the result is still exact.
 TEST(CudaDenseDecode, LongAndShortSequencesShareTheGrid) {
   SR_REQUIRE_CUDA_DEVICE();
   std::mt19937_64 rng(21);
-  SyntheticKVSpec spec = SyntheticKVSpec::llama_8b();
-  spec.num_kv_heads = 2;
-  spec.lengths = {40000, 7, 1500};
-  spec.quiet_block_fraction = 0.f;
-  auto r = make_synthetic_kv(spec, rng);
+  auto r = long_and_short_batch(rng);
   const int B = 3, QH = 8, D = 128;
   DeviceKVCache dev = DeviceKVCache::upload(*r.cache, r.seqs, 1);
   for (int target : {0, 3, 1000})
@@ -214,11 +220,7 @@ TEST(CudaDenseDecode, ClusterModeOverLongAndShortSequences) {
   SR_REQUIRE_CUDA_DEVICE();
   if (!device_is_sm90()) GTEST_SKIP() << "cluster mode needs an sm_90 device";
   std::mt19937_64 rng(23);
-  SyntheticKVSpec spec = SyntheticKVSpec::llama_8b();
-  spec.num_kv_heads = 2;
-  spec.lengths = {40000, 7, 1500};
-  spec.quiet_block_fraction = 0.f;
-  auto r = make_synthetic_kv(spec, rng);
+  auto r = long_and_short_batch(rng);
   const int B = 3, QH = 8, D = 128;
   DeviceKVCache dev = DeviceKVCache::upload(*r.cache, r.seqs, 1);
   DeviceBuffer qd = testing::to_device(r.q);
@@ -242,7 +244,7 @@ TEST(CudaDenseDecode, ClusterModeOverLongAndShortSequences) {
       const std::vector<HeadStats> st = decoder.download_stats();
       for (int b = 0; b < B; ++b)
         for (int h = 0; h < 2; ++h)
-          EXPECT_EQ(st[size_t(b) * 2 + size_t(h)].bytes_dense, spec.lengths[size_t(b)] * r.batch.view.token_bytes());
+          EXPECT_EQ(st[size_t(b) * 2 + size_t(h)].bytes_dense, r.batch.view.seq_len(b) * r.batch.view.token_bytes());
     }
 }
 
