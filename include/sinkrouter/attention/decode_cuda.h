@@ -130,8 +130,10 @@ struct CudaDecodeOptions {
   // whose busiest SM finishes first, two CTAs on one SM reading faster than one by a measured
   // factor: src/attention/decode_cuda.cu, plan_cluster_mode); 2 to 16: exactly that many.
   int cluster_ctas = 0;
-  // Auto's longest planned capacity (tokens).
-  int64_t cluster_max_tokens = 8192;
+  // Auto's longest planned capacity (tokens). 16K: in kernel runs 14d-14f cluster mode tied
+  // or beat the flat list at 16K in every shape (Llama B=8 3-4 %, SmolLM2 B=8 4-5 % faster,
+  // batch 1 within 2 %), and lost 13-58 % at batch 1 from 64K (too few CTAs: docs/PERF.md).
+  int64_t cluster_max_tokens = 16384;
 };
 
 // The routing decisions of the last run, copied back (for tests and analysis).
