@@ -337,8 +337,8 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   const double gain = head_dim_ == 64 ? 0.45 : 0.2;
   auto resident = [&](int c) { return cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, c); };
   int ctas = 0;
-  if (options.cluster_ctas > 0) {
-    ctas = tensor_cores_ && resident(options.cluster_ctas) >= 1 ? options.cluster_ctas : 0;
+  if (tensor_cores_ && options.cluster_ctas > 0) {
+    ctas = resident(options.cluster_ctas) >= 1 ? options.cluster_ctas : 0;
   } else if (tensor_cores_) {
     double best = 0;
     for (int c = most; c >= 2; --c) {

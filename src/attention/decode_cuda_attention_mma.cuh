@@ -527,11 +527,11 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   float* scratch = s_acc + S::kHeads * D;
   for (int idx = tid; idx < gc * D; idx += kAttnThreads) {
     const int hg = idx / D, d = idx % D;
-    const float2 ml = states.ml(hg);
-    s_acc[idx] = states.acc(hg, d, ml.x);
+    const float M = states.m(hg);
+    s_acc[idx] = states.acc(hg, d, M);
     if (d == 0) {
-      s_m[hg] = ml.x;
-      s_l[hg] = ml.y;
+      s_m[hg] = M;
+      s_l[hg] = states.l(hg, M);
     }
   }
   __syncthreads();

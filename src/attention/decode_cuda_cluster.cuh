@@ -57,7 +57,7 @@ inline int resident_clusters(const void* kernel, int threads, int smem, int clus
 __device__ __forceinline__ void cluster_split(const AttnArgs& a, int cta, int* unit, int* split, int* splits,
                                               int64_t* tokens, int32_t* page_start) {
   *unit = cta / a.cluster;
-  *split = cta % a.cluster;  // = cluster_rank() for clusters along x
+  *split = cta % a.cluster;  // the CTA's rank in its cluster (clusters along x)
   *splits = a.cluster;
   const int b = *unit / a.head_chunks / a.kv.num_kv_heads;
   *tokens = a.seq_lens[b];
@@ -65,7 +65,7 @@ __device__ __forceinline__ void cluster_split(const AttnArgs& a, int cta, int* u
 }
 
 // The combine, for the CTA of rank `rank` in its unit's cluster of C. `states` holds this
-// CTA's warps' states (WarpStates: ml(g) and acc(g, d, m) merge them; the caller has
+// CTA's warps' states (WarpStates: m(g), l(g, m) and acc(g, d, m) merge them; the caller has
 // synchronised them). Output element idx of the unit's n = heads_per_cta * D belongs to CTA
 // idx / w, w = ceil(n / C); the owner receives, from every peer p, acc in recv_acc[p * w + idx
 // - owner * w] and each head's (m, l) in recv_ml[p][g], then merges them as merge_partials does
@@ -87,7 +87,7 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int rank, int C, co
   cluster_wait();  // every peer has started (phase 0 of the cluster barrier)
   for (int q = tid; q < n / 4; q += kAttnThreads) {
     const int idx = 4 * q, g = idx / D, d = idx % D;
-    const float M = states.ml(g).x;
+    const float M = states.m(g);
     const float4 v = make_float4(states.acc(g, d, M), states.acc(g, d + 1, M), states.acc(g, d + 2, M),
                                  states.acc(g, d + 3, M));
     if (w % 4 == 0) {  // the 4 elements have one owner, and the slot is 16-byte aligned
@@ -102,8 +102,11 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int rank, int C, co
       }
     }
   }
-  for (int t = tid; t < C * gc; t += kAttnThreads)  // (m, l) of head t % gc to peer t / gc
-    store_cluster_shared(&recv_ml[rank * kHeads + t % gc], unsigned(t / gc), states.ml(t % gc));
+  for (int t = tid; t < C * gc; t += kAttnThreads) {  // (m, l) of head t % gc to peer t / gc
+    const int g = t % gc;
+    const float M = states.m(g);
+    store_cluster_shared(&recv_ml[rank * kHeads + g], unsigned(t / gc), make_float2(M, states.l(g, M)));
+  }
   trace_phase(a, kPhaseCtaMerged);
   cluster_sync();  // every peer's stores into this CTA have landed (phase 1)
   trace_phase(a, kPhaseTicket);

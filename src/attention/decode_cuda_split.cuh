@@ -329,16 +329,20 @@ template <int D, int W, int HEADS>
 struct WarpStates {
   const float* wst;
   __device__ __forceinline__ const float* row(int w, int g) const { return wst + (w * HEADS + g) * (D + 2); }
-  // (m, l) of head g over the warps.
-  __device__ __forceinline__ float2 ml(int g) const {
+  // m of head g over the warps (the largest warp's).
+  __device__ __forceinline__ float m(int g) const {
     float M = -INFINITY;
 #pragma unroll
     for (int w = 0; w < W; ++w) M = fmaxf(M, row(w, g)[D]);
+    return M;
+  }
+  // l of head g, given the head's merged m.
+  __device__ __forceinline__ float l(int g, float M) const {
     float L = 0.f;
     if (M != -INFINITY)
 #pragma unroll
       for (int w = 0; w < W; ++w) L += row(w, g)[D + 1] * exp2f(row(w, g)[D] - M);
-    return make_float2(M, L);
+    return L;
   }
   // acc element d of head g, given the head's merged m.
   __device__ __forceinline__ float acc(int g, int d, float M) const {

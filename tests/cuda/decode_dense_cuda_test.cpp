@@ -263,6 +263,10 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     }
   };
+  // A decoder of 4 query heads over the view, planned with `opt`, fails mentioning `needle`.
+  auto expect_options_error = [&](const CudaDecodeOptions& opt, const std::string& needle) {
+    expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, opt); }, needle);
+  };
   AttentionPolicy blasst;
   blasst.kind = PolicyKind::Blasst;
   expect_error([&] { CudaDecoder d(dev.view(), 4, blasst, 0.125f); }, "policy blasst is not implemented on the GPU");
@@ -270,12 +274,10 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, -1.f); }, "scale -1 must be a positive");
   CudaDecodeOptions bad_prefetch;
   bad_prefetch.kv_l2_prefetch = 64;
-  expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_prefetch); },
-               "kv_l2_prefetch must be 0, 128 or 256, not 64");
+  expect_options_error(bad_prefetch, "kv_l2_prefetch must be 0, 128 or 256, not 64");
   CudaDecodeOptions bad_copy;
   bad_copy.kv_copy = 3;
-  expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_copy); },
-               "kv_copy must be 0 (cp.async), 1 (tma) or 2 (auto), not 3");
+  expect_options_error(bad_copy, "kv_copy must be 0 (cp.async), 1 (tma) or 2 (auto), not 3");
   {  // asking for TMA copies where they cannot run is an error, not a silent fallback
     CudaDecodeOptions tma;
     tma.kv_copy = 1;
@@ -286,49 +288,41 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
     expect_error([&] { CudaDecoder d(blocks8, 4, routed, 0.125f, tma); },
                  "the routing block size is not a multiple of 16");
     tma.tensor_cores = false;
-    expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, tma); },
-                 "they need the tensor-core kernel");
+    expect_options_error(tma, "they need the tensor-core kernel");
     tma.tensor_cores = true;
     DeviceKV page8 = dev.view();
     page8.kv.page_size = 8;
     expect_error([&] { CudaDecoder d(page8, 4, AttentionPolicy{}, 0.125f, tma); },
                  "the page size is not a multiple of 16");
     if (dev.view().kv.page_size % 16 == 0 && !device_is_sm90()) {
-      expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, tma); }, "need an sm_90 device");
+      expect_options_error(tma, "need an sm_90 device");
     }
   }
   CudaDecodeOptions bad_waves;
   bad_waves.waves = 9;
-  expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_waves); },
-               "waves must be 1 to 8, not 9");
+  expect_options_error(bad_waves, "waves must be 1 to 8, not 9");
   CudaDecodeOptions bad_waves_min;
   bad_waves_min.waves_min_split_tokens = 0;
-  expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_waves_min); },
-               "waves_min_split_tokens 0 must be at least 1");
+  expect_options_error(bad_waves_min, "waves_min_split_tokens 0 must be at least 1");
   CudaDecodeOptions bad_shares;
   bad_shares.certificate_share_min_blocks = -1;
-  expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_shares); },
-               "certificate_share_min_blocks -1 is negative");
+  expect_options_error(bad_shares, "certificate_share_min_blocks -1 is negative");
   CudaDecodeOptions bad_cluster;
   bad_cluster.cluster = 3;
-  expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_cluster); },
-               "cluster must be 0 (off), 1 (on) or 2 (auto), not 3");
+  expect_options_error(bad_cluster, "cluster must be 0 (off), 1 (on) or 2 (auto), not 3");
   bad_cluster.cluster = 1;
   bad_cluster.cluster_ctas = 17;
-  expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_cluster); },
-               "cluster_ctas 17 out of range (expected 0, or 2 to 16)");
+  expect_options_error(bad_cluster, "cluster_ctas 17 out of range (expected 0, or 2 to 16)");
   bad_cluster.cluster_ctas = 0;
   bad_cluster.tensor_cores = false;
-  expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_cluster); },
-               "cannot run here: it needs the tensor-core kernel");
+  expect_options_error(bad_cluster, "cannot run here: it needs the tensor-core kernel");
   if (!device_is_sm90()) {
     bad_cluster.tensor_cores = true;
-    expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_cluster); }, "it needs an sm_90 device");
+    expect_options_error(bad_cluster, "it needs an sm_90 device");
   }
   CudaDecodeOptions bad_chunks;
   bad_chunks.adaptive_route_chunks = 2;
-  expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f, bad_chunks); },
-               "adaptive_route_chunks must be 0 or 1, not 2");
+  expect_options_error(bad_chunks, "adaptive_route_chunks must be 0 or 1, not 2");
   {  // options left at -1: the environment decides (its value restored after)
     const char* was = std::getenv("SINKROUTER_KV_L2_PREFETCH");
     const std::string saved = was == nullptr ? "" : was;
