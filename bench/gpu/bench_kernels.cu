@@ -466,6 +466,8 @@ int main(int argc, char** argv) {
               row["time_us"] = ms[0] * 1e3;
               row["time_traced_us"] = ms[1] * 1e3;
               row["ctas"] = dec.grid_ctas();
+              row["cluster_ctas"] = dec.cluster_ctas();
+              row["cluster_groups"] = dec.cluster_groups();
               row["clock_ghz"] = clock_khz * 1e-6;
               if (routed) {
                 row["routing"] = summarise_phases(route_host, dec.route_trace_ctas(), clock_khz * 1e-6, kRouteTrace);
@@ -531,6 +533,7 @@ int main(int argc, char** argv) {
             row["fused_fast_routing"] = options.fused_fast_routing;
             row["kv_copy"] = dec.uses_tma_copies() ? "tma" : "cp.async";
             row["cluster_ctas"] = dec.cluster_ctas();
+            row["cluster_groups"] = dec.cluster_groups();
             rows.push_back(row);
             std::printf("%-13s B=%lld ctx=%7lld %-12s skip %2d%% (%5.1f%%): %9.2f us  %6.0f GB/s  floor %9.2f us  x%.2f\n",
                         sh.name, (long long)B, (long long)ctx, kernel, skip_target,
@@ -542,12 +545,15 @@ int main(int argc, char** argv) {
           sr::CudaDecodeOptions cuda_cores;
           cuda_cores.tensor_cores = false;
           run_rows(sr::AttentionPolicy{}, "dense_cuda_cores", 0, false, cuda_cores);
-          if (ctx <= 65536) {  // cluster mode against the flat Split-K list, whichever the default took
-            sr::CudaDecodeOptions split_k, clusters;
+          {  // cluster mode against the flat Split-K list, whichever the default took, and
+             // (up to 64K) cluster mode with one cluster a head, as before the second merge
+            sr::CudaDecodeOptions split_k, clusters, one_cluster;
             split_k.cluster = 0;
-            clusters.cluster = 1;
+            clusters.cluster = one_cluster.cluster = 1;
+            one_cluster.cluster_groups = 1;
             run_rows(sr::AttentionPolicy{}, "dense_splitk", 0, false, split_k);
             run_rows(sr::AttentionPolicy{}, "dense_cluster", 0, false, clusters);
+            if (ctx <= 65536) run_rows(sr::AttentionPolicy{}, "dense_cluster1", 0, false, one_cluster);
           }
           for (int skip : skips) {
             if (skip != 0) generate(skip);

@@ -139,6 +139,26 @@ PY
   note "trace phases: rc=$? $(elapsed)"
   cat /tmp/sr_trace.log >>"$OUT/bench.log"
   grep -E '^trace(-route|-spread)? ' /tmp/sr_trace.log | sed 's/  */ /g' >>"$summary"
+  # TRACE_VARIANT="name:ENV=value": the dense trace again under that setting, its rows merged
+  # into trace.json as kernel "trace_dense_<name>" (e.g. cluster:SINKROUTER_DECODE_CLUSTER=on).
+  if [ -n "${TRACE_VARIANT:-}" ]; then
+    tname=${TRACE_VARIANT%%:*}
+    env LD_LIBRARY_PATH="$bin_ld" "${TRACE_VARIANT#*:}" timeout 60 "$bin/bench_kernels" --trace-phases \
+      --out "/tmp/sr_trace_$tname.json" --contexts 4096,8192,16384,65536,524288 --batches 1,8 \
+      >"/tmp/sr_trace_$tname.log" 2>&1
+    note "trace phases with ${TRACE_VARIANT#*:}: rc=$? $(elapsed)"
+    { echo "==== trace, ${TRACE_VARIANT#*:} ===="; cat "/tmp/sr_trace_$tname.log"; } >>"$OUT/bench.log"
+    grep -E '^trace(-spread)? .* dense' "/tmp/sr_trace_$tname.log" | sed "s/  */ /g; s/^/[$tname] /" >>"$summary"
+    python3 - "$OUT/trace.json" "/tmp/sr_trace_$tname.json" "$tname" <<'PY' || note "$tname trace rows: not merged"
+import json, sys
+main, var = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+for r in var["rows"]:
+    if r["kernel"] == "trace_dense":
+        r["kernel"] += "_" + sys.argv[3]
+        main["rows"].append(r)
+json.dump(main, open(sys.argv[1], "w"), indent=1)
+PY
+  fi
 fi
 
 # ---- 4. baselines (SKIP_BASELINES=1: not this time) ----
@@ -223,12 +243,13 @@ for r in k["rows"]:
     bl = {n: get(base, shape=s, batch=B, context=c, kernel=n).get("time_us", float("nan")) for n in ("sdpa_cudnn", "sdpa_flash", "flashinfer")}
     print(f"{s:13s} {B:2d} {c:7d} {r['time_us']:9.2f} {r['ratio_to_floor']:6.2f} {cores:9.2f} {rr[50]:8.2f} {rr[75]:8.2f} {rr[90]:8.2f} {100*rp/r['time_us']:6.1f} {bl['sdpa_cudnn']:8.2f} {bl['sdpa_flash']:8.2f} {bl['flashinfer']:8.2f}")
 print()
-print(f"{'shape':13s} {'B':>2s} {'ctx':>7s} {'dense':>8s} {'pdl_off':>8s} {'splitk':>8s} {'cluster':>8s} {'fast50':>8s} {'fast75':>8s} {'fast90':>8s} {'pass':>7s} {'fast2k50':>8s} {'pass2k':>7s} {'dflt50':>8s} {'passdf':>7s}")
+print(f"{'shape':13s} {'B':>2s} {'ctx':>7s} {'dense':>8s} {'pdl_off':>8s} {'splitk':>8s} {'cluster':>8s} {'CxK':>5s} {'clust1':>8s} {'fast50':>8s} {'fast75':>8s} {'fast90':>8s} {'pass':>7s} {'fast2k50':>8s} {'pass2k':>7s} {'dflt50':>8s} {'passdf':>7s}")
+ck = lambda r: f"{r.get('cluster_ctas', 0)}x{r.get('cluster_groups', 0)}" if r.get("cluster_ctas") else "flat"
 for r in k["rows"]:
     if r["kernel"] != "dense": continue
     s, B, c = r["shape"], r["batch"], r["context"]
     t = lambda kern, p=None: get(k["rows"], shape=s, batch=B, context=c, kernel=kern, **({} if p is None else {"skip_target_pct": p})).get("time_us", float("nan"))
-    print(f"{s:13s} {B:2d} {c:7d} {r['time_us']:8.2f} {t('dense_pdl_off'):8.2f} {t('dense_splitk'):8.2f} {t('dense_cluster'):8.2f} {t('sinkrouter_fast', 50):8.2f} {t('sinkrouter_fast', 75):8.2f} {t('sinkrouter_fast', 90):8.2f} {t('routing_pass_fast'):7.2f} {t('sinkrouter_fast_2k'):8.2f} {t('routing_pass_fast_2k'):7.2f} {t('sinkrouter_default'):8.2f} {t('routing_pass_default'):7.2f}")
+    print(f"{s:13s} {B:2d} {c:7d} {r['time_us']:8.2f} {t('dense_pdl_off'):8.2f} {t('dense_splitk'):8.2f} {t('dense_cluster'):8.2f} {ck(get(k['rows'], shape=s, batch=B, context=c, kernel='dense_cluster')):>5s} {t('dense_cluster1'):8.2f} {t('sinkrouter_fast', 50):8.2f} {t('sinkrouter_fast', 75):8.2f} {t('sinkrouter_fast', 90):8.2f} {t('routing_pass_fast'):7.2f} {t('sinkrouter_fast_2k'):8.2f} {t('routing_pass_fast_2k'):7.2f} {t('sinkrouter_default'):8.2f} {t('routing_pass_default'):7.2f}")
 # Variant rows (KERNEL_VARIANTS) beside the main run's: dense and fast routed 50 / 75 / 90 %.
 for v in sys.argv[2:]:
     print()

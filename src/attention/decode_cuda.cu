@@ -258,18 +258,26 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   waves_min_split_tokens_ = options.waves_min_split_tokens;
   const int units = batch_ * num_kv_heads_ * head_chunks_;
   plan_cluster_mode(options, routed, units, sms);
-  // Cluster mode: one cluster a unit. Otherwise the flat list: sum over units of
+  // Cluster mode: cluster_groups clusters a unit. Otherwise the flat list: sum over units of
   // ceil(tokens / chunk) <= waves * wave_ctas + units (split_schedule.h).
-  grid_ctas_ = cluster_ctas_ > 0 ? units * cluster_ctas_ : waves_ * wave_ctas_ + units;
+  grid_ctas_ = cluster_ctas_ > 0 ? units * cluster_ctas_ * cluster_groups_ : waves_ * wave_ctas_ + units;
+  // Cluster mode's second merge keeps (o, lse) float2s [units, C, groups, ceil(n / C)] in
+  // part_acc and a ticket a (unit, rank).
+  const size_t part_floats =
+      std::max(size_t(grid_ctas_) * heads_per_cta_ * head_dim_,
+               cluster_ctas_ > 0 ? 2 * size_t(units) * cluster_groups_ *
+                                       (heads_per_cta_ * head_dim_ + cluster_ctas_ - 1)
+                                 : size_t(0));
+  const size_t tickets = size_t(units) * std::max(1, cluster_ctas_);
 
   ws_ = new Workspace();
   try {
     Workspace& w = *ws_;
     const size_t bh = size_t(batch_) * num_kv_heads_, qh = size_t(batch_) * num_q_heads_;
-    w.part_acc = w.make<float>(size_t(grid_ctas_) * heads_per_cta_ * head_dim_);
+    w.part_acc = w.make<float>(part_floats);
     w.part_ml = w.make<float2>(size_t(grid_ctas_) * heads_per_cta_);
-    w.tickets = w.make<int32_t>(size_t(units));
-    SR_CUDA_CHECK(cudaMemset(w.tickets, 0, size_t(units) * 4));  // the kernels return them to 0
+    w.tickets = w.make<int32_t>(tickets);
+    SR_CUDA_CHECK(cudaMemset(w.tickets, 0, tickets * 4));  // the kernels return them to 0
     w.stats = w.make<HeadStats>(bh);
     SR_CUDA_CHECK(cudaMemset(w.stats, 0, bh * sizeof(HeadStats)));
     if (routed) {
@@ -317,48 +325,61 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   SR_CHECK(mode >= 0 && mode <= 2, "decode (CUDA): cluster must be 0 (off), 1 (on) or 2 (auto), not {}", mode);
   SR_CHECK(options.cluster_ctas == 0 || (options.cluster_ctas >= 2 && options.cluster_ctas <= 16),
            "decode (CUDA): cluster_ctas {} out of range (expected 0, or 2 to 16)", options.cluster_ctas);
+  SR_CHECK(options.cluster_groups >= 0 && options.cluster_groups <= cuda::kMaxClusterGroups,
+           "decode (CUDA): cluster_groups {} out of range (expected 0, or 1 to {})", options.cluster_groups,
+           cuda::kMaxClusterGroups);
   SR_CHECK(options.cluster_max_tokens >= 0, "decode (CUDA): cluster_max_tokens {} is negative",
            options.cluster_max_tokens);
-  cluster_ctas_ = 0;
+  cluster_ctas_ = cluster_groups_ = 0;
   if (routed || mode == 0 || (mode == 2 && max_capacity_ > options.cluster_max_tokens)) return;
-  // As many CTAs as fit one wave over the units (at most 16); auto: none with fewer than
-  // min_split_tokens tokens of the capacity (a one-CTA cluster is the flat list's one split).
-  int most = std::min(16, std::max(2, wave_ctas_ / units));
-  if (mode == 2) most = int(std::min<int64_t>(most, (max_capacity_ + min_split_tokens_ - 1) / min_split_tokens_));
-  // Among the sizes whose clusters are all resident at once (a cluster lives within one GPC,
-  // so fewer fit than CTAs do: kernel run 14a's 24 clusters of 11 at SmolLM2 B=8 4K ran in two
-  // waves, 21.0 us against the flat list's 17.3), the one whose busiest SM takes the least time
-  // to read its share: with units * c CTAs of 1 / c of a unit each, an SM holds up to k =
-  // ceil(units * c / sms) of them, and k CTAs read 1 + gain * (k - 1) times one CTA's rate.
-  // gain, measured (runs 14b-14d, batch 8 at 4K-8K): ~0.45 at head_dim 64 (SmolLM2: clusters
-  // of 8, 192 CTAs, beat clusters of 5, 120 CTAs, by 8 %), at most ~0.2 at head_dim 128 (Llama:
-  // clusters of 2, 128 CTAs, beat clusters of 3, 192 CTAs, by 8 %). Ties go to the larger size.
-  // On: where no size is all resident, the largest that fits at all (a second wave).
+  // The candidates: c CTAs a cluster and k clusters a unit (each as given, or chosen), with
+  // every cluster resident at once (a cluster lives within one GPC, so fewer fit than CTAs
+  // do: kernel run 14a's 24 clusters of 11 at SmolLM2 B=8 4K ran in two waves, 21.0 us
+  // against the flat list's 17.3), at most one wave of CTAs, and under auto at least
+  // min_split_tokens of the capacity a CTA. Each one's predicted time (us): the busiest SM
+  // holds n = ceil(units c k / SMs) CTAs of capacity / (c k) tokens and reads at n CTAs'
+  // rate, r1 (1 + gain (n - 1)), plus kSecondMergeUs where k > 1. r1, one CTA alone on an SM,
+  // measured in runs 14c-14d (loops of batch 1 at 4K-8K): ~33 GB/s at head_dim 64, ~41 at 128.
+  // gain, measured (runs 14b-14e, batch 8 at 4K-8K): ~0.45 at head_dim 64 (SmolLM2: clusters
+  // of 8, 192 CTAs, beat clusters of 5, 120 CTAs, by 8 %), at most ~0.2 at head_dim 128
+  // (Llama: clusters of 2, 128 CTAs, beat clusters of 3, 192 CTAs, by 8 %). kSecondMergeUs:
+  // a ticket and one round of loads (~0.8 us each in run 14f's traces) less what the one-level
+  // merge's output stores cost. The least time wins; ties go to the larger cluster, then to
+  // fewer clusters. On: where no candidate is all resident, the largest size that fits at all.
+  constexpr double kSecondMergeUs = 1.5;
+  const double r1 = head_dim_ == 64 ? 33e3 : 41e3;  // bytes a us
   const double gain = head_dim_ == 64 ? 0.45 : 0.2;
-  auto resident = [&](int c) { return cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, c); };
-  int ctas = 0;
-  if (tensor_cores_ && options.cluster_ctas > 0) {
-    ctas = resident(options.cluster_ctas) >= 1 ? options.cluster_ctas : 0;
-  } else if (tensor_cores_) {
+  const double token_bytes = 4.0 * head_dim_;  // K and V of one KV head, 16-bit
+  const int64_t most = std::max(2, wave_ctas_ / units);  // CTAs a unit in one wave
+  const int64_t most_auto = (max_capacity_ + min_split_tokens_ - 1) / min_split_tokens_;
+  int ctas = 0, groups = 0;
+  if (tensor_cores_) {
     double best = 0;
-    for (int c = most; c >= 2; --c) {
-      const int64_t k = (int64_t(units) * c + sms - 1) / sms;  // CTAs on the busiest SM
-      const double busiest = double(k) / c / (1 + gain * double(k - 1));  // its time, in units' reads
-      if ((ctas == 0 || busiest < best) && resident(c) >= units) {
-        ctas = c;
-        best = busiest;
+    for (int c = 16; c >= 2; --c) {
+      if (options.cluster_ctas > 0 && c != options.cluster_ctas) continue;
+      const int fit = cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, c);
+      if (fit < 1) continue;
+      if (options.cluster_ctas > 0 && options.cluster_groups > 0) {  // both given: run them
+        ctas = c, groups = options.cluster_groups;
+        break;
+      }
+      if (mode == 1 && ctas == 0 && c <= most) ctas = c, groups = std::max(1, options.cluster_groups);  // fallback
+      for (int k = 1; k <= cuda::kMaxClusterGroups; ++k) {
+        if (options.cluster_groups > 0 && k != options.cluster_groups) continue;
+        if (int64_t(units) * k > fit || int64_t(c) * k > most || (mode == 2 && int64_t(c) * k > most_auto)) break;
+        const int64_t n = (int64_t(units) * c * k + sms - 1) / sms;
+        const double t = double(n) * (double(max_capacity_) / (c * k)) * token_bytes /
+                             (r1 * (1 + gain * double(n - 1))) + (k > 1 ? kSecondMergeUs : 0.0);
+        if (best == 0 || t < best) ctas = c, groups = k, best = t;
       }
     }
-    if (mode == 1)
-      for (int c = most; c >= 2 && ctas == 0; --c)
-        if (resident(c) >= 1) ctas = c;
+    if (mode == 2 && best == 0) ctas = groups = 0;  // auto takes only an all-resident candidate
   }
   const char* why = !tensor_cores_ ? "it needs the tensor-core kernel (GQA group <= 4, tensor_cores on)"
-                    : most < 2     ? "the capacity fills one CTA"
                     : ctas == 0    ? "it needs an sm_90 device, a build with sm_90a and room for a cluster"
                                    : nullptr;
   SR_CHECK(why == nullptr || mode == 2, "decode (CUDA): cluster mode cannot run here: {}", why);
-  if (why == nullptr) cluster_ctas_ = int(ctas);
+  if (why == nullptr) cluster_ctas_ = ctas, cluster_groups_ = groups;
 }
 
 void CudaDecoder::check_run_args(const DeviceKV& dkv, DType q_dtype, DType out_dtype) const {
@@ -491,6 +512,7 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
   a.kv_l2_prefetch = kv_l2_prefetch_;
   a.pad_anchors = tma_copies_ && routed;
   a.cluster = cluster_ctas_;
+  a.cluster_groups = cluster_groups_;
   a.part_acc = w.part_acc;
   a.part_ml = w.part_ml;
   a.tickets = w.tickets;

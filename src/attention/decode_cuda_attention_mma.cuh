@@ -27,8 +27,8 @@
 //     mbarrier without bytes so that every slot's phases stay in step.
 //
 // Schedule. The flat Split-K work list (find_split, finish_split: decode_cuda_split.cuh), or,
-// dense with AttnArgs::cluster, one thread-block cluster a unit (cluster_split,
-// cluster_combine: decode_cuda_cluster.cuh).
+// dense with AttnArgs::cluster, thread-block clusters, AttnArgs::cluster_groups a unit
+// (cluster_split, cluster_combine: decode_cuda_cluster.cuh).
 //
 // Precision. mma.sync takes 16-bit operands, but q (and the probabilities p) are float:
 // each is split into three 16-bit parts, x = hi + mid + lo (about 24 bits, float's
@@ -516,7 +516,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   const WarpStates<D, S::kWarps, S::kHeads> states{wst};
   if constexpr (!ROUTED) {
     if (a.cluster > 0) {  // the merged elements go straight to their owners in the cluster
-      cluster_combine<D>(a, unit, split, splits, states);
+      cluster_combine<D>(a, unit, split, states);
       return;
     }
   }

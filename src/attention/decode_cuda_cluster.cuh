@@ -52,38 +52,105 @@ inline int resident_clusters(const void* kernel, int threads, int smem, int clus
   return clusters;
 }
 
-// Cluster mode's split of CTA `cta`: the unit is its cluster, the split its rank, and the
-// unit's sequence length and page-list start are its tokens (two independent loads).
+// Cluster mode's split of CTA `cta`: unit u is clusters [u * groups, (u + 1) * groups) (one
+// when AttnArgs::cluster_groups is 1), and the CTA's split is its index among the unit's
+// C * groups CTAs (clusters along x: its rank in its cluster is split % C); the unit's
+// sequence length and page-list start are its tokens (two independent loads).
 __device__ __forceinline__ void cluster_split(const AttnArgs& a, int cta, int* unit, int* split, int* splits,
                                               int64_t* tokens, int32_t* page_start) {
-  *unit = cta / a.cluster;
-  *split = cta % a.cluster;  // the CTA's rank in its cluster (clusters along x)
-  *splits = a.cluster;
+  *splits = a.cluster * a.cluster_groups;
+  *unit = cta / *splits;
+  *split = cta % *splits;
   const int b = *unit / a.head_chunks / a.kv.num_kv_heads;
   *tokens = a.seq_lens[b];
   *page_start = a.kv.indptr[b];
 }
 
-// The combine, for the CTA of rank `rank` in its unit's cluster of C. `states` holds this
-// CTA's warps' states (WarpStates: m(g), l(g, m) and acc(g, d, m) merge them; the caller has
-// synchronised them). Output element idx of the unit's n = heads_per_cta * D belongs to CTA
-// idx / w, w = ceil(n / C); the owner receives, from every peer p, acc in recv_acc[p * w + idx
-// - owner * w] and each head's (m, l) in recv_ml[p][g], then merges them as merge_partials does
-// (max, exp2-weighted sums, 1 / L) and writes the output. A thread pushes 4 consecutive
-// elements (one 16-byte store where w is a multiple of 4), and the (m, l) stores are spread
-// over the threads, one a (peer, head). Every CTA arrived on the cluster barrier when it
-// started (cluster_arrive_relaxed): the wait here comes before the first remote store, so no
-// CTA writes into a peer that has not started.
+// Where a unit has several clusters (AttnArgs::cluster_groups = k > 1), the CTAs of rank r
+// hold the same slice of the unit's output in each of its k clusters. Each stores its
+// cluster's slice as (o, lse) per element (o normalised, lse = m + log2 l; -inf when the
+// cluster's splits were empty) at part[((unit * C + r) * k + cluster) * w + e - e0]
+// (AttnArgs::part_acc read as float2) and takes a ticket on tickets[unit * C + r]; the last
+// of the k merges the slice's k partials and writes the output. So the second level is
+// spread over the unit's C slices, each a ticket and one round of k loads, where the flat
+// list's last CTA merges every split of its unit alone (kernel run 14f's trace: ~4.5 us at
+// batch 1 from 16K, SmolLM2 and Llama alike).
+template <int D>
+__device__ void merge_cluster_groups(const AttnArgs& a, int unit, int rank, int e0, int e1, int w) {
+  constexpr int kBatch = 8;  // partials loaded at once per element
+  __shared__ int s_last;
+  const int C = a.cluster, k = a.cluster_groups, tid = int(threadIdx.x);
+  const int bh = unit / a.head_chunks, hc = unit % a.head_chunks;
+  const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
+  unsigned* ticket = reinterpret_cast<unsigned*>(&a.tickets[unit * C + rank]);
+  __syncthreads();  // every thread's partial stores precede thread 0's (release) ticket
+  if (tid == 0) s_last = grid_ticket(ticket) == unsigned(k - 1);
+  __syncthreads();  // (acquire, for the last: the other clusters' partials are visible)
+  trace_phase(a, kPhaseMergeWeights);  // the ticket
+  if (!s_last) {
+    trace_end(a, 1);
+    return;
+  }
+  if (tid == 0) *ticket = 0;  // every other cluster of the unit has taken its ticket
+  const float2* part = reinterpret_cast<const float2*>(a.part_acc) + int64_t(unit * C + rank) * k * w - e0;
+  for (int e = e0 + tid; e < e1; e += kAttnThreads) {
+    float M = -INFINITY, W = 0.f, A = 0.f;  // running max of the lse, sum of weights, weighted sum
+    for (int c0 = 0; c0 < k; c0 += kBatch) {
+      float2 p[kBatch];
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j)  // past k: cluster c0's again (not counted below)
+        p[j] = __ldcg(&part[int64_t(c0 + j < k ? c0 + j : c0) * w + e]);
+      float bm = M;
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j)
+        if (c0 + j < k) bm = fmaxf(bm, p[j].y);
+      if (bm == -INFINITY) continue;  // every cluster so far was empty
+      const float f = exp2f(M - bm);  // 0 while M is -inf
+      W *= f;
+      A *= f;
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j)
+        if (c0 + j < k) {
+          const float wt = exp2f(p[j].y - bm);  // 0 for an empty cluster
+          W += wt;
+          A += wt * p[j].x;
+        }
+      M = bm;
+    }
+    const int gg = hc * a.heads_per_cta + e / D;
+    if (gg < a.group)
+      store_out(a.out, a.out_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * a.group + gg) * D + e % D,
+                W > 0.f ? A / W : 0.f);
+  }
+  trace_phase(a, kPhaseMergeSums);
+  trace_phase(a, kPhaseEnd);
+  trace_end(a, rank == 0 ? 2 : 1);
+}
+
+// The combine, for the CTA of split `split` of its unit (rank split % C in its cluster of C,
+// cluster split / C of the unit's AttnArgs::cluster_groups). `states` holds this CTA's warps'
+// states (WarpStates: m(g), l(g, m) and acc(g, d, m) merge them; the caller has synchronised
+// them). Output element idx of the unit's n = heads_per_cta * D belongs to rank idx / w,
+// w = ceil(n / C); the owner receives, from every peer p, acc in recv_acc[p * w + idx - owner
+// * w] and each head's (m, l) in recv_ml[p][g], then merges them as merge_partials does (max,
+// exp2-weighted sums, 1 / L) and writes the output, or with several clusters a unit its
+// cluster's partial (merge_cluster_groups). A thread pushes 4 consecutive elements (one
+// 16-byte store where w is a multiple of 4), and the (m, l) stores are spread over the
+// threads, one a (peer, head). Every CTA arrived on the cluster barrier when it started
+// (cluster_arrive_relaxed): the wait here comes before the first remote store, so no CTA
+// writes into a peer that has not started.
 template <int D, typename States>
-__device__ void cluster_combine(const AttnArgs& a, int unit, int rank, int C, const States& states) {
+__device__ void cluster_combine(const AttnArgs& a, int unit, int split, const States& states) {
   constexpr int kHeads = 4;  // the tensor-core kernel's most heads a CTA
   __shared__ __align__(16) float recv_acc[kHeads * D + kMaxClusterCtas];  // C * w <= n + C - 1
   __shared__ float2 recv_ml[kMaxClusterCtas * kHeads];
+  const int C = a.cluster, rank = split % C, k = a.cluster_groups;
   const int gc = a.heads_per_cta, tid = int(threadIdx.x);
   const int bh = unit / a.head_chunks, hc = unit % a.head_chunks;
   const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
   const int n = gc * D, w = (n + C - 1) / C;
   static_assert(D % 4 == 0, "a thread's 4 elements lie in one head");
+  if (split == 0 && tid == 0 && hc == 0) write_dense_stats(a, bh);
   cluster_wait();  // every peer has started (phase 0 of the cluster barrier)
   for (int q = tid; q < n / 4; q += kAttnThreads) {
     const int idx = 4 * q, g = idx / D, d = idx % D;
@@ -96,9 +163,9 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int rank, int C, co
     } else {
       const float e[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const int owner = (idx + k) / w;
-        store_cluster_shared(&recv_acc[rank * w + idx + k - owner * w], unsigned(owner), e[k]);
+      for (int j = 0; j < 4; ++j) {
+        const int owner = (idx + j) / w;
+        store_cluster_shared(&recv_acc[rank * w + idx + j - owner * w], unsigned(owner), e[j]);
       }
     }
   }
@@ -110,8 +177,8 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int rank, int C, co
   trace_phase(a, kPhaseCtaMerged);
   cluster_sync();  // every peer's stores into this CTA have landed (phase 1)
   trace_phase(a, kPhaseTicket);
-  trace_phase(a, kPhaseMergeWeights);  // (no weights step of its own)
   const int e0 = rank * w, e1 = e0 + w < n ? e0 + w : n;
+  float2* part = reinterpret_cast<float2*>(a.part_acc) + (int64_t(unit * C + rank) * k + split / C) * w - e0;
   for (int idx = e0 + tid; idx < e1; idx += kAttnThreads) {
     const int g = idx / D;
     float2 ml[kMaxClusterCtas];
@@ -134,15 +201,22 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int rank, int C, co
           A += x[p] * wt;
         }
     const int gg = hc * gc + g;
-    if (gg < a.group)
+    if (k > 1)  // this cluster's partial of the slice
+      part[idx] = L > 0.f ? make_float2(A / L, M + log2f(L)) : make_float2(0.f, -INFINITY);
+    else if (gg < a.group)
       store_out(a.out, a.out_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * a.group + gg) * D + idx % D,
                 L > 0.f ? A / L : 0.f);
   }
   // No CTA reads a peer's shared memory after the barrier: each may leave when done.
+  if (k > 1) {
+    if (e0 < n) merge_cluster_groups<D>(a, unit, rank, e0, e1, w);  // (every cluster's rank r alike)
+    else trace_end(a, 1);
+    return;
+  }
+  trace_phase(a, kPhaseMergeWeights);  // (no weights step of its own)
   trace_phase(a, kPhaseMergeSums);
   trace_phase(a, kPhaseEnd);
   trace_end(a, rank == 0 ? 2 : 1);
-  if (rank == 0 && tid == 0 && hc == 0) write_dense_stats(a, bh);
 }
 
 }  // namespace sinkrouter::cuda

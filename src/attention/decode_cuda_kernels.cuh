@@ -49,14 +49,17 @@ struct AttnArgs {
   // (RoutedMap::block_start), so that every 16-token stage of the kept blocks and the window
   // is 16 contiguous rows of one page (the routing pass counts the padding in routed_tokens).
   bool pad_anchors;
-  // Cluster mode (dense, tensor cores, sm_90; decode_cuda_cluster.cuh): 0 off (the flat
-  // work list above); C >= 2: the grid is units * C CTAs in clusters of C, unit u is
-  // cluster u, its tokens split evenly over the C CTAs, merged through distributed shared
-  // memory (part_acc, part_ml and tickets unused).
-  int cluster;
+  // Cluster mode (dense, tensor cores, sm_90; decode_cuda_cluster.cuh): cluster 0 off (the
+  // flat work list above); C >= 2: the grid is units * cluster_groups clusters of C CTAs,
+  // unit u's tokens split evenly over the C * cluster_groups CTAs of clusters
+  // [u * cluster_groups, (u + 1) * cluster_groups), merged within each cluster through
+  // distributed shared memory, then (cluster_groups > 1) over the clusters through part_acc,
+  // read as float2 [units, C, cluster_groups, ceil(heads_per_cta * head_dim / C)] (o, lse),
+  // and tickets [units, C]; with one cluster a unit part_acc, part_ml and tickets are unused.
+  int cluster, cluster_groups;
   float* part_acc;   // [grid, heads_per_cta, head_dim] unnormalised sums
   float2* part_ml;   // [grid, heads_per_cta] (m in base 2, l)
-  int32_t* tickets;  // [units] zero between runs
+  int32_t* tickets;  // [units] (cluster mode: [units, C]) zero between runs
   // Output and statistics (written by the unit's last CTA).
   void* out;         // [batch, num_q_heads, head_dim]
   DType out_dtype;
@@ -143,6 +146,9 @@ struct AttnKernelInfo {
 AttnKernelInfo attention_prepare(int head_dim, DType kv_dtype, int heads_per_cta, bool routed, bool mma, bool tma);
 void attention_launch(const AttnArgs& args, int head_dim, DType kv_dtype, bool routed, bool mma,
                       const CUtensorMap* kv_map, int grid, cudaStream_t stream);
+// The most clusters a unit in cluster mode (AttnArgs::cluster_groups).
+constexpr int kMaxClusterGroups = 64;
+
 // Cluster mode (AttnArgs::cluster): how many clusters of `cluster` CTAs of the dense
 // tensor-core kernel (TMA copies or cp.async) can be resident at once; 0 where none can.
 int attention_cluster_capacity(int head_dim, DType kv_dtype, bool tma, int cluster);

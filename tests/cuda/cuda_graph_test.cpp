@@ -2,8 +2,8 @@
 // captured once in a CUDA graph and replayed as the sequences grow. The replays must
 // equal the CPU paths on a host cache that received the same tokens: this shows that no
 // length, split or block list was frozen into the graph at capture time. (At these
-// capacities the dense decoder takes cluster mode on an sm_90 device: a clustered launch is
-// captured too.)
+// capacities the dense decoder takes cluster mode on an sm_90 device, here with two clusters
+// a head: a clustered launch and the tickets of its second merge are captured too.)
 #include <gtest/gtest.h>
 
 #if defined(SINKROUTER_HAVE_CUDA)
@@ -43,7 +43,9 @@ TEST(CudaGraph, CapturedStepReplaysAsTheCacheGrows) {
   routed_policy.mode = RouterMode::Certified;
   routed_policy.epsilon = 1e-2;
   routed_policy.window = 40;
-  CudaDecoder dense(dev.view(), QH, AttentionPolicy{}, scale);
+  CudaDecodeOptions dense_options;
+  dense_options.cluster_groups = 2;  // (where cluster mode is taken)
+  CudaDecoder dense(dev.view(), QH, AttentionPolicy{}, scale, dense_options);
   CudaDecoder routed(dev.view(), QH, routed_policy, scale);
 
   DeviceBuffer kd(size_t(B) * H * D * 4), vd(size_t(B) * H * D * 4), qd(size_t(B) * QH * D * 4);

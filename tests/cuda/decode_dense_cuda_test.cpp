@@ -6,8 +6,9 @@
 // one with both K/V copies (cp.async, and TMA where the page size is a multiple of 16 on an
 // sm_90 device: the cache's unwritten rows are NaN, so a TMA stage reaching past a length
 // must zero them), each in Split-K and, on an sm_90 device, in cluster mode (clusters of 2
-// to 16 CTAs merging through distributed shared memory, some CTAs with empty splits). Every
-// decoder runs twice: the fused combine's tickets must be back at zero for the second run.
+// to 16 CTAs merging through distributed shared memory, one to five clusters a head merging
+// slice by slice after, some CTAs with empty splits). Every decoder runs twice: the fused
+// combine's tickets must be back at zero for the second run.
 #include <gtest/gtest.h>
 
 #if defined(SINKROUTER_HAVE_CUDA)
@@ -48,13 +49,14 @@ struct DenseCase {
   int page_size;
   std::vector<int64_t> lengths;
   int min_split_tokens;
-  int cluster_ctas;  // cluster mode's CTAs a cluster (0: the decoder chooses)
+  int cluster_ctas;    // cluster mode's CTAs a cluster (0: the decoder chooses)
+  int cluster_groups;  // and clusters a (sequence, KV head) (0: the decoder chooses)
 };
 
 std::string case_name(const DenseCase& c) {
-  std::string s = fmt::format("h{}_g{}_d{}_{}_q{}_out{}_p{}_split{}_cl{}", c.kv_heads, c.group, c.head_dim,
+  std::string s = fmt::format("h{}_g{}_d{}_{}_q{}_out{}_p{}_split{}_cl{}x{}", c.kv_heads, c.group, c.head_dim,
                               dtype_name(c.kv_dtype), dtype_name(c.q_dtype), dtype_name(c.out_dtype), c.page_size,
-                              c.min_split_tokens, c.cluster_ctas);
+                              c.min_split_tokens, c.cluster_ctas, c.cluster_groups);
   for (int64_t n : c.lengths) s += fmt::format("_{}", n);
   return s;
 }
@@ -70,9 +72,9 @@ std::vector<DenseCase> dense_cases() {
         const int head_dim = (i % 2) ? 128 : 64;
         const int kv_heads = group == 8 ? 1 : 2;  // group 8 over one KV head: MQA
         const int split = i % 3 == 0 ? 128 : (i % 3 == 1 ? 16 : 1);
-        const int cluster_ctas[] = {0, 2, 3, 7, 16};
+        const int cluster_ctas[] = {0, 2, 3, 7, 16}, cluster_groups[] = {0, 1, 2, 5};
         cases.push_back({kv_heads, group, head_dim, kv, types[(i / 3) % 3], types[i % 3], page,
-                         lengths[size_t(i) % lengths.size()], split, cluster_ctas[i % 5]});
+                         lengths[size_t(i) % lengths.size()], split, cluster_ctas[i % 5], cluster_groups[i % 4]});
         ++i;
       }
   return cases;
@@ -121,20 +123,29 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
     opt.kv_copy = kv_copy;
     opt.cluster = cluster ? 1 : 0;
     opt.cluster_ctas = c.cluster_ctas;
+    opt.cluster_groups = c.cluster_groups;
     // Every L2 prefetch size over the grid (page sizes 1, 16, 64, 256 -> 0, 128, 256, 128):
     // the hint changes which bytes the L2 fetches, never what lands in shared memory.
     opt.kv_l2_prefetch = c.page_size == 1 ? 0 : (c.page_size == 64 ? 256 : 128);
     CudaDecoder decoder(dev.view(), QH, AttentionPolicy{}, scale, opt);
     EXPECT_EQ(decoder.uses_tensor_cores(), tensor_cores && c.group <= 4) << case_name(c);
-    if (cluster) {  // one cluster a (sequence, KV head); chosen: at most as many as fit a wave, and 16
+    if (cluster) {  // clusters a (sequence, KV head); chosen: 2 to 16 CTAs, at most a wave's CTAs a head
       const int units = B * c.kv_heads;
       if (c.cluster_ctas > 0) {
         EXPECT_EQ(decoder.cluster_ctas(), c.cluster_ctas) << case_name(c);
       } else {
         EXPECT_GE(decoder.cluster_ctas(), 2) << case_name(c);
-        EXPECT_LE(decoder.cluster_ctas(), std::min(16, std::max(2, decoder.wave_ctas() / units))) << case_name(c);
+        EXPECT_LE(decoder.cluster_ctas(), 16) << case_name(c);
       }
-      EXPECT_EQ(decoder.grid_ctas(), units * decoder.cluster_ctas()) << case_name(c);
+      if (c.cluster_groups > 0) {
+        EXPECT_EQ(decoder.cluster_groups(), c.cluster_groups) << case_name(c);
+      } else {
+        EXPECT_GE(decoder.cluster_groups(), 1) << case_name(c);
+        if (c.cluster_ctas == 0)
+          EXPECT_LE(decoder.cluster_ctas() * decoder.cluster_groups(), std::max(2, decoder.wave_ctas() / units))
+              << case_name(c);
+      }
+      EXPECT_EQ(decoder.grid_ctas(), units * decoder.cluster_ctas() * decoder.cluster_groups()) << case_name(c);
     } else {
       EXPECT_EQ(decoder.cluster_ctas(), 0) << case_name(c);
     }
@@ -149,7 +160,9 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
       testing::to_host(od, out);
       EXPECT_EQ(compare_to_reference(out.view(), ref.view(), tolerance_for(c.out_dtype)), "")
           << case_name(c) << (tensor_cores ? (tma ? " tensor cores, TMA" : " tensor cores") : " CUDA cores")
-          << (cluster ? fmt::format(", clusters of {}", decoder.cluster_ctas()) : std::string()) << ", run " << repeat;
+          << (cluster ? fmt::format(", {} clusters of {}", decoder.cluster_groups(), decoder.cluster_ctas())
+                      : std::string())
+          << ", run " << repeat;
     }
     st = decoder.download_stats();
   }
@@ -214,8 +227,9 @@ TEST(CudaDenseDecode, LongAndShortSequencesShareTheGrid) {
     }
 }
 
-// Cluster mode where one sequence is long: each of its (sequence, KV head) clusters splits
-// 40,000 tokens, the others a few, and CTAs past a short sequence's end have empty splits.
+// Cluster mode where one sequence is long: the clusters of each of its (sequence, KV head)
+// split 40,000 tokens, the others a few, and CTAs past a short sequence's end have empty
+// splits; one cluster a head and several (whole clusters then empty at length 7).
 TEST(CudaDenseDecode, ClusterModeOverLongAndShortSequences) {
   SR_REQUIRE_CUDA_DEVICE();
   if (!device_is_sm90()) GTEST_SKIP() << "cluster mode needs an sm_90 device";
@@ -226,21 +240,24 @@ TEST(CudaDenseDecode, ClusterModeOverLongAndShortSequences) {
   DeviceBuffer qd = testing::to_device(r.q);
   HostTensor out(DType::BF16, {B, QH, D}), ref(DType::F64, {B, QH, D});
   decode_exact(r.q.view(), r.batch.view, 1.f / std::sqrt(128.f), ref.view());
-  for (int ctas : {16, 5})
+  for (auto [ctas, groups] : {std::pair{16, 1}, std::pair{5, 1}, std::pair{16, 3}, std::pair{5, 7}})
     for (int kv_copy : {0, 2}) {
       CudaDecodeOptions opt;
       opt.cluster = 1;
       opt.cluster_ctas = ctas;
+      opt.cluster_groups = groups;
       opt.kv_copy = kv_copy;
       CudaDecoder decoder(dev.view(), QH, AttentionPolicy{}, 1.f / std::sqrt(128.f), opt);
       ASSERT_EQ(decoder.cluster_ctas(), ctas);
+      ASSERT_EQ(decoder.cluster_groups(), groups);
       DeviceBuffer od(out.bytes());
       testing::poison(od);
       decoder.run(dev.view(), qd.get(), DType::F32, od.get(), DType::BF16, nullptr);
       SR_ASSERT_CUDA(cudaDeviceSynchronize());
       testing::to_host(od, out);
       EXPECT_EQ(compare_to_reference(out.view(), ref.view(), tolerance_for(DType::BF16)), "")
-          << "clusters of " << ctas << ", kv_copy " << kv_copy << (decoder.uses_tma_copies() ? " (TMA)" : "");
+          << groups << " clusters of " << ctas << ", kv_copy " << kv_copy
+          << (decoder.uses_tma_copies() ? " (TMA)" : "");
       const std::vector<HeadStats> st = decoder.download_stats();
       for (int b = 0; b < B; ++b)
         for (int h = 0; h < 2; ++h)
@@ -314,6 +331,11 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   bad_cluster.cluster_ctas = 17;
   expect_options_error(bad_cluster, "cluster_ctas 17 out of range (expected 0, or 2 to 16)");
   bad_cluster.cluster_ctas = 0;
+  bad_cluster.cluster_groups = 65;
+  expect_options_error(bad_cluster, "cluster_groups 65 out of range (expected 0, or 1 to 64)");
+  bad_cluster.cluster_groups = -1;
+  expect_options_error(bad_cluster, "cluster_groups -1 out of range (expected 0, or 1 to 64)");
+  bad_cluster.cluster_groups = 0;
   bad_cluster.tensor_cores = false;
   expect_options_error(bad_cluster, "cannot run here: it needs the tensor-core kernel");
   if (!device_is_sm90()) {

@@ -13,8 +13,9 @@
 // One run, in kernels (decode_cuda_*.cu):
 //   dense:       attention (Split-K over a flat, balanced work list, combine fused: the
 //                last CTA of each (sequence, KV head) merges the splits; or, for short
-//                capacities on sm_90, cluster mode: one thread-block cluster a (sequence, KV
-//                head), merged through distributed shared memory: CudaDecodeOptions::cluster)
+//                capacities on sm_90, cluster mode: thread-block clusters a (sequence, KV
+//                head), each merged through distributed shared memory, then slice by slice
+//                over the clusters: CudaDecodeOptions::cluster)
 //   sinkrouter:  route_bounds (sink signal m_A, Z_A over anchors and window, and the bound
 //   streaming,   of every routable block from its summary) -> route_select (threshold,
 //   quest        kept-block list and certificate per (seq, KV head)) -> attention over the
@@ -117,22 +118,27 @@ struct CudaDecodeOptions {
   // that the shares run at small sizes.)
   int certificate_share_min_blocks = 4096;
   // Cluster mode of dense decode on tensor cores (an sm_90 device; src/attention/
-  // decode_cuda_cluster.cuh): each (sequence, KV head) is one thread-block cluster whose CTAs
-  // split its tokens evenly and merge through distributed shared memory, instead of the flat
-  // Split-K list and its ticketed combine through L2: fewer round trips a call, but at most 16
-  // CTAs a head, so for short contexts only. 0 off; 1 on (a clear error where it cannot run);
-  // 2 auto (on where it can run and the planned capacity is at most cluster_max_tokens).
-  // Routed decoders always take the flat list, whose splits follow the kept blocks.
-  // -1: SINKROUTER_DECODE_CLUSTER ("off", "on" or "auto"), unset: auto.
+  // decode_cuda_cluster.cuh): each (sequence, KV head) is read by cluster_groups thread-block
+  // clusters whose CTAs split its tokens evenly; each cluster merges through distributed
+  // shared memory, and several clusters of a head then merge slice by slice (a ticket and one
+  // round of loads a slice), instead of the flat Split-K list's search for the split and its
+  // last CTA merging every partial of the head alone. 0 off; 1 on (a clear error where it
+  // cannot run); 2 auto (on where it can run and the planned capacity is at most
+  // cluster_max_tokens). Routed decoders always take the flat list, whose splits follow the
+  // kept blocks. -1: SINKROUTER_DECODE_CLUSTER ("off", "on" or "auto"), unset: auto.
   int cluster = -1;
-  // CTAs a cluster: 0 chooses (at most 16 and one wave over the (sequence, KV head) units, and
-  // for auto capacity / min_split_tokens; among those whose clusters are all resident, the one
-  // whose busiest SM finishes first, two CTAs on one SM reading faster than one by a measured
-  // factor: src/attention/decode_cuda.cu, plan_cluster_mode); 2 to 16: exactly that many.
+  // CTAs a cluster: 0 chooses; 2 to 16: exactly that many. Clusters a head (cluster_groups):
+  // 0 chooses; 1 to 64: exactly that many. The choice (src/attention/decode_cuda.cu,
+  // plan_cluster_mode): among the sizes whose clusters are all resident at once, with at
+  // least min_split_tokens of the capacity a CTA under auto, the one whose predicted time is
+  // least: the busiest SM's read at a measured rate (two CTAs on one SM read faster than one)
+  // plus the second merge's measured cost where a head has several clusters.
   int cluster_ctas = 0;
+  int cluster_groups = 0;
   // Auto's longest planned capacity (tokens). 16K: in kernel runs 14d-14f cluster mode tied
   // or beat the flat list at 16K in every shape (Llama B=8 3-4 %, SmolLM2 B=8 4-5 % faster,
-  // batch 1 within 2 %), and lost 13-58 % at batch 1 from 64K (too few CTAs: docs/PERF.md).
+  // batch 1 within 2 %), and lost 13-58 % at batch 1 from 64K with one cluster a head (too
+  // few CTAs: docs/PERF.md).
   int64_t cluster_max_tokens = 16384;
 };
 
@@ -180,6 +186,7 @@ class CudaDecoder {
   int wave_ctas() const { return wave_ctas_; }  // CTAs of one wave (target_ctas, or the resident capacity)
   int waves() const { return waves_; }
   int cluster_ctas() const { return cluster_ctas_; }  // CTAs a cluster in cluster mode; 0: the flat Split-K list
+  int cluster_groups() const { return cluster_groups_; }  // clusters a (sequence, KV head) in cluster mode
   bool uses_tensor_cores() const { return tensor_cores_; }
   bool uses_tma_copies() const { return tma_copies_; }  // options.kv_copy resolved
   const AttentionPolicy& policy() const { return policy_; }
@@ -187,7 +194,8 @@ class CudaDecoder {
  private:
   struct Workspace;
   void check_run_args(const DeviceKV& kv, DType q_dtype, DType out_dtype) const;
-  // Resolves options.cluster into cluster_ctas_ (after the kernel and the wave are chosen).
+  // Resolves options.cluster into cluster_ctas_ and cluster_groups_ (after the kernel and the
+  // wave are chosen).
   void plan_cluster_mode(const CudaDecodeOptions& options, bool routed, int units, int sms);
   // The routing launches of run() and run_routing(), after their checks.
   void enqueue_routing(const DeviceKV& kv, const void* q, DType q_dtype, cudaStream_t stream);
@@ -205,7 +213,8 @@ class CudaDecoder {
   bool tma_copies_ = false;
   bool fused_routing_ = false;  // fast sinkrouter, routed in one launch (options.fused_fast_routing)
   int wave_ctas_ = 0, waves_ = 1, waves_min_split_tokens_ = 0, grid_ctas_ = 0, min_split_tokens_ = 0;
-  int cluster_ctas_ = 0;  // options.cluster resolved: CTAs a cluster, 0 off
+  int cluster_ctas_ = 0;    // options.cluster resolved: CTAs a cluster, 0 off
+  int cluster_groups_ = 0;  // clusters a unit in cluster mode
   int kv_l2_prefetch_ = 0;  // 0, 128 or 256 (options.kv_l2_prefetch resolved)
   bool adaptive_route_chunks_ = false;  // options.adaptive_route_chunks resolved
   int route_min_ctas_ = 1;              // options.route_min_ctas resolved
