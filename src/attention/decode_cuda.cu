@@ -17,6 +17,7 @@
 #include "core/cuda_check.h"
 #include "core/cuda_hopper.h"
 #include "decode_cuda_kernels.cuh"
+#include "split_schedule.h"
 #include "kv/paged_kv_tensor_map.h"
 
 namespace sinkrouter {
@@ -331,49 +332,74 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   SR_CHECK(options.cluster_max_tokens >= 0, "decode (CUDA): cluster_max_tokens {} is negative",
            options.cluster_max_tokens);
   cluster_ctas_ = cluster_groups_ = 0;
-  if (routed || mode == 0 || (mode == 2 && max_capacity_ > options.cluster_max_tokens)) return;
-  // The candidates: c CTAs a cluster and k clusters a unit (each as given, or chosen), with
-  // every cluster resident at once (a cluster lives within one GPC, so fewer fit than CTAs
-  // do: kernel run 14a's 24 clusters of 11 at SmolLM2 B=8 4K ran in two waves, 21.0 us
-  // against the flat list's 17.3), at most one wave of CTAs, and under auto at least
-  // min_split_tokens of the capacity a CTA. Each one's predicted time (us): the busiest SM
-  // holds n = ceil(units c k / SMs) CTAs of capacity / (c k) tokens and reads at n CTAs'
-  // rate, r1 (1 + gain (n - 1)), plus kSecondMergeUs where k > 1. r1, one CTA alone on an SM,
-  // measured in runs 14c-14d (loops of batch 1 at 4K-8K): ~33 GB/s at head_dim 64, ~41 at 128.
-  // gain, measured (runs 14b-14e, batch 8 at 4K-8K): ~0.45 at head_dim 64 (SmolLM2: clusters
-  // of 8, 192 CTAs, beat clusters of 5, 120 CTAs, by 8 %), at most ~0.2 at head_dim 128
-  // (Llama: clusters of 2, 128 CTAs, beat clusters of 3, 192 CTAs, by 8 %). kSecondMergeUs:
-  // a ticket and one round of loads (~0.8 us each in run 14f's traces) less what the one-level
-  // merge's output stores cost. The least time wins; ties go to the larger cluster, then to
-  // fewer clusters. On: where no candidate is all resident, the largest size that fits at all.
-  constexpr double kSecondMergeUs = 1.5;
+  // Auto: up to cluster_max_tokens of capacity, and beyond it wherever the flat list would
+  // split the capacity over one wave (a short call, or a batch of few heads): with one wave
+  // the flat list has no later splits to even out a tail of slow CTAs, and clusters merge in
+  // fewer round trips (run 15a: cluster mode as fast or faster in every such row, batch 1
+  // from 16K to 512K; the flat list ahead only where it takes several waves, SmolLM2 B=8
+  // 512K by 5 %).
+  const int64_t total = max_capacity_ * units;
+  const bool flat_one_wave =
+      split_schedule::chunk_for(total, units, wave_ctas_, waves_, waves_min_split_tokens_, min_split_tokens_) ==
+      split_schedule::chunk_over(total, int64_t(wave_ctas_) - units, min_split_tokens_);
+  if (routed || mode == 0 || (mode == 2 && max_capacity_ > options.cluster_max_tokens && !flat_one_wave)) return;
+  // CTAs a cluster (c): as given, or among the sizes up to 16 and one wave's share of a unit
+  // (and under auto min_split_tokens of the capacity a CTA) whose clusters are all resident at
+  // once (a cluster lives within one GPC, so fewer fit than CTAs do: kernel run 14a's 24
+  // clusters of 11 at SmolLM2 B=8 4K ran in two waves, 21.0 us against the flat list's 17.3),
+  // the one whose busiest SM takes the least time to read its share: with units * c CTAs of
+  // 1 / c of a unit each, an SM holds up to n = ceil(units * c / sms) of them, and n CTAs read
+  // 1 + gain * (n - 1) times one CTA's rate. gain, measured (runs 14b-14d, batch 8 at 4K-8K):
+  // ~0.45 at head_dim 64 (SmolLM2: clusters of 8, 192 CTAs, beat clusters of 5, 120 CTAs, by
+  // 8 %), at most ~0.2 at head_dim 128 (Llama: clusters of 2, 128 CTAs, beat clusters of 3,
+  // 192 CTAs, by 8 %). Ties go to the larger size. On: where none is all resident, the
+  // largest that fits at all.
+  // Clusters a unit (k): as given, or more than one only where the hardware's largest cluster
+  // caps a unit's CTAs (c = 16: few units) and a CTA's loop would be long (its share of the
+  // capacity at r1, one CTA's rate alone on an SM, over kLongLoopUs): then the most whose
+  // clusters are all resident, whose CTAs fit one wave, and whose partials the second merge
+  // loads in one round (merge_cluster_groups). Run 15a measured the second merge (stores,
+  // ticket, a round of loads) at ~2.9 us where one cluster's output stores took ~1.2: so short
+  // loops keep one cluster (SmolLM2 B=1 8K: 16 x 4 CTAs no faster than 16 x 1), and long ones
+  // gain from two CTAs an SM (Llama B=1 64K: 75.6 us in 256 CTAs, 87.0 in 128). r1, measured in
+  // runs 14c-14d (loops of batch 1 at 4K-8K): ~33 GB/s at head_dim 64, ~41 at 128.
+  constexpr double kLongLoopUs = 7.0;
   const double r1 = head_dim_ == 64 ? 33e3 : 41e3;  // bytes a us
   const double gain = head_dim_ == 64 ? 0.45 : 0.2;
   const double token_bytes = 4.0 * head_dim_;  // K and V of one KV head, 16-bit
   const int64_t most = std::max(2, wave_ctas_ / units);  // CTAs a unit in one wave
   const int64_t most_auto = (max_capacity_ + min_split_tokens_ - 1) / min_split_tokens_;
+  auto fit = [&](int c) { return cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, c); };
   int ctas = 0, groups = 0;
-  if (tensor_cores_) {
+  if (tensor_cores_ && options.cluster_ctas > 0) {
+    ctas = fit(options.cluster_ctas) >= 1 ? options.cluster_ctas : 0;
+  } else if (tensor_cores_) {
+    const int k = std::max(1, options.cluster_groups);
+    const int most_c = int(std::min<int64_t>(16, mode == 2 ? std::min(most, most_auto) : most));
     double best = 0;
-    for (int c = 16; c >= 2; --c) {
-      if (options.cluster_ctas > 0 && c != options.cluster_ctas) continue;
-      const int fit = cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, c);
-      if (fit < 1) continue;
-      if (options.cluster_ctas > 0 && options.cluster_groups > 0) {  // both given: run them
-        ctas = c, groups = options.cluster_groups;
-        break;
-      }
-      if (mode == 1 && ctas == 0 && c <= most) ctas = c, groups = std::max(1, options.cluster_groups);  // fallback
-      for (int k = 1; k <= cuda::kMaxClusterGroups; ++k) {
-        if (options.cluster_groups > 0 && k != options.cluster_groups) continue;
-        if (int64_t(units) * k > fit || int64_t(c) * k > most || (mode == 2 && int64_t(c) * k > most_auto)) break;
-        const int64_t n = (int64_t(units) * c * k + sms - 1) / sms;
-        const double t = double(n) * (double(max_capacity_) / (c * k)) * token_bytes /
-                             (r1 * (1 + gain * double(n - 1))) + (k > 1 ? kSecondMergeUs : 0.0);
-        if (best == 0 || t < best) ctas = c, groups = k, best = t;
+    for (int c = most_c; c >= 2; --c) {
+      const int64_t n = (int64_t(units) * c * k + sms - 1) / sms;  // CTAs on the busiest SM
+      const double busiest = double(n) / c / (1 + gain * double(n - 1));  // its time, in units' reads
+      if ((ctas == 0 || busiest < best) && fit(c) >= units * k) ctas = c, best = busiest;
+    }
+    if (mode == 1)
+      for (int c = most_c; c >= 2 && ctas == 0; --c)
+        if (fit(c) >= 1) ctas = c;
+  }
+  if (ctas > 0) {
+    groups = std::max(1, options.cluster_groups);
+    const double loop_us = double(max_capacity_) / ctas * token_bytes / r1;  // a CTA's, one cluster a unit
+    if (options.cluster_groups == 0 && ctas == 16 && loop_us > kLongLoopUs) {
+      const int w = (heads_per_cta_ * head_dim_ + ctas - 1) / ctas;  // a CTA's slice of the output
+      const int one_round = std::min(cuda::kMaxClusterGroups, std::max(1, cuda::kGroupMergeRound / w));
+      const int f = fit(ctas);
+      for (int k = 2; k <= one_round; ++k) {
+        if (int64_t(units) * k > f || int64_t(units) * ctas * k > wave_ctas_ ||
+            (mode == 2 && int64_t(ctas) * k > most_auto))
+          break;
+        groups = k;
       }
     }
-    if (mode == 2 && best == 0) ctas = groups = 0;  // auto takes only an all-resident candidate
   }
   const char* why = !tensor_cores_ ? "it needs the tensor-core kernel (GQA group <= 4, tensor_cores on)"
                     : ctas == 0    ? "it needs an sm_90 device, a build with sm_90a and room for a cluster"

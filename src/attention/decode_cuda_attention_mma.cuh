@@ -516,7 +516,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   const WarpStates<D, S::kWarps, S::kHeads> states{wst};
   if constexpr (!ROUTED) {
     if (a.cluster > 0) {  // the merged elements go straight to their owners in the cluster
-      cluster_combine<D>(a, unit, split, states);
+      cluster_combine<D>(a, unit, split, states, reinterpret_cast<float2*>(wst));  // (the ring's start: free by then)
       return;
     }
   }

@@ -67,19 +67,22 @@ __device__ __forceinline__ void cluster_split(const AttnArgs& a, int cta, int* u
 }
 
 // Where a unit has several clusters (AttnArgs::cluster_groups = k > 1), the CTAs of rank r
-// hold the same slice of the unit's output in each of its k clusters. Each stores its
-// cluster's slice as (o, lse) per element (o normalised, lse = m + log2 l; -inf when the
+// hold the same slice [e0, e1) of the unit's output in each of its k clusters. Each stores
+// its cluster's slice as (o, lse) per element (o normalised, lse = m + log2 l; -inf when the
 // cluster's splits were empty) at part[((unit * C + r) * k + cluster) * w + e - e0]
 // (AttnArgs::part_acc read as float2) and takes a ticket on tickets[unit * C + r]; the last
 // of the k merges the slice's k partials and writes the output. So the second level is
-// spread over the unit's C slices, each a ticket and one round of k loads, where the flat
-// list's last CTA merges every split of its unit alone (kernel run 14f's trace: ~4.5 us at
-// batch 1 from 16K, SmolLM2 and Llama alike).
+// spread over the unit's C slices, each a ticket and one round of loads (the partials
+// spread over the CTA's threads, kGroupMergeRound at most a round; more take more rounds),
+// where the flat list's last CTA merges every split of its unit alone (kernel run 14f's
+// trace: ~4.5 us at batch 1 from 16K, SmolLM2 and Llama alike).
+// s_part: kGroupMergeRound float2 of shared memory no one else uses now.
 template <int D>
-__device__ void merge_cluster_groups(const AttnArgs& a, int unit, int rank, int e0, int e1, int w) {
-  constexpr int kBatch = 8;  // partials loaded at once per element
+__device__ void merge_cluster_groups(const AttnArgs& a, int unit, int rank, int e0, int e1, int w, float2* s_part) {
+  constexpr int kE = 2;  // elements a thread at most: a slice has w <= 4 heads * D / 2 (C >= 2)
+  static_assert(4 * D / 2 <= kE * kAttnThreads, "a slice's elements fit kE a thread");
   __shared__ int s_last;
-  const int C = a.cluster, k = a.cluster_groups, tid = int(threadIdx.x);
+  const int C = a.cluster, k = a.cluster_groups, tid = int(threadIdx.x), we = e1 - e0;
   const int bh = unit / a.head_chunks, hc = unit % a.head_chunks;
   const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
   unsigned* ticket = reinterpret_cast<unsigned*>(&a.tickets[unit * C + rank]);
@@ -92,39 +95,56 @@ __device__ void merge_cluster_groups(const AttnArgs& a, int unit, int rank, int 
     return;
   }
   if (tid == 0) *ticket = 0;  // every other cluster of the unit has taken its ticket
-  const float2* part = reinterpret_cast<const float2*>(a.part_acc) + int64_t(unit * C + rank) * k * w - e0;
-  for (int e = e0 + tid; e < e1; e += kAttnThreads) {
-    float M = -INFINITY, W = 0.f, A = 0.f;  // running max of the lse, sum of weights, weighted sum
-    for (int c0 = 0; c0 < k; c0 += kBatch) {
-      float2 p[kBatch];
+  const float2* part = reinterpret_cast<const float2*>(a.part_acc) + int64_t(unit * C + rank) * k * w;
+  // Element tid + j * threads of the slice: running max of the lse, sum of weights, weighted sum.
+  float M[kE], W[kE], A[kE];
 #pragma unroll
-      for (int j = 0; j < kBatch; ++j)  // past k: cluster c0's again (not counted below)
-        p[j] = __ldcg(&part[int64_t(c0 + j < k ? c0 + j : c0) * w + e]);
-      float bm = M;
+  for (int j = 0; j < kE; ++j) M[j] = -INFINITY, W[j] = A[j] = 0.f;
+  const int per_round = we < kGroupMergeRound ? kGroupMergeRound / we : 1;  // clusters a round
+  for (int c0 = 0; c0 < k; c0 += per_round) {
+    const int n = (k - c0 < per_round ? k - c0 : per_round) * we;  // partials this round
+    float2 p[kGroupMergeRound / kAttnThreads];  // all issued before any is used
 #pragma unroll
-      for (int j = 0; j < kBatch; ++j)
-        if (c0 + j < k) bm = fmaxf(bm, p[j].y);
-      if (bm == -INFINITY) continue;  // every cluster so far was empty
-      const float f = exp2f(M - bm);  // 0 while M is -inf
-      W *= f;
-      A *= f;
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j)
-        if (c0 + j < k) {
-          const float wt = exp2f(p[j].y - bm);  // 0 for an empty cluster
-          W += wt;
-          A += wt * p[j].x;
-        }
-      M = bm;
+    for (int j = 0; j < kGroupMergeRound / kAttnThreads; ++j) {
+      const int i = tid + j * kAttnThreads;
+      if (i < n) p[j] = __ldcg(&part[int64_t(c0 + i / we) * w + i % we]);
     }
-    const int gg = hc * a.heads_per_cta + e / D;
-    if (gg < a.group)
-      store_out(a.out, a.out_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * a.group + gg) * D + e % D,
-                W > 0.f ? A / W : 0.f);
+#pragma unroll
+    for (int j = 0; j < kGroupMergeRound / kAttnThreads; ++j) {
+      const int i = tid + j * kAttnThreads;
+      if (i < n) s_part[i] = p[j];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < kE; ++j) {
+      const int e = tid + j * kAttnThreads;
+      if (e >= we) continue;
+      float m = M[j];
+      for (int i = e; i < n; i += we) m = fmaxf(m, s_part[i].y);
+      if (m == -INFINITY) continue;  // every cluster so far was empty
+      const float f = exp2f(M[j] - m);  // 0 while the running max is -inf
+      W[j] *= f;
+      A[j] *= f;
+      for (int i = e; i < n; i += we) {
+        const float wt = exp2f(s_part[i].y - m);  // 0 for an empty cluster
+        W[j] += wt;
+        A[j] += wt * s_part[i].x;
+      }
+      M[j] = m;
+    }
+    __syncthreads();  // s_part is refilled by the next round
   }
   trace_phase(a, kPhaseMergeSums);
+#pragma unroll
+  for (int j = 0; j < kE; ++j) {
+    const int e = tid + j * kAttnThreads, idx = e0 + e, gg = hc * a.heads_per_cta + idx / D;
+    if (e < we && gg < a.group)
+      store_out(a.out, a.out_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * a.group + gg) * D + idx % D,
+                W[j] > 0.f ? A[j] / W[j] : 0.f);
+  }
   trace_phase(a, kPhaseEnd);
   trace_end(a, rank == 0 ? 2 : 1);
+  if (rank == 0 && tid == 0 && hc == 0) write_dense_stats(a, bh);
 }
 
 // The combine, for the CTA of split `split` of its unit (rank split % C in its cluster of C,
@@ -138,9 +158,10 @@ __device__ void merge_cluster_groups(const AttnArgs& a, int unit, int rank, int 
 // 16-byte store where w is a multiple of 4), and the (m, l) stores are spread over the
 // threads, one a (peer, head). Every CTA arrived on the cluster barrier when it started
 // (cluster_arrive_relaxed): the wait here comes before the first remote store, so no CTA
-// writes into a peer that has not started.
+// writes into a peer that has not started. scratch: kGroupMergeRound float2 of shared memory
+// that is free once the states are pushed (the peers write only recv_acc and recv_ml).
 template <int D, typename States>
-__device__ void cluster_combine(const AttnArgs& a, int unit, int split, const States& states) {
+__device__ void cluster_combine(const AttnArgs& a, int unit, int split, const States& states, float2* scratch) {
   constexpr int kHeads = 4;  // the tensor-core kernel's most heads a CTA
   __shared__ __align__(16) float recv_acc[kHeads * D + kMaxClusterCtas];  // C * w <= n + C - 1
   __shared__ float2 recv_ml[kMaxClusterCtas * kHeads];
@@ -150,7 +171,6 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
   const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
   const int n = gc * D, w = (n + C - 1) / C;
   static_assert(D % 4 == 0, "a thread's 4 elements lie in one head");
-  if (split == 0 && tid == 0 && hc == 0) write_dense_stats(a, bh);
   cluster_wait();  // every peer has started (phase 0 of the cluster barrier)
   for (int q = tid; q < n / 4; q += kAttnThreads) {
     const int idx = 4 * q, g = idx / D, d = idx % D;
@@ -209,7 +229,7 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
   }
   // No CTA reads a peer's shared memory after the barrier: each may leave when done.
   if (k > 1) {
-    if (e0 < n) merge_cluster_groups<D>(a, unit, rank, e0, e1, w);  // (every cluster's rank r alike)
+    if (e0 < n) merge_cluster_groups<D>(a, unit, rank, e0, e1, w, scratch);  // (every cluster's rank r alike)
     else trace_end(a, 1);
     return;
   }
@@ -217,6 +237,7 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
   trace_phase(a, kPhaseMergeSums);
   trace_phase(a, kPhaseEnd);
   trace_end(a, rank == 0 ? 2 : 1);
+  if (rank == 0 && tid == 0 && hc == 0) write_dense_stats(a, bh);
 }
 
 }  // namespace sinkrouter::cuda

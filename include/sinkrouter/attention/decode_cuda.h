@@ -123,22 +123,22 @@ struct CudaDecodeOptions {
   // shared memory, and several clusters of a head then merge slice by slice (a ticket and one
   // round of loads a slice), instead of the flat Split-K list's search for the split and its
   // last CTA merging every partial of the head alone. 0 off; 1 on (a clear error where it
-  // cannot run); 2 auto (on where it can run and the planned capacity is at most
-  // cluster_max_tokens). Routed decoders always take the flat list, whose splits follow the
-  // kept blocks. -1: SINKROUTER_DECODE_CLUSTER ("off", "on" or "auto"), unset: auto.
+  // cannot run); 2 auto: on where it can run and either the planned capacity is at most
+  // cluster_max_tokens or the flat list would split it over one wave (batch 1 at any length:
+  // with one wave the flat list has no later splits to even out slow CTAs). Routed decoders
+  // always take the flat list, whose splits follow the kept blocks.
+  // -1: SINKROUTER_DECODE_CLUSTER ("off", "on" or "auto"), unset: auto.
   int cluster = -1;
-  // CTAs a cluster: 0 chooses; 2 to 16: exactly that many. Clusters a head (cluster_groups):
-  // 0 chooses; 1 to 64: exactly that many. The choice (src/attention/decode_cuda.cu,
-  // plan_cluster_mode): among the sizes whose clusters are all resident at once, with at
-  // least min_split_tokens of the capacity a CTA under auto, the one whose predicted time is
-  // least: the busiest SM's read at a measured rate (two CTAs on one SM read faster than one)
-  // plus the second merge's measured cost where a head has several clusters.
+  // CTAs a cluster: 0 chooses (2 to 16, all clusters resident at once, the busiest SM's read
+  // shortest); 2 to 16: exactly that many. Clusters a head: 0 chooses (one, or, where 16 CTAs
+  // cap a head and their loops are long, the most that stay resident within one wave); 1 to
+  // 64: exactly that many. (src/attention/decode_cuda.cu, plan_cluster_mode.)
   int cluster_ctas = 0;
   int cluster_groups = 0;
-  // Auto's longest planned capacity (tokens). 16K: in kernel runs 14d-14f cluster mode tied
-  // or beat the flat list at 16K in every shape (Llama B=8 3-4 %, SmolLM2 B=8 4-5 % faster,
-  // batch 1 within 2 %), and lost 13-58 % at batch 1 from 64K with one cluster a head (too
-  // few CTAs: docs/PERF.md).
+  // Auto's longest planned capacity (tokens) where the flat list would take several waves.
+  // 16K: in kernel runs 14d-14f cluster mode tied or beat the flat list at 16K in every shape
+  // (Llama B=8 3-4 %, SmolLM2 B=8 4-5 % faster, batch 1 within 2 %); beyond, the flat list's
+  // waves won (run 15a: SmolLM2 B=8 512K by 5 %).
   int64_t cluster_max_tokens = 16384;
 };
 
