@@ -113,11 +113,12 @@ if [ -n "$bin" ]; then
 
   # ---- 3a. variants: bench_kernels again under other settings, at VARIANT_CONTEXTS,
   # merged into kernels.json as kernel "<name>_<variant>" (a call returns 8 files).
-  # KERNEL_VARIANTS="name:ENV=value ..." (default: PDL off at 4K-16K, for its effect).
+  # KERNEL_VARIANTS="name:ENV=value[,ENV=value...] ..." (default: PDL off at 4K-16K, for its effect).
   variant_ctx=${VARIANT_CONTEXTS:-4096,8192,16384}
   for variant in ${KERNEL_VARIANTS-pdl_off:SINKROUTER_PDL=0}; do
     vname=${variant%%:*}
-    env LD_LIBRARY_PATH="$bin_ld" "${variant#*:}" timeout 90 "$bin/bench_kernels" --out "/tmp/sr_$vname.json" \
+    # shellcheck disable=SC2046  # one word per ENV=value
+    env LD_LIBRARY_PATH="$bin_ld" $(echo "${variant#*:}" | tr ',' ' ') timeout 90 "$bin/bench_kernels" --out "/tmp/sr_$vname.json" \
       --contexts "$variant_ctx" >"/tmp/sr_$vname.log" 2>&1
     note "bench_kernels with ${variant#*:} ($variant_ctx): rc=$? $(elapsed)"
     { echo "==== bench_kernels, ${variant#*:} ===="; cat "/tmp/sr_$vname.log"; } >>"$OUT/bench.log"

@@ -114,6 +114,18 @@ int option_from_env(const char* name, const char* fallback,
   fail("decode (CUDA): {} must be {}, not '{}'", name, allowed, value);
 }
 
+// An integer option from the environment variable `name`: unset, 0 (the decoder chooses);
+// else the whole text must be a decimal integer (its range is checked by the caller).
+int int_option_from_env(const char* name) {
+  const char* env = std::getenv(name);
+  if (env == nullptr) return 0;
+  char* end = nullptr;
+  const long v = std::strtol(env, &end, 10);
+  SR_CHECK(*env != '\0' && *end == '\0' && v >= INT32_MIN && v <= INT32_MAX,
+           "decode (CUDA): {} must be an integer, not '{}'", name, env);
+  return int(v);
+}
+
 }  // namespace
 
 struct CudaDecoder::Workspace {
@@ -324,10 +336,14 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
                                         : option_from_env("SINKROUTER_DECODE_CLUSTER", "auto",
                                                           {{"off", 0}, {"on", 1}, {"auto", 2}}, "off, on or auto");
   SR_CHECK(mode >= 0 && mode <= 2, "decode (CUDA): cluster must be 0 (off), 1 (on) or 2 (auto), not {}", mode);
-  SR_CHECK(options.cluster_ctas == 0 || (options.cluster_ctas >= 2 && options.cluster_ctas <= 16),
-           "decode (CUDA): cluster_ctas {} out of range (expected 0, or 2 to 16)", options.cluster_ctas);
-  SR_CHECK(options.cluster_groups >= 0 && options.cluster_groups <= cuda::kMaxClusterGroups,
-           "decode (CUDA): cluster_groups {} out of range (expected 0, or 1 to {})", options.cluster_groups,
+  const int want_ctas = options.cluster_ctas >= 0 ? options.cluster_ctas
+                                                 : int_option_from_env("SINKROUTER_DECODE_CLUSTER_CTAS");
+  const int want_groups = options.cluster_groups >= 0 ? options.cluster_groups
+                                                     : int_option_from_env("SINKROUTER_DECODE_CLUSTER_GROUPS");
+  SR_CHECK(want_ctas == 0 || (want_ctas >= 2 && want_ctas <= 16),
+           "decode (CUDA): cluster_ctas {} out of range (expected 0, or 2 to 16)", want_ctas);
+  SR_CHECK(want_groups >= 0 && want_groups <= cuda::kMaxClusterGroups,
+           "decode (CUDA): cluster_groups {} out of range (expected 0, or 1 to {})", want_groups,
            cuda::kMaxClusterGroups);
   SR_CHECK(options.cluster_max_tokens >= 0, "decode (CUDA): cluster_max_tokens {} is negative",
            options.cluster_max_tokens);
@@ -371,10 +387,10 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   const int64_t most_auto = (max_capacity_ + min_split_tokens_ - 1) / min_split_tokens_;
   auto fit = [&](int c) { return cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, c); };
   int ctas = 0, groups = 0;
-  if (tensor_cores_ && options.cluster_ctas > 0) {
-    ctas = fit(options.cluster_ctas) >= 1 ? options.cluster_ctas : 0;
+  if (tensor_cores_ && want_ctas > 0) {
+    ctas = fit(want_ctas) >= 1 ? want_ctas : 0;
   } else if (tensor_cores_) {
-    const int k = std::max(1, options.cluster_groups);
+    const int k = std::max(1, want_groups);
     const int most_c = int(std::min<int64_t>(16, mode == 2 ? std::min(most, most_auto) : most));
     double best = 0;
     for (int c = most_c; c >= 2; --c) {
@@ -387,9 +403,9 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
         if (fit(c) >= 1) ctas = c;
   }
   if (ctas > 0) {
-    groups = std::max(1, options.cluster_groups);
+    groups = std::max(1, want_groups);
     const double loop_us = double(max_capacity_) / ctas * token_bytes / r1;  // a CTA's, one cluster a unit
-    if (options.cluster_groups == 0 && ctas == 16 && loop_us > kLongLoopUs) {
+    if (want_groups == 0 && ctas == 16 && loop_us > kLongLoopUs) {
       const int w = (heads_per_cta_ * head_dim_ + ctas - 1) / ctas;  // a CTA's slice of the output
       const int one_round = std::min(cuda::kMaxClusterGroups, std::max(1, cuda::kGroupMergeRound / w));
       const int f = fit(ctas);

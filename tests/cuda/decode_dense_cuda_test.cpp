@@ -333,8 +333,6 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   bad_cluster.cluster_ctas = 0;
   bad_cluster.cluster_groups = 65;
   expect_options_error(bad_cluster, "cluster_groups 65 out of range (expected 0, or 1 to 64)");
-  bad_cluster.cluster_groups = -1;
-  expect_options_error(bad_cluster, "cluster_groups -1 out of range (expected 0, or 1 to 64)");
   bad_cluster.cluster_groups = 0;
   bad_cluster.tensor_cores = false;
   expect_options_error(bad_cluster, "cannot run here: it needs the tensor-core kernel");
@@ -345,17 +343,25 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   CudaDecodeOptions bad_chunks;
   bad_chunks.adaptive_route_chunks = 2;
   expect_options_error(bad_chunks, "adaptive_route_chunks must be 0 or 1, not 2");
-  {  // options left at -1: the environment decides (its value restored after)
-    const char* was = std::getenv("SINKROUTER_KV_L2_PREFETCH");
+  // Options left at -1: the environment decides. with_env runs fn with `name` set to `value`,
+  // then restores the variable.
+  auto with_env = [](const char* name, const char* value, auto fn) {
+    const char* was = std::getenv(name);
     const std::string saved = was == nullptr ? "" : was;
-    ::setenv("SINKROUTER_KV_L2_PREFETCH", "128B", 1);
-    expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f); },
-                 "SINKROUTER_KV_L2_PREFETCH must be 0, 128 or 256, not '128B'");
+    ::setenv(name, value, 1);
+    fn();
     if (was == nullptr)
-      ::unsetenv("SINKROUTER_KV_L2_PREFETCH");
+      ::unsetenv(name);
     else
-      ::setenv("SINKROUTER_KV_L2_PREFETCH", saved.c_str(), 1);
-  }
+      ::setenv(name, saved.c_str(), 1);
+  };
+  auto expect_env_error = [&](const char* name, const char* value, const std::string& needle) {
+    with_env(name, value, [&] { expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f); }, needle); });
+  };
+  expect_env_error("SINKROUTER_KV_L2_PREFETCH", "128B", "SINKROUTER_KV_L2_PREFETCH must be 0, 128 or 256, not '128B'");
+  expect_env_error("SINKROUTER_DECODE_CLUSTER_GROUPS", "2x",
+                   "SINKROUTER_DECODE_CLUSTER_GROUPS must be an integer, not '2x'");
+  expect_env_error("SINKROUTER_DECODE_CLUSTER_CTAS", "17", "cluster_ctas 17 out of range");
   DeviceKV odd = dev.view();
   odd.kv.head_dim = 96;
   expect_error([&] { CudaDecoder d(odd, 4, AttentionPolicy{}, 0.1f); }, "head_dim 96 is not supported");

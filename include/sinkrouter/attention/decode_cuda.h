@@ -132,9 +132,10 @@ struct CudaDecodeOptions {
   // CTAs a cluster: 0 chooses (2 to 16, all clusters resident at once, the busiest SM's read
   // shortest); 2 to 16: exactly that many. Clusters a head: 0 chooses (one, or, where 16 CTAs
   // cap a head and their loops are long, the most that stay resident within one wave); 1 to
-  // 64: exactly that many. (src/attention/decode_cuda.cu, plan_cluster_mode.)
-  int cluster_ctas = 0;
-  int cluster_groups = 0;
+  // 64: exactly that many. (src/attention/decode_cuda.cu, plan_cluster_mode.) -1: the
+  // environment's SINKROUTER_DECODE_CLUSTER_CTAS / SINKROUTER_DECODE_CLUSTER_GROUPS, unset: 0.
+  int cluster_ctas = -1;
+  int cluster_groups = -1;
   // Auto's longest planned capacity (tokens) where the flat list would take several waves.
   // 16K: in kernel runs 14d-14f cluster mode tied or beat the flat list at 16K in every shape
   // (Llama B=8 3-4 %, SmolLM2 B=8 4-5 % faster, batch 1 within 2 %); beyond, the flat list's
