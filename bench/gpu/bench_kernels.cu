@@ -544,6 +544,7 @@ int main(int argc, char** argv) {
           run_rows(sr::AttentionPolicy{}, "dense", 0, false);
           sr::CudaDecodeOptions cuda_cores;
           cuda_cores.tensor_cores = false;
+          cuda_cores.cluster = 0;  // (cluster mode is the tensor-core kernel's, whatever the environment says)
           run_rows(sr::AttentionPolicy{}, "dense_cuda_cores", 0, false, cuda_cores);
           {  // cluster mode against the flat Split-K list, whichever the default took, and
              // (up to 64K) cluster mode with one cluster a head, as before the second merge

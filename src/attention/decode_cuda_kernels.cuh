@@ -147,9 +147,9 @@ AttnKernelInfo attention_prepare(int head_dim, DType kv_dtype, int heads_per_cta
 void attention_launch(const AttnArgs& args, int head_dim, DType kv_dtype, bool routed, bool mma,
                       const CUtensorMap* kv_map, int grid, cudaStream_t stream);
 // The most clusters a unit in cluster mode (AttnArgs::cluster_groups), and the partials
-// their merge loads in one round (merge_cluster_groups: 4 a thread).
+// their merge loads in one round (merge_cluster_groups: 8 a thread).
 constexpr int kMaxClusterGroups = 64;
-constexpr int kGroupMergeRound = 4 * kAttnThreads;
+constexpr int kGroupMergeRound = 8 * kAttnThreads;
 
 // Cluster mode (AttnArgs::cluster): how many clusters of `cluster` CTAs of the dense
 // tensor-core kernel (TMA copies or cp.async) can be resident at once; 0 where none can.
