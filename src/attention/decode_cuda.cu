@@ -345,20 +345,23 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   SR_CHECK(want_groups >= 0 && want_groups <= cuda::kMaxClusterGroups,
            "decode (CUDA): cluster_groups {} out of range (expected 0, or 1 to {})", want_groups,
            cuda::kMaxClusterGroups);
-  SR_CHECK(options.cluster_max_tokens >= 0, "decode (CUDA): cluster_max_tokens {} is negative",
-           options.cluster_max_tokens);
+  SR_CHECK(options.cluster_max_tokens >= 0 && options.cluster_one_wave_max_tokens >= 0,
+           "decode (CUDA): cluster_max_tokens {} and cluster_one_wave_max_tokens {} must not be negative",
+           options.cluster_max_tokens, options.cluster_one_wave_max_tokens);
   cluster_ctas_ = cluster_groups_ = 0;
-  // Auto: up to cluster_max_tokens of capacity, and beyond it wherever the flat list would
-  // split the capacity over one wave (a short call, or a batch of few heads): with one wave
-  // the flat list has no later splits to even out a tail of slow CTAs, and clusters merge in
-  // fewer round trips (run 15a: cluster mode as fast or faster in every such row, batch 1
-  // from 16K to 512K; the flat list ahead only where it takes several waves, SmolLM2 B=8
-  // 512K by 5 %).
+  // Auto: up to cluster_max_tokens of capacity, and up to cluster_one_wave_max_tokens where
+  // the flat list would split the capacity over one wave (batch 1, or short contexts): with
+  // one wave the flat list has no later splits to even out a tail of slow CTAs, and clusters
+  // merge in fewer round trips. Runs 15a-15c (docs/PERF.md): from 16K to 64K cluster mode was
+  // 2-15 % faster in every such row; from 128K, where one slow SM holds the whole call, the
+  // flat list was as fast or faster in some (SmolLM2 B=8 128K by 5 %, batch 1 at 512K).
   const int64_t total = max_capacity_ * units;
   const bool flat_one_wave =
       split_schedule::chunk_for(total, units, wave_ctas_, waves_, waves_min_split_tokens_, min_split_tokens_) ==
       split_schedule::chunk_over(total, int64_t(wave_ctas_) - units, min_split_tokens_);
-  if (routed || mode == 0 || (mode == 2 && max_capacity_ > options.cluster_max_tokens && !flat_one_wave)) return;
+  const bool auto_takes = max_capacity_ <= options.cluster_max_tokens ||
+                          (flat_one_wave && max_capacity_ <= options.cluster_one_wave_max_tokens);
+  if (routed || mode == 0 || (mode == 2 && !auto_takes)) return;
   // CTAs a cluster (c): as given, or among the sizes up to 16 and one wave's share of a unit
   // (and under auto min_split_tokens of the capacity a CTA) whose clusters are all resident at
   // once (a cluster lives within one GPC, so fewer fit than CTAs do: kernel run 14a's 24
@@ -372,13 +375,16 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   // largest that fits at all.
   // Clusters a unit (k): as given, or more than one only where the hardware's largest cluster
   // caps a unit's CTAs (c = 16: few units) and a CTA's loop would be long (its share of the
-  // capacity at r1, one CTA's rate alone on an SM, over kLongLoopUs): then the most whose
-  // clusters are all resident, whose CTAs fit one wave, and whose partials the second merge
-  // loads in one round (merge_cluster_groups). Run 15a measured the second merge (stores,
-  // ticket, a round of loads) at ~2.9 us where one cluster's output stores took ~1.2: so short
-  // loops keep one cluster (SmolLM2 B=1 8K: 16 x 4 CTAs no faster than 16 x 1), and long ones
-  // gain from two CTAs an SM (Llama B=1 64K: 75.6 us in 256 CTAs, 87.0 in 128). r1, measured in
-  // runs 14c-14d (loops of batch 1 at 4K-8K): ~33 GB/s at head_dim 64, ~41 at 128.
+  // capacity at r1, one CTA's rate alone on an SM, over kLongLoopUs): then the most clusters of
+  // 16 that stay all resident, whose CTAs fit one wave, and whose partials the second merge
+  // loads in one round (merge_cluster_groups); where no second cluster of 16 a unit is
+  // resident, clusters of 8, two a unit (the same CTAs, placed more evenly). Measured (runs
+  // 15a-15c): the second merge (stores, ticket, a round of loads) took ~2.9 us where one
+  // cluster's output stores took ~1.2, so short loops keep one cluster (SmolLM2 B=1 8K: 16 x 4
+  // CTAs no faster than 16 x 1); long ones gain (SmolLM2 B=1 16K / 64K: 16 x 4 12.9 / 22.9 us,
+  // 16 x 1 14.9 / 39.3, the flat list 15.5 / 24.9), and 128 CTAs in clusters of 16 place worse
+  // than in clusters of 8 (Llama B=1 64K: 16 x 1 85.0 us, 8 x 2 72.1). r1, measured in runs
+  // 14c-14d (loops of batch 1 at 4K-8K): ~33 GB/s at head_dim 64, ~41 at 128.
   constexpr double kLongLoopUs = 7.0;
   const double r1 = head_dim_ == 64 ? 33e3 : 41e3;  // bytes a us
   const double gain = head_dim_ == 64 ? 0.45 : 0.2;
@@ -415,6 +421,7 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
           break;
         groups = k;
       }
+      if (groups == 1 && want_ctas == 0 && fit(8) >= 2 * units) ctas = 8, groups = 2;
     }
   }
   const char* why = !tensor_cores_ ? "it needs the tensor-core kernel (GQA group <= 4, tensor_cores on)"

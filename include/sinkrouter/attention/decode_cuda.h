@@ -123,10 +123,11 @@ struct CudaDecodeOptions {
   // shared memory, and several clusters of a head then merge slice by slice (a ticket and one
   // round of loads a slice), instead of the flat Split-K list's search for the split and its
   // last CTA merging every partial of the head alone. 0 off; 1 on (a clear error where it
-  // cannot run); 2 auto: on where it can run and either the planned capacity is at most
-  // cluster_max_tokens or the flat list would split it over one wave (batch 1 at any length:
-  // with one wave the flat list has no later splits to even out slow CTAs). Routed decoders
-  // always take the flat list, whose splits follow the kept blocks.
+  // cannot run); 2 auto: on where it can run and the planned capacity is at most
+  // cluster_max_tokens, or at most cluster_one_wave_max_tokens where the flat list would split
+  // it over one wave (batch 1, short contexts: with one wave the flat list has no later splits
+  // to even out slow CTAs). Routed decoders always take the flat list, whose splits follow
+  // the kept blocks.
   // -1: SINKROUTER_DECODE_CLUSTER ("off", "on" or "auto"), unset: auto.
   int cluster = -1;
   // CTAs a cluster: 0 chooses (2 to 16, all clusters resident at once, the busiest SM's read
@@ -136,11 +137,13 @@ struct CudaDecodeOptions {
   // environment's SINKROUTER_DECODE_CLUSTER_CTAS / SINKROUTER_DECODE_CLUSTER_GROUPS, unset: 0.
   int cluster_ctas = -1;
   int cluster_groups = -1;
-  // Auto's longest planned capacity (tokens) where the flat list would take several waves.
+  // Auto's longest planned capacity (tokens), and where the flat list would take one wave.
   // 16K: in kernel runs 14d-14f cluster mode tied or beat the flat list at 16K in every shape
-  // (Llama B=8 3-4 %, SmolLM2 B=8 4-5 % faster, batch 1 within 2 %); beyond, the flat list's
-  // waves won (run 15a: SmolLM2 B=8 512K by 5 %).
+  // (Llama B=8 3-4 %, SmolLM2 B=8 4-5 % faster, batch 1 within 2 %). 64K: in runs 15a-15c,
+  // with the flat list in one wave, cluster mode was 2-15 % faster up to 64K, and from 128K
+  // the flat list as fast or faster in some rows (SmolLM2 B=8 128K by 5 %; batch 1 at 512K).
   int64_t cluster_max_tokens = 16384;
+  int64_t cluster_one_wave_max_tokens = 65536;
 };
 
 // The routing decisions of the last run, copied back (for tests and analysis).
