@@ -25,8 +25,10 @@
 
 namespace sinkrouter::cuda {
 
-// The largest cluster the combine handles (the hardware's largest, non-portable, size).
+// The largest cluster the combine handles (the hardware's largest, non-portable, size), and
+// the most query heads a CTA (the tensor-core kernel's).
 constexpr int kMaxClusterCtas = 16;
+constexpr int kClusterHeads = 4;
 
 // How many clusters of `cluster` CTAs of `kernel` (block `threads`, dynamic shared memory
 // `smem`, already allowed) can be resident at once; allows the kernel clusters past the
@@ -147,6 +149,56 @@ __device__ void merge_cluster_groups(const AttnArgs& a, int unit, int rank, int 
   if (rank == 0 && tid == 0 && hc == 0) write_dense_stats(a, bh);
 }
 
+// What a CTA received from its cluster's peers (cluster_combine): acc elements
+// recv_acc[p * w + idx - e0] and (m, l) of head g recv_ml[p * kClusterHeads + g] from peer p < C.
+template <int D>
+struct ReceivedSlice {
+  const float* recv_acc;
+  const float2* recv_ml;
+  int C, w, e0;
+  // Element idx of the unit's output merged over the peers: (m, l, acc) as merge_partials
+  // computes them (max, exp2-weighted sums); m = -inf, l = acc = 0 where every split was empty.
+  __device__ __forceinline__ float3 merge(int idx) const {
+    const int g = idx / D;
+    float2 ml[kMaxClusterCtas];
+    float x[kMaxClusterCtas];
+    float M = -INFINITY;
+#pragma unroll
+    for (int p = 0; p < kMaxClusterCtas; ++p)
+      if (p < C) {
+        ml[p] = recv_ml[p * kClusterHeads + g];
+        x[p] = recv_acc[p * w + idx - e0];
+        M = fmaxf(M, ml[p].x);
+      }
+    float L = 0.f, A = 0.f;
+    if (M != -INFINITY)
+#pragma unroll
+      for (int p = 0; p < kMaxClusterCtas; ++p)
+        if (p < C) {
+          const float wt = exp2f(ml[p].x - M);  // 0 for an empty split (m = -inf)
+          L += ml[p].y * wt;
+          A += x[p] * wt;
+        }
+    return make_float3(M, L, A);
+  }
+};
+
+// Several clusters a unit: this cluster's partial of the CTA's slice [e0, e1), then the
+// second merge (merge_cluster_groups). (Out of line it cost every dense call 5-30 %: run
+// 15e; a call in the kernel changes its whole register allocation.)
+template <int D>
+__device__ __forceinline__ void cluster_partials_and_merge(const AttnArgs& a, int unit, int split,
+                                                       const ReceivedSlice<D> slice, int e1, float2* scratch) {
+  const int C = a.cluster, rank = split % C, k = a.cluster_groups, e0 = slice.e0, w = slice.w;
+  float2* part = reinterpret_cast<float2*>(a.part_acc) + (int64_t(unit * C + rank) * k + split / C) * w - e0;
+  for (int idx = e0 + int(threadIdx.x); idx < e1; idx += kAttnThreads) {
+    const float3 r = slice.merge(idx);
+    part[idx] = r.y > 0.f ? make_float2(r.z / r.y, r.x + log2f(r.y)) : make_float2(0.f, -INFINITY);
+  }
+  if (e0 < e1) merge_cluster_groups<D>(a, unit, rank, e0, e1, w, scratch);  // (every cluster's rank r alike)
+  else trace_end(a, 1);
+}
+
 // The combine, for the CTA of split `split` of its unit (rank split % C in its cluster of C,
 // cluster split / C of the unit's AttnArgs::cluster_groups). `states` holds this CTA's warps'
 // states (WarpStates: m(g), l(g, m) and acc(g, d, m) merge them; the caller has synchronised
@@ -162,9 +214,8 @@ __device__ void merge_cluster_groups(const AttnArgs& a, int unit, int rank, int 
 // that is free once the states are pushed (the peers write only recv_acc and recv_ml).
 template <int D, typename States>
 __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const States& states, float2* scratch) {
-  constexpr int kHeads = 4;  // the tensor-core kernel's most heads a CTA
-  __shared__ __align__(16) float recv_acc[kHeads * D + kMaxClusterCtas];  // C * w <= n + C - 1
-  __shared__ float2 recv_ml[kMaxClusterCtas * kHeads];
+  __shared__ __align__(16) float recv_acc[kClusterHeads * D + kMaxClusterCtas];  // C * w <= n + C - 1
+  __shared__ float2 recv_ml[kMaxClusterCtas * kClusterHeads];
   const int C = a.cluster, rank = split % C, k = a.cluster_groups;
   const int gc = a.heads_per_cta, tid = int(threadIdx.x);
   const int bh = unit / a.head_chunks, hc = unit % a.head_chunks;
@@ -192,48 +243,26 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
   for (int t = tid; t < C * gc; t += kAttnThreads) {  // (m, l) of head t % gc to peer t / gc
     const int g = t % gc;
     const float M = states.m(g);
-    store_cluster_shared(&recv_ml[rank * kHeads + g], unsigned(t / gc), make_float2(M, states.l(g, M)));
+    store_cluster_shared(&recv_ml[rank * kClusterHeads + g], unsigned(t / gc), make_float2(M, states.l(g, M)));
   }
   trace_phase(a, kPhaseCtaMerged);
   cluster_sync();  // every peer's stores into this CTA have landed (phase 1)
   trace_phase(a, kPhaseTicket);
   const int e0 = rank * w, e1 = e0 + w < n ? e0 + w : n;
-  float2* part = reinterpret_cast<float2*>(a.part_acc) + (int64_t(unit * C + rank) * k + split / C) * w - e0;
-  for (int idx = e0 + tid; idx < e1; idx += kAttnThreads) {
-    const int g = idx / D;
-    float2 ml[kMaxClusterCtas];
-    float x[kMaxClusterCtas];
-    float M = -INFINITY;
-#pragma unroll
-    for (int p = 0; p < kMaxClusterCtas; ++p)
-      if (p < C) {
-        ml[p] = recv_ml[p * kHeads + g];
-        x[p] = recv_acc[p * w + idx - e0];
-        M = fmaxf(M, ml[p].x);
-      }
-    float L = 0.f, A = 0.f;
-    if (M != -INFINITY)
-#pragma unroll
-      for (int p = 0; p < kMaxClusterCtas; ++p)
-        if (p < C) {
-          const float wt = exp2f(ml[p].x - M);  // 0 for an empty split (m = -inf)
-          L += ml[p].y * wt;
-          A += x[p] * wt;
-        }
-    const int gg = hc * gc + g;
-    if (k > 1)  // this cluster's partial of the slice
-      part[idx] = L > 0.f ? make_float2(A / L, M + log2f(L)) : make_float2(0.f, -INFINITY);
-    else if (gg < a.group)
-      store_out(a.out, a.out_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * a.group + gg) * D + idx % D,
-                L > 0.f ? A / L : 0.f);
-  }
+  const ReceivedSlice<D> slice{recv_acc, recv_ml, C, w, e0};
   // No CTA reads a peer's shared memory after the barrier: each may leave when done.
-  if (k > 1) {
-    if (e0 < n) merge_cluster_groups<D>(a, unit, rank, e0, e1, w, scratch);  // (every cluster's rank r alike)
-    else trace_end(a, 1);
+  if (k > 1) {  // (its own loop, so that the one-cluster loop is that of run 14f)
+    cluster_partials_and_merge<D>(a, unit, split, slice, e1, scratch);
     return;
   }
   trace_phase(a, kPhaseMergeWeights);  // (no weights step of its own)
+  for (int idx = e0 + tid; idx < e1; idx += kAttnThreads) {
+    const float3 r = slice.merge(idx);
+    const int gg = hc * gc + idx / D;
+    if (gg < a.group)
+      store_out(a.out, a.out_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * a.group + gg) * D + idx % D,
+                r.y > 0.f ? r.z / r.y : 0.f);
+  }
   trace_phase(a, kPhaseMergeSums);
   trace_phase(a, kPhaseEnd);
   trace_end(a, rank == 0 ? 2 : 1);
