@@ -1,0 +1,117 @@
+// CudaDecoder::plan_cluster_mode: whether dense decode takes cluster mode, and its CTAs a
+// cluster and clusters a (sequence, KV head) (decode_cuda_cluster.cuh; docs/PERF.md,
+// sections "Cluster mode" and "Several clusters a head").
+#include <algorithm>
+#include <cstdint>
+
+#include "decode_cuda_env.h"
+#include "decode_cuda_kernels.cuh"
+#include "sinkrouter/attention/decode_cuda.h"
+#include "split_schedule.h"
+
+namespace sinkrouter {
+
+using decode_env::int_option_from_env;
+using decode_env::option_from_env;
+
+void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool routed, int units, int sms) {
+  const int mode = options.cluster >= 0 ? options.cluster
+                                        : option_from_env("SINKROUTER_DECODE_CLUSTER", "auto",
+                                                          {{"off", 0}, {"on", 1}, {"auto", 2}}, "off, on or auto");
+  SR_CHECK(mode >= 0 && mode <= 2, "decode (CUDA): cluster must be 0 (off), 1 (on) or 2 (auto), not {}", mode);
+  const int want_ctas = options.cluster_ctas >= 0 ? options.cluster_ctas
+                                                 : int_option_from_env("SINKROUTER_DECODE_CLUSTER_CTAS");
+  const int want_groups = options.cluster_groups >= 0 ? options.cluster_groups
+                                                     : int_option_from_env("SINKROUTER_DECODE_CLUSTER_GROUPS");
+  SR_CHECK(want_ctas == 0 || (want_ctas >= 2 && want_ctas <= 16),
+           "decode (CUDA): cluster_ctas {} out of range (expected 0, or 2 to 16)", want_ctas);
+  SR_CHECK(want_groups >= 0 && want_groups <= cuda::kMaxClusterGroups,
+           "decode (CUDA): cluster_groups {} out of range (expected 0, or 1 to {})", want_groups,
+           cuda::kMaxClusterGroups);
+  SR_CHECK(options.cluster_max_tokens >= 0 && options.cluster_one_wave_max_tokens >= 0,
+           "decode (CUDA): cluster_max_tokens {} and cluster_one_wave_max_tokens {} must not be negative",
+           options.cluster_max_tokens, options.cluster_one_wave_max_tokens);
+  cluster_ctas_ = cluster_groups_ = 0;
+  // Auto: up to cluster_max_tokens of capacity, and up to cluster_one_wave_max_tokens where
+  // the flat list would split the capacity over one wave (batch 1, or short contexts): with
+  // one wave the flat list has no later splits to even out a tail of slow CTAs, and clusters
+  // merge in fewer round trips. Runs 15a-15c (docs/PERF.md): from 16K to 64K cluster mode was
+  // 2-15 % faster in every such row; from 128K, where one slow SM holds the whole call, the
+  // flat list was as fast or faster in some (SmolLM2 B=8 128K by 5 %, batch 1 at 512K).
+  const int64_t total = max_capacity_ * units;
+  const bool flat_one_wave =
+      split_schedule::chunk_for(total, units, wave_ctas_, waves_, waves_min_split_tokens_, min_split_tokens_) ==
+      split_schedule::chunk_over(total, int64_t(wave_ctas_) - units, min_split_tokens_);
+  const bool auto_takes = max_capacity_ <= options.cluster_max_tokens ||
+                          (flat_one_wave && max_capacity_ <= options.cluster_one_wave_max_tokens);
+  if (routed || mode == 0 || (mode == 2 && !auto_takes)) return;
+  // CTAs a cluster (c): as given, or among the sizes up to 16 and one wave's share of a unit
+  // (and under auto min_split_tokens of the capacity a CTA) whose clusters are all resident at
+  // once (a cluster lives within one GPC, so fewer fit than CTAs do: kernel run 14a's 24
+  // clusters of 11 at SmolLM2 B=8 4K ran in two waves, 21.0 us against the flat list's 17.3),
+  // the one whose busiest SM takes the least time to read its share: with units * c CTAs of
+  // 1 / c of a unit each, an SM holds up to n = ceil(units * c / sms) of them, and n CTAs read
+  // 1 + gain * (n - 1) times one CTA's rate. gain, measured (runs 14b-14d, batch 8 at 4K-8K):
+  // ~0.45 at head_dim 64 (SmolLM2: clusters of 8, 192 CTAs, beat clusters of 5, 120 CTAs, by
+  // 8 %), at most ~0.2 at head_dim 128 (Llama: clusters of 2, 128 CTAs, beat clusters of 3,
+  // 192 CTAs, by 8 %). Ties go to the larger size. On: where none is all resident, the
+  // largest that fits at all.
+  // Clusters a unit (k): as given, or more than one only where the hardware's largest cluster
+  // caps a unit's CTAs (c = 16: few units) and a CTA's loop would be long (its share of the
+  // capacity at r1, one CTA's rate alone on an SM, over kLongLoopUs): then the most clusters of
+  // 16 that stay all resident, whose CTAs fit one wave, and whose partials the second merge
+  // loads in one round (merge_cluster_groups); where no second cluster of 16 a unit is
+  // resident, clusters of 8, two a unit (the same CTAs, placed more evenly). Measured (runs
+  // 15a-15c): the second merge (stores, ticket, a round of loads) took ~2.9 us where one
+  // cluster's output stores took ~1.2, so short loops keep one cluster (SmolLM2 B=1 8K: 16 x 4
+  // CTAs no faster than 16 x 1); long ones gain (SmolLM2 B=1 16K / 64K: 16 x 4 12.9 / 22.9 us,
+  // 16 x 1 14.9 / 39.3, the flat list 15.5 / 24.9), and 128 CTAs in clusters of 16 place worse
+  // than in clusters of 8 (Llama B=1 64K: 16 x 1 85.0 us, 8 x 2 72.1). r1, measured in runs
+  // 14c-14d (loops of batch 1 at 4K-8K): ~33 GB/s at head_dim 64, ~41 at 128.
+  constexpr double kLongLoopUs = 7.0;
+  const double r1 = head_dim_ == 64 ? 33e3 : 41e3;  // bytes a us
+  const double gain = head_dim_ == 64 ? 0.45 : 0.2;
+  const double token_bytes = 4.0 * head_dim_;  // K and V of one KV head, 16-bit
+  const int64_t most = std::max(2, wave_ctas_ / units);  // CTAs a unit in one wave
+  const int64_t most_auto = (max_capacity_ + min_split_tokens_ - 1) / min_split_tokens_;
+  auto fit = [&](int c) { return cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, c); };
+  int ctas = 0, groups = 0;
+  if (tensor_cores_ && want_ctas > 0) {
+    ctas = fit(want_ctas) >= 1 ? want_ctas : 0;
+  } else if (tensor_cores_) {
+    const int k = std::max(1, want_groups);
+    const int most_c = int(std::min<int64_t>(16, mode == 2 ? std::min(most, most_auto) : most));
+    double best = 0;
+    for (int c = most_c; c >= 2; --c) {
+      const int64_t n = (int64_t(units) * c * k + sms - 1) / sms;  // CTAs on the busiest SM
+      const double busiest = double(n) / c / (1 + gain * double(n - 1));  // its time, in units' reads
+      if ((ctas == 0 || busiest < best) && fit(c) >= units * k) ctas = c, best = busiest;
+    }
+    if (mode == 1)
+      for (int c = most_c; c >= 2 && ctas == 0; --c)
+        if (fit(c) >= 1) ctas = c;
+  }
+  if (ctas > 0) {
+    groups = std::max(1, want_groups);
+    const double loop_us = double(max_capacity_) / ctas * token_bytes / r1;  // a CTA's, one cluster a unit
+    if (want_groups == 0 && ctas == 16 && loop_us > kLongLoopUs) {
+      const int w = (heads_per_cta_ * head_dim_ + ctas - 1) / ctas;  // a CTA's slice of the output
+      const int one_round = std::min(cuda::kMaxClusterGroups, std::max(1, cuda::kGroupMergeRound / w));
+      const int f = fit(ctas);
+      for (int k = 2; k <= one_round; ++k) {
+        if (int64_t(units) * k > f || int64_t(units) * ctas * k > wave_ctas_ ||
+            (mode == 2 && int64_t(ctas) * k > most_auto))
+          break;
+        groups = k;
+      }
+      if (groups == 1 && want_ctas == 0 && fit(8) >= 2 * units) ctas = 8, groups = 2;
+    }
+  }
+  const char* why = !tensor_cores_ ? "it needs the tensor-core kernel (GQA group <= 4, tensor_cores on)"
+                    : ctas == 0    ? "it needs an sm_90 device, a build with sm_90a and room for a cluster"
+                                   : nullptr;
+  SR_CHECK(why == nullptr || mode == 2, "decode (CUDA): cluster mode cannot run here: {}", why);
+  if (why == nullptr) cluster_ctas_ = ctas, cluster_groups_ = groups;
+}
+
+}  // namespace sinkrouter
