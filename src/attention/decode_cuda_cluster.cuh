@@ -1,7 +1,8 @@
 // Cluster mode of the tensor-core dense decode kernel (AttnArgs::cluster, sm_90): the
-// schedule (unit u is cluster u; its C CTAs split its tokens evenly) and the combine
-// through distributed shared memory that replaces the flat Split-K list's partials, tickets
-// and last-CTA merge (decode_cuda_split.cuh).
+// schedule (unit u is AttnArgs::cluster_groups clusters; their C CTAs each split its tokens
+// evenly) and the combine through distributed shared memory, then, with several clusters a
+// unit, over the clusters slice by slice, that replaces the flat Split-K list's search for the
+// split and its last-CTA merge (decode_cuda_split.cuh).
 //
 // Why: at small contexts a decode call is a chain of round trips, not bytes. Kernel run 5f
 // (SmolLM2 B=1 8K, 13.1 us) spent 1.2 us finding the split (a block-wide reduction and scan
@@ -11,9 +12,10 @@
 // into the shared memory of the CTA that owns them (a store does not wait), one cluster
 // barrier publishes them, and each CTA merges its own slice from its own shared memory.
 // (Run 14a's first version pulled instead: a barrier, a round of remote loads, a second
-// barrier to keep every CTA's state alive for its readers.) The cost: a unit's tokens are
-// spread over at most 16 CTAs (the largest cluster), so this mode suits short contexts only
-// (CudaDecodeOptions::cluster_max_tokens).
+// barrier to keep every CTA's state alive for its readers.) A cluster has at most 16 CTAs;
+// where a unit needs more, it has several clusters, whose merge costs a ticket and a round
+// of loads more (~2.9 us against ~1.2 for one cluster's stores, run 15a), so they pay only
+// for long loops (CudaDecoder's plan_cluster_mode, decode_cuda_cluster_plan.cu).
 #pragma once
 
 #include <cuda_runtime.h>
