@@ -534,6 +534,11 @@ int main(int argc, char** argv) {
             row["kv_copy"] = dec.uses_tma_copies() ? "tma" : "cp.async";
             row["cluster_ctas"] = dec.cluster_ctas();
             row["cluster_groups"] = dec.cluster_groups();
+            if (std::string(kernel) == "dense") {  // what the cluster plan weighed (sizes 2 to 16)
+              std::vector<int> fit;
+              for (int c = 2; c <= 16; ++c) fit.push_back(dec.resident_clusters(c));
+              row["resident_clusters_2_to_16"] = fit;
+            }
             rows.push_back(row);
             std::printf("%-13s B=%lld ctx=%7lld %-12s skip %2d%% (%5.1f%%): %9.2f us  %6.0f GB/s  floor %9.2f us  x%.2f\n",
                         sh.name, (long long)B, (long long)ctx, kernel, skip_target,

@@ -114,4 +114,9 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   if (why == nullptr) cluster_ctas_ = ctas, cluster_groups_ = groups;
 }
 
+int CudaDecoder::resident_clusters(int ctas) const {
+  SR_CHECK(ctas >= 2 && ctas <= 16, "decode (CUDA): resident_clusters of {} CTAs (expected 2 to 16)", ctas);
+  return tensor_cores_ ? cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, ctas) : 0;
+}
+
 }  // namespace sinkrouter

@@ -250,6 +250,7 @@ TEST(CudaDenseDecode, ClusterModeOverLongAndShortSequences) {
       CudaDecoder decoder(dev.view(), QH, AttentionPolicy{}, 1.f / std::sqrt(128.f), opt);
       ASSERT_EQ(decoder.cluster_ctas(), ctas);
       ASSERT_EQ(decoder.cluster_groups(), groups);
+      EXPECT_GE(decoder.resident_clusters(ctas), 1);  // (it was launched: at least one fits)
       DeviceBuffer od(out.bytes());
       testing::poison(od);
       decoder.run(dev.view(), qd.get(), DType::F32, od.get(), DType::BF16, nullptr);
@@ -366,6 +367,7 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   odd.kv.head_dim = 96;
   expect_error([&] { CudaDecoder d(odd, 4, AttentionPolicy{}, 0.1f); }, "head_dim 96 is not supported");
   CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f);
+  expect_error([&] { (void)d.resident_clusters(17); }, "resident_clusters of 17 CTAs (expected 2 to 16)");
   DeviceKV other = dev.view();
   other.kv.page_size = 8;
   expect_error([&] { d.run(other, nullptr, DType::F32, nullptr, DType::F32, nullptr); }, "is not the shape");

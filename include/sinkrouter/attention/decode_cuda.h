@@ -191,6 +191,10 @@ class CudaDecoder {
   int waves() const { return waves_; }
   int cluster_ctas() const { return cluster_ctas_; }  // CTAs a cluster in cluster mode; 0: the flat Split-K list
   int cluster_groups() const { return cluster_groups_; }  // clusters a (sequence, KV head) in cluster mode
+  // How many clusters of `ctas` CTAs (2 to 16) of this decoder's dense tensor-core kernel can be
+  // resident at once (cudaOccupancyMaxActiveClusters; 0 where none can, or without tensor
+  // cores): what the cluster plan weighs, for benchmarks and diagnostics.
+  int resident_clusters(int ctas) const;
   bool uses_tensor_cores() const { return tensor_cores_; }
   bool uses_tma_copies() const { return tma_copies_; }  // options.kv_copy resolved
   const AttentionPolicy& policy() const { return policy_; }
