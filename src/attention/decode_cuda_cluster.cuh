@@ -186,8 +186,8 @@ struct ReceivedSlice {
 };
 
 // Several clusters a unit: this cluster's partial of the CTA's slice [e0, e1), then the
-// second merge (merge_cluster_groups). (Out of line it cost every dense call 5-30 %: run
-// 15e; a call in the kernel changes its whole register allocation.)
+// second merge (merge_cluster_groups). (Out of line it made every dense call 5-40 % slower,
+// run 15e: a call in the kernel changes its whole register allocation.)
 template <int D>
 __device__ __forceinline__ void cluster_partials_and_merge(const AttnArgs& a, int unit, int split,
                                                        const ReceivedSlice<D> slice, int e1, float2* scratch) {
@@ -253,7 +253,7 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
   const int e0 = rank * w, e1 = e0 + w < n ? e0 + w : n;
   const ReceivedSlice<D> slice{recv_acc, recv_ml, C, w, e0};
   // No CTA reads a peer's shared memory after the barrier: each may leave when done.
-  if (k > 1) {  // (its own loop, so that the one-cluster loop is that of run 14f)
+  if (k > 1) {  // (its own loop: the one-cluster loop stays that of run 14f)
     cluster_partials_and_merge<D>(a, unit, split, slice, e1, scratch);
     return;
   }

@@ -74,7 +74,7 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   const double token_bytes = 4.0 * head_dim_;  // K and V of one KV head, 16-bit
   const int64_t most = std::max(2, wave_ctas_ / units);  // CTAs a unit in one wave
   const int64_t most_auto = (max_capacity_ + min_split_tokens_ - 1) / min_split_tokens_;
-  auto fit = [&](int c) { return cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, c); };
+  auto fit = [&](int c) { return resident_clusters(c); };  // (tensor cores: below)
   int ctas = 0, groups = 0;
   if (tensor_cores_ && want_ctas > 0) {
     ctas = fit(want_ctas) >= 1 ? want_ctas : 0;
