@@ -529,6 +529,7 @@ int main(int argc, char** argv) {
             row["ratio_to_floor"] = us / floor_us;
             row["copies"] = copies;
             row["ctas"] = dec.grid_ctas();
+            row["wave_ctas"] = dec.wave_ctas();
             row["min_split_tokens"] = options.min_split_tokens;
             row["fused_fast_routing"] = options.fused_fast_routing;
             row["kv_copy"] = dec.uses_tma_copies() ? "tma" : "cp.async";

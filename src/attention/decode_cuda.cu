@@ -24,6 +24,7 @@ namespace sinkrouter {
 
 using cuda::AttnArgs;
 using cuda::RouteArgs;
+using decode_env::int_option_from_env;
 using decode_env::option_from_env;
 
 namespace cuda {
@@ -40,41 +41,47 @@ void raise_smem_limit(const void* kernel, int smem) {
   limit = smem;
 }
 
-AttnKernelInfo attention_prepare(int head_dim, DType kv_dtype, int heads_per_cta, bool routed, bool mma, bool tma) {
+AttnKernelInfo attention_prepare(int head_dim, DType kv_dtype, int heads_per_cta, bool routed, bool mma, bool tma,
+                                 int min_smem) {
   const bool bf = kv_dtype == DType::BF16;
+  const int gc = heads_per_cta, ms = min_smem;
   if (mma) {
     if (head_dim == 64)
-      return bf ? attention_mma_prepare_d64_bf16(routed, tma) : attention_mma_prepare_d64_f16(routed, tma);
-    return bf ? attention_mma_prepare_d128_bf16(routed, tma) : attention_mma_prepare_d128_f16(routed, tma);
+      return bf ? attention_mma_prepare_d64_bf16(routed, tma, ms) : attention_mma_prepare_d64_f16(routed, tma, ms);
+    return bf ? attention_mma_prepare_d128_bf16(routed, tma, ms) : attention_mma_prepare_d128_f16(routed, tma, ms);
   }
   if (head_dim == 64)
-    return bf ? attention_prepare_d64_bf16(heads_per_cta, routed) : attention_prepare_d64_f16(heads_per_cta, routed);
-  return bf ? attention_prepare_d128_bf16(heads_per_cta, routed) : attention_prepare_d128_f16(heads_per_cta, routed);
+    return bf ? attention_prepare_d64_bf16(gc, routed, ms) : attention_prepare_d64_f16(gc, routed, ms);
+  return bf ? attention_prepare_d128_bf16(gc, routed, ms) : attention_prepare_d128_f16(gc, routed, ms);
 }
 
 void attention_launch(const AttnArgs& args, int head_dim, DType kv_dtype, bool routed, bool mma,
-                      const CUtensorMap* kv_map, int grid, cudaStream_t stream) {
+                      const CUtensorMap* kv_map, int grid, int smem, cudaStream_t stream) {
   const bool bf = kv_dtype == DType::BF16;
   if (mma) {
     if (head_dim == 64)
-      bf ? attention_mma_launch_d64_bf16(args, routed, kv_map, grid, stream)
-         : attention_mma_launch_d64_f16(args, routed, kv_map, grid, stream);
+      bf ? attention_mma_launch_d64_bf16(args, routed, kv_map, grid, smem, stream)
+         : attention_mma_launch_d64_f16(args, routed, kv_map, grid, smem, stream);
     else
-      bf ? attention_mma_launch_d128_bf16(args, routed, kv_map, grid, stream)
-         : attention_mma_launch_d128_f16(args, routed, kv_map, grid, stream);
+      bf ? attention_mma_launch_d128_bf16(args, routed, kv_map, grid, smem, stream)
+         : attention_mma_launch_d128_f16(args, routed, kv_map, grid, smem, stream);
     return;
   }
   if (head_dim == 64)
-    bf ? attention_launch_d64_bf16(args, routed, grid, stream) : attention_launch_d64_f16(args, routed, grid, stream);
+    bf ? attention_launch_d64_bf16(args, routed, grid, smem, stream)
+       : attention_launch_d64_f16(args, routed, grid, smem, stream);
   else
-    bf ? attention_launch_d128_bf16(args, routed, grid, stream) : attention_launch_d128_f16(args, routed, grid, stream);
+    bf ? attention_launch_d128_bf16(args, routed, grid, smem, stream)
+       : attention_launch_d128_f16(args, routed, grid, smem, stream);
 }
 
-int attention_cluster_capacity(int head_dim, DType kv_dtype, bool tma, int cluster) {
+int attention_cluster_capacity(int head_dim, DType kv_dtype, bool tma, int cluster, int min_smem) {
   const bool bf = kv_dtype == DType::BF16;
   if (head_dim == 64)
-    return bf ? attention_mma_clusters_d64_bf16(tma, cluster) : attention_mma_clusters_d64_f16(tma, cluster);
-  return bf ? attention_mma_clusters_d128_bf16(tma, cluster) : attention_mma_clusters_d128_f16(tma, cluster);
+    return bf ? attention_mma_clusters_d64_bf16(tma, cluster, min_smem)
+              : attention_mma_clusters_d64_f16(tma, cluster, min_smem);
+  return bf ? attention_mma_clusters_d128_bf16(tma, cluster, min_smem)
+            : attention_mma_clusters_d128_f16(tma, cluster, min_smem);
 }
 
 }  // namespace cuda
@@ -211,6 +218,20 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
                                             "cp.async, tma or auto");
   SR_CHECK(kv_copy >= 0 && kv_copy <= 2, "decode (CUDA): kv_copy must be 0 (cp.async), 1 (tma) or 2 (auto), not {}",
            kv_copy);
+  int device = 0, sms = 0;
+  SR_CUDA_CHECK(cudaGetDevice(&device));
+  SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int ctas_per_sm = options.ctas_per_sm >= 0 ? options.ctas_per_sm
+                                                   : int_option_from_env("SINKROUTER_DECODE_CTAS_PER_SM");
+  SR_CHECK(ctas_per_sm >= 0 && ctas_per_sm <= 32, "decode (CUDA): ctas_per_sm must be 0 (as many as fit) to 32, not {}",
+           ctas_per_sm);
+  min_smem_ = 0;
+  if (ctas_per_sm > 0) {  // a CTA's shared memory such that ctas_per_sm + 1 of them do not fit an SM
+    int per_sm = 0, reserved = 0;
+    SR_CUDA_CHECK(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
+    SR_CUDA_CHECK(cudaDeviceGetAttribute(&reserved, cudaDevAttrReservedSharedMemoryPerBlock, device));
+    min_smem_ = std::max(0, per_sm / (ctas_per_sm + 1) - reserved + 1);
+  }
   cuda::AttnKernelInfo info{0, 0};
   if (kv_copy != 0) {  // TMA copies: tensor cores, pages and routing blocks of whole 16-token stages, sm_90a code
     const char* why = !tensor_cores_              ? "they need the tensor-core kernel (GQA group <= 4, tensor_cores on)"
@@ -219,17 +240,18 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
                       : cuda::tensor_map_encoder() == nullptr ? "the driver has no cuTensorMapEncodeTiled"
                                                               : nullptr;
     if (why == nullptr) {
-      info = cuda::attention_prepare(head_dim_, kv_dtype_, heads_per_cta_, routed, true, true);
+      info = cuda::attention_prepare(head_dim_, kv_dtype_, heads_per_cta_, routed, true, true, min_smem_);
       if (info.ctas_per_sm < 1) why = "they need an sm_90 device and a build with sm_90a";
     }
     SR_CHECK(why == nullptr || kv_copy == 2, "decode (CUDA): TMA copies (kv_copy tma) cannot run here: {}", why);
     tma_copies_ = why == nullptr;
   }
-  if (!tma_copies_) info = cuda::attention_prepare(head_dim_, kv_dtype_, heads_per_cta_, routed, tensor_cores_, false);
+  if (!tma_copies_)
+    info = cuda::attention_prepare(head_dim_, kv_dtype_, heads_per_cta_, routed, tensor_cores_, false, min_smem_);
   SR_CHECK(info.ctas_per_sm >= 1, "decode (CUDA): the attention kernel does not fit on this device");
-  int device = 0, sms = 0;
-  SR_CUDA_CHECK(cudaGetDevice(&device));
-  SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  SR_CHECK(ctas_per_sm == 0 || info.ctas_per_sm <= ctas_per_sm,
+           "decode (CUDA): ctas_per_sm {}: {} CTAs still fit an SM (internal error)", ctas_per_sm, info.ctas_per_sm);
+  launch_smem_ = info.smem_bytes;
   SR_CHECK(options.route_min_ctas >= 0, "decode (CUDA): route_min_ctas {} is negative", options.route_min_ctas);
   SR_CHECK(options.certificate_share_min_blocks >= 0, "decode (CUDA): certificate_share_min_blocks {} is negative",
            options.certificate_share_min_blocks);
@@ -454,7 +476,7 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
     w.kv_map_pages = dkv.kv.pages;
   }
   cuda::attention_launch(a, head_dim_, kv_dtype_, routed, tensor_cores_, tma_copies_ ? &w.kv_map : nullptr,
-                         grid_ctas_, stream);
+                         grid_ctas_, launch_smem_, stream);
 }
 
 int CudaDecoder::route_trace_ctas() const {

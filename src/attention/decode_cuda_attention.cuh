@@ -17,6 +17,7 @@
 // and finish_split (decode_cuda_split.cuh) writes the output or the CTA's partial.
 #pragma once
 
+#include <algorithm>
 #include <type_traits>
 
 #include "core/cuda_check.h"
@@ -225,21 +226,21 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const AttnArgs 
 }
 
 template <int D, typename Tag, int GC, bool ROUTED>
-AttnKernelInfo prepare_one() {
+AttnKernelInfo prepare_one(int min_smem) {
   using S = AttnShape<D, GC>;
   auto kernel = attention_kernel<D, Tag, GC, ROUTED>;
+  const int smem = std::max(S::kSmemBytes, min_smem);
   // Always raised: 48 KB of dynamic ring plus the static shared memory of find_split is
   // past the default 48 KB limit of static + dynamic.
-  SR_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::kSmemBytes));
+  raise_smem_limit(reinterpret_cast<const void*>(kernel), smem);
   int blocks = 0;
-  SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kAttnThreads, S::kSmemBytes));
-  return {S::kSmemBytes, blocks};
+  SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kAttnThreads, smem));
+  return {smem, blocks};
 }
 
 template <int D, typename Tag, int GC, bool ROUTED>
-void launch_one(const AttnArgs& a, int grid, cudaStream_t stream) {
-  using S = AttnShape<D, GC>;
-  launch_pdl(attention_kernel<D, Tag, GC, ROUTED>, dim3(unsigned(grid)), dim3(kAttnThreads), S::kSmemBytes, stream, a);
+void launch_one(const AttnArgs& a, int grid, int smem, cudaStream_t stream) {
+  launch_pdl(attention_kernel<D, Tag, GC, ROUTED>, dim3(unsigned(grid)), dim3(kAttnThreads), smem, stream, a);
 }
 
 // Calls fn(std::integral_constant<int, GC>) for the supported heads-per-CTA values.
@@ -257,18 +258,18 @@ auto with_heads_per_cta(int gc, Fn&& fn) {
 
 // Bodies of the per-(D, dtype) entry points declared in decode_cuda_kernels.cuh.
 #define SR_DEFINE_ATTENTION_INSTANCES(D, TAG, SUFFIX)                                        \
-  AttnKernelInfo attention_prepare_##SUFFIX(int gc, bool routed) {                           \
+  AttnKernelInfo attention_prepare_##SUFFIX(int gc, bool routed, int min_smem) {             \
     return with_heads_per_cta(gc, [&](auto c) {                                              \
-      return routed ? prepare_one<D, TAG, decltype(c)::value, true>()                        \
-                    : prepare_one<D, TAG, decltype(c)::value, false>();                      \
+      return routed ? prepare_one<D, TAG, decltype(c)::value, true>(min_smem)                \
+                    : prepare_one<D, TAG, decltype(c)::value, false>(min_smem);              \
     });                                                                                      \
   }                                                                                          \
-  void attention_launch_##SUFFIX(const AttnArgs& a, bool routed, int grid, cudaStream_t s) { \
+  void attention_launch_##SUFFIX(const AttnArgs& a, bool routed, int grid, int smem, cudaStream_t s) { \
     with_heads_per_cta(a.heads_per_cta, [&](auto c) {                                        \
       if (routed)                                                                            \
-        launch_one<D, TAG, decltype(c)::value, true>(a, grid, s);                            \
+        launch_one<D, TAG, decltype(c)::value, true>(a, grid, smem, s);                      \
       else                                                                                   \
-        launch_one<D, TAG, decltype(c)::value, false>(a, grid, s);                           \
+        launch_one<D, TAG, decltype(c)::value, false>(a, grid, smem, s);                     \
     });                                                                                      \
   }
 

@@ -1,5 +1,6 @@
 // The tensor-core Split-K decode attention kernel (dense and routed) for GQA groups of
-// up to 4 query heads, included by the generated instantiation files decode_cuda_attn_*.cu.
+// up to 4 query heads. Its host side (occupancy, launch, the entry points) is
+// decode_cuda_attention_mma_host.cuh, which the generated files decode_cuda_attn_*.cu include.
 //
 // Why tensor cores in a bandwidth-bound kernel: on CUDA cores every K/V byte costs
 // about five instructions (widening, FMAs, the shuffles that finish each score), which
@@ -538,63 +539,5 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   trace_phase(a, kPhaseCtaMerged);
   finish_split<D, ROUTED>(a, unit, split, splits, s_m, s_l, s_acc, scratch);
 }
-
-// {0, 0} for the TMA kernel where its sm_90a code cannot run (the plan then says so or
-// falls back to cp.async).
-template <int D, typename Tag, bool ROUTED, bool TMA>
-AttnKernelInfo mma_prepare_one() {
-  using S = MmaShape<D>;
-  auto kernel = attention_mma_kernel<D, Tag, ROUTED, TMA>;
-  if (TMA && !sm90a_code_runs_here(reinterpret_cast<const void*>(kernel))) return {0, 0};
-  const int smem = TMA ? S::kTmaSmemBytes : S::kSmemBytes;
-  raise_smem_limit(reinterpret_cast<const void*>(kernel), smem);
-  int blocks = 0;
-  SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kAttnThreads, smem));
-  return {smem, blocks};
-}
-
-// Clusters of `cluster` CTAs of the dense kernel (cluster mode, decode_cuda_cluster.cuh) that
-// can be resident at once; 0 where none can (no sm_90a code here, or too little room).
-template <int D, typename Tag, bool TMA>
-int mma_cluster_capacity(int cluster) {
-  using S = MmaShape<D>;
-  const void* kernel = reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA>);
-  if (!sm90a_code_runs_here(kernel)) return 0;
-  const int smem = TMA ? S::kTmaSmemBytes : S::kSmemBytes;
-  raise_smem_limit(kernel, smem);
-  return resident_clusters(kernel, kAttnThreads, smem, cluster);
-}
-
-// kv_map null: the cp.async kernel (it is passed a blank map it never reads). Dense with
-// a.cluster > 0: in clusters of that many CTAs.
-template <int D, typename Tag, bool ROUTED>
-void mma_launch_one(const AttnArgs& a, const CUtensorMap* kv_map, int grid, cudaStream_t stream) {
-  using S = MmaShape<D>;
-  const int cluster = !ROUTED && a.cluster > 0 ? a.cluster : 1;
-  if (kv_map != nullptr) {
-    launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, true>, dim3(unsigned(grid)), dim3(kAttnThreads),
-                         S::kTmaSmemBytes, stream, cluster, a, *kv_map);
-    return;
-  }
-  static const CUtensorMap blank{};
-  launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, false>, dim3(unsigned(grid)), dim3(kAttnThreads),
-                       S::kSmemBytes, stream, cluster, a, blank);
-}
-
-#define SR_DEFINE_ATTENTION_MMA_INSTANCES(D, TAG, SUFFIX)                                              \
-  AttnKernelInfo attention_mma_prepare_##SUFFIX(bool routed, bool tma) {                               \
-    if (routed) return tma ? mma_prepare_one<D, TAG, true, true>() : mma_prepare_one<D, TAG, true, false>(); \
-    return tma ? mma_prepare_one<D, TAG, false, true>() : mma_prepare_one<D, TAG, false, false>();     \
-  }                                                                                                    \
-  int attention_mma_clusters_##SUFFIX(bool tma, int cluster) {                                         \
-    return tma ? mma_cluster_capacity<D, TAG, true>(cluster) : mma_cluster_capacity<D, TAG, false>(cluster); \
-  }                                                                                                    \
-  void attention_mma_launch_##SUFFIX(const AttnArgs& a, bool routed, const CUtensorMap* kv_map, int grid, \
-                                     cudaStream_t s) {                                                 \
-    if (routed)                                                                                        \
-      mma_launch_one<D, TAG, true>(a, kv_map, grid, s);                                                \
-    else                                                                                               \
-      mma_launch_one<D, TAG, false>(a, kv_map, grid, s);                                               \
-  }
 
 }  // namespace sinkrouter::cuda

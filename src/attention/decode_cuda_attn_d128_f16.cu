@@ -2,7 +2,7 @@
 // Decode attention kernels for head_dim 128, f16 KV: CUDA cores (heads per CTA 1, 2, 3,
 // 4, 8) and tensor cores (groups of up to 4), dense and routed.
 #include "decode_cuda_attention.cuh"
-#include "decode_cuda_attention_mma.cuh"
+#include "decode_cuda_attention_mma_host.cuh"
 
 namespace sinkrouter::cuda {
 SR_DEFINE_ATTENTION_INSTANCES(128, F16Tag, d128_f16)

@@ -227,9 +227,7 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
   cluster_wait();  // every peer has started (phase 0 of the cluster barrier)
   for (int q = tid; q < n / 4; q += kAttnThreads) {
     const int idx = 4 * q, g = idx / D, d = idx % D;
-    const float M = states.m(g);
-    const float4 v = make_float4(states.acc(g, d, M), states.acc(g, d + 1, M), states.acc(g, d + 2, M),
-                                 states.acc(g, d + 3, M));
+    const float4 v = states.acc4(g, d, states.m(g));
     if (w % 4 == 0) {  // the 4 elements have one owner, and the slot is 16-byte aligned
       const int owner = idx / w;
       store_cluster_shared(reinterpret_cast<float4*>(&recv_acc[rank * w + idx - owner * w]), unsigned(owner), v);

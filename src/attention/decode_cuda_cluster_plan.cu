@@ -116,7 +116,7 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
 
 int CudaDecoder::resident_clusters(int ctas) const {
   SR_CHECK(ctas >= 2 && ctas <= 16, "decode (CUDA): resident_clusters of {} CTAs (expected 2 to 16)", ctas);
-  return tensor_cores_ ? cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, ctas) : 0;
+  return tensor_cores_ ? cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, ctas, min_smem_) : 0;
 }
 
 }  // namespace sinkrouter

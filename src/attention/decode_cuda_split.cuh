@@ -352,6 +352,22 @@ struct WarpStates {
       for (int w = 0; w < W; ++w) A += row(w, g)[d] * exp2f(row(w, g)[D] - M);
     return A;
   }
+  // Elements d .. d + 3 of head g's acc, given its merged m: acc's sums, each warp's weight
+  // computed once for the four (the same values, bit for bit).
+  __device__ __forceinline__ float4 acc4(int g, int d, float M) const {
+    float4 A = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (M != -INFINITY)
+#pragma unroll
+      for (int w = 0; w < W; ++w) {
+        const float* r = row(w, g);
+        const float wt = exp2f(r[D] - M);
+        A.x += r[d] * wt;
+        A.y += r[d + 1] * wt;
+        A.z += r[d + 2] * wt;
+        A.w += r[d + 3] * wt;
+      }
+    return A;
+  }
 };
 
 // Dense statistics of (sequence, KV head) bh: every token read once.

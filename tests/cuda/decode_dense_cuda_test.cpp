@@ -51,12 +51,13 @@ struct DenseCase {
   int min_split_tokens;
   int cluster_ctas;    // cluster mode's CTAs a cluster (0: the decoder chooses)
   int cluster_groups;  // and clusters a (sequence, KV head) (0: the decoder chooses)
+  int ctas_per_sm;     // at most this many attention CTAs an SM (0: as many as fit)
 };
 
 std::string case_name(const DenseCase& c) {
-  std::string s = fmt::format("h{}_g{}_d{}_{}_q{}_out{}_p{}_split{}_cl{}x{}", c.kv_heads, c.group, c.head_dim,
+  std::string s = fmt::format("h{}_g{}_d{}_{}_q{}_out{}_p{}_split{}_cl{}x{}_sm{}", c.kv_heads, c.group, c.head_dim,
                               dtype_name(c.kv_dtype), dtype_name(c.q_dtype), dtype_name(c.out_dtype), c.page_size,
-                              c.min_split_tokens, c.cluster_ctas, c.cluster_groups);
+                              c.min_split_tokens, c.cluster_ctas, c.cluster_groups, c.ctas_per_sm);
   for (int64_t n : c.lengths) s += fmt::format("_{}", n);
   return s;
 }
@@ -72,9 +73,10 @@ std::vector<DenseCase> dense_cases() {
         const int head_dim = (i % 2) ? 128 : 64;
         const int kv_heads = group == 8 ? 1 : 2;  // group 8 over one KV head: MQA
         const int split = i % 3 == 0 ? 128 : (i % 3 == 1 ? 16 : 1);
-        const int cluster_ctas[] = {0, 2, 3, 7, 16}, cluster_groups[] = {0, 1, 2, 5};
+        const int cluster_ctas[] = {0, 2, 3, 7, 16}, cluster_groups[] = {0, 1, 2, 5}, ctas_per_sm[] = {0, 1, 3};
         cases.push_back({kv_heads, group, head_dim, kv, types[(i / 3) % 3], types[i % 3], page,
-                         lengths[size_t(i) % lengths.size()], split, cluster_ctas[i % 5], cluster_groups[i % 4]});
+                         lengths[size_t(i) % lengths.size()], split, cluster_ctas[i % 5], cluster_groups[i % 4],
+                         ctas_per_sm[(i / 4) % 3]});
         ++i;
       }
   return cases;
@@ -124,11 +126,21 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
     opt.cluster = cluster ? 1 : 0;
     opt.cluster_ctas = c.cluster_ctas;
     opt.cluster_groups = c.cluster_groups;
+    opt.ctas_per_sm = c.ctas_per_sm;
     // Every L2 prefetch size over the grid (page sizes 1, 16, 64, 256 -> 0, 128, 256, 128):
     // the hint changes which bytes the L2 fetches, never what lands in shared memory.
     opt.kv_l2_prefetch = c.page_size == 1 ? 0 : (c.page_size == 64 ? 256 : 128);
     CudaDecoder decoder(dev.view(), QH, AttentionPolicy{}, scale, opt);
     EXPECT_EQ(decoder.uses_tensor_cores(), tensor_cores && c.group <= 4) << case_name(c);
+    if (c.ctas_per_sm > 0) {  // the flat list's wave: at most ctas_per_sm CTAs an SM (one: exactly one)
+      int dev_id = 0, sms = 0;
+      SR_ASSERT_CUDA(cudaGetDevice(&dev_id));
+      SR_ASSERT_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev_id));
+      if (c.ctas_per_sm == 1)
+        EXPECT_EQ(decoder.wave_ctas(), sms) << case_name(c);
+      else
+        EXPECT_LE(decoder.wave_ctas(), c.ctas_per_sm * sms) << case_name(c);
+    }
     if (cluster) {  // clusters a (sequence, KV head); chosen: 2 to 16 CTAs, at most a wave's CTAs a head
       const int units = B * c.kv_heads;
       if (c.cluster_ctas > 0) {
@@ -344,6 +356,9 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   CudaDecodeOptions bad_chunks;
   bad_chunks.adaptive_route_chunks = 2;
   expect_options_error(bad_chunks, "adaptive_route_chunks must be 0 or 1, not 2");
+  CudaDecodeOptions bad_ctas_per_sm;
+  bad_ctas_per_sm.ctas_per_sm = 33;
+  expect_options_error(bad_ctas_per_sm, "ctas_per_sm must be 0 (as many as fit) to 32, not 33");
   // Options left at -1: the environment decides. with_env runs fn with `name` set to `value`,
   // then restores the variable.
   auto with_env = [](const char* name, const char* value, auto fn) {
@@ -363,6 +378,15 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   expect_env_error("SINKROUTER_DECODE_CLUSTER_GROUPS", "2x",
                    "SINKROUTER_DECODE_CLUSTER_GROUPS must be an integer, not '2x'");
   expect_env_error("SINKROUTER_DECODE_CLUSTER_CTAS", "17", "cluster_ctas 17 out of range");
+  expect_env_error("SINKROUTER_DECODE_CTAS_PER_SM", "one", "SINKROUTER_DECODE_CTAS_PER_SM must be an integer, not 'one'");
+  with_env("SINKROUTER_DECODE_CTAS_PER_SM", "1", [&] {
+    int dev_id = 0, sms = 0;
+    SR_ASSERT_CUDA(cudaGetDevice(&dev_id));
+    SR_ASSERT_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev_id));
+    CudaDecodeOptions flat;
+    flat.cluster = 0;
+    EXPECT_EQ(CudaDecoder(dev.view(), 4, AttentionPolicy{}, 0.125f, flat).wave_ctas(), sms);
+  });
   DeviceKV odd = dev.view();
   odd.kv.head_dim = 96;
   expect_error([&] { CudaDecoder d(odd, 4, AttentionPolicy{}, 0.1f); }, "head_dim 96 is not supported");

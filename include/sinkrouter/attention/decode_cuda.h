@@ -144,6 +144,13 @@ struct CudaDecodeOptions {
   // the flat list as fast or faster in some rows (SmolLM2 B=8 128K by 5 %; batch 1 at 512K).
   int64_t cluster_max_tokens = 16384;
   int64_t cluster_one_wave_max_tokens = 65536;
+  // At most this many attention CTAs on an SM (1 to 32; 0: as many as fit, 2 for the
+  // tensor-core kernel), by giving each CTA enough shared memory that one more would not fit.
+  // It sets the flat list's wave and, in cluster mode, where clusters can be placed. Kernel
+  // runs 14d-15d hinted that at head dim 128 one CTA an SM streams faster than two (Llama B=8
+  // in clusters of 2, 128 CTAs: 2-3 % faster than the flat list's 264 from 64K); this is the
+  // switch that measures it. -1: SINKROUTER_DECODE_CTAS_PER_SM, unset: 0.
+  int ctas_per_sm = -1;
 };
 
 // The routing decisions of the last run, copied back (for tests and analysis).
@@ -224,6 +231,8 @@ class CudaDecoder {
   int cluster_ctas_ = 0;    // options.cluster resolved: CTAs a cluster, 0 off
   int cluster_groups_ = 0;  // clusters a unit in cluster mode
   int kv_l2_prefetch_ = 0;  // 0, 128 or 256 (options.kv_l2_prefetch resolved)
+  int min_smem_ = 0;        // options.ctas_per_sm as a floor on a CTA's dynamic shared memory (0: none)
+  int launch_smem_ = 0;     // the attention kernel's dynamic shared memory a CTA
   bool adaptive_route_chunks_ = false;  // options.adaptive_route_chunks resolved
   int route_min_ctas_ = 1;              // options.route_min_ctas resolved
   int certificate_share_min_blocks_ = 4096;

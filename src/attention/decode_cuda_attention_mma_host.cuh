@@ -1,0 +1,71 @@
+// Host side of the tensor-core decode attention kernel (decode_cuda_attention_mma.cuh):
+// its shared-memory limit and occupancy, cluster residency and launch, and the entry points
+// declared in decode_cuda_kernels.cuh, included by the generated instantiation files.
+#pragma once
+
+#include <algorithm>
+
+#include "decode_cuda_attention_mma.cuh"
+
+namespace sinkrouter::cuda {
+
+// {0, 0} for the TMA kernel where its sm_90a code cannot run (the plan then says so or
+// falls back to cp.async).
+template <int D, typename Tag, bool ROUTED, bool TMA>
+AttnKernelInfo mma_prepare_one(int min_smem) {
+  using S = MmaShape<D>;
+  auto kernel = attention_mma_kernel<D, Tag, ROUTED, TMA>;
+  if (TMA && !sm90a_code_runs_here(reinterpret_cast<const void*>(kernel))) return {0, 0};
+  const int smem = std::max(TMA ? S::kTmaSmemBytes : S::kSmemBytes, min_smem);
+  raise_smem_limit(reinterpret_cast<const void*>(kernel), smem);
+  int blocks = 0;
+  SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kAttnThreads, smem));
+  return {smem, blocks};
+}
+
+// Clusters of `cluster` CTAs of the dense kernel (cluster mode, decode_cuda_cluster.cuh) that
+// can be resident at once; 0 where none can (no sm_90a code here, or too little room).
+template <int D, typename Tag, bool TMA>
+int mma_cluster_capacity(int cluster, int min_smem) {
+  using S = MmaShape<D>;
+  const void* kernel = reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA>);
+  if (!sm90a_code_runs_here(kernel)) return 0;
+  const int smem = std::max(TMA ? S::kTmaSmemBytes : S::kSmemBytes, min_smem);
+  raise_smem_limit(kernel, smem);
+  return resident_clusters(kernel, kAttnThreads, smem, cluster);
+}
+
+// kv_map null: the cp.async kernel (it is passed a blank map it never reads). Dense with
+// a.cluster > 0: in clusters of that many CTAs. smem: mma_prepare_one's smem_bytes.
+template <int D, typename Tag, bool ROUTED>
+void mma_launch_one(const AttnArgs& a, const CUtensorMap* kv_map, int grid, int smem, cudaStream_t stream) {
+  const int cluster = !ROUTED && a.cluster > 0 ? a.cluster : 1;
+  if (kv_map != nullptr) {
+    launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, true>, dim3(unsigned(grid)), dim3(kAttnThreads), smem,
+                         stream, cluster, a, *kv_map);
+    return;
+  }
+  static const CUtensorMap blank{};
+  launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, false>, dim3(unsigned(grid)), dim3(kAttnThreads), smem,
+                       stream, cluster, a, blank);
+}
+
+#define SR_DEFINE_ATTENTION_MMA_INSTANCES(D, TAG, SUFFIX)                                              \
+  AttnKernelInfo attention_mma_prepare_##SUFFIX(bool routed, bool tma, int min_smem) {                 \
+    if (routed)                                                                                        \
+      return tma ? mma_prepare_one<D, TAG, true, true>(min_smem) : mma_prepare_one<D, TAG, true, false>(min_smem); \
+    return tma ? mma_prepare_one<D, TAG, false, true>(min_smem) : mma_prepare_one<D, TAG, false, false>(min_smem); \
+  }                                                                                                    \
+  int attention_mma_clusters_##SUFFIX(bool tma, int cluster, int min_smem) {                           \
+    return tma ? mma_cluster_capacity<D, TAG, true>(cluster, min_smem)                                 \
+               : mma_cluster_capacity<D, TAG, false>(cluster, min_smem);                               \
+  }                                                                                                    \
+  void attention_mma_launch_##SUFFIX(const AttnArgs& a, bool routed, const CUtensorMap* kv_map, int grid, \
+                                     int smem, cudaStream_t s) {                                       \
+    if (routed)                                                                                        \
+      mma_launch_one<D, TAG, true>(a, kv_map, grid, smem, s);                                          \
+    else                                                                                               \
+      mma_launch_one<D, TAG, false>(a, kv_map, grid, smem, s);                                         \
+  }
+
+}  // namespace sinkrouter::cuda
