@@ -4,50 +4,79 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
+#include <vector>
 
 #include "decode_cuda_attention_mma.cuh"
 
 namespace sinkrouter::cuda {
 
+// The kernel instances a plan may launch: routed, one; dense, with and without the second
+// merge over clusters (attention_mma_kernel's GROUPS).
+template <int D, typename Tag, bool ROUTED, bool TMA>
+std::vector<const void*> mma_kernels() {
+  std::vector<const void*> k{reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, ROUTED, TMA>)};
+  if constexpr (!ROUTED) k.push_back(reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA, true>));
+  return k;
+}
+
 // {0, 0} for the TMA kernel where its sm_90a code cannot run (the plan then says so or
-// falls back to cp.async).
+// falls back to cp.async). The fewest CTAs an SM over the instances a plan may launch.
 template <int D, typename Tag, bool ROUTED, bool TMA>
 AttnKernelInfo mma_prepare_one(int min_smem) {
   using S = MmaShape<D>;
-  auto kernel = attention_mma_kernel<D, Tag, ROUTED, TMA>;
-  if (TMA && !sm90a_code_runs_here(reinterpret_cast<const void*>(kernel))) return {0, 0};
+  const std::vector<const void*> kernels = mma_kernels<D, Tag, ROUTED, TMA>();
+  if (TMA && !sm90a_code_runs_here(kernels[0])) return {0, 0};
   const int smem = std::max(TMA ? S::kTmaSmemBytes : S::kSmemBytes, min_smem);
-  raise_smem_limit(reinterpret_cast<const void*>(kernel), smem);
-  int blocks = 0;
-  SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kAttnThreads, smem));
-  return {smem, blocks};
+  int fewest = INT32_MAX;
+  for (const void* kernel : kernels) {
+    raise_smem_limit(kernel, smem);
+    int blocks = 0;
+    SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kAttnThreads, smem));
+    fewest = std::min(fewest, blocks);
+  }
+  return {smem, fewest};
 }
 
 // Clusters of `cluster` CTAs of the dense kernel (cluster mode, decode_cuda_cluster.cuh) that
-// can be resident at once; 0 where none can (no sm_90a code here, or too little room).
+// can be resident at once, the fewest over its two instances; 0 where none can (no sm_90a
+// code here, or too little room).
 template <int D, typename Tag, bool TMA>
 int mma_cluster_capacity(int cluster, int min_smem) {
   using S = MmaShape<D>;
-  const void* kernel = reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA>);
-  if (!sm90a_code_runs_here(kernel)) return 0;
+  const std::vector<const void*> kernels = mma_kernels<D, Tag, false, TMA>();
+  if (!sm90a_code_runs_here(kernels[0])) return 0;
   const int smem = std::max(TMA ? S::kTmaSmemBytes : S::kSmemBytes, min_smem);
-  raise_smem_limit(kernel, smem);
-  return resident_clusters(kernel, kAttnThreads, smem, cluster);
+  int fewest = INT32_MAX;
+  for (const void* kernel : kernels) {
+    raise_smem_limit(kernel, smem);
+    fewest = std::min(fewest, resident_clusters(kernel, kAttnThreads, smem, cluster));
+  }
+  return fewest;
 }
 
-// kv_map null: the cp.async kernel (it is passed a blank map it never reads). Dense with
-// a.cluster > 0: in clusters of that many CTAs. smem: mma_prepare_one's smem_bytes.
-template <int D, typename Tag, bool ROUTED>
-void mma_launch_one(const AttnArgs& a, const CUtensorMap* kv_map, int grid, int smem, cudaStream_t stream) {
+template <int D, typename Tag, bool ROUTED, bool GROUPS>
+void mma_launch_instance(const AttnArgs& a, const CUtensorMap* kv_map, int grid, int smem, cudaStream_t stream) {
   const int cluster = !ROUTED && a.cluster > 0 ? a.cluster : 1;
   if (kv_map != nullptr) {
-    launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, true>, dim3(unsigned(grid)), dim3(kAttnThreads), smem,
-                         stream, cluster, a, *kv_map);
+    launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, true, GROUPS>, dim3(unsigned(grid)),
+                         dim3(kAttnThreads), smem, stream, cluster, a, *kv_map);
     return;
   }
   static const CUtensorMap blank{};
-  launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, false>, dim3(unsigned(grid)), dim3(kAttnThreads), smem,
-                       stream, cluster, a, blank);
+  launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, false, GROUPS>, dim3(unsigned(grid)),
+                       dim3(kAttnThreads), smem, stream, cluster, a, blank);
+}
+
+// kv_map null: the cp.async kernel (it is passed a blank map it never reads). Dense with
+// a.cluster > 0: in clusters of that many CTAs, the GROUPS instance where a unit has several.
+// smem: mma_prepare_one's smem_bytes.
+template <int D, typename Tag, bool ROUTED>
+void mma_launch_one(const AttnArgs& a, const CUtensorMap* kv_map, int grid, int smem, cudaStream_t stream) {
+  if (!ROUTED && a.cluster > 0 && a.cluster_groups > 1)
+    mma_launch_instance<D, Tag, false, true>(a, kv_map, grid, smem, stream);
+  else
+    mma_launch_instance<D, Tag, ROUTED, false>(a, kv_map, grid, smem, stream);
 }
 
 #define SR_DEFINE_ATTENTION_MMA_INSTANCES(D, TAG, SUFFIX)                                              \

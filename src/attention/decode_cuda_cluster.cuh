@@ -214,11 +214,12 @@ __device__ __forceinline__ void cluster_partials_and_merge(const AttnArgs& a, in
 // (cluster_arrive_relaxed): the wait here comes before the first remote store, so no CTA
 // writes into a peer that has not started. scratch: kGroupMergeRound float2 of shared memory
 // that is free once the states are pushed (the peers write only recv_acc and recv_ml).
-template <int D, typename States>
+// GROUPS: the kernel instance for cluster_groups > 1 (the second merge's code is only there).
+template <int D, bool GROUPS, typename States>
 __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const States& states, float2* scratch) {
   __shared__ __align__(16) float recv_acc[kClusterHeads * D + kMaxClusterCtas];  // C * w <= n + C - 1
   __shared__ float2 recv_ml[kMaxClusterCtas * kClusterHeads];
-  const int C = a.cluster, rank = split % C, k = a.cluster_groups;
+  const int C = a.cluster, rank = split % C;
   const int gc = a.heads_per_cta, tid = int(threadIdx.x);
   const int bh = unit / a.head_chunks, hc = unit % a.head_chunks;
   const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
@@ -251,7 +252,7 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
   const int e0 = rank * w, e1 = e0 + w < n ? e0 + w : n;
   const ReceivedSlice<D> slice{recv_acc, recv_ml, C, w, e0};
   // No CTA reads a peer's shared memory after the barrier: each may leave when done.
-  if (k > 1) {  // (its own loop: the one-cluster loop stays that of run 14f)
+  if constexpr (GROUPS) {  // (its own loop: the one-cluster loop stays that of run 14f)
     cluster_partials_and_merge<D>(a, unit, split, slice, e1, scratch);
     return;
   }
