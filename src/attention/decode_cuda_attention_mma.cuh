@@ -133,7 +133,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   int64_t T;          // the unit's tokens
   int32_t page_start;  // kv.indptr of its sequence
   if (!ROUTED && a.cluster > 0) {
-    cluster_split(a, int(blockIdx.x), &unit, &split, &splits, &T, &page_start);
+    cluster_split<GROUPS>(a, int(blockIdx.x), &unit, &split, &splits, &T, &page_start);
     cluster_arrive_relaxed();  // "started": the peers wait for it before their first store here
   } else if (!find_split<ROUTED>(a, int(blockIdx.x), &unit, &split, &splits, &T, &page_start)) {
     trace_end(a, 0);

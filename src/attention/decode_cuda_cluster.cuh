@@ -59,10 +59,12 @@ inline int resident_clusters(const void* kernel, int threads, int smem, int clus
 // Cluster mode's split of CTA `cta`: unit u is clusters [u * groups, (u + 1) * groups) (one
 // when AttnArgs::cluster_groups is 1), and the CTA's split is its index among the unit's
 // C * groups CTAs (clusters along x: its rank in its cluster is split % C); the unit's
-// sequence length and page-list start are its tokens (two independent loads).
+// sequence length and page-list start are its tokens (two independent loads). GROUPS: the
+// kernel instance for cluster_groups > 1 (the other has one cluster a unit).
+template <bool GROUPS>
 __device__ __forceinline__ void cluster_split(const AttnArgs& a, int cta, int* unit, int* split, int* splits,
                                               int64_t* tokens, int32_t* page_start) {
-  *splits = a.cluster * a.cluster_groups;
+  *splits = GROUPS ? a.cluster * a.cluster_groups : a.cluster;
   *unit = cta / *splits;
   *split = cta % *splits;
   const int b = *unit / a.head_chunks / a.kv.num_kv_heads;
