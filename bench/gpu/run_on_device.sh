@@ -48,6 +48,7 @@ elapsed() { echo $(( $(date +%s) - t0 ))s; }
 budget=470  # seconds the steps may use in all
 
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,driver_version --format=csv,noheader 2>&1 | tee -a "$summary"
+note "binaries of commit $(cat "$stage/COMMIT" 2>/dev/null || echo unknown), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 
 # ---- 1. binaries ----
 # Library path for our binaries only (python must keep its own CUDA runtime).
@@ -214,6 +215,19 @@ for tool in memcheck racecheck; do
   rc=$?
   note "compute-sanitizer $tool: rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.log" | tail -1) $(elapsed)"
 done
+
+# ---- 6b. the JSON files say which binaries ran, and when (.stage/cuda/COMMIT, written when staging) ----
+python3 - "$OUT" "$(cat "$stage/COMMIT" 2>/dev/null || echo unknown)" <<'PY' || note "JSON: not stamped"
+import datetime, json, os, sys
+for name in ("kernels.json", "baselines.json", "trace.json"):
+    p = os.path.join(sys.argv[1], name)
+    if not os.path.exists(p):
+        continue
+    j = json.load(open(p))
+    j["commit"] = sys.argv[2]
+    j["date_utc"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    json.dump(j, open(p, "w"), indent=1)
+PY
 
 # ---- 7. table ----
 variant_names=""

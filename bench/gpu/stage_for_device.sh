@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares .stage/cuda/ (git-ignored) for bench/gpu/run_on_device.sh, on a machine with
 # nvcc but no GPU:
-#   .stage/cuda/bin/   test_cuda and bench_kernels built here (Release, sm_90a + sm_80),
+#   .stage/cuda/bin/   test_cuda and bench_kernels built here (Release, sm_90a + sm_80;
+#                      .stage/cuda/COMMIT: the commit they were built from),
 #                      linked --as-needed, with the one shared library the device image
 #                      lacks (libfmt) beside them in .stage/cuda/lib/;
 #   .stage/cuda/debs/  the Debian -dev packages of the build's dependencies, so that the
@@ -18,6 +19,10 @@ cmake --build "$build" --target test_cuda bench_kernels -j"$(nproc)"
 rm -rf "$stage/bin" "$stage/lib"
 mkdir -p "$stage/bin" "$stage/lib" "$stage/debs"
 cp "$build/tests/test_cuda" "$build/bench/gpu/bench_kernels" "$stage/bin/"
+# The commit the binaries were built from (run_on_device.sh stamps the JSON with it), marked
+# "-dirty" where the tree had uncommitted changes.
+{ git -C "$root" rev-parse HEAD | tr -d '\n'; git -C "$root" diff --quiet HEAD -- src include bench tests || printf -- -dirty; echo; } \
+  >"$stage/COMMIT"
 for lib in $(ldd "$stage/bin/test_cuda" "$stage/bin/bench_kernels" | awk '/libfmt|libcudart/ {print $3}' | sort -u); do
   cp -L "$lib" "$stage/lib/"
 done

@@ -36,15 +36,17 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   // the flat list would split the capacity over one wave (batch 1, or short contexts): with
   // one wave the flat list has no later splits to even out a tail of slow CTAs, and clusters
   // merge in fewer round trips. Runs 15a-15c (docs/PERF.md): from 16K to 64K cluster mode was
-  // 2-15 % faster in every such row; from 128K, where one slow SM holds the whole call, the
-  // flat list was as fast or faster in some (SmolLM2 B=8 128K by 5 %, batch 1 at 512K).
+  // 2-15 % faster in every such row; at 128K and batch 1 (one wave) 3-5 % faster in runs 16a,
+  // 16b and 16d (Llama 8 x 2, SmolLM2 16 x 4); at 512K, where one slow SM holds the whole call,
+  // the flat list was as fast or faster (batch 1: 509 against 528 us at Llama, 117 against 126
+  // at SmolLM2, run 16d).
   const int64_t total = max_capacity_ * units;
   const bool flat_one_wave =
       split_schedule::chunk_for(total, units, wave_ctas_, waves_, waves_min_split_tokens_, min_split_tokens_) ==
       split_schedule::chunk_over(total, int64_t(wave_ctas_) - units, min_split_tokens_);
   const bool auto_takes = max_capacity_ <= options.cluster_max_tokens ||
                           (flat_one_wave && max_capacity_ <= options.cluster_one_wave_max_tokens);
-  if (routed || mode == 0 || (mode == 2 && !auto_takes)) return;
+  if (routed || mode == 0) return;
   // CTAs a cluster (c): as given, or among the sizes up to 16 and one wave's share of a unit
   // (and under auto min_split_tokens of the capacity a CTA) whose clusters are all resident at
   // once (a cluster lives within one GPC, so fewer fit than CTAs do: kernel run 14a's 24
@@ -107,6 +109,14 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
       if (groups == 1 && want_ctas == 0 && fit(8) >= 2 * units) ctas = 8, groups = 2;
     }
   }
+  // Auto past those capacities only where, at head dim 128, clusters of 2 put one CTA of
+  // half a unit on each SM (units * 2 <= SMs): Llama B=8 (64 units, 128 CTAs) was 2-3 % faster
+  // in that shape than the flat list at 64K, 128K and 512K in each of runs 15d, 16a, 16b and
+  // 16d (e.g. 16d: 483.8 / 962.4 / 3,800 us against 499.2 / 983.9 / 3,876), as it was below
+  // 16K. Other shapes past them stay with the flat list: 128 CTAs in clusters of 8 at Llama B=1
+  // 512K (527.9 against 508.9 us) and clusters of 8 at SmolLM2 B=8 from 64K were slower.
+  const bool one_cta_an_sm = head_dim_ == 128 && ctas == 2 && groups == 1 && int64_t(units) * 2 <= sms;
+  if (mode == 2 && !auto_takes && !one_cta_an_sm) return;
   const char* why = !tensor_cores_ ? "it needs the tensor-core kernel (GQA group <= 4, tensor_cores on)"
                     : ctas == 0    ? "it needs an sm_90 device, a build with sm_90a and room for a cluster"
                                    : nullptr;

@@ -139,17 +139,21 @@ struct CudaDecodeOptions {
   int cluster_groups = -1;
   // Auto's longest planned capacity (tokens), and where the flat list would take one wave.
   // 16K: in kernel runs 14d-14f cluster mode tied or beat the flat list at 16K in every shape
-  // (Llama B=8 3-4 %, SmolLM2 B=8 4-5 % faster, batch 1 within 2 %). 64K: in runs 15a-15c,
-  // with the flat list in one wave, cluster mode was 2-15 % faster up to 64K, and from 128K
-  // the flat list as fast or faster in some rows (SmolLM2 B=8 128K by 5 %; batch 1 at 512K).
+  // (Llama B=8 3-4 %, SmolLM2 B=8 4-5 % faster, batch 1 within 2 %). 128K: with the flat list
+  // in one wave, cluster mode was 2-15 % faster up to 64K (runs 15a-15c) and 3-5 % at 128K
+  // (batch 1, runs 16a-16d); at 512K the flat list was faster (batch 1, 4-8 %). (Past them,
+  // auto also takes clusters of 2 where they put one CTA on each SM at head dim 128:
+  // src/attention/decode_cuda_cluster_plan.cu.)
   int64_t cluster_max_tokens = 16384;
-  int64_t cluster_one_wave_max_tokens = 65536;
+  int64_t cluster_one_wave_max_tokens = 131072;
   // At most this many attention CTAs on an SM (1 to 32; 0: as many as fit, 2 for the
   // tensor-core kernel), by giving each CTA enough shared memory that one more would not fit.
   // It sets the flat list's wave and, in cluster mode, where clusters can be placed. Kernel
   // runs 14d-15d hinted that at head dim 128 one CTA an SM streams faster than two (Llama B=8
-  // in clusters of 2, 128 CTAs: 2-3 % faster than the flat list's 264 from 64K); this is the
-  // switch that measures it. -1: SINKROUTER_DECODE_CTAS_PER_SM, unset: 0.
+  // in clusters of 2, 128 CTAs: 2-3 % faster than the flat list's 264 from 64K). Run 16a
+  // measured it: one CTA an SM was at most 1-2 % faster (Llama from 128K) and up to 19 %
+  // slower elsewhere (clusters of 8 at Llama B=1 64K, SmolLM2 B=8, routed Llama B=8), so the
+  // default stays 0. -1: SINKROUTER_DECODE_CTAS_PER_SM, unset: 0.
   int ctas_per_sm = -1;
 };
 
