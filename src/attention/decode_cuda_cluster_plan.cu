@@ -28,18 +28,21 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   SR_CHECK(want_groups >= 0 && want_groups <= cuda::kMaxClusterGroups,
            "decode (CUDA): cluster_groups {} out of range (expected 0, or 1 to {})", want_groups,
            cuda::kMaxClusterGroups);
-  SR_CHECK(options.cluster_max_tokens >= 0 && options.cluster_one_wave_max_tokens >= 0,
-           "decode (CUDA): cluster_max_tokens {} and cluster_one_wave_max_tokens {} must not be negative",
-           options.cluster_max_tokens, options.cluster_one_wave_max_tokens);
+  SR_CHECK(options.cluster_max_tokens >= 0 && options.cluster_one_wave_max_tokens >= 0 &&
+               options.cluster_one_wave_groups_max_tokens >= 0,
+           "decode (CUDA): cluster_max_tokens {}, cluster_one_wave_max_tokens {} and "
+           "cluster_one_wave_groups_max_tokens {} must not be negative",
+           options.cluster_max_tokens, options.cluster_one_wave_max_tokens,
+           options.cluster_one_wave_groups_max_tokens);
   cluster_ctas_ = cluster_groups_ = 0;
   // Auto: up to cluster_max_tokens of capacity, and up to cluster_one_wave_max_tokens where
   // the flat list would split the capacity over one wave (batch 1, or short contexts): with
   // one wave the flat list has no later splits to even out a tail of slow CTAs, and clusters
   // merge in fewer round trips. Runs 15a-15c (docs/PERF.md): from 16K to 64K cluster mode was
-  // 2-15 % faster in every such row; at 128K and batch 1 (one wave) 3-5 % faster in runs 16a,
-  // 16b and 16d (Llama 8 x 2, SmolLM2 16 x 4); at 512K, where one slow SM holds the whole call,
-  // the flat list was as fast or faster (batch 1: 509 against 528 us at Llama, 117 against 126
-  // at SmolLM2, run 16d).
+  // 2-15 % faster in every such row. At 128K (below: cluster_one_wave_groups_max_tokens) only
+  // plans of several clusters a head were (batch 1, Llama 8 x 2 and SmolLM2 16 x 4: 3-5 % in
+  // runs 16a-16e); at 512K, where one slow SM holds the whole call, the flat list was as fast
+  // or faster (batch 1: 509 against 528 us at Llama, 117 against 126 at SmolLM2, run 16d).
   const int64_t total = max_capacity_ * units;
   const bool flat_one_wave =
       split_schedule::chunk_for(total, units, wave_ctas_, waves_, waves_min_split_tokens_, min_split_tokens_) ==
@@ -109,14 +112,17 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
       if (groups == 1 && want_ctas == 0 && fit(8) >= 2 * units) ctas = 8, groups = 2;
     }
   }
-  // Auto past those capacities only where, at head dim 128, clusters of 2 put one CTA of
-  // half a unit on each SM (units * 2 <= SMs): Llama B=8 (64 units, 128 CTAs) was 2-3 % faster
-  // in that shape than the flat list at 64K, 128K and 512K in each of runs 15d, 16a, 16b and
-  // 16d (e.g. 16d: 483.8 / 962.4 / 3,800 us against 499.2 / 983.9 / 3,876), as it was below
-  // 16K. Other shapes past them stay with the flat list: 128 CTAs in clusters of 8 at Llama B=1
-  // 512K (527.9 against 508.9 us) and clusters of 8 at SmolLM2 B=8 from 64K were slower.
+  // Auto past those capacities: with several clusters a head where the flat list takes one
+  // wave, up to cluster_one_wave_groups_max_tokens; and at any capacity where, at head dim
+  // 128, clusters of 2 put one CTA of half a unit on each SM (units * 2 <= SMs): Llama B=8 (64
+  // units, 128 CTAs) was 2-3 % faster in that shape than the flat list at 64K, 128K and 512K in
+  // each of runs 15d-16e (16e: 476.4 / 936.2 / 3,719 us against 488.6 / 961.3 / 3,792), as it
+  // was below 16K. Other shapes past them stay with the flat list: 128 CTAs in clusters of 8 at
+  // Llama B=1 512K (527.9 against 508.9 us, 16d) and clusters of 8 at SmolLM2 B=8 from 128K
+  // were slower.
   const bool one_cta_an_sm = head_dim_ == 128 && ctas == 2 && groups == 1 && int64_t(units) * 2 <= sms;
-  if (mode == 2 && !auto_takes && !one_cta_an_sm) return;
+  const bool one_wave_groups = flat_one_wave && groups > 1 && max_capacity_ <= options.cluster_one_wave_groups_max_tokens;
+  if (mode == 2 && !auto_takes && !one_wave_groups && !one_cta_an_sm) return;
   const char* why = !tensor_cores_ ? "it needs the tensor-core kernel (GQA group <= 4, tensor_cores on)"
                     : ctas == 0    ? "it needs an sm_90 device, a build with sm_90a and room for a cluster"
                                    : nullptr;

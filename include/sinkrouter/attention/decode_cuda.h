@@ -126,8 +126,9 @@ struct CudaDecodeOptions {
   // cannot run); 2 auto: on where it can run and the planned capacity is at most
   // cluster_max_tokens, or at most cluster_one_wave_max_tokens where the flat list would split
   // it over one wave (batch 1, short contexts: with one wave the flat list has no later splits
-  // to even out slow CTAs). Routed decoders always take the flat list, whose splits follow
-  // the kept blocks.
+  // to even out slow CTAs), or at most cluster_one_wave_groups_max_tokens there with several
+  // clusters a head, or at head dim 128 where clusters of 2 put one CTA on each SM (below).
+  // Routed decoders always take the flat list, whose splits follow the kept blocks.
   // -1: SINKROUTER_DECODE_CLUSTER ("off", "on" or "auto"), unset: auto.
   int cluster = -1;
   // CTAs a cluster: 0 chooses (2 to 16, all clusters resident at once, the busiest SM's read
@@ -137,15 +138,18 @@ struct CudaDecodeOptions {
   // environment's SINKROUTER_DECODE_CLUSTER_CTAS / SINKROUTER_DECODE_CLUSTER_GROUPS, unset: 0.
   int cluster_ctas = -1;
   int cluster_groups = -1;
-  // Auto's longest planned capacity (tokens), and where the flat list would take one wave.
-  // 16K: in kernel runs 14d-14f cluster mode tied or beat the flat list at 16K in every shape
-  // (Llama B=8 3-4 %, SmolLM2 B=8 4-5 % faster, batch 1 within 2 %). 128K: with the flat list
-  // in one wave, cluster mode was 2-15 % faster up to 64K (runs 15a-15c) and 3-5 % at 128K
-  // (batch 1, runs 16a-16d); at 512K the flat list was faster (batch 1, 4-8 %). (Past them,
-  // auto also takes clusters of 2 where they put one CTA on each SM at head dim 128:
-  // src/attention/decode_cuda_cluster_plan.cu.)
+  // Auto's longest planned capacity (tokens); where the flat list would take one wave; and
+  // where, in one wave, the plan has several clusters a head. 16K: in kernel runs 14d-14f
+  // cluster mode tied or beat the flat list at 16K in every shape (Llama B=8 3-4 %, SmolLM2
+  // B=8 4-5 % faster, batch 1 within 2 %). 64K: with the flat list in one wave, cluster mode
+  // was 2-15 % faster up to 64K (runs 15a-15c). 128K: with several clusters a head (batch 1),
+  // 3-5 % faster at 128K in runs 16a-16e, where one cluster a head (SmolLM2 B=8, 8 x 1) was
+  // slower than the flat list in 3 of 4 runs; at 512K the flat list was faster (batch 1, 4-8
+  // %). (Past them, auto also takes clusters of 2 where they put one CTA on each SM at head
+  // dim 128: src/attention/decode_cuda_cluster_plan.cu.)
   int64_t cluster_max_tokens = 16384;
-  int64_t cluster_one_wave_max_tokens = 131072;
+  int64_t cluster_one_wave_max_tokens = 65536;
+  int64_t cluster_one_wave_groups_max_tokens = 131072;
   // At most this many attention CTAs on an SM (1 to 32; 0: as many as fit, 2 for the
   // tensor-core kernel), by giving each CTA enough shared memory that one more would not fit.
   // It sets the flat list's wave and, in cluster mode, where clusters can be placed. Kernel
