@@ -110,8 +110,8 @@ __device__ __forceinline__ uint32_t pack2(uint16_t first, uint16_t second) {
 // kv_map: the paged cache as a TMA tensor, boxes of 16 rows x (K, V) (read when TMA only).
 // GROUPS (dense cluster mode with AttnArgs::cluster_groups > 1 only): the instance that has
 // the second merge over clusters. It is a kernel of its own so that the others do not carry
-// its code: inline in every dense kernel it took run 14f's small calls 0.3-0.6 us slower
-// (kernel run 16a: 209 registers against 197, 17 KB more code, at head dim 64).
+// its code: inline in every dense kernel it made the small calls ~0.3 us slower (kernel runs
+// 16a-16b, Llama B=1 4K; at head dim 64, 209 registers against 197 and 17 KB more code).
 template <int D, typename Tag, bool ROUTED, bool TMA, bool GROUPS = false>
 __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
     attention_mma_kernel(const AttnArgs a, const __grid_constant__ CUtensorMap kv_map) {
