@@ -118,8 +118,8 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   // units, 128 CTAs) was 2-3 % faster in that shape than the flat list at 64K, 128K and 512K in
   // each of runs 15d-16e (16e: 476.4 / 936.2 / 3,719 us against 488.6 / 961.3 / 3,792), as it
   // was below 16K. Other shapes past them stay with the flat list: 128 CTAs in clusters of 8 at
-  // Llama B=1 512K (527.9 against 508.9 us, 16d) and clusters of 8 at SmolLM2 B=8 from 128K
-  // were slower.
+  // Llama B=1 512K were slower (527.9 against 508.9 us, 16d), and clusters of 8 at SmolLM2 B=8
+  // from 128K lost in half the runs (16a-16f).
   const bool one_cta_an_sm = head_dim_ == 128 && ctas == 2 && groups == 1 && int64_t(units) * 2 <= sms;
   const bool one_wave_groups = flat_one_wave && groups > 1 && max_capacity_ <= options.cluster_one_wave_groups_max_tokens;
   if (mode == 2 && !auto_takes && !one_wave_groups && !one_cta_an_sm) return;

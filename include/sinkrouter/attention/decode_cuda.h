@@ -143,9 +143,9 @@ struct CudaDecodeOptions {
   // cluster mode tied or beat the flat list at 16K in every shape (Llama B=8 3-4 %, SmolLM2
   // B=8 4-5 % faster, batch 1 within 2 %). 64K: with the flat list in one wave, cluster mode
   // was 2-15 % faster up to 64K (runs 15a-15c). 128K: with several clusters a head (batch 1),
-  // 3-5 % faster at 128K in runs 16a-16e, where one cluster a head (SmolLM2 B=8, 8 x 1) was
-  // slower than the flat list in 3 of 4 runs; at 512K the flat list was faster (batch 1, 4-8
-  // %). (Past them, auto also takes clusters of 2 where they put one CTA on each SM at head
+  // 3-5 % faster at 128K in runs 16a-16f, where one cluster a head (SmolLM2 B=8, 8 x 1) lost
+  // to the flat list in two runs and won in two; at 512K the flat list was faster (batch 1,
+  // 4-8 %). (Past them, auto also takes clusters of 2 where they put one CTA on each SM at head
   // dim 128: src/attention/decode_cuda_cluster_plan.cu.)
   int64_t cluster_max_tokens = 16384;
   int64_t cluster_one_wave_max_tokens = 65536;
