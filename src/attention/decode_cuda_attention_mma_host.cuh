@@ -20,22 +20,35 @@ std::vector<const void*> mma_kernels() {
   return k;
 }
 
+// A CTA's dynamic shared memory: the shape's, or min_smem where that is more.
+template <int D, bool TMA>
+int mma_smem(int min_smem) {
+  return std::max(TMA ? MmaShape<D>::kTmaSmemBytes : MmaShape<D>::kSmemBytes, min_smem);
+}
+
+// The least of count(kernel) over the instances, each allowed `smem` first.
+template <typename Count>
+int fewest_over(const std::vector<const void*>& kernels, int smem, Count count) {
+  int fewest = INT32_MAX;
+  for (const void* kernel : kernels) {
+    raise_smem_limit(kernel, smem);
+    fewest = std::min(fewest, count(kernel));
+  }
+  return fewest;
+}
+
 // {0, 0} for the TMA kernel where its sm_90a code cannot run (the plan then says so or
 // falls back to cp.async). The fewest CTAs an SM over the instances a plan may launch.
 template <int D, typename Tag, bool ROUTED, bool TMA>
 AttnKernelInfo mma_prepare_one(int min_smem) {
-  using S = MmaShape<D>;
   const std::vector<const void*> kernels = mma_kernels<D, Tag, ROUTED, TMA>();
   if (TMA && !sm90a_code_runs_here(kernels[0])) return {0, 0};
-  const int smem = std::max(TMA ? S::kTmaSmemBytes : S::kSmemBytes, min_smem);
-  int fewest = INT32_MAX;
-  for (const void* kernel : kernels) {
-    raise_smem_limit(kernel, smem);
-    int blocks = 0;
-    SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kAttnThreads, smem));
-    fewest = std::min(fewest, blocks);
-  }
-  return {smem, fewest};
+  const int smem = mma_smem<D, TMA>(min_smem);
+  return {smem, fewest_over(kernels, smem, [&](const void* kernel) {
+            int blocks = 0;
+            SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kAttnThreads, smem));
+            return blocks;
+          })};
 }
 
 // Clusters of `cluster` CTAs of the dense kernel (cluster mode, decode_cuda_cluster.cuh) that
@@ -43,16 +56,11 @@ AttnKernelInfo mma_prepare_one(int min_smem) {
 // code here, or too little room).
 template <int D, typename Tag, bool TMA>
 int mma_cluster_capacity(int cluster, int min_smem) {
-  using S = MmaShape<D>;
   const std::vector<const void*> kernels = mma_kernels<D, Tag, false, TMA>();
   if (!sm90a_code_runs_here(kernels[0])) return 0;
-  const int smem = std::max(TMA ? S::kTmaSmemBytes : S::kSmemBytes, min_smem);
-  int fewest = INT32_MAX;
-  for (const void* kernel : kernels) {
-    raise_smem_limit(kernel, smem);
-    fewest = std::min(fewest, resident_clusters(kernel, kAttnThreads, smem, cluster));
-  }
-  return fewest;
+  const int smem = mma_smem<D, TMA>(min_smem);
+  return fewest_over(kernels, smem,
+                     [&](const void* kernel) { return resident_clusters(kernel, kAttnThreads, smem, cluster); });
 }
 
 template <int D, typename Tag, bool ROUTED, bool GROUPS>

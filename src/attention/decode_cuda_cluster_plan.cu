@@ -35,20 +35,6 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
            options.cluster_max_tokens, options.cluster_one_wave_max_tokens,
            options.cluster_one_wave_groups_max_tokens);
   cluster_ctas_ = cluster_groups_ = 0;
-  // Auto: up to cluster_max_tokens of capacity, and up to cluster_one_wave_max_tokens where
-  // the flat list would split the capacity over one wave (batch 1, or short contexts): with
-  // one wave the flat list has no later splits to even out a tail of slow CTAs, and clusters
-  // merge in fewer round trips. Runs 15a-15c (docs/PERF.md): from 16K to 64K cluster mode was
-  // 2-15 % faster in every such row. At 128K (below: cluster_one_wave_groups_max_tokens) only
-  // plans of several clusters a head were (batch 1, Llama 8 x 2 and SmolLM2 16 x 4: 3-5 % in
-  // runs 16a-16e); at 512K, where one slow SM holds the whole call, the flat list was as fast
-  // or faster (batch 1: 509 against 528 us at Llama, 117 against 126 at SmolLM2, run 16d).
-  const int64_t total = max_capacity_ * units;
-  const bool flat_one_wave =
-      split_schedule::chunk_for(total, units, wave_ctas_, waves_, waves_min_split_tokens_, min_split_tokens_) ==
-      split_schedule::chunk_over(total, int64_t(wave_ctas_) - units, min_split_tokens_);
-  const bool auto_takes = max_capacity_ <= options.cluster_max_tokens ||
-                          (flat_one_wave && max_capacity_ <= options.cluster_one_wave_max_tokens);
   if (routed || mode == 0) return;
   // CTAs a cluster (c): as given, or among the sizes up to 16 and one wave's share of a unit
   // (and under auto min_split_tokens of the capacity a CTA) whose clusters are all resident at
@@ -112,17 +98,34 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
       if (groups == 1 && want_ctas == 0 && fit(8) >= 2 * units) ctas = 8, groups = 2;
     }
   }
-  // Auto past those capacities: with several clusters a head where the flat list takes one
-  // wave, up to cluster_one_wave_groups_max_tokens; and at any capacity where, at head dim
-  // 128, clusters of 2 put one CTA of half a unit on each SM (units * 2 <= SMs): Llama B=8 (64
-  // units, 128 CTAs) was 2-3 % faster in that shape than the flat list at 64K, 128K and 512K in
-  // each of runs 15d-16e (16e: 476.4 / 936.2 / 3,719 us against 488.6 / 961.3 / 3,792), as it
-  // was below 16K. Other shapes past them stay with the flat list: 128 CTAs in clusters of 8 at
-  // Llama B=1 512K were slower (527.9 against 508.9 us, 16d), and clusters of 8 at SmolLM2 B=8
-  // from 128K lost in half the runs (16a-16f).
-  const bool one_cta_an_sm = head_dim_ == 128 && ctas == 2 && groups == 1 && int64_t(units) * 2 <= sms;
-  const bool one_wave_groups = flat_one_wave && groups > 1 && max_capacity_ <= options.cluster_one_wave_groups_max_tokens;
-  if (mode == 2 && !auto_takes && !one_wave_groups && !one_cta_an_sm) return;
+  // Auto takes the plan chosen above (docs/PERF.md):
+  // - up to cluster_max_tokens of capacity;
+  // - where the flat list would split the capacity over one wave (batch 1, or short contexts:
+  //   with one wave it has no later splits to even out a tail of slow CTAs, and clusters merge
+  //   in fewer round trips), up to cluster_one_wave_max_tokens (runs 15a-15c: 2-15 % faster in
+  //   every such row from 16K to 64K), and with several clusters a head up to
+  //   cluster_one_wave_groups_max_tokens (batch 1, Llama 8 x 2 and SmolLM2 16 x 4: 3-5 % at
+  //   128K in runs 16a-16e; at 512K, where one slow SM holds the whole call, the flat list was
+  //   as fast or faster: 509 against 528 us at Llama, 117 against 126 at SmolLM2, run 16d);
+  // - at any capacity where, at head dim 128, clusters of 2 put one CTA of half a unit on each
+  //   SM (units * 2 <= SMs): Llama B=8 (64 units, 128 CTAs) was 2-3 % faster in that shape than
+  //   the flat list at 64K, 128K and 512K in each of runs 15d-16e (16e: 476.4 / 936.2 / 3,719
+  //   us against 488.6 / 961.3 / 3,792), as it was below 16K.
+  // Other shapes past them stay with the flat list: 128 CTAs in clusters of 8 at Llama B=1 512K
+  // were slower (527.9 against 508.9 us, 16d), and clusters of 8 at SmolLM2 B=8 from 128K lost
+  // in half the runs (16a-16f).
+  if (mode == 2) {
+    const int64_t total = max_capacity_ * units;
+    const bool one_wave =
+        split_schedule::chunk_for(total, units, wave_ctas_, waves_, waves_min_split_tokens_, min_split_tokens_) ==
+        split_schedule::chunk_over(total, int64_t(wave_ctas_) - units, min_split_tokens_);
+    const bool takes =
+        max_capacity_ <= options.cluster_max_tokens ||
+        (one_wave && (max_capacity_ <= options.cluster_one_wave_max_tokens ||
+                      (groups > 1 && max_capacity_ <= options.cluster_one_wave_groups_max_tokens))) ||
+        (head_dim_ == 128 && ctas == 2 && groups == 1 && int64_t(units) * 2 <= sms);
+    if (!takes) return;
+  }
   const char* why = !tensor_cores_ ? "it needs the tensor-core kernel (GQA group <= 4, tensor_cores on)"
                     : ctas == 0    ? "it needs an sm_90 device, a build with sm_90a and room for a cluster"
                                    : nullptr;
