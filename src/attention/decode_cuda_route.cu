@@ -64,13 +64,17 @@ __device__ __noinline__ double exp_double(double x) { return exp(x); }
 
 // Lowered scores of the sink set (token i: the i-th anchor before the window, then the
 // window) for the G heads -> sc[i * G + g]. Per pass of up to kSinkPass tokens: their K rows
-// into shared memory (one 16-byte cp.async per row chunk, all in flight together), then 8
-// lanes per token, DPL dimensions each.
+// into shared memory (one 16-byte cp.async per row chunk, all in flight together), then the
+// bounds' lanes (BoundsMap, BoundsLane: a quad per (token, head), a quarter of the dimensions
+// each) score them with the q quarters they hold in registers. (Kernel run 17a's ncu: with 8
+// lanes per token reading q from shared memory for each head, the scores took 23 % of the
+// pass at Llama B=1 512K, nearly all of it short-scoreboard stalls on those loads.)
 template <int D, typename Tag>
 __device__ void sink_scores(const RouteArgs& a, int b, int h, const int32_t* anchors, int na, int64_t ws, int count,
-                            const float* qs, uint16_t* ks, float* sc) {
-  constexpr int TPL = 8, DPL = D / TPL, CH = D / 8;
-  const int G = a.group, tid = int(threadIdx.x), sub = tid % TPL, slot = tid / TPL;
+                            const BoundsMap& map, const BoundsLane& me, const QuarterQuery<D>& qq, uint16_t* ks,
+                            float* sc) {
+  constexpr int CH = D / 8;
+  const int G = a.group, tid = int(threadIdx.x);
   const float err = dot_error_factor(D);
   const uint16_t* pages = static_cast<const uint16_t*>(a.kv.pages);
   for (int p0 = 0; p0 < count; p0 += kSinkPass) {
@@ -80,40 +84,36 @@ __device__ void sink_scores(const RouteArgs& a, int b, int h, const int32_t* anc
     for (int e = tid; e < n * CH; e += kBoundsThreads) {
       const int i = p0 + e / CH, c = e % CH;
       const int64_t pos = i < na ? (a.streaming ? i : anchors[i]) : ws + (i - na);
-      cp_async16_to(smem_addr(ks + (e / CH) * D + c * 8), pages + a.kv.k_offset(b, pos, h) + c * 8, true);
+      cp_async16_to(smem_addr(ks + (e / CH) * sink_key_stride(D) + c * 8), pages + a.kv.k_offset(b, pos, h) + c * 8,
+                    true);
     }
     cp_async_commit_group();
     cp_async_wait_group<0>();
     __syncthreads();
 #pragma unroll 1
-    for (int t0 = 0; t0 < n; t0 += kBoundsThreads / TPL) {  // uniform: every lane runs the shuffles
-      const int t = t0 + slot;
-      float x[DPL];
+    for (int it = 0; it * map.per_iteration < n; ++it) {  // uniform: every lane runs the shuffles
+      const int t = me.block(it);
+      const uint16_t* row = ks + (t < n ? t : 0) * sink_key_stride(D) + me.part * 8;
+      float dot0 = 0.f, dot1 = 0.f, mag = 0.f;  // two sums: half the chain
 #pragma unroll
-      for (int c = 0; c < DPL / 8; ++c) {
-        const uint4 raw = *reinterpret_cast<const uint4*>(ks + (t < n ? t : 0) * D + sub * DPL + c * 8);
-        float y[8];
-        unpack8(raw, y, Tag{});
+      for (int c = 0; c < QuarterQuery<D>::kChunks; ++c) {
+        float x[8];
+        unpack8(*reinterpret_cast<const uint4*>(row + c * 32), x, Tag{});
 #pragma unroll
-        for (int e = 0; e < 8; ++e) x[c * 8 + e] = y[e];
-      }
-#pragma unroll 1
-      for (int g = 0; g < G; ++g) {
-        const float* q = qs + g * q_stride(D) + sub * DPL;
-        float dot = 0.f, mag = 0.f;
-#pragma unroll
-        for (int d = 0; d < DPL; ++d) {
-          const float pr = q[d] * x[d];
-          dot += pr;
-          mag += fabsf(pr);
+        for (int i = 0; i < 8; i += 2) {
+          const float p0 = qq.q[c * 8 + i] * x[i], p1 = qq.q[c * 8 + i + 1] * x[i + 1];
+          dot0 += p0;
+          dot1 += p1;
+          mag += fabsf(p0) + fabsf(p1);
         }
-#pragma unroll
-        for (int off = TPL / 2; off > 0; off >>= 1) {
-          dot += __shfl_xor_sync(0xffffffffu, dot, off);
-          mag += __shfl_xor_sync(0xffffffffu, mag, off);
-        }
-        if (sub == 0 && t < n) sc[(p0 + t) * G + g] = dot - err * mag;
       }
+      float dot = dot0 + dot1;
+#pragma unroll
+      for (int off = 1; off < 4; off <<= 1) {  // the quad's four quarters
+        dot += __shfl_xor_sync(0xffffffffu, dot, off);
+        mag += __shfl_xor_sync(0xffffffffu, mag, off);
+      }
+      if (me.active && me.part == 0 && t < n) sc[(p0 + t) * G + me.head] = dot - err * mag;
     }
   }
 }
@@ -141,14 +141,14 @@ __device__ __forceinline__ void copy_step_summaries(const RouteArgs& a, int h, i
 // 16-byte aligned): q [G][q_stride] (pre-scaled), the sink scores [sink_capacity][G], the step's per-(block, head) results
 // [3][BoundsMap::kMaxResults] (u, term, keep), the summaries of the even steps
 // [blocks][staged_summary_stride], then one region that first holds the sink set's K rows
-// [min(sink_capacity, kSinkPass)][D] and then the odd steps' summaries.
+// [min(sink_capacity, kSinkPass)][sink_key_stride(D)] and then the odd steps' summaries.
 struct BoundsSmem {
   int q, scores, results, stage0, stage1, bytes;
   static __host__ __device__ int up4(int x) { return (x + 3) / 4 * 4; }
   __host__ __device__ BoundsSmem(int G, int D, int sink_capacity) {
     const int stage_floats = BoundsMap(G).blocks * staged_summary_stride(D) / 2;
     const int key_tokens = sink_capacity < kSinkPass ? sink_capacity : kSinkPass;
-    const int key_floats = up4(key_tokens * D / 2);
+    const int key_floats = up4(key_tokens * sink_key_stride(D) / 2);
     q = 0;
     scores = up4(G * q_stride(D));
     results = scores + up4(sink_capacity * G);
@@ -234,10 +234,13 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const int count = na + int(n - ws);
   __syncthreads();
   trace_route(a, kRouteQ);
-  sink_scores<D, Tag>(a, b, h, a.kv.anchor_pos + int64_t(bh) * a.kv.max_anchors, na, ws, count, qs, ks, sc);
+  const int warp = tid / 32, wl = tid % 32;
+  const BoundsLane me(map, G, warp, wl);
+  QuarterQuery<D> qq;  // this lane's quarter of its head's q: the sink scores' and the bounds'
+  qq.load(qs, me.head, me.part);
+  sink_scores<D, Tag>(a, b, h, a.kv.anchor_pos + int64_t(bh) * a.kv.max_anchors, na, ws, count, map, me, qq, ks, sc);
   __syncthreads();
   trace_route(a, kRouteSinkScores);
-  const int warp = tid / 32, wl = tid % 32;
   for (int g = warp; g < G; g += kBoundsThreads / 32) {
     float mx = -INFINITY;
     for (int i = wl; i < count; i += 32) mx = fmaxf(mx, sc[i * G + g]);
@@ -267,9 +270,6 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   // keeps u, the term and keep in the step's results, from which thread i takes block i's
   // maxima over the heads.
   const float err = dot_error_factor(D);
-  const BoundsLane me(map, G, warp, wl);
-  QuarterQuery<D> qq;
-  qq.load(qs, me.head, me.part);
   const double sink_m = s_m[me.head], sink_z = s_z[me.head];
   float* bterm = a.bterm + int64_t(bh) * a.block_stride * G;
   float* res_u = dsm + lay.results;  // [RP][G]

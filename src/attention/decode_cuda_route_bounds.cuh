@@ -81,6 +81,10 @@ struct BoundsLane {
 // row, padded to 64 bytes past a multiple of 128 so that the 2 x 4 pieces two quads of a warp
 // read at once (two blocks, a quad's 4 adjacent 16-byte pieces each) fall in distinct banks.
 __host__ __device__ constexpr int staged_summary_stride(int D) { return 2 * D + 32; }
+// The sink set's K rows in shared memory (elements), padded like the staged summaries: where
+// one 8-lane phase of a 16-byte load reads two tokens' 64-byte pieces (G = 1 or 3), they fall
+// in distinct banks.
+__host__ __device__ constexpr int sink_key_stride(int D) { return D + 32; }
 // q rows in shared memory (floats), padded by 16 bytes so that the sink scores' and the
 // quads' reads of different heads' rows fall in different banks.
 __host__ __device__ constexpr int q_stride(int D) { return D + 4; }

@@ -142,13 +142,20 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
     // With partials the passes only compact (once); the certificate is the shares' sum.
     const int pass_end = partials == nullptr || g0 == 0 ? nbr : 0;
     for (int base = 0; base < pass_end; base += kPass) {
+      // Items with a block anywhere in the CTA (the same for every thread). The item loops
+      // below stop there rather than step over the unrolled bodies of the others: this code
+      // runs once a launch, its instructions fetched cold, and kernel run 17a's ncu showed
+      // a short sequence's one-pass finish stalled mostly on instruction fetch.
+      const int items = (nbr - base + THREADS - 1) / THREADS;
       // 1. Decisions (skip: bit i for item i) and slots.
       uint32_t skip = 0;
       int32_t slot[ITEMS];
 #pragma unroll
+      for (int i = 0; i < ITEMS; ++i) slot[i] = 0;
+#pragma unroll
       for (int i = 0; i < ITEMS; ++i) {
+        if (i >= items) break;
         const int j = base + i * THREADS + tid;
-        slot[i] = 0;
         if (j >= nbr) continue;
         if (partials == nullptr) slot[i] = __ldg(slots + j);  // for the value norms of step 3
         bool s;
@@ -162,16 +169,12 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
       }
       // 2. The kept list (and keep[] final), once.
       if (g0 == 0) {
-        // Items with a block anywhere in the CTA (the same for every thread): short
-        // sequences skip the ballots of the others (a one-pass finish at 4K-16K took ~1 us
-        // longer than the round-based one of run 12g).
-        const int items = (nbr - base + THREADS - 1) / THREADS;
+        // Short sequences skip the ballots of the items past theirs (a one-pass finish at
+        // 4K-16K took ~1 us longer than the round-based one of run 12g); their counts are 0.
+        for (int k = items * kWarps + tid; k < kCounts; k += THREADS) s_counts[k] = 0;
 #pragma unroll
         for (int i = 0; i < ITEMS; ++i) {
-          if (i >= items) {
-            if (lane == 0) s_counts[i * kWarps + warp] = 0;
-            continue;
-          }
+          if (i >= items) break;
           const bool kept = base + i * THREADS + tid < nbr && !((skip >> i) & 1u);
           const unsigned ballot = __ballot_sync(0xffffffffu, kept);
           if (lane == 0) s_counts[i * kWarps + warp] = __popc(ballot);
@@ -195,6 +198,7 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
       if (partials != nullptr) continue;
 #pragma unroll
       for (int i0 = 0; i0 < ITEMS; i0 += kCertBatch) {
+        if (i0 >= items) break;
         if (((skip >> i0) & ((1u << kCertBatch) - 1u)) == 0) continue;
         int64_t jb[kCertBatch];
         bool sb[kCertBatch];
