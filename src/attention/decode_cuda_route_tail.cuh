@@ -19,10 +19,6 @@ constexpr int kRouteItems = 16;  // blocks per thread per pass of route_select's
 constexpr int kRouteGChunk = 4;  // heads summed per pass (more: another pass; 4 keeps the certificate
                                  // step of kCertBatch blocks in registers)
 constexpr int kCertBatch = 8;    // skipped blocks whose certificate loads a thread has in flight together
-#ifndef SINKROUTER_FINISH_GROUP  // (a build-time override, for measuring the choice)
-#define SINKROUTER_FINISH_GROUP 4
-#endif
-constexpr int kFinishGroup = SINKROUTER_FINISH_GROUP;  // items of the finish's loops handled together (a group's code is reused)
 
 // The per-(b, h) view of route_bounds' outputs.
 struct RouteHead {
@@ -116,10 +112,9 @@ __device__ __forceinline__ void scan_pass_counts(int* counts) {
 // so that each load instruction of a warp reads 32 neighbouring entries (kernel run 13a:
 // with each thread's blocks consecutive, every warp load touched 32 sectors, and the finish
 // took 30-37 us at 512K). Per pass:
-//   1. the decisions (keep[] or cost), kFinishGroup items together;
+//   1. the decisions (keep[] or cost) and the summary slots of all ITEMS items, together;
 //   2. the kept list: per item a warp ballot, and the (item, warp) counts scanned by warp 0;
-//   3. the certificate: kCertBatch items at a time, their slots, then their value norms and
-//      b_jg together;
+//   3. the certificate: kCertBatch items at a time, their value norms and b_jg together;
 //      or, given `partials` (fused fast mode: each route_bounds CTA summed its own skipped
 //      blocks, RouteArgs::cert_partials), the sum of the partial_ctas shares [cta][G].
 // The per-block arrays are read with __ldcg (through L2): in the fused fast path other
@@ -147,68 +142,63 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
     // With partials the passes only compact (once); the certificate is the shares' sum.
     const int pass_end = partials == nullptr || g0 == 0 ? nbr : 0;
     for (int base = 0; base < pass_end; base += kPass) {
-      // Items with a block anywhere in the CTA (the same for every thread), in groups of
-      // kFinishGroup: the group's loads in flight together, its code reused by the next
-      // group. This code runs once a launch with its instructions fetched cold: kernel run
-      // 17a's ncu showed a short sequence's finish stalled mostly on instruction fetch, and
-      // its trace ~2.4 us more for each item the unrolled loops walked.
-      const int items = min((nbr - base + THREADS - 1) / THREADS, ITEMS);
-      // 1. Decisions (skip: bit i for item i).
+      // Items with a block anywhere in the CTA (the same for every thread). The item loops
+      // below stop there rather than step over the unrolled bodies of the others: this code
+      // runs once a launch, its instructions fetched cold, and kernel run 17a's ncu showed
+      // a short sequence's one-pass finish stalled mostly on instruction fetch.
+      const int items = (nbr - base + THREADS - 1) / THREADS;
+      // 1. Decisions (skip: bit i for item i) and slots.
       uint32_t skip = 0;
-#pragma unroll 1
-      for (int i0 = 0; i0 < items; i0 += kFinishGroup)
+      int32_t slot[ITEMS];
 #pragma unroll
-        for (int k = 0; k < kFinishGroup; ++k) {
-          const int i = i0 + k;
-          if (i >= items) break;
-          const int j = base + i * THREADS + tid;
-          if (j >= nbr) continue;
-          bool s;
-          if (by_key) {
-            const float c = __ldcg(hd.cost + j);
-            s = c <= eps_f && ((uint64_t(__float_as_uint(c)) << 32) | uint32_t(j)) < T;
-          } else {
-            s = a.streaming || __ldcg(hd.keep + j) == 0;
-          }
-          skip |= uint32_t(s) << i;
+      for (int i = 0; i < ITEMS; ++i) slot[i] = 0;
+#pragma unroll
+      for (int i = 0; i < ITEMS; ++i) {
+        if (i >= items) break;
+        const int j = base + i * THREADS + tid;
+        if (j >= nbr) continue;
+        if (partials == nullptr) slot[i] = __ldg(slots + j);  // for the value norms of step 3
+        bool s;
+        if (by_key) {
+          const float c = __ldcg(hd.cost + j);
+          s = c <= eps_f && ((uint64_t(__float_as_uint(c)) << 32) | uint32_t(j)) < T;
+        } else {
+          s = a.streaming || __ldcg(hd.keep + j) == 0;
         }
-      // 2. The kept list (and keep[] final), once: per item a warp ballot, the (item, warp)
-      // counts scanned, then each kept block's place. Items past the CTA's count 0.
+        skip |= uint32_t(s) << i;
+      }
+      // 2. The kept list (and keep[] final), once.
       if (g0 == 0) {
+        // Short sequences skip the ballots of the items past theirs (a one-pass finish at
+        // 4K-16K took ~1 us longer than the round-based one of run 12g); their counts are 0.
         for (int k = items * kWarps + tid; k < kCounts; k += THREADS) s_counts[k] = 0;
-#pragma unroll 1
-        for (int i0 = 0; i0 < items; i0 += kFinishGroup)
 #pragma unroll
-          for (int k = 0; k < kFinishGroup; ++k) {
-            const int i = i0 + k;
-            if (i >= items) break;
-            const bool kept = base + i * THREADS + tid < nbr && !((skip >> i) & 1u);
-            const unsigned ballot = __ballot_sync(0xffffffffu, kept);
-            if (lane == 0) s_counts[i * kWarps + warp] = __popc(ballot);
-          }
+        for (int i = 0; i < ITEMS; ++i) {
+          if (i >= items) break;
+          const bool kept = base + i * THREADS + tid < nbr && !((skip >> i) & 1u);
+          const unsigned ballot = __ballot_sync(0xffffffffu, kept);
+          if (lane == 0) s_counts[i * kWarps + warp] = __popc(ballot);
+        }
         __syncthreads();
         if (warp == 0) scan_pass_counts<kCounts>(s_counts);
         __syncthreads();
-#pragma unroll 1
-        for (int i0 = 0; i0 < items; i0 += kFinishGroup)
 #pragma unroll
-          for (int k = 0; k < kFinishGroup; ++k) {
-            const int i = i0 + k;
-            if (i >= items) break;
-            const int j = base + i * THREADS + tid;
-            const bool kept = j < nbr && !((skip >> i) & 1u);
-            const unsigned ballot = __ballot_sync(0xffffffffu, kept);
-            if (j < nbr) hd.keep[j] = uint8_t(kept);
-            if (kept) kept_list[total + s_counts[i * kWarps + warp] + __popc(ballot & lanes_below)] = j;
-          }
+        for (int i = 0; i < ITEMS; ++i) {
+          if (i >= items) break;
+          const int j = base + i * THREADS + tid;
+          const bool kept = j < nbr && !((skip >> i) & 1u);
+          const unsigned ballot = __ballot_sync(0xffffffffu, kept);
+          if (j < nbr) hd.keep[j] = uint8_t(kept);
+          if (kept) kept_list[total + s_counts[i * kWarps + warp] + __popc(ballot & lanes_below)] = j;
+        }
         total += s_counts[kCounts];
         __syncthreads();  // s_counts is refilled by the next pass
       }
-      // 3. The certificate's terms of the skipped blocks (kept blocks add nothing), with
-      // their summary slots (for the value norms).
+      // 3. The certificate's terms of the skipped blocks (kept blocks add nothing).
       if (partials != nullptr) continue;
-#pragma unroll 1
-      for (int i0 = 0; i0 < items; i0 += kCertBatch) {
+#pragma unroll
+      for (int i0 = 0; i0 < ITEMS; i0 += kCertBatch) {
+        if (i0 >= items) break;
         if (((skip >> i0) & ((1u << kCertBatch) - 1u)) == 0) continue;
         int64_t jb[kCertBatch];
         bool sb[kCertBatch];
@@ -217,7 +207,7 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
         for (int i = 0; i < kCertBatch; ++i) {
           jb[i] = base + (i0 + i) * THREADS + tid;
           sb[i] = (skip >> (i0 + i)) & 1u;
-          slb[i] = sb[i] ? __ldg(slots + jb[i]) : 0;
+          slb[i] = slot[i0 + i];
         }
         add_certificate_batch(a, hd.bterm, G, g0, h, jb, sb, slb, sums);
       }
