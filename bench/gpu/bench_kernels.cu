@@ -212,6 +212,9 @@ const PhaseStep kRouteSteps[] = {
     {"bounds", sr::kRouteSinkSignal, sr::kRouteBounds, false},
     {"ticket", sr::kRouteBounds, sr::kRouteTicket, false},
     {"finish", sr::kRouteTicket, sr::kRouteEnd, true},
+    {"finish_list", sr::kRouteTicket, sr::kRouteFinishList, true},
+    {"finish_anchors", sr::kRouteFinishList, sr::kRouteFinishAnchors, true},
+    {"finish_stats", sr::kRouteFinishAnchors, sr::kRouteEnd, true},
 };
 // Where a trace keeps its stamps: slots per CTA, the global-timer and role slots, the
 // first and last clock stamps (for the SM clock), and its steps.

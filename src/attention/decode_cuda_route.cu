@@ -401,7 +401,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const RouteHead hd{a.cost + at, a.bterm + at * G, a.ubound + at, a.keep + at, int(nbr), G};
   finish_routing<kBoundsThreads, kFusedItems>(a, hd, bh, n, ws, false, 0, 0.f,
                                               shares ? a.cert_partials + int64_t(bh) * gridDim.x * G : nullptr,
-                                              ctas);
+                                              ctas, true);
   trace_route(a, kRouteEnd);
   trace_route_end(a, 2);
 }

@@ -118,10 +118,11 @@ __device__ __forceinline__ void scan_pass_counts(int* counts) {
 //      or, given `partials` (fused fast mode: each route_bounds CTA summed its own skipped
 //      blocks, RouteArgs::cert_partials), the sum of the partial_ctas shares [cta][G].
 // The per-block arrays are read with __ldcg (through L2): in the fused fast path other
-// CTAs of this launch wrote them.
+// CTAs of this launch wrote them. traced: stamp the finish's steps (fused fast mode).
 template <int THREADS, int ITEMS = kRouteItems>
 __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, int64_t n, int64_t ws, bool by_key,
-                               uint64_t T, float eps_f, const double2* partials = nullptr, int partial_ctas = 0) {
+                               uint64_t T, float eps_f, const double2* partials = nullptr, int partial_ctas = 0,
+                               bool traced = false) {
   static_assert(ITEMS <= 32 && ITEMS % kCertBatch == 0, "ITEMS: a 32-bit mask, whole certificate batches");
   constexpr int kWarps = THREADS / 32, kPass = THREADS * ITEMS, kCounts = ITEMS * kWarps;
   __shared__ double s_sum[2 * kRouteGChunk];
@@ -233,6 +234,7 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
         dmax = fmaxf(dmax, __double2float_ru(s_sum[k] * (1 + 1e-6)));
   }
   __syncthreads();  // keep[] final for the anchors below
+  if (traced) trace_route(a, kRouteFinishList);  // (route_bounds' stamps; route_select has none)
 
   // Anchors before the window: read alone when their block is skipped, else with it. Warp
   // 0, 32 anchors per step; a ballot keeps the extra anchors in ascending order (every
@@ -252,6 +254,7 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
   }
   const int in_kept = na - extra_n;
   if (tid != 0) return;
+  if (traced) trace_route(a, kRouteFinishAnchors);
   a.window_start[bh] = int32_t(ws);
   a.kept_count[bh] = total;
   a.extra_count[bh] = extra_n;

@@ -61,12 +61,14 @@ enum PhaseSlot : int {
 // stamps (ns): entry (after the wait for the kernel before), q in shared memory, the sink
 // set's scores, the sink signal (m, Z), the blocks' bounds (with, in one-launch fast mode on
 // long sequences, the CTA's certificate share: CudaDecodeOptions::certificate_share_min_blocks),
-// the ticket (fast mode), the end of the pass (the (b, h)'s last CTA only). kRouteRole: 0 a
+// the ticket (fast mode), the end of the pass (the (b, h)'s last CTA only; inside its finish,
+// the kept list with the certificate, then the anchors read alone). kRouteRole: 0 a
 // CTA without blocks, 1 a CTA that bounded blocks, 2 one that also finished the pass as its
 // (b, h)'s last.
 enum RouteSlot : int {
   kRouteEntry = 0, kRouteQ, kRouteSinkScores, kRouteSinkSignal, kRouteBounds, kRouteTicket, kRouteEnd,
   kRouteStartNs, kRouteEndNs, kRouteRole,
+  kRouteFinishList, kRouteFinishAnchors,  // inside the finish: the kept list and certificate, the anchors
   kRouteTraceSlots = 12  // slots per CTA
 };
 
