@@ -365,13 +365,20 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
         int64_t j[kCertBatch];
         bool skip[kCertBatch];
         int32_t slot[kCertBatch];
+        uint8_t keep[kCertBatch];
+        // keep[] and the slots of every block together (the slots of kept blocks too), then
+        // the tests: a slot loaded only once its block was known skipped was a second round
+        // trip before the value norms' (as in finish_routing's step 1).
 #pragma unroll
         for (int i = 0; i < kCertBatch; ++i) {
           const uint32_t idx = i0 + uint32_t(i * kBoundsThreads + tid), m = idx / ch;
           j[i] = (int64_t(blockIdx.x) + int64_t(m) * gridDim.x) * chunk + (idx - m * ch);
-          skip[i] = idx < my_blocks && j[i] < nbr && __ldcg(keep_row + j[i]) == 0;
-          slot[i] = skip[i] ? slots[j[i]] : 0;
+          const bool in = idx < my_blocks && j[i] < nbr;
+          keep[i] = in ? __ldcg(keep_row + j[i]) : uint8_t(1);
+          slot[i] = in ? slots[j[i]] : 0;
         }
+#pragma unroll
+        for (int i = 0; i < kCertBatch; ++i) skip[i] = keep[i] == 0;
         add_certificate_batch(a, bterm, G, g0, h, j, skip, slot, sums);
       }
       route_block_sum<kBoundsThreads>(sums, s_cert);

@@ -143,29 +143,30 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
     // With partials the passes only compact (once); the certificate is the shares' sum.
     const int pass_end = partials == nullptr || g0 == 0 ? nbr : 0;
     for (int base = 0; base < pass_end; base += kPass) {
-      // Items with a block anywhere in the CTA (the same for every thread). The item loops
-      // below stop there rather than step over the unrolled bodies of the others: this code
-      // runs once a launch, its instructions fetched cold, and kernel run 17a's ncu showed
-      // a short sequence's one-pass finish stalled mostly on instruction fetch.
+      // Items with a block anywhere in the CTA (the same for every thread).
       const int items = (nbr - base + THREADS - 1) / THREADS;
-      // 1. Decisions (skip: bit i for item i) and slots.
+      // 1. Decisions (skip: bit i for item i) and slots. Every item's loads are issued
+      // before any is tested, into registers of their own: written as one loop, the
+      // compiler loaded each item's keep[] into the register the previous item's test had
+      // just read, so the loads went one L2 round trip at a time (kernel run 17a's SASS;
+      // run 17c's trace: the kept list ~7 us a pass of 16 items).
       uint32_t skip = 0;
       int32_t slot[ITEMS];
-#pragma unroll
-      for (int i = 0; i < ITEMS; ++i) slot[i] = 0;
+      uint32_t raw[ITEMS];  // keep[j], or the bits of cost[j] (by_key)
 #pragma unroll
       for (int i = 0; i < ITEMS; ++i) {
-        if (i >= items) break;
         const int j = base + i * THREADS + tid;
-        if (j >= nbr) continue;
-        if (partials == nullptr) slot[i] = __ldg(slots + j);  // for the value norms of step 3
-        bool s;
-        if (by_key) {
-          const float c = __ldcg(hd.cost + j);
-          s = c <= eps_f && ((uint64_t(__float_as_uint(c)) << 32) | uint32_t(j)) < T;
-        } else {
-          s = a.streaming || __ldcg(hd.keep + j) == 0;
-        }
+        const bool in = i < items && j < nbr;
+        // (the slots: for the value norms of step 3)
+        slot[i] = in && partials == nullptr ? __ldg(slots + j) : 0;
+        raw[i] = !in ? 0u : by_key ? __float_as_uint(__ldcg(hd.cost + j)) : uint32_t(__ldcg(hd.keep + j));
+      }
+#pragma unroll
+      for (int i = 0; i < ITEMS; ++i) {
+        const int j = base + i * THREADS + tid;
+        if (i >= items || j >= nbr) continue;
+        const bool s = by_key ? __uint_as_float(raw[i]) <= eps_f && ((uint64_t(raw[i]) << 32) | uint32_t(j)) < T
+                              : a.streaming || raw[i] == 0;
         skip |= uint32_t(s) << i;
       }
       // 2. The kept list (and keep[] final), once.
