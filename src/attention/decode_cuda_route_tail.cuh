@@ -155,8 +155,14 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
       uint32_t raw[ITEMS];  // keep[j], or the bits of cost[j] (by_key)
 #pragma unroll
       for (int i = 0; i < ITEMS; ++i) {
+        slot[i] = 0;
+        raw[i] = 0;
+      }
+#pragma unroll
+      for (int i = 0; i < ITEMS; ++i) {
+        if (i >= items) break;  // (run 17d: predicated loads of all 16 items cost a short sequence ~1 us)
         const int j = base + i * THREADS + tid;
-        const bool in = i < items && j < nbr;
+        const bool in = j < nbr;
         // (the slots: for the value norms of step 3)
         slot[i] = in && partials == nullptr ? __ldg(slots + j) : 0;
         raw[i] = !in ? 0u : by_key ? __float_as_uint(__ldcg(hd.cost + j)) : uint32_t(__ldcg(hd.keep + j));
