@@ -8,13 +8,11 @@
 //       where the time of one dense and one routed (default policy) tensor-core attention
 //       call goes: per-CTA phase stamps (CudaDecoder::set_phase_trace) of one call after a
 //       timed graph, medians over the CTAs that had work, and for the routed call the
-//       routing pass's steps too (set_route_trace, lines "trace-route"); printed and saved
-//       as JSON
+//       routing pass's steps too (set_route_trace, lines "trace-route"); printed, and JSON
 //   bench_kernels --profile-once --shapes llama-3.1-8b --contexts 65536 --batches 1
 //       one eager dense run and one routed run (the default policy, 50 % quiet blocks) of
-//       the first shape, context and batch, nothing else: for ncu
-//       (bench/gpu/run_on_device.sh), whose kernel filter then sees attention,
-//       route_bounds (fast mode finishes the routing there), attention.
+//       the first shape, context and batch, nothing else: for ncu (run_on_device.sh),
+//       whose kernel filter then sees attention, route_bounds (which finishes fast mode), attention.
 //   --probe-policy fast: the routed call of those two is the sinkrouter_fast rows' policy
 //       (fast mode deciding on the bound itself) instead of the default policy.
 //
