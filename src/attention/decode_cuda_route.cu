@@ -6,10 +6,11 @@
 //   1. copies its first step's min/max summaries into shared memory (cp.async, before the
 //      sink signal, whose work hides their latency);
 //   2. computes the sink signal of its (b, h): the scores of the anchors before the window
-//      and of the window, each lowered by its rounding bound, for the G heads (8 lanes per
-//      token); m_A = max, Z_A = sum exp(s - m_A) in double (router.cpp's sink_signal). The
-//      sink set is at most anchors + window + R - 1 tokens, read from L2: recomputing it
-//      in every CTA of the (b, h) costs less than a launch of its own;
+//      and of the window, each lowered by its rounding bound, for the G heads (the bounds'
+//      quads, a (token, head) each); m_A = max, Z_A = sum exp(s - m_A) in double
+//      (router.cpp's sink_signal). The sink set is at most anchors + window + R - 1 tokens,
+//      read from L2: recomputing it in every CTA of the (b, h) costs less than a launch of
+//      its own;
 //   3. bounds its blocks, a step of BoundsMap(G).blocks at a time, four lanes per (block,
 //      head) (decode_cuda_route_bounds.cuh): u_jg from the summary plus its rounding
 //      margin, then b_jg = R exp(u_jg - m_g) / Z_g in double, stored rounded up to float;
