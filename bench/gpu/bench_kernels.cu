@@ -23,7 +23,8 @@
 //   - each timed unit is a CUDA graph of `copies` decode calls over distinct copies of the
 //     cache (separate sequences of one pool), copies = ceil(256 MB / cache bytes), so that
 //     small caches are not served from the 60 MB L2;
-//   - time = median over replays of (graph time / copies), CUDA events;
+//   - time = median over replays of (graph time / copies), CUDA events, after at least 20 ms of
+//     warm-up replays (bench_timing.cuh);
 //   - bytes = what the decoder's statistics say it read (dense: all K and V);
 //   - floor = bytes / read bandwidth, the read bandwidth measured by a pure-read kernel
 //     in this run (a device-to-device copy is measured too, bytes read + written).
@@ -40,6 +41,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_timing.cuh"
 #include "core/cuda_check.h"
 #include "core/cuda_graph.h"
 #include "sinkrouter/attention/decode_cuda.h"
@@ -48,6 +50,12 @@
 namespace sr = sinkrouter;
 
 namespace {
+
+using sr::bench::Bandwidth;
+using sr::bench::measure_bandwidth;
+using sr::bench::median;
+using sr::bench::spread;
+using sr::bench::time_graph;
 
 struct Shape {
   const char* name;
@@ -101,77 +109,6 @@ __global__ void fill_kv(sr::PagedKV kv, const int32_t* lens, const __nv_bfloat16
     pages[off] = __float2bfloat16_rn(k);
     pages[off + kv.v_stride()] = __float2bfloat16_rn(pseudo_normal(key + 1));
   }
-}
-
-// Pure read: 16-byte loads, grid-stride, a data-dependent write that never happens.
-__global__ void read_kernel(const uint4* p, int64_t n, uint4* sink) {
-  uint32_t x = 0;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const uint4 v = __ldcs(p + i);
-    x ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (x == 0x9e3779b9u) sink[threadIdx.x] = make_uint4(x, x, x, x);
-}
-
-float median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// {p10, p50, p90, max} of v (empty: zeros).
-std::vector<float> spread(std::vector<float> v) {
-  if (v.empty()) return {0.f, 0.f, 0.f, 0.f};
-  std::sort(v.begin(), v.end());
-  auto at = [&](double f) { return v[std::min(v.size() - 1, size_t(f * double(v.size())))]; };
-  return {at(0.1), at(0.5), at(0.9), v.back()};
-}
-
-// Median milliseconds of one replay of `graph`.
-float time_graph(cudaGraphExec_t exec, cudaStream_t stream, int reps) {
-  cudaEvent_t a, b;
-  SR_CUDA_CHECK(cudaEventCreate(&a));
-  SR_CUDA_CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < 2; ++i) SR_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-  std::vector<float> ms;
-  for (int i = 0; i < reps; ++i) {
-    SR_CUDA_CHECK(cudaEventRecord(a, stream));
-    SR_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-    SR_CUDA_CHECK(cudaEventRecord(b, stream));
-    SR_CUDA_CHECK(cudaEventSynchronize(b));
-    float t = 0;
-    SR_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
-    ms.push_back(t);
-  }
-  SR_CUDA_CHECK(cudaEventDestroy(a));
-  SR_CUDA_CHECK(cudaEventDestroy(b));
-  return median(ms);
-}
-
-struct Bandwidth {
-  double copy_gbps, read_gbps;
-};
-
-Bandwidth measure_bandwidth(cudaStream_t stream, int reps) {
-  const size_t bytes = size_t(2) << 30;  // 2 GiB
-  void *src, *dst, *sink;
-  SR_CUDA_CHECK(cudaMalloc(&src, bytes));
-  SR_CUDA_CHECK(cudaMalloc(&dst, bytes));
-  SR_CUDA_CHECK(cudaMalloc(&sink, 4096));
-  SR_CUDA_CHECK(cudaMemset(src, 0x5a, bytes));
-  cudaGraphExec_t copy = sr::cuda::capture_graph(stream, [&] { SR_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream)); });
-  const float copy_ms = time_graph(copy, stream, reps);
-  int sms = 0;
-  SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  cudaGraphExec_t read = sr::cuda::capture_graph(stream, [&] {
-    read_kernel<<<sms * 8, 256, 0, stream>>>(static_cast<const uint4*>(src), int64_t(bytes / 16), static_cast<uint4*>(sink));
-  });
-  const float read_ms = time_graph(read, stream, reps);
-  cudaGraphExecDestroy(copy);
-  cudaGraphExecDestroy(read);
-  cudaFree(src);
-  cudaFree(dst);
-  cudaFree(sink);
-  return {2.0 * bytes / (copy_ms * 1e-3) / 1e9, bytes / (read_ms * 1e-3) / 1e9};
 }
 
 std::vector<int64_t> parse_list(const std::string& s) {
