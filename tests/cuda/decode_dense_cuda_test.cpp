@@ -54,6 +54,13 @@ struct DenseCase {
   int ctas_per_sm;     // at most this many attention CTAs an SM (0: as many as fit)
 };
 
+// The current device's SM count (the flat list's wave is a multiple of it).
+void device_sm_count(int* sms) {
+  int dev_id = 0;
+  SR_ASSERT_CUDA(cudaGetDevice(&dev_id));
+  SR_ASSERT_CUDA(cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, dev_id));
+}
+
 std::string case_name(const DenseCase& c) {
   std::string s = fmt::format("h{}_g{}_d{}_{}_q{}_out{}_p{}_split{}_cl{}x{}_sm{}", c.kv_heads, c.group, c.head_dim,
                               dtype_name(c.kv_dtype), dtype_name(c.q_dtype), dtype_name(c.out_dtype), c.page_size,
@@ -133,9 +140,8 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
     CudaDecoder decoder(dev.view(), QH, AttentionPolicy{}, scale, opt);
     EXPECT_EQ(decoder.uses_tensor_cores(), tensor_cores && c.group <= 4) << case_name(c);
     if (c.ctas_per_sm > 0) {  // the flat list's wave: at most ctas_per_sm CTAs an SM (one: exactly one)
-      int dev_id = 0, sms = 0;
-      SR_ASSERT_CUDA(cudaGetDevice(&dev_id));
-      SR_ASSERT_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev_id));
+      int sms = 0;
+      device_sm_count(&sms);
       if (c.ctas_per_sm == 1)
         EXPECT_EQ(decoder.wave_ctas(), sms) << case_name(c);
       else
@@ -380,9 +386,8 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   expect_env_error("SINKROUTER_DECODE_CLUSTER_CTAS", "17", "cluster_ctas 17 out of range");
   expect_env_error("SINKROUTER_DECODE_CTAS_PER_SM", "one", "SINKROUTER_DECODE_CTAS_PER_SM must be an integer, not 'one'");
   with_env("SINKROUTER_DECODE_CTAS_PER_SM", "1", [&] {
-    int dev_id = 0, sms = 0;
-    SR_ASSERT_CUDA(cudaGetDevice(&dev_id));
-    SR_ASSERT_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev_id));
+    int sms = 0;
+    device_sm_count(&sms);
     CudaDecodeOptions flat;
     flat.cluster = 0;
     EXPECT_EQ(CudaDecoder(dev.view(), 4, AttentionPolicy{}, 0.125f, flat).wave_ctas(), sms);
