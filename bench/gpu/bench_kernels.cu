@@ -406,6 +406,7 @@ int main(int argc, char** argv) {
               row["ctas"] = dec.grid_ctas();
               row["cluster_ctas"] = dec.cluster_ctas();
               row["cluster_groups"] = dec.cluster_groups();
+              row["dynamic_splits"] = dec.uses_dynamic_splits();
               row["clock_ghz"] = clock_khz * 1e-6;
               if (routed) {
                 row["routing"] = summarise_phases(route_host, dec.route_trace_ctas(), clock_khz * 1e-6, kRouteTrace);
@@ -473,6 +474,7 @@ int main(int argc, char** argv) {
             row["kv_copy"] = dec.uses_tma_copies() ? "tma" : "cp.async";
             row["cluster_ctas"] = dec.cluster_ctas();
             row["cluster_groups"] = dec.cluster_groups();
+            row["dynamic_splits"] = dec.uses_dynamic_splits();
             if (std::string(kernel) == "dense") {  // what the cluster plan weighed (sizes 2 to 16)
               std::vector<int> fit;
               for (int c = 2; c <= 16; ++c) fit.push_back(dec.resident_clusters(c));
@@ -499,6 +501,11 @@ int main(int argc, char** argv) {
             run_rows(sr::AttentionPolicy{}, "dense_splitk", 0, false, split_k);
             run_rows(sr::AttentionPolicy{}, "dense_cluster", 0, false, clusters);
             if (ctx <= 65536) run_rows(sr::AttentionPolicy{}, "dense_cluster1", 0, false, one_cluster);
+          }
+          if (ctx >= 65536) {  // the default's plan with fixed splits (dynamic splits off), from 64K
+            sr::CudaDecodeOptions fixed;
+            fixed.dynamic_splits = 0;
+            run_rows(sr::AttentionPolicy{}, "dense_fixed", 0, false, fixed);
           }
           // The default again, after the others: at Llama B=8 4K the first row (dense) was ~4 us slower
           // than its twin (dense_cluster, the same plan) in runs 14b-16d; this row tells order from plan.

@@ -258,13 +258,13 @@ for r in k["rows"]:
     bl = {n: get(base, shape=s, batch=B, context=c, kernel=n).get("time_us", float("nan")) for n in ("sdpa_cudnn", "sdpa_flash", "flashinfer")}
     print(f"{s:13s} {B:2d} {c:7d} {r['time_us']:9.2f} {r['ratio_to_floor']:6.2f} {cores:9.2f} {rr[50]:8.2f} {rr[75]:8.2f} {rr[90]:8.2f} {100*rp/r['time_us']:6.1f} {bl['sdpa_cudnn']:8.2f} {bl['sdpa_flash']:8.2f} {bl['flashinfer']:8.2f}")
 print()
-print(f"{'shape':13s} {'B':>2s} {'ctx':>7s} {'dense':>8s} {'pdl_off':>8s} {'splitk':>8s} {'cluster':>8s} {'CxK':>5s} {'clust1':>8s} {'fast50':>8s} {'fast75':>8s} {'fast90':>8s} {'pass':>7s} {'fast2k50':>8s} {'pass2k':>7s} {'dflt50':>8s} {'passdf':>7s}")
+print(f"{'shape':13s} {'B':>2s} {'ctx':>7s} {'dense':>8s} {'fixed':>8s} {'splitk':>8s} {'cluster':>8s} {'CxK':>5s} {'clust1':>8s} {'fast50':>8s} {'fast75':>8s} {'fast90':>8s} {'pass':>7s} {'fast2k50':>8s} {'pass2k':>7s} {'dflt50':>8s} {'passdf':>7s}")
 ck = lambda r: f"{r.get('cluster_ctas', 0)}x{r.get('cluster_groups', 0)}" if r.get("cluster_ctas") else "flat"
 for r in k["rows"]:
     if r["kernel"] != "dense": continue
     s, B, c = r["shape"], r["batch"], r["context"]
     t = lambda kern, p=None: get(k["rows"], shape=s, batch=B, context=c, kernel=kern, **({} if p is None else {"skip_target_pct": p})).get("time_us", float("nan"))
-    print(f"{s:13s} {B:2d} {c:7d} {r['time_us']:8.2f} {t('dense_pdl_off'):8.2f} {t('dense_splitk'):8.2f} {t('dense_cluster'):8.2f} {ck(get(k['rows'], shape=s, batch=B, context=c, kernel='dense_cluster')):>5s} {t('dense_cluster1'):8.2f} {t('sinkrouter_fast', 50):8.2f} {t('sinkrouter_fast', 75):8.2f} {t('sinkrouter_fast', 90):8.2f} {t('routing_pass_fast'):7.2f} {t('sinkrouter_fast_2k'):8.2f} {t('routing_pass_fast_2k'):7.2f} {t('sinkrouter_default'):8.2f} {t('routing_pass_default'):7.2f}")
+    print(f"{s:13s} {B:2d} {c:7d} {r['time_us']:8.2f} {t('dense_fixed'):8.2f} {t('dense_splitk'):8.2f} {t('dense_cluster'):8.2f} {ck(get(k['rows'], shape=s, batch=B, context=c, kernel='dense_cluster')):>5s} {t('dense_cluster1'):8.2f} {t('sinkrouter_fast', 50):8.2f} {t('sinkrouter_fast', 75):8.2f} {t('sinkrouter_fast', 90):8.2f} {t('routing_pass_fast'):7.2f} {t('sinkrouter_fast_2k'):8.2f} {t('routing_pass_fast_2k'):7.2f} {t('sinkrouter_default'):8.2f} {t('routing_pass_default'):7.2f}")
 # Variant rows (KERNEL_VARIANTS) beside the main run's: dense and fast routed 50 / 75 / 90 %.
 for v in sys.argv[2:]:
     print()

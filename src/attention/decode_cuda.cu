@@ -127,6 +127,7 @@ struct CudaDecoder::Workspace {
   float* part_acc = nullptr;
   float2* part_ml = nullptr;
   int32_t* tickets = nullptr;
+  int32_t* claims = nullptr;  // [units] dynamic splits' chunk counters; null without them
   HeadStats* stats = nullptr;
   // Routing.
   float *sink_max = nullptr, *sink_sum = nullptr, *delta = nullptr, *vbound = nullptr;
@@ -271,6 +272,7 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   waves_min_split_tokens_ = options.waves_min_split_tokens;
   const int units = batch_ * num_kv_heads_ * head_chunks_;
   plan_cluster_mode(options, routed, units, sms);
+  plan_dynamic_splits(options, routed, units);
   // Cluster mode: cluster_groups clusters a unit. Otherwise the flat list: sum over units of
   // ceil(tokens / chunk) <= waves * wave_ctas + units (split_schedule.h).
   grid_ctas_ = cluster_ctas_ > 0 ? units * cluster_ctas_ * cluster_groups_ : waves_ * wave_ctas_ + units;
@@ -291,6 +293,10 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
     w.part_ml = w.make<float2>(size_t(grid_ctas_) * heads_per_cta_);
     w.tickets = w.make<int32_t>(tickets);
     SR_CUDA_CHECK(cudaMemset(w.tickets, 0, tickets * 4));  // the kernels return them to 0
+    if (dynamic_splits_) {
+      w.claims = w.make<int32_t>(size_t(units));
+      SR_CUDA_CHECK(cudaMemset(w.claims, 0, size_t(units) * 4));  // the kernel returns them to 0
+    }
     w.stats = w.make<HeadStats>(bh);
     SR_CUDA_CHECK(cudaMemset(w.stats, 0, bh * sizeof(HeadStats)));
     if (routed) {
@@ -465,6 +471,8 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
   a.part_acc = w.part_acc;
   a.part_ml = w.part_ml;
   a.tickets = w.tickets;
+  a.claims = routed ? nullptr : w.claims;
+  a.claim_min_split_tokens = dynamic_min_split_tokens_;
   a.out = out;
   a.out_dtype = out_dtype;
   a.stats = w.stats;

@@ -29,7 +29,10 @@
 //
 // Schedule. The flat Split-K work list (find_split, finish_split: decode_cuda_split.cuh), or,
 // dense with AttnArgs::cluster, thread-block clusters, AttnArgs::cluster_groups a unit
-// (cluster_split, cluster_combine: decode_cuda_cluster.cuh).
+// (cluster_split, cluster_combine: decode_cuda_cluster.cuh). Either way a CTA's split is
+// [v0, v1) of its unit's tokens, a warp taking every fourth 16-token stage of it; or, in the
+// DYN instance where the unit's splits are long (AttnArgs::claims), the unit's tokens are
+// chunks of kClaimTokens that the unit's warps claim (ClaimedChunks, below).
 //
 // Precision. mma.sync takes 16-bit operands, but q (and the probabilities p) are float:
 // each is split into three 16-bit parts, x = hi + mid + lo (about 24 bits, float's
@@ -45,6 +48,7 @@
 // parts are scaled by powers of two first so that the low parts stay normal.
 #pragma once
 
+#include <cstdint>
 #include <type_traits>
 
 #include "core/cuda_check.h"
@@ -93,6 +97,49 @@ struct MmaShape {
   static_assert(kStageBytes % 1024 == 0, "every TMA stage starts on a swizzle atom");
 };
 
+// Dynamic splits (AttnArgs::claims): a unit's tokens are chunks of kClaimStages warp stages,
+// and its CTAs' warps claim them. Why: with equal static splits a call waits for its slowest
+// CTA, and CTAs on different SMs stream at different rates (kernel run 17e, Llama B=1 512K:
+// loops from 318 to 443 us for equal splits; SmolLM2 B=1 512K 72 to 92 us). Warp w of split s
+// of S takes chunk w * S + s first (no round trip; interleaved, so that a short unit's chunks
+// spread over its CTAs), then claims the next free one, 4 S + atomicAdd(claims[unit], 1), one
+// chunk ahead: the claim is issued when the warp's copies enter a chunk and read when they
+// leave it, 16 stages (~256 KB of one warp's copies at head dim 128) later. A warp stops at
+// the first claim past the unit's chunks; the unit's last CTA returns the counter to 0. The
+// sums then depend on which warp took which chunk: the result is not bit-reproducible from
+// run to run (within the float tolerance of the merge's association).
+constexpr int kClaimStages = 16;
+constexpr int kClaimTokens = kClaimStages * 16;
+
+// One warp's claimed chunks: the chunk of its copies' stage (`ahead`, the pipeline's
+// look-ahead) and of the stage it reads (`read`), the warp's next claim in flight (lane 0's
+// atomic, read only when the copies leave their chunk). Both sides step a stage at a time in
+// order; the copies run fewer than kClaimStages stages ahead, so when the read side enters a
+// chunk the copies are in that same chunk.
+struct ClaimedChunks {
+  int32_t* counter;  // claims[unit]
+  int base, chunks;  // first claimable chunk id (4 S), the unit's chunks
+  int ahead, ahead_in, read, read_in, claim;
+  __device__ __forceinline__ void claim_next(int lane) {
+    if (lane == 0) claim = base + atomicAdd(counter, 1);
+  }
+  // The start of the copies' next stage, or -1 past the warp's last chunk.
+  __device__ __forceinline__ int64_t next_ahead(int lane) {
+    if (ahead_in == kClaimStages) {
+      ahead = __shfl_sync(0xffffffffu, claim, 0);
+      ahead_in = 0;
+      if (ahead < chunks) claim_next(lane);
+    }
+    const int in = ahead_in++;
+    return ahead < chunks ? int64_t(ahead) * kClaimTokens + in * 16 : -1;
+  }
+  // The start of the read side's next stage (always one the copies have seen).
+  __device__ __forceinline__ int64_t next_read() {
+    if (read_in == kClaimStages) read = ahead, read_in = 0;
+    return int64_t(read) * kClaimTokens + 16 * read_in++;
+  }
+};
+
 // x = hi + mid + lo, each part in the 16-bit type (the residuals are exact in float).
 template <typename Tag>
 __device__ __forceinline__ void split3(float x, uint16_t& hi, uint16_t& mid, uint16_t& lo) {
@@ -112,7 +159,8 @@ __device__ __forceinline__ uint32_t pack2(uint16_t first, uint16_t second) {
 // the second merge over clusters. It is a kernel of its own so that the others do not carry
 // its code: inline in every dense kernel it made the small calls ~0.3 us slower (kernel runs
 // 16a-16b, Llama B=1 4K; at head dim 64, 209 registers against 197 and 17 KB more code).
-template <int D, typename Tag, bool ROUTED, bool TMA, bool GROUPS = false>
+// DYN (dense with AttnArgs::claims only): the instance with dynamic splits, for the same reason.
+template <int D, typename Tag, bool ROUTED, bool TMA, bool GROUPS = false, bool DYN = false>
 __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
     attention_mma_kernel(const AttnArgs a, const __grid_constant__ CUtensorMap kv_map) {
   using S = MmaShape<D>;
@@ -143,17 +191,28 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   const int H = a.kv.num_kv_heads, G = a.group;
   const int bh = unit / a.head_chunks, b = bh / H, h = bh % H;
   const int tid = int(threadIdx.x), warp = tid >> 5, lane = tid & 31;
-  int64_t v0 = T * split / splits, v1 = T * (split + 1) / splits;
-  if (TMA) {  // on multiples of 16, so that no warp stage crosses a page (neighbours agree)
+  // Dynamic splits where the unit's splits are long (the same choice in all its CTAs).
+  const bool dyn = DYN && T >= int64_t(splits) * a.claim_min_split_tokens;
+  int64_t v0 = dyn ? 0 : T * split / splits, v1 = dyn ? T : T * (split + 1) / splits;
+  if (TMA && !dyn) {  // on multiples of 16, so that no warp stage crosses a page (neighbours agree)
     v0 &= ~int64_t(15);
     v1 = split + 1 == splits ? T : v1 & ~int64_t(15);
   }
-  trace_value(a, kPhaseTokens, v1 - v0);
+  trace_value(a, kPhaseTokens, dyn ? T / splits : v1 - v0);
   // Stages this warp reads: all of the CTA's for cp.async (rows past v1 are zero-filled);
-  // with TMA only those where it has a row before v1 (its copies and waits match).
+  // with TMA only those where it has a row before v1 (its copies and waits match). Dynamic:
+  // not known yet; pos_of sets it at the warp's first stage past its chunks or the unit.
   const int64_t warp_v0 = v0 + warp * S::kWarpRows;
-  const int n_stages = TMA ? (v1 > warp_v0 ? int((v1 - warp_v0 + S::kStageRows - 1) / S::kStageRows) : 0)
-                           : int((v1 - v0 + S::kStageRows - 1) / S::kStageRows);
+  int n_stages = dyn ? INT32_MAX
+                 : TMA ? (v1 > warp_v0 ? int((v1 - warp_v0 + S::kStageRows - 1) / S::kStageRows) : 0)
+                       : int((v1 - v0 + S::kStageRows - 1) / S::kStageRows);
+  ClaimedChunks claimed{};
+  if (dyn) {
+    const int first = warp * splits + split;
+    claimed = ClaimedChunks{a.claims + unit, S::kWarps * splits, int((T + kClaimTokens - 1) / kClaimTokens),
+                            first, 0, first, 0, 0};
+    if (first < claimed.chunks) claimed.claim_next(lane);
+  }
 
   // The order of the prologue is that of its round trips: q (find_split brought the page
   // list's start), then the page ids of the first stages, then the first copies; q's split
@@ -200,7 +259,16 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   // A stage's row for this lane in three steps, each one's load consumed a step later
   // (LazyPos): its position (routed: loads an anchor or block id), its page id (loads the
   // page table), its pool row (arithmetic only).
+  // Called for st = 0, 1, 2, ... in order (dynamic splits step the claimed chunks with it).
   auto pos_of = [&](int st) -> LazyPos {
+    if (DYN && dyn) {
+      const int64_t s0 = claimed.next_ahead(lane);
+      if (s0 < 0 || s0 >= T) {
+        n_stages = st < n_stages ? st : n_stages;
+        return LazyPos{0, 0, 0, false};
+      }
+      return LazyPos{0, 0, int(s0 + my_row), s0 + my_row < T};
+    }
     const int64_t v = v0 + int64_t(st) * S::kStageRows + warp * S::kWarpRows + my_row;
     if (st >= n_stages || v >= v1) return LazyPos{0, 0, 0, false};
     if (ROUTED) return map.lazy(int(v));
@@ -399,6 +467,8 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
     fill = fill == NS - 1 ? 0 : fill + 1;
     page_next = page_of(pos_next);  // position loaded an iteration ago; its page id now
     pos_next = pos_of(t + NS + 1);
+    // The first token of stage t (dynamic: of the chunk the read side is in).
+    const int64_t stage_v0 = DYN && dyn ? claimed.next_read() : warp_v0 + int64_t(t) * S::kStageRows;
     const unsigned slot = ring_base + unsigned(read) * S::kStageBytes;
     if constexpr (TMA) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -406,9 +476,8 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
       if (anchor_stage(t)) cp_async_wait_group<0>();  // anchors: this lane's copies have landed
       // Rows at or past the cache's end hold anything at all (NaN included): their scores
       // are masked below, and their V rows are zeroed here (0 x NaN would be NaN in P V).
-      const int64_t row0 = warp_v0 + int64_t(t) * S::kStageRows;
-      if (row0 + S::kWarpRows > T && !anchor_stage(t)) {  // (anchor stages: zero-filled by cp.async)
-        const int first = int(T - row0);  // >= 1: the stage has a row before v1 <= T
+      if (stage_v0 + S::kWarpRows > T && !anchor_stage(t)) {  // (anchor stages: zero-filled by cp.async)
+        const int first = int(T - stage_v0);  // >= 1: the stage has a row before v1 <= T
         for (int i = lane; i < (S::kWarpRows - first) * 8 * (D / 64); i += 32) {
           const int r = first + i / (8 * (D / 64)), part = i / 8 % (D / 64), c = i % 8;
           const unsigned at = slot + unsigned(part * S::kTmaPartBytes + S::kTmaVOffset + r * 128 + c * 16);
@@ -436,7 +505,6 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
     }
     // Finished scores of head g, tokens 8n + 2tq + e; masked past the split and, routed, in
     // the padding after the anchors (virtual rows pad_lo .. pad_hi - 1 of this stage).
-    const int64_t stage_v0 = warp_v0 + int64_t(t) * S::kStageRows;
     const int64_t left = v1 - stage_v0;
     const int nvalid = left < S::kWarpRows ? int(left) : S::kWarpRows;  // may be <= 0
     const int64_t pad_lo = ROUTED ? map.num_anchors - stage_v0 : 0, pad_hi = ROUTED ? map.block_start - stage_v0 : 0;

@@ -12,11 +12,15 @@
 namespace sinkrouter::cuda {
 
 // The kernel instances a plan may launch: routed, one; dense, with and without the second
-// merge over clusters (attention_mma_kernel's GROUPS).
+// merge over clusters (attention_mma_kernel's GROUPS), each with static or dynamic splits (DYN).
 template <int D, typename Tag, bool ROUTED, bool TMA>
 std::vector<const void*> mma_kernels() {
   std::vector<const void*> k{reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, ROUTED, TMA>)};
-  if constexpr (!ROUTED) k.push_back(reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA, true>));
+  if constexpr (!ROUTED) {
+    k.push_back(reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA, true>));
+    k.push_back(reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA, false, true>));
+    k.push_back(reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA, true, true>));
+  }
   return k;
 }
 
@@ -63,28 +67,35 @@ int mma_cluster_capacity(int cluster, int min_smem) {
                      [&](const void* kernel) { return resident_clusters(kernel, kAttnThreads, smem, cluster); });
 }
 
-template <int D, typename Tag, bool ROUTED, bool GROUPS>
+template <int D, typename Tag, bool ROUTED, bool GROUPS, bool DYN>
 void mma_launch_instance(const AttnArgs& a, const CUtensorMap* kv_map, int grid, int smem, cudaStream_t stream) {
   const int cluster = !ROUTED && a.cluster > 0 ? a.cluster : 1;
   if (kv_map != nullptr) {
-    launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, true, GROUPS>, dim3(unsigned(grid)),
+    launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, true, GROUPS, DYN>, dim3(unsigned(grid)),
                          dim3(kAttnThreads), smem, stream, cluster, a, *kv_map);
     return;
   }
   static const CUtensorMap blank{};
-  launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, false, GROUPS>, dim3(unsigned(grid)),
+  launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, false, GROUPS, DYN>, dim3(unsigned(grid)),
                        dim3(kAttnThreads), smem, stream, cluster, a, blank);
 }
 
 // kv_map null: the cp.async kernel (it is passed a blank map it never reads). Dense with
-// a.cluster > 0: in clusters of that many CTAs, the GROUPS instance where a unit has several.
-// smem: mma_prepare_one's smem_bytes.
+// a.cluster > 0: in clusters of that many CTAs, the GROUPS instance where a unit has several;
+// dense with a.claims: the DYN instance. smem: mma_prepare_one's smem_bytes.
+template <int D, typename Tag, bool ROUTED, bool DYN>
+void mma_launch_splits(const AttnArgs& a, const CUtensorMap* kv_map, int grid, int smem, cudaStream_t stream) {
+  if (!ROUTED && a.cluster > 0 && a.cluster_groups > 1)
+    mma_launch_instance<D, Tag, false, true, DYN>(a, kv_map, grid, smem, stream);
+  else
+    mma_launch_instance<D, Tag, ROUTED, false, DYN>(a, kv_map, grid, smem, stream);
+}
 template <int D, typename Tag, bool ROUTED>
 void mma_launch_one(const AttnArgs& a, const CUtensorMap* kv_map, int grid, int smem, cudaStream_t stream) {
-  if (!ROUTED && a.cluster > 0 && a.cluster_groups > 1)
-    mma_launch_instance<D, Tag, false, true>(a, kv_map, grid, smem, stream);
+  if (!ROUTED && a.claims != nullptr)
+    mma_launch_splits<D, Tag, false, true>(a, kv_map, grid, smem, stream);
   else
-    mma_launch_instance<D, Tag, ROUTED, false>(a, kv_map, grid, smem, stream);
+    mma_launch_splits<D, Tag, ROUTED, false>(a, kv_map, grid, smem, stream);
 }
 
 #define SR_DEFINE_ATTENTION_MMA_INSTANCES(D, TAG, SUFFIX)                                              \

@@ -102,6 +102,8 @@ __device__ void merge_cluster_groups(const AttnArgs& a, int unit, int rank, int 
     return;
   }
   if (tid == 0) *ticket = 0;  // every other cluster of the unit has taken its ticket
+  // ... so every warp of the unit is past its last claim (dynamic splits).
+  if (rank == 0 && tid == 0 && a.claims != nullptr) a.claims[unit] = 0;
   const float2* part = reinterpret_cast<const float2*>(a.part_acc) + int64_t(unit * C + rank) * k * w;
   // Element tid + j * threads of the slice: running max of the lse, sum of weights, weighted sum.
   float M[kE], W[kE], A[kE];
@@ -254,6 +256,9 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
   trace_phase(a, kPhaseTicket);
   const int e0 = rank * w, e1 = e0 + w < n ? e0 + w : n;
   const ReceivedSlice<D> slice{recv_acc, recv_ml, C, w, e0};
+  // Every warp of the cluster is past its last claim (dynamic splits); with several clusters
+  // a unit, merge_cluster_groups' last rank-0 CTA returns the counter instead.
+  if (!GROUPS && rank == 0 && tid == 0 && a.claims != nullptr) a.claims[unit] = 0;
   // No CTA reads a peer's shared memory after the barrier: each may leave when done.
   if constexpr (GROUPS) {  // (its own loop: the one-cluster loop stays that of run 14f)
     cluster_partials_and_merge<D>(a, unit, split, slice, e1, scratch);

@@ -1,6 +1,7 @@
 // CudaDecoder::plan_cluster_mode: whether dense decode takes cluster mode, and its CTAs a
 // cluster and clusters a (sequence, KV head) (decode_cuda_cluster.cuh; docs/PERF.md,
-// sections "Cluster mode" and "Several clusters a head").
+// sections "Cluster mode" and "Several clusters a head"); CudaDecoder::plan_dynamic_splits:
+// whether its splits are claimed in chunks (decode_cuda_attention_mma.cuh, ClaimedChunks).
 #include <algorithm>
 #include <cstdint>
 
@@ -136,6 +137,34 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
 int CudaDecoder::resident_clusters(int ctas) const {
   SR_CHECK(ctas >= 2 && ctas <= 16, "decode (CUDA): resident_clusters of {} CTAs (expected 2 to 16)", ctas);
   return tensor_cores_ ? cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, ctas, min_smem_) : 0;
+}
+
+// The planned split is that of the capacity in every unit: the cluster's share, or the flat
+// list's chunk. The kernel decides again per unit from its length (AttnArgs::claims).
+void CudaDecoder::plan_dynamic_splits(const CudaDecodeOptions& options, bool routed, int units) {
+  const int mode = options.dynamic_splits >= 0
+                       ? options.dynamic_splits
+                       : option_from_env("SINKROUTER_DECODE_DYNAMIC", "auto", {{"off", 0}, {"on", 1}, {"auto", 2}},
+                                         "off, on or auto");
+  SR_CHECK(mode >= 0 && mode <= 2, "decode (CUDA): dynamic_splits must be 0 (off), 1 (on) or 2 (auto), not {}",
+           mode);
+  SR_CHECK(options.dynamic_min_split_tokens >= 1, "decode (CUDA): dynamic_min_split_tokens {} must be at least 1",
+           options.dynamic_min_split_tokens);
+  SR_CHECK(mode != 1 || routed || tensor_cores_,
+           "decode (CUDA): dynamic splits (dynamic_splits on) need the tensor-core kernel (GQA group <= 4, "
+           "tensor_cores on)");
+  dynamic_min_split_tokens_ = options.dynamic_min_split_tokens;
+  dynamic_splits_ = false;
+  if (routed || !tensor_cores_ || mode == 0) return;
+  const int64_t split =
+      cluster_ctas_ > 0 ? max_capacity_ / (int64_t(cluster_ctas_) * cluster_groups_)
+                        : split_schedule::chunk_for(max_capacity_ * units, units, wave_ctas_, waves_,
+                                                    waves_min_split_tokens_, min_split_tokens_);
+  dynamic_splits_ = mode == 1 || split >= dynamic_min_split_tokens_;
+  // One wave: the claims even out the CTAs' rates, which is what later waves were for, and a
+  // CTA of a later wave would start after its unit's chunks were claimed, holding only its
+  // warps' first chunks back to the end.
+  if (dynamic_splits_) waves_ = 1;
 }
 
 }  // namespace sinkrouter

@@ -415,6 +415,7 @@ __device__ void finish_split(const AttnArgs& a, int unit, int split, int splits,
   float res[E];
   if (splits == 1) {
     __syncthreads();
+    if (!ROUTED && a.claims != nullptr && tid == 0) a.claims[unit] = 0;  // (its own warps are done)
 #pragma unroll
     for (int k = 0; k < E; ++k) {
       const int idx = tid + k * kAttnThreads, g = idx / D;
@@ -434,6 +435,8 @@ __device__ void finish_split(const AttnArgs& a, int unit, int split, int splits,
       return;
     }
     if (tid == 0) a.tickets[unit] = 0;  // every other CTA of the unit has taken its ticket
+    // ... so every warp of the unit is past its last claim (dynamic splits).
+    if (!ROUTED && a.claims != nullptr && tid == 0) a.claims[unit] = 0;
     // s_acc (this CTA's own state, already in part_acc) receives the merged output.
     merge_partials<D>(a, int64_t(cta - split), splits, gc, scratch, s_acc);
 #pragma unroll

@@ -3,7 +3,8 @@
 // equal the CPU paths on a host cache that received the same tokens: this shows that no
 // length, split or block list was frozen into the graph at capture time. (At these
 // capacities the dense decoder takes cluster mode on an sm_90 device, here with two clusters
-// a head: a clustered launch and the tickets of its second merge are captured too.)
+// a head: a clustered launch and the tickets of its second merge are captured too. A second
+// dense decoder takes the flat list with dynamic splits: its chunk counters are captured.)
 #include <gtest/gtest.h>
 
 #if defined(SINKROUTER_HAVE_CUDA)
@@ -47,9 +48,14 @@ TEST(CudaGraph, CapturedStepReplaysAsTheCacheGrows) {
   dense_options.cluster_groups = 2;  // (where cluster mode is taken)
   CudaDecoder dense(dev.view(), QH, AttentionPolicy{}, scale, dense_options);
   CudaDecoder routed(dev.view(), QH, routed_policy, scale);
+  CudaDecodeOptions dynamic_options;
+  dynamic_options.cluster = 0;
+  dynamic_options.dynamic_splits = 1;
+  dynamic_options.dynamic_min_split_tokens = 64;
+  CudaDecoder dynamic(dev.view(), QH, AttentionPolicy{}, scale, dynamic_options);
 
   DeviceBuffer kd(size_t(B) * H * D * 4), vd(size_t(B) * H * D * 4), qd(size_t(B) * QH * D * 4);
-  DeviceBuffer out_dense(size_t(B) * QH * D * 4), out_routed(size_t(B) * QH * D * 4);
+  DeviceBuffer out_dense(size_t(B) * QH * D * 4), out_routed(size_t(B) * QH * D * 4), out_dynamic(size_t(B) * QH * D * 4);
   cudaStream_t stream;
   SR_ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   cudaGraph_t graph;
@@ -57,6 +63,7 @@ TEST(CudaGraph, CapturedStepReplaysAsTheCacheGrows) {
   dev.append_step(kd.get(), vd.get(), DType::F32, stream);
   dense.run(dev.view(), qd.get(), DType::F32, out_dense.get(), DType::F32, stream);
   routed.run(dev.view(), qd.get(), DType::F32, out_routed.get(), DType::F32, stream);
+  dynamic.run(dev.view(), qd.get(), DType::F32, out_dynamic.get(), DType::F32, stream);
   SR_ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
   cudaGraphExec_t exec;
   SR_ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
@@ -79,15 +86,20 @@ TEST(CudaGraph, CapturedStepReplaysAsTheCacheGrows) {
     SR_ASSERT_CUDA(cudaMemcpyAsync(qd.get(), q.data(), q.bytes(), cudaMemcpyHostToDevice, stream));
     SR_ASSERT_CUDA(cudaMemsetAsync(out_dense.get(), 0xff, out_dense.bytes(), stream));
     SR_ASSERT_CUDA(cudaMemsetAsync(out_routed.get(), 0xff, out_routed.bytes(), stream));
+    SR_ASSERT_CUDA(cudaMemsetAsync(out_dynamic.get(), 0xff, out_dynamic.bytes(), stream));
     SR_ASSERT_CUDA(cudaGraphLaunch(exec, stream));
     SR_ASSERT_CUDA(cudaStreamSynchronize(stream));
     ASSERT_NO_THROW(dev.check_errors());
 
-    HostTensor od(DType::F32, {B, QH, D}), orr(DType::F32, {B, QH, D}), ref(DType::F64, {B, QH, D});
+    HostTensor od(DType::F32, {B, QH, D}), orr(DType::F32, {B, QH, D}), odyn(DType::F32, {B, QH, D});
+    HostTensor ref(DType::F64, {B, QH, D});
     testing::to_host(out_dense, od);
     testing::to_host(out_routed, orr);
+    testing::to_host(out_dynamic, odyn);
     decode_exact(q.view(), host.view, scale, ref.view());
     EXPECT_EQ(compare_to_reference(od.view(), ref.view(), tolerance_for(DType::F32)), "") << "dense, step " << step;
+    EXPECT_EQ(compare_to_reference(odyn.view(), ref.view(), tolerance_for(DType::F32)), "")
+        << "dense with dynamic splits, step " << step;
     const RoutePlan plan = testing::plan_from_device(routed.download_routing(), host.view, routed_policy, G, scale);
     decode_reference(q.view(), host.view, plan, ref.view());
     EXPECT_EQ(compare_to_reference(orr.view(), ref.view(), tolerance_for(DType::F32)), "") << "routed, step " << step;

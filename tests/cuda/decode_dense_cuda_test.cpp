@@ -7,8 +7,10 @@
 // sm_90 device: the cache's unwritten rows are NaN, so a TMA stage reaching past a length
 // must zero them), each in Split-K and, on an sm_90 device, in cluster mode (clusters of 2
 // to 16 CTAs merging through distributed shared memory, one to five clusters a head merging
-// slice by slice after, some CTAs with empty splits). Every decoder runs twice: the fused
-// combine's tickets must be back at zero for the second run.
+// slice by slice after, some CTAs with empty splits), with fixed and with dynamic splits
+// (warps claiming 256-token chunks; some units left fixed by their length). Every decoder
+// runs twice: the fused combine's tickets and the chunk counters must be back at zero for the
+// second run.
 #include <gtest/gtest.h>
 
 #if defined(SINKROUTER_HAVE_CUDA)
@@ -20,6 +22,7 @@
 #include <cstdlib>
 #include <random>
 #include <string>
+#include <tuple>
 
 #include "common/compare.h"
 #include "cuda_test_util.h"
@@ -115,17 +118,21 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
   HostTensor out(c.out_dtype, {B, QH, D}), ref(DType::F64, {B, QH, D});
   decode_exact(q.view(), r.batch.view, scale, ref.view());
   std::vector<HeadStats> st;
-  // (tensor cores, K/V copies, cluster mode): cp.async, TMA where it runs (auto), each in
-  // Split-K and in clusters (sm_90 only), and the CUDA cores.
+  // (tensor cores, K/V copies, cluster mode, dynamic splits): cp.async, TMA where it runs
+  // (auto), each in Split-K and in clusters (sm_90 only), each with fixed and dynamic splits,
+  // and the CUDA cores.
   struct Config {
     bool tensor_cores;
     int kv_copy;
-    bool cluster;
+    bool cluster, dynamic;
   };
-  for (auto [tensor_cores, kv_copy, cluster] : {Config{true, 0, false}, Config{true, 2, false}, Config{true, 0, true},
-                                                 Config{true, 2, true}, Config{false, 0, false}}) {
+  for (auto [tensor_cores, kv_copy, cluster, dynamic] :
+       {Config{true, 0, false, false}, Config{true, 2, false, false}, Config{true, 0, true, false},
+        Config{true, 2, true, false}, Config{true, 0, false, true}, Config{true, 2, false, true},
+        Config{true, 0, true, true}, Config{true, 2, true, true}, Config{false, 0, false, false}}) {
     if (!tensor_cores && c.group > 4) continue;  // groups past 4 always take the CUDA cores
     if (cluster && (c.group > 4 || !device_is_sm90())) continue;  // clusters: tensor cores on sm_90
+    if (dynamic && c.group > 4) continue;                         // dynamic splits: tensor cores
     CudaDecodeOptions opt;
     opt.min_split_tokens = c.min_split_tokens;
     opt.tensor_cores = tensor_cores;
@@ -134,11 +141,15 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
     opt.cluster_ctas = c.cluster_ctas;
     opt.cluster_groups = c.cluster_groups;
     opt.ctas_per_sm = c.ctas_per_sm;
+    // Dynamic: every unit claims chunks, or (512) only those whose splits reach 512 tokens.
+    opt.dynamic_splits = dynamic ? 1 : 0;
+    opt.dynamic_min_split_tokens = c.min_split_tokens == 16 ? 512 : 1;
     // Every L2 prefetch size over the grid (page sizes 1, 16, 64, 256 -> 0, 128, 256, 128):
     // the hint changes which bytes the L2 fetches, never what lands in shared memory.
     opt.kv_l2_prefetch = c.page_size == 1 ? 0 : (c.page_size == 64 ? 256 : 128);
     CudaDecoder decoder(dev.view(), QH, AttentionPolicy{}, scale, opt);
     EXPECT_EQ(decoder.uses_tensor_cores(), tensor_cores && c.group <= 4) << case_name(c);
+    EXPECT_EQ(decoder.uses_dynamic_splits(), dynamic) << case_name(c);
     if (c.ctas_per_sm > 0) {  // the flat list's wave: at most ctas_per_sm CTAs an SM (one: exactly one)
       int sms = 0;
       device_sm_count(&sms);
@@ -180,7 +191,7 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
           << case_name(c) << (tensor_cores ? (tma ? " tensor cores, TMA" : " tensor cores") : " CUDA cores")
           << (cluster ? fmt::format(", {} clusters of {}", decoder.cluster_groups(), decoder.cluster_ctas())
                       : std::string())
-          << ", run " << repeat;
+          << (dynamic ? ", dynamic splits" : "") << ", run " << repeat;
     }
     st = decoder.download_stats();
   }
@@ -221,9 +232,15 @@ TEST(CudaDenseDecode, LongAndShortSequencesShareTheGrid) {
   const int B = 3, QH = 8, D = 128;
   DeviceKVCache dev = DeviceKVCache::upload(*r.cache, r.seqs, 1);
   for (int target : {0, 3, 1000})
-    for (auto [tensor_cores, kv_copy] : {std::pair{true, 0}, std::pair{true, 2}, std::pair{false, 0}}) {
+    for (auto [tensor_cores, kv_copy, dynamic] :
+         {std::tuple{true, 0, false}, std::tuple{true, 2, false}, std::tuple{false, 0, false},
+          std::tuple{true, 0, true}, std::tuple{true, 2, true}}) {
       CudaDecodeOptions opt;
       opt.cluster = 0;  // the flat list (cluster mode: below)
+      // Dynamic: the long sequence's splits claim its 157 chunks; units whose splits are
+      // under 256 tokens keep them fixed.
+      opt.dynamic_splits = dynamic ? 1 : 0;
+      opt.dynamic_min_split_tokens = 256;
       opt.target_ctas = target;
       opt.waves = target == 0 && kv_copy == 2 ? 3 : 1;  // three waves of splits over the resident CTAs
       opt.waves_min_split_tokens = 64;                    // (taken however short the call)
@@ -241,7 +258,7 @@ TEST(CudaDenseDecode, LongAndShortSequencesShareTheGrid) {
       decode_exact(r.q.view(), r.batch.view, 1.f / std::sqrt(128.f), ref.view());
       EXPECT_EQ(compare_to_reference(out.view(), ref.view(), tolerance_for(DType::F32)), "")
           << "target " << target << (tensor_cores ? " tensor cores" : " CUDA cores") << ", kv_copy " << kv_copy
-          << (decoder.uses_tma_copies() ? " (TMA)" : "");
+          << (decoder.uses_tma_copies() ? " (TMA)" : "") << (dynamic ? ", dynamic splits" : "");
     }
 }
 
@@ -259,8 +276,10 @@ TEST(CudaDenseDecode, ClusterModeOverLongAndShortSequences) {
   HostTensor out(DType::BF16, {B, QH, D}), ref(DType::F64, {B, QH, D});
   decode_exact(r.q.view(), r.batch.view, 1.f / std::sqrt(128.f), ref.view());
   for (auto [ctas, groups] : {std::pair{16, 1}, std::pair{5, 1}, std::pair{16, 3}, std::pair{5, 7}})
-    for (int kv_copy : {0, 2}) {
+    for (auto [kv_copy, dynamic] : {std::pair{0, false}, std::pair{2, false}, std::pair{0, true}, std::pair{2, true}}) {
       CudaDecodeOptions opt;
+      opt.dynamic_splits = dynamic ? 1 : 0;
+      opt.dynamic_min_split_tokens = 256;
       opt.cluster = 1;
       opt.cluster_ctas = ctas;
       opt.cluster_groups = groups;
@@ -276,7 +295,7 @@ TEST(CudaDenseDecode, ClusterModeOverLongAndShortSequences) {
       testing::to_host(od, out);
       EXPECT_EQ(compare_to_reference(out.view(), ref.view(), tolerance_for(DType::BF16)), "")
           << groups << " clusters of " << ctas << ", kv_copy " << kv_copy
-          << (decoder.uses_tma_copies() ? " (TMA)" : "");
+          << (decoder.uses_tma_copies() ? " (TMA)" : "") << (dynamic ? ", dynamic splits" : "");
       const std::vector<HeadStats> st = decoder.download_stats();
       for (int b = 0; b < B; ++b)
         for (int h = 0; h < 2; ++h)
@@ -365,6 +384,15 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   CudaDecodeOptions bad_ctas_per_sm;
   bad_ctas_per_sm.ctas_per_sm = 33;
   expect_options_error(bad_ctas_per_sm, "ctas_per_sm must be 0 (as many as fit) to 32, not 33");
+  CudaDecodeOptions bad_dynamic;
+  bad_dynamic.dynamic_splits = 3;
+  expect_options_error(bad_dynamic, "dynamic_splits must be 0 (off), 1 (on) or 2 (auto), not 3");
+  bad_dynamic.dynamic_splits = 1;
+  bad_dynamic.dynamic_min_split_tokens = 0;
+  expect_options_error(bad_dynamic, "dynamic_min_split_tokens 0 must be at least 1");
+  bad_dynamic.dynamic_min_split_tokens = 64;
+  bad_dynamic.tensor_cores = false;
+  expect_options_error(bad_dynamic, "dynamic splits (dynamic_splits on) need the tensor-core kernel");
   // Options left at -1: the environment decides. with_env runs fn with `name` set to `value`,
   // then restores the variable.
   auto with_env = [](const char* name, const char* value, auto fn) {
@@ -385,6 +413,15 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
                    "SINKROUTER_DECODE_CLUSTER_GROUPS must be an integer, not '2x'");
   expect_env_error("SINKROUTER_DECODE_CLUSTER_CTAS", "17", "cluster_ctas 17 out of range");
   expect_env_error("SINKROUTER_DECODE_CTAS_PER_SM", "one", "SINKROUTER_DECODE_CTAS_PER_SM must be an integer, not 'one'");
+  expect_env_error("SINKROUTER_DECODE_DYNAMIC", "yes", "SINKROUTER_DECODE_DYNAMIC must be off, on or auto, not 'yes'");
+  // Auto leaves a 50-token capacity's splits fixed; on claims chunks; routed decoders never do.
+  EXPECT_FALSE(CudaDecoder(dev.view(), 4, AttentionPolicy{}, 0.125f).uses_dynamic_splits());
+  with_env("SINKROUTER_DECODE_DYNAMIC", "on", [&] {
+    EXPECT_TRUE(CudaDecoder(dev.view(), 4, AttentionPolicy{}, 0.125f).uses_dynamic_splits());
+    AttentionPolicy routed;
+    routed.kind = PolicyKind::SinkRouter;
+    EXPECT_FALSE(CudaDecoder(dev.view(), 4, routed, 0.125f).uses_dynamic_splits());
+  });
   with_env("SINKROUTER_DECODE_CTAS_PER_SM", "1", [&] {
     int sms = 0;
     device_sm_count(&sms);

@@ -161,6 +161,17 @@ struct CudaDecodeOptions {
   // slower elsewhere (clusters of 8 at Llama B=1 64K, SmolLM2 B=8, routed Llama B=8), so the
   // default stays 0. -1: SINKROUTER_DECODE_CTAS_PER_SM, unset: 0.
   int ctas_per_sm = -1;
+  // Dynamic splits of dense decode on tensor cores (src/attention/decode_cuda_attention_mma.cuh,
+  // ClaimedChunks): where a (sequence, KV head)'s splits have at least dynamic_min_split_tokens
+  // tokens each, its CTAs' warps claim 256-token chunks of it as they go, instead of each CTA
+  // reading one fixed split, so that CTAs on faster SMs read more and the call does not wait
+  // for its slowest CTA (kernel run 17e: equal splits' loops ran from 318 to 443 us at Llama
+  // B=1 512K). The sums' order then varies from run to run: outputs agree to float rounding,
+  // not bit for bit. 0 off; 1 on (dense on tensor cores; a clear error on CUDA cores); 2 auto:
+  // on where the planned capacity's splits reach dynamic_min_split_tokens. Routed decoders keep
+  // fixed splits. -1: SINKROUTER_DECODE_DYNAMIC ("off", "on" or "auto"), unset: auto.
+  int dynamic_splits = -1;
+  int dynamic_min_split_tokens = 4096;
 };
 
 // The routing decisions of the last run, copied back (for tests and analysis).
@@ -214,6 +225,7 @@ class CudaDecoder {
   int resident_clusters(int ctas) const;
   bool uses_tensor_cores() const { return tensor_cores_; }
   bool uses_tma_copies() const { return tma_copies_; }  // options.kv_copy resolved
+  bool uses_dynamic_splits() const { return dynamic_splits_; }  // options.dynamic_splits resolved
   const AttentionPolicy& policy() const { return policy_; }
 
  private:
@@ -222,6 +234,8 @@ class CudaDecoder {
   // Resolves options.cluster into cluster_ctas_ and cluster_groups_ (after the kernel and the
   // wave are chosen).
   void plan_cluster_mode(const CudaDecodeOptions& options, bool routed, int units, int sms);
+  // Resolves options.dynamic_splits into dynamic_splits_ (after the cluster plan).
+  void plan_dynamic_splits(const CudaDecodeOptions& options, bool routed, int units);
   // The routing launches of run() and run_routing(), after their checks.
   void enqueue_routing(const DeviceKV& kv, const void* q, DType q_dtype, cudaStream_t stream);
 
@@ -240,6 +254,8 @@ class CudaDecoder {
   int wave_ctas_ = 0, waves_ = 1, waves_min_split_tokens_ = 0, grid_ctas_ = 0, min_split_tokens_ = 0;
   int cluster_ctas_ = 0;    // options.cluster resolved: CTAs a cluster, 0 off
   int cluster_groups_ = 0;  // clusters a unit in cluster mode
+  bool dynamic_splits_ = false;       // options.dynamic_splits resolved
+  int dynamic_min_split_tokens_ = 0;  // a unit's splits claim chunks from this many tokens each
   int kv_l2_prefetch_ = 0;  // 0, 128 or 256 (options.kv_l2_prefetch resolved)
   int min_smem_ = 0;        // options.ctas_per_sm as a floor on a CTA's dynamic shared memory (0: none)
   int launch_smem_ = 0;     // the attention kernel's dynamic shared memory a CTA
