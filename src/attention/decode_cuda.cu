@@ -473,6 +473,7 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
   a.tickets = w.tickets;
   a.claims = routed ? nullptr : w.claims;
   a.claim_min_split_tokens = dynamic_min_split_tokens_;
+  a.claim_stages = dynamic_chunk_tokens_ / 16;
   a.out = out;
   a.out_dtype = out_dtype;
   a.stats = w.stats;

@@ -154,6 +154,12 @@ void CudaDecoder::plan_dynamic_splits(const CudaDecodeOptions& options, bool rou
            "decode (CUDA): dynamic splits (dynamic_splits on) need the tensor-core kernel (GQA group <= 4, "
            "tensor_cores on)");
   dynamic_min_split_tokens_ = options.dynamic_min_split_tokens;
+  const int chunk = options.dynamic_chunk_tokens >= 0 ? options.dynamic_chunk_tokens
+                                                      : int_option_from_env("SINKROUTER_DECODE_DYNAMIC_CHUNK");
+  dynamic_chunk_tokens_ = chunk == 0 ? 128 : chunk;
+  SR_CHECK(dynamic_chunk_tokens_ % 16 == 0 && dynamic_chunk_tokens_ >= 128 && dynamic_chunk_tokens_ <= 4096,
+           "decode (CUDA): dynamic_chunk_tokens {} must be a multiple of 16 from 128 to 4096",
+           dynamic_chunk_tokens_);
   dynamic_splits_ = false;
   if (routed || !tensor_cores_ || mode == 0) return;
   const int64_t split =

@@ -66,6 +66,7 @@ struct AttnArgs {
   // (the unit's last CTA returns it to 0). Null: every split is [v0, v1), fixed.
   int32_t* claims;
   int claim_min_split_tokens;
+  int claim_stages;  // 16-token warp stages a chunk (at least 8: more than the ring's stages + 1)
   // Output and statistics (written by the unit's last CTA).
   void* out;         // [batch, num_q_heads, head_dim]
   DType out_dtype;

@@ -141,9 +141,11 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
     opt.cluster_ctas = c.cluster_ctas;
     opt.cluster_groups = c.cluster_groups;
     opt.ctas_per_sm = c.ctas_per_sm;
-    // Dynamic: every unit claims chunks, or (512) only those whose splits reach 512 tokens.
+    // Dynamic: every unit claims chunks, or (512) only those whose splits reach 512 tokens;
+    // chunks of 128 and 208 tokens.
     opt.dynamic_splits = dynamic ? 1 : 0;
     opt.dynamic_min_split_tokens = c.min_split_tokens == 16 ? 512 : 1;
+    opt.dynamic_chunk_tokens = c.page_size == 64 ? 208 : 128;
     // Every L2 prefetch size over the grid (page sizes 1, 16, 64, 256 -> 0, 128, 256, 128):
     // the hint changes which bytes the L2 fetches, never what lands in shared memory.
     opt.kv_l2_prefetch = c.page_size == 1 ? 0 : (c.page_size == 64 ? 256 : 128);
@@ -391,6 +393,9 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   bad_dynamic.dynamic_min_split_tokens = 0;
   expect_options_error(bad_dynamic, "dynamic_min_split_tokens 0 must be at least 1");
   bad_dynamic.dynamic_min_split_tokens = 64;
+  bad_dynamic.dynamic_chunk_tokens = 120;
+  expect_options_error(bad_dynamic, "dynamic_chunk_tokens 120 must be a multiple of 16 from 128 to 4096");
+  bad_dynamic.dynamic_chunk_tokens = -1;
   bad_dynamic.tensor_cores = false;
   expect_options_error(bad_dynamic, "dynamic splits (dynamic_splits on) need the tensor-core kernel");
   // Options left at -1: the environment decides. with_env runs fn with `name` set to `value`,
@@ -414,6 +419,7 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   expect_env_error("SINKROUTER_DECODE_CLUSTER_CTAS", "17", "cluster_ctas 17 out of range");
   expect_env_error("SINKROUTER_DECODE_CTAS_PER_SM", "one", "SINKROUTER_DECODE_CTAS_PER_SM must be an integer, not 'one'");
   expect_env_error("SINKROUTER_DECODE_DYNAMIC", "yes", "SINKROUTER_DECODE_DYNAMIC must be off, on or auto, not 'yes'");
+  expect_env_error("SINKROUTER_DECODE_DYNAMIC_CHUNK", "64", "dynamic_chunk_tokens 64 must be a multiple of 16");
   // Auto leaves a 50-token capacity's splits fixed; on claims chunks; routed decoders never do.
   EXPECT_FALSE(CudaDecoder(dev.view(), 4, AttentionPolicy{}, 0.125f).uses_dynamic_splits());
   with_env("SINKROUTER_DECODE_DYNAMIC", "on", [&] {

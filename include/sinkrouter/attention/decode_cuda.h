@@ -163,7 +163,7 @@ struct CudaDecodeOptions {
   int ctas_per_sm = -1;
   // Dynamic splits of dense decode on tensor cores (src/attention/decode_cuda_attention_mma.cuh,
   // ClaimedChunks): where a (sequence, KV head)'s splits have at least dynamic_min_split_tokens
-  // tokens each, its CTAs' warps claim 256-token chunks of it as they go, instead of each CTA
+  // tokens each, its CTAs' warps claim chunks of it as they go, instead of each CTA
   // reading one fixed split, so that CTAs on faster SMs read more and the call does not wait
   // for its slowest CTA (kernel run 17e: equal splits' loops ran from 318 to 443 us at Llama
   // B=1 512K). The sums' order then varies from run to run: outputs agree to float rounding,
@@ -172,6 +172,11 @@ struct CudaDecodeOptions {
   // fixed splits. -1: SINKROUTER_DECODE_DYNAMIC ("off", "on" or "auto"), unset: auto.
   int dynamic_splits = -1;
   int dynamic_min_split_tokens = 4096;
+  // Tokens a claimed chunk: a multiple of 16 from 128 to 4096. A call's tail is about one
+  // chunk of one warp's copies (a warp streams ~5 GB/s: 128 tokens are ~13 us at head dim 128),
+  // so short ones; 128 is the shortest the kernel's pipeline allows. -1:
+  // SINKROUTER_DECODE_DYNAMIC_CHUNK (tokens), unset: 128.
+  int dynamic_chunk_tokens = -1;
 };
 
 // The routing decisions of the last run, copied back (for tests and analysis).
@@ -256,6 +261,7 @@ class CudaDecoder {
   int cluster_groups_ = 0;  // clusters a unit in cluster mode
   bool dynamic_splits_ = false;       // options.dynamic_splits resolved
   int dynamic_min_split_tokens_ = 0;  // a unit's splits claim chunks from this many tokens each
+  int dynamic_chunk_tokens_ = 128;    // tokens a claimed chunk
   int kv_l2_prefetch_ = 0;  // 0, 128 or 256 (options.kv_l2_prefetch resolved)
   int min_smem_ = 0;        // options.ctas_per_sm as a floor on a CTA's dynamic shared memory (0: none)
   int launch_smem_ = 0;     // the attention kernel's dynamic shared memory a CTA
