@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <map>
+#include <numeric>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -270,6 +271,16 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   SR_CHECK(options.waves_min_split_tokens >= 1, "decode (CUDA): waves_min_split_tokens {} must be at least 1",
            options.waves_min_split_tokens);
   waves_min_split_tokens_ = options.waves_min_split_tokens;
+  const int spread = options.spread_ctas >= 0
+                         ? options.spread_ctas
+                         : option_from_env("SINKROUTER_DECODE_SPREAD", "off", {{"off", 0}, {"on", 1}}, "off or on");
+  SR_CHECK(spread == 0 || spread == 1, "decode (CUDA): spread_ctas must be 0 (off) or 1 (on), not {}", spread);
+  // The stride: the first number from 0.618 of the wave that is coprime to it (a bijection).
+  cta_stride_ = 0;
+  if (spread == 1 && wave_ctas_ > 2) {
+    cta_stride_ = int(0.618 * wave_ctas_);
+    while (std::gcd(cta_stride_, wave_ctas_) != 1) ++cta_stride_;
+  }
   const int units = batch_ * num_kv_heads_ * head_chunks_;
   plan_cluster_mode(options, routed, units, sms);
   plan_dynamic_splits(options, routed, units);
@@ -464,6 +475,7 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
   a.waves = waves_;
   a.waves_min_split_tokens = waves_min_split_tokens_;
   a.min_split_tokens = min_split_tokens_;
+  a.cta_stride = cta_stride_;
   a.kv_l2_prefetch = kv_l2_prefetch_;
   a.pad_anchors = tma_copies_ && routed;
   a.cluster = cluster_ctas_;

@@ -177,12 +177,13 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   trace_phase(a, kPhaseStartNs);
   trace_phase(a, kPhaseEntry);
   int unit, split, splits;
+  const int cta = flat_cta(a);  // (the flat list's; cluster mode: unused)
   int64_t T;          // the unit's tokens
   int32_t page_start;  // kv.indptr of its sequence
   if (!ROUTED && a.cluster > 0) {
     cluster_split<GROUPS>(a, int(blockIdx.x), &unit, &split, &splits, &T, &page_start);
     cluster_arrive_relaxed();  // "started": the peers wait for it before their first store here
-  } else if (!find_split<ROUTED>(a, int(blockIdx.x), &unit, &split, &splits, &T, &page_start)) {
+  } else if (!find_split<ROUTED>(a, cta, &unit, &split, &splits, &T, &page_start)) {
     trace_end(a, 0);
     return;
   }
@@ -609,7 +610,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   }
   __syncthreads();
   trace_phase(a, kPhaseCtaMerged);
-  finish_split<D, ROUTED>(a, unit, split, splits, s_m, s_l, s_acc, scratch);
+  finish_split<D, ROUTED>(a, cta, unit, split, splits, s_m, s_l, s_acc, scratch);
 }
 
 }  // namespace sinkrouter::cuda

@@ -44,6 +44,7 @@ struct AttnArgs {
   const int32_t* window_start;   // [B*H]
   int block_stride, anchor_stride;
   int wave_ctas, waves, waves_min_split_tokens, min_split_tokens;
+  int cta_stride;  // > 0: the first wave's CTAs take list entries strided over it (flat_cta)
   int kv_l2_prefetch;  // 0, 128 or 256: cp.async's L2 prefetch size for K/V (tensor-core kernel)
   // Routed with TMA copies: the anchors read alone are padded to a multiple of 16 tokens
   // (RoutedMap::block_start), so that every 16-token stage of the kept blocks and the window

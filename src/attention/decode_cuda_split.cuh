@@ -31,6 +31,18 @@ __device__ __forceinline__ int64_t unit_tokens(const AttnArgs& a, int u) {
   return a.seq_lens[bh / a.kv.num_kv_heads];
 }
 
+// This CTA's index in the flat work list: blockIdx.x, or, with AttnArgs::cta_stride, its
+// image under c -> c * stride mod wave_ctas within the first wave (the resident CTAs; later
+// waves keep their index). Why: a unit's splits are consecutive list entries, and CTAs of
+// neighbouring indices run on neighbouring SMs, so a unit's CTAs shared the read rate of a
+// few GPCs, and whole units ran slower than others (kernel run 18b: with dynamic splits, which
+// even out the CTAs of one unit, the loops at SmolLM2 B=8 512K still ran from 559 to 687 us).
+// Strided, a unit's CTAs land all over the GPU.
+__device__ __forceinline__ int flat_cta(const AttnArgs& a) {
+  const int c = int(blockIdx.x);
+  return a.cta_stride > 0 && c < a.wave_ctas ? int(int64_t(c) * a.cta_stride % a.wave_ctas) : c;
+}
+
 // Finds which unit and split CTA `cta` takes (see AttnArgs), the unit's tokens and where
 // its sequence's page list starts (kv.indptr). Returns false when the CTA has no work (the
 // grid is sized for the worst case). Every load here is a round trip on the critical path
@@ -391,13 +403,13 @@ __device__ __forceinline__ void write_dense_stats(const AttnArgs& a, int bh) {
 // write the partial and take a ticket; the last CTA of the unit merges every partial
 // (merge_partials), writes the output and the statistics, and resets the ticket.
 template <int D, bool ROUTED>
-__device__ void finish_split(const AttnArgs& a, int unit, int split, int splits, const float* s_m, const float* s_l,
+__device__ void finish_split(const AttnArgs& a, int cta, int unit, int split, int splits, const float* s_m, const float* s_l,
                              float* s_acc, float* scratch) {
   constexpr int E = (kMaxHeadsPerCta * D + kAttnThreads - 1) / kAttnThreads;  // elements per thread
   static_assert(D % 32 == 0 && kAttnThreads % 32 == 0, "a warp's output elements lie in one head");
   __shared__ int s_last;
   __shared__ float s_norm2[kMaxHeadsPerCta];
-  const int gc = a.heads_per_cta, tid = int(threadIdx.x), cta = int(blockIdx.x);
+  const int gc = a.heads_per_cta, tid = int(threadIdx.x);
   if (tid < kMaxHeadsPerCta) s_norm2[tid] = 0.f;
   const int bh = unit / a.head_chunks, hc = unit % a.head_chunks;
   const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;

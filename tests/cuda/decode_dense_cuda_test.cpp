@@ -146,6 +146,7 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
     opt.dynamic_splits = dynamic ? 1 : 0;
     opt.dynamic_min_split_tokens = c.min_split_tokens == 16 ? 512 : 1;
     opt.dynamic_chunk_tokens = c.page_size == 64 ? 208 : 128;
+    opt.spread_ctas = c.page_size == 16 || c.page_size == 256 ? 1 : 0;  // the flat list's entries strided
     // Every L2 prefetch size over the grid (page sizes 1, 16, 64, 256 -> 0, 128, 256, 128):
     // the hint changes which bytes the L2 fetches, never what lands in shared memory.
     opt.kv_l2_prefetch = c.page_size == 1 ? 0 : (c.page_size == 64 ? 256 : 128);
@@ -243,6 +244,7 @@ TEST(CudaDenseDecode, LongAndShortSequencesShareTheGrid) {
       // under 256 tokens keep them fixed.
       opt.dynamic_splits = dynamic ? 1 : 0;
       opt.dynamic_min_split_tokens = 256;
+      opt.spread_ctas = target != 3 ? 1 : 0;  // (strided over the wave of 1,000 CTAs and the device's)
       opt.target_ctas = target;
       opt.waves = target == 0 && kv_copy == 2 ? 3 : 1;  // three waves of splits over the resident CTAs
       opt.waves_min_split_tokens = 64;                    // (taken however short the call)
@@ -396,6 +398,9 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   bad_dynamic.dynamic_chunk_tokens = 120;
   expect_options_error(bad_dynamic, "dynamic_chunk_tokens 120 must be a multiple of 16 from 128 to 4096");
   bad_dynamic.dynamic_chunk_tokens = -1;
+  CudaDecodeOptions bad_spread;
+  bad_spread.spread_ctas = 2;
+  expect_options_error(bad_spread, "spread_ctas must be 0 (off) or 1 (on), not 2");
   bad_dynamic.tensor_cores = false;
   expect_options_error(bad_dynamic, "dynamic splits (dynamic_splits on) need the tensor-core kernel");
   // Options left at -1: the environment decides. with_env runs fn with `name` set to `value`,
@@ -420,6 +425,7 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   expect_env_error("SINKROUTER_DECODE_CTAS_PER_SM", "one", "SINKROUTER_DECODE_CTAS_PER_SM must be an integer, not 'one'");
   expect_env_error("SINKROUTER_DECODE_DYNAMIC", "yes", "SINKROUTER_DECODE_DYNAMIC must be off, on or auto, not 'yes'");
   expect_env_error("SINKROUTER_DECODE_DYNAMIC_CHUNK", "64", "dynamic_chunk_tokens 64 must be a multiple of 16");
+  expect_env_error("SINKROUTER_DECODE_SPREAD", "1", "SINKROUTER_DECODE_SPREAD must be off or on, not '1'");
   // Auto leaves a 50-token capacity's splits fixed; on claims chunks; routed decoders never do.
   EXPECT_FALSE(CudaDecoder(dev.view(), 4, AttentionPolicy{}, 0.125f).uses_dynamic_splits());
   with_env("SINKROUTER_DECODE_DYNAMIC", "on", [&] {

@@ -146,6 +146,7 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
   opt.waves_min_split_tokens = 1;
   opt.certificate_share_min_blocks = seed % 7 < 3 ? 0 : 4096;  // fast mode's certificate in shares, or the finish's
   opt.ctas_per_sm = seed % 11 == 4 ? 1 : 0;         // one attention CTA an SM (a smaller wave), or as many as fit
+  opt.spread_ctas = seed % 3 == 1 ? 1 : 0;          // the flat list's entries strided over the first wave
   CudaDecoder decoder(dev.view(), QH, policy, scale, opt);
   if (decoder.uses_tma_copies()) what += " (TMA copies)";
   DeviceBuffer qd = testing::to_device(r.q);

@@ -177,6 +177,11 @@ struct CudaDecodeOptions {
   // so short ones; 128 is the shortest the kernel's pipeline allows. -1:
   // SINKROUTER_DECODE_DYNAMIC_CHUNK (tokens), unset: 128.
   int dynamic_chunk_tokens = -1;
+  // The flat list's first wave of CTAs takes its entries strided (c -> c * stride mod wave,
+  // src/attention/decode_cuda_split.cuh, flat_cta), so that a (sequence, KV head)'s splits run
+  // on SMs all over the GPU rather than on neighbouring ones. 0 off, 1 on. -1:
+  // SINKROUTER_DECODE_SPREAD ("off" or "on"), unset: off.
+  int spread_ctas = -1;
 };
 
 // The routing decisions of the last run, copied back (for tests and analysis).
@@ -262,6 +267,7 @@ class CudaDecoder {
   bool dynamic_splits_ = false;       // options.dynamic_splits resolved
   int dynamic_min_split_tokens_ = 0;  // a unit's splits claim chunks from this many tokens each
   int dynamic_chunk_tokens_ = 128;    // tokens a claimed chunk
+  int cta_stride_ = 0;                // options.spread_ctas resolved: the first wave's stride, 0 off
   int kv_l2_prefetch_ = 0;  // 0, 128 or 256 (options.kv_l2_prefetch resolved)
   int min_smem_ = 0;        // options.ctas_per_sm as a floor on a CTA's dynamic shared memory (0: none)
   int launch_smem_ = 0;     // the attention kernel's dynamic shared memory a CTA
