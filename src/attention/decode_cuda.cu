@@ -273,7 +273,7 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   waves_min_split_tokens_ = options.waves_min_split_tokens;
   const int spread = options.spread_ctas >= 0
                          ? options.spread_ctas
-                         : option_from_env("SINKROUTER_DECODE_SPREAD", "off", {{"off", 0}, {"on", 1}}, "off or on");
+                         : option_from_env("SINKROUTER_DECODE_SPREAD", "on", {{"off", 0}, {"on", 1}}, "off or on");
   SR_CHECK(spread == 0 || spread == 1, "decode (CUDA): spread_ctas must be 0 (off) or 1 (on), not {}", spread);
   // The stride: the first number from 0.618 of the wave that is coprime to it (a bijection).
   cta_stride_ = 0;
