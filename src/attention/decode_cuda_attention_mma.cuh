@@ -57,101 +57,13 @@
 #include "core/cuda_launch.cuh"
 #include "core/cuda_mma.cuh"
 #include "core/cuda_tma.cuh"
+#include "decode_cuda_claims.cuh"
 #include "decode_cuda_cluster.cuh"
 #include "decode_cuda_kernels.cuh"
+#include "decode_cuda_mma_tiles.cuh"
 #include "decode_cuda_split.cuh"
 
 namespace sinkrouter::cuda {
-
-template <int D>
-struct MmaShape {
-  static constexpr int kWarps = kAttnThreads / 32;
-  static constexpr int kWarpRows = 16;                   // tokens per warp per stage
-  static constexpr int kStageRows = kWarps * kWarpRows;  // tokens per CTA stage
-  static constexpr int kChunks = D / 8;                  // 16-byte chunks per K or V row
-  static constexpr int kRowsPerPass = 32 / kChunks;      // rows a warp copies per cp.async round
-  static constexpr int kPasses = kWarpRows / kRowsPerPass;
-  // Ring stages per warp (stages - 1 in flight). d64: 5, so that a CTA keeps 64 KB in
-  // flight: at small contexts a few CTAs carry the whole call and their in-flight bytes
-  // bound it (run 4c: SmolLM2 8K, 48 CTAs of 512 tokens); at 2 CTAs per SM an SM still
-  // holds 128 KB in flight, as with 4 CTAs of 3 stages before.
-  static constexpr int kStages = D == 64 ? 5 : 3;
-  static constexpr int kSlot16 = 2 * kWarpRows * kChunks;  // 16-byte units of one warp stage (K, V)
-  static constexpr int kRingBytes = kWarps * kStages * kSlot16 * 16;
-  static constexpr int kHeads = 4;
-  // Warp states [warps][heads][D + 2], the CTA's merged state, the fused combine's scratch.
-  static constexpr int kMergeBytes =
-      (kWarps * kHeads * (D + 2) + kHeads * (D + 2) + kFinishScratchFloats) * 4;
-  static constexpr int kSmemBytes = kRingBytes > kMergeBytes ? kRingBytes : kMergeBytes;
-  static constexpr int kMinCtasPerSm = 2;  // 96 KB (d128) / 80 KB (d64) rings
-  // TMA layout: a stage is [D / 64 parts][K, V][16 rows][128 B]. Row and part pitches of a
-  // stage's K (V starts kTmaVOffset further) in bytes; the cp.async layout's are D * 2 and 128.
-  static constexpr int kTmaPartBytes = 2 * kWarpRows * 128;
-  static constexpr int kTmaVOffset = kWarpRows * 128;
-  static constexpr uint32_t kStageBytes = kSlot16 * 16;
-  // The TMA ring starts at the first 1024-byte boundary (the swizzle's atom) of the window,
-  // and its mbarriers (one a warp stage) after it, where the merge never writes.
-  static constexpr int kTmaBarrierOffset = kRingBytes + 1024;
-  static constexpr int kTmaSmemBytes = kTmaBarrierOffset + kWarps * kStages * 8;
-  static_assert(kMergeBytes <= kRingBytes, "the warps' states overlay the ring, not the barriers");
-  static_assert(kStageBytes % 1024 == 0, "every TMA stage starts on a swizzle atom");
-};
-
-// Dynamic splits (AttnArgs::claims): a unit's tokens are chunks of AttnArgs::claim_stages
-// warp stages (16 tokens each), and its CTAs' warps claim them. Why: with equal static splits a call waits for its slowest
-// CTA, and CTAs on different SMs stream at different rates (kernel run 17e, Llama B=1 512K:
-// loops from 318 to 443 us for equal splits; SmolLM2 B=1 512K 72 to 92 us). Warp w of split s
-// of S takes chunk w * S + s first (no round trip; interleaved, so that a short unit's chunks
-// spread over its CTAs), then claims the next free one, 4 S + atomicAdd(claims[unit], 1), one
-// chunk ahead: the claim is issued when the warp's copies enter a chunk and read when they
-// leave it, a chunk's stages later (8 by default: 64 KB of one warp's copies at head dim 128,
-// several microseconds). A warp stops at the first claim past the unit's chunks; the unit's
-// last CTA returns the counter to 0. The sums then depend on which warp took which chunk: the
-// result is not bit-reproducible from run to run (within the float tolerance of the merge's
-// association). The call's tail is about one chunk of one warp, hence short chunks.
-
-// One warp's claimed chunks: the chunk of its copies' stage (`ahead`, the pipeline's
-// look-ahead) and of the stage it reads (`read`), the warp's next claim in flight (lane 0's
-// atomic, read only when the copies leave their chunk). Both sides step a stage at a time in
-// order; the copies run fewer than `stages` stages ahead (the plan keeps chunks of at least 8
-// stages, the ring at most 5), so when the read side enters a chunk the copies are in it too.
-struct ClaimedChunks {
-  int32_t* counter;          // claims[unit]
-  int stages, base, chunks;  // stages a chunk, first claimable chunk id (4 S), the unit's chunks
-  int ahead, ahead_in, read, read_in, claim;
-  __device__ __forceinline__ void claim_next(int lane) {
-    if (lane == 0) claim = base + atomicAdd(counter, 1);
-  }
-  // The start of the copies' next stage, or -1 past the warp's last chunk.
-  __device__ __forceinline__ int64_t next_ahead(int lane) {
-    if (ahead_in == stages) {
-      ahead = __shfl_sync(0xffffffffu, claim, 0);
-      ahead_in = 0;
-      if (ahead < chunks) claim_next(lane);
-    }
-    const int in = ahead_in++;
-    return ahead < chunks ? (int64_t(ahead) * stages + in) * 16 : -1;
-  }
-  // The start of the read side's next stage (always one the copies have seen).
-  __device__ __forceinline__ int64_t next_read() {
-    if (read_in == stages) read = ahead, read_in = 0;
-    return (int64_t(read) * stages + read_in++) * 16;
-  }
-};
-
-// x = hi + mid + lo, each part in the 16-bit type (the residuals are exact in float).
-template <typename Tag>
-__device__ __forceinline__ void split3(float x, uint16_t& hi, uint16_t& mid, uint16_t& lo) {
-  hi = float_to_bits(x, Tag{});
-  const float r1 = x - bits_to_float(hi, Tag{});
-  mid = float_to_bits(r1, Tag{});
-  lo = float_to_bits(r1 - bits_to_float(mid, Tag{}), Tag{});
-}
-
-// Two 16-bit values in one register, the lower column in the low half.
-__device__ __forceinline__ uint32_t pack2(uint16_t first, uint16_t second) {
-  return uint32_t(first) | (uint32_t(second) << 16);
-}
 
 // kv_map: the paged cache as a TMA tensor, boxes of 16 rows x (K, V) (read when TMA only).
 // GROUPS (dense cluster mode with AttnArgs::cluster_groups > 1 only): the instance that has
@@ -207,6 +119,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
                  : TMA ? (v1 > warp_v0 ? int((v1 - warp_v0 + S::kStageRows - 1) / S::kStageRows) : 0)
                        : int((v1 - v0 + S::kStageRows - 1) / S::kStageRows);
   ClaimedChunks claimed{};
+  static_assert(NS + 1 < kMinClaimStages, "the copies stay within the read side's chunk or the next");
   if (dyn) {
     const int first = warp * splits + split;
     const int64_t chunk_tokens = int64_t(a.claim_stages) * 16;
@@ -456,29 +369,30 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   }
   trace_phase(a, kPhaseQReady);
 
-  int fill = NS - 1, read = 0;  // ring slots of the next stage issued and read
-  for (int t = 0; t < n_stages; ++t) {
-    if constexpr (TMA) {
-      issue_tma(t + NS - 1, fill, page_next);  // page id loaded an iteration ago; invalid past n_stages
-    } else {
-      const uint32_t krow = row_of(page_next);  // page id loaded an iteration ago
-      if (t + NS - 1 < n_stages) issue(fill, krow);
-      cp_async_commit_group();
-    }
-    fill = fill == NS - 1 ? 0 : fill + 1;
-    page_next = page_of(pos_next);  // position loaded an iteration ago; its page id now
-    pos_next = pos_of(t + NS + 1);
-    // The first token of stage t (dynamic: of the chunk the read side is in).
-    const int64_t stage_v0 = DYN && dyn ? claimed.next_read() : warp_v0 + int64_t(t) * S::kStageRows;
-    const unsigned slot = ring_base + unsigned(read) * S::kStageBytes;
+  // PIPE (head dim 64): the scores of stage t + 1 are computed in iteration t, before stage t's
+  // softmax and P V, so that their chain of mma.sync runs beside the softmax's chain. At head
+  // dim 64 a small call's loop is bound by that chain, not by bytes: SmolLM2 B=1 8K's CTAs (one
+  // an SM, one warp a scheduler) spent ~0.46 us a stage (kernel run 18d's trace). The cost is
+  // one stage fewer in flight during a stage's softmax (3 of 5 slots at head dim 64; at head dim
+  // 128, with 3 slots, it would be half of them, so the Llama shape keeps the plain order).
+  constexpr bool PIPE = D == 64;
+  // The first token of stage st, in order (dynamic: of the chunk the read side is in).
+  auto stage_start = [&](int st) -> int64_t {
+    return DYN && dyn ? claimed.next_read() : warp_v0 + int64_t(st) * S::kStageRows;
+  };
+  // Waits until stage st (ring slot ri, first token sv0) has landed and its V rows past the
+  // cache's end are zero. cp.async: every group but the newest NS - 1 (plain order: stage t
+  // after t + NS - 1 was issued) or NS - 2 (PIPE: stage t + 1 after t + NS - 1 was issued).
+  auto land = [&](int st, int ri, int64_t sv0) {
+    const unsigned slot = ring_base + unsigned(ri) * S::kStageBytes;
     if constexpr (TMA) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-      mbarrier_wait(bar_base + 8 * read, unsigned(t / NS) & 1u);  // stage t's bytes have landed
-      if (anchor_stage(t)) cp_async_wait_group<0>();  // anchors: this lane's copies have landed
+      mbarrier_wait(bar_base + 8 * ri, unsigned(st / NS) & 1u);  // stage st's bytes have landed
+      if (anchor_stage(st)) cp_async_wait_group<0>();  // anchors: this lane's copies have landed
       // Rows at or past the cache's end hold anything at all (NaN included): their scores
       // are masked below, and their V rows are zeroed here (0 x NaN would be NaN in P V).
-      if (stage_v0 + S::kWarpRows > T && !anchor_stage(t)) {  // (anchor stages: zero-filled by cp.async)
-        const int first = int(T - stage_v0);  // >= 1: the stage has a row before v1 <= T
+      if (sv0 + S::kWarpRows > T && !anchor_stage(st)) {  // (anchor stages: zero-filled by cp.async)
+        const int first = int(T - sv0);  // >= 1: the stage has a row before v1 <= T
         for (int i = lane; i < (S::kWarpRows - first) * 8 * (D / 64); i += 32) {
           const int r = first + i / (8 * (D / 64)), part = i / 8 % (D / 64), c = i % 8;
           const unsigned at = slot + unsigned(part * S::kTmaPartBytes + S::kTmaVOffset + r * 128 + c * 16);
@@ -487,12 +401,13 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
       }
 #endif
     } else {
-      cp_async_wait_group<NS - 1>();  // this lane's copies of stage t have landed
+      cp_async_wait_group<PIPE ? NS - 2 : NS - 1>();  // this lane's copies of stage st have landed
     }
     __syncwarp();  // ... and every other lane's (cp.async), or the zeroed rows (TMA)
-    read = read == NS - 1 ? 0 : read + 1;
-    // S = Q K^T for the 16 tokens: two n-tiles of 8 tokens.
-    float c[2][4];
+  };
+  // S = Q K^T for the 16 tokens of the stage in ring slot ri: two n-tiles of 8 tokens.
+  auto scores = [&](int ri, float (&c)[2][4]) {
+    const unsigned slot = ring_base + unsigned(ri) * S::kStageBytes;
 #pragma unroll
     for (int n = 0; n < 2; ++n)
 #pragma unroll
@@ -504,11 +419,16 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
       mma16816(c[0], qa[kk], kb[0], kb[1], Tag{});
       mma16816(c[1], qa[kk], kb[2], kb[3], Tag{});
     }
+  };
+  // The online softmax over the stage's scores c (first token sv0) and O += P V from slot ri;
+  // the slot is free for its next copies after.
+  auto accumulate = [&](const float (&c)[2][4], int ri, int64_t sv0) {
+    const unsigned slot = ring_base + unsigned(ri) * S::kStageBytes;
     // Finished scores of head g, tokens 8n + 2tq + e; masked past the split and, routed, in
     // the padding after the anchors (virtual rows pad_lo .. pad_hi - 1 of this stage).
-    const int64_t left = v1 - stage_v0;
+    const int64_t left = v1 - sv0;
     const int nvalid = left < S::kWarpRows ? int(left) : S::kWarpRows;  // may be <= 0
-    const int64_t pad_lo = ROUTED ? map.num_anchors - stage_v0 : 0, pad_hi = ROUTED ? map.block_start - stage_v0 : 0;
+    const int64_t pad_lo = ROUTED ? map.num_anchors - sv0 : 0, pad_hi = ROUTED ? map.block_start - sv0 : 0;
     float s[2][2];
 #pragma unroll
     for (int n = 0; n < 2; ++n)
@@ -562,6 +482,51 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
       mma16816(o[2 * np + 1], pa, vr[2], vr[3], Tag{});
     }
     __syncwarp();  // every lane is done with this slot before it is refilled
+  };
+
+  int fill = NS - 1, read = 0;  // ring slots of the next stage issued and of stage t
+  // PIPE: stage t's scores, ring slot and first token, carried from the iteration before.
+  float c_cur[2][4];
+  int64_t v_cur = 0;
+  if (PIPE && n_stages > 0) {
+    v_cur = stage_start(0);
+    land(0, 0, v_cur);
+    scores(0, c_cur);
+  }
+  for (int t = 0; t < n_stages; ++t) {
+    if constexpr (TMA) {
+      issue_tma(t + NS - 1, fill, page_next);  // page id loaded an iteration ago; invalid past n_stages
+    } else {
+      const uint32_t krow = row_of(page_next);  // page id loaded an iteration ago
+      if (t + NS - 1 < n_stages) issue(fill, krow);
+      cp_async_commit_group();
+    }
+    fill = fill == NS - 1 ? 0 : fill + 1;
+    page_next = page_of(pos_next);  // position loaded an iteration ago; its page id now
+    pos_next = pos_of(t + NS + 1);
+    const int next = read == NS - 1 ? 0 : read + 1;  // ring slot of stage t + 1
+    if constexpr (PIPE) {
+      float c_next[2][4] = {};
+      int64_t v_next = 0;
+      if (t + 1 < n_stages) {
+        v_next = stage_start(t + 1);
+        land(t + 1, next, v_next);
+        scores(next, c_next);
+      }
+      accumulate(c_cur, read, v_cur);
+#pragma unroll
+      for (int n = 0; n < 2; ++n)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) c_cur[n][i] = c_next[n][i];
+      v_cur = v_next;
+    } else {
+      const int64_t sv0 = stage_start(t);
+      land(t, read, sv0);
+      float c[2][4];
+      scores(read, c);
+      accumulate(c, read, sv0);
+    }
+    read = next;
   }
   if constexpr (!TMA) cp_async_wait_group<0>();
   trace_phase(a, kPhaseLoopDone);
