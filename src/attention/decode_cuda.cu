@@ -10,8 +10,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <map>
-#include <numeric>
 #include <mutex>
+#include <numeric>
 #include <string>
 #include <utility>
 

@@ -369,30 +369,29 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   }
   trace_phase(a, kPhaseQReady);
 
-  // PIPE (head dim 64): the scores of stage t + 1 are computed in iteration t, before stage t's
-  // softmax and P V, so that their chain of mma.sync runs beside the softmax's chain. At head
-  // dim 64 a small call's loop is bound by that chain, not by bytes: SmolLM2 B=1 8K's CTAs (one
-  // an SM, one warp a scheduler) spent ~0.46 us a stage (kernel run 18d's trace). The cost is
-  // one stage fewer in flight during a stage's softmax (3 of 5 slots at head dim 64; at head dim
-  // 128, with 3 slots, it would be half of them, so the Llama shape keeps the plain order).
-  constexpr bool PIPE = D == 64;
-  // The first token of stage st, in order (dynamic: of the chunk the read side is in).
-  auto stage_start = [&](int st) -> int64_t {
-    return DYN && dyn ? claimed.next_read() : warp_v0 + int64_t(st) * S::kStageRows;
-  };
-  // Waits until stage st (ring slot ri, first token sv0) has landed and its V rows past the
-  // cache's end are zero. cp.async: every group but the newest NS - 1 (plain order: stage t
-  // after t + NS - 1 was issued) or NS - 2 (PIPE: stage t + 1 after t + NS - 1 was issued).
-  auto land = [&](int st, int ri, int64_t sv0) {
-    const unsigned slot = ring_base + unsigned(ri) * S::kStageBytes;
+  int fill = NS - 1, read = 0;  // ring slots of the next stage issued and read
+  for (int t = 0; t < n_stages; ++t) {
+    if constexpr (TMA) {
+      issue_tma(t + NS - 1, fill, page_next);  // page id loaded an iteration ago; invalid past n_stages
+    } else {
+      const uint32_t krow = row_of(page_next);  // page id loaded an iteration ago
+      if (t + NS - 1 < n_stages) issue(fill, krow);
+      cp_async_commit_group();
+    }
+    fill = fill == NS - 1 ? 0 : fill + 1;
+    page_next = page_of(pos_next);  // position loaded an iteration ago; its page id now
+    pos_next = pos_of(t + NS + 1);
+    // The first token of stage t (dynamic: of the chunk the read side is in).
+    const int64_t stage_v0 = DYN && dyn ? claimed.next_read() : warp_v0 + int64_t(t) * S::kStageRows;
+    const unsigned slot = ring_base + unsigned(read) * S::kStageBytes;
     if constexpr (TMA) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-      mbarrier_wait(bar_base + 8 * ri, unsigned(st / NS) & 1u);  // stage st's bytes have landed
-      if (anchor_stage(st)) cp_async_wait_group<0>();  // anchors: this lane's copies have landed
+      mbarrier_wait(bar_base + 8 * read, unsigned(t / NS) & 1u);  // stage t's bytes have landed
+      if (anchor_stage(t)) cp_async_wait_group<0>();  // anchors: this lane's copies have landed
       // Rows at or past the cache's end hold anything at all (NaN included): their scores
       // are masked below, and their V rows are zeroed here (0 x NaN would be NaN in P V).
-      if (sv0 + S::kWarpRows > T && !anchor_stage(st)) {  // (anchor stages: zero-filled by cp.async)
-        const int first = int(T - sv0);  // >= 1: the stage has a row before v1 <= T
+      if (stage_v0 + S::kWarpRows > T && !anchor_stage(t)) {  // (anchor stages: zero-filled by cp.async)
+        const int first = int(T - stage_v0);  // >= 1: the stage has a row before v1 <= T
         for (int i = lane; i < (S::kWarpRows - first) * 8 * (D / 64); i += 32) {
           const int r = first + i / (8 * (D / 64)), part = i / 8 % (D / 64), c = i % 8;
           const unsigned at = slot + unsigned(part * S::kTmaPartBytes + S::kTmaVOffset + r * 128 + c * 16);
@@ -401,13 +400,12 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
       }
 #endif
     } else {
-      cp_async_wait_group<PIPE ? NS - 2 : NS - 1>();  // this lane's copies of stage st have landed
+      cp_async_wait_group<NS - 1>();  // this lane's copies of stage t have landed
     }
     __syncwarp();  // ... and every other lane's (cp.async), or the zeroed rows (TMA)
-  };
-  // S = Q K^T for the 16 tokens of the stage in ring slot ri: two n-tiles of 8 tokens.
-  auto scores = [&](int ri, float (&c)[2][4]) {
-    const unsigned slot = ring_base + unsigned(ri) * S::kStageBytes;
+    read = read == NS - 1 ? 0 : read + 1;
+    // S = Q K^T for the 16 tokens: two n-tiles of 8 tokens.
+    float c[2][4];
 #pragma unroll
     for (int n = 0; n < 2; ++n)
 #pragma unroll
@@ -419,16 +417,11 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
       mma16816(c[0], qa[kk], kb[0], kb[1], Tag{});
       mma16816(c[1], qa[kk], kb[2], kb[3], Tag{});
     }
-  };
-  // The online softmax over the stage's scores c (first token sv0) and O += P V from slot ri;
-  // the slot is free for its next copies after.
-  auto accumulate = [&](const float (&c)[2][4], int ri, int64_t sv0) {
-    const unsigned slot = ring_base + unsigned(ri) * S::kStageBytes;
     // Finished scores of head g, tokens 8n + 2tq + e; masked past the split and, routed, in
     // the padding after the anchors (virtual rows pad_lo .. pad_hi - 1 of this stage).
-    const int64_t left = v1 - sv0;
+    const int64_t left = v1 - stage_v0;
     const int nvalid = left < S::kWarpRows ? int(left) : S::kWarpRows;  // may be <= 0
-    const int64_t pad_lo = ROUTED ? map.num_anchors - sv0 : 0, pad_hi = ROUTED ? map.block_start - sv0 : 0;
+    const int64_t pad_lo = ROUTED ? map.num_anchors - stage_v0 : 0, pad_hi = ROUTED ? map.block_start - stage_v0 : 0;
     float s[2][2];
 #pragma unroll
     for (int n = 0; n < 2; ++n)
@@ -482,51 +475,6 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
       mma16816(o[2 * np + 1], pa, vr[2], vr[3], Tag{});
     }
     __syncwarp();  // every lane is done with this slot before it is refilled
-  };
-
-  int fill = NS - 1, read = 0;  // ring slots of the next stage issued and of stage t
-  // PIPE: stage t's scores, ring slot and first token, carried from the iteration before.
-  float c_cur[2][4];
-  int64_t v_cur = 0;
-  if (PIPE && n_stages > 0) {
-    v_cur = stage_start(0);
-    land(0, 0, v_cur);
-    scores(0, c_cur);
-  }
-  for (int t = 0; t < n_stages; ++t) {
-    if constexpr (TMA) {
-      issue_tma(t + NS - 1, fill, page_next);  // page id loaded an iteration ago; invalid past n_stages
-    } else {
-      const uint32_t krow = row_of(page_next);  // page id loaded an iteration ago
-      if (t + NS - 1 < n_stages) issue(fill, krow);
-      cp_async_commit_group();
-    }
-    fill = fill == NS - 1 ? 0 : fill + 1;
-    page_next = page_of(pos_next);  // position loaded an iteration ago; its page id now
-    pos_next = pos_of(t + NS + 1);
-    const int next = read == NS - 1 ? 0 : read + 1;  // ring slot of stage t + 1
-    if constexpr (PIPE) {
-      float c_next[2][4] = {};
-      int64_t v_next = 0;
-      if (t + 1 < n_stages) {
-        v_next = stage_start(t + 1);
-        land(t + 1, next, v_next);
-        scores(next, c_next);
-      }
-      accumulate(c_cur, read, v_cur);
-#pragma unroll
-      for (int n = 0; n < 2; ++n)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) c_cur[n][i] = c_next[n][i];
-      v_cur = v_next;
-    } else {
-      const int64_t sv0 = stage_start(t);
-      land(t, read, sv0);
-      float c[2][4];
-      scores(read, c);
-      accumulate(c, read, sv0);
-    }
-    read = next;
   }
   if constexpr (!TMA) cp_async_wait_group<0>();
   trace_phase(a, kPhaseLoopDone);

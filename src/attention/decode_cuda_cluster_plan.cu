@@ -1,7 +1,7 @@
 // CudaDecoder::plan_cluster_mode: whether dense decode takes cluster mode, and its CTAs a
 // cluster and clusters a (sequence, KV head) (decode_cuda_cluster.cuh; docs/PERF.md,
 // sections "Cluster mode" and "Several clusters a head"); CudaDecoder::plan_dynamic_splits:
-// whether its splits are claimed in chunks (decode_cuda_attention_mma.cuh, ClaimedChunks).
+// whether its splits are claimed in chunks (decode_cuda_claims.cuh).
 #include <algorithm>
 #include <cstdint>
 

@@ -63,7 +63,7 @@ struct AttnArgs {
   int32_t* tickets;  // [units] (cluster mode: [units, C]) zero between runs
   // Dynamic splits (dense, tensor cores; the kernel's DYN instance): a unit whose splits have
   // at least claim_min_split_tokens tokens each has its warps claim chunks of its tokens
-  // (decode_cuda_attention_mma.cuh, ClaimedChunks) through claims[unit], zero between runs
+  // (decode_cuda_claims.cuh, ClaimedChunks) through claims[unit], zero between runs
   // (the unit's last CTA returns it to 0). Null: every split is [v0, v1), fixed.
   int32_t* claims;
   int claim_min_split_tokens;

@@ -401,10 +401,12 @@ __device__ __forceinline__ void write_dense_stats(const AttnArgs& a, int bh) {
 // is in shared memory: s_m[g] (base 2; -inf when empty), s_l[g], s_acc[g * D + d]; the
 // caller has synchronised after writing it. One split: normalise and write. Otherwise
 // write the partial and take a ticket; the last CTA of the unit merges every partial
-// (merge_partials), writes the output and the statistics, and resets the ticket.
+// (merge_partials), writes the output and the statistics, and resets the ticket (and, with
+// dynamic splits, the unit's chunk counter). cta: the CTA's entry in the flat list
+// (flat_cta), whose partial slot it writes.
 template <int D, bool ROUTED>
-__device__ void finish_split(const AttnArgs& a, int cta, int unit, int split, int splits, const float* s_m, const float* s_l,
-                             float* s_acc, float* scratch) {
+__device__ void finish_split(const AttnArgs& a, int cta, int unit, int split, int splits, const float* s_m,
+                             const float* s_l, float* s_acc, float* scratch) {
   constexpr int E = (kMaxHeadsPerCta * D + kAttnThreads - 1) / kAttnThreads;  // elements per thread
   static_assert(D % 32 == 0 && kAttnThreads % 32 == 0, "a warp's output elements lie in one head");
   __shared__ int s_last;

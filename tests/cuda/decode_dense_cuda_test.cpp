@@ -398,11 +398,11 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   bad_dynamic.dynamic_chunk_tokens = 120;
   expect_options_error(bad_dynamic, "dynamic_chunk_tokens 120 must be a multiple of 16 from 128 to 4096");
   bad_dynamic.dynamic_chunk_tokens = -1;
+  bad_dynamic.tensor_cores = false;
+  expect_options_error(bad_dynamic, "dynamic splits (dynamic_splits on) need the tensor-core kernel");
   CudaDecodeOptions bad_spread;
   bad_spread.spread_ctas = 2;
   expect_options_error(bad_spread, "spread_ctas must be 0 (off) or 1 (on), not 2");
-  bad_dynamic.tensor_cores = false;
-  expect_options_error(bad_dynamic, "dynamic splits (dynamic_splits on) need the tensor-core kernel");
   // Options left at -1: the environment decides. with_env runs fn with `name` set to `value`,
   // then restores the variable.
   auto with_env = [](const char* name, const char* value, auto fn) {

@@ -161,18 +161,19 @@ struct CudaDecodeOptions {
   // slower elsewhere (clusters of 8 at Llama B=1 64K, SmolLM2 B=8, routed Llama B=8), so the
   // default stays 0. -1: SINKROUTER_DECODE_CTAS_PER_SM, unset: 0.
   int ctas_per_sm = -1;
-  // Dynamic splits of dense decode on tensor cores (src/attention/decode_cuda_attention_mma.cuh,
-  // ClaimedChunks): where a (sequence, KV head)'s splits have at least dynamic_min_split_tokens
-  // tokens each, its CTAs' warps claim chunks of it as they go, instead of each CTA
-  // reading one fixed split, so that CTAs on faster SMs read more and the call does not wait
-  // for its slowest CTA (kernel run 17e: equal splits' loops ran from 318 to 443 us at Llama
-  // B=1 512K). The sums' order then varies from run to run: outputs agree to float rounding,
-  // not bit for bit. 0 off; 1 on (dense on tensor cores; a clear error on CUDA cores); 2 auto:
-  // on where the planned capacity's splits reach dynamic_min_split_tokens. Routed decoders keep
-  // fixed splits. -1: SINKROUTER_DECODE_DYNAMIC ("off", "on" or "auto"), unset: auto.
-  // dynamic_min_split_tokens: the measured choice of kernel runs 18a-18d. SmolLM2 B=1 512K's
-  // 6,026-token splits gained 6-8 % in every run; Llama B=1 64K's 4,096-token splits (clusters)
-  // lost ~2.5 % in three runs of four.
+  // Dynamic splits of dense decode on tensor cores (src/attention/decode_cuda_claims.cuh):
+  // where a (sequence, KV head)'s splits have at least dynamic_min_split_tokens tokens each,
+  // its CTAs' warps claim chunks of it as they go, instead of each CTA reading one fixed
+  // split, so that CTAs on faster SMs read more and the call does not wait for its slowest
+  // CTA (kernel run 17e: equal splits' loops ran from 318 to 443 us at Llama B=1 512K). The
+  // sums' order then varies from run to run: outputs agree to float rounding, not bit for bit.
+  // 0 off; 1 on (dense on tensor cores; a clear error on CUDA cores); 2 auto: on where the
+  // planned capacity's splits reach dynamic_min_split_tokens. With dynamic splits the flat
+  // list takes one wave (`waves` is then 1: a later wave would start after the chunks were
+  // claimed). Routed decoders keep fixed splits. -1: SINKROUTER_DECODE_DYNAMIC ("off", "on"
+  // or "auto"), unset: auto. dynamic_min_split_tokens is the measured choice of kernel runs
+  // 18a-18d: SmolLM2 B=1 512K's 6,026-token splits gained 6-8 % in every run, and Llama B=1
+  // 64K's 4,096-token splits (clusters) lost ~2.5 % in three runs of four.
   int dynamic_splits = -1;
   int dynamic_min_split_tokens = 5120;
   // Tokens a claimed chunk: a multiple of 16 from 128 to 4096. A call's tail is about one
