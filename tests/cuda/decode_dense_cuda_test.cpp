@@ -357,52 +357,45 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
       expect_options_error(tma, "need an sm_90 device");
     }
   }
-  CudaDecodeOptions bad_waves;
-  bad_waves.waves = 9;
-  expect_options_error(bad_waves, "waves must be 1 to 8, not 9");
-  CudaDecodeOptions bad_waves_min;
-  bad_waves_min.waves_min_split_tokens = 0;
-  expect_options_error(bad_waves_min, "waves_min_split_tokens 0 must be at least 1");
-  CudaDecodeOptions bad_shares;
-  bad_shares.certificate_share_min_blocks = -1;
-  expect_options_error(bad_shares, "certificate_share_min_blocks -1 is negative");
-  CudaDecodeOptions bad_cluster;
-  bad_cluster.cluster = 3;
-  expect_options_error(bad_cluster, "cluster must be 0 (off), 1 (on) or 2 (auto), not 3");
-  bad_cluster.cluster = 1;
-  bad_cluster.cluster_ctas = 17;
-  expect_options_error(bad_cluster, "cluster_ctas 17 out of range (expected 0, or 2 to 16)");
-  bad_cluster.cluster_ctas = 0;
-  bad_cluster.cluster_groups = 65;
-  expect_options_error(bad_cluster, "cluster_groups 65 out of range (expected 0, or 1 to 64)");
-  bad_cluster.cluster_groups = 0;
-  bad_cluster.tensor_cores = false;
-  expect_options_error(bad_cluster, "cannot run here: it needs the tensor-core kernel");
-  if (!device_is_sm90()) {
-    bad_cluster.tensor_cores = true;
-    expect_options_error(bad_cluster, "it needs an sm_90 device");
+  // Options out of range, each case a decoder planned with them: the error names the option.
+  struct BadOptions {
+    void (*set)(CudaDecodeOptions&);
+    const char* needle;
+  };
+  const BadOptions bad_options[] = {
+      {[](CudaDecodeOptions& o) { o.waves = 9; }, "waves must be 1 to 8, not 9"},
+      {[](CudaDecodeOptions& o) { o.waves_min_split_tokens = 0; }, "waves_min_split_tokens 0 must be at least 1"},
+      {[](CudaDecodeOptions& o) { o.certificate_share_min_blocks = -1; },
+       "certificate_share_min_blocks -1 is negative"},
+      {[](CudaDecodeOptions& o) { o.cluster = 3; }, "cluster must be 0 (off), 1 (on) or 2 (auto), not 3"},
+      {[](CudaDecodeOptions& o) { o.cluster = 1, o.cluster_ctas = 17; },
+       "cluster_ctas 17 out of range (expected 0, or 2 to 16)"},
+      {[](CudaDecodeOptions& o) { o.cluster = 1, o.cluster_groups = 65; },
+       "cluster_groups 65 out of range (expected 0, or 1 to 64)"},
+      {[](CudaDecodeOptions& o) { o.cluster = 1, o.tensor_cores = false; },
+       "cannot run here: it needs the tensor-core kernel"},
+      {[](CudaDecodeOptions& o) { o.adaptive_route_chunks = 2; }, "adaptive_route_chunks must be 0 or 1, not 2"},
+      {[](CudaDecodeOptions& o) { o.ctas_per_sm = 33; }, "ctas_per_sm must be 0 (as many as fit) to 32, not 33"},
+      {[](CudaDecodeOptions& o) { o.dynamic_splits = 3; },
+       "dynamic_splits must be 0 (off), 1 (on) or 2 (auto), not 3"},
+      {[](CudaDecodeOptions& o) { o.dynamic_splits = 1, o.dynamic_min_split_tokens = 0; },
+       "dynamic_min_split_tokens 0 must be at least 1"},
+      {[](CudaDecodeOptions& o) { o.dynamic_splits = 1, o.dynamic_chunk_tokens = 120; },
+       "dynamic_chunk_tokens 120 must be a multiple of 16 from 128 to 4096"},
+      {[](CudaDecodeOptions& o) { o.dynamic_splits = 1, o.tensor_cores = false; },
+       "dynamic splits (dynamic_splits on) need the tensor-core kernel"},
+      {[](CudaDecodeOptions& o) { o.spread_ctas = 2; }, "spread_ctas must be 0 (off) or 1 (on), not 2"},
+  };
+  for (const BadOptions& bad : bad_options) {
+    CudaDecodeOptions opt;
+    bad.set(opt);
+    expect_options_error(opt, bad.needle);
   }
-  CudaDecodeOptions bad_chunks;
-  bad_chunks.adaptive_route_chunks = 2;
-  expect_options_error(bad_chunks, "adaptive_route_chunks must be 0 or 1, not 2");
-  CudaDecodeOptions bad_ctas_per_sm;
-  bad_ctas_per_sm.ctas_per_sm = 33;
-  expect_options_error(bad_ctas_per_sm, "ctas_per_sm must be 0 (as many as fit) to 32, not 33");
-  CudaDecodeOptions bad_dynamic;
-  bad_dynamic.dynamic_splits = 3;
-  expect_options_error(bad_dynamic, "dynamic_splits must be 0 (off), 1 (on) or 2 (auto), not 3");
-  bad_dynamic.dynamic_splits = 1;
-  bad_dynamic.dynamic_min_split_tokens = 0;
-  expect_options_error(bad_dynamic, "dynamic_min_split_tokens 0 must be at least 1");
-  bad_dynamic.dynamic_min_split_tokens = 64;
-  bad_dynamic.dynamic_chunk_tokens = 120;
-  expect_options_error(bad_dynamic, "dynamic_chunk_tokens 120 must be a multiple of 16 from 128 to 4096");
-  bad_dynamic.dynamic_chunk_tokens = -1;
-  bad_dynamic.tensor_cores = false;
-  expect_options_error(bad_dynamic, "dynamic splits (dynamic_splits on) need the tensor-core kernel");
-  CudaDecodeOptions bad_spread;
-  bad_spread.spread_ctas = 2;
-  expect_options_error(bad_spread, "spread_ctas must be 0 (off) or 1 (on), not 2");
+  if (!device_is_sm90()) {
+    CudaDecodeOptions clusters;
+    clusters.cluster = 1;
+    expect_options_error(clusters, "it needs an sm_90 device");
+  }
   // Options left at -1: the environment decides. with_env runs fn with `name` set to `value`,
   // then restores the variable.
   auto with_env = [](const char* name, const char* value, auto fn) {
