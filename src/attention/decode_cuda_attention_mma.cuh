@@ -32,7 +32,8 @@
 // (cluster_split, cluster_combine: decode_cuda_cluster.cuh). Either way a CTA's split is
 // [v0, v1) of its unit's tokens, a warp taking every fourth 16-token stage of it; or, in the
 // DYN instance where the unit's splits are long (AttnArgs::claims), the unit's tokens are
-// chunks (AttnArgs::claim_stages stages) that the unit's warps claim (ClaimedChunks, below).
+// chunks (AttnArgs::claim_stages stages) that the unit's warps claim (ClaimedChunks,
+// decode_cuda_claims.cuh).
 //
 // Precision. mma.sync takes 16-bit operands, but q (and the probabilities p) are float:
 // each is split into three 16-bit parts, x = hi + mid + lo (about 24 bits, float's
