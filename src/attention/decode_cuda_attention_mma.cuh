@@ -7,7 +7,7 @@
 // capped v1 at ~63 % of the read bandwidth. Here a warp spends ~200 instructions on
 // 16 tokens (8 KB of K and V at head_dim 128): 32 mma.sync, 16 ldmatrix, the softmax.
 //
-// Layout. Each of the 4 warps owns a private ring of shared-memory stages (3 for d128, 6
+// Layout. Each of the 4 warps owns a private ring of shared-memory stages (3 for d128, 5
 // for d64) of 16 tokens (K rows then V rows, 16-byte chunks XOR-swizzled by row so that
 // ldmatrix reads are conflict-free), fills it with cp.async and reads it with ldmatrix: no
 // CTA barrier in the main loop. A CTA stage is 64 tokens, warp w taking tokens [16w, 16w + 16).

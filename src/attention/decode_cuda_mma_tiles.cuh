@@ -19,12 +19,11 @@ struct MmaShape {
   static constexpr int kChunks = D / 8;                  // 16-byte chunks per K or V row
   static constexpr int kRowsPerPass = 32 / kChunks;      // rows a warp copies per cp.async round
   static constexpr int kPasses = kWarpRows / kRowsPerPass;
-  // Ring stages per warp (stages - 1 in flight). d64: 6, so that a CTA keeps 80 KB in
+  // Ring stages per warp (stages - 1 in flight). d64: 5, so that a CTA keeps 64 KB in
   // flight: at small contexts a few CTAs carry the whole call and their in-flight bytes
-  // bound its loop (run 18e: one stage fewer in flight made it 12 % longer). 6 is the most
-  // that leaves 2 CTAs an SM (2 x 97 KB with the TMA alignment and barriers; 7 would need
-  // 2 x 114 KB). d128: 3 (2 x 96 KB).
-  static constexpr int kStages = D == 64 ? 6 : 3;
+  // bound it (run 4c: SmolLM2 8K, 48 CTAs of 512 tokens); at 2 CTAs per SM an SM still
+  // holds 128 KB in flight, as with 4 CTAs of 3 stages before.
+  static constexpr int kStages = D == 64 ? 5 : 3;
   static constexpr int kSlot16 = 2 * kWarpRows * kChunks;  // 16-byte units of one warp stage (K, V)
   static constexpr int kRingBytes = kWarps * kStages * kSlot16 * 16;
   static constexpr int kHeads = 4;
@@ -32,7 +31,7 @@ struct MmaShape {
   static constexpr int kMergeBytes =
       (kWarps * kHeads * (D + 2) + kHeads * (D + 2) + kFinishScratchFloats) * 4;
   static constexpr int kSmemBytes = kRingBytes > kMergeBytes ? kRingBytes : kMergeBytes;
-  static constexpr int kMinCtasPerSm = 2;  // 96 KB rings (d128 and d64)
+  static constexpr int kMinCtasPerSm = 2;  // 96 KB (d128) / 80 KB (d64) rings
   // TMA layout: a stage is [D / 64 parts][K, V][16 rows][128 B]. Row and part pitches of a
   // stage's K (V starts kTmaVOffset further) in bytes; the cp.async layout's are D * 2 and 128.
   static constexpr int kTmaPartBytes = 2 * kWarpRows * 128;
