@@ -176,10 +176,11 @@ nlohmann::json summarise_phases(const std::vector<long long>& tr, int ctas, doub
   long long t0 = -1, t1 = -1;
   int working = 0, last = 0;
   // Attention only: how evenly the CTAs are loaded and end (kernel run 12g's routed calls
-  // ended on a tail of late CTAs): tokens per split, loop time, end after the first start.
+  // ended on a tail of late CTAs): tokens per split, loop time, start and end after the first
+  // start (a late start is a CTA that was not resident when the call began).
   const bool attention = t.slots == sr::kPhaseTraceSlots;
   std::vector<float> tokens, loop_us;
-  std::vector<long long> end_ns;
+  std::vector<long long> start_ns, end_ns;
   for (int c = 0; c < ctas; ++c) {
     const long long* r = &tr[size_t(c) * size_t(t.slots)];
     if (r[t.start_ns] <= 0 || r[t.end_ns] <= 0) continue;  // not reached
@@ -192,6 +193,7 @@ nlohmann::json summarise_phases(const std::vector<long long>& tr, int ctas, doub
       tokens.push_back(float(r[sr::kPhaseTokens]));
       if (r[sr::kPhaseLoopDone] >= r[sr::kPhaseQReady] && r[sr::kPhaseQReady] > 0)
         loop_us.push_back(float(r[sr::kPhaseLoopDone] - r[sr::kPhaseQReady]) / float(ghz * 1e3));
+      start_ns.push_back(r[t.start_ns]);
       end_ns.push_back(r[t.end_ns]);
     }
     for (int k = 0; k < t.n_steps; ++k) {
@@ -211,10 +213,12 @@ nlohmann::json summarise_phases(const std::vector<long long>& tr, int ctas, doub
   j["last_ctas"] = last;
   j["span_us"] = (t1 - t0) * 1e-3;
   if (attention) {
-    std::vector<float> end_us;
+    std::vector<float> start_us, end_us;
+    for (long long s : start_ns) start_us.push_back(float(double(s - t0) * 1e-3));
     for (long long e : end_ns) end_us.push_back(float(double(e - t0) * 1e-3));
     j["split_tokens_p10_p50_p90_max"] = spread(tokens);
     j["loop_us_p10_p50_p90_max"] = spread(loop_us);
+    j["cta_start_us_p10_p50_p90_max"] = spread(start_us);
     j["cta_end_us_p10_p50_p90_max"] = spread(end_us);
   }
   for (int k = 0; k < t.n_steps; ++k)
@@ -427,6 +431,7 @@ int main(int argc, char** argv) {
                           (long long)ctx, routed ? "routed" : "dense");
               show("split_tokens_p10_p50_p90_max");
               show("loop_us_p10_p50_p90_max");
+              show("cta_start_us_p10_p50_p90_max");
               show("cta_end_us_p10_p50_p90_max");
               std::printf("\n");
               if (routed) {
