@@ -86,10 +86,6 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
 #if !(defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
   if constexpr (TMA) __trap();  // never launched: the plan checks that the sm_90a code runs
 #endif
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // The first copies then wait for their bytes only, not for the descriptor's fetch as well.
-  if (TMA && threadIdx.x == 0) prefetch_tensormap(&kv_map);
-#endif
   pdl_begin(a);  // every input (q, the cache, the lengths) is the kernels before's output
   trace_phase(a, kPhaseStartNs);
   trace_phase(a, kPhaseEntry);

@@ -65,14 +65,6 @@ __device__ __forceinline__ void tma_load_5d(uint32_t dst, const void* map, uint3
       : "memory");
 }
 
-// Brings the descriptor `map` (a __grid_constant__ parameter) into the SM's descriptor cache
-// ahead of its first tma_load: otherwise the first copy waits for the descriptor's fetch
-// before its own round trip starts. The descriptor is constant, so this may run before
-// griddepcontrol.wait.
-__device__ __forceinline__ void prefetch_tensormap(const void* map) {
-  asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
-}
-
 #endif  // __CUDA_ARCH__ >= 900
 
 }  // namespace sinkrouter::cuda
