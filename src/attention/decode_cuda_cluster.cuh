@@ -158,59 +158,35 @@ __device__ void merge_cluster_groups(const AttnArgs& a, int unit, int rank, int 
 
 // What a CTA received from its cluster's peers (cluster_combine): acc elements
 // recv_acc[p * w + idx - e0] and (m, l) of head g recv_ml[p * kClusterHeads + g] from peer p < C.
-// They are merged as merge_partials does (max, exp2-weighted sums, 1 / L), in two steps, so that
-// no thread walks all C peers for each of its elements (one warp did, with 16 peers' sums
-// unrolled: ~0.9 us a call, kernel runs 18d-19b's traces):
-//   weigh:    warp g (< the CTA's heads) has lane p take peer p's (m, l) of head g, finds the
-//             head's M and L by shuffles and stores every peer's coefficient exp2(m_p - M) / L
-//             (0 for an empty split, and for all where every split was empty);
-//   for_each: element idx is the dot product of the coefficients with the peers' elements,
-//             taken by Q lanes (Q peers apart) and summed by shuffles, with Q the largest power
-//             of two up to C that still covers the slice's w elements in one pass.
 template <int D>
 struct ReceivedSlice {
   const float* recv_acc;
   const float2* recv_ml;
   int C, w, e0;
-  float* coef;      // [kMaxClusterCtas][kClusterHeads] (shared): peer p's weight for head g
-  float2* head_ml;  // [kClusterHeads] (shared): head g's (M, L) over the peers
-
-  // Every thread of the CTA calls it (it ends with a CTA barrier); gc: the CTA's heads.
-  __device__ __forceinline__ void weigh(int gc) const {
-    static_assert(kAttnThreads / 32 >= kClusterHeads && kMaxClusterCtas <= 32, "a warp a head, a lane a peer");
-    const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
-    if (warp < gc) {
-      const float2 ml = lane < C ? recv_ml[lane * kClusterHeads + warp] : make_float2(-INFINITY, 0.f);
-      float M = ml.x;
+  // Element idx of the unit's output merged over the peers: (m, l, acc) as merge_partials
+  // computes them (max, exp2-weighted sums); m = -inf, l = acc = 0 where every split was empty.
+  __device__ __forceinline__ float3 merge(int idx) const {
+    const int g = idx / D;
+    float2 ml[kMaxClusterCtas];
+    float x[kMaxClusterCtas];
+    float M = -INFINITY;
 #pragma unroll
-      for (int off = 16; off > 0; off >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, off));
-      const float wt = ml.x == -INFINITY ? 0.f : exp2f(ml.x - M);  // (M is finite where ml.x is)
-      float L = ml.y * wt;
+    for (int p = 0; p < kMaxClusterCtas; ++p)
+      if (p < C) {
+        ml[p] = recv_ml[p * kClusterHeads + g];
+        x[p] = recv_acc[p * w + idx - e0];
+        M = fmaxf(M, ml[p].x);
+      }
+    float L = 0.f, A = 0.f;
+    if (M != -INFINITY)
 #pragma unroll
-      for (int off = 16; off > 0; off >>= 1) L += __shfl_xor_sync(0xffffffffu, L, off);
-      if (lane < C) coef[lane * kClusterHeads + warp] = L > 0.f ? wt / L : 0.f;
-      if (lane == 0) head_ml[warp] = make_float2(M, L);
-    }
-    __syncthreads();
-  }
-
-  // out(idx, o, head's (M, L)) for each element idx of [e0, e1) (e1 <= e0 + w), o normalised
-  // (0 where every split was empty). Every thread of the CTA calls it (the shuffles).
-  template <typename Out>
-  __device__ __forceinline__ void for_each(int e1, Out out) const {
-    int Q = 1;
-    while (Q < C && w * 2 * Q <= kAttnThreads) Q *= 2;
-    const int tid = int(threadIdx.x), q = tid % Q, per_pass = kAttnThreads / Q;
-    for (int base = 0; base < w; base += per_pass) {  // the same passes in every thread
-      const int e = base + tid / Q, idx = e0 + e;
-      const bool on = idx < e1;
-      const int g = on ? idx / D : 0;
-      float o = 0.f;
-      if (on)
-        for (int p = q; p < C; p += Q) o += coef[p * kClusterHeads + g] * recv_acc[p * w + e];
-      for (int off = Q >> 1; off > 0; off >>= 1) o += __shfl_xor_sync(0xffffffffu, o, off);
-      if (on && q == 0) out(idx, o, head_ml[g]);
-    }
+      for (int p = 0; p < kMaxClusterCtas; ++p)
+        if (p < C) {
+          const float wt = exp2f(ml[p].x - M);  // 0 for an empty split (m = -inf)
+          L += ml[p].y * wt;
+          A += x[p] * wt;
+        }
+    return make_float3(M, L, A);
   }
 };
 
@@ -222,9 +198,10 @@ __device__ __forceinline__ void cluster_partials_and_merge(const AttnArgs& a, in
                                                        const ReceivedSlice<D> slice, int e1, float2* scratch) {
   const int C = a.cluster, rank = split % C, k = a.cluster_groups, e0 = slice.e0, w = slice.w;
   float2* part = reinterpret_cast<float2*>(a.part_acc) + (int64_t(unit * C + rank) * k + split / C) * w - e0;
-  slice.for_each(e1, [&](int idx, float o, float2 ml) {
-    part[idx] = ml.y > 0.f ? make_float2(o, ml.x + log2f(ml.y)) : make_float2(0.f, -INFINITY);
-  });
+  for (int idx = e0 + int(threadIdx.x); idx < e1; idx += kAttnThreads) {
+    const float3 r = slice.merge(idx);
+    part[idx] = r.y > 0.f ? make_float2(r.z / r.y, r.x + log2f(r.y)) : make_float2(0.f, -INFINITY);
+  }
   if (e0 < e1) merge_cluster_groups<D>(a, unit, rank, e0, e1, w, scratch);  // (every cluster's rank r alike)
   else trace_end(a, 1);
 }
@@ -278,24 +255,23 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
   cluster_sync();  // every peer's stores into this CTA have landed (phase 1)
   trace_phase(a, kPhaseTicket);
   const int e0 = rank * w, e1 = e0 + w < n ? e0 + w : n;
-  __shared__ float coef[kMaxClusterCtas * kClusterHeads];
-  __shared__ float2 head_ml[kClusterHeads];
-  const ReceivedSlice<D> slice{recv_acc, recv_ml, C, w, e0, coef, head_ml};
+  const ReceivedSlice<D> slice{recv_acc, recv_ml, C, w, e0};
   // Every warp of the cluster is past its last claim (dynamic splits); with several clusters
   // a unit, merge_cluster_groups' last rank-0 CTA returns the counter instead.
   if (!GROUPS && rank == 0 && tid == 0 && a.claims != nullptr) a.claims[unit] = 0;
   // No CTA reads a peer's shared memory after the barrier: each may leave when done.
-  slice.weigh(gc);
-  if constexpr (GROUPS) {
+  if constexpr (GROUPS) {  // (its own loop: the one-cluster loop stays that of run 14f)
     cluster_partials_and_merge<D>(a, unit, split, slice, e1, scratch);
     return;
   }
-  trace_phase(a, kPhaseMergeWeights);
-  slice.for_each(e1, [&](int idx, float o, float2) {
+  trace_phase(a, kPhaseMergeWeights);  // (no weights step of its own)
+  for (int idx = e0 + tid; idx < e1; idx += kAttnThreads) {
+    const float3 r = slice.merge(idx);
     const int gg = hc * gc + idx / D;
     if (gg < a.group)
-      store_out(a.out, a.out_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * a.group + gg) * D + idx % D, o);
-  });
+      store_out(a.out, a.out_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * a.group + gg) * D + idx % D,
+                r.y > 0.f ? r.z / r.y : 0.f);
+  }
   trace_phase(a, kPhaseMergeSums);
   trace_phase(a, kPhaseEnd);
   trace_end(a, rank == 0 ? 2 : 1);
