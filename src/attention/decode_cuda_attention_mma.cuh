@@ -52,7 +52,6 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "core/cuda_cache_hint.cuh"
 #include "core/cuda_check.h"
 #include "core/cuda_dtype.cuh"
 #include "core/cuda_hopper.h"
@@ -194,13 +193,12 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
     int page, slot;
     bool valid;
   };
-  const uint64_t keep = l2_keep_policy();  // page ids stay in the L2 (core/cuda_cache_hint.cuh)
   auto page_of = [&](const LazyPos& p) -> PageRef {
     PageRef r{0, 0, p.valid};
     if (p.valid) {
       const int pos = p.value();
       const int pg = int(page_div.div(uint32_t(pos)));
-      r.page = ld_keep(page_table + pg, keep);
+      r.page = page_table[pg];
       r.slot = pos - pg * P;
     }
     return r;

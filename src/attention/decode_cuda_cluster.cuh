@@ -20,7 +20,6 @@
 
 #include <cuda_runtime.h>
 
-#include "core/cuda_cache_hint.cuh"
 #include "core/cuda_check.h"
 #include "core/cuda_cluster.cuh"
 #include "decode_cuda_kernels.cuh"
@@ -70,9 +69,8 @@ __device__ __forceinline__ void cluster_split(const AttnArgs& a, int cta, int* u
   *unit = cta / *splits;
   *split = cta % *splits;
   const int b = *unit / a.head_chunks / a.kv.num_kv_heads;
-  const uint64_t keep = l2_keep_policy();
-  *tokens = ld_keep(&a.seq_lens[b], keep);
-  *page_start = ld_keep(&a.kv.indptr[b], keep);
+  *tokens = a.seq_lens[b];
+  *page_start = a.kv.indptr[b];
 }
 
 // Where a unit has several clusters (AttnArgs::cluster_groups = k > 1), the CTAs of rank r

@@ -10,7 +10,6 @@
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
-#include "core/cuda_cache_hint.cuh"
 #include "core/cuda_dtype.cuh"
 #include "decode_cuda_kernels.cuh"
 #include "split_schedule.h"
@@ -25,12 +24,11 @@ __device__ __forceinline__ int ordered_int(float f) {
 __device__ __forceinline__ float unordered_int(int i) { return __int_as_float(i >= 0 ? i : i ^ 0x7fffffff); }
 
 // Tokens of unit u: the sequence length (dense) or what the router kept.
-// (Dense: a length every call reads again, kept in the L2: core/cuda_cache_hint.cuh.)
 template <bool ROUTED>
 __device__ __forceinline__ int64_t unit_tokens(const AttnArgs& a, int u) {
   const int bh = u / a.head_chunks;
   if (ROUTED) return a.routed_tokens[bh];
-  return ld_keep(&a.seq_lens[bh / a.kv.num_kv_heads], l2_keep_policy());
+  return a.seq_lens[bh / a.kv.num_kv_heads];
 }
 
 // This CTA's index in the flat work list: blockIdx.x, or, with AttnArgs::cta_stride, its
@@ -63,7 +61,7 @@ __device__ bool find_split(const AttnArgs& a, int cta, int* unit, int* split, in
   __shared__ int s_found[4];
   const int units = a.kv.batch * a.kv.num_kv_heads * a.head_chunks;
   const int64_t first_tokens = int(threadIdx.x) < units ? unit_tokens<ROUTED>(a, int(threadIdx.x)) : 0;
-  auto page_start_of = [&](int u) { return ld_keep(&a.kv.indptr[u / a.head_chunks / a.kv.num_kv_heads], l2_keep_policy()); };
+  auto page_start_of = [&](int u) { return a.kv.indptr[u / a.head_chunks / a.kv.num_kv_heads]; };
   const int32_t first_page_start = int(threadIdx.x) < units ? page_start_of(int(threadIdx.x)) : 0;
   long long part = first_tokens;
   for (int u = int(threadIdx.x) + kAttnThreads; u < units; u += kAttnThreads) part += unit_tokens<ROUTED>(a, u);
