@@ -19,10 +19,11 @@ struct MmaShape {
   static constexpr int kChunks = D / 8;                  // 16-byte chunks per K or V row
   static constexpr int kRowsPerPass = 32 / kChunks;      // rows a warp copies per cp.async round
   static constexpr int kPasses = kWarpRows / kRowsPerPass;
-  // Ring stages per warp (stages - 1 in flight). d64: 5, so that a CTA keeps 64 KB in
-  // flight: at small contexts a few CTAs carry the whole call and their in-flight bytes
-  // bound it (run 4c: SmolLM2 8K, 48 CTAs of 512 tokens); at 2 CTAs per SM an SM still
-  // holds 128 KB in flight, as with 4 CTAs of 3 stages before.
+  // Ring stages per warp (stages - 1 in flight). d64: 5, 64 KB in flight a CTA, 128 KB an SM
+  // at 2 CTAs an SM: from 64K at batch 1, where 3 KV heads give few CTAs, 5 stages read
+  // 10-18 % faster than 3 (run 4d). The small calls' loops are not bound by these bytes:
+  // 6 stages (the most that leave 2 CTAs an SM) left the SmolLM2 8K loop at 3.71 us and made
+  // the calls slower, the prologue having a page id and a copy more (run 19a).
   static constexpr int kStages = D == 64 ? 5 : 3;
   static constexpr int kSlot16 = 2 * kWarpRows * kChunks;  // 16-byte units of one warp stage (K, V)
   static constexpr int kRingBytes = kWarps * kStages * kSlot16 * 16;
