@@ -86,39 +86,118 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
 #if !(defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
   if constexpr (TMA) __trap();  // never launched: the plan checks that the sm_90a code runs
 #endif
-  pdl_begin(a);  // every input (q, the cache, the lengths) is the kernels before's output
+  // Cluster mode with fixed splits (dense, not DYN): the unit's splits take its 64-token CTA
+  // stages in turn, stage st of split s starting at token (st * splits + s) * 64, so where a
+  // CTA's stages lie does not depend on the length. Where the page tables are fixed
+  // (AttnArgs::early_page_ids) the page list's start and the page ids of the first ring stages
+  // are loaded before the PDL wait, while the kernel before still runs; with TMA the first
+  // copies then go out right after the wait, before the length has arrived (stages that turn
+  // out to lie past it are waited for after the loop and not read). Elsewhere a split is
+  // [v0, v1), contiguous: the flat list's, and the DYN instance's where its splits are short.
+  warm_params(a);
+  const bool interleaved = !ROUTED && !DYN && a.cluster > 0;
+  const bool early = interleaved && a.early_page_ids;
+  const int H = a.kv.num_kv_heads, G = a.group;
+  const int tid = int(threadIdx.x), warp = tid >> 5, lane = tid & 31;
+  const FastDiv page_div(a.kv.page_size);
+  const int P = a.kv.page_size;
+  // Dense TMA: the warp stage's first row, for all lanes (lane 0 copies the stage); otherwise
+  // lane l (and l ^ 16) owns row l % 16 of each warp stage.
+  const int my_row = TMA && !ROUTED ? 0 : lane & 15;
+  struct PageRef {
+    int page, slot;
+    bool valid;
+  };
+  int unit = 0, split = 0, splits = 1;
+  if (!ROUTED && a.cluster > 0) cluster_unit<GROUPS>(a, int(blockIdx.x), &unit, &split, &splits);
+  int h = 0;               // the unit's KV head (set once the unit is known)
+  int32_t page_start = 0;  // kv.indptr of the unit's sequence
+  PageRef page_early[NS];  // early: the first NS stages' pages, valid where within the page list
+#pragma unroll
+  for (int st = 0; st < NS; ++st) page_early[st] = PageRef{0, 0, false};
+  const int64_t stage_stride = interleaved ? int64_t(splits) * S::kStageRows : S::kStageRows;
+  if (early) {  // constant data only: the page tables (no kernel writes them, DeviceKV::tables_fixed)
+    const int b = unit / a.head_chunks / H;
+    page_start = a.kv.indptr[b];
+    const int pages = a.kv.indptr[b + 1] - page_start;
+#pragma unroll
+    for (int st = 0; st < NS; ++st) {
+      const int pos = int(int64_t(split) * S::kStageRows + st * stage_stride + warp * S::kWarpRows + my_row);
+      const int pg = int(page_div.div(uint32_t(pos)));
+      page_early[st] = PageRef{pg < pages ? a.kv.indices[page_start + pg] : 0, pos - pg * P, pg < pages};
+    }
+  }
+  pdl_wait();  // every other input (q, the cache, the lengths) is the kernels before's output
+  pdl_launch_dependents();
   trace_phase(a, kPhaseStartNs);
   trace_phase(a, kPhaseEntry);
-  int unit, split, splits;
+
+  // ---- shared memory: this warp's ring of stages and, with TMA, its mbarriers ----
+  const unsigned smem_base = static_cast<unsigned>(__cvta_generic_to_shared(smem_raw));
+  const unsigned ring_base =
+      (TMA ? (smem_base + 1023u) & ~1023u : smem_base) + unsigned(warp) * NS * S::kStageBytes;
+  const unsigned bar_base = smem_base + S::kTmaBarrierOffset + unsigned(warp) * NS * 8;
+  if constexpr (TMA) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (lane == 0) {
+#pragma unroll
+      for (int i = 0; i < NS; ++i) mbarrier_init(bar_base + 8 * i, 1);
+      fence_mbarrier_init();
+    }
+    __syncwarp();
+#endif
+  }
+  // TMA: lane 0 copies a warp stage (every 64-dimension part of the head, K and V) into ring
+  // slot `slot` and announces its bytes on the slot's mbarrier.
+  auto tma_copy = [&](int slot, const PageRef& r) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (lane == 0 && r.valid) {
+      const unsigned dst = ring_base + unsigned(slot) * S::kStageBytes, bar = bar_base + 8 * slot;
+      mbarrier_arrive_expect_tx(bar, S::kStageBytes);
+#pragma unroll
+      for (int part = 0; part < D / 64; ++part)
+        tma_load_5d(dst + part * S::kTmaPartBytes, &kv_map, bar, 0, h * (D / 64) + part, r.slot, 0, r.page);
+    }
+#endif
+  };
+  int64_t T;  // the unit's tokens
   const int cta = flat_cta(a);  // (the flat list's; cluster mode: unused)
-  int64_t T;          // the unit's tokens
-  int32_t page_start;  // kv.indptr of its sequence
   if (!ROUTED && a.cluster > 0) {
-    cluster_split<GROUPS>(a, int(blockIdx.x), &unit, &split, &splits, &T, &page_start);
+    const int b = unit / a.head_chunks / H;
+    T = a.seq_lens[b];
+    if (!early) page_start = a.kv.indptr[b];  // (a load beside the length's)
+    h = unit / a.head_chunks % H;
+    if (TMA && early) {  // the first stages' copies, while the length is on its way
+#pragma unroll
+      for (int st = 0; st < NS - 1; ++st) tma_copy(st, page_early[st]);
+    }
     cluster_arrive_relaxed();  // "started": the peers wait for it before their first store here
   } else if (!find_split<ROUTED>(a, cta, &unit, &split, &splits, &T, &page_start)) {
     trace_end(a, 0);
     return;
   }
   trace_phase(a, kPhaseSplitFound);
-  const int H = a.kv.num_kv_heads, G = a.group;
-  const int bh = unit / a.head_chunks, b = bh / H, h = bh % H;
-  const int tid = int(threadIdx.x), warp = tid >> 5, lane = tid & 31;
+  const int bh = unit / a.head_chunks, b = bh / H;
+  h = bh % H;
   // Dynamic splits where the unit's splits are long (the same choice in all its CTAs).
   const bool dyn = DYN && T >= int64_t(splits) * a.claim_min_split_tokens;
   int64_t v0 = dyn ? 0 : T * split / splits, v1 = dyn ? T : T * (split + 1) / splits;
-  if (TMA && !dyn) {  // on multiples of 16, so that no warp stage crosses a page (neighbours agree)
+  if (interleaved) {  // the CTA's first stage; its last lies before the unit's end
+    v0 = int64_t(split) * S::kStageRows;
+    v1 = T;
+  } else if (TMA && !dyn) {  // on multiples of 16, so that no warp stage crosses a page (neighbours agree)
     v0 &= ~int64_t(15);
     v1 = split + 1 == splits ? T : v1 & ~int64_t(15);
   }
-  trace_value(a, kPhaseTokens, dyn ? T / splits : v1 - v0);
+  trace_value(a, kPhaseTokens, dyn || interleaved ? T / splits : v1 - v0);
   // Stages this warp reads: all of the CTA's for cp.async (rows past v1 are zero-filled);
   // with TMA only those where it has a row before v1 (its copies and waits match). Dynamic:
   // not known yet; pos_of sets it at the warp's first stage past its chunks or the unit.
   const int64_t warp_v0 = v0 + warp * S::kWarpRows;
-  int n_stages = dyn ? INT32_MAX
-                 : TMA ? (v1 > warp_v0 ? int((v1 - warp_v0 + S::kStageRows - 1) / S::kStageRows) : 0)
-                       : int((v1 - v0 + S::kStageRows - 1) / S::kStageRows);
+  auto stages_before = [&](int64_t first) {  // stages st with first + st * stage_stride < v1
+    return v1 > first ? int((v1 - first + stage_stride - 1) / stage_stride) : 0;
+  };
+  int n_stages = dyn ? INT32_MAX : stages_before(TMA ? warp_v0 : v0);
   ClaimedChunks claimed{};
   static_assert(NS + 1 < kMinClaimStages, "the copies stay within the read side's chunk or the next");
   if (dyn) {
@@ -130,8 +209,9 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   }
 
   // The order of the prologue is that of its round trips: q (find_split brought the page
-  // list's start), then the page ids of the first stages, then the first copies; q's split
-  // into 16-bit parts runs while those copies are in flight.
+  // list's start; early, the length only), then the page ids of the first stages (early:
+  // loaded before the wait), then the first copies; q's split into 16-bit parts runs while
+  // those copies are in flight.
   const int32_t* page_table = a.kv.indices + page_start;
   const int g = (lane >> 2) & 3;  // head of this lane's score and output rows
   const bool upper = lane >= 16;  // rows 4..7 and 12..15: the low parts
@@ -163,13 +243,9 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   // A row is named by its index in the page pool (page * 2P + slot: K rows; V rows are
   // P further). That index fits in 32 bits: 2^31 token rows of even one 64-dim head would
   // be 549 GB of K and V.
-  const FastDiv page_div(a.kv.page_size);
-  const int P = a.kv.page_size;
   const uint32_t row_bytes = uint32_t(H) * D * 2;  // one token row of all KV heads
   RoutedMap map{nullptr, nullptr, 0, 0, 0, 0, FastDiv(a.kv.block_size)};
   if (ROUTED) map = RoutedMap::make<TMA>(a, bh);
-  // Dense TMA: the warp stage's first row, for all lanes (lane 0 copies the stage).
-  const int my_row = TMA && !ROUTED ? 0 : lane & 15;
   constexpr uint32_t kNoRow = 0xffffffffu;
   // A stage's row for this lane in three steps, each one's load consumed a step later
   // (LazyPos): its position (routed: loads an anchor or block id), its page id (loads the
@@ -184,14 +260,10 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
       }
       return LazyPos{0, 0, int(s0 + my_row), s0 + my_row < T};
     }
-    const int64_t v = v0 + int64_t(st) * S::kStageRows + warp * S::kWarpRows + my_row;
+    const int64_t v = warp_v0 + int64_t(st) * stage_stride + my_row;
     if (st >= n_stages || v >= v1) return LazyPos{0, 0, 0, false};
     if (ROUTED) return map.lazy(int(v));
     return LazyPos{0, 0, int(v), true};
-  };
-  struct PageRef {
-    int page, slot;
-    bool valid;
   };
   auto page_of = [&](const LazyPos& p) -> PageRef {
     PageRef r{0, 0, p.valid};
@@ -208,9 +280,6 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
     return r.valid ? uint32_t(r.page) * uint32_t(2 * P) + uint32_t(r.slot) : kNoRow;
   };
 
-  const unsigned smem_base = static_cast<unsigned>(__cvta_generic_to_shared(smem_raw));
-  const unsigned ring_base =
-      (TMA ? (smem_base + 1023u) & ~1023u : smem_base) + unsigned(warp) * NS * S::kStageBytes;
   // This lane's chunk of every row it copies: source bytes (K; V is + vbytes) and the
   // swizzled destination (chunk c of row r lands at 16-byte unit r * CH + (c ^ (r % 8))).
   const int chunk = lane % CH;
@@ -239,21 +308,9 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
       cp_async16_to(dst + kVOffset + dst_off[i], src + vbytes, valid, l2_prefetch);
     }
   };
-  // TMA: the warp's mbarriers, one a ring slot; lane 0 copies a stage (every part of the
-  // head, K and V) and announces its bytes. Only stages with rows are ever issued.
-  const unsigned bar_base = smem_base + S::kTmaBarrierOffset + unsigned(warp) * NS * 8;
-  if constexpr (TMA) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (lane == 0) {
-#pragma unroll
-      for (int i = 0; i < NS; ++i) mbarrier_init(bar_base + 8 * i, 1);
-      fence_mbarrier_init();
-    }
-    __syncwarp();
-#endif
-  }
   // Routed: whether stage st holds anchors read alone (copied by cp.async), uniform in the warp.
-  auto anchor_stage = [&](int st) { return ROUTED && warp_v0 + int64_t(st) * S::kStageRows < map.block_start; };
+  auto anchor_stage = [&](int st) { return ROUTED && warp_v0 + int64_t(st) * stage_stride < map.block_start; };
+  // TMA: lane 0 copies a stage; only stages with rows are ever issued (early: see the prologue).
   auto issue_tma = [&](int st, int slot, const PageRef& r) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     if (anchor_stage(st)) {
@@ -263,13 +320,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
       if (lane == 0) mbarrier_arrive_expect_tx(bar_base + 8 * slot, 0);  // the phase, without bytes
       return;
     }
-    if (lane == 0 && r.valid) {
-      const unsigned dst = ring_base + unsigned(slot) * S::kStageBytes, bar = bar_base + 8 * slot;
-      mbarrier_arrive_expect_tx(bar, S::kStageBytes);
-#pragma unroll
-      for (int part = 0; part < D / 64; ++part)
-        tma_load_5d(dst + part * S::kTmaPartBytes, &kv_map, bar, 0, h * (D / 64) + part, r.slot, 0, r.page);
-    }
+    tma_copy(slot, r);
 #endif
   };
   // ldmatrix row addresses within a slot. K, k-step kk: matrices (tokens 0-7, chunk 2kk),
@@ -308,11 +359,18 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   for (int st = 0; st <= NS; ++st) pos_first[st] = pos_of(st);
   PageRef page_first[NS];
 #pragma unroll
-  for (int st = 0; st < NS; ++st) page_first[st] = page_of(pos_first[st]);
+  for (int st = 0; st < NS; ++st) {
+    if (early) {  // loaded before the wait; now also within the split
+      page_first[st] = page_early[st];
+      page_first[st].valid = page_early[st].valid && pos_first[st].valid;
+    } else {
+      page_first[st] = page_of(pos_first[st]);
+    }
+  }
 #pragma unroll
   for (int st = 0; st < NS - 1; ++st) {
     if constexpr (TMA) {
-      issue_tma(st, st, page_first[st]);  // invalid past n_stages: not issued
+      if (!early) issue_tma(st, st, page_first[st]);  // invalid past n_stages: not issued
     } else {
       if (st < n_stages) issue(st, row_of(page_first[st]));
       cp_async_commit_group();
@@ -478,6 +536,15 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
     __syncwarp();  // every lane is done with this slot before it is refilled
   }
   if constexpr (!TMA) cp_async_wait_group<0>();
+  if constexpr (TMA) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (early) {  // copies issued before the length was known, of stages past it: landed, unread
+#pragma unroll
+      for (int st = 0; st < NS - 1; ++st)
+        if (st >= n_stages && page_early[st].valid) mbarrier_wait(bar_base + 8 * st, 0u);
+    }
+#endif
+  }
   trace_phase(a, kPhaseLoopDone);
 
   // ---- warp states -> shared memory: [warp][head][D] acc, then m, l ----

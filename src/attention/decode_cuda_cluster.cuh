@@ -1,6 +1,6 @@
 // Cluster mode of the tensor-core dense decode kernel (AttnArgs::cluster, sm_90): the
-// schedule (unit u is AttnArgs::cluster_groups clusters; their C CTAs each split its tokens
-// evenly) and the combine through distributed shared memory, then, with several clusters a
+// schedule (unit u is AttnArgs::cluster_groups clusters; their C CTAs take its 64-token stages
+// in turn) and the combine through distributed shared memory, then, with several clusters a
 // unit, over the clusters slice by slice, that replaces the flat Split-K list's search for the
 // split and its last-CTA merge (decode_cuda_split.cuh).
 //
@@ -58,19 +58,17 @@ inline int resident_clusters(const void* kernel, int threads, int smem, int clus
 
 // Cluster mode's split of CTA `cta`: unit u is clusters [u * groups, (u + 1) * groups) (one
 // when AttnArgs::cluster_groups is 1), and the CTA's split is its index among the unit's
-// C * groups CTAs (clusters along x: its rank in its cluster is split % C); the unit's
-// sequence length and page-list start are its tokens (two independent loads). GROUPS: the
-// kernel instance for cluster_groups > 1; the other knows it has one cluster a unit (the
-// runtime product cost SmolLM2 B=1 4K-8K ~0.4 us a call there: kernel run 16c).
+// C * groups CTAs (clusters along x: its rank in its cluster is split % C). The splits take
+// the unit's 64-token CTA stages in turn (attention_mma_kernel), so this needs no load: the
+// kernel reads the length and the page list's start itself, the latter before its PDL wait
+// where the page tables are fixed. GROUPS: the kernel instance for cluster_groups > 1; the
+// other knows it has one cluster a unit (the runtime product cost SmolLM2 B=1 4K-8K ~0.4 us a
+// call there: kernel run 16c).
 template <bool GROUPS>
-__device__ __forceinline__ void cluster_split(const AttnArgs& a, int cta, int* unit, int* split, int* splits,
-                                              int64_t* tokens, int32_t* page_start) {
+__device__ __forceinline__ void cluster_unit(const AttnArgs& a, int cta, int* unit, int* split, int* splits) {
   *splits = GROUPS ? a.cluster * a.cluster_groups : a.cluster;
   *unit = cta / *splits;
   *split = cta % *splits;
-  const int b = *unit / a.head_chunks / a.kv.num_kv_heads;
-  *tokens = a.seq_lens[b];
-  *page_start = a.kv.indptr[b];
 }
 
 // Where a unit has several clusters (AttnArgs::cluster_groups = k > 1), the CTAs of rank r

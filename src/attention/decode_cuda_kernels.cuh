@@ -50,9 +50,12 @@ struct AttnArgs {
   // (RoutedMap::block_start), so that every 16-token stage of the kept blocks and the window
   // is 16 contiguous rows of one page (the routing pass counts the padding in routed_tokens).
   bool pad_anchors;
+  // Cluster mode with fixed splits: the page list's start and the first stages' page ids are
+  // loaded before the PDL wait (DeviceKV::tables_fixed and CudaDecodeOptions::early_page_ids).
+  bool early_page_ids;
   // Cluster mode (dense, tensor cores, sm_90; decode_cuda_cluster.cuh): cluster 0 off (the
   // flat work list above); C >= 2: the grid is units * cluster_groups clusters of C CTAs,
-  // unit u's tokens split evenly over the C * cluster_groups CTAs of clusters
+  // unit u's 64-token stages taken in turn by the C * cluster_groups CTAs of clusters
   // [u * cluster_groups, (u + 1) * cluster_groups), merged within each cluster through
   // distributed shared memory, then (cluster_groups > 1) over the clusters through part_acc,
   // read as float2 [units, C, cluster_groups, ceil(heads_per_cta * head_dim / C)] (o, lse),

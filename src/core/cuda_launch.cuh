@@ -9,7 +9,8 @@
 // predecessor's completion and memory flush; a kernel with nothing constant to read (the
 // append, the routing, the attention) waits first thing and gains the launch itself.
 // Rules every PDL kernel here follows:
-//   - before pdl_wait(): read only constant data (weights), write nothing;
+//   - before pdl_wait(): read only constant data (weights; the decode attention's fixed page
+//     tables, DeviceKV::tables_fixed), write nothing;
 //   - every thread calls pdl_wait() before it exits (so that the kernel cannot complete
 //     before its predecessor has: later kernels rely on completion being transitive);
 //   - pdl_launch_dependents() right after the wait: the next kernel may then be launched

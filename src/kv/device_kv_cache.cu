@@ -295,6 +295,7 @@ DeviceKV DeviceKVCache::view(int first, int count) const {
   kv.anchor_pos = anchor_pos_ + int64_t(first) * H * A;
   kv.anchor_count = anchor_count_ + int64_t(first) * H;
   v.seq_lens = seq_lens_ + first;
+  v.tables_fixed = true;  // (the constructor uploads them once; appends never change a page table)
   v.max_capacity = *std::max_element(capacities_.begin() + first, capacities_.begin() + first + count);
   return v;
 }

@@ -7,7 +7,8 @@
 // sm_90 device: the cache's unwritten rows are NaN, so a TMA stage reaching past a length
 // must zero them), each in Split-K and, on an sm_90 device, in cluster mode (clusters of 2
 // to 16 CTAs merging through distributed shared memory, one to five clusters a head merging
-// slice by slice after, some CTAs with empty splits), with fixed and with dynamic splits
+// slice by slice after, some CTAs with empty splits; with fixed splits, the page ids loaded
+// before the PDL wait and the first TMA copies issued before the length is known), with fixed and with dynamic splits
 // (warps claiming 256-token chunks; some units left fixed by their length). Every decoder
 // runs twice: the fused combine's tickets and the chunk counters must be back at zero for the
 // second run.
@@ -268,7 +269,10 @@ TEST(CudaDenseDecode, LongAndShortSequencesShareTheGrid) {
 
 // Cluster mode where one sequence is long: the clusters of each of its (sequence, KV head)
 // split 40,000 tokens, the others a few, and CTAs past a short sequence's end have empty
-// splits; one cluster a head and several (whole clusters then empty at length 7).
+// splits; one cluster a head and several (whole clusters then empty at length 7). With fixed
+// splits the page ids are loaded before the PDL wait (TMA: the first copies issued before the
+// length is known, some past it); loaded after it instead (the option off, or a view whose
+// tables are not fixed), the output is the same, bit for bit.
 TEST(CudaDenseDecode, ClusterModeOverLongAndShortSequences) {
   SR_REQUIRE_CUDA_DEVICE();
   if (!device_is_sm90()) GTEST_SKIP() << "cluster mode needs an sm_90 device";
@@ -288,22 +292,38 @@ TEST(CudaDenseDecode, ClusterModeOverLongAndShortSequences) {
       opt.cluster_ctas = ctas;
       opt.cluster_groups = groups;
       opt.kv_copy = kv_copy;
-      CudaDecoder decoder(dev.view(), QH, AttentionPolicy{}, 1.f / std::sqrt(128.f), opt);
-      ASSERT_EQ(decoder.cluster_ctas(), ctas);
-      ASSERT_EQ(decoder.cluster_groups(), groups);
-      EXPECT_GE(decoder.resident_clusters(ctas), 1);  // (it was launched: at least one fits)
-      DeviceBuffer od(out.bytes());
-      testing::poison(od);
-      decoder.run(dev.view(), qd.get(), DType::F32, od.get(), DType::BF16, nullptr);
-      SR_ASSERT_CUDA(cudaDeviceSynchronize());
-      testing::to_host(od, out);
-      EXPECT_EQ(compare_to_reference(out.view(), ref.view(), tolerance_for(DType::BF16)), "")
-          << groups << " clusters of " << ctas << ", kv_copy " << kv_copy
-          << (decoder.uses_tma_copies() ? " (TMA)" : "") << (dynamic ? ", dynamic splits" : "");
-      const std::vector<HeadStats> st = decoder.download_stats();
-      for (int b = 0; b < B; ++b)
-        for (int h = 0; h < 2; ++h)
-          EXPECT_EQ(st[size_t(b) * 2 + size_t(h)].bytes_dense, r.batch.view.seq_len(b) * r.batch.view.token_bytes());
+      std::vector<uint16_t> first_bits;  // the output of the first way below
+      // The page ids before the wait (the default), after it (the option off), and after it
+      // because the view's tables are not fixed.
+      for (auto [early, fixed] : {std::pair{-1, true}, std::pair{0, true}, std::pair{-1, false}}) {
+        opt.early_page_ids = early;
+        DeviceKV view = dev.view();
+        ASSERT_TRUE(view.tables_fixed);  // (a DeviceKVCache's views)
+        view.tables_fixed = fixed;
+        CudaDecoder decoder(view, QH, AttentionPolicy{}, 1.f / std::sqrt(128.f), opt);
+        ASSERT_EQ(decoder.cluster_ctas(), ctas);
+        ASSERT_EQ(decoder.cluster_groups(), groups);
+        EXPECT_GE(decoder.resident_clusters(ctas), 1);  // (it was launched: at least one fits)
+        DeviceBuffer od(out.bytes());
+        testing::poison(od);
+        decoder.run(view, qd.get(), DType::F32, od.get(), DType::BF16, nullptr);
+        SR_ASSERT_CUDA(cudaDeviceSynchronize());
+        testing::to_host(od, out);
+        const std::string how = fmt::format("{} clusters of {}, kv_copy {}{}{}, early_page_ids {}, tables fixed {}",
+                                            groups, ctas, kv_copy, decoder.uses_tma_copies() ? " (TMA)" : "",
+                                            dynamic ? ", dynamic splits" : "", early, fixed);
+        EXPECT_EQ(compare_to_reference(out.view(), ref.view(), tolerance_for(DType::BF16)), "") << how;
+        const uint16_t* bits = static_cast<const uint16_t*>(out.data());
+        const std::vector<uint16_t> now(bits, bits + out.numel());
+        if (first_bits.empty()) first_bits = now;
+        EXPECT_TRUE(now == first_bits) << how << ": not the same bits as with the page ids before the wait";
+        const std::vector<HeadStats> st = decoder.download_stats();
+        for (int b = 0; b < B; ++b)
+          for (int h = 0; h < 2; ++h)
+            EXPECT_EQ(st[size_t(b) * 2 + size_t(h)].bytes_dense,
+                      r.batch.view.seq_len(b) * r.batch.view.token_bytes())
+                << how;
+      }
     }
 }
 
@@ -334,6 +354,9 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   CudaDecodeOptions bad_prefetch;
   bad_prefetch.kv_l2_prefetch = 64;
   expect_options_error(bad_prefetch, "kv_l2_prefetch must be 0, 128 or 256, not 64");
+  CudaDecodeOptions bad_early;
+  bad_early.early_page_ids = 2;
+  expect_options_error(bad_early, "early_page_ids must be 0 or 1, not 2");
   CudaDecodeOptions bad_copy;
   bad_copy.kv_copy = 3;
   expect_options_error(bad_copy, "kv_copy must be 0 (cp.async), 1 (tma) or 2 (auto), not 3");
@@ -412,6 +435,7 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
     with_env(name, value, [&] { expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f); }, needle); });
   };
   expect_env_error("SINKROUTER_KV_L2_PREFETCH", "128B", "SINKROUTER_KV_L2_PREFETCH must be 0, 128 or 256, not '128B'");
+  expect_env_error("SINKROUTER_EARLY_PAGE_IDS", "maybe", "SINKROUTER_EARLY_PAGE_IDS must be off or on, not 'maybe'");
   expect_env_error("SINKROUTER_DECODE_CLUSTER_GROUPS", "2x",
                    "SINKROUTER_DECODE_CLUSTER_GROUPS must be an integer, not '2x'");
   expect_env_error("SINKROUTER_DECODE_CLUSTER_CTAS", "17", "cluster_ctas 17 out of range");

@@ -110,6 +110,13 @@ struct CudaDecodeOptions {
   // can run, else cp.async).
   // -1: SINKROUTER_KV_COPY ("cp.async", "tma" or "auto"), unset: auto.
   int kv_copy = -1;
+  // Cluster mode's page ids before the PDL wait (src/attention/decode_cuda_attention_mma.cuh):
+  // where the view's page tables are fixed (DeviceKV::tables_fixed: every DeviceKVCache view),
+  // the attention kernel loads the page list's start and its first stages' page ids while the
+  // kernel before it still runs, and with TMA issues its first copies before the length has
+  // arrived. 0 off (loaded after the wait), 1 on. -1: SINKROUTER_EARLY_PAGE_IDS ("off" or
+  // "on"), unset: on.
+  int early_page_ids = -1;
   // Adaptive chunks: the fewest routing CTAs wanted per (b, h); 0: about one per SM over the
   // batch's KV heads. (Tests set 1, so that chunks of several steps occur at small sizes.)
   int route_min_ctas = 0;
@@ -121,7 +128,7 @@ struct CudaDecodeOptions {
   int certificate_share_min_blocks = 4096;
   // Cluster mode of dense decode on tensor cores (an sm_90 device; src/attention/
   // decode_cuda_cluster.cuh): each (sequence, KV head) is read by cluster_groups thread-block
-  // clusters whose CTAs split its tokens evenly; each cluster merges through distributed
+  // clusters whose CTAs take its 64-token stages in turn; each cluster merges through distributed
   // shared memory, and several clusters of a head then merge slice by slice (a ticket and one
   // round of loads a slice), instead of the flat Split-K list's search for the split and its
   // last CTA merging every partial of the head alone. 0 off; 1 on (a clear error where it
@@ -275,6 +282,7 @@ class CudaDecoder {
   int dynamic_chunk_tokens_ = 128;    // tokens a claimed chunk
   int cta_stride_ = 0;                // options.spread_ctas resolved: the first wave's stride, 0 off
   int kv_l2_prefetch_ = 0;  // 0, 128 or 256 (options.kv_l2_prefetch resolved)
+  bool early_page_ids_ = true;  // options.early_page_ids resolved
   int min_smem_ = 0;        // options.ctas_per_sm as a floor on a CTA's dynamic shared memory (0: none)
   int launch_smem_ = 0;     // the attention kernel's dynamic shared memory a CTA
   bool adaptive_route_chunks_ = false;  // options.adaptive_route_chunks resolved

@@ -41,6 +41,11 @@ struct DeviceKV {
   PagedKV kv;                       // device pointers; last_page_len is null
   const int32_t* seq_lens = nullptr;  // [kv.batch] device
   int64_t max_capacity = 0;         // longest capacity of the batch: sizes worst-case grids
+  // The page tables (kv.indptr, kv.indices) are written only when the cache is built, by
+  // synchronous uploads, never by a kernel: so the attention kernel may read them before it
+  // waits for the kernel before it (programmatic dependent launch). DeviceKVCache's views set
+  // it; a view whose tables a kernel writes must not.
+  bool tables_fixed = false;
 };
 
 // A host copy of a device cache in the FlashInfer layout (indptr trimmed to the pages in
