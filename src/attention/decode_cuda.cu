@@ -204,11 +204,12 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
                                           "0, 128 or 256");
   SR_CHECK(kv_l2_prefetch_ == 0 || kv_l2_prefetch_ == 128 || kv_l2_prefetch_ == 256,
            "decode (CUDA): kv_l2_prefetch must be 0, 128 or 256, not {}", kv_l2_prefetch_);
-  const int early = options.early_page_ids >= 0
+  early_page_ids_ = options.early_page_ids >= 0
                         ? options.early_page_ids
-                        : option_from_env("SINKROUTER_EARLY_PAGE_IDS", "on", {{"off", 0}, {"on", 1}}, "off or on");
-  SR_CHECK(early == 0 || early == 1, "decode (CUDA): early_page_ids must be 0 or 1, not {}", early);
-  early_page_ids_ = early == 1;
+                        : option_from_env("SINKROUTER_EARLY_PAGE_IDS", "copies", {{"off", 0}, {"ids", 1}, {"copies", 2}},
+                                          "off, ids or copies");
+  SR_CHECK(early_page_ids_ >= 0 && early_page_ids_ <= 2, "decode (CUDA): early_page_ids must be 0, 1 or 2, not {}",
+           early_page_ids_);
   const int chunks = options.adaptive_route_chunks >= 0
                          ? options.adaptive_route_chunks
                          : option_from_env("SINKROUTER_ROUTE_CHUNKS", "adaptive", {{"fixed", 0}, {"adaptive", 1}},
@@ -483,7 +484,7 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
   a.cta_stride = cta_stride_;
   a.kv_l2_prefetch = kv_l2_prefetch_;
   a.pad_anchors = tma_copies_ && routed;
-  a.early_page_ids = early_page_ids_ && dkv.tables_fixed;
+  a.early_page_ids = dkv.tables_fixed ? early_page_ids_ : 0;
   a.cluster = cluster_ctas_;
   a.cluster_groups = cluster_groups_;
   a.part_acc = w.part_acc;

@@ -89,14 +89,15 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   // Cluster mode with fixed splits (dense, not DYN): the unit's splits take its 64-token CTA
   // stages in turn, stage st of split s starting at token (st * splits + s) * 64, so where a
   // CTA's stages lie does not depend on the length. Where the page tables are fixed
-  // (AttnArgs::early_page_ids) the page list's start and the page ids of the first ring stages
-  // are loaded before the PDL wait, while the kernel before still runs; with TMA the first
-  // copies then go out right after the wait, before the length has arrived (stages that turn
-  // out to lie past it are waited for after the loop and not read). Elsewhere a split is
+  // (AttnArgs::early_page_ids > 0) the page list's start and the page ids of the first ring
+  // stages are loaded before the PDL wait, while the kernel before still runs; with TMA and
+  // early_page_ids 2 the first copies then go out right after the wait, before the length has
+  // arrived (stages that turn out to lie past it are waited for after the loop and not read). Elsewhere a split is
   // [v0, v1), contiguous: the flat list's, and the DYN instance's where its splits are short.
   warm_params(a);
   const bool interleaved = !ROUTED && !DYN && a.cluster > 0;
-  const bool early = interleaved && a.early_page_ids;
+  const bool early = interleaved && a.early_page_ids > 0;
+  const bool early_copies = TMA && early && a.early_page_ids == 2;
   const int H = a.kv.num_kv_heads, G = a.group;
   const int tid = int(threadIdx.x), warp = tid >> 5, lane = tid & 31;
   const FastDiv page_div(a.kv.page_size);
@@ -108,6 +109,22 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
     int page, slot;
     bool valid;
   };
+  // ---- shared memory: this warp's ring of stages and, with TMA, its mbarriers (before the
+  // wait: shared memory only; before the early loads, which the fence would wait for) ----
+  const unsigned smem_base = static_cast<unsigned>(__cvta_generic_to_shared(smem_raw));
+  const unsigned ring_base =
+      (TMA ? (smem_base + 1023u) & ~1023u : smem_base) + unsigned(warp) * NS * S::kStageBytes;
+  const unsigned bar_base = smem_base + S::kTmaBarrierOffset + unsigned(warp) * NS * 8;
+  if constexpr (TMA) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (lane == 0) {
+#pragma unroll
+      for (int i = 0; i < NS; ++i) mbarrier_init(bar_base + 8 * i, 1);
+      fence_mbarrier_init();
+    }
+    __syncwarp();
+#endif
+  }
   int unit = 0, split = 0, splits = 1;
   if (!ROUTED && a.cluster > 0) cluster_unit<GROUPS>(a, int(blockIdx.x), &unit, &split, &splits);
   int h = 0;               // the unit's KV head (set once the unit is known)
@@ -132,21 +149,6 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   trace_phase(a, kPhaseStartNs);
   trace_phase(a, kPhaseEntry);
 
-  // ---- shared memory: this warp's ring of stages and, with TMA, its mbarriers ----
-  const unsigned smem_base = static_cast<unsigned>(__cvta_generic_to_shared(smem_raw));
-  const unsigned ring_base =
-      (TMA ? (smem_base + 1023u) & ~1023u : smem_base) + unsigned(warp) * NS * S::kStageBytes;
-  const unsigned bar_base = smem_base + S::kTmaBarrierOffset + unsigned(warp) * NS * 8;
-  if constexpr (TMA) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (lane == 0) {
-#pragma unroll
-      for (int i = 0; i < NS; ++i) mbarrier_init(bar_base + 8 * i, 1);
-      fence_mbarrier_init();
-    }
-    __syncwarp();
-#endif
-  }
   // TMA: lane 0 copies a warp stage (every 64-dimension part of the head, K and V) into ring
   // slot `slot` and announces its bytes on the slot's mbarrier.
   auto tma_copy = [&](int slot, const PageRef& r) {
@@ -160,6 +162,36 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
     }
 #endif
   };
+  const int g = (lane >> 2) & 3;  // head of this lane's score and output rows
+  const bool upper = lane >= 16;  // rows 4..7 and 12..15: the low parts
+  const int tq = lane & 3;        // column pair within a fragment
+  // Raw q words of q[g][16kk + 2tq + {0, 1, 8, 9}] of sequence qb, KV head qh, loaded
+  // unconditionally (head 0's row stands in for g >= G) so that all are in flight at once.
+  // 16-bit q: words 0 and 1 hold elements {0, 1} and {8, 9}; float: one element per word.
+  uint32_t qraw[KT][4];
+  auto load_q = [&](int qb, int qh) {
+    const int64_t qrow = (int64_t(qb) * a.num_q_heads + int64_t(qh) * G + (g < G ? g : 0)) * D;
+    if (a.q_dtype == DType::F32) {
+      const uint2* p = reinterpret_cast<const uint2*>(static_cast<const float*>(a.q) + qrow);
+#pragma unroll
+      for (int kk = 0; kk < KT; ++kk) {
+        const uint2 x = p[8 * kk + tq], y = p[8 * kk + tq + 4];
+        qraw[kk][0] = x.x, qraw[kk][1] = x.y, qraw[kk][2] = y.x, qraw[kk][3] = y.y;
+      }
+    } else {
+      const uint32_t* p = reinterpret_cast<const uint32_t*>(static_cast<const uint16_t*>(a.q) + qrow);
+#pragma unroll
+      for (int kk = 0; kk < KT; ++kk) {
+        qraw[kk][0] = p[8 * kk + tq], qraw[kk][1] = p[8 * kk + tq + 4];
+        qraw[kk][2] = qraw[kk][3] = 0u;
+      }
+    }
+  };
+  // The order of the prologue is that of its round trips. Cluster mode: the length, the
+  // page list's start (unless loaded before the wait) and q together, then (early, TMA) the
+  // first copies. The flat list: find_split's loads, then q, then the page ids of the first
+  // stages, then the first copies (early: the page ids were loaded before the wait). q's split
+  // into 16-bit parts runs while the copies are in flight.
   int64_t T;  // the unit's tokens
   const int cta = flat_cta(a);  // (the flat list's; cluster mode: unused)
   if (!ROUTED && a.cluster > 0) {
@@ -167,7 +199,8 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
     T = a.seq_lens[b];
     if (!early) page_start = a.kv.indptr[b];  // (a load beside the length's)
     h = unit / a.head_chunks % H;
-    if (TMA && early) {  // the first stages' copies, while the length is on its way
+    load_q(b, h);
+    if (early_copies) {  // the first stages' copies, while the length is on its way
 #pragma unroll
       for (int st = 0; st < NS - 1; ++st) tma_copy(st, page_early[st]);
     }
@@ -179,6 +212,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   trace_phase(a, kPhaseSplitFound);
   const int bh = unit / a.head_chunks, b = bh / H;
   h = bh % H;
+  if (ROUTED || a.cluster == 0) load_q(b, h);
   // Dynamic splits where the unit's splits are long (the same choice in all its CTAs).
   const bool dyn = DYN && T >= int64_t(splits) * a.claim_min_split_tokens;
   int64_t v0 = dyn ? 0 : T * split / splits, v1 = dyn ? T : T * (split + 1) / splits;
@@ -208,37 +242,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
     if (first < claimed.chunks) claimed.claim_next(lane);
   }
 
-  // The order of the prologue is that of its round trips: q (find_split brought the page
-  // list's start; early, the length only), then the page ids of the first stages (early:
-  // loaded before the wait), then the first copies; q's split into 16-bit parts runs while
-  // those copies are in flight.
   const int32_t* page_table = a.kv.indices + page_start;
-  const int g = (lane >> 2) & 3;  // head of this lane's score and output rows
-  const bool upper = lane >= 16;  // rows 4..7 and 12..15: the low parts
-  const int tq = lane & 3;        // column pair within a fragment
-  // Raw q words of q[g][16kk + 2tq + {0, 1, 8, 9}], loaded unconditionally (head 0's row
-  // stands in for g >= G) so that all are in flight at once. 16-bit q: words 0 and 1
-  // hold elements {0, 1} and {8, 9}; float: one element per word.
-  uint32_t qraw[KT][4];
-  {
-    const int64_t qrow = (int64_t(b) * a.num_q_heads + int64_t(h) * G + (g < G ? g : 0)) * D;
-    if (a.q_dtype == DType::F32) {
-      const uint2* p = reinterpret_cast<const uint2*>(static_cast<const float*>(a.q) + qrow);
-#pragma unroll
-      for (int kk = 0; kk < KT; ++kk) {
-        const uint2 x = p[8 * kk + tq], y = p[8 * kk + tq + 4];
-        qraw[kk][0] = x.x, qraw[kk][1] = x.y, qraw[kk][2] = y.x, qraw[kk][3] = y.y;
-      }
-    } else {
-      const uint32_t* p = reinterpret_cast<const uint32_t*>(static_cast<const uint16_t*>(a.q) + qrow);
-#pragma unroll
-      for (int kk = 0; kk < KT; ++kk) {
-        qraw[kk][0] = p[8 * kk + tq], qraw[kk][1] = p[8 * kk + tq + 4];
-        qraw[kk][2] = qraw[kk][3] = 0u;
-      }
-    }
-  }
-
   // ---- addresses: lane l (and l ^ 16) owns row l % 16 of each warp stage ----
   // A row is named by its index in the page pool (page * 2P + slot: K rows; V rows are
   // P further). That index fits in 32 bits: 2^31 token rows of even one 64-dim head would
@@ -370,7 +374,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
 #pragma unroll
   for (int st = 0; st < NS - 1; ++st) {
     if constexpr (TMA) {
-      if (!early) issue_tma(st, st, page_first[st]);  // invalid past n_stages: not issued
+      if (!early_copies) issue_tma(st, st, page_first[st]);  // invalid past n_stages: not issued
     } else {
       if (st < n_stages) issue(st, row_of(page_first[st]));
       cp_async_commit_group();
@@ -441,7 +445,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
     page_next = page_of(pos_next);  // position loaded an iteration ago; its page id now
     pos_next = pos_of(t + NS + 1);
     // The first token of stage t (dynamic: of the chunk the read side is in).
-    const int64_t stage_v0 = DYN && dyn ? claimed.next_read() : warp_v0 + int64_t(t) * S::kStageRows;
+    const int64_t stage_v0 = DYN && dyn ? claimed.next_read() : warp_v0 + int64_t(t) * stage_stride;
     const unsigned slot = ring_base + unsigned(read) * S::kStageBytes;
     if constexpr (TMA) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -538,7 +542,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   if constexpr (!TMA) cp_async_wait_group<0>();
   if constexpr (TMA) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (early) {  // copies issued before the length was known, of stages past it: landed, unread
+    if (early_copies) {  // copies issued before the length was known, of stages past it: landed, unread
 #pragma unroll
       for (int st = 0; st < NS - 1; ++st)
         if (st >= n_stages && page_early[st].valid) mbarrier_wait(bar_base + 8 * st, 0u);

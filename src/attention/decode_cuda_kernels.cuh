@@ -50,9 +50,10 @@ struct AttnArgs {
   // (RoutedMap::block_start), so that every 16-token stage of the kept blocks and the window
   // is 16 contiguous rows of one page (the routing pass counts the padding in routed_tokens).
   bool pad_anchors;
-  // Cluster mode with fixed splits: the page list's start and the first stages' page ids are
-  // loaded before the PDL wait (DeviceKV::tables_fixed and CudaDecodeOptions::early_page_ids).
-  bool early_page_ids;
+  // Cluster mode with fixed splits: 1, the page list's start and the first stages' page ids are
+  // loaded before the PDL wait; 2, with TMA the first copies are issued before the length is
+  // known too; 0, neither (DeviceKV::tables_fixed and CudaDecodeOptions::early_page_ids).
+  int early_page_ids;
   // Cluster mode (dense, tensor cores, sm_90; decode_cuda_cluster.cuh): cluster 0 off (the
   // flat work list above); C >= 2: the grid is units * cluster_groups clusters of C CTAs,
   // unit u's 64-token stages taken in turn by the C * cluster_groups CTAs of clusters

@@ -8,7 +8,8 @@
 // must zero them), each in Split-K and, on an sm_90 device, in cluster mode (clusters of 2
 // to 16 CTAs merging through distributed shared memory, one to five clusters a head merging
 // slice by slice after, some CTAs with empty splits; with fixed splits, the page ids loaded
-// before the PDL wait and the first TMA copies issued before the length is known), with fixed and with dynamic splits
+// before the PDL wait and, in most cases, the first TMA copies issued before the length is
+// known), with fixed and with dynamic splits
 // (warps claiming 256-token chunks; some units left fixed by their length). Every decoder
 // runs twice: the fused combine's tickets and the chunk counters must be back at zero for the
 // second run.
@@ -148,6 +149,7 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
     opt.dynamic_min_split_tokens = c.min_split_tokens == 16 ? 512 : 1;
     opt.dynamic_chunk_tokens = c.page_size == 64 ? 208 : 128;
     opt.spread_ctas = c.page_size == 16 || c.page_size == 256 ? 1 : 0;  // the flat list's entries strided
+    opt.early_page_ids = c.min_split_tokens == 16 ? 1 : -1;  // cluster mode: page ids early, copies too (default)
     // Every L2 prefetch size over the grid (page sizes 1, 16, 64, 256 -> 0, 128, 256, 128):
     // the hint changes which bytes the L2 fetches, never what lands in shared memory.
     opt.kv_l2_prefetch = c.page_size == 1 ? 0 : (c.page_size == 64 ? 256 : 128);
@@ -293,9 +295,10 @@ TEST(CudaDenseDecode, ClusterModeOverLongAndShortSequences) {
       opt.cluster_groups = groups;
       opt.kv_copy = kv_copy;
       std::vector<uint16_t> first_bits;  // the output of the first way below
-      // The page ids before the wait (the default), after it (the option off), and after it
-      // because the view's tables are not fixed.
-      for (auto [early, fixed] : {std::pair{-1, true}, std::pair{0, true}, std::pair{-1, false}}) {
+      // The page ids and first copies before the length (the default), the page ids only, both
+      // after the wait (the option off), and after it because the view's tables are not fixed.
+      for (auto [early, fixed] :
+           {std::pair{-1, true}, std::pair{1, true}, std::pair{0, true}, std::pair{-1, false}}) {
         opt.early_page_ids = early;
         DeviceKV view = dev.view();
         ASSERT_TRUE(view.tables_fixed);  // (a DeviceKVCache's views)
@@ -355,8 +358,8 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   bad_prefetch.kv_l2_prefetch = 64;
   expect_options_error(bad_prefetch, "kv_l2_prefetch must be 0, 128 or 256, not 64");
   CudaDecodeOptions bad_early;
-  bad_early.early_page_ids = 2;
-  expect_options_error(bad_early, "early_page_ids must be 0 or 1, not 2");
+  bad_early.early_page_ids = 3;
+  expect_options_error(bad_early, "early_page_ids must be 0, 1 or 2, not 3");
   CudaDecodeOptions bad_copy;
   bad_copy.kv_copy = 3;
   expect_options_error(bad_copy, "kv_copy must be 0 (cp.async), 1 (tma) or 2 (auto), not 3");
@@ -435,7 +438,7 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
     with_env(name, value, [&] { expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f); }, needle); });
   };
   expect_env_error("SINKROUTER_KV_L2_PREFETCH", "128B", "SINKROUTER_KV_L2_PREFETCH must be 0, 128 or 256, not '128B'");
-  expect_env_error("SINKROUTER_EARLY_PAGE_IDS", "maybe", "SINKROUTER_EARLY_PAGE_IDS must be off or on, not 'maybe'");
+  expect_env_error("SINKROUTER_EARLY_PAGE_IDS", "maybe", "SINKROUTER_EARLY_PAGE_IDS must be off, ids or copies, not 'maybe'");
   expect_env_error("SINKROUTER_DECODE_CLUSTER_GROUPS", "2x",
                    "SINKROUTER_DECODE_CLUSTER_GROUPS must be an integer, not '2x'");
   expect_env_error("SINKROUTER_DECODE_CLUSTER_CTAS", "17", "cluster_ctas 17 out of range");

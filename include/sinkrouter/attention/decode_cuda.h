@@ -113,9 +113,9 @@ struct CudaDecodeOptions {
   // Cluster mode's page ids before the PDL wait (src/attention/decode_cuda_attention_mma.cuh):
   // where the view's page tables are fixed (DeviceKV::tables_fixed: every DeviceKVCache view),
   // the attention kernel loads the page list's start and its first stages' page ids while the
-  // kernel before it still runs, and with TMA issues its first copies before the length has
-  // arrived. 0 off (loaded after the wait), 1 on. -1: SINKROUTER_EARLY_PAGE_IDS ("off" or
-  // "on"), unset: on.
+  // kernel before it still runs (1), and with TMA also issues its first copies before the
+  // length has arrived (2). 0: after the wait. -1: SINKROUTER_EARLY_PAGE_IDS ("off", "ids" or
+  // "copies"), unset: copies.
   int early_page_ids = -1;
   // Adaptive chunks: the fewest routing CTAs wanted per (b, h); 0: about one per SM over the
   // batch's KV heads. (Tests set 1, so that chunks of several steps occur at small sizes.)
@@ -282,7 +282,7 @@ class CudaDecoder {
   int dynamic_chunk_tokens_ = 128;    // tokens a claimed chunk
   int cta_stride_ = 0;                // options.spread_ctas resolved: the first wave's stride, 0 off
   int kv_l2_prefetch_ = 0;  // 0, 128 or 256 (options.kv_l2_prefetch resolved)
-  bool early_page_ids_ = true;  // options.early_page_ids resolved
+  int early_page_ids_ = 2;  // options.early_page_ids resolved
   int min_smem_ = 0;        // options.ctas_per_sm as a floor on a CTA's dynamic shared memory (0: none)
   int launch_smem_ = 0;     // the attention kernel's dynamic shared memory a CTA
   bool adaptive_route_chunks_ = false;  // options.adaptive_route_chunks resolved
