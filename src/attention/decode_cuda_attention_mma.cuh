@@ -187,11 +187,10 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
       }
     }
   };
-  // The order of the prologue is that of its round trips. Cluster mode: the length, the
-  // page list's start (unless loaded before the wait) and q together, then (early, TMA) the
-  // first copies. The flat list: find_split's loads, then q, then the page ids of the first
-  // stages, then the first copies (early: the page ids were loaded before the wait). q's split
-  // into 16-bit parts runs while the copies are in flight.
+  // The prologue in the order of its round trips. Cluster mode: the length, q and (unless
+  // early) the page list's start together, then the first copies (early_copies: at once). The
+  // flat list: find_split's loads, then q, then the first stages' page ids, then the first
+  // copies. q's split into 16-bit parts runs while the copies are in flight.
   int64_t T;  // the unit's tokens
   const int cta = flat_cta(a);  // (the flat list's; cluster mode: unused)
   if (!ROUTED && a.cluster > 0) {
