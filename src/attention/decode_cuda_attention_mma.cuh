@@ -126,17 +126,20 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
 #endif
   }
   int unit = 0, split = 0, splits = 1;
-  if (!ROUTED && a.cluster > 0) cluster_unit<GROUPS>(a, int(blockIdx.x), &unit, &split, &splits);
-  int h = 0;               // the unit's KV head (set once the unit is known)
+  int b_cluster = 0, h = 0;  // the unit's sequence (cluster mode) and KV head (once the unit is known)
+  if (!ROUTED && a.cluster > 0) {  // (the divisions before the wait too)
+    cluster_unit<GROUPS>(a, int(blockIdx.x), &unit, &split, &splits);
+    b_cluster = unit / a.head_chunks / H;
+    h = unit / a.head_chunks % H;
+  }
   int32_t page_start = 0;  // kv.indptr of the unit's sequence
   PageRef page_early[NS];  // early: the first NS stages' pages, valid where within the page list
 #pragma unroll
   for (int st = 0; st < NS; ++st) page_early[st] = PageRef{0, 0, false};
   const int64_t stage_stride = interleaved ? int64_t(splits) * S::kStageRows : S::kStageRows;
   if (early) {  // constant data only: the page tables (no kernel writes them, DeviceKV::tables_fixed)
-    const int b = unit / a.head_chunks / H;
-    page_start = a.kv.indptr[b];
-    const int pages = a.kv.indptr[b + 1] - page_start;
+    page_start = a.kv.indptr[b_cluster];
+    const int pages = a.kv.indptr[b_cluster + 1] - page_start;
 #pragma unroll
     for (int st = 0; st < NS; ++st) {
       const int pos = int(int64_t(split) * S::kStageRows + st * stage_stride + warp * S::kWarpRows + my_row);
@@ -194,11 +197,9 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   int64_t T;  // the unit's tokens
   const int cta = flat_cta(a);  // (the flat list's; cluster mode: unused)
   if (!ROUTED && a.cluster > 0) {
-    const int b = unit / a.head_chunks / H;
-    T = a.seq_lens[b];
-    if (!early) page_start = a.kv.indptr[b];  // (a load beside the length's)
-    h = unit / a.head_chunks % H;
-    load_q(b, h);
+    T = a.seq_lens[b_cluster];
+    if (!early) page_start = a.kv.indptr[b_cluster];  // (a load beside the length's)
+    load_q(b_cluster, h);
     if (early_copies) {  // the first stages' copies, while the length is on its way
 #pragma unroll
       for (int st = 0; st < NS - 1; ++st) tma_copy(st, page_early[st]);
@@ -385,50 +386,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
 
   // ---- q fragments: lane holds q[g][16kk + 2tq + {0, 1, 8, 9}] * scale, split ----
   uint32_t qa[KT][4];
-  float qs_inv = 1.f;  // scores come out multiplied by 1 / qs_inv
-  {
-    float xq[KT][4];
-#pragma unroll
-    for (int kk = 0; kk < KT; ++kk)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float v;
-        if (a.q_dtype == DType::F32) {
-          v = __uint_as_float(qraw[kk][e]);
-        } else {
-          const uint32_t w = qraw[kk][e >> 1];
-          v = q_bits_to_float(uint16_t((e & 1) ? w >> 16 : w & 0xffffu), a.q_dtype);
-        }
-        xq[kk][e] = g < G ? v * a.q_scale : 0.f;
-      }
-    float qmax = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < KT; ++kk)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) qmax = fmaxf(qmax, fabsf(xq[kk][e]));
-    float qs = 1.f;
-    if (kF16) {  // the largest |q| near 2^14: the high part stays finite, the low parts normal
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) qmax = fmaxf(qmax, __shfl_xor_sync(0xffffffffu, qmax, off));
-      if (qmax > 0.f && qmax < INFINITY) {
-        int e2;
-        frexpf(qmax, &e2);
-        qs = ldexpf(1.f, 14 - e2);
-        qs_inv = ldexpf(1.f, e2 - 14);
-      }
-    }
-#pragma unroll
-    for (int kk = 0; kk < KT; ++kk) {
-      uint16_t hi[4], mid[4], lo[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) split3<Tag>(xq[kk][e] * qs, hi[e], mid[e], lo[e]);
-      // A registers: {row r, k 2tq..+1}, {row r+8, k 2tq..+1}, {row r, k+8}, {row r+8, k+8}.
-      qa[kk][0] = upper ? pack2(lo[0], lo[1]) : pack2(hi[0], hi[1]);
-      qa[kk][1] = upper ? 0u : pack2(mid[0], mid[1]);
-      qa[kk][2] = upper ? pack2(lo[2], lo[3]) : pack2(hi[2], hi[3]);
-      qa[kk][3] = upper ? 0u : pack2(mid[2], mid[3]);
-    }
-  }
+  const float qs_inv = q_fragments<Tag, KT>(qraw, a.q_dtype, a.q_scale, g < G, upper, qa);
   trace_phase(a, kPhaseQReady);
 
   int fill = NS - 1, read = 0;  // ring slots of the next stage issued and read
@@ -522,11 +480,10 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
     uint32_t pa[4];
 #pragma unroll
     for (int n = 0; n < 2; ++n) {
-      uint16_t h0, m0, l0, h1, m1, l1;
-      split3<Tag>(p[n][0] * kPScale, h0, m0, l0);
-      split3<Tag>(p[n][1] * kPScale, h1, m1, l1);
-      pa[2 * n] = upper ? pack2(l0, l1) : pack2(h0, h1);
-      pa[2 * n + 1] = upper ? 0u : pack2(m0, m1);
+      uint32_t hp, mp, lp;
+      split3x2<Tag>(p[n][0] * kPScale, p[n][1] * kPScale, hp, mp, lp);
+      pa[2 * n] = upper ? lp : hp;
+      pa[2 * n + 1] = upper ? 0u : mp;
     }
     // O += P V: V rows are k, dimensions n; pairs of n-tiles per ldmatrix.
 #pragma unroll

@@ -1,9 +1,11 @@
 // The tensor-core decode kernel's tile geometry (MmaShape: warps, ring stages, shared memory
-// of the cp.async and TMA layouts) and its 16-bit splitting of float operands (split3, pack2);
+// of the cp.async and TMA layouts), its 16-bit splitting of float operands (split3x2) and q's
+// A fragments (q_fragments);
 // the kernel and its layouts are described in decode_cuda_attention_mma.cuh.
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "core/cuda_dtype.cuh"
 #include "decode_cuda_kernels.cuh"
@@ -46,18 +48,101 @@ struct MmaShape {
   static_assert(kStageBytes % 1024 == 0, "every TMA stage starts on a swizzle atom");
 };
 
-// x = hi + mid + lo, each part in the 16-bit type (the residuals are exact in float).
-template <typename Tag>
-__device__ __forceinline__ void split3(float x, uint16_t& hi, uint16_t& mid, uint16_t& lo) {
-  hi = float_to_bits(x, Tag{});
-  const float r1 = x - bits_to_float(hi, Tag{});
-  mid = float_to_bits(r1, Tag{});
-  lo = float_to_bits(r1 - bits_to_float(mid, Tag{}), Tag{});
+// Two floats rounded (to nearest even) to the 16-bit type in one instruction, packed in one
+// register (the first, the lower column, in the low half); and back. Why: a conversion of one float is a F2F, which issues at a fraction of
+// the FMA rate, and the split below needs three an element (q's split alone, 96 a lane at head
+// dim 128, was ~1 us of a small call's prologue in run 20b's trace); the paired form is one F2FP
+// for two elements.
+__device__ __forceinline__ uint32_t round2(float first, float second, Bf16Tag) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(first, second);
+  return uint32_t(__bfloat16_as_ushort(v.x)) | (uint32_t(__bfloat16_as_ushort(v.y)) << 16);
+}
+__device__ __forceinline__ uint32_t round2(float first, float second, F16Tag) {
+  const __half2 v = __floats2half2_rn(first, second);
+  return uint32_t(__half_as_ushort(v.x)) | (uint32_t(__half_as_ushort(v.y)) << 16);
+}
+__device__ __forceinline__ float2 unround2(uint32_t v, Bf16Tag) {
+  return make_float2(__uint_as_float(v << 16), __uint_as_float(v & 0xffff0000u));
+}
+__device__ __forceinline__ float2 unround2(uint32_t v, F16Tag) {
+  return make_float2(bits_to_float(uint16_t(v & 0xffffu), F16Tag{}), bits_to_float(uint16_t(v >> 16), F16Tag{}));
 }
 
-// Two 16-bit values in one register, the lower column in the low half.
-__device__ __forceinline__ uint32_t pack2(uint16_t first, uint16_t second) {
-  return uint32_t(first) | (uint32_t(second) << 16);
+// x = hi + mid + lo, each part in the 16-bit type (the residuals are exact in float), for two
+// floats at once, each part packed as round2 packs (x0's in the low half).
+template <typename Tag>
+__device__ __forceinline__ void split3x2(float x0, float x1, uint32_t& hi, uint32_t& mid, uint32_t& lo) {
+  hi = round2(x0, x1, Tag{});
+  const float2 h = unround2(hi, Tag{});
+  const float r0 = x0 - h.x, r1 = x1 - h.y;
+  mid = round2(r0, r1, Tag{});
+  const float2 m = unround2(mid, Tag{});
+  lo = round2(r0 - m.x, r1 - m.y, Tag{});
+}
+
+// A lane's A fragments of q for the tensor-core kernel (its layout: decode_cuda_attention_mma.cuh,
+// "Precision"): from the raw words of q[g][16kk + 2tq + {0, 1, 8, 9}] (qraw[kk][0..3]: float
+// bits, one element a word; 16-bit q: words 0 and 1 hold elements {0, 1} and {8, 9}) of type
+// q_dtype, scaled by `scale` (0 where !live: a padding head), split into hi / mid / lo parts,
+// the upper lanes holding the low parts. Returns the factor the scores come out multiplied by
+// the inverse of (fp16: the parts are scaled near 2^14 first, so that the low parts stay normal).
+template <typename Tag, int KT>
+__device__ __forceinline__ float q_fragments(const uint32_t (&qraw)[KT][4], DType q_dtype, float scale, bool live,
+                                             bool upper, uint32_t (&qa)[KT][4]) {
+  constexpr bool kF16 = std::is_same_v<Tag, F16Tag>;
+  // One branch on q's type for all elements (a branch an element was 32 at head dim 128).
+  float xq[KT][4];
+  auto bits_of = [&](int kk, int e) {  // 16-bit q: element e of k-step kk
+    return uint16_t((e & 1) ? qraw[kk][e >> 1] >> 16 : qraw[kk][e >> 1] & 0xffffu);
+  };
+  if (q_dtype == DType::F32) {
+#pragma unroll
+    for (int kk = 0; kk < KT; ++kk)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) xq[kk][e] = __uint_as_float(qraw[kk][e]);
+  } else if (q_dtype == DType::BF16) {
+#pragma unroll
+    for (int kk = 0; kk < KT; ++kk)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) xq[kk][e] = bits_to_float(bits_of(kk, e), Bf16Tag{});
+  } else {
+#pragma unroll
+    for (int kk = 0; kk < KT; ++kk)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) xq[kk][e] = bits_to_float(bits_of(kk, e), F16Tag{});
+  }
+#pragma unroll
+  for (int kk = 0; kk < KT; ++kk)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) xq[kk][e] = live ? xq[kk][e] * scale : 0.f;
+  float qs = 1.f, qs_inv = 1.f;
+  if (kF16) {  // the largest |q| near 2^14: the high part stays finite, the low parts normal
+    float qmax = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < KT; ++kk)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) qmax = fmaxf(qmax, fabsf(xq[kk][e]));
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) qmax = fmaxf(qmax, __shfl_xor_sync(0xffffffffu, qmax, off));
+    if (qmax > 0.f && qmax < INFINITY) {
+      int e2;
+      frexpf(qmax, &e2);
+      qs = ldexpf(1.f, 14 - e2);
+      qs_inv = ldexpf(1.f, e2 - 14);
+    }
+  }
+#pragma unroll
+  for (int kk = 0; kk < KT; ++kk) {
+    uint32_t hi[2], mid[2], lo[2];
+    split3x2<Tag>(xq[kk][0] * qs, xq[kk][1] * qs, hi[0], mid[0], lo[0]);  // elements 2tq, 2tq + 1
+    split3x2<Tag>(xq[kk][2] * qs, xq[kk][3] * qs, hi[1], mid[1], lo[1]);  // (+ 8)
+    // A registers: {row r, k 2tq..+1}, {row r+8, k 2tq..+1}, {row r, k+8}, {row r+8, k+8}.
+    qa[kk][0] = upper ? lo[0] : hi[0];
+    qa[kk][1] = upper ? 0u : mid[0];
+    qa[kk][2] = upper ? lo[1] : hi[1];
+    qa[kk][3] = upper ? 0u : mid[1];
+  }
+  return qs_inv;
 }
 
 }  // namespace sinkrouter::cuda
