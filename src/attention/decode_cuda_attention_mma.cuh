@@ -92,8 +92,9 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   // (AttnArgs::early_page_ids > 0) the page list's start and the page ids of the first ring
   // stages are loaded before the PDL wait, while the kernel before still runs; with TMA and
   // early_page_ids 2 the first copies then go out right after the wait, before the length has
-  // arrived (stages that turn out to lie past it are waited for after the loop and not read). Elsewhere a split is
-  // [v0, v1), contiguous: the flat list's, and the DYN instance's where its splits are short.
+  // arrived (stages that turn out to lie past it are waited for after the loop and not read).
+  // Elsewhere a split is [v0, v1), contiguous: the flat list's, and the DYN instance's where its
+  // splits are short.
   warm_params(a);
   const bool interleaved = !ROUTED && !DYN && a.cluster > 0;
   const bool early = interleaved && a.early_page_ids > 0;
@@ -127,7 +128,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   }
   int unit = 0, split = 0, splits = 1;
   int b_cluster = 0, h = 0;  // the unit's sequence (cluster mode) and KV head (once the unit is known)
-  if (!ROUTED && a.cluster > 0) {  // (the divisions before the wait too)
+  if (!ROUTED && a.cluster > 0) {  // (before the wait: two integer divisions off the critical path)
     cluster_unit<GROUPS>(a, int(blockIdx.x), &unit, &split, &splits);
     b_cluster = unit / a.head_chunks / H;
     h = unit / a.head_chunks % H;

@@ -49,10 +49,10 @@ struct MmaShape {
 };
 
 // Two floats rounded (to nearest even) to the 16-bit type in one instruction, packed in one
-// register (the first, the lower column, in the low half); and back. Why: a conversion of one float is a F2F, which issues at a fraction of
-// the FMA rate, and the split below needs three an element (q's split alone, 96 a lane at head
-// dim 128, was ~1 us of a small call's prologue in run 20b's trace); the paired form is one F2FP
-// for two elements.
+// register (the first, the lower column, in the low half); and back. Why: a conversion of one
+// float is a F2F, which issues at a fraction of the FMA rate, and the split below needs three an
+// element (q's split alone, 96 a lane at head dim 128, was ~1 us of a small call's prologue in
+// run 20b's trace); the paired form is one F2FP for two elements.
 __device__ __forceinline__ uint32_t round2(float first, float second, Bf16Tag) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(first, second);
   return uint32_t(__bfloat16_as_ushort(v.x)) | (uint32_t(__bfloat16_as_ushort(v.y)) << 16);

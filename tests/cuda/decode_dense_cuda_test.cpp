@@ -438,7 +438,8 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
     with_env(name, value, [&] { expect_error([&] { CudaDecoder d(dev.view(), 4, AttentionPolicy{}, 0.125f); }, needle); });
   };
   expect_env_error("SINKROUTER_KV_L2_PREFETCH", "128B", "SINKROUTER_KV_L2_PREFETCH must be 0, 128 or 256, not '128B'");
-  expect_env_error("SINKROUTER_EARLY_PAGE_IDS", "maybe", "SINKROUTER_EARLY_PAGE_IDS must be off, ids or copies, not 'maybe'");
+  expect_env_error("SINKROUTER_EARLY_PAGE_IDS", "maybe",
+                   "SINKROUTER_EARLY_PAGE_IDS must be off, ids or copies, not 'maybe'");
   expect_env_error("SINKROUTER_DECODE_CLUSTER_GROUPS", "2x",
                    "SINKROUTER_DECODE_CLUSTER_GROUPS must be an integer, not '2x'");
   expect_env_error("SINKROUTER_DECODE_CLUSTER_CTAS", "17", "cluster_ctas 17 out of range");
