@@ -31,7 +31,7 @@
 // dense with AttnArgs::cluster, thread-block clusters, AttnArgs::cluster_groups a unit
 // (cluster_unit, cluster_combine: decode_cuda_cluster.cuh). The flat list's CTA takes
 // [v0, v1) of its unit's tokens, a warp taking every fourth 16-token stage of it; in cluster
-// mode the unit's CTAs take its 64-token stages in turn (see the prologue); in the DYN
+// mode (not DYN) the unit's CTAs take its 64-token stages in turn (see the prologue); in the DYN
 // instance where the unit's splits are long (AttnArgs::claims), the unit's tokens are chunks
 // (AttnArgs::claim_stages stages) that the unit's warps claim (ClaimedChunks,
 // decode_cuda_claims.cuh).
