@@ -128,10 +128,10 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
 #endif
   }
   int unit = 0, split = 0, splits = 1;
-  int b_cluster = 0, h = 0;  // the unit's sequence (cluster mode) and KV head (once the unit is known)
+  int b = 0, h = 0;  // the unit's sequence and KV head, once the unit is known
   if (!ROUTED && a.cluster > 0) {  // (before the wait: two integer divisions off the critical path)
     cluster_unit<GROUPS>(a, int(blockIdx.x), &unit, &split, &splits);
-    b_cluster = unit / a.head_chunks / H;
+    b = unit / a.head_chunks / H;
     h = unit / a.head_chunks % H;
   }
   int32_t page_start = 0;  // kv.indptr of the unit's sequence
@@ -140,8 +140,8 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   for (int st = 0; st < NS; ++st) page_early[st] = PageRef{0, 0, false};
   const int64_t stage_stride = interleaved ? int64_t(splits) * S::kStageRows : S::kStageRows;
   if (early) {  // constant data only: the page tables (no kernel writes them, DeviceKV::tables_fixed)
-    page_start = a.kv.indptr[b_cluster];
-    const int pages = a.kv.indptr[b_cluster + 1] - page_start;
+    page_start = a.kv.indptr[b];
+    const int pages = a.kv.indptr[b + 1] - page_start;
 #pragma unroll
     for (int st = 0; st < NS; ++st) {
       const int pos = int(int64_t(split) * S::kStageRows + st * stage_stride + warp * S::kWarpRows + my_row);
@@ -199,9 +199,9 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   int64_t T;  // the unit's tokens
   const int cta = flat_cta(a);  // (the flat list's; cluster mode: unused)
   if (!ROUTED && a.cluster > 0) {
-    T = a.seq_lens[b_cluster];
-    if (!early) page_start = a.kv.indptr[b_cluster];  // (a load beside the length's)
-    load_q(b_cluster, h);
+    T = a.seq_lens[b];
+    if (!early) page_start = a.kv.indptr[b];  // (a load beside the length's)
+    load_q(b, h);
     if (early_copies) {  // the first stages' copies, while the length is on its way
 #pragma unroll
       for (int st = 0; st < NS - 1; ++st) tma_copy(st, page_early[st]);
@@ -212,9 +212,12 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
     return;
   }
   trace_phase(a, kPhaseSplitFound);
-  const int bh = unit / a.head_chunks, b = bh / H;
-  h = bh % H;
-  if (ROUTED || a.cluster == 0) load_q(b, h);
+  if (ROUTED || a.cluster == 0) {  // (cluster mode: known before the wait)
+    b = unit / a.head_chunks / H;
+    h = unit / a.head_chunks % H;
+    load_q(b, h);
+  }
+  const int bh = b * H + h;
   // Dynamic splits where the unit's splits are long (the same choice in all its CTAs).
   const bool dyn = DYN && T >= int64_t(splits) * a.claim_min_split_tokens;
   int64_t v0 = dyn ? 0 : T * split / splits, v1 = dyn ? T : T * (split + 1) / splits;

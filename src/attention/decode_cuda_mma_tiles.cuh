@@ -49,7 +49,7 @@ struct MmaShape {
 };
 
 // Two floats rounded (to nearest even) to the 16-bit type in one instruction, packed in one
-// register (the first, the lower column, in the low half); and back. Why: a conversion of one
+// register (the first, the lower column, in the low half; unpack2 undoes it). Why: a conversion of one
 // float is a F2F, which issues at a fraction of the FMA rate, and the split below needs three an
 // element (q's split alone, 96 a lane at head dim 128, was ~1 us of a small call's prologue in
 // run 20b's trace); the paired form is one F2FP for two elements.
@@ -61,23 +61,18 @@ __device__ __forceinline__ uint32_t round2(float first, float second, F16Tag) {
   const __half2 v = __floats2half2_rn(first, second);
   return uint32_t(__half_as_ushort(v.x)) | (uint32_t(__half_as_ushort(v.y)) << 16);
 }
-__device__ __forceinline__ float2 unround2(uint32_t v, Bf16Tag) {
-  return make_float2(__uint_as_float(v << 16), __uint_as_float(v & 0xffff0000u));
-}
-__device__ __forceinline__ float2 unround2(uint32_t v, F16Tag) {
-  return make_float2(bits_to_float(uint16_t(v & 0xffffu), F16Tag{}), bits_to_float(uint16_t(v >> 16), F16Tag{}));
-}
 
 // x = hi + mid + lo, each part in the 16-bit type (the residuals are exact in float), for two
 // floats at once, each part packed as round2 packs (x0's in the low half).
 template <typename Tag>
 __device__ __forceinline__ void split3x2(float x0, float x1, uint32_t& hi, uint32_t& mid, uint32_t& lo) {
+  float h0, h1, m0, m1;
   hi = round2(x0, x1, Tag{});
-  const float2 h = unround2(hi, Tag{});
-  const float r0 = x0 - h.x, r1 = x1 - h.y;
+  unpack2(hi, h0, h1, Tag{});
+  const float r0 = x0 - h0, r1 = x1 - h1;
   mid = round2(r0, r1, Tag{});
-  const float2 m = unround2(mid, Tag{});
-  lo = round2(r0 - m.x, r1 - m.y, Tag{});
+  unpack2(mid, m0, m1, Tag{});
+  lo = round2(r0 - m0, r1 - m1, Tag{});
 }
 
 // A lane's A fragments of q for the tensor-core kernel (its layout: decode_cuda_attention_mma.cuh,
@@ -92,9 +87,6 @@ __device__ __forceinline__ float q_fragments(const uint32_t (&qraw)[KT][4], DTyp
   constexpr bool kF16 = std::is_same_v<Tag, F16Tag>;
   // One branch on q's type for all elements (a branch an element was 32 at head dim 128).
   float xq[KT][4];
-  auto bits_of = [&](int kk, int e) {  // 16-bit q: element e of k-step kk
-    return uint16_t((e & 1) ? qraw[kk][e >> 1] >> 16 : qraw[kk][e >> 1] & 0xffffu);
-  };
   if (q_dtype == DType::F32) {
 #pragma unroll
     for (int kk = 0; kk < KT; ++kk)
@@ -102,14 +94,16 @@ __device__ __forceinline__ float q_fragments(const uint32_t (&qraw)[KT][4], DTyp
       for (int e = 0; e < 4; ++e) xq[kk][e] = __uint_as_float(qraw[kk][e]);
   } else if (q_dtype == DType::BF16) {
 #pragma unroll
-    for (int kk = 0; kk < KT; ++kk)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) xq[kk][e] = bits_to_float(bits_of(kk, e), Bf16Tag{});
+    for (int kk = 0; kk < KT; ++kk) {
+      unpack2(qraw[kk][0], xq[kk][0], xq[kk][1], Bf16Tag{});
+      unpack2(qraw[kk][1], xq[kk][2], xq[kk][3], Bf16Tag{});
+    }
   } else {
 #pragma unroll
-    for (int kk = 0; kk < KT; ++kk)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) xq[kk][e] = bits_to_float(bits_of(kk, e), F16Tag{});
+    for (int kk = 0; kk < KT; ++kk) {
+      unpack2(qraw[kk][0], xq[kk][0], xq[kk][1], F16Tag{});
+      unpack2(qraw[kk][1], xq[kk][2], xq[kk][3], F16Tag{});
+    }
   }
 #pragma unroll
   for (int kk = 0; kk < KT; ++kk)

@@ -7,7 +7,8 @@
 // PDL a kernel is launched while its predecessor still runs, reads what does not depend on
 // it (the weights: constant) into registers, and only then waits (pdl_wait) for the
 // predecessor's completion and memory flush; a kernel with nothing constant to read (the
-// append, the routing, the attention) waits first thing and gains the launch itself.
+// append, the routing) waits first thing and gains the launch itself. (The decode attention
+// reads its fixed page tables before the wait: it calls the three steps of pdl_begin itself.)
 // Rules every PDL kernel here follows:
 //   - before pdl_wait(): read only constant data (weights; the decode attention's fixed page
 //     tables, DeviceKV::tables_fixed), write nothing;
