@@ -3,7 +3,10 @@
 // same run. Writes JSON.
 //
 //   bench_kernels --out kernels.json [--contexts 4096,8192,...] [--batches 1,8] [--reps 30]
-//                 [--shapes llama-3.1-8b,smollm2-135m]
+//                 [--shapes llama-3.1-8b,smollm2-135m] [--kernels dense,dense_splitk,...]
+//       --kernels: only the rows of these names (e.g. dense, dense_splitk, dense_cluster,
+//       dense_fixed, sinkrouter_fast); the routed caches are generated only where a routed
+//       row is asked for. For sweeps of the plan's settings (KERNEL_VARIANTS) at long contexts.
 //   bench_kernels --trace-phases --shapes smollm2-135m --contexts 4096,8192 --batches 1
 //       where the time of one dense and one routed (default policy) tensor-core attention
 //       call goes: per-CTA phase stamps (CudaDecoder::set_phase_trace) of one call after a
@@ -255,7 +258,7 @@ int main(int argc, char** argv) {
   std::string out_path = "kernels.json";
   std::vector<int64_t> contexts = {4096, 8192, 16384, 65536, 131072, 262144, 524288};
   std::vector<int64_t> batches = {1, 8};
-  std::string shape_filter;
+  std::string shape_filter, kernel_filter;
   int reps = 30;
   bool profile_once = false, trace_phases = false;
   std::string probe_policy = "default";  // the routed policy of --profile-once and --trace-phases
@@ -275,12 +278,36 @@ int main(int argc, char** argv) {
     else if (k == "--batches") batches = parse_list(v);
     else if (k == "--reps") reps = std::stoi(v);
     else if (k == "--shapes") shape_filter = "," + v + ",";
+    else if (k == "--kernels") kernel_filter = "," + v + ",";
     else if (k == "--probe-policy" && (v == "default" || v == "fast")) probe_policy = v;
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
     }
   }
+  // The rows --kernels may name (each a row's "kernel" in the JSON).
+  const std::vector<std::string> known_rows = {
+      "dense",          "dense_cuda_cores",   "dense_splitk",         "dense_cluster",       "dense_cluster1",
+      "dense_fixed",    "dense_again",        "sinkrouter",           "routing_pass",        "sinkrouter_fast",
+      "routing_pass_fast", "sinkrouter_fast_2k", "routing_pass_fast_2k", "sinkrouter_default", "routing_pass_default"};
+  for (size_t a = 1; a < kernel_filter.size();) {
+    const size_t b = kernel_filter.find(',', a);
+    const std::string name = kernel_filter.substr(a, b - a);
+    if (std::find(known_rows.begin(), known_rows.end(), name) == known_rows.end()) {
+      std::string all;
+      for (const std::string& k : known_rows) all += (all.empty() ? "" : ", ") + k;
+      std::fprintf(stderr, "--kernels: unknown row '%s' (expected a comma-separated list of: %s)\n", name.c_str(),
+                   all.c_str());
+      return 2;
+    }
+    a = b + 1;
+  }
+  auto wanted = [&](const std::string& kernel) {
+    return kernel_filter.empty() || kernel_filter.find("," + kernel + ",") != std::string::npos;
+  };
+  const bool any_routed = std::any_of(known_rows.begin(), known_rows.end(), [&](const std::string& k) {
+    return (k.rfind("sinkrouter", 0) == 0 || k.rfind("routing_pass", 0) == 0) && wanted(k);
+  });
   try {
     cudaDeviceProp prop;
     SR_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -452,6 +479,7 @@ int main(int argc, char** argv) {
           }
           auto run_rows = [&](const sr::AttentionPolicy& policy, const char* kernel, int skip_target, bool routing_only,
                               sr::CudaDecodeOptions options = {}) {
+            if (!wanted(kernel)) return;
             sr::CudaDecoder dec(cache.view(0, int(B)), sh.q_heads, policy, scale, options);
             const float ms = time_calls(dec, routing_only);
             // Statistics of the last copy's call (every copy holds the same kind of data).
@@ -516,6 +544,7 @@ int main(int argc, char** argv) {
           // than its twin (dense_cluster, the same plan) in runs 14b-16d; this row tells order from plan.
           if (ctx <= 16384) run_rows(sr::AttentionPolicy{}, "dense_again", 0, false);
           for (int skip : skips) {
+            if (!any_routed) break;
             if (skip != 0) generate(skip);
             const sr::AttentionPolicy p = certified_rows_policy(), f = fast_rows_policy();
             run_rows(p, "sinkrouter", skip, false);
