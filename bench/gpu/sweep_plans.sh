@@ -7,7 +7,7 @@
 # Usage, on the device, from the repository root (binaries as run_on_device.sh stages them):
 #   SWEEP="default: dyn:SINKROUTER_DECODE_DYNAMIC=on g2:SINKROUTER_DECODE_CLUSTER_GROUPS=2" \
 #   [SWEEP_CONTEXTS=4096,...] [SWEEP_KERNELS=dense,dense_splitk,dense_cluster,dense_fixed] \
-#   [SWEEP_ROUNDS=1] bash bench/gpu/sweep_plans.sh
+#   [SWEEP_ROUNDS=1] [SWEEP_ARGS="--shapes smollm2-135m --batches 1"] bash bench/gpu/sweep_plans.sh
 # Writes $OUT/sweep_<name>_r<round>.json and $OUT/sweep.txt (the table).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -25,7 +25,7 @@ for r in $(seq 1 "$rounds"); do
     start=$(date +%s)
     # shellcheck disable=SC2086  # vars: NAME=value words for env
     env $vars timeout "${SWEEP_TIMEOUT:-120}" "$stage/bin/bench_kernels" --out "$out/sweep_${name}_r$r.json" \
-      --contexts "$ctx" --kernels "$kernels" >"$out/sweep_${name}_r$r.log" 2>&1
+      --contexts "$ctx" --kernels "$kernels" ${SWEEP_ARGS:-} >"$out/sweep_${name}_r$r.log" 2>&1
     echo "sweep $name round $r: rc=$? in $(($(date +%s) - start)) s"
   done
 done

@@ -98,16 +98,22 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
       }
       if (groups == 1 && want_ctas == 0 && fit(8) >= 2 * units) ctas = 8, groups = 2;
     }
+    // At head dim 128, one cluster of 16 a head (short loops: the capacity's 16ths are short)
+    // becomes one of 8, whose CTAs read twice as much each: measured at Llama B=1 4K / 8K in
+    // runs 21a and 21b (10.8 / 15.95 us against 11.2 / 16.7; the model above, which weighs only
+    // the busiest SM's reads, prefers 16; at head dim 64 16 stays faster: SmolLM2 B=1 4K 7.6
+    // against 9.1 us).
+    if (want_ctas == 0 && head_dim_ == 128 && ctas == 16 && groups == 1 && fit(8) >= units) ctas = 8;
   }
   // Auto takes the plan chosen above (docs/PERF.md):
   // - up to cluster_max_tokens of capacity;
   // - where the flat list would split the capacity over one wave (batch 1, or short contexts:
   //   with one wave it has no later splits to even out a tail of slow CTAs, and clusters merge
   //   in fewer round trips), up to cluster_one_wave_max_tokens (runs 15a-15c: 2-15 % faster in
-  //   every such row from 16K to 64K), and with several clusters a head up to
-  //   cluster_one_wave_groups_max_tokens (batch 1, Llama 8 x 2 and SmolLM2 16 x 4: 3-5 % at
-  //   128K in runs 16a-16e; at 512K, where one slow SM holds the whole call, the flat list was
-  //   as fast or faster: 509 against 528 us at Llama, 117 against 126 at SmolLM2, run 16d);
+  //   every such row from 16K to 64K; since run 21b, with interleaved stages and fixed splits,
+  //   at every context to 512K, and the default is no limit), and with several clusters a head
+  //   up to cluster_one_wave_groups_max_tokens (also no limit by default; before interleaving,
+  //   at 512K the flat list was as fast or faster, run 16d);
   // - at any capacity where, at head dim 128, clusters of 2 put one CTA of half a unit on each
   //   SM (units * 2 <= SMs): Llama B=8 (64 units, 128 CTAs) was 2-3 % faster in that shape than
   //   the flat list at 64K, 128K and 512K in each of runs 15d-16e (16e: 476.4 / 936.2 / 3,719
@@ -160,8 +166,13 @@ void CudaDecoder::plan_dynamic_splits(const CudaDecodeOptions& options, bool rou
   SR_CHECK(dynamic_chunk_tokens_ % 16 == 0 && dynamic_chunk_tokens_ >= 128 && dynamic_chunk_tokens_ <= 4096,
            "decode (CUDA): dynamic_chunk_tokens {} must be a multiple of 16 from 128 to 4096",
            dynamic_chunk_tokens_);
+  SR_CHECK(options.dynamic_max_cluster_ctas >= 0, "decode (CUDA): dynamic_max_cluster_ctas {} must not be negative",
+           options.dynamic_max_cluster_ctas);
   dynamic_splits_ = false;
   if (routed || !tensor_cores_ || mode == 0) return;
+  // Auto: clusters of more CTAs keep fixed splits, whose stages their CTAs take in turn
+  // (CudaDecodeOptions::dynamic_max_cluster_ctas, run 21b).
+  if (mode == 2 && cluster_ctas_ > options.dynamic_max_cluster_ctas) return;
   const int64_t split =
       cluster_ctas_ > 0 ? max_capacity_ / (int64_t(cluster_ctas_) * cluster_groups_)
                         : split_schedule::chunk_for(max_capacity_ * units, units, wave_ctas_, waves_,

@@ -330,6 +330,39 @@ TEST(CudaDenseDecode, ClusterModeOverLongAndShortSequences) {
     }
 }
 
+// Auto's plan at the kernel benchmark's shapes (planned only, nothing runs): cluster mode at
+// long capacities too; fixed splits in clusters of more than dynamic_max_cluster_ctas (2) CTAs,
+// dynamic ones in clusters of 2 whose splits reach dynamic_min_split_tokens; at head dim 128 no
+// single cluster of 16 a head (docs/PERF.md, run 21b).
+TEST(CudaDenseDecode, AutoPlanTakesClustersWithFixedSplits) {
+  SR_REQUIRE_CUDA_DEVICE();
+  if (!device_is_sm90()) GTEST_SKIP() << "cluster mode needs an sm_90 device";
+  struct Shape {
+    int kv_heads, q_heads, head_dim, batch;
+    int64_t capacity;
+  };
+  for (const Shape s : {Shape{8, 32, 128, 1, 4096}, Shape{8, 32, 128, 1, 262144}, Shape{8, 32, 128, 8, 65536},
+                        Shape{3, 9, 64, 1, 4096}, Shape{3, 9, 64, 1, 262144}, Shape{3, 9, 64, 8, 65536}}) {
+    KVCacheConfig cfg;
+    cfg.num_kv_heads = s.kv_heads;
+    cfg.head_dim = s.head_dim;
+    cfg.dtype = DType::BF16;
+    cfg.page_size = 16;
+    cfg.block_size = 64;
+    cfg.num_pages = 1;
+    DeviceKVCache cache(cfg, std::vector<int64_t>(size_t(s.batch), s.capacity));
+    cache.set_lengths(std::vector<int64_t>(size_t(s.batch), s.capacity));
+    CudaDecoder d(cache.view(0, s.batch), s.q_heads, AttentionPolicy{}, 0.1f);
+    const std::string how = fmt::format("{} KV heads, head dim {}, batch {}, capacity {}: {} clusters of {}{}",
+                                        s.kv_heads, s.head_dim, s.batch, s.capacity, d.cluster_groups(),
+                                        d.cluster_ctas(), d.uses_dynamic_splits() ? ", dynamic splits" : "");
+    ASSERT_GE(d.cluster_ctas(), 2) << how;
+    if (s.head_dim == 128 && d.cluster_groups() == 1) EXPECT_LT(d.cluster_ctas(), 16) << how;
+    const int64_t split = s.capacity / (int64_t(d.cluster_ctas()) * d.cluster_groups());
+    EXPECT_EQ(d.uses_dynamic_splits(), d.cluster_ctas() <= 2 && split >= 5120) << how;
+  }
+}
+
 TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   SR_REQUIRE_CUDA_DEVICE();
   std::mt19937_64 rng(22);
@@ -411,6 +444,8 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
       {[](CudaDecodeOptions& o) { o.dynamic_splits = 1, o.tensor_cores = false; },
        "dynamic splits (dynamic_splits on) need the tensor-core kernel"},
       {[](CudaDecodeOptions& o) { o.spread_ctas = 2; }, "spread_ctas must be 0 (off) or 1 (on), not 2"},
+      {[](CudaDecodeOptions& o) { o.dynamic_max_cluster_ctas = -1; },
+       "dynamic_max_cluster_ctas -1 must not be negative"},
   };
   for (const BadOptions& bad : bad_options) {
     CudaDecodeOptions opt;

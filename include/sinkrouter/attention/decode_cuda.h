@@ -37,6 +37,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "sinkrouter/attention/decode.h"
@@ -133,10 +134,11 @@ struct CudaDecodeOptions {
   // round of loads a slice), instead of the flat Split-K list's search for the split and its
   // last CTA merging every partial of the head alone. 0 off; 1 on (a clear error where it
   // cannot run); 2 auto: on where it can run and the planned capacity is at most
-  // cluster_max_tokens, or at most cluster_one_wave_max_tokens where the flat list would split
-  // it over one wave (batch 1, short contexts: with one wave the flat list has no later splits
-  // to even out slow CTAs), or at most cluster_one_wave_groups_max_tokens there with several
-  // clusters a head, or at head dim 128 where clusters of 2 put one CTA on each SM (below).
+  // cluster_max_tokens, or at most cluster_one_wave_max_tokens (default: any) where the flat
+  // list would split it over one wave (batch 1, short contexts, few heads: with one wave the
+  // flat list has no later splits to even out slow CTAs), or at most
+  // cluster_one_wave_groups_max_tokens (default: any) there with several clusters a head, or at
+  // head dim 128 where clusters of 2 put one CTA on each SM (below).
   // Routed decoders always take the flat list, whose splits follow the kept blocks.
   // -1: SINKROUTER_DECODE_CLUSTER ("off", "on" or "auto"), unset: auto.
   int cluster = -1;
@@ -150,15 +152,18 @@ struct CudaDecodeOptions {
   // Auto's longest planned capacity (tokens); where the flat list would take one wave; and
   // where, in one wave, the plan has several clusters a head. 16K: in kernel runs 14d-14f
   // cluster mode tied or beat the flat list at 16K in every shape (Llama B=8 3-4 %, SmolLM2
-  // B=8 4-5 % faster, batch 1 within 2 %). 64K: with the flat list in one wave, cluster mode
-  // was 2-15 % faster up to 64K (runs 15a-15c). 128K: with several clusters a head (batch 1),
-  // 3-5 % faster at 128K in runs 16a-16f, where one cluster a head (SmolLM2 B=8, 8 x 1) lost
-  // to the flat list in two runs and won in two; at 512K the flat list was faster (batch 1,
-  // 4-8 %). (Past them, auto also takes clusters of 2 where they put one CTA on each SM at head
-  // dim 128: src/attention/decode_cuda_cluster_plan.cu.)
+  // B=8 4-5 % faster, batch 1 within 2 %). One wave: no limit since kernel run 21b. Before
+  // session 25's interleaved stages (a cluster's CTAs take its 64-token stages in turn) the
+  // limits were 64K (one cluster a head) and 128K (several), because the flat list won past
+  // them (runs 16a-16f). With interleaved stages and fixed splits (dynamic_max_cluster_ctas),
+  // clusters beat the flat list at every context measured, 64K to 512K (run 21b, three rounds:
+  // Llama B=1 128K / 256K / 512K 128.6 / 244.0 / 475.3 us against 132.1 / 248.4 / 478.2;
+  // SmolLM2 B=1 256K / 512K 57.5 / 106.1 against 61.9 / 107.3; SmolLM2 B=8 64K-512K 2-9 %).
+  // (Past cluster_max_tokens, auto also takes clusters of 2 where they put one CTA on each SM
+  // at head dim 128: src/attention/decode_cuda_cluster_plan.cu.)
   int64_t cluster_max_tokens = 16384;
-  int64_t cluster_one_wave_max_tokens = 65536;
-  int64_t cluster_one_wave_groups_max_tokens = 131072;
+  int64_t cluster_one_wave_max_tokens = std::numeric_limits<int64_t>::max();
+  int64_t cluster_one_wave_groups_max_tokens = std::numeric_limits<int64_t>::max();
   // At most this many attention CTAs on an SM (1 to 32; 0: as many as fit, 2 for the
   // tensor-core kernel), by giving each CTA enough shared memory that one more would not fit.
   // It sets the flat list's wave and, in cluster mode, where clusters can be placed. Kernel
@@ -183,6 +188,13 @@ struct CudaDecodeOptions {
   // 64K's 4,096-token splits (clusters) lost ~2.5 % in three runs of four.
   int dynamic_splits = -1;
   int dynamic_min_split_tokens = 5120;
+  // In cluster mode, auto takes dynamic splits only in clusters of at most this many CTAs.
+  // Cluster mode's fixed splits interleave the cluster's CTAs stage by stage (the dynamic
+  // instance does not), and in run 21b they beat dynamic splits in clusters of 8 and 16 at
+  // every context (Llama B=1 128K 8 x 2: 128.6 against 132.1 us; SmolLM2 B=8 64K 8 x 1: 99.1
+  // against 109.5; SmolLM2 B=1 256K 16 x 4: 57.5 against 60.3), while in clusters of 2 (Llama
+  // B=8) dynamic splits stayed ~1 % faster from 16K to 512K.
+  int dynamic_max_cluster_ctas = 2;
   // Tokens a claimed chunk: a multiple of 16 from 128 to 4096. A call's tail is about one
   // chunk of one warp's copies (a warp streams ~5 GB/s: 128 tokens are ~13 us at head dim 128),
   // so short ones; 128 is the shortest the kernel's pipeline allows. -1:
