@@ -29,12 +29,8 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   SR_CHECK(want_groups >= 0 && want_groups <= cuda::kMaxClusterGroups,
            "decode (CUDA): cluster_groups {} out of range (expected 0, or 1 to {})", want_groups,
            cuda::kMaxClusterGroups);
-  SR_CHECK(options.cluster_max_tokens >= 0 && options.cluster_one_wave_max_tokens >= 0 &&
-               options.cluster_one_wave_groups_max_tokens >= 0,
-           "decode (CUDA): cluster_max_tokens {}, cluster_one_wave_max_tokens {} and "
-           "cluster_one_wave_groups_max_tokens {} must not be negative",
-           options.cluster_max_tokens, options.cluster_one_wave_max_tokens,
-           options.cluster_one_wave_groups_max_tokens);
+  SR_CHECK(options.cluster_max_tokens >= 0, "decode (CUDA): cluster_max_tokens {} must not be negative",
+           options.cluster_max_tokens);
   cluster_ctas_ = cluster_groups_ = 0;
   if (routed || mode == 0) return;
   // CTAs a cluster (c): as given, or among the sizes up to 16 and one wave's share of a unit
@@ -105,34 +101,13 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
     // against 9.1 us).
     if (want_ctas == 0 && head_dim_ == 128 && ctas == 16 && groups == 1 && fit(8) >= units) ctas = 8;
   }
-  // Auto takes the plan chosen above (docs/PERF.md):
-  // - up to cluster_max_tokens of capacity;
-  // - where the flat list would split the capacity over one wave (batch 1, or short contexts:
-  //   with one wave it has no later splits to even out a tail of slow CTAs, and clusters merge
-  //   in fewer round trips), up to cluster_one_wave_max_tokens (runs 15a-15c: 2-15 % faster in
-  //   every such row from 16K to 64K; since run 21b, with interleaved stages and fixed splits,
-  //   at every context to 512K, and the default is no limit), and with several clusters a head
-  //   up to cluster_one_wave_groups_max_tokens (also no limit by default; before interleaving,
-  //   at 512K the flat list was as fast or faster, run 16d);
-  // - at any capacity where, at head dim 128, clusters of 2 put one CTA of half a unit on each
-  //   SM (units * 2 <= SMs): Llama B=8 (64 units, 128 CTAs) was 2-3 % faster in that shape than
-  //   the flat list at 64K, 128K and 512K in each of runs 15d-16e (16e: 476.4 / 936.2 / 3,719
-  //   us against 488.6 / 961.3 / 3,792), as it was below 16K.
-  // Other shapes past them stay with the flat list: 128 CTAs in clusters of 8 at Llama B=1 512K
-  // were slower (527.9 against 508.9 us, 16d), and clusters of 8 at SmolLM2 B=8 from 128K lost
-  // in half the runs (16a-16f).
-  if (mode == 2) {
-    const int64_t total = max_capacity_ * units;
-    const bool one_wave =
-        split_schedule::chunk_for(total, units, wave_ctas_, waves_, waves_min_split_tokens_, min_split_tokens_) ==
-        split_schedule::chunk_over(total, int64_t(wave_ctas_) - units, min_split_tokens_);
-    const bool takes =
-        max_capacity_ <= options.cluster_max_tokens ||
-        (one_wave && (max_capacity_ <= options.cluster_one_wave_max_tokens ||
-                      (groups > 1 && max_capacity_ <= options.cluster_one_wave_groups_max_tokens))) ||
-        (head_dim_ == 128 && ctas == 2 && groups == 1 && int64_t(units) * 2 <= sms);
-    if (!takes) return;
-  }
+  // Auto takes the plan chosen above wherever its clusters are all resident (ctas > 0), up to
+  // cluster_max_tokens of capacity (default: any). Before session 25's interleaved stages, the
+  // flat list won past 16K-128K in most shapes (runs 14d-16f: clusters of 8 at Llama B=1 512K
+  // 527.9 against 508.9 us) and auto kept limits there; with interleaved stages and fixed
+  // splits, clusters won at every context from 64K to 512K in every benchmark shape (runs
+  // 21b-21c; docs/PERF.md, "Plans after interleaving").
+  if (mode == 2 && max_capacity_ > options.cluster_max_tokens) return;
   const char* why = !tensor_cores_ ? "it needs the tensor-core kernel (GQA group <= 4, tensor_cores on)"
                     : ctas == 0    ? "it needs an sm_90 device, a build with sm_90a and room for a cluster"
                                    : nullptr;

@@ -133,12 +133,8 @@ struct CudaDecodeOptions {
   // shared memory, and several clusters of a head then merge slice by slice (a ticket and one
   // round of loads a slice), instead of the flat Split-K list's search for the split and its
   // last CTA merging every partial of the head alone. 0 off; 1 on (a clear error where it
-  // cannot run); 2 auto: on where it can run and the planned capacity is at most
-  // cluster_max_tokens, or at most cluster_one_wave_max_tokens (default: any) where the flat
-  // list would split it over one wave (batch 1, short contexts, few heads: with one wave the
-  // flat list has no later splits to even out slow CTAs), or at most
-  // cluster_one_wave_groups_max_tokens (default: any) there with several clusters a head, or at
-  // head dim 128 where clusters of 2 put one CTA on each SM (below).
+  // cannot run); 2 auto: on where it can run with every cluster resident at once, and the
+  // planned capacity is at most cluster_max_tokens (below).
   // Routed decoders always take the flat list, whose splits follow the kept blocks.
   // -1: SINKROUTER_DECODE_CLUSTER ("off", "on" or "auto"), unset: auto.
   int cluster = -1;
@@ -149,21 +145,14 @@ struct CudaDecodeOptions {
   // environment's SINKROUTER_DECODE_CLUSTER_CTAS / SINKROUTER_DECODE_CLUSTER_GROUPS, unset: 0.
   int cluster_ctas = -1;
   int cluster_groups = -1;
-  // Auto's longest planned capacity (tokens); where the flat list would take one wave; and
-  // where, in one wave, the plan has several clusters a head. 16K: in kernel runs 14d-14f
-  // cluster mode tied or beat the flat list at 16K in every shape (Llama B=8 3-4 %, SmolLM2
-  // B=8 4-5 % faster, batch 1 within 2 %). One wave: no limit since kernel run 21b. Before
-  // session 25's interleaved stages (a cluster's CTAs take its 64-token stages in turn) the
-  // limits were 64K (one cluster a head) and 128K (several), because the flat list won past
-  // them (runs 16a-16f). With interleaved stages and fixed splits (dynamic_max_cluster_ctas),
-  // clusters beat the flat list at every context measured, 64K to 512K (run 21b, three rounds:
+  // Auto's longest planned capacity (tokens) for cluster mode; default: any. Before session
+  // 25's interleaved stages (a cluster's CTAs take its 64-token stages in turn) auto stopped at
+  // 16K to 128K depending on the shape, because the flat list won past them (runs 14d-16f).
+  // With interleaved stages and fixed splits (dynamic_max_cluster_ctas), clusters beat the flat
+  // list at every context measured, 64K to 512K, in the four benchmark shapes (runs 21b-21c:
   // Llama B=1 128K / 256K / 512K 128.6 / 244.0 / 475.3 us against 132.1 / 248.4 / 478.2;
-  // SmolLM2 B=1 256K / 512K 57.5 / 106.1 against 61.9 / 107.3; SmolLM2 B=8 64K-512K 2-9 %).
-  // (Past cluster_max_tokens, auto also takes clusters of 2 where they put one CTA on each SM
-  // at head dim 128: src/attention/decode_cuda_cluster_plan.cu.)
-  int64_t cluster_max_tokens = 16384;
-  int64_t cluster_one_wave_max_tokens = std::numeric_limits<int64_t>::max();
-  int64_t cluster_one_wave_groups_max_tokens = std::numeric_limits<int64_t>::max();
+  // SmolLM2 B=1 256K 57.5 against 61.9; SmolLM2 B=8 64K-512K 3-9 %).
+  int64_t cluster_max_tokens = std::numeric_limits<int64_t>::max();
   // At most this many attention CTAs on an SM (1 to 32; 0: as many as fit, 2 for the
   // tensor-core kernel), by giving each CTA enough shared memory that one more would not fit.
   // It sets the flat list's wave and, in cluster mode, where clusters can be placed. Kernel
