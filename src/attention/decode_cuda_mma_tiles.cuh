@@ -21,12 +21,13 @@ struct MmaShape {
   static constexpr int kChunks = D / 8;                  // 16-byte chunks per K or V row
   static constexpr int kRowsPerPass = 32 / kChunks;      // rows a warp copies per cp.async round
   static constexpr int kPasses = kWarpRows / kRowsPerPass;
-  // Ring stages per warp (stages - 1 in flight). d64: 5, 64 KB in flight a CTA, 128 KB an SM
-  // at 2 CTAs an SM: from 64K at batch 1, where 3 KV heads give few CTAs, 5 stages read
-  // 10-18 % faster than 3 (run 4d). The small calls' loops are not bound by these bytes:
-  // 6 stages (the most that leave 2 CTAs an SM) left the SmolLM2 8K loop at 3.71 us and made
-  // the calls slower, the prologue having a page id and a copy more (run 19a).
-  static constexpr int kStages = D == 64 ? 5 : 3;
+  // Ring stages per warp (stages - 1 in flight): 3 at both head dims. d64 had 5 (64 KB in
+  // flight a CTA; run 4d, with cp.async copies, found 5 stages 10-18 % faster than 3 from 64K at
+  // batch 1). With TMA copies, cluster mode and 2 CTAs an SM, 3 stages were faster at every
+  // SmolLM2 row of kernel run 21f (B=1 4K 7.33 against 7.59 us, 16K 10.66 / 11.31, 512K 105.1 /
+  // 106.8; B=8 4K 11.50 / 12.54, 16K 30.37 / 31.48, 512K 711.8 / 713.0): fewer copies ahead of
+  // the length in the prologue, and, the guess, a shorter ring to fill and drain a split.
+  static constexpr int kStages = 3;
   static constexpr int kSlot16 = 2 * kWarpRows * kChunks;  // 16-byte units of one warp stage (K, V)
   static constexpr int kRingBytes = kWarps * kStages * kSlot16 * 16;
   static constexpr int kHeads = 4;
@@ -34,7 +35,10 @@ struct MmaShape {
   static constexpr int kMergeBytes =
       (kWarps * kHeads * (D + 2) + kHeads * (D + 2) + kFinishScratchFloats) * 4;
   static constexpr int kSmemBytes = kRingBytes > kMergeBytes ? kRingBytes : kMergeBytes;
-  static constexpr int kMinCtasPerSm = 2;  // 96 KB (d128) / 80 KB (d64) rings
+  // __launch_bounds__' CTAs an SM: d64's 48 KB ring would let 4 fit, and the registers are capped
+  // to allow it (the build measured in run 21f); the plan still places at most 2 there by default
+  // (CudaDecodeOptions::ctas_per_sm). d128: 96 KB rings, 2.
+  static constexpr int kMinCtasPerSm = D == 64 ? 4 : 2;
   // TMA layout: a stage is [D / 64 parts][K, V][16 rows][128 B]. Row and part pitches of a
   // stage's K (V starts kTmaVOffset further) in bytes; the cp.async layout's are D * 2 and 128.
   static constexpr int kTmaPartBytes = 2 * kWarpRows * 128;

@@ -153,14 +153,16 @@ struct CudaDecodeOptions {
   // Llama B=1 128K / 256K / 512K 128.6 / 244.0 / 475.3 us against 132.1 / 248.4 / 478.2;
   // SmolLM2 B=1 256K 57.5 against 61.9; SmolLM2 B=8 64K-512K 3-9 %).
   int64_t cluster_max_tokens = std::numeric_limits<int64_t>::max();
-  // At most this many attention CTAs on an SM (1 to 32; 0: as many as fit, 2 for the
-  // tensor-core kernel), by giving each CTA enough shared memory that one more would not fit.
+  // At most this many attention CTAs on an SM (1 to 32; 0: as many as fit: 2 for the d128
+  // tensor-core kernel, 4 at d64), by giving each CTA enough shared memory that one more would not fit.
   // It sets the flat list's wave and, in cluster mode, where clusters can be placed. Kernel
   // runs 14d-15d hinted that at head dim 128 one CTA an SM streams faster than two (Llama B=8
   // in clusters of 2, 128 CTAs: 2-3 % faster than the flat list's 264 from 64K). Run 16a
   // measured it: one CTA an SM was at most 1-2 % faster (Llama from 128K) and up to 19 %
-  // slower elsewhere (clusters of 8 at Llama B=1 64K, SmolLM2 B=8, routed Llama B=8), so the
-  // default stays 0. -1: SINKROUTER_DECODE_CTAS_PER_SM, unset: 0.
+  // slower elsewhere (clusters of 8 at Llama B=1 64K, SmolLM2 B=8, routed Llama B=8). -1:
+  // SINKROUTER_DECODE_CTAS_PER_SM; unset: 2 for the tensor-core kernel at head dim 64 (its
+  // 3-stage ring would let 4 fit, and then clusters crowd onto fewer SMs: kernel runs 21e-21f),
+  // 0 otherwise.
   int ctas_per_sm = -1;
   // Dynamic splits of dense decode on tensor cores (src/attention/decode_cuda_claims.cuh):
   // where a (sequence, KV head)'s splits have at least dynamic_min_split_tokens tokens each,
