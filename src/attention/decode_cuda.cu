@@ -230,9 +230,9 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   SR_CUDA_CHECK(cudaGetDevice(&device));
   SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   // Unset (-1, and no SINKROUTER_DECODE_CTAS_PER_SM): at most 2 CTAs an SM for the tensor-core
-  // kernel at head dim 64, whose 48 KB ring would let 4 fit: with 4, a cluster's CTAs crowded
-  // onto fewer SMs and the plan took more CTAs than it places well (kernel run 21e: SmolLM2 B=8
-  // 512K 796.8 against 711.8 us); otherwise as many as fit.
+  // kernel at head dim 64, whose 48 KB ring would let 4 fit: with 4, the plan took clusters of
+  // more CTAs, which ran slower from 64K (kernel runs 21e-21f: SmolLM2 B=8 512K 796.8 us in 384
+  // CTAs against 711.8 in 192); otherwise as many as fit.
   const bool ctas_per_sm_set = options.ctas_per_sm >= 0 || std::getenv("SINKROUTER_DECODE_CTAS_PER_SM") != nullptr;
   const int ctas_per_sm = options.ctas_per_sm >= 0 ? options.ctas_per_sm
                           : ctas_per_sm_set        ? int_option_from_env("SINKROUTER_DECODE_CTAS_PER_SM")

@@ -161,8 +161,8 @@ struct CudaDecodeOptions {
   // measured it: one CTA an SM was at most 1-2 % faster (Llama from 128K) and up to 19 %
   // slower elsewhere (clusters of 8 at Llama B=1 64K, SmolLM2 B=8, routed Llama B=8). -1:
   // SINKROUTER_DECODE_CTAS_PER_SM; unset: 2 for the tensor-core kernel at head dim 64 (its
-  // 3-stage ring would let 4 fit, and then clusters crowd onto fewer SMs: kernel runs 21e-21f),
-  // 0 otherwise.
+  // 3-stage ring would let 4 fit, and then the plan takes more CTAs, which ran slower from 64K:
+  // kernel runs 21e-21f), 0 otherwise.
   int ctas_per_sm = -1;
   // Dynamic splits of dense decode on tensor cores (src/attention/decode_cuda_claims.cuh):
   // where a (sequence, KV head)'s splits have at least dynamic_min_split_tokens tokens each,
