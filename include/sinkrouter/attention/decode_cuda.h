@@ -139,10 +139,12 @@ struct CudaDecodeOptions {
   // -1: SINKROUTER_DECODE_CLUSTER ("off", "on" or "auto"), unset: auto.
   int cluster = -1;
   // CTAs a cluster: 0 chooses (2 to 16, all clusters resident at once, the busiest SM's read
-  // shortest); 2 to 16: exactly that many. Clusters a head: 0 chooses (one, or, where 16 CTAs
-  // cap a head and their loops are long, the most that stay resident within one wave, or two
-  // clusters of 8 where a second one of 16 is not resident); 1 to 64: exactly that many. (src/attention/decode_cuda_cluster_plan.cu.) -1: the
-  // environment's SINKROUTER_DECODE_CLUSTER_CTAS / SINKROUTER_DECODE_CLUSTER_GROUPS, unset: 0.
+  // shortest; at head dim 128 one cluster of 16 a head becomes one of 8); 2 to 16: exactly that
+  // many. Clusters a head: 0 chooses (one, or, where 16 CTAs cap a head and their loops are
+  // long, the most that stay resident within one wave, placed as twice as many clusters of 8;
+  // or two clusters of 8 where a second one of 16 is not resident); 1 to 64: exactly that many.
+  // (src/attention/decode_cuda_cluster_plan.cu.) -1: the environment's
+  // SINKROUTER_DECODE_CLUSTER_CTAS / SINKROUTER_DECODE_CLUSTER_GROUPS, unset: 0.
   int cluster_ctas = -1;
   int cluster_groups = -1;
   // Auto's longest planned capacity (tokens) for cluster mode; default: any. Before session
