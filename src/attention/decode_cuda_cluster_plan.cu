@@ -93,24 +93,28 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
         groups = k;
       }
       if (groups == 1 && want_ctas == 0 && fit(8) >= 2 * units) ctas = 8, groups = 2;
-      // Several clusters of 16 a head become twice as many clusters of 8 (the same CTAs), where
-      // those stay resident and merge in one round. Clusters of 16 are a non-portable size whose
-      // placement depends on the chip's GPCs: at SmolLM2 B=1 512K the same binaries' 16 x 4 took
-      // 105.0 us in kernel run 21g and 119.8 in run 21i (the flat list: 107.8 in both), while 8 x 8
-      // was as fast or ~1 % faster where both were measured (runs 21c, 21h: 16K 10.50 against
-      // 10.73 us, 512K 104.2 against 105.2).
-      const int w8 = (heads_per_cta_ * head_dim_ + 7) / 8;
-      if (ctas == 16 && groups > 1 && want_ctas == 0 &&
-          2 * groups <= std::min(cuda::kMaxClusterGroups, cuda::kGroupMergeRound / w8) &&
-          fit(8) >= 2 * units * groups)
+    }
+    // Clusters of 16 (chosen, not given) stay only as the one cluster of a head at head dim 64;
+    // elsewhere they become clusters of 8 where those fit:
+    // - at head dim 128, one of 16 a head becomes one of 8, whose CTAs read twice as much each
+    //   (Llama B=1 4K / 8K in runs 21a-21b: 10.8 / 15.95 us against 11.2 / 16.7; the model above,
+    //   which weighs only the busiest SM's reads, prefers 16; at head dim 64 16 stays faster:
+    //   SmolLM2 B=1 4K 7.6 against 9.1 us);
+    // - several of 16 a head become twice as many of 8 (the same CTAs), where those stay resident
+    //   and merge in one round. 16 is a non-portable size whose placement depends on the chip's
+    //   GPCs: at SmolLM2 B=1 512K the same binaries' 16 x 4 took 105.0 us in kernel run 21g and
+    //   119.8 in run 21i (the flat list: 107.8 in both), while 8 x 8 was as fast or ~1 % faster
+    //   where both were measured (runs 21c, 21h, 21j: 16K 10.50 against 10.73 us, 512K 104.2
+    //   against 105.2).
+    if (want_ctas == 0 && ctas == 16) {
+      const int w8 = (heads_per_cta_ * head_dim_ + 7) / 8;  // a CTA's slice of the output, clusters of 8
+      if (groups == 1 && head_dim_ == 128 && fit(8) >= units)
+        ctas = 8;
+      else if (groups > 1 && want_groups == 0 &&
+               2 * groups <= std::min(cuda::kMaxClusterGroups, cuda::kGroupMergeRound / w8) &&
+               fit(8) >= 2 * units * groups)
         ctas = 8, groups *= 2;
     }
-    // At head dim 128, one cluster of 16 a head (short loops: the capacity's 16ths are short)
-    // becomes one of 8, whose CTAs read twice as much each: measured at Llama B=1 4K / 8K in
-    // runs 21a and 21b (10.8 / 15.95 us against 11.2 / 16.7; the model above, which weighs only
-    // the busiest SM's reads, prefers 16; at head dim 64 16 stays faster: SmolLM2 B=1 4K 7.6
-    // against 9.1 us).
-    if (want_ctas == 0 && head_dim_ == 128 && ctas == 16 && groups == 1 && fit(8) >= units) ctas = 8;
   }
   // Auto takes the plan chosen above wherever its clusters are all resident (ctas > 0), up to
   // cluster_max_tokens of capacity (default: any). Before session 25's interleaved stages, the
