@@ -8,6 +8,8 @@
 #   SWEEP="default: dyn:SINKROUTER_DECODE_DYNAMIC=on g2:SINKROUTER_DECODE_CLUSTER_GROUPS=2" \
 #   [SWEEP_CONTEXTS=4096,...] [SWEEP_KERNELS=dense,dense_splitk,dense_cluster,dense_fixed] \
 #   [SWEEP_ROUNDS=1] [SWEEP_ARGS="--shapes smollm2-135m --batches 1"] bash bench/gpu/sweep_plans.sh
+# A setting `name@dir:VARS` runs the binaries staged in dir (relative to the root; default
+# STAGE) instead: an A/B of two builds, round by round in one call.
 # Writes $OUT/sweep_<name>_r<round>.json and $OUT/sweep.txt (the table).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -17,14 +19,20 @@ stage=${STAGE:-$root/.stage/cuda}
 ctx=${SWEEP_CONTEXTS:-4096,8192,16384,65536,131072,262144,524288}
 kernels=${SWEEP_KERNELS:-dense,dense_splitk,dense_cluster,dense_fixed}
 rounds=${SWEEP_ROUNDS:-1}
-export LD_LIBRARY_PATH="$stage/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+ld=${LD_LIBRARY_PATH:-}
 for r in $(seq 1 "$rounds"); do
   for setting in ${SWEEP:-default:}; do
     name=${setting%%:*}
     vars=$(echo "${setting#*:}" | tr ',' ' ')
+    dir=$stage
+    if [[ $name == *@* ]]; then
+      dir=$root/${name#*@}
+      name=${name%%@*}
+    fi
     start=$(date +%s)
     # shellcheck disable=SC2086  # vars: NAME=value words for env
-    env $vars timeout "${SWEEP_TIMEOUT:-120}" "$stage/bin/bench_kernels" --out "$out/sweep_${name}_r$r.json" \
+    env LD_LIBRARY_PATH="$dir/lib${ld:+:$ld}" $vars timeout "${SWEEP_TIMEOUT:-120}" "$dir/bin/bench_kernels" \
+      --out "$out/sweep_${name}_r$r.json" \
       --contexts "$ctx" --kernels "$kernels" ${SWEEP_ARGS:-} >"$out/sweep_${name}_r$r.log" 2>&1
     echo "sweep $name round $r: rc=$? in $(($(date +%s) - start)) s"
   done

@@ -229,15 +229,12 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   int device = 0, sms = 0;
   SR_CUDA_CHECK(cudaGetDevice(&device));
   SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  // Unset (-1, and no SINKROUTER_DECODE_CTAS_PER_SM): at most 2 CTAs an SM for the tensor-core
-  // kernel at head dim 64, whose 48 KB ring would let 4 fit: with 4, the plan took clusters of
-  // more CTAs, which ran slower from 64K (kernel runs 21e-21f: SmolLM2 B=8 512K 796.8 us in 384
-  // CTAs against 711.8 in 192); otherwise as many as fit.
-  const bool ctas_per_sm_env = std::getenv("SINKROUTER_DECODE_CTAS_PER_SM") != nullptr;
-  const int ctas_per_sm = options.ctas_per_sm >= 0 ? options.ctas_per_sm
-                          : ctas_per_sm_env        ? int_option_from_env("SINKROUTER_DECODE_CTAS_PER_SM")
-                          : tensor_cores_ && head_dim_ == 64 ? 2
-                                                              : 0;
+  // Unset (-1, and no SINKROUTER_DECODE_CTAS_PER_SM): as many as fit, 2 for the tensor-core
+  // kernel at both head dims (96 KB rings). (Its 4-warp d64 build, with 48 KB rings, had a
+  // default of 2 here: 4 an SM made the plan take clusters of more CTAs, which ran slower from
+  // 64K, kernel runs 21e-21f.)
+  const int ctas_per_sm =
+      options.ctas_per_sm >= 0 ? options.ctas_per_sm : int_option_from_env("SINKROUTER_DECODE_CTAS_PER_SM");
   SR_CHECK(ctas_per_sm >= 0 && ctas_per_sm <= 32, "decode (CUDA): ctas_per_sm must be 0 (as many as fit) to 32, not {}",
            ctas_per_sm);
   min_smem_ = 0;

@@ -54,7 +54,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const AttnArgs 
   int64_t T;          // the unit's tokens
   int32_t page_start;  // kv.indptr of its sequence
   const int cta = flat_cta(a);
-  if (!find_split<ROUTED>(a, cta, &unit, &split, &splits, &T, &page_start)) return;
+  if (!find_split<ROUTED, kAttnThreads>(a, cta, &unit, &split, &splits, &T, &page_start)) return;
   const int H = a.kv.num_kv_heads;
   const int bh = unit / a.head_chunks, hc = unit % a.head_chunks;
   const int b = bh / H, h = bh % H;
@@ -223,7 +223,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(const AttnArgs 
     }
   }
   __syncthreads();
-  finish_split<D, ROUTED>(a, cta, unit, split, splits, s_m, s_l, s_acc, scratch);
+  finish_split<D, ROUTED, kAttnThreads>(a, cta, unit, split, splits, s_m, s_l, s_acc, scratch);
 }
 
 template <int D, typename Tag, int GC, bool ROUTED>

@@ -7,10 +7,11 @@
 // capped v1 at ~63 % of the read bandwidth. Here a warp spends ~200 instructions on
 // 16 tokens (8 KB of K and V at head_dim 128): 32 mma.sync, 16 ldmatrix, the softmax.
 //
-// Layout. Each of the 4 warps owns a private ring of shared-memory stages (3 for d128, 5
-// for d64) of 16 tokens (K rows then V rows, 16-byte chunks XOR-swizzled by row so that
-// ldmatrix reads are conflict-free), fills it with cp.async and reads it with ldmatrix: no
-// CTA barrier in the main loop. A CTA stage is 64 tokens, warp w taking tokens [16w, 16w + 16).
+// Layout. Each of the CTA's warps (MmaShape::kWarps: 4 at d128, 8 at d64) owns a private ring
+// of 3 shared-memory stages of 16 tokens (K rows then V rows, 16-byte chunks XOR-swizzled by
+// row so that ldmatrix reads are conflict-free), fills it with cp.async or TMA and reads it
+// with ldmatrix: no CTA barrier in the main loop. A CTA stage is 16 tokens a warp (64 at d128,
+// 128 at d64), warp w taking tokens [16w, 16w + 16).
 //
 // Two ways to fill the rings (template argument TMA):
 //   cp.async: every lane copies 16-byte chunks of the rows it owns, the page id of each
@@ -30,8 +31,8 @@
 // Schedule. The flat Split-K work list (find_split, finish_split: decode_cuda_split.cuh), or,
 // dense with AttnArgs::cluster, thread-block clusters, AttnArgs::cluster_groups a unit
 // (cluster_unit, cluster_combine: decode_cuda_cluster.cuh). The flat list's CTA takes
-// [v0, v1) of its unit's tokens, a warp taking every fourth 16-token stage of it; in cluster
-// mode (not DYN) the unit's CTAs take its 64-token stages in turn (see the prologue); in the DYN
+// [v0, v1) of its unit's tokens, a warp taking every kWarps-th 16-token stage of it; in cluster
+// mode (not DYN) the unit's CTAs take its CTA stages in turn (see the prologue); in the DYN
 // instance where the unit's splits are long (AttnArgs::claims), the unit's tokens are chunks
 // (AttnArgs::claim_stages stages) that the unit's warps claim (ClaimedChunks,
 // decode_cuda_claims.cuh).
@@ -74,7 +75,7 @@ namespace sinkrouter::cuda {
 // 16a-16b, Llama B=1 4K; at head dim 64, 209 registers against 197 and 17 KB more code).
 // DYN (dense with AttnArgs::claims only): the instance with dynamic splits, for the same reason.
 template <int D, typename Tag, bool ROUTED, bool TMA, bool GROUPS = false, bool DYN = false>
-__global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
+__global__ void __launch_bounds__(MmaShape<D>::kThreads, MmaShape<D>::kMinCtasPerSm)
     attention_mma_kernel(const AttnArgs a, const __grid_constant__ CUtensorMap kv_map) {
   using S = MmaShape<D>;
   constexpr int CH = S::kChunks, NS = S::kStages, KT = D / 16, NT = D / 8;
@@ -87,8 +88,8 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
 #if !(defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
   if constexpr (TMA) __trap();  // never launched: the plan checks that the sm_90a code runs
 #endif
-  // Cluster mode with fixed splits (dense, not DYN): the unit's splits take its 64-token CTA
-  // stages in turn, stage st of split s starting at token (st * splits + s) * 64, so where a
+  // Cluster mode with fixed splits (dense, not DYN): the unit's splits take its CTA stages
+  // in turn, stage st of split s starting at token (st * splits + s) * kStageRows, so where a
   // CTA's stages lie does not depend on the length. Where the page tables are fixed
   // (AttnArgs::early_page_ids > 0) the page list's start and the page ids of the first ring
   // stages are loaded before the PDL wait, while the kernel before still runs; with TMA and
@@ -207,7 +208,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
       for (int st = 0; st < NS - 1; ++st) tma_copy(st, page_early[st]);
     }
     cluster_arrive_relaxed();  // "started": the peers wait for it before their first store here
-  } else if (!find_split<ROUTED>(a, cta, &unit, &split, &splits, &T, &page_start)) {
+  } else if (!find_split<ROUTED, S::kThreads>(a, cta, &unit, &split, &splits, &T, &page_start)) {
     trace_end(a, 0);
     return;
   }
@@ -536,7 +537,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   const WarpStates<D, S::kWarps, S::kHeads> states{wst};
   if constexpr (!ROUTED) {
     if (a.cluster > 0) {  // the merged elements go straight to their owners in the cluster
-      cluster_combine<D, GROUPS>(a, unit, split, states, reinterpret_cast<float2*>(wst));  // (ring's start: free now)
+      cluster_combine<D, GROUPS, S::kThreads>(a, unit, split, states, reinterpret_cast<float2*>(wst));  // (ring's start: free now)
       return;
     }
   }
@@ -545,7 +546,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   float* s_l = s_m + S::kHeads;
   float* s_acc = s_l + S::kHeads;
   float* scratch = s_acc + S::kHeads * D;
-  for (int idx = tid; idx < gc * D; idx += kAttnThreads) {
+  for (int idx = tid; idx < gc * D; idx += S::kThreads) {
     const int hg = idx / D, d = idx % D;
     const float M = states.m(hg);
     s_acc[idx] = states.acc(hg, d, M);
@@ -556,7 +557,7 @@ __global__ void __launch_bounds__(kAttnThreads, MmaShape<D>::kMinCtasPerSm)
   }
   __syncthreads();
   trace_phase(a, kPhaseCtaMerged);
-  finish_split<D, ROUTED>(a, cta, unit, split, splits, s_m, s_l, s_acc, scratch);
+  finish_split<D, ROUTED, S::kThreads>(a, cta, unit, split, splits, s_m, s_l, s_acc, scratch);
 }
 
 }  // namespace sinkrouter::cuda

@@ -50,7 +50,7 @@ AttnKernelInfo mma_prepare_one(int min_smem) {
   const int smem = mma_smem<D, TMA>(min_smem);
   return {smem, fewest_over(kernels, smem, [&](const void* kernel) {
             int blocks = 0;
-            SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kAttnThreads, smem));
+            SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, MmaShape<D>::kThreads, smem));
             return blocks;
           })};
 }
@@ -64,7 +64,7 @@ int mma_cluster_capacity(int cluster, int min_smem) {
   if (!sm90a_code_runs_here(kernels[0])) return 0;
   const int smem = mma_smem<D, TMA>(min_smem);
   return fewest_over(kernels, smem,
-                     [&](const void* kernel) { return resident_clusters(kernel, kAttnThreads, smem, cluster); });
+                     [&](const void* kernel) { return resident_clusters(kernel, MmaShape<D>::kThreads, smem, cluster); });
 }
 
 template <int D, typename Tag, bool ROUTED, bool GROUPS, bool DYN>
@@ -72,12 +72,12 @@ void mma_launch_instance(const AttnArgs& a, const CUtensorMap* kv_map, int grid,
   const int cluster = !ROUTED && a.cluster > 0 ? a.cluster : 1;
   if (kv_map != nullptr) {
     launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, true, GROUPS, DYN>, dim3(unsigned(grid)),
-                         dim3(kAttnThreads), smem, stream, cluster, a, *kv_map);
+                         dim3(MmaShape<D>::kThreads), smem, stream, cluster, a, *kv_map);
     return;
   }
   static const CUtensorMap blank{};
   launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, false, GROUPS, DYN>, dim3(unsigned(grid)),
-                       dim3(kAttnThreads), smem, stream, cluster, a, blank);
+                       dim3(MmaShape<D>::kThreads), smem, stream, cluster, a, blank);
 }
 
 // kv_map null: the cp.async kernel (it is passed a blank map it never reads). Dense with

@@ -1,5 +1,5 @@
 // Cluster mode of the tensor-core dense decode kernel (AttnArgs::cluster, sm_90): the
-// schedule (unit u is AttnArgs::cluster_groups clusters; their C CTAs take its 64-token stages
+// schedule (unit u is AttnArgs::cluster_groups clusters; their C CTAs take its CTA stages
 // in turn) and the combine through distributed shared memory, then, with several clusters a
 // unit, over the clusters slice by slice, that replaces the flat Split-K list's search for the
 // split and its last-CTA merge (decode_cuda_split.cuh).
@@ -59,7 +59,7 @@ inline int resident_clusters(const void* kernel, int threads, int smem, int clus
 // Cluster mode's split of CTA `cta`: unit u is clusters [u * groups, (u + 1) * groups) (one
 // when AttnArgs::cluster_groups is 1), and the CTA's split is its index among the unit's
 // C * groups CTAs (clusters along x: its rank in its cluster is split % C). The splits take
-// the unit's 64-token CTA stages in turn (attention_mma_kernel), so this needs no load: the
+// the unit's CTA stages in turn (attention_mma_kernel), so this needs no load: the
 // kernel reads the length and the page list's start itself, the latter before its PDL wait
 // where the page tables are fixed. GROUPS: the kernel instance for cluster_groups > 1; the
 // other knows it has one cluster a unit (the runtime product cost SmolLM2 B=1 4K-8K ~0.4 us a
@@ -82,10 +82,10 @@ __device__ __forceinline__ void cluster_unit(const AttnArgs& a, int cta, int* un
 // where the flat list's last CTA merges every split of its unit alone (kernel run 14f's
 // trace: ~4.5 us at batch 1 from 16K, SmolLM2 and Llama alike).
 // s_part: kGroupMergeRound float2 of shared memory no one else uses now.
-template <int D>
+template <int D, int THREADS>
 __device__ void merge_cluster_groups(const AttnArgs& a, int unit, int rank, int e0, int e1, int w, float2* s_part) {
   constexpr int kE = 2;  // elements a thread at most: a slice has w <= 4 heads * D / 2 (C >= 2)
-  static_assert(4 * D / 2 <= kE * kAttnThreads, "a slice's elements fit kE a thread");
+  static_assert(4 * D / 2 <= kE * THREADS, "a slice's elements fit kE a thread");
   __shared__ int s_last;
   const int C = a.cluster, k = a.cluster_groups, tid = int(threadIdx.x), we = e1 - e0;
   const int bh = unit / a.head_chunks, hc = unit % a.head_chunks;
@@ -110,21 +110,21 @@ __device__ void merge_cluster_groups(const AttnArgs& a, int unit, int rank, int 
   const int per_round = we < kGroupMergeRound ? kGroupMergeRound / we : 1;  // clusters a round
   for (int c0 = 0; c0 < k; c0 += per_round) {
     const int n = (k - c0 < per_round ? k - c0 : per_round) * we;  // partials this round
-    float2 p[kGroupMergeRound / kAttnThreads];  // all issued before any is used
+    float2 p[kGroupMergeRound / THREADS];  // all issued before any is used
 #pragma unroll
-    for (int j = 0; j < kGroupMergeRound / kAttnThreads; ++j) {
-      const int i = tid + j * kAttnThreads;
+    for (int j = 0; j < kGroupMergeRound / THREADS; ++j) {
+      const int i = tid + j * THREADS;
       if (i < n) p[j] = __ldcg(&part[int64_t(c0 + i / we) * w + i % we]);
     }
 #pragma unroll
-    for (int j = 0; j < kGroupMergeRound / kAttnThreads; ++j) {
-      const int i = tid + j * kAttnThreads;
+    for (int j = 0; j < kGroupMergeRound / THREADS; ++j) {
+      const int i = tid + j * THREADS;
       if (i < n) s_part[i] = p[j];
     }
     __syncthreads();
 #pragma unroll
     for (int j = 0; j < kE; ++j) {
-      const int e = tid + j * kAttnThreads;
+      const int e = tid + j * THREADS;
       if (e >= we) continue;
       float m = M[j];
       for (int i = e; i < n; i += we) m = fmaxf(m, s_part[i].y);
@@ -144,7 +144,7 @@ __device__ void merge_cluster_groups(const AttnArgs& a, int unit, int rank, int 
   trace_phase(a, kPhaseMergeSums);
 #pragma unroll
   for (int j = 0; j < kE; ++j) {
-    const int e = tid + j * kAttnThreads, idx = e0 + e, gg = hc * a.heads_per_cta + idx / D;
+    const int e = tid + j * THREADS, idx = e0 + e, gg = hc * a.heads_per_cta + idx / D;
     if (e < we && gg < a.group)
       store_out(a.out, a.out_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * a.group + gg) * D + idx % D,
                 W[j] > 0.f ? A[j] / W[j] : 0.f);
@@ -191,16 +191,16 @@ struct ReceivedSlice {
 // Several clusters a unit: this cluster's partial of the CTA's slice [e0, e1), then the
 // second merge (merge_cluster_groups). (Out of line it made every dense call 5-40 % slower,
 // run 15e: a call in the kernel changes its whole register allocation.)
-template <int D>
+template <int D, int THREADS>
 __device__ __forceinline__ void cluster_partials_and_merge(const AttnArgs& a, int unit, int split,
                                                        const ReceivedSlice<D> slice, int e1, float2* scratch) {
   const int C = a.cluster, rank = split % C, k = a.cluster_groups, e0 = slice.e0, w = slice.w;
   float2* part = reinterpret_cast<float2*>(a.part_acc) + (int64_t(unit * C + rank) * k + split / C) * w - e0;
-  for (int idx = e0 + int(threadIdx.x); idx < e1; idx += kAttnThreads) {
+  for (int idx = e0 + int(threadIdx.x); idx < e1; idx += THREADS) {
     const float3 r = slice.merge(idx);
     part[idx] = r.y > 0.f ? make_float2(r.z / r.y, r.x + log2f(r.y)) : make_float2(0.f, -INFINITY);
   }
-  if (e0 < e1) merge_cluster_groups<D>(a, unit, rank, e0, e1, w, scratch);  // (every cluster's rank r alike)
+  if (e0 < e1) merge_cluster_groups<D, THREADS>(a, unit, rank, e0, e1, w, scratch);  // (every cluster's rank r alike)
   else trace_end(a, 1);
 }
 
@@ -218,7 +218,7 @@ __device__ __forceinline__ void cluster_partials_and_merge(const AttnArgs& a, in
 // writes into a peer that has not started. scratch: kGroupMergeRound float2 of shared memory
 // that is free once the states are pushed (the peers write only recv_acc and recv_ml).
 // GROUPS: the kernel instance for cluster_groups > 1 (the second merge's code is only there).
-template <int D, bool GROUPS, typename States>
+template <int D, bool GROUPS, int THREADS, typename States>
 __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const States& states, float2* scratch) {
   __shared__ __align__(16) float recv_acc[kClusterHeads * D + kMaxClusterCtas];  // C * w <= n + C - 1
   __shared__ float2 recv_ml[kMaxClusterCtas * kClusterHeads];
@@ -229,7 +229,7 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
   const int n = gc * D, w = (n + C - 1) / C;
   static_assert(D % 4 == 0, "a thread's 4 elements lie in one head");
   cluster_wait();  // every peer has started (phase 0 of the cluster barrier)
-  for (int q = tid; q < n / 4; q += kAttnThreads) {
+  for (int q = tid; q < n / 4; q += THREADS) {
     const int idx = 4 * q, g = idx / D, d = idx % D;
     const float4 v = states.acc4(g, d, states.m(g));
     if (w % 4 == 0) {  // the 4 elements have one owner, and the slot is 16-byte aligned
@@ -244,7 +244,7 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
       }
     }
   }
-  for (int t = tid; t < C * gc; t += kAttnThreads) {  // (m, l) of head t % gc to peer t / gc
+  for (int t = tid; t < C * gc; t += THREADS) {  // (m, l) of head t % gc to peer t / gc
     const int g = t % gc;
     const float M = states.m(g);
     store_cluster_shared(&recv_ml[rank * kClusterHeads + g], unsigned(t / gc), make_float2(M, states.l(g, M)));
@@ -259,11 +259,11 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
   if (!GROUPS && rank == 0 && tid == 0 && a.claims != nullptr) a.claims[unit] = 0;
   // No CTA reads a peer's shared memory after the barrier: each may leave when done.
   if constexpr (GROUPS) {  // (its own loop: the one-cluster loop stays that of run 14f)
-    cluster_partials_and_merge<D>(a, unit, split, slice, e1, scratch);
+    cluster_partials_and_merge<D, THREADS>(a, unit, split, slice, e1, scratch);
     return;
   }
   trace_phase(a, kPhaseMergeWeights);  // (no weights step of its own)
-  for (int idx = e0 + tid; idx < e1; idx += kAttnThreads) {
+  for (int idx = e0 + tid; idx < e1; idx += THREADS) {
     const float3 r = slice.merge(idx);
     const int gg = hc * gc + idx / D;
     if (gg < a.group)

@@ -17,6 +17,8 @@
 
 namespace sinkrouter::cuda {
 
+// Threads a CTA of the CUDA-core attention kernel; the tensor-core kernel's are
+// MmaShape<D>::kThreads (decode_cuda_mma_tiles.cuh).
 constexpr int kAttnThreads = 128;
 constexpr int kMaxHeadsPerCta = 8;
 
@@ -56,9 +58,9 @@ struct AttnArgs {
   int early_page_ids;
   // Cluster mode (dense, tensor cores, sm_90; decode_cuda_cluster.cuh): cluster 0 off (the
   // flat work list above); C >= 2: the grid is units * cluster_groups clusters of C CTAs,
-  // unit u's 64-token stages taken in turn by the C * cluster_groups CTAs of clusters
-  // [u * cluster_groups, (u + 1) * cluster_groups), merged within each cluster through
-  // distributed shared memory, then (cluster_groups > 1) over the clusters through part_acc,
+  // unit u's CTA stages (MmaShape::kStageRows tokens) taken in turn by the C * cluster_groups
+  // CTAs of clusters [u * cluster_groups, (u + 1) * cluster_groups), merged within each
+  // cluster through distributed shared memory, then (cluster_groups > 1) over the clusters through part_acc,
   // read as float2 [units, C, cluster_groups, ceil(heads_per_cta * head_dim / C)] (o, lse),
   // and tickets [units, C]; with one cluster a unit part_acc, part_ml and tickets are unused.
   int cluster, cluster_groups;
@@ -163,9 +165,9 @@ AttnKernelInfo attention_prepare(int head_dim, DType kv_dtype, int heads_per_cta
 void attention_launch(const AttnArgs& args, int head_dim, DType kv_dtype, bool routed, bool mma,
                       const CUtensorMap* kv_map, int grid, int smem, cudaStream_t stream);
 // The most clusters a unit in cluster mode (AttnArgs::cluster_groups), and the partials
-// their merge loads in one round (merge_cluster_groups: 8 a thread).
+// their merge loads in one round (merge_cluster_groups: 8 a thread at 128 threads, 4 at 256).
 constexpr int kMaxClusterGroups = 64;
-constexpr int kGroupMergeRound = 8 * kAttnThreads;
+constexpr int kGroupMergeRound = 1024;
 
 // Cluster mode (AttnArgs::cluster): how many clusters of `cluster` CTAs of the dense
 // tensor-core kernel (TMA copies or cp.async) can be resident at once, each CTA taking at

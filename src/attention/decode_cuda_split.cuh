@@ -48,11 +48,11 @@ __device__ __forceinline__ int flat_cta(const AttnArgs& a) {
 // grid is sized for the worst case). Every load here is a round trip on the critical path
 // of every CTA, so each unit's length is loaded once (a thread keeps its first unit's for
 // the scan), and the page-list start along with it. The chunk is split_schedule.h's.
-template <bool ROUTED>
+template <bool ROUTED, int THREADS>
 __device__ bool find_split(const AttnArgs& a, int cta, int* unit, int* split, int* splits, int64_t* tokens,
                            int32_t* page_start) {
-  using Reduce = cub::BlockReduce<long long, kAttnThreads>;
-  using Scan = cub::BlockScan<int, kAttnThreads>;
+  using Reduce = cub::BlockReduce<long long, THREADS>;
+  using Scan = cub::BlockScan<int, THREADS>;
   __shared__ union {
     typename Reduce::TempStorage reduce;
     typename Scan::TempStorage scan;
@@ -64,7 +64,7 @@ __device__ bool find_split(const AttnArgs& a, int cta, int* unit, int* split, in
   auto page_start_of = [&](int u) { return a.kv.indptr[u / a.head_chunks / a.kv.num_kv_heads]; };
   const int32_t first_page_start = int(threadIdx.x) < units ? page_start_of(int(threadIdx.x)) : 0;
   long long part = first_tokens;
-  for (int u = int(threadIdx.x) + kAttnThreads; u < units; u += kAttnThreads) part += unit_tokens<ROUTED>(a, u);
+  for (int u = int(threadIdx.x) + THREADS; u < units; u += THREADS) part += unit_tokens<ROUTED>(a, u);
   const long long total = Reduce(tmp.reduce).Sum(part);
   if (threadIdx.x == 0) {
     s_total = total;
@@ -77,7 +77,7 @@ __device__ bool find_split(const AttnArgs& a, int cta, int* unit, int* split, in
   // waves and a short call, the later waves' CTAs return here.
   if (cta >= split_schedule::ceil_div(s_total, chunk) + units) return false;
   int base = 0;
-  for (int u0 = 0; u0 < units; u0 += kAttnThreads) {
+  for (int u0 = 0; u0 < units; u0 += THREADS) {
     const int u = u0 + int(threadIdx.x);
     int s = 0;
     int64_t t = 0;
@@ -179,7 +179,7 @@ __device__ __forceinline__ void add_weighted(float4& sum, float wt, const float4
 }
 
 // Shared floats finish_split needs as scratch.
-constexpr int kMergeChunk = kAttnThreads;  // splits whose weights are staged at once
+constexpr int kMergeChunk = 128;  // splits whose weights are staged at once (<= the CTA's threads)
 constexpr int kFinishScratchFloats = 2 * kMergeChunk * kMaxHeadsPerCta + kMaxHeadsPerCta;
 
 // The last CTA of a unit merges the unit's `splits` partials (consecutive CTAs from
@@ -192,19 +192,19 @@ constexpr int kFinishScratchFloats = 2 * kMergeChunk * kMaxHeadsPerCta + kMaxHea
 // up to kMergeBatch * slices splits costs one round trip. Chunks of kMergeChunk splits
 // after the first rescale the running sums (online softmax), so any number of splits
 // merges. Same sum as merge_state() in another association.
-template <int D>
+template <int D, int THREADS>
 __device__ void merge_partials(const AttnArgs& a, int64_t first, int splits, int gc, float* scratch, float* out_sh) {
   __shared__ int s_mi[kMaxHeadsPerCta];
   __shared__ float s_scale[kMaxHeadsPerCta], s_run_m[kMaxHeadsPerCta], s_L[kMaxHeadsPerCta];
   const int tid = int(threadIdx.x);
   const int nvec = gc * D / 4;                                  // float4 vectors of one partial
-  const int slices = nvec >= kAttnThreads ? 1 : kAttnThreads / nvec;
+  const int slices = nvec >= THREADS ? 1 : THREADS / nvec;
   const int slice = tid / nvec < slices ? tid / nvec : -1;      // -1: idle in the sums
   const int64_t stride4 = int64_t(gc) * D / 4;                  // float4s between splits
   const float4* acc4 = reinterpret_cast<const float4*>(a.part_acc);
   float* w = scratch;                                   // [kMergeChunk][kMaxHeadsPerCta]: m, then the weight
   float* wl = scratch + kMergeChunk * kMaxHeadsPerCta;  // l, then weight * l
-  constexpr int kVecPerThread = (kMaxHeadsPerCta * D / 4 + kAttnThreads - 1) / kAttnThreads;
+  constexpr int kVecPerThread = (kMaxHeadsPerCta * D / 4 + THREADS - 1) / THREADS;
   constexpr int kMergeBatch = 16 / kVecPerThread;  // loads in flight per thread (64 registers)
   float4 acc[kVecPerThread];
 #pragma unroll
@@ -222,7 +222,7 @@ __device__ void merge_partials(const AttnArgs& a, int64_t first, int splits, int
     if (slice >= 0)
 #pragma unroll
       for (int k = 0; k < kVecPerThread; ++k) {
-        const int vec = tid % nvec + k * kAttnThreads;
+        const int vec = tid % nvec + k * THREADS;
 #pragma unroll
         for (int j = 0; j < kMergeBatch; ++j) {
           const int i = slice + j * slices;
@@ -258,7 +258,7 @@ __device__ void merge_partials(const AttnArgs& a, int64_t first, int splits, int
     if (slice >= 0) {
 #pragma unroll
       for (int k = 0; k < kVecPerThread; ++k) {
-        const int vec = tid % nvec + k * kAttnThreads;
+        const int vec = tid % nvec + k * THREADS;
         if (vec < nvec) {
           const int g = vec * 4 / D;
           const float f = s_scale[g];
@@ -300,7 +300,7 @@ __device__ void merge_partials(const AttnArgs& a, int64_t first, int splits, int
     if (slice > 0)
 #pragma unroll
       for (int k = 0; k < kVecPerThread; ++k) {
-        const int vec = tid % nvec + k * kAttnThreads;
+        const int vec = tid % nvec + k * THREADS;
         if (vec < nvec) {
           float* d = scratch + ((slice - 1) * nvec + vec) * 4;  // scalar: scratch may not be 16-byte aligned
           d[0] = acc[k].x;
@@ -322,7 +322,7 @@ __device__ void merge_partials(const AttnArgs& a, int64_t first, int splits, int
   if (slice == 0)
 #pragma unroll
     for (int k = 0; k < kVecPerThread; ++k) {
-      const int vec = tid + k * kAttnThreads;
+      const int vec = tid + k * THREADS;
       if (vec < nvec) {
         const float L = s_L[vec * 4 / D];
         const float inv = L > 0.f ? 1.f / L : 0.f;
@@ -404,11 +404,11 @@ __device__ __forceinline__ void write_dense_stats(const AttnArgs& a, int bh) {
 // (merge_partials), writes the output and the statistics, and resets the ticket (and, with
 // dynamic splits, the unit's chunk counter). cta: the CTA's entry in the flat list
 // (flat_cta), whose partial slot it writes.
-template <int D, bool ROUTED>
+template <int D, bool ROUTED, int THREADS>
 __device__ void finish_split(const AttnArgs& a, int cta, int unit, int split, int splits, const float* s_m,
                              const float* s_l, float* s_acc, float* scratch) {
-  constexpr int E = (kMaxHeadsPerCta * D + kAttnThreads - 1) / kAttnThreads;  // elements per thread
-  static_assert(D % 32 == 0 && kAttnThreads % 32 == 0, "a warp's output elements lie in one head");
+  constexpr int E = (kMaxHeadsPerCta * D + THREADS - 1) / THREADS;  // elements per thread
+  static_assert(D % 32 == 0 && THREADS % 32 == 0, "a warp's output elements lie in one head");
   __shared__ int s_last;
   __shared__ float s_norm2[kMaxHeadsPerCta];
   const int gc = a.heads_per_cta, tid = int(threadIdx.x);
@@ -432,11 +432,11 @@ __device__ void finish_split(const AttnArgs& a, int cta, int unit, int split, in
     if (!ROUTED && a.claims != nullptr && tid == 0) a.claims[unit] = 0;  // (its own warps are done)
 #pragma unroll
     for (int k = 0; k < E; ++k) {
-      const int idx = tid + k * kAttnThreads, g = idx / D;
+      const int idx = tid + k * THREADS, g = idx / D;
       res[k] = idx < gc * D && s_l[g] > 0.f ? s_acc[idx] / s_l[g] : 0.f;
     }
   } else {
-    for (int idx = tid; idx < gc * D; idx += kAttnThreads) a.part_acc[int64_t(cta) * gc * D + idx] = s_acc[idx];
+    for (int idx = tid; idx < gc * D; idx += THREADS) a.part_acc[int64_t(cta) * gc * D + idx] = s_acc[idx];
     if (tid < gc) a.part_ml[int64_t(cta) * gc + tid] = make_float2(s_m[tid], s_l[tid]);
     // The CTA's stores, ordered before thread 0's by the barrier, are published by its
     // acquire-release ticket, which also acquires the other CTAs' partials for the last.
@@ -452,10 +452,10 @@ __device__ void finish_split(const AttnArgs& a, int cta, int unit, int split, in
     // ... so every warp of the unit is past its last claim (dynamic splits).
     if (!ROUTED && a.claims != nullptr && tid == 0) a.claims[unit] = 0;
     // s_acc (this CTA's own state, already in part_acc) receives the merged output.
-    merge_partials<D>(a, int64_t(cta - split), splits, gc, scratch, s_acc);
+    merge_partials<D, THREADS>(a, int64_t(cta - split), splits, gc, scratch, s_acc);
 #pragma unroll
     for (int k = 0; k < E; ++k) {
-      const int idx = tid + k * kAttnThreads;
+      const int idx = tid + k * THREADS;
       res[k] = idx < gc * D ? s_acc[idx] : 0.f;
     }
   }
@@ -465,7 +465,7 @@ __device__ void finish_split(const AttnArgs& a, int cta, int unit, int split, in
   // (run 7a's trace: per-element atomics cost the last CTA 6.5 us at d64, 22.5 us at d128).
 #pragma unroll
   for (int k = 0; k < E; ++k) {
-    const int idx = tid + k * kAttnThreads, g = idx / D, d = idx % D;
+    const int idx = tid + k * THREADS, g = idx / D, d = idx % D;
     const int gg = hc * gc + g;
     const bool mine = idx < gc * D && gg < a.group;  // the same for the whole warp
     if (mine) store_out(a.out, a.out_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * a.group + gg) * D + d, res[k]);

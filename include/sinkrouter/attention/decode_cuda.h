@@ -129,7 +129,7 @@ struct CudaDecodeOptions {
   int certificate_share_min_blocks = 4096;
   // Cluster mode of dense decode on tensor cores (an sm_90 device; src/attention/
   // decode_cuda_cluster.cuh): each (sequence, KV head) is read by cluster_groups thread-block
-  // clusters whose CTAs take its 64-token stages in turn; each cluster merges through distributed
+  // clusters whose CTAs take its CTA stages in turn; each cluster merges through distributed
   // shared memory, and several clusters of a head then merge slice by slice (a ticket and one
   // round of loads a slice), instead of the flat Split-K list's search for the split and its
   // last CTA merging every partial of the head alone. 0 off; 1 on (a clear error where it
@@ -148,7 +148,7 @@ struct CudaDecodeOptions {
   int cluster_ctas = -1;
   int cluster_groups = -1;
   // Auto's longest planned capacity (tokens) for cluster mode; default: any. Before session
-  // 25's interleaved stages (a cluster's CTAs take its 64-token stages in turn) auto stopped at
+  // 25's interleaved stages (a cluster's CTAs take its CTA stages in turn) auto stopped at
   // 16K to 128K depending on the shape, because the flat list won past them (runs 14d-16f).
   // With interleaved stages and fixed splits (dynamic_max_cluster_ctas), clusters beat the flat
   // list at every context measured, 64K to 512K, in the four benchmark shapes (runs 21b-21c:
@@ -162,9 +162,8 @@ struct CudaDecodeOptions {
   // in clusters of 2, 128 CTAs: 2-3 % faster than the flat list's 264 from 64K). Run 16a
   // measured it: one CTA an SM was at most 1-2 % faster (Llama from 128K) and up to 19 %
   // slower elsewhere (clusters of 8 at Llama B=1 64K, SmolLM2 B=8, routed Llama B=8). -1:
-  // SINKROUTER_DECODE_CTAS_PER_SM; unset: 2 for the tensor-core kernel at head dim 64 (its
-  // 3-stage ring would let 4 fit, and then the plan takes more CTAs, which ran slower from 64K:
-  // kernel runs 21e-21f), 0 otherwise.
+  // SINKROUTER_DECODE_CTAS_PER_SM; unset: 0 (the tensor-core kernel's 96 KB rings let 2 fit at
+  // both head dims).
   int ctas_per_sm = -1;
   // Dynamic splits of dense decode on tensor cores (src/attention/decode_cuda_claims.cuh):
   // where a (sequence, KV head)'s splits have at least dynamic_min_split_tokens tokens each,
