@@ -48,8 +48,9 @@ for f in sorted(glob.glob(os.path.join(out, "sweep_*_r*.json"))):
     for r in json.load(open(f))["rows"]:
         key = (r["shape"], r["batch"], r["context"], r["kernel"])
         times.setdefault(key, {}).setdefault(name, []).append(r["time_us"])
-        plans[(key, name)] = f'{r["ctas"]}:{r["cluster_ctas"]}x{r["cluster_groups"]}{"d" if r["dynamic_splits"] else ""}'
-print("median us over rounds [CTAs:cluster CTAs x clusters a head, d = dynamic splits]")
+        plans[(key, name)] = (f'{r["ctas"]}:{r["cluster_ctas"]}x{r["cluster_groups"]}'
+                              f'{"d" if r["dynamic_splits"] else ""}{"w" if r.get("wide_ctas") else ""}')
+print("median us over rounds [CTAs:cluster CTAs x clusters a head, d = dynamic splits, w = wide CTAs]")
 print(f'{"shape":13} {"B":>2} {"ctx":>7} {"kernel":14}' + "".join(f" {n:>22}" for n in names))
 for key in sorted(times, key=lambda k: (k[0], k[1], k[2], k[3])):
     cells = []

@@ -76,13 +76,13 @@ void attention_launch(const AttnArgs& args, int head_dim, DType kv_dtype, bool r
        : attention_launch_d128_f16(args, routed, grid, smem, stream);
 }
 
-int attention_cluster_capacity(int head_dim, DType kv_dtype, bool tma, int cluster, int min_smem) {
+int attention_cluster_capacity(int head_dim, DType kv_dtype, bool tma, int cluster, int min_smem, bool wide) {
   const bool bf = kv_dtype == DType::BF16;
   if (head_dim == 64)
-    return bf ? attention_mma_clusters_d64_bf16(tma, cluster, min_smem)
-              : attention_mma_clusters_d64_f16(tma, cluster, min_smem);
-  return bf ? attention_mma_clusters_d128_bf16(tma, cluster, min_smem)
-            : attention_mma_clusters_d128_f16(tma, cluster, min_smem);
+    return bf ? attention_mma_clusters_d64_bf16(tma, cluster, min_smem, wide)
+              : attention_mma_clusters_d64_f16(tma, cluster, min_smem, wide);
+  return bf ? attention_mma_clusters_d128_bf16(tma, cluster, min_smem, wide)
+            : attention_mma_clusters_d128_f16(tma, cluster, min_smem, wide);
 }
 
 }  // namespace cuda
@@ -229,12 +229,15 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   int device = 0, sms = 0;
   SR_CUDA_CHECK(cudaGetDevice(&device));
   SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  // Unset (-1, and no SINKROUTER_DECODE_CTAS_PER_SM): as many as fit, 2 for the tensor-core
-  // kernel at both head dims (96 KB rings). (Its 4-warp d64 build, with 48 KB rings, had a
-  // default of 2 here: 4 an SM made the plan take clusters of more CTAs, which ran slower from
-  // 64K, kernel runs 21e-21f.)
-  const int ctas_per_sm =
-      options.ctas_per_sm >= 0 ? options.ctas_per_sm : int_option_from_env("SINKROUTER_DECODE_CTAS_PER_SM");
+  // Unset (-1, and no SINKROUTER_DECODE_CTAS_PER_SM): at most 2 CTAs an SM for the tensor-core
+  // kernel at head dim 64, whose 48 KB ring would let 4 fit: with 4, the plan took clusters of
+  // more CTAs, which ran slower from 64K (kernel runs 21e-21f: SmolLM2 B=8 512K 796.8 us in 384
+  // CTAs against 711.8 in 192); otherwise as many as fit.
+  const bool ctas_per_sm_env = std::getenv("SINKROUTER_DECODE_CTAS_PER_SM") != nullptr;
+  const int ctas_per_sm = options.ctas_per_sm >= 0 ? options.ctas_per_sm
+                          : ctas_per_sm_env        ? int_option_from_env("SINKROUTER_DECODE_CTAS_PER_SM")
+                          : tensor_cores_ && head_dim_ == 64 ? 2
+                                                              : 0;
   SR_CHECK(ctas_per_sm >= 0 && ctas_per_sm <= 32, "decode (CUDA): ctas_per_sm must be 0 (as many as fit) to 32, not {}",
            ctas_per_sm);
   min_smem_ = 0;
@@ -293,6 +296,7 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   }
   const int units = batch_ * num_kv_heads_ * head_chunks_;
   plan_cluster_mode(options, routed, units, sms);
+  plan_wide_ctas(options, routed, units, sms);
   plan_dynamic_splits(options, routed, units);
   // Cluster mode: cluster_groups clusters a unit. Otherwise the flat list: sum over units of
   // ceil(tokens / chunk) <= waves * wave_ctas + units (split_schedule.h).
@@ -491,6 +495,7 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
   a.early_page_ids = dkv.tables_fixed ? early_page_ids_ : 0;
   a.cluster = cluster_ctas_;
   a.cluster_groups = cluster_groups_;
+  a.wide = wide_ctas_ ? 1 : 0;
   a.part_acc = w.part_acc;
   a.part_ml = w.part_ml;
   a.tickets = w.tickets;

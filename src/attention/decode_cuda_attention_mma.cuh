@@ -7,11 +7,11 @@
 // capped v1 at ~63 % of the read bandwidth. Here a warp spends ~200 instructions on
 // 16 tokens (8 KB of K and V at head_dim 128): 32 mma.sync, 16 ldmatrix, the softmax.
 //
-// Layout. Each of the CTA's warps (MmaShape::kWarps: 4 at d128, 8 at d64) owns a private ring
-// of 3 shared-memory stages of 16 tokens (K rows then V rows, 16-byte chunks XOR-swizzled by
-// row so that ldmatrix reads are conflict-free), fills it with cp.async or TMA and reads it
-// with ldmatrix: no CTA barrier in the main loop. A CTA stage is 16 tokens a warp (64 at d128,
-// 128 at d64), warp w taking tokens [16w, 16w + 16).
+// Layout. Each of the CTA's W warps (4; the wide CTAs' kWideWarps: decode_cuda_mma_tiles.cuh)
+// owns a private ring of 3 shared-memory stages of 16 tokens (K rows then V rows, 16-byte
+// chunks XOR-swizzled by row so that ldmatrix reads are conflict-free), fills it with cp.async
+// or TMA and reads it with ldmatrix: no CTA barrier in the main loop. A CTA stage is 16 W
+// tokens, warp w taking tokens [16w, 16w + 16).
 //
 // Two ways to fill the rings (template argument TMA):
 //   cp.async: every lane copies 16-byte chunks of the rows it owns, the page id of each
@@ -74,10 +74,11 @@ namespace sinkrouter::cuda {
 // its code: inline in every dense kernel it made the small calls ~0.3 us slower (kernel runs
 // 16a-16b, Llama B=1 4K; at head dim 64, 209 registers against 197 and 17 KB more code).
 // DYN (dense with AttnArgs::claims only): the instance with dynamic splits, for the same reason.
-template <int D, typename Tag, bool ROUTED, bool TMA, bool GROUPS = false, bool DYN = false>
-__global__ void __launch_bounds__(MmaShape<D>::kThreads, MmaShape<D>::kMinCtasPerSm)
+// W: warps a CTA (MmaShape; dense cluster mode with AttnArgs::wide: kWideWarps<D>).
+template <int D, typename Tag, bool ROUTED, bool TMA, bool GROUPS = false, bool DYN = false, int W = 4>
+__global__ void __launch_bounds__(MmaShape<D, W>::kThreads, MmaShape<D, W>::kMinCtasPerSm)
     attention_mma_kernel(const AttnArgs a, const __grid_constant__ CUtensorMap kv_map) {
-  using S = MmaShape<D>;
+  using S = MmaShape<D, W>;
   constexpr int CH = S::kChunks, NS = S::kStages, KT = D / 16, NT = D / 8;
   constexpr bool kF16 = std::is_same_v<Tag, F16Tag>;
   // fp16 probabilities are split after scaling by 2^14 (< 65504), so that their low parts

@@ -24,10 +24,21 @@ std::vector<const void*> mma_kernels() {
   return k;
 }
 
+// The dense instances of the wide CTAs (AttnArgs::wide), with and without the second merge,
+// each with static or dynamic splits.
+template <int D, typename Tag, bool TMA>
+std::vector<const void*> mma_wide_kernels() {
+  constexpr int W = kWideWarps<D>;
+  return {reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA, false, false, W>),
+          reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA, true, false, W>),
+          reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA, false, true, W>),
+          reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA, true, true, W>)};
+}
+
 // A CTA's dynamic shared memory: the shape's, or min_smem where that is more.
-template <int D, bool TMA>
+template <int D, bool TMA, int W = 4>
 int mma_smem(int min_smem) {
-  return std::max(TMA ? MmaShape<D>::kTmaSmemBytes : MmaShape<D>::kSmemBytes, min_smem);
+  return std::max(TMA ? MmaShape<D, W>::kTmaSmemBytes : MmaShape<D, W>::kSmemBytes, min_smem);
 }
 
 // The least of count(kernel) over the instances, each allowed `smem` first.
@@ -55,29 +66,45 @@ AttnKernelInfo mma_prepare_one(int min_smem) {
           })};
 }
 
-// Clusters of `cluster` CTAs of the dense kernel (cluster mode, decode_cuda_cluster.cuh) that
-// can be resident at once, the fewest over its two instances; 0 where none can (no sm_90a
-// code here, or too little room).
+// Clusters of `cluster` CTAs of the dense kernel (cluster mode, decode_cuda_cluster.cuh; wide:
+// its wide CTAs) that can be resident at once, the fewest over its instances; 0 where none can
+// (no sm_90a code here, or too little room).
 template <int D, typename Tag, bool TMA>
-int mma_cluster_capacity(int cluster, int min_smem) {
-  const std::vector<const void*> kernels = mma_kernels<D, Tag, false, TMA>();
+int mma_cluster_capacity(int cluster, int min_smem, bool wide) {
+  constexpr int W = kWideWarps<D>;
+  const std::vector<const void*> kernels = wide ? mma_wide_kernels<D, Tag, TMA>() : mma_kernels<D, Tag, false, TMA>();
   if (!sm90a_code_runs_here(kernels[0])) return 0;
-  const int smem = mma_smem<D, TMA>(min_smem);
-  return fewest_over(kernels, smem,
-                     [&](const void* kernel) { return resident_clusters(kernel, MmaShape<D>::kThreads, smem, cluster); });
+  const int smem = wide ? mma_smem<D, TMA, W>(min_smem) : mma_smem<D, TMA>(min_smem);
+  const int threads = wide ? MmaShape<D, W>::kThreads : MmaShape<D>::kThreads;
+  return fewest_over(kernels, smem, [&](const void* kernel) { return resident_clusters(kernel, threads, smem, cluster); });
 }
 
-template <int D, typename Tag, bool ROUTED, bool GROUPS, bool DYN>
-void mma_launch_instance(const AttnArgs& a, const CUtensorMap* kv_map, int grid, int smem, cudaStream_t stream) {
+template <int D, typename Tag, bool ROUTED, bool GROUPS, bool DYN, int W>
+void mma_launch_warps(const AttnArgs& a, const CUtensorMap* kv_map, int grid, int smem, cudaStream_t stream) {
   const int cluster = !ROUTED && a.cluster > 0 ? a.cluster : 1;
   if (kv_map != nullptr) {
-    launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, true, GROUPS, DYN>, dim3(unsigned(grid)),
-                         dim3(MmaShape<D>::kThreads), smem, stream, cluster, a, *kv_map);
+    launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, true, GROUPS, DYN, W>, dim3(unsigned(grid)),
+                         dim3(MmaShape<D, W>::kThreads), smem, stream, cluster, a, *kv_map);
     return;
   }
   static const CUtensorMap blank{};
-  launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, false, GROUPS, DYN>, dim3(unsigned(grid)),
-                       dim3(MmaShape<D>::kThreads), smem, stream, cluster, a, blank);
+  launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, false, GROUPS, DYN, W>, dim3(unsigned(grid)),
+                       dim3(MmaShape<D, W>::kThreads), smem, stream, cluster, a, blank);
+}
+
+// The wide CTAs where the plan took them (dense cluster mode), their shared memory the larger of
+// theirs and `smem` (as mma_cluster_capacity raised their limit); else 4 warps.
+template <int D, typename Tag, bool ROUTED, bool GROUPS, bool DYN>
+void mma_launch_instance(const AttnArgs& a, const CUtensorMap* kv_map, int grid, int smem, cudaStream_t stream) {
+  constexpr int W = kWideWarps<D>;
+  if constexpr (!ROUTED) {
+    if (a.cluster > 0 && a.wide) {
+      const int wide_smem = std::max(smem, kv_map != nullptr ? mma_smem<D, true, W>(0) : mma_smem<D, false, W>(0));
+      mma_launch_warps<D, Tag, false, GROUPS, DYN, W>(a, kv_map, grid, wide_smem, stream);
+      return;
+    }
+  }
+  mma_launch_warps<D, Tag, ROUTED, GROUPS, DYN, 4>(a, kv_map, grid, smem, stream);
 }
 
 // kv_map null: the cp.async kernel (it is passed a blank map it never reads). Dense with
@@ -104,9 +131,9 @@ void mma_launch_one(const AttnArgs& a, const CUtensorMap* kv_map, int grid, int 
       return tma ? mma_prepare_one<D, TAG, true, true>(min_smem) : mma_prepare_one<D, TAG, true, false>(min_smem); \
     return tma ? mma_prepare_one<D, TAG, false, true>(min_smem) : mma_prepare_one<D, TAG, false, false>(min_smem); \
   }                                                                                                    \
-  int attention_mma_clusters_##SUFFIX(bool tma, int cluster, int min_smem) {                           \
-    return tma ? mma_cluster_capacity<D, TAG, true>(cluster, min_smem)                                 \
-               : mma_cluster_capacity<D, TAG, false>(cluster, min_smem);                               \
+  int attention_mma_clusters_##SUFFIX(bool tma, int cluster, int min_smem, bool wide) {                \
+    return tma ? mma_cluster_capacity<D, TAG, true>(cluster, min_smem, wide)                           \
+               : mma_cluster_capacity<D, TAG, false>(cluster, min_smem, wide);                         \
   }                                                                                                    \
   void attention_mma_launch_##SUFFIX(const AttnArgs& a, bool routed, const CUtensorMap* kv_map, int grid, \
                                      int smem, cudaStream_t s) {                                       \

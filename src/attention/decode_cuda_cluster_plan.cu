@@ -1,6 +1,7 @@
 // CudaDecoder::plan_cluster_mode: whether dense decode takes cluster mode, and its CTAs a
 // cluster and clusters a (sequence, KV head) (decode_cuda_cluster.cuh; docs/PERF.md,
-// sections "Cluster mode" and "Several clusters a head"); CudaDecoder::plan_dynamic_splits:
+// sections "Cluster mode" and "Several clusters a head"), and plan_wide_ctas: whether its
+// CTAs are the wide ones (decode_cuda_mma_tiles.cuh); CudaDecoder::plan_dynamic_splits:
 // whether its splits are claimed in chunks (decode_cuda_claims.cuh).
 #include <algorithm>
 #include <cstdint>
@@ -130,9 +131,28 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   if (why == nullptr) cluster_ctas_ = ctas, cluster_groups_ = groups;
 }
 
-int CudaDecoder::resident_clusters(int ctas) const {
+// Auto: the wide CTAs where the plan places at most one CTA an SM (its CTAs would each have an
+// SM to themselves anyway) and the wide clusters are all resident at once.
+void CudaDecoder::plan_wide_ctas(const CudaDecodeOptions& options, bool routed, int units, int sms) {
+  const int mode = options.wide_ctas >= 0 ? options.wide_ctas
+                                          : option_from_env("SINKROUTER_DECODE_WIDE", "auto",
+                                                            {{"off", 0}, {"on", 1}, {"auto", 2}}, "off, on or auto");
+  SR_CHECK(mode >= 0 && mode <= 2, "decode (CUDA): wide_ctas must be 0 (off), 1 (on) or 2 (auto), not {}", mode);
+  wide_ctas_ = false;
+  if (routed || mode == 0) return;
+  SR_CHECK(mode == 2 || cluster_ctas_ > 0, "decode (CUDA): wide CTAs (wide_ctas on) need cluster mode");
+  if (cluster_ctas_ == 0) return;
+  const int64_t clusters = int64_t(units) * cluster_groups_;
+  const int fit = resident_clusters(cluster_ctas_, true);
+  SR_CHECK(mode == 2 || fit >= 1, "decode (CUDA): wide CTAs (wide_ctas on) cannot run here: no cluster of {} is resident",
+           cluster_ctas_);
+  wide_ctas_ = mode == 1 || (clusters * cluster_ctas_ <= sms && fit >= clusters);
+}
+
+int CudaDecoder::resident_clusters(int ctas, bool wide) const {
   SR_CHECK(ctas >= 2 && ctas <= 16, "decode (CUDA): resident_clusters of {} CTAs (expected 2 to 16)", ctas);
-  return tensor_cores_ ? cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, ctas, min_smem_) : 0;
+  return tensor_cores_ ? cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, ctas, min_smem_, wide)
+                       : 0;
 }
 
 // The planned split is that of the capacity in every unit: the cluster's share, or the flat

@@ -13,16 +13,23 @@
 
 namespace sinkrouter::cuda {
 
+// The wide CTA's warps (CudaDecodeOptions::wide_ctas): as many as one CTA's rings fill an SM
+// with (192 KB: 16 warps x 3 stages x 4 KB at head dim 64, 8 x 3 x 8 KB at 128).
 template <int D>
+constexpr int kWideWarps = D == 64 ? 16 : 8;
+
+// W: warps a CTA, each with its own ring (the loop has no CTA barrier): 4, or kWideWarps<D> for
+// the wide CTAs, one an SM, of the plans with at most one CTA an SM anyway. Why wide there:
+// a warp's iteration is a chain of dependent steps (the copy's wait, ldmatrix, mma, shuffles,
+// exp2, mma) of ~800 cycles at the small calls (kernel run 21j's trace: SmolLM2 B=1 8K, 8
+// iterations in a 3.55 us loop) and such a CTA leaves one warp a scheduler; more warps a CTA
+// give each warp fewer stages. Not everywhere: at head dim 64 eight warps in each of 2 CTAs an
+// SM were 3-9 % slower from 16K (run 22a: SmolLM2 B=8 512K 813 against 749 us).
+template <int D, int W = 4>
 struct MmaShape {
-  // Warps a CTA, each with its own ring (the loop has no CTA barrier). 8 at head dim 64: a
-  // warp's iteration is a chain of dependent steps (copy wait, ldmatrix, mma, shuffles, exp2,
-  // mma) of ~800 cycles at the small calls (kernel run 21j's trace: SmolLM2 B=1 8K, 8 iterations
-  // in a 3.55 us loop), and one cluster of 16 a head puts one CTA on an SM, one warp a
-  // scheduler. Twice the warps halve each warp's stages there. At head dim 128 the loop needs
-  // ~193 registers, so 8 warps would leave one CTA an SM where 2 fit now; 4.
-  static constexpr int kWarps = D == 64 ? 8 : 4;
+  static constexpr int kWarps = W;
   static constexpr int kThreads = kWarps * 32;
+  static constexpr bool kWide = W > 4;
   static constexpr int kWarpRows = 16;                   // tokens per warp per stage
   static constexpr int kStageRows = kWarps * kWarpRows;  // tokens per CTA stage
   static constexpr int kChunks = D / 8;                  // 16-byte chunks per K or V row
@@ -42,9 +49,11 @@ struct MmaShape {
   static constexpr int kMergeBytes =
       (kWarps * kHeads * (D + 2) + kHeads * (D + 2) + kFinishScratchFloats) * 4;
   static constexpr int kSmemBytes = kRingBytes > kMergeBytes ? kRingBytes : kMergeBytes;
-  // __launch_bounds__' CTAs an SM: 96 KB rings at both head dims (d64: 8 warps x 3 stages x
-  // 4 KB; d128: 4 x 3 x 8 KB), so 2 fit.
-  static constexpr int kMinCtasPerSm = 2;
+  // __launch_bounds__' CTAs an SM: d64's 48 KB ring would let 4 fit, and the registers are capped
+  // to allow it (the build measured in run 21f); the plan still places at most 2 there by default
+  // (CudaDecodeOptions::ctas_per_sm). d128: 96 KB rings, 2. Wide: one (255 registers at 8 warps,
+  // 128 at 16).
+  static constexpr int kMinCtasPerSm = kWide ? 1 : D == 64 ? 4 : 2;
   // TMA layout: a stage is [D / 64 parts][K, V][16 rows][128 B]. Row and part pitches of a
   // stage's K (V starts kTmaVOffset further) in bytes; the cp.async layout's are D * 2 and 128.
   static constexpr int kTmaPartBytes = 2 * kWarpRows * 128;

@@ -120,18 +120,21 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
   HostTensor out(c.out_dtype, {B, QH, D}), ref(DType::F64, {B, QH, D});
   decode_exact(q.view(), r.batch.view, scale, ref.view());
   std::vector<HeadStats> st;
-  // (tensor cores, K/V copies, cluster mode, dynamic splits): cp.async, TMA where it runs
-  // (auto), each in Split-K and in clusters (sm_90 only), each with fixed and dynamic splits,
-  // and the CUDA cores.
+  // (tensor cores, K/V copies, cluster mode, dynamic splits, wide CTAs): cp.async, TMA where it
+  // runs (auto), each in Split-K and in clusters (sm_90 only), each with fixed and dynamic
+  // splits, clusters also of wide CTAs, and the CUDA cores.
   struct Config {
     bool tensor_cores;
     int kv_copy;
-    bool cluster, dynamic;
+    bool cluster, dynamic, wide;
   };
-  for (auto [tensor_cores, kv_copy, cluster, dynamic] :
-       {Config{true, 0, false, false}, Config{true, 2, false, false}, Config{true, 0, true, false},
-        Config{true, 2, true, false}, Config{true, 0, false, true}, Config{true, 2, false, true},
-        Config{true, 0, true, true}, Config{true, 2, true, true}, Config{false, 0, false, false}}) {
+  for (auto [tensor_cores, kv_copy, cluster, dynamic, wide] :
+       {Config{true, 0, false, false, false}, Config{true, 2, false, false, false},
+        Config{true, 0, true, false, false}, Config{true, 2, true, false, false},
+        Config{true, 0, false, true, false}, Config{true, 2, false, true, false},
+        Config{true, 0, true, true, false}, Config{true, 2, true, true, false},
+        Config{true, 0, true, false, true}, Config{true, 2, true, false, true},
+        Config{true, 2, true, true, true}, Config{false, 0, false, false, false}}) {
     if (!tensor_cores && c.group > 4) continue;  // groups past 4 always take the CUDA cores
     if (cluster && (c.group > 4 || !device_is_sm90())) continue;  // clusters: tensor cores on sm_90
     if (dynamic && c.group > 4) continue;                         // dynamic splits: tensor cores
@@ -140,6 +143,7 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
     opt.tensor_cores = tensor_cores;
     opt.kv_copy = kv_copy;
     opt.cluster = cluster ? 1 : 0;
+    opt.wide_ctas = wide ? 1 : 0;
     opt.cluster_ctas = c.cluster_ctas;
     opt.cluster_groups = c.cluster_groups;
     opt.ctas_per_sm = c.ctas_per_sm;
@@ -181,6 +185,7 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
               << case_name(c);
       }
       EXPECT_EQ(decoder.grid_ctas(), units * decoder.cluster_ctas() * decoder.cluster_groups()) << case_name(c);
+      EXPECT_EQ(decoder.uses_wide_ctas(), wide) << case_name(c);
     } else {
       EXPECT_EQ(decoder.cluster_ctas(), 0) << case_name(c);
     }
@@ -197,7 +202,7 @@ TEST_P(CudaDenseDecode, MatchesFloat64Exact) {
           << case_name(c) << (tensor_cores ? (tma ? " tensor cores, TMA" : " tensor cores") : " CUDA cores")
           << (cluster ? fmt::format(", {} clusters of {}", decoder.cluster_groups(), decoder.cluster_ctas())
                       : std::string())
-          << (dynamic ? ", dynamic splits" : "") << ", run " << repeat;
+          << (dynamic ? ", dynamic splits" : "") << (wide ? ", wide CTAs" : "") << ", run " << repeat;
     }
     st = decoder.download_stats();
   }
@@ -391,6 +396,13 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   CudaDecodeOptions bad_prefetch;
   bad_prefetch.kv_l2_prefetch = 64;
   expect_options_error(bad_prefetch, "kv_l2_prefetch must be 0, 128 or 256, not 64");
+  CudaDecodeOptions bad_wide;
+  bad_wide.wide_ctas = 3;
+  expect_options_error(bad_wide, "wide_ctas must be 0 (off), 1 (on) or 2 (auto), not 3");
+  CudaDecodeOptions wide_without_clusters;
+  wide_without_clusters.cluster = 0;
+  wide_without_clusters.wide_ctas = 1;
+  expect_options_error(wide_without_clusters, "wide CTAs (wide_ctas on) need cluster mode");
   CudaDecodeOptions bad_early;
   bad_early.early_page_ids = 3;
   expect_options_error(bad_early, "early_page_ids must be 0, 1 or 2, not 3");

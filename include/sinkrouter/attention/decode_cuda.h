@@ -155,6 +155,15 @@ struct CudaDecodeOptions {
   // Llama B=1 128K / 256K / 512K 128.6 / 244.0 / 475.3 us against 132.1 / 248.4 / 478.2;
   // SmolLM2 B=1 256K 57.5 against 61.9; SmolLM2 B=8 64K-512K 3-9 %).
   int64_t cluster_max_tokens = std::numeric_limits<int64_t>::max();
+  // Wide CTAs in cluster mode: 16 warps a CTA at head dim 64, 8 at 128 (one CTA an SM, its
+  // rings 192 KB), instead of 4 warps. A small call's warp spends each 16-token stage in a chain
+  // of dependent steps (copy wait, ldmatrix, mma, exp2, mma), so where a plan leaves one CTA an
+  // SM anyway, more warps a CTA shorten each warp's share (docs/PERF.md, "Wide CTAs"). 0 off; 1
+  // on (a clear error without cluster mode or where no wide cluster is resident); 2 auto: on
+  // where the plan's CTAs are at most one an SM and its wide clusters are all resident at once.
+  // Routed decoders (the flat list) never take them. -1: SINKROUTER_DECODE_WIDE ("off", "on" or
+  // "auto"), unset: auto.
+  int wide_ctas = -1;
   // At most this many attention CTAs on an SM (1 to 32; 0: as many as fit: 2 for the d128
   // tensor-core kernel, 4 at d64), by giving each CTA enough shared memory that one more would not fit.
   // It sets the flat list's wave and, in cluster mode, where clusters can be placed. Kernel
@@ -162,8 +171,9 @@ struct CudaDecodeOptions {
   // in clusters of 2, 128 CTAs: 2-3 % faster than the flat list's 264 from 64K). Run 16a
   // measured it: one CTA an SM was at most 1-2 % faster (Llama from 128K) and up to 19 %
   // slower elsewhere (clusters of 8 at Llama B=1 64K, SmolLM2 B=8, routed Llama B=8). -1:
-  // SINKROUTER_DECODE_CTAS_PER_SM; unset: 0 (the tensor-core kernel's 96 KB rings let 2 fit at
-  // both head dims).
+  // SINKROUTER_DECODE_CTAS_PER_SM; unset: 2 for the tensor-core kernel at head dim 64 (its
+  // 3-stage ring would let 4 fit, and then the plan takes more CTAs, which ran slower from 64K:
+  // kernel runs 21e-21f), 0 otherwise.
   int ctas_per_sm = -1;
   // Dynamic splits of dense decode on tensor cores (src/attention/decode_cuda_claims.cuh):
   // where a (sequence, KV head)'s splits have at least dynamic_min_split_tokens tokens each,
@@ -249,18 +259,20 @@ class CudaDecoder {
   // How many clusters of `ctas` CTAs (2 to 16) of this decoder's dense tensor-core kernel can be
   // resident at once (cudaOccupancyMaxActiveClusters; 0 where none can, or without tensor
   // cores): what the cluster plan weighs, for benchmarks and diagnostics.
-  int resident_clusters(int ctas) const;
+  int resident_clusters(int ctas, bool wide = false) const;  // (wide: of the wide CTAs)
   bool uses_tensor_cores() const { return tensor_cores_; }
   bool uses_tma_copies() const { return tma_copies_; }  // options.kv_copy resolved
   bool uses_dynamic_splits() const { return dynamic_splits_; }  // options.dynamic_splits resolved
+  bool uses_wide_ctas() const { return wide_ctas_; }             // options.wide_ctas resolved
   const AttentionPolicy& policy() const { return policy_; }
 
  private:
   struct Workspace;
   void check_run_args(const DeviceKV& kv, DType q_dtype, DType out_dtype) const;
   // Resolves options.cluster into cluster_ctas_ and cluster_groups_ (after the kernel and the
-  // wave are chosen).
+  // wave are chosen); then options.wide_ctas into wide_ctas_.
   void plan_cluster_mode(const CudaDecodeOptions& options, bool routed, int units, int sms);
+  void plan_wide_ctas(const CudaDecodeOptions& options, bool routed, int units, int sms);
   // Resolves options.dynamic_splits into dynamic_splits_ (after the cluster plan).
   void plan_dynamic_splits(const CudaDecodeOptions& options, bool routed, int units);
   // The routing launches of run() and run_routing(), after their checks.
@@ -281,6 +293,7 @@ class CudaDecoder {
   int wave_ctas_ = 0, waves_ = 1, waves_min_split_tokens_ = 0, grid_ctas_ = 0, min_split_tokens_ = 0;
   int cluster_ctas_ = 0;    // options.cluster resolved: CTAs a cluster, 0 off
   int cluster_groups_ = 0;  // clusters a unit in cluster mode
+  bool wide_ctas_ = false;  // options.wide_ctas resolved
   bool dynamic_splits_ = false;       // options.dynamic_splits resolved
   int dynamic_min_split_tokens_ = 0;  // a unit's splits claim chunks from this many tokens each
   int dynamic_chunk_tokens_ = 128;    // tokens a claimed chunk
