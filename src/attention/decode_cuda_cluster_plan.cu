@@ -16,6 +16,19 @@ namespace sinkrouter {
 using decode_env::int_option_from_env;
 using decode_env::option_from_env;
 
+namespace {
+
+// options.wide_ctas, or SINKROUTER_DECODE_WIDE: 0 off, 1 on, 2 auto.
+int wide_mode(const CudaDecodeOptions& options) {
+  const int mode = options.wide_ctas >= 0 ? options.wide_ctas
+                                          : option_from_env("SINKROUTER_DECODE_WIDE", "auto",
+                                                            {{"off", 0}, {"on", 1}, {"auto", 2}}, "off, on or auto");
+  SR_CHECK(mode >= 0 && mode <= 2, "decode (CUDA): wide_ctas must be 0 (off), 1 (on) or 2 (auto), not {}", mode);
+  return mode;
+}
+
+}  // namespace
+
 void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool routed, int units, int sms) {
   const int mode = options.cluster >= 0 ? options.cluster
                                         : option_from_env("SINKROUTER_DECODE_CLUSTER", "auto",
@@ -117,6 +130,14 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
         ctas = 8, groups *= 2;
     }
   }
+  // Wide CTAs (plan_wide_ctas): at head dim 128 several clusters of 8 a head (chosen) become one
+  // where its wide CTAs get an SM each and are all resident. The second merge (~2.6 us) goes, and
+  // a wide CTA reads twice a narrow one's share in about the same time (kernel run 22b, Llama
+  // B=1: 16K 22.33 against 24.94 us, 64K 69.44 / 71.30, 128K 128.67 / 130.66; 256K and 512K
+  // within 0.5 %).
+  if (ctas == 8 && groups > 1 && want_groups == 0 && want_ctas == 0 && head_dim_ == 128 && wide_mode(options) == 2 &&
+      int64_t(units) * ctas <= sms && resident_clusters(ctas, true) >= units)
+    groups = 1;
   // Auto takes the plan chosen above wherever its clusters are all resident (ctas > 0), up to
   // cluster_max_tokens of capacity (default: any). Before session 25's interleaved stages, the
   // flat list won past 16K-128K in most shapes (runs 14d-16f: clusters of 8 at Llama B=1 512K
@@ -131,13 +152,13 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   if (why == nullptr) cluster_ctas_ = ctas, cluster_groups_ = groups;
 }
 
-// Auto: the wide CTAs where the plan places at most one CTA an SM (its CTAs would each have an
-// SM to themselves anyway) and the wide clusters are all resident at once.
+// Auto: the wide CTAs in clusters of 8 or more CTAs where the plan places at most one CTA an SM
+// (its CTAs would each have an SM to themselves anyway) and the wide clusters are all resident
+// at once. Measured (kernel runs 22a-22b, against 4 warps in the same call): SmolLM2 B=1 4K / 8K
+// (16 x 1) 7.04 / 8.21 us against 7.34 / 9.23; Llama B=1 8K (8 x 1) 15.0 against 15.95, 4K 10.9
+// against 10.84. In clusters of 2 (Llama B=8, 128 CTAs) they were up to 3 % slower.
 void CudaDecoder::plan_wide_ctas(const CudaDecodeOptions& options, bool routed, int units, int sms) {
-  const int mode = options.wide_ctas >= 0 ? options.wide_ctas
-                                          : option_from_env("SINKROUTER_DECODE_WIDE", "auto",
-                                                            {{"off", 0}, {"on", 1}, {"auto", 2}}, "off, on or auto");
-  SR_CHECK(mode >= 0 && mode <= 2, "decode (CUDA): wide_ctas must be 0 (off), 1 (on) or 2 (auto), not {}", mode);
+  const int mode = wide_mode(options);
   wide_ctas_ = false;
   if (routed || mode == 0) return;
   SR_CHECK(mode == 2 || cluster_ctas_ > 0, "decode (CUDA): wide CTAs (wide_ctas on) need cluster mode");
@@ -146,7 +167,7 @@ void CudaDecoder::plan_wide_ctas(const CudaDecodeOptions& options, bool routed, 
   const int fit = resident_clusters(cluster_ctas_, true);
   SR_CHECK(mode == 2 || fit >= 1, "decode (CUDA): wide CTAs (wide_ctas on) cannot run here: no cluster of {} is resident",
            cluster_ctas_);
-  wide_ctas_ = mode == 1 || (clusters * cluster_ctas_ <= sms && fit >= clusters);
+  wide_ctas_ = mode == 1 || (cluster_ctas_ >= 8 && clusters * cluster_ctas_ <= sms && fit >= clusters);
 }
 
 int CudaDecoder::resident_clusters(int ctas, bool wide) const {

@@ -13,18 +13,20 @@
 
 namespace sinkrouter::cuda {
 
-// The wide CTA's warps (CudaDecodeOptions::wide_ctas): as many as one CTA's rings fill an SM
-// with (192 KB: 16 warps x 3 stages x 4 KB at head dim 64, 8 x 3 x 8 KB at 128).
+// The wide CTA's warps (CudaDecodeOptions::wide_ctas): 8, one CTA an SM (rings of 96 KB at head
+// dim 64, 192 KB at 128). 16 at head dim 64 (192 KB) were slower than 8 at SmolLM2 B=1 4K-8K
+// (kernel runs 22a-22b: 7.8 / 8.8 us against 7.0 / 8.2): a longer prologue and a merge of 16
+// warps' states (the trace's cta_merge 1.6 us against 1.0).
 template <int D>
-constexpr int kWideWarps = D == 64 ? 16 : 8;
+constexpr int kWideWarps = 8;
 
 // W: warps a CTA, each with its own ring (the loop has no CTA barrier): 4, or kWideWarps<D> for
-// the wide CTAs, one an SM, of the plans with at most one CTA an SM anyway. Why wide there:
-// a warp's iteration is a chain of dependent steps (the copy's wait, ldmatrix, mma, shuffles,
-// exp2, mma) of ~800 cycles at the small calls (kernel run 21j's trace: SmolLM2 B=1 8K, 8
-// iterations in a 3.55 us loop) and such a CTA leaves one warp a scheduler; more warps a CTA
-// give each warp fewer stages. Not everywhere: at head dim 64 eight warps in each of 2 CTAs an
-// SM were 3-9 % slower from 16K (run 22a: SmolLM2 B=8 512K 813 against 749 us).
+// the wide CTAs of the plans with at most one CTA an SM anyway. Why wide there: a warp's
+// iteration is a chain of dependent steps (the copy's wait, ldmatrix, mma, shuffles, exp2, mma)
+// of ~800 cycles at the small calls (kernel run 21j's trace: SmolLM2 B=1 8K, 8 iterations in a
+// 3.55 us loop) and such a CTA leaves one warp a scheduler; more warps a CTA give each warp
+// fewer stages. Not everywhere: at head dim 64 eight warps in each of 2 CTAs an SM were 3-9 %
+// slower from 16K (run 22a: SmolLM2 B=8 512K 813 against 749 us).
 template <int D, int W = 4>
 struct MmaShape {
   static constexpr int kWarps = W;
@@ -51,8 +53,7 @@ struct MmaShape {
   static constexpr int kSmemBytes = kRingBytes > kMergeBytes ? kRingBytes : kMergeBytes;
   // __launch_bounds__' CTAs an SM: d64's 48 KB ring would let 4 fit, and the registers are capped
   // to allow it (the build measured in run 21f); the plan still places at most 2 there by default
-  // (CudaDecodeOptions::ctas_per_sm). d128: 96 KB rings, 2. Wide: one (255 registers at 8 warps,
-  // 128 at 16).
+  // (CudaDecodeOptions::ctas_per_sm). d128: 96 KB rings, 2. Wide: one (up to 255 registers).
   static constexpr int kMinCtasPerSm = kWide ? 1 : D == 64 ? 4 : 2;
   // TMA layout: a stage is [D / 64 parts][K, V][16 rows][128 B]. Row and part pitches of a
   // stage's K (V starts kTmaVOffset further) in bytes; the cp.async layout's are D * 2 and 128.

@@ -345,9 +345,11 @@ TEST(CudaDenseDecode, AutoPlanTakesClustersWithFixedSplits) {
   struct Shape {
     int kv_heads, q_heads, head_dim, batch;
     int64_t capacity;
+    bool wide;  // wide CTAs expected (H200: one cluster of 8 or 16 a head, at most one CTA an SM)
   };
-  for (const Shape s : {Shape{8, 32, 128, 1, 4096}, Shape{8, 32, 128, 1, 262144}, Shape{8, 32, 128, 8, 65536},
-                        Shape{3, 9, 64, 1, 4096}, Shape{3, 9, 64, 1, 262144}, Shape{3, 9, 64, 8, 65536}}) {
+  for (const Shape s : {Shape{8, 32, 128, 1, 4096, true}, Shape{8, 32, 128, 1, 262144, true},
+                        Shape{8, 32, 128, 8, 65536, false}, Shape{3, 9, 64, 1, 4096, true},
+                        Shape{3, 9, 64, 1, 262144, false}, Shape{3, 9, 64, 8, 65536, false}}) {
     KVCacheConfig cfg;
     cfg.num_kv_heads = s.kv_heads;
     cfg.head_dim = s.head_dim;
@@ -358,14 +360,17 @@ TEST(CudaDenseDecode, AutoPlanTakesClustersWithFixedSplits) {
     DeviceKVCache cache(cfg, std::vector<int64_t>(size_t(s.batch), s.capacity));
     cache.set_lengths(std::vector<int64_t>(size_t(s.batch), s.capacity));
     CudaDecoder d(cache.view(0, s.batch), s.q_heads, AttentionPolicy{}, 0.1f);
-    const std::string how = fmt::format("{} KV heads, head dim {}, batch {}, capacity {}: {} clusters of {}{}",
+    const std::string how = fmt::format("{} KV heads, head dim {}, batch {}, capacity {}: {} clusters of {}{}{}",
                                         s.kv_heads, s.head_dim, s.batch, s.capacity, d.cluster_groups(),
-                                        d.cluster_ctas(), d.uses_dynamic_splits() ? ", dynamic splits" : "");
+                                        d.cluster_ctas(), d.uses_dynamic_splits() ? ", dynamic splits" : "",
+                                        d.uses_wide_ctas() ? ", wide CTAs" : "");
     ASSERT_GE(d.cluster_ctas(), 2) << how;
     if (s.head_dim == 128 && d.cluster_groups() == 1) EXPECT_LT(d.cluster_ctas(), 16) << how;
     if (d.cluster_groups() > 1) EXPECT_LE(d.cluster_ctas(), 8) << how;  // several a head: clusters of 8
     const int64_t split = s.capacity / (int64_t(d.cluster_ctas()) * d.cluster_groups());
     EXPECT_EQ(d.uses_dynamic_splits(), d.cluster_ctas() <= 2 && split >= 5120) << how;
+    EXPECT_EQ(d.uses_wide_ctas(), s.wide) << how;
+    if (d.uses_wide_ctas()) EXPECT_EQ(d.cluster_groups(), 1) << how;  // (head dim 128: 8 x 2 became 8 x 1)
   }
 }
 

@@ -155,14 +155,15 @@ struct CudaDecodeOptions {
   // Llama B=1 128K / 256K / 512K 128.6 / 244.0 / 475.3 us against 132.1 / 248.4 / 478.2;
   // SmolLM2 B=1 256K 57.5 against 61.9; SmolLM2 B=8 64K-512K 3-9 %).
   int64_t cluster_max_tokens = std::numeric_limits<int64_t>::max();
-  // Wide CTAs in cluster mode: 16 warps a CTA at head dim 64, 8 at 128 (one CTA an SM, its
-  // rings 192 KB), instead of 4 warps. A small call's warp spends each 16-token stage in a chain
-  // of dependent steps (copy wait, ldmatrix, mma, exp2, mma), so where a plan leaves one CTA an
-  // SM anyway, more warps a CTA shorten each warp's share (docs/PERF.md, "Wide CTAs"). 0 off; 1
-  // on (a clear error without cluster mode or where no wide cluster is resident); 2 auto: on
-  // where the plan's CTAs are at most one an SM and its wide clusters are all resident at once.
-  // Routed decoders (the flat list) never take them. -1: SINKROUTER_DECODE_WIDE ("off", "on" or
-  // "auto"), unset: auto.
+  // Wide CTAs in cluster mode: 8 warps a CTA, one CTA an SM, instead of 4 warps. A small call's
+  // warp spends each 16-token stage in a chain of dependent steps (copy wait, ldmatrix, mma,
+  // exp2, mma), so where a plan leaves one CTA an SM anyway, more warps a CTA shorten each
+  // warp's share (docs/PERF.md, "Wide CTAs"). 0 off; 1 on (a clear error without cluster mode
+  // or where no wide cluster is resident); 2 auto: on in clusters of 8 or more CTAs where the
+  // plan's CTAs are at most one an SM and its wide clusters are all resident at once; then at
+  // head dim 128 several clusters of 8 a head become one (chosen sizes only). Routed decoders
+  // (the flat list) never take them. -1: SINKROUTER_DECODE_WIDE ("off", "on" or "auto"), unset:
+  // auto.
   int wide_ctas = -1;
   // At most this many attention CTAs on an SM (1 to 32; 0: as many as fit: 2 for the d128
   // tensor-core kernel, 4 at d64), by giving each CTA enough shared memory that one more would not fit.
