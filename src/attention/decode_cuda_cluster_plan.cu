@@ -130,14 +130,22 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
         ctas = 8, groups *= 2;
     }
   }
-  // Wide CTAs (plan_wide_ctas): at head dim 128 several clusters of 8 a head (chosen) become one
-  // where its wide CTAs get an SM each and are all resident. The second merge (~2.6 us) goes, and
-  // a wide CTA reads twice a narrow one's share in about the same time (kernel run 22b, Llama
-  // B=1: 16K 22.33 against 24.94 us, 64K 69.44 / 71.30, 128K 128.67 / 130.66; 256K and 512K
-  // within 0.5 %).
-  if (ctas == 8 && groups > 1 && want_groups == 0 && want_ctas == 0 && head_dim_ == 128 && wide_mode(options) == 2 &&
-      int64_t(units) * ctas <= sms && resident_clusters(ctas, true) >= units)
-    groups = 1;
+  // Wide CTAs (plan_wide_ctas): several clusters of 8 a head (chosen) become half as many CTAs of
+  // the wide kind, each on an SM of its own, where those are all resident:
+  // - at head dim 128, one cluster of 8 a head: the second merge (~2.6 us) goes, and a wide CTA
+  //   reads twice a narrow one's share in about the same time (kernel run 22b, Llama B=1: 16K
+  //   22.33 against 24.94 us, 64K 69.44 / 71.30, 128K 128.67 / 130.66; 256K-512K within 0.5 %);
+  // - at head dim 64, 8 x k becomes 16 x k / 4 (run 22c, SmolLM2 B=1, 16 x 2 against 8 x 8:
+  //   128K 31.58 against 32.43 us, 256K 54.24 / 56.34, 512K 99.84 / 102.69; 16K and 64K within
+  //   0.1 us. 8 x 4 wide was faster at 16K, 10.12, and slower from 256K).
+  if (ctas == 8 && groups > 1 && want_groups == 0 && want_ctas == 0 && wide_mode(options) == 2) {
+    int c = 0, k = 0;  // the wide plan: CTAs a cluster, clusters a head
+    if (head_dim_ == 128)
+      c = 8, k = 1;
+    else if (groups % 4 == 0)
+      c = 16, k = groups / 4;
+    if (c > 0 && int64_t(units) * c * k <= sms && resident_clusters(c, true) >= units * k) ctas = c, groups = k;
+  }
   // Auto takes the plan chosen above wherever its clusters are all resident (ctas > 0), up to
   // cluster_max_tokens of capacity (default: any). Before session 25's interleaved stages, the
   // flat list won past 16K-128K in most shapes (runs 14d-16f: clusters of 8 at Llama B=1 512K

@@ -160,8 +160,9 @@ struct CudaDecodeOptions {
   // exp2, mma), so where a plan leaves one CTA an SM anyway, more warps a CTA shorten each
   // warp's share (docs/PERF.md, "Wide CTAs"). 0 off; 1 on (a clear error without cluster mode
   // or where no wide cluster is resident); 2 auto: on in clusters of 8 or more CTAs where the
-  // plan's CTAs are at most one an SM and its wide clusters are all resident at once; then at
-  // head dim 128 several clusters of 8 a head become one (chosen sizes only). Routed decoders
+  // plan's CTAs are at most one an SM and its wide clusters are all resident at once; and
+  // several clusters of 8 a head (chosen sizes only) become half the CTAs, wide: one cluster of 8
+  // at head dim 128, 8 x k -> 16 x k / 4 at head dim 64. Routed decoders
   // (the flat list) never take them. -1: SINKROUTER_DECODE_WIDE ("off", "on" or "auto"), unset:
   // auto.
   int wide_ctas = -1;
