@@ -74,7 +74,7 @@ namespace sinkrouter::cuda {
 // its code: inline in every dense kernel it made the small calls ~0.3 us slower (kernel runs
 // 16a-16b, Llama B=1 4K; at head dim 64, 209 registers against 197 and 17 KB more code).
 // DYN (dense with AttnArgs::claims only): the instance with dynamic splits, for the same reason.
-// W: warps a CTA (MmaShape; dense cluster mode with AttnArgs::wide: kWideWarps<D>).
+// W: warps a CTA (MmaShape; dense cluster mode with AttnArgs::wide: kWideWarps).
 template <int D, typename Tag, bool ROUTED, bool TMA, bool GROUPS = false, bool DYN = false, int W = 4>
 __global__ void __launch_bounds__(MmaShape<D, W>::kThreads, MmaShape<D, W>::kMinCtasPerSm)
     attention_mma_kernel(const AttnArgs a, const __grid_constant__ CUtensorMap kv_map) {

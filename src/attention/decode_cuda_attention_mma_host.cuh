@@ -28,7 +28,7 @@ std::vector<const void*> mma_kernels() {
 // each with static or dynamic splits.
 template <int D, typename Tag, bool TMA>
 std::vector<const void*> mma_wide_kernels() {
-  constexpr int W = kWideWarps<D>;
+  constexpr int W = kWideWarps;
   return {reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA, false, false, W>),
           reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA, true, false, W>),
           reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA, false, true, W>),
@@ -71,7 +71,7 @@ AttnKernelInfo mma_prepare_one(int min_smem) {
 // (no sm_90a code here, or too little room).
 template <int D, typename Tag, bool TMA>
 int mma_cluster_capacity(int cluster, int min_smem, bool wide) {
-  constexpr int W = kWideWarps<D>;
+  constexpr int W = kWideWarps;
   const std::vector<const void*> kernels = wide ? mma_wide_kernels<D, Tag, TMA>() : mma_kernels<D, Tag, false, TMA>();
   if (!sm90a_code_runs_here(kernels[0])) return 0;
   const int smem = wide ? mma_smem<D, TMA, W>(min_smem) : mma_smem<D, TMA>(min_smem);
@@ -96,7 +96,7 @@ void mma_launch_warps(const AttnArgs& a, const CUtensorMap* kv_map, int grid, in
 // theirs and `smem` (as mma_cluster_capacity raised their limit); else 4 warps.
 template <int D, typename Tag, bool ROUTED, bool GROUPS, bool DYN>
 void mma_launch_instance(const AttnArgs& a, const CUtensorMap* kv_map, int grid, int smem, cudaStream_t stream) {
-  constexpr int W = kWideWarps<D>;
+  constexpr int W = kWideWarps;
   if constexpr (!ROUTED) {
     if (a.cluster > 0 && a.wide) {
       const int wide_smem = std::max(smem, kv_map != nullptr ? mma_smem<D, true, W>(0) : mma_smem<D, false, W>(0));

@@ -27,6 +27,11 @@ int wide_mode(const CudaDecodeOptions& options) {
   return mode;
 }
 
+// Whether `clusters` clusters of `ctas` wide CTAs get an SM each and are all resident at once.
+bool wide_all_resident(const CudaDecoder& d, int ctas, int64_t clusters, int sms) {
+  return clusters * ctas <= sms && d.resident_clusters(ctas, true) >= clusters;
+}
+
 }  // namespace
 
 void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool routed, int units, int sms) {
@@ -144,7 +149,7 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
       c = 8, k = 1;
     else if (groups % 4 == 0)
       c = 16, k = groups / 4;
-    if (c > 0 && int64_t(units) * c * k <= sms && resident_clusters(c, true) >= units * k) ctas = c, groups = k;
+    if (c > 0 && wide_all_resident(*this, c, int64_t(units) * k, sms)) ctas = c, groups = k;
   }
   // Auto takes the plan chosen above wherever its clusters are all resident (ctas > 0), up to
   // cluster_max_tokens of capacity (default: any). Before session 25's interleaved stages, the
@@ -171,11 +176,10 @@ void CudaDecoder::plan_wide_ctas(const CudaDecodeOptions& options, bool routed, 
   if (routed || mode == 0) return;
   SR_CHECK(mode == 2 || cluster_ctas_ > 0, "decode (CUDA): wide CTAs (wide_ctas on) need cluster mode");
   if (cluster_ctas_ == 0) return;
-  const int64_t clusters = int64_t(units) * cluster_groups_;
-  const int fit = resident_clusters(cluster_ctas_, true);
-  SR_CHECK(mode == 2 || fit >= 1, "decode (CUDA): wide CTAs (wide_ctas on) cannot run here: no cluster of {} is resident",
-           cluster_ctas_);
-  wide_ctas_ = mode == 1 || (cluster_ctas_ >= 8 && clusters * cluster_ctas_ <= sms && fit >= clusters);
+  SR_CHECK(mode == 2 || resident_clusters(cluster_ctas_, true) >= 1,
+           "decode (CUDA): wide CTAs (wide_ctas on) cannot run here: no cluster of {} is resident", cluster_ctas_);
+  wide_ctas_ = mode == 1 || (cluster_ctas_ >= 8 && wide_all_resident(*this, cluster_ctas_,
+                                                                     int64_t(units) * cluster_groups_, sms));
 }
 
 int CudaDecoder::resident_clusters(int ctas, bool wide) const {

@@ -64,7 +64,7 @@ struct AttnArgs {
   // read as float2 [units, C, cluster_groups, ceil(heads_per_cta * head_dim / C)] (o, lse),
   // and tickets [units, C]; with one cluster a unit part_acc, part_ml and tickets are unused.
   int cluster, cluster_groups;
-  // Cluster mode: 1 where the plan takes the wide CTAs (kWideWarps<head_dim> warps, one CTA an
+  // Cluster mode: 1 where the plan takes the wide CTAs (kWideWarps warps, one CTA an
   // SM; CudaDecodeOptions::wide_ctas), 0 for 4 warps. Read by the launch, not the kernel.
   int wide;
   float* part_acc;   // [grid, heads_per_cta, head_dim] unnormalised sums

@@ -17,10 +17,9 @@ namespace sinkrouter::cuda {
 // dim 64, 192 KB at 128). 16 at head dim 64 (192 KB) were slower than 8 at SmolLM2 B=1 4K-8K
 // (kernel runs 22a-22b: 7.8 / 8.8 us against 7.0 / 8.2): a longer prologue and a merge of 16
 // warps' states (the trace's cta_merge 1.6 us against 1.0).
-template <int D>
 constexpr int kWideWarps = 8;
 
-// W: warps a CTA, each with its own ring (the loop has no CTA barrier): 4, or kWideWarps<D> for
+// W: warps a CTA, each with its own ring (the loop has no CTA barrier): 4, or kWideWarps for
 // the wide CTAs of the plans with at most one CTA an SM anyway. Why wide there: a warp's
 // iteration is a chain of dependent steps (the copy's wait, ldmatrix, mma, shuffles, exp2, mma)
 // of ~800 cycles at the small calls (kernel run 21j's trace: SmolLM2 B=1 8K, 8 iterations in a
