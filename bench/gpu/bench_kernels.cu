@@ -30,7 +30,9 @@
 //     warm-up replays (bench_timing.cuh);
 //   - bytes = what the decoder's statistics say it read (dense: all K and V);
 //   - floor = bytes / read bandwidth, the read bandwidth measured by a pure-read kernel
-//     in this run (a device-to-device copy is measured too, bytes read + written).
+//     in this run (a device-to-device copy is measured too, bytes read + written);
+//   - row read_probe: a pure read of each dense row's bytes, timed like the decode calls
+//     (bench_read_probe.cuh): what any kernel pays at that size beyond the floor.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <fmt/format.h>
@@ -44,6 +46,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_read_probe.cuh"
 #include "bench_timing.cuh"
 #include "core/cuda_check.h"
 #include "core/cuda_graph.h"
@@ -289,7 +292,8 @@ int main(int argc, char** argv) {
   const std::vector<std::string> known_rows = {
       "dense",          "dense_cuda_cores",   "dense_splitk",         "dense_cluster",       "dense_cluster1",
       "dense_fixed",    "dense_again",        "sinkrouter",           "routing_pass",        "sinkrouter_fast",
-      "routing_pass_fast", "sinkrouter_fast_2k", "routing_pass_fast_2k", "sinkrouter_default", "routing_pass_default"};
+      "routing_pass_fast", "sinkrouter_fast_2k", "routing_pass_fast_2k", "sinkrouter_default", "routing_pass_default",
+      "read_probe"};
   for (size_t a = 1; a < kernel_filter.size();) {
     const size_t b = kernel_filter.find(',', a);
     const std::string name = kernel_filter.substr(a, b - a);
@@ -523,6 +527,18 @@ int main(int argc, char** argv) {
           };
           generate(0);
           run_rows(sr::AttentionPolicy{}, "dense", 0, false);
+          if (wanted("read_probe")) {  // a pure read of dense's bytes, timed the same way (bench_read_probe.cuh)
+            const sr::bench::ReadProbe p = sr::bench::time_read_probe(kv_bytes, copies, stream, reps);
+            nlohmann::json row = sr::bench::read_probe_row(p, kv_bytes, bw.read_gbps, copies);
+            row["shape"] = sh.name;
+            row["batch"] = B;
+            row["context"] = ctx;
+            rows.push_back(row);
+            std::printf("%-13s B=%lld ctx=%7lld read_probe   %9.2f us (no PDL %.2f; %d CTAs/SM%s)  %6.0f GB/s  floor %9.2f us  x%.2f\n",
+                        sh.name, (long long)B, (long long)ctx, p.us, p.us_no_pdl, p.ctas_per_sm, p.pdl ? ", PDL" : "",
+                        row["gbps"].get<double>(), row["floor_us"].get<double>(), row["ratio_to_floor"].get<double>());
+            std::fflush(stdout);
+          }
           sr::CudaDecodeOptions cuda_cores;
           cuda_cores.tensor_cores = false;
           cuda_cores.cluster = 0;  // (cluster mode is the tensor-core kernel's, whatever the environment says)
