@@ -21,6 +21,7 @@
 #include "bench_timing.cuh"
 #include "core/cuda_check.h"
 #include "core/cuda_graph.h"
+#include "core/cuda_launch.cuh"
 
 namespace sinkrouter::bench {
 
@@ -29,8 +30,8 @@ namespace sinkrouter::bench {
 template <bool kPdl>
 __global__ void __launch_bounds__(256) read_probe_kernel(const uint4* p, int64_t n, uint4* sink) {
   if constexpr (kPdl) {
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;");
+    cuda::pdl_wait();
+    cuda::pdl_launch_dependents();
   }
   constexpr int kUnroll = 4;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;

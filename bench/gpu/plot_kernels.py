@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Plots the CUDA kernel benchmark: time per decode call against context, one panel per
 (shape, batch), for our dense and routed kernels, the routing pass, the bandwidth floor of
-dense, and the baselines (SDPA cuDNN / flash, FlashInfer) when their JSON is given.
+dense, the read probe (a pure read of dense's bytes, timed the same way, when the run has it),
+and the baselines (SDPA cuDNN / flash, FlashInfer) when their JSON is given.
 
     python3 bench/gpu/plot_kernels.py bench/results/kernels.json [bench/results/baselines.json] -o plot.png
 """
@@ -39,6 +40,9 @@ def main():
             return [p[0] for p in pts], [p[1] for p in pts]
         x, y = series(rows, "dense", key="floor_us")
         ax.plot(x, y, "k:", label="dense floor (bytes / read BW)")
+        x, y = series(rows, "read_probe")
+        if x:
+            ax.plot(x, y, "k--", linewidth=0.8, label="read probe (pure read of dense's bytes, same clock)")
         x, y = series(rows, "dense")
         ax.plot(x, y, "k-o", label="ours dense")
         for skip, color in ((25, "tab:blue"), (50, "tab:green"), (75, "tab:orange"), (90, "tab:red")):

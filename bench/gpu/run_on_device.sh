@@ -249,7 +249,7 @@ try:
 except Exception:
     base = []
 print(f"read {k['read_gbps']:.0f} GB/s, copy {k['copy_gbps']:.0f} GB/s")
-print(f"{'shape':13s} {'B':>2s} {'ctx':>7s} {'dense us':>9s} {'xfloor':>6s} {'cores us':>9s} {'r50 us':>8s} {'r75 us':>8s} {'r90 us':>8s} {'route%':>6s} {'cudnn':>8s} {'flash':>8s} {'finfer':>8s}")
+print(f"{'shape':13s} {'B':>2s} {'ctx':>7s} {'dense us':>9s} {'xfloor':>6s} {'probe us':>9s} {'xprobe':>6s} {'cores us':>9s} {'r50 us':>8s} {'r75 us':>8s} {'r90 us':>8s} {'route%':>6s} {'cudnn':>8s} {'flash':>8s} {'finfer':>8s}")
 def get(rows, **kw):
     for r in rows:
         if all(r.get(a) == b for a, b in kw.items()): return r
@@ -260,8 +260,9 @@ for r in k["rows"]:
     cores = get(k["rows"], shape=s, batch=B, context=c, kernel="dense_cuda_cores").get("time_us", float("nan"))
     rr = {p: get(k["rows"], shape=s, batch=B, context=c, kernel="sinkrouter", skip_target_pct=p).get("time_us", float("nan")) for p in (50, 75, 90)}
     rp = get(k["rows"], shape=s, batch=B, context=c, kernel="routing_pass").get("time_us", float("nan"))
+    probe = get(k["rows"], shape=s, batch=B, context=c, kernel="read_probe").get("time_us", float("nan"))
     bl = {n: get(base, shape=s, batch=B, context=c, kernel=n).get("time_us", float("nan")) for n in ("sdpa_cudnn", "sdpa_flash", "flashinfer")}
-    print(f"{s:13s} {B:2d} {c:7d} {r['time_us']:9.2f} {r['ratio_to_floor']:6.2f} {cores:9.2f} {rr[50]:8.2f} {rr[75]:8.2f} {rr[90]:8.2f} {100*rp/r['time_us']:6.1f} {bl['sdpa_cudnn']:8.2f} {bl['sdpa_flash']:8.2f} {bl['flashinfer']:8.2f}")
+    print(f"{s:13s} {B:2d} {c:7d} {r['time_us']:9.2f} {r['ratio_to_floor']:6.2f} {probe:9.2f} {r['time_us']/probe:6.2f} {cores:9.2f} {rr[50]:8.2f} {rr[75]:8.2f} {rr[90]:8.2f} {100*rp/r['time_us']:6.1f} {bl['sdpa_cudnn']:8.2f} {bl['sdpa_flash']:8.2f} {bl['flashinfer']:8.2f}")
 print()
 print(f"{'shape':13s} {'B':>2s} {'ctx':>7s} {'dense':>8s} {'fixed':>8s} {'splitk':>8s} {'cluster':>8s} {'CxK':>5s} {'clust1':>8s} {'fast50':>8s} {'fast75':>8s} {'fast90':>8s} {'pass':>7s} {'fast2k50':>8s} {'pass2k':>7s} {'dflt50':>8s} {'passdf':>7s}")
 ck = lambda r: f"{r.get('cluster_ctas', 0)}x{r.get('cluster_groups', 0)}" if r.get("cluster_ctas") else "flat"
