@@ -5,8 +5,10 @@
 //   bench_kernels --out kernels.json [--contexts 4096,8192,...] [--batches 1,8] [--reps 30]
 //                 [--shapes llama-3.1-8b,smollm2-135m] [--kernels dense,dense_splitk,...]
 //       --kernels: only the rows of these names (e.g. dense, dense_splitk, dense_cluster,
-//       dense_fixed, sinkrouter_fast); the routed caches are generated only where a routed
-//       row is asked for. For sweeps of the plan's settings (KERNEL_VARIANTS) at long contexts.
+//       dense_fixed, sinkrouter_fast, read_probe); the routed caches are generated only where a
+//       routed row is asked for. For sweeps of the plan's settings (KERNEL_VARIANTS) at long contexts.
+//   --probe-ctas 96,132: with the read_probe row, rows read_probe_ctas: the same read by exactly
+//       that many CTAs of 512 threads (what a plan that leaves SMs idle could read at best).
 //   bench_kernels --trace-phases --shapes smollm2-135m --contexts 4096,8192 --batches 1
 //       where the time of one dense and one routed (default policy) tensor-core attention
 //       call goes: per-CTA phase stamps (CudaDecoder::set_phase_trace) of one call after a
@@ -262,6 +264,7 @@ int main(int argc, char** argv) {
   std::vector<int64_t> contexts = {4096, 8192, 16384, 65536, 131072, 262144, 524288};
   std::vector<int64_t> batches = {1, 8};
   std::string shape_filter, kernel_filter;
+  std::vector<int64_t> probe_ctas;  // read_probe_ctas rows: the read probe on exactly these CTA counts
   int reps = 30;
   bool profile_once = false, trace_phases = false;
   std::string probe_policy = "default";  // the routed policy of --profile-once and --trace-phases
@@ -282,6 +285,7 @@ int main(int argc, char** argv) {
     else if (k == "--reps") reps = std::stoi(v);
     else if (k == "--shapes") shape_filter = "," + v + ",";
     else if (k == "--kernels") kernel_filter = "," + v + ",";
+    else if (k == "--probe-ctas") probe_ctas = parse_list(v);
     else if (k == "--probe-policy" && (v == "default" || v == "fast")) probe_policy = v;
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
@@ -527,18 +531,9 @@ int main(int argc, char** argv) {
           };
           generate(0);
           run_rows(sr::AttentionPolicy{}, "dense", 0, false);
-          if (wanted("read_probe")) {  // a pure read of dense's bytes, timed the same way (bench_read_probe.cuh)
-            const sr::bench::ReadProbe p = sr::bench::time_read_probe(kv_bytes, copies, stream, reps);
-            nlohmann::json row = sr::bench::read_probe_row(p, kv_bytes, bw.read_gbps, copies);
-            row["shape"] = sh.name;
-            row["batch"] = B;
-            row["context"] = ctx;
-            rows.push_back(row);
-            std::printf("%-13s B=%lld ctx=%7lld read_probe   %9.2f us (no PDL %.2f; %d CTAs/SM%s)  %6.0f GB/s  floor %9.2f us  x%.2f\n",
-                        sh.name, (long long)B, (long long)ctx, p.us, p.us_no_pdl, p.ctas_per_sm, p.pdl ? ", PDL" : "",
-                        row["gbps"].get<double>(), row["floor_us"].get<double>(), row["ratio_to_floor"].get<double>());
-            std::fflush(stdout);
-          }
+          if (wanted("read_probe"))  // a pure read of dense's bytes, timed the same way (bench_read_probe.cuh)
+            sr::bench::add_read_probe_rows(rows, {{"shape", sh.name}, {"batch", B}, {"context", ctx}}, kv_bytes, copies,
+                                           bw.read_gbps, probe_ctas, stream, reps);
           sr::CudaDecodeOptions cuda_cores;
           cuda_cores.tensor_cores = false;
           cuda_cores.cluster = 0;  // (cluster mode is the tensor-core kernel's, whatever the environment says)
