@@ -140,24 +140,30 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   // - at head dim 128, one cluster of 8 a head: the second merge (~2.6 us) goes, and a wide CTA
   //   reads twice a narrow one's share in about the same time (kernel run 22b, Llama B=1: 16K
   //   22.33 against 24.94 us, 64K 69.44 / 71.30, 128K 128.67 / 130.66; 256K-512K within 0.5 %);
-  // - at head dim 64, as many clusters of 8 a head as give every CTA an SM and a split of at
-  //   least kWideMinSplitTokens (SmolLM2 B=1: 8 x 4 at 16K, 8 x 5 = 120 CTAs from 32K). Kernel run
-  //   23c, against 16 x 2 wide (96 CTAs, the rule of runs 22c-23a), medians of 3 rounds in one
-  //   call: 16K 10.07 (8 x 4) against 10.57 us, 64K 19.12 (8 x 5) / 19.96, 128K 31.22 / 32.05,
-  //   256K 53.98 / 55.01, 512K 100.06 / 101.92; 8 x 5 at 16K (410-token splits) took 11.00. A d64
-  //   loop reads less an SM than a d128 one (half the bytes a page), so the plan that spreads it
-  //   over more SMs gains, where a pure read on 96 CTAs was within 1-2 % of one on 128 (run 23b).
+  // - at head dim 64, 8 x k becomes 16 x k / 4 (run 22c, SmolLM2 B=1, 16 x 2 against 8 x 8:
+  //   128K 31.58 against 32.43 us, 256K 54.24 / 56.34, 512K 99.84 / 102.69; run 22f, SmolLM2 B=2,
+  //   16 x 1 against 8 x 4: 3-10 % faster from 8K). Where that still leaves several clusters a
+  //   head (a second merge either way), clusters of 8 instead, as many a head as give every CTA an
+  //   SM and a split of at least kWideMinSplitTokens: SmolLM2 B=1 8 x 4 at 16K, 8 x 5 = 120 CTAs
+  //   from 32K. Kernel run 23c, against 16 x 2, medians of 3 rounds in one call: 16K 10.07 (8 x 4)
+  //   against 10.57 us, 64K 19.12 (8 x 5) / 19.96, 128K 31.22 / 32.05, 256K 53.98 / 55.01, 512K
+  //   100.06 / 101.92; 8 x 5 at 16K (410-token splits) took 11.00. A d64 page holds half a d128
+  //   one's bytes, so a d64 loop reads less an SM, and spreading it over more SMs gains. Where
+  //   16 x k / 4 is one cluster a head, it stays: SmolLM2 B=2's 8 x 2 took 6-10 % longer than its
+  //   16 x 1 from 16K (run 23h: 512K 201.95 against 189.47 us).
   if (ctas == 8 && groups > 1 && want_groups == 0 && want_ctas == 0 && wide_mode(options) == 2) {
     constexpr int64_t kWideMinSplitTokens = 512;
-    int c = 8, k = 1;  // the wide plan: CTAs a cluster, clusters a head
-    if (head_dim_ == 64) {
-      const int w8 = (heads_per_cta_ * head_dim_ + 7) / 8;  // a CTA's slice of the output
-      k = int(std::min<int64_t>({sms / (int64_t(units) * c), max_capacity_ / (c * kWideMinSplitTokens),
-                                 cuda::kMaxClusterGroups, cuda::kGroupMergeRound / w8}));
+    int c = 0, k = 0;  // the wide plan: CTAs a cluster, clusters a head
+    if (head_dim_ == 128) {
+      c = 8, k = 1;
+    } else if (groups % 4 == 0) {
+      c = 16, k = groups / 4;
+      const int w8 = (heads_per_cta_ * head_dim_ + 7) / 8;  // a CTA's slice of the output, clusters of 8
+      const int k8 = int(std::min<int64_t>({sms / (int64_t(units) * 8), max_capacity_ / (8 * kWideMinSplitTokens),
+                                            cuda::kMaxClusterGroups, cuda::kGroupMergeRound / w8}));
+      if (k > 1 && k8 > 1 && wide_all_resident(*this, 8, int64_t(units) * k8, sms)) c = 8, k = k8;
     }
-    const int min_k = head_dim_ == 64 ? 2 : 1;  // (one of 8 a head at head dim 64: not measured)
-    if (k >= min_k && wide_all_resident(*this, c, int64_t(units) * k, sms))
-      ctas = c, groups = k;
+    if (c > 0 && wide_all_resident(*this, c, int64_t(units) * k, sms)) ctas = c, groups = k;
   }
   // Auto takes the plan chosen above wherever its clusters are all resident (ctas > 0), up to
   // cluster_max_tokens of capacity (default: any). Before session 25's interleaved stages, the

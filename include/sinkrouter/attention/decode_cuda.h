@@ -161,9 +161,10 @@ struct CudaDecodeOptions {
   // warp's share (docs/PERF.md, "Wide CTAs"). 0 off; 1 on (a clear error without cluster mode
   // or where no wide cluster is resident); 2 auto: on in clusters of 8 or more CTAs where the
   // plan's CTAs are at most one an SM and its wide clusters are all resident at once; and
-  // several clusters of 8 a head (chosen sizes only) become wide clusters of 8: one a head at head
-  // dim 128; at head dim 64 as many as give each CTA an SM and a split of at least 512 tokens
-  // (SmolLM2 B=1: 8 x 5 from 32K, 8 x 4 at 16K). Routed decoders
+  // several clusters of 8 a head (chosen sizes only) become fewer wide ones: one cluster of 8 at
+  // head dim 128; 8 x k -> 16 x k / 4 at head dim 64, and where that is still several clusters, as
+  // many wide clusters of 8 as give each CTA an SM and a split of at least 512 tokens (SmolLM2 B=1:
+  // 8 x 5 from 32K, 8 x 4 at 16K; B=2 16 x 1). Routed decoders
   // (the flat list) never take them. -1: SINKROUTER_DECODE_WIDE ("off", "on" or "auto"), unset:
   // auto.
   int wide_ctas = -1;
