@@ -316,6 +316,10 @@ for spec in "memcheck:Small/CudaPrefillAttention.*:*CudaGemv.*:CudaGemvChain.*:C
   note "compute-sanitizer $tool: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.log" | tail -1) $(elapsed)"
 done
 
+# ---- 6b. the JSON files say which binaries ran, where and when ----
+python3 bench/gpu/stamp_json.py "$bin/COMMIT" "$OUT" $(cd "$OUT" && ls bench_engine*.json prefill_attention.json \
+  transformers.json 2>/dev/null) >/dev/null || note "JSON: not stamped"
+
 # ---- 7. table ----
 python3 - "$OUT" <<'PY' 2>&1 | tee -a "$summary"
 import json, os, sys

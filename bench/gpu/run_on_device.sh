@@ -221,18 +221,9 @@ for tool in memcheck racecheck; do
   note "compute-sanitizer $tool: rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.log" | tail -1) $(elapsed)"
 done
 
-# ---- 6b. the JSON files say which binaries ran, and when (.stage/cuda/COMMIT, written when staging) ----
-python3 - "$OUT" "$(cat "$stage/COMMIT" 2>/dev/null || echo unknown)" <<'PY' || note "JSON: not stamped"
-import datetime, json, os, sys
-for name in ("kernels.json", "baselines.json", "trace.json"):
-    p = os.path.join(sys.argv[1], name)
-    if not os.path.exists(p):
-        continue
-    j = json.load(open(p))
-    j["commit"] = sys.argv[2]
-    j["date_utc"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    json.dump(j, open(p, "w"), indent=1)
-PY
+# ---- 6b. the JSON files say which binaries ran (.stage/cuda/COMMIT, written when staging), where and when ----
+python3 bench/gpu/stamp_json.py "$stage/COMMIT" "$OUT" kernels.json baselines.json trace.json >/dev/null ||
+  note "JSON: not stamped"
 
 # ---- 7. table ----
 variant_names=""
