@@ -18,9 +18,9 @@
 
 #include <cstdint>
 #include <cstdio>
-#include <vector>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "bench_timing.cuh"
 #include "core/cuda_check.h"
