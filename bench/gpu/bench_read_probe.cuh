@@ -12,6 +12,7 @@
 //     that no call is served from the L2); the fastest of 8 launch shapes: 1, 2, 4 or 8 CTAs
 //     of 256 threads an SM, each with and without programmatic dependent launch (with it, each
 //     launch waits for the previous grid before its first load, as a decode call must for its q).
+// The kernel is bench_timing.cuh's read_kernel, the one whose 2 GiB read sets the floor.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -25,34 +26,8 @@
 #include "bench_timing.cuh"
 #include "core/cuda_check.h"
 #include "core/cuda_graph.h"
-#include "core/cuda_launch.cuh"
 
 namespace sinkrouter::bench {
-
-// Reads n 16-byte words of p; kUnroll loads in flight a thread before the first is used. The
-// write to `sink` never happens (x is a hash of the data) but keeps the loads.
-template <bool kPdl, int kUnroll>
-__global__ void __launch_bounds__(512) read_probe_kernel(const uint4* p, int64_t n, uint4* sink) {
-  if constexpr (kPdl) {
-    cuda::pdl_wait();
-    cuda::pdl_launch_dependents();
-  }
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  uint32_t x = 0;
-  for (; i + (kUnroll - 1) * stride < n; i += kUnroll * stride) {
-    uint4 v[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) v[u] = __ldcs(p + i + u * stride);
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) x ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
-  }
-  for (; i < n; i += stride) {
-    const uint4 v = __ldcs(p + i);
-    x ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (x == 0x9e3779b9u) sink[threadIdx.x] = make_uint4(x, x, x, x);
-}
 
 // One call's bytes (words 16-byte words) at each of `copies` consecutive places of a buffer,
 // read by a graph of `copies` launches of `ctas` x `threads`: microseconds a call.
@@ -86,9 +61,9 @@ class ReadProbeBuffer {
         cfg.numAttrs = pdl ? 1 : 0;
         const uint4* part = buf_ + int64_t(c) * words_;
         if (pdl)
-          SR_CUDA_CHECK(cudaLaunchKernelEx(&cfg, read_probe_kernel<true, kUnroll>, part, words_, sink_));
+          SR_CUDA_CHECK(cudaLaunchKernelEx(&cfg, read_kernel<true, kUnroll>, part, words_, sink_));
         else
-          SR_CUDA_CHECK(cudaLaunchKernelEx(&cfg, read_probe_kernel<false, kUnroll>, part, words_, sink_));
+          SR_CUDA_CHECK(cudaLaunchKernelEx(&cfg, read_kernel<false, kUnroll>, part, words_, sink_));
       }
     });
     const float us = time_graph(exec, stream_, reps) * 1e3f / float(copies_);
@@ -109,12 +84,6 @@ struct ReadProbe {
   int ctas_per_sm;    // the fastest shape's
   bool pdl;           // the fastest shape's
 };
-
-inline int sm_count() {
-  int sms = 0;
-  SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  return sms;
-}
 
 // The fastest of 8 shapes: 1, 2, 4 or 8 CTAs of 256 threads an SM, with and without PDL.
 inline ReadProbe time_read_probe(int64_t bytes_per_call, int copies, cudaStream_t stream, int reps) {

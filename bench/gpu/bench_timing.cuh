@@ -11,17 +11,40 @@
 
 #include "core/cuda_check.h"
 #include "core/cuda_graph.h"
+#include "core/cuda_launch.cuh"
 
 namespace sinkrouter::bench {
 
-// Pure read: 16-byte loads, grid-stride, a data-dependent write that never happens.
-static __global__ void read_kernel(const uint4* p, int64_t n, uint4* sink) {
+// Pure read of n 16-byte words of p, grid-stride, kUnroll loads in flight a thread before the
+// first is used; the write to `sink` never happens (x is a hash of the data) but keeps the loads.
+// kPdl: wait for the previous grid first, as a decode call waits for its q (bench_read_probe.cuh).
+template <bool kPdl, int kUnroll>
+__global__ void __launch_bounds__(512) read_kernel(const uint4* p, int64_t n, uint4* sink) {
+  if constexpr (kPdl) {
+    cuda::pdl_wait();
+    cuda::pdl_launch_dependents();
+  }
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   uint32_t x = 0;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  for (; i + (kUnroll - 1) * stride < n; i += kUnroll * stride) {
+    uint4 v[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) v[u] = __ldcs(p + i + u * stride);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) x ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+  }
+  for (; i < n; i += stride) {
     const uint4 v = __ldcs(p + i);
     x ^= v.x ^ v.y ^ v.z ^ v.w;
   }
   if (x == 0x9e3779b9u) sink[threadIdx.x] = make_uint4(x, x, x, x);
+}
+
+inline int sm_count() {
+  int sms = 0;
+  SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  return sms;
 }
 
 inline float median(std::vector<float> v) {
@@ -80,10 +103,9 @@ inline Bandwidth measure_bandwidth(cudaStream_t stream, int reps) {
   SR_CUDA_CHECK(cudaMemset(src, 0x5a, bytes));
   cudaGraphExec_t copy = cuda::capture_graph(stream, [&] { SR_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream)); });
   const float copy_ms = time_graph(copy, stream, reps);
-  int sms = 0;
-  SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   cudaGraphExec_t read = cuda::capture_graph(stream, [&] {
-    read_kernel<<<sms * 8, 256, 0, stream>>>(static_cast<const uint4*>(src), int64_t(bytes / 16), static_cast<uint4*>(sink));
+    read_kernel<false, 1><<<sm_count() * 8, 256, 0, stream>>>(static_cast<const uint4*>(src), int64_t(bytes / 16),
+                                                               static_cast<uint4*>(sink));
   });
   const float read_ms = time_graph(read, stream, reps);
   cudaGraphExecDestroy(copy);

@@ -27,6 +27,13 @@ int wide_mode(const CudaDecodeOptions& options) {
   return mode;
 }
 
+// The most clusters a unit whose partials the second merge (merge_cluster_groups) loads in one
+// round, for clusters of `ctas` CTAs that each hold a slice of heads_per_cta * head_dim outputs.
+int one_round_groups(int heads_per_cta, int head_dim, int ctas) {
+  const int slice = (heads_per_cta * head_dim + ctas - 1) / ctas;
+  return std::min(cuda::kMaxClusterGroups, std::max(1, cuda::kGroupMergeRound / slice));
+}
+
 // Whether `clusters` clusters of `ctas` wide CTAs get an SM each and are all resident at once.
 bool wide_all_resident(const CudaDecoder& d, int ctas, int64_t clusters, int sms) {
   return clusters * ctas <= sms && d.resident_clusters(ctas, true) >= clusters;
@@ -102,8 +109,7 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
     groups = std::max(1, want_groups);
     const double loop_us = double(max_capacity_) / ctas * token_bytes / r1;  // a CTA's, one cluster a unit
     if (want_groups == 0 && ctas == 16 && loop_us > kLongLoopUs) {
-      const int w = (heads_per_cta_ * head_dim_ + ctas - 1) / ctas;  // a CTA's slice of the output
-      const int one_round = std::min(cuda::kMaxClusterGroups, std::max(1, cuda::kGroupMergeRound / w));
+      const int one_round = one_round_groups(heads_per_cta_, head_dim_, ctas);
       const int f = fit(ctas);
       for (int k = 2; k <= one_round; ++k) {
         if (int64_t(units) * k > f || int64_t(units) * ctas * k > wave_ctas_ ||
@@ -126,11 +132,9 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
     //   where both were measured (runs 21c, 21h, 21j: 16K 10.50 against 10.73 us, 512K 104.2
     //   against 105.2).
     if (want_ctas == 0 && ctas == 16) {
-      const int w8 = (heads_per_cta_ * head_dim_ + 7) / 8;  // a CTA's slice of the output, clusters of 8
       if (groups == 1 && head_dim_ == 128 && fit(8) >= units)
         ctas = 8;
-      else if (groups > 1 && want_groups == 0 &&
-               2 * groups <= std::min(cuda::kMaxClusterGroups, cuda::kGroupMergeRound / w8) &&
+      else if (groups > 1 && want_groups == 0 && 2 * groups <= one_round_groups(heads_per_cta_, head_dim_, 8) &&
                fit(8) >= 2 * units * groups)
         ctas = 8, groups *= 2;
     }
@@ -153,17 +157,19 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   //   16 x 1 from 16K (run 23h: 512K 201.95 against 189.47 us).
   if (ctas == 8 && groups > 1 && want_groups == 0 && want_ctas == 0 && wide_mode(options) == 2) {
     constexpr int64_t kWideMinSplitTokens = 512;
-    int c = 0, k = 0;  // the wide plan: CTAs a cluster, clusters a head
+    // Takes the wide plan of c CTAs a cluster and k clusters a head where it is all resident.
+    auto take = [&](int c, int k) {
+      if (!wide_all_resident(*this, c, int64_t(units) * k, sms)) return false;
+      ctas = c, groups = k;
+      return true;
+    };
     if (head_dim_ == 128) {
-      c = 8, k = 1;
+      take(8, 1);
     } else if (groups % 4 == 0) {
-      c = 16, k = groups / 4;
-      const int w8 = (heads_per_cta_ * head_dim_ + 7) / 8;  // a CTA's slice of the output, clusters of 8
       const int k8 = int(std::min<int64_t>({sms / (int64_t(units) * 8), max_capacity_ / (8 * kWideMinSplitTokens),
-                                            cuda::kMaxClusterGroups, cuda::kGroupMergeRound / w8}));
-      if (k > 1 && k8 > 1 && wide_all_resident(*this, 8, int64_t(units) * k8, sms)) c = 8, k = k8;
+                                            one_round_groups(heads_per_cta_, head_dim_, 8)}));
+      if (!(groups / 4 > 1 && k8 > 1 && take(8, k8))) take(16, groups / 4);
     }
-    if (c > 0 && wide_all_resident(*this, c, int64_t(units) * k, sms)) ctas = c, groups = k;
   }
   // Auto takes the plan chosen above wherever its clusters are all resident (ctas > 0), up to
   // cluster_max_tokens of capacity (default: any). Before session 25's interleaved stages, the
