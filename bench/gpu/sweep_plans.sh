@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Dense decode's plan settings swept on the device: bench_kernels once a setting (environment
+# Decode's plan settings swept on the device: bench_kernels once a setting (environment
 # variables of the decoder, src/attention/decode_cuda.cu and decode_cuda_cluster_plan.cu),
-# dense rows only, then one table of every (shape, batch, context) under every setting, with
-# each row's plan (CTAs, cluster size x clusters a head, dynamic splits).
+# dense rows unless SWEEP_KERNELS names others (routed rows: one a skip rate, kernel@skip%),
+# then one table of every (shape, batch, context) under every setting, with each row's plan
+# (CTAs, cluster size x clusters a head, dynamic splits).
 #
 # Usage, on the device, from the repository root (binaries as run_on_device.sh stages them):
 #   SWEEP="default: dyn:SINKROUTER_DECODE_DYNAMIC=on g2:SINKROUTER_DECODE_CLUSTER_GROUPS=2" \
@@ -46,7 +47,8 @@ for f in sorted(glob.glob(os.path.join(out, "sweep_*_r*.json"))):
     if name not in names:
         names.append(name)
     for r in json.load(open(f))["rows"]:
-        key = (r["shape"], r["batch"], r["context"], r["kernel"])
+        skip = r.get("skip_target_pct", 0)  # routed rows: one a planted skip rate
+        key = (r["shape"], r["batch"], r["context"], r["kernel"] + (f"@{skip}%" if skip else ""))
         times.setdefault(key, {}).setdefault(name, []).append(r["time_us"])
         plans[(key, name)] = (f'{r["ctas"]}:{r["cluster_ctas"]}x{r["cluster_groups"]}'
                               f'{"d" if r["dynamic_splits"] else ""}{"w" if r.get("wide_ctas") else ""}')

@@ -297,7 +297,7 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   const int units = batch_ * num_kv_heads_ * head_chunks_;
   plan_cluster_mode(options, routed, units, sms);
   plan_wide_ctas(options, routed, units, sms);
-  plan_dynamic_splits(options, routed, units);
+  plan_dynamic_splits(options, units);
   // Cluster mode: cluster_groups clusters a unit. Otherwise the flat list: sum over units of
   // ceil(tokens / chunk) <= waves * wave_ctas + units (split_schedule.h).
   grid_ctas_ = cluster_ctas_ > 0 ? units * cluster_ctas_ * cluster_groups_ : waves_ * wave_ctas_ + units;
@@ -499,7 +499,7 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
   a.part_acc = w.part_acc;
   a.part_ml = w.part_ml;
   a.tickets = w.tickets;
-  a.claims = routed ? nullptr : w.claims;
+  a.claims = w.claims;
   a.claim_min_split_tokens = dynamic_min_split_tokens_;
   a.claim_stages = dynamic_chunk_tokens_ / 16;
   a.out = out;

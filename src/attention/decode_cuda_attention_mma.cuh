@@ -73,7 +73,7 @@ namespace sinkrouter::cuda {
 // the second merge over clusters. It is a kernel of its own so that the others do not carry
 // its code: inline in every dense kernel it made the small calls ~0.3 us slower (kernel runs
 // 16a-16b, Llama B=1 4K; at head dim 64, 209 registers against 197 and 17 KB more code).
-// DYN (dense with AttnArgs::claims only): the instance with dynamic splits, for the same reason.
+// DYN (with AttnArgs::claims only, dense or routed): the instance with dynamic splits, for the same reason.
 // W: warps a CTA (MmaShape; dense cluster mode with AttnArgs::wide: kWideWarps).
 template <int D, typename Tag, bool ROUTED, bool TMA, bool GROUPS = false, bool DYN = false, int W = 4>
 __global__ void __launch_bounds__(MmaShape<D, W>::kThreads, MmaShape<D, W>::kMinCtasPerSm)
@@ -112,6 +112,7 @@ __global__ void __launch_bounds__(MmaShape<D, W>::kThreads, MmaShape<D, W>::kMin
   struct PageRef {
     int page, slot;
     bool valid;
+    bool anchor = false;  // routed, dynamic splits: the stage holds anchors read alone (LazyPos::anchor)
   };
   // ---- shared memory: this warp's ring of stages and, with TMA, its mbarriers (before the
   // wait: shared memory only; before the early loads, which the fence would wait for) ----
@@ -269,7 +270,13 @@ __global__ void __launch_bounds__(MmaShape<D, W>::kThreads, MmaShape<D, W>::kMin
         n_stages = st < n_stages ? st : n_stages;
         return LazyPos{0, 0, 0, false};
       }
-      return LazyPos{0, 0, int(s0 + my_row), s0 + my_row < T};
+      const int64_t v = s0 + my_row;
+      if (!ROUTED) return LazyPos{0, 0, int(v), v < T};
+      // Routed: the stage's start (uniform in the warp) says whether it holds anchors read
+      // alone; block_start and s0 are multiples of 16 where that matters (TMA).
+      LazyPos p = v < T ? map.lazy(int(v)) : LazyPos{0, 0, 0, false};
+      p.anchor = s0 < map.block_start;
+      return p;
     }
     const int64_t v = warp_v0 + int64_t(st) * stage_stride + my_row;
     if (st >= n_stages || v >= v1) return LazyPos{0, 0, 0, false};
@@ -277,7 +284,7 @@ __global__ void __launch_bounds__(MmaShape<D, W>::kThreads, MmaShape<D, W>::kMin
     return LazyPos{0, 0, int(v), true};
   };
   auto page_of = [&](const LazyPos& p) -> PageRef {
-    PageRef r{0, 0, p.valid};
+    PageRef r{0, 0, p.valid, p.anchor};
     if (p.valid) {
       const int pos = p.value();
       const int pg = int(page_div.div(uint32_t(pos)));
@@ -319,12 +326,17 @@ __global__ void __launch_bounds__(MmaShape<D, W>::kThreads, MmaShape<D, W>::kMin
       cp_async16_to(dst + kVOffset + dst_off[i], src + vbytes, valid, l2_prefetch);
     }
   };
-  // Routed: whether stage st holds anchors read alone (copied by cp.async), uniform in the warp.
-  auto anchor_stage = [&](int st) { return ROUTED && warp_v0 + int64_t(st) * stage_stride < map.block_start; };
+  // Routed: whether stage st, whose copies hold page r, holds anchors read alone (copied by
+  // cp.async), uniform in the warp: from the stage's first token (dynamic splits: the claimed
+  // chunk's, carried by r).
+  auto anchor_stage = [&](int st, const PageRef& r) {
+    if (DYN && dyn) return ROUTED && r.anchor;
+    return ROUTED && warp_v0 + int64_t(st) * stage_stride < map.block_start;
+  };
   // TMA: lane 0 copies a stage; only stages with rows are ever issued (early: see the prologue).
   auto issue_tma = [&](int st, int slot, const PageRef& r) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (anchor_stage(st)) {
+    if (anchor_stage(st, r)) {
       if (st >= n_stages) return;
       issue(slot, row_of(r));
       cp_async_commit_group();
@@ -413,11 +425,13 @@ __global__ void __launch_bounds__(MmaShape<D, W>::kThreads, MmaShape<D, W>::kMin
     const unsigned slot = ring_base + unsigned(read) * S::kStageBytes;
     if constexpr (TMA) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+      // Routed: stage t holds anchors read alone (anchor_stage's test, from its first token).
+      const bool anchors_alone = ROUTED && stage_v0 < map.block_start;
       mbarrier_wait(bar_base + 8 * read, unsigned(t / NS) & 1u);  // stage t's bytes have landed
-      if (anchor_stage(t)) cp_async_wait_group<0>();  // anchors: this lane's copies have landed
+      if (anchors_alone) cp_async_wait_group<0>();  // anchors: this lane's copies have landed
       // Rows at or past the cache's end hold anything at all (NaN included): their scores
       // are masked below, and their V rows are zeroed here (0 x NaN would be NaN in P V).
-      if (stage_v0 + S::kWarpRows > T && !anchor_stage(t)) {  // (anchor stages: zero-filled by cp.async)
+      if (stage_v0 + S::kWarpRows > T && !anchors_alone) {  // (anchor stages: zero-filled by cp.async)
         const int first = int(T - stage_v0);  // >= 1: the stage has a row before v1 <= T
         for (int i = lane; i < (S::kWarpRows - first) * 8 * (D / 64); i += 32) {
           const int r = first + i / (8 * (D / 64)), part = i / 8 % (D / 64), c = i % 8;

@@ -11,12 +11,15 @@
 
 namespace sinkrouter::cuda {
 
-// The kernel instances a plan may launch: routed, one; dense, with and without the second
-// merge over clusters (attention_mma_kernel's GROUPS), each with static or dynamic splits (DYN).
+// The kernel instances a plan may launch: routed, with static or dynamic splits (DYN); dense,
+// with and without the second merge over clusters (attention_mma_kernel's GROUPS), each with
+// static or dynamic splits.
 template <int D, typename Tag, bool ROUTED, bool TMA>
 std::vector<const void*> mma_kernels() {
   std::vector<const void*> k{reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, ROUTED, TMA>)};
-  if constexpr (!ROUTED) {
+  if constexpr (ROUTED) {
+    k.push_back(reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, true, TMA, false, true>));
+  } else {
     k.push_back(reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA, true>));
     k.push_back(reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA, false, true>));
     k.push_back(reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA, true, true>));
@@ -109,7 +112,7 @@ void mma_launch_instance(const AttnArgs& a, const CUtensorMap* kv_map, int grid,
 
 // kv_map null: the cp.async kernel (it is passed a blank map it never reads). Dense with
 // a.cluster > 0: in clusters of that many CTAs, the GROUPS instance where a unit has several;
-// dense with a.claims: the DYN instance. smem: mma_prepare_one's smem_bytes.
+// with a.claims (dense or routed): the DYN instance. smem: mma_prepare_one's smem_bytes.
 template <int D, typename Tag, bool ROUTED, bool DYN>
 void mma_launch_splits(const AttnArgs& a, const CUtensorMap* kv_map, int grid, int smem, cudaStream_t stream) {
   if (!ROUTED && a.cluster > 0 && a.cluster_groups > 1)
@@ -119,8 +122,8 @@ void mma_launch_splits(const AttnArgs& a, const CUtensorMap* kv_map, int grid, i
 }
 template <int D, typename Tag, bool ROUTED>
 void mma_launch_one(const AttnArgs& a, const CUtensorMap* kv_map, int grid, int smem, cudaStream_t stream) {
-  if (!ROUTED && a.claims != nullptr)
-    mma_launch_splits<D, Tag, false, true>(a, kv_map, grid, smem, stream);
+  if (a.claims != nullptr)
+    mma_launch_splits<D, Tag, ROUTED, true>(a, kv_map, grid, smem, stream);
   else
     mma_launch_splits<D, Tag, ROUTED, false>(a, kv_map, grid, smem, stream);
 }

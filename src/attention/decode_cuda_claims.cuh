@@ -6,7 +6,8 @@
 
 namespace sinkrouter::cuda {
 
-// Dynamic splits (AttnArgs::claims): a unit's tokens are chunks of AttnArgs::claim_stages
+// Dynamic splits (AttnArgs::claims): a unit's tokens (routed: the virtual tokens of its
+// RoutedMap, anchors, kept blocks and window) are chunks of AttnArgs::claim_stages
 // warp stages (16 tokens each), and its CTAs' warps claim them. Why: with equal static splits
 // a call waits for its slowest CTA, and CTAs on different SMs stream at different rates
 // (kernel run 17e, Llama B=1 512K:

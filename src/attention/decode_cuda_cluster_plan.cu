@@ -210,19 +210,23 @@ int CudaDecoder::resident_clusters(int ctas, bool wide) const {
 
 // The planned split is that of the capacity in every unit: the cluster's share, or the flat
 // list's chunk. The kernel decides again per unit from its length (AttnArgs::claims).
-void CudaDecoder::plan_dynamic_splits(const CudaDecodeOptions& options, bool routed, int units) {
+void CudaDecoder::plan_dynamic_splits(const CudaDecodeOptions& options, int units) {
   const int mode = options.dynamic_splits >= 0
                        ? options.dynamic_splits
                        : option_from_env("SINKROUTER_DECODE_DYNAMIC", "auto", {{"off", 0}, {"on", 1}, {"auto", 2}},
                                          "off, on or auto");
   SR_CHECK(mode >= 0 && mode <= 2, "decode (CUDA): dynamic_splits must be 0 (off), 1 (on) or 2 (auto), not {}",
            mode);
-  SR_CHECK(options.dynamic_min_split_tokens >= 1, "decode (CUDA): dynamic_min_split_tokens {} must be at least 1",
-           options.dynamic_min_split_tokens);
-  SR_CHECK(mode != 1 || routed || tensor_cores_,
+  dynamic_min_split_tokens_ = options.dynamic_min_split_tokens;
+  if (dynamic_min_split_tokens_ < 0) {  // left to the environment; unset (0): 5120
+    dynamic_min_split_tokens_ = int_option_from_env("SINKROUTER_DECODE_DYNAMIC_MIN_SPLIT");
+    if (dynamic_min_split_tokens_ == 0) dynamic_min_split_tokens_ = 5120;
+  }
+  SR_CHECK(dynamic_min_split_tokens_ >= 1, "decode (CUDA): dynamic_min_split_tokens {} must be at least 1",
+           dynamic_min_split_tokens_);
+  SR_CHECK(mode != 1 || tensor_cores_,
            "decode (CUDA): dynamic splits (dynamic_splits on) need the tensor-core kernel (GQA group <= 4, "
            "tensor_cores on)");
-  dynamic_min_split_tokens_ = options.dynamic_min_split_tokens;
   const int chunk = options.dynamic_chunk_tokens >= 0 ? options.dynamic_chunk_tokens
                                                       : int_option_from_env("SINKROUTER_DECODE_DYNAMIC_CHUNK");
   dynamic_chunk_tokens_ = chunk == 0 ? 128 : chunk;
@@ -232,9 +236,11 @@ void CudaDecoder::plan_dynamic_splits(const CudaDecodeOptions& options, bool rou
   SR_CHECK(options.dynamic_max_cluster_ctas >= 0, "decode (CUDA): dynamic_max_cluster_ctas {} must not be negative",
            options.dynamic_max_cluster_ctas);
   dynamic_splits_ = false;
-  if (routed || !tensor_cores_ || mode == 0) return;
+  if (!tensor_cores_ || mode == 0) return;
   // Auto: clusters of more CTAs keep fixed splits, whose stages their CTAs take in turn
-  // (CudaDecodeOptions::dynamic_max_cluster_ctas, run 21b).
+  // (CudaDecodeOptions::dynamic_max_cluster_ctas, run 21b). Routed decode (the flat list) is
+  // planned on the capacity, as if nothing were skipped; each call's units decide again from
+  // what the router kept.
   if (mode == 2 && cluster_ctas_ > options.dynamic_max_cluster_ctas) return;
   const int64_t split =
       cluster_ctas_ > 0 ? max_capacity_ / (int64_t(cluster_ctas_) * cluster_groups_)

@@ -114,7 +114,8 @@ __device__ bool find_split(const AttnArgs& a, int cta, int* unit, int* split, in
 // cycles an iteration); kept apart, the round trip overlaps the iteration's work.
 struct LazyPos {
   int raw, mul, add;
-  bool valid;  // false: no token (past the split)
+  bool valid;           // false: no token (past the split)
+  bool anchor = false;  // routed with dynamic splits: the warp stage holds anchors read alone
   __device__ __forceinline__ int value() const { return raw * mul + add; }
 };
 
@@ -429,7 +430,7 @@ __device__ void finish_split(const AttnArgs& a, int cta, int unit, int split, in
   float res[E];
   if (splits == 1) {
     __syncthreads();
-    if (!ROUTED && a.claims != nullptr && tid == 0) a.claims[unit] = 0;  // (its own warps are done)
+    if (a.claims != nullptr && tid == 0) a.claims[unit] = 0;  // (its own warps are done)
 #pragma unroll
     for (int k = 0; k < E; ++k) {
       const int idx = tid + k * THREADS, g = idx / D;
@@ -450,7 +451,7 @@ __device__ void finish_split(const AttnArgs& a, int cta, int unit, int split, in
     }
     if (tid == 0) a.tickets[unit] = 0;  // every other CTA of the unit has taken its ticket
     // ... so every warp of the unit is past its last claim (dynamic splits).
-    if (!ROUTED && a.claims != nullptr && tid == 0) a.claims[unit] = 0;
+    if (a.claims != nullptr && tid == 0) a.claims[unit] = 0;
     // s_acc (this CTA's own state, already in part_acc) receives the merged output.
     merge_partials<D, THREADS>(a, int64_t(cta - split), splits, gc, scratch, s_acc);
 #pragma unroll

@@ -4,7 +4,8 @@
 // length, split or block list was frozen into the graph at capture time. (At these
 // capacities the dense decoder takes cluster mode on an sm_90 device, here with two clusters
 // a head: a clustered launch and the tickets of its second merge are captured too. A second
-// dense decoder takes the flat list with dynamic splits: its chunk counters are captured.)
+// dense decoder takes the flat list with dynamic splits: its chunk counters are captured; a
+// second routed one too.)
 #include <gtest/gtest.h>
 
 #if defined(SINKROUTER_HAVE_CUDA)
@@ -53,9 +54,11 @@ TEST(CudaGraph, CapturedStepReplaysAsTheCacheGrows) {
   dynamic_options.dynamic_splits = 1;
   dynamic_options.dynamic_min_split_tokens = 64;
   CudaDecoder dynamic(dev.view(), QH, AttentionPolicy{}, scale, dynamic_options);
+  CudaDecoder routed_dynamic(dev.view(), QH, routed_policy, scale, dynamic_options);
 
   DeviceBuffer kd(size_t(B) * H * D * 4), vd(size_t(B) * H * D * 4), qd(size_t(B) * QH * D * 4);
-  DeviceBuffer out_dense(size_t(B) * QH * D * 4), out_routed(size_t(B) * QH * D * 4), out_dynamic(size_t(B) * QH * D * 4);
+  const size_t out_bytes = size_t(B) * QH * D * 4;
+  DeviceBuffer out_dense(out_bytes), out_routed(out_bytes), out_dynamic(out_bytes), out_routed_dynamic(out_bytes);
   cudaStream_t stream;
   SR_ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   cudaGraph_t graph;
@@ -64,6 +67,7 @@ TEST(CudaGraph, CapturedStepReplaysAsTheCacheGrows) {
   dense.run(dev.view(), qd.get(), DType::F32, out_dense.get(), DType::F32, stream);
   routed.run(dev.view(), qd.get(), DType::F32, out_routed.get(), DType::F32, stream);
   dynamic.run(dev.view(), qd.get(), DType::F32, out_dynamic.get(), DType::F32, stream);
+  routed_dynamic.run(dev.view(), qd.get(), DType::F32, out_routed_dynamic.get(), DType::F32, stream);
   SR_ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
   cudaGraphExec_t exec;
   SR_ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
@@ -87,15 +91,18 @@ TEST(CudaGraph, CapturedStepReplaysAsTheCacheGrows) {
     SR_ASSERT_CUDA(cudaMemsetAsync(out_dense.get(), 0xff, out_dense.bytes(), stream));
     SR_ASSERT_CUDA(cudaMemsetAsync(out_routed.get(), 0xff, out_routed.bytes(), stream));
     SR_ASSERT_CUDA(cudaMemsetAsync(out_dynamic.get(), 0xff, out_dynamic.bytes(), stream));
+    SR_ASSERT_CUDA(cudaMemsetAsync(out_routed_dynamic.get(), 0xff, out_routed_dynamic.bytes(), stream));
     SR_ASSERT_CUDA(cudaGraphLaunch(exec, stream));
     SR_ASSERT_CUDA(cudaStreamSynchronize(stream));
     ASSERT_NO_THROW(dev.check_errors());
 
     HostTensor od(DType::F32, {B, QH, D}), orr(DType::F32, {B, QH, D}), odyn(DType::F32, {B, QH, D});
+    HostTensor ordyn(DType::F32, {B, QH, D});
     HostTensor ref(DType::F64, {B, QH, D});
     testing::to_host(out_dense, od);
     testing::to_host(out_routed, orr);
     testing::to_host(out_dynamic, odyn);
+    testing::to_host(out_routed_dynamic, ordyn);
     decode_exact(q.view(), host.view, scale, ref.view());
     EXPECT_EQ(compare_to_reference(od.view(), ref.view(), tolerance_for(DType::F32)), "") << "dense, step " << step;
     EXPECT_EQ(compare_to_reference(odyn.view(), ref.view(), tolerance_for(DType::F32)), "")
@@ -103,6 +110,12 @@ TEST(CudaGraph, CapturedStepReplaysAsTheCacheGrows) {
     const RoutePlan plan = testing::plan_from_device(routed.download_routing(), host.view, routed_policy, G, scale);
     decode_reference(q.view(), host.view, plan, ref.view());
     EXPECT_EQ(compare_to_reference(orr.view(), ref.view(), tolerance_for(DType::F32)), "") << "routed, step " << step;
+    // The same policy decides the same blocks; its attention claims chunks.
+    const RoutePlan plan_dyn =
+        testing::plan_from_device(routed_dynamic.download_routing(), host.view, routed_policy, G, scale);
+    decode_reference(q.view(), host.view, plan_dyn, ref.view());
+    EXPECT_EQ(compare_to_reference(ordyn.view(), ref.view(), tolerance_for(DType::F32)), "")
+        << "routed with dynamic splits, step " << step;
     const std::vector<HeadStats> st = dense.download_stats();
     for (int b = 0; b < B; ++b)
       EXPECT_EQ(st[size_t(b) * H].bytes_dense, (spec.lengths[size_t(b)] + step + 1) * host.view.token_bytes())

@@ -179,7 +179,7 @@ struct CudaDecodeOptions {
   // 3-stage ring would let 4 fit, and then the plan takes more CTAs, which ran slower from 64K:
   // kernel runs 21e-21f), 0 otherwise.
   int ctas_per_sm = -1;
-  // Dynamic splits of dense decode on tensor cores (src/attention/decode_cuda_claims.cuh):
+  // Dynamic splits of decode on tensor cores (src/attention/decode_cuda_claims.cuh):
   // where a (sequence, KV head)'s splits have at least dynamic_min_split_tokens tokens each,
   // its CTAs' warps claim chunks of it as they go, instead of each CTA reading one fixed
   // split, so that CTAs on faster SMs read more and the call does not wait for its slowest
@@ -188,12 +188,15 @@ struct CudaDecodeOptions {
   // 0 off; 1 on (dense on tensor cores; a clear error on CUDA cores); 2 auto: on where the
   // planned capacity's splits reach dynamic_min_split_tokens. With dynamic splits the flat
   // list takes one wave (`waves` is then 1: a later wave would start after the chunks were
-  // claimed). Routed decoders keep fixed splits. -1: SINKROUTER_DECODE_DYNAMIC ("off", "on"
-  // or "auto"), unset: auto. dynamic_min_split_tokens is the measured choice of kernel runs
-  // 18a-18d: SmolLM2 B=1 512K's 6,026-token splits gained 6-8 % in every run, and Llama B=1
-  // 64K's 4,096-token splits (clusters) lost ~2.5 % in three runs of four.
+  // claimed). Routed decoders plan on the capacity (as if nothing were skipped), and each
+  // call's (sequence, KV head) decides from the tokens the router kept. -1:
+  // SINKROUTER_DECODE_DYNAMIC ("off", "on" or "auto"), unset: auto.
+  // dynamic_min_split_tokens: -1: SINKROUTER_DECODE_DYNAMIC_MIN_SPLIT (tokens), unset: 5120,
+  // the measured choice of kernel runs 18a-18d: SmolLM2 B=1 512K's 6,026-token splits gained
+  // 6-8 % in every run, and Llama B=1 64K's 4,096-token splits (clusters) lost ~2.5 % in three
+  // runs of four.
   int dynamic_splits = -1;
-  int dynamic_min_split_tokens = 5120;
+  int dynamic_min_split_tokens = -1;
   // In cluster mode, auto takes dynamic splits only in clusters of at most this many CTAs.
   // Cluster mode's fixed splits interleave the cluster's CTAs stage by stage (the dynamic
   // instance does not), and in run 21b they beat dynamic splits in clusters of 8 and 16 at
@@ -278,7 +281,7 @@ class CudaDecoder {
   void plan_cluster_mode(const CudaDecodeOptions& options, bool routed, int units, int sms);
   void plan_wide_ctas(const CudaDecodeOptions& options, bool routed, int units, int sms);
   // Resolves options.dynamic_splits into dynamic_splits_ (after the cluster plan).
-  void plan_dynamic_splits(const CudaDecodeOptions& options, bool routed, int units);
+  void plan_dynamic_splits(const CudaDecodeOptions& options, int units);
   // The routing launches of run() and run_routing(), after their checks.
   void enqueue_routing(const DeviceKV& kv, const void* q, DType q_dtype, cudaStream_t stream);
 
