@@ -148,8 +148,8 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
   opt.ctas_per_sm = seed % 11 == 4 ? 1 : 0;         // one attention CTA an SM (a smaller wave), or as many as fit
   opt.spread_ctas = seed % 3 == 1 ? 1 : 0;          // the flat list's entries strided over the first wave
   // Dynamic splits (tensor cores only): claimed chunks in every unit, in long units only, or none.
-  opt.dynamic_splits = opt.tensor_cores && G <= 4 && seed / 3 % 3 != 0 ? 1 : 0;
-  opt.dynamic_min_split_tokens = seed / 3 % 3 == 1 ? 1 : 256;
+  opt.dynamic_splits = opt.tensor_cores && G <= 4 && seed / 2 % 3 != 0 ? 1 : 0;
+  opt.dynamic_min_split_tokens = seed / 2 % 3 == 1 ? 1 : 256;
   CudaDecoder decoder(dev.view(), QH, policy, scale, opt);
   if (decoder.uses_tma_copies()) what += " (TMA copies)";
   if (decoder.uses_dynamic_splits()) what += fmt::format(" (dynamic splits from {} tokens)", opt.dynamic_min_split_tokens);
