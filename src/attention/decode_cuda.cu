@@ -297,7 +297,7 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   const int units = batch_ * num_kv_heads_ * head_chunks_;
   plan_cluster_mode(options, routed, units, sms);
   plan_wide_ctas(options, routed, units, sms);
-  plan_dynamic_splits(options, units);
+  plan_dynamic_splits(options, routed, units);
   // Cluster mode: cluster_groups clusters a unit. Otherwise the flat list: sum over units of
   // ceil(tokens / chunk) <= waves * wave_ctas + units (split_schedule.h).
   grid_ctas_ = cluster_ctas_ > 0 ? units * cluster_ctas_ * cluster_groups_ : waves_ * wave_ctas_ + units;

@@ -520,18 +520,21 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   expect_env_error("SINKROUTER_DECODE_DYNAMIC_MIN_SPLIT", "5k",
                    "SINKROUTER_DECODE_DYNAMIC_MIN_SPLIT must be an integer, not '5k'");
   expect_env_error("SINKROUTER_DECODE_DYNAMIC_MIN_SPLIT", "-3", "dynamic_min_split_tokens -3 must be at least 1");
-  // Auto leaves a 50-token capacity's splits fixed, dense and routed; on claims chunks, routed
-  // decoders too; a lower threshold from the environment takes them under auto.
+  // Auto leaves a 50-token capacity's splits fixed, and a routed decoder's always; on claims
+  // chunks, routed decoders too; a lower threshold from the environment takes them under auto
+  // (dense only).
   AttentionPolicy routed;
   routed.kind = PolicyKind::SinkRouter;
   EXPECT_FALSE(CudaDecoder(dev.view(), 4, AttentionPolicy{}, 0.125f).uses_dynamic_splits());
-  EXPECT_FALSE(CudaDecoder(dev.view(), 4, routed, 0.125f).uses_dynamic_splits());
   with_env("SINKROUTER_DECODE_DYNAMIC", "on", [&] {
     EXPECT_TRUE(CudaDecoder(dev.view(), 4, AttentionPolicy{}, 0.125f).uses_dynamic_splits());
     EXPECT_TRUE(CudaDecoder(dev.view(), 4, routed, 0.125f).uses_dynamic_splits());
   });
   with_env("SINKROUTER_DECODE_DYNAMIC_MIN_SPLIT", "1", [&] {
-    EXPECT_TRUE(CudaDecoder(dev.view(), 4, routed, 0.125f).uses_dynamic_splits());
+    CudaDecodeOptions flat;
+    flat.cluster = 0;  // (cluster mode's clusters of more than 2 CTAs keep fixed splits)
+    EXPECT_TRUE(CudaDecoder(dev.view(), 4, AttentionPolicy{}, 0.125f, flat).uses_dynamic_splits());
+    EXPECT_FALSE(CudaDecoder(dev.view(), 4, routed, 0.125f).uses_dynamic_splits());
   });
   with_env("SINKROUTER_DECODE_CTAS_PER_SM", "1", [&] {
     int sms = 0;

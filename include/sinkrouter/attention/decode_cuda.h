@@ -188,9 +188,11 @@ struct CudaDecodeOptions {
   // 0 off; 1 on (dense on tensor cores; a clear error on CUDA cores); 2 auto: on where the
   // planned capacity's splits reach dynamic_min_split_tokens. With dynamic splits the flat
   // list takes one wave (`waves` is then 1: a later wave would start after the chunks were
-  // claimed). Routed decoders plan on the capacity (as if nothing were skipped), and each
-  // call's (sequence, KV head) decides from the tokens the router kept. -1:
-  // SINKROUTER_DECODE_DYNAMIC ("off", "on" or "auto"), unset: auto.
+  // claimed). Routed decoders take them only when on (auto keeps their fixed splits: kernel
+  // runs 24a-24b, 3-17 % slower at batch 8 and at head dim 64, 2-4 % faster at Llama B=1 512K);
+  // on, they plan on the capacity (as if nothing were skipped), and each call's (sequence, KV
+  // head) decides from the tokens the router kept. -1: SINKROUTER_DECODE_DYNAMIC ("off", "on"
+  // or "auto"), unset: auto.
   // dynamic_min_split_tokens: -1: SINKROUTER_DECODE_DYNAMIC_MIN_SPLIT (tokens), unset: 5120,
   // the measured choice of kernel runs 18a-18d: SmolLM2 B=1 512K's 6,026-token splits gained
   // 6-8 % in every run, and Llama B=1 64K's 4,096-token splits (clusters) lost ~2.5 % in three
@@ -281,7 +283,7 @@ class CudaDecoder {
   void plan_cluster_mode(const CudaDecodeOptions& options, bool routed, int units, int sms);
   void plan_wide_ctas(const CudaDecodeOptions& options, bool routed, int units, int sms);
   // Resolves options.dynamic_splits into dynamic_splits_ (after the cluster plan).
-  void plan_dynamic_splits(const CudaDecodeOptions& options, int units);
+  void plan_dynamic_splits(const CudaDecodeOptions& options, bool routed, int units);
   // The routing launches of run() and run_routing(), after their checks.
   void enqueue_routing(const DeviceKV& kv, const void* q, DType q_dtype, cudaStream_t stream);
 
