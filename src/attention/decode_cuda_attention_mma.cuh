@@ -209,6 +209,7 @@ __global__ void __launch_bounds__(MmaShape<D, W>::kThreads, MmaShape<D, W>::kMin
 #pragma unroll
       for (int st = 0; st < NS - 1; ++st) tma_copy(st, page_early[st]);
     }
+    combine_barrier_init<D>(a, split);  // (before the arrival: the peers' stores count on it)
     cluster_arrive_relaxed();  // "started": the peers wait for it before their first store here
   } else if (!find_split<ROUTED, S::kThreads>(a, cta, &unit, &split, &splits, &T, &page_start)) {
     trace_end(a, 0);

@@ -154,6 +154,25 @@ __device__ void merge_cluster_groups(const AttnArgs& a, int unit, int rank, int 
   if (rank == 0 && tid == 0 && hc == 0) write_dense_stats(a, bh);
 }
 
+// The barrier on which the peers' pushes into this CTA land (cluster_combine): static shared
+// memory, at the same offset in every CTA of the cluster.
+__device__ __forceinline__ uint64_t* combine_barrier() {
+  __shared__ __align__(8) uint64_t bar;
+  return &bar;
+}
+
+// Before the CTA's "started" arrival (cluster_arrive_relaxed): thread 0 readies
+// combine_barrier() for the bytes the C peers (itself included) will push into this CTA's
+// slice: from each, its elements of the slice (4 bytes each; a slice has w = ceil(n / C) of the
+// unit's n = heads_per_cta * D elements, the last fewer or none) and each head's (m, l) (8 bytes).
+template <int D>
+__device__ __forceinline__ void combine_barrier_init(const AttnArgs& a, int split) {
+  if (threadIdx.x != 0) return;
+  const int C = a.cluster, rank = split % C, n = a.heads_per_cta * D, w = (n + C - 1) / C;
+  const int we = min(w, max(0, n - rank * w));
+  cluster_barrier_expect(combine_barrier(), unsigned(C * (we * 4 + a.heads_per_cta * 8)));
+}
+
 // What a CTA received from its cluster's peers (cluster_combine): acc elements
 // recv_acc[p * w + idx - e0] and (m, l) of head g recv_ml[p * kClusterHeads + g] from peer p < C.
 template <int D>
@@ -214,9 +233,13 @@ __device__ __forceinline__ void cluster_partials_and_merge(const AttnArgs& a, in
 // cluster's partial (merge_cluster_groups). A thread pushes 4 consecutive elements (one
 // 16-byte store where w is a multiple of 4), and the (m, l) stores are spread over the
 // threads, one a (peer, head). Every CTA arrived on the cluster barrier when it started
-// (cluster_arrive_relaxed): the wait here comes before the first remote store, so no CTA
-// writes into a peer that has not started. scratch: kGroupMergeRound float2 of shared memory
-// that is free once the states are pushed (the peers write only recv_acc and recv_ml).
+// (cluster_arrive_relaxed), after readying its combine_barrier(): the wait here comes before
+// the first remote store, so no CTA writes into a peer that has not started. The pushes are
+// asynchronous stores counted on the owner's combine_barrier(), and each CTA waits there for
+// the bytes of its own slice only: no second cluster barrier, whose arrival would first wait
+// for every remote store's acknowledgement (kernel run 24c). scratch: kGroupMergeRound float2 of
+// shared memory that is free once the states are pushed (the peers write only recv_acc and
+// recv_ml; merge_cluster_groups synchronises the CTA before it writes scratch).
 // GROUPS: the kernel instance for cluster_groups > 1 (the second merge's code is only there).
 template <int D, bool GROUPS, int THREADS, typename States>
 __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const States& states, float2* scratch) {
@@ -228,36 +251,38 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
   const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
   const int n = gc * D, w = (n + C - 1) / C;
   static_assert(D % 4 == 0, "a thread's 4 elements lie in one head");
+  uint64_t* const bar = combine_barrier();  // (each store counts on its owner's)
   cluster_wait();  // every peer has started (phase 0 of the cluster barrier)
   for (int q = tid; q < n / 4; q += THREADS) {
     const int idx = 4 * q, g = idx / D, d = idx % D;
     const float4 v = states.acc4(g, d, states.m(g));
     if (w % 4 == 0) {  // the 4 elements have one owner, and the slot is 16-byte aligned
       const int owner = idx / w;
-      store_cluster_shared(reinterpret_cast<float4*>(&recv_acc[rank * w + idx - owner * w]), unsigned(owner), v);
+      store_cluster_async(reinterpret_cast<float4*>(&recv_acc[rank * w + idx - owner * w]), unsigned(owner), v, bar);
     } else {
       const float e[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         const int owner = (idx + j) / w;
-        store_cluster_shared(&recv_acc[rank * w + idx + j - owner * w], unsigned(owner), e[j]);
+        store_cluster_async(&recv_acc[rank * w + idx + j - owner * w], unsigned(owner), e[j], bar);
       }
     }
   }
   for (int t = tid; t < C * gc; t += THREADS) {  // (m, l) of head t % gc to peer t / gc
     const int g = t % gc;
     const float M = states.m(g);
-    store_cluster_shared(&recv_ml[rank * kClusterHeads + g], unsigned(t / gc), make_float2(M, states.l(g, M)));
+    store_cluster_async(&recv_ml[rank * kClusterHeads + g], unsigned(t / gc), make_float2(M, states.l(g, M)), bar);
   }
   trace_phase(a, kPhaseCtaMerged);
-  cluster_sync();  // every peer's stores into this CTA have landed (phase 1)
+  cluster_barrier_wait(bar);  // every peer's stores into this CTA have landed
   trace_phase(a, kPhaseTicket);
   const int e0 = rank * w, e1 = e0 + w < n ? e0 + w : n;
   const ReceivedSlice<D> slice{recv_acc, recv_ml, C, w, e0};
   // Every warp of the cluster is past its last claim (dynamic splits); with several clusters
   // a unit, merge_cluster_groups' last rank-0 CTA returns the counter instead.
   if (!GROUPS && rank == 0 && tid == 0 && a.claims != nullptr) a.claims[unit] = 0;
-  // No CTA reads a peer's shared memory after the barrier: each may leave when done.
+  // No CTA reads a peer's shared memory, and no peer writes into this one any more: each
+  // may leave when done.
   if constexpr (GROUPS) {  // (its own loop: the one-cluster loop stays that of run 14f)
     cluster_partials_and_merge<D, THREADS>(a, unit, split, slice, e1, scratch);
     return;

@@ -1,5 +1,6 @@
 // Thread-block clusters (sm_90): the cluster-wide barrier (whole or in halves) and stores
-// into another CTA's shared memory (distributed shared memory). Internal header,
+// into another CTA's shared memory (distributed shared memory), plain or counted on the
+// receiver's mbarrier. Internal header,
 // CUDA builds only. Below sm_90 there are no clusters: the functions trap, and the host
 // side never launches a clustered kernel there (CudaDecoder checks that the sm_90a code
 // runs).
@@ -79,6 +80,83 @@ __device__ __forceinline__ void store_cluster_shared(float4* local, unsigned ran
                "f"(v.y), "f"(v.z), "f"(v.w)
                : "memory");
 #else
+  __trap();
+#endif
+}
+
+// Asynchronous stores into the shared memory of the cluster's CTA `rank` that count their
+// bytes on that CTA's mbarrier at `bar`'s offset (st.async ... mbarrier::complete_tx): the
+// receiver learns that they landed by waiting on its own barrier (cluster_barrier_wait), with
+// no cluster-wide barrier, and the writer does not wait for them. float, float2 and float4
+// (8- and 16-byte aligned).
+__device__ __forceinline__ void store_cluster_async(float* local, unsigned rank, float v, const uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];\n" ::"r"(
+                   cluster_address(local, rank)),
+               "r"(__float_as_uint(v)), "r"(cluster_address(bar, rank))
+               : "memory");
+#else
+  (void)local, (void)rank, (void)v, (void)bar;
+  __trap();
+#endif
+}
+__device__ __forceinline__ void store_cluster_async(float2* local, unsigned rank, float2 v, const uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.b32 [%0], {%1, %2}, [%3];\n" ::"r"(
+                   cluster_address(local, rank)),
+               "r"(__float_as_uint(v.x)), "r"(__float_as_uint(v.y)), "r"(cluster_address(bar, rank))
+               : "memory");
+#else
+  (void)local, (void)rank, (void)v, (void)bar;
+  __trap();
+#endif
+}
+__device__ __forceinline__ void store_cluster_async(float4* local, unsigned rank, float4 v, const uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, [%5];\n" ::"r"(
+                   cluster_address(local, rank)),
+               "r"(__float_as_uint(v.x)), "r"(__float_as_uint(v.y)), "r"(__float_as_uint(v.z)),
+               "r"(__float_as_uint(v.w)), "r"(cluster_address(bar, rank))
+               : "memory");
+#else
+  (void)local, (void)rank, (void)v, (void)bar;
+  __trap();
+#endif
+}
+
+// This CTA's barrier `bar` for the bytes of store_cluster_async: init for one arrival (thread
+// 0's, which also announces `bytes`), made visible to the cluster by the release fence; the
+// peers may store only after a cluster barrier phase that follows this (cluster_arrive_relaxed
+// after it, cluster_wait in the peer before its first store).
+__device__ __forceinline__ void cluster_barrier_expect(uint64_t* bar, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(bar));
+  asm volatile(
+      "mbarrier.init.shared::cta.b64 [%0], 1;\n"
+      "mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
+      "fence.mbarrier_init.release.cluster;\n" ::"r"(addr),
+      "r"(bytes)
+      : "memory");
+#else
+  (void)bar, (void)bytes;
+  __trap();
+#endif
+}
+// Blocks until every byte announced on `bar` (cluster_barrier_expect) has landed; acquires the
+// peers' stores (cluster scope). Its first phase only: the barrier serves one exchange.
+__device__ __forceinline__ void cluster_barrier_wait(uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(bar));
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "WAIT_%=:\n"
+      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], 0;\n"
+      "@!done bra WAIT_%=;\n"
+      "}\n" ::"r"(addr)
+      : "memory");
+#else
+  (void)bar;
   __trap();
 #endif
 }
