@@ -9,6 +9,8 @@
 #           each keeps its part in /root/stage (and stops at the binaries, which they lack);
 #   call 3: bash bench/gpu/run_engine_on_device.sh          carry [".stage/model/3", ".stage/engine", ".stage/text"]
 #           joins the model in /root/stage, checks its SHA-256, runs everything.
+# Where part 3 and the binaries pass the limit together (the tracked tree has grown: run 24e),
+# stash part 3 in a third stash call too and make the last call with .stage/engine alone.
 # With the model at models/ (or already at /root/stage/SmolLM2-135M-Instruct.Q4_1.gguf) one
 # call does it all. Binaries: .stage/engine (bench/gpu/stage_engine_for_device.sh).
 #
