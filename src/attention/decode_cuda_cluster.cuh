@@ -161,16 +161,29 @@ __device__ __forceinline__ uint64_t* combine_barrier() {
   return &bar;
 }
 
+// The unit's n = heads_per_cta * D outputs in slices of w = ceil(n / C) elements, one a rank of
+// the cluster of C CTAs: rank r owns [begin(r), end(r)), the last slices shorter or empty.
+struct OutputSlices {
+  int n, w;
+  __device__ __forceinline__ int begin(int rank) const { return rank * w; }
+  __device__ __forceinline__ int end(int rank) const { return min(rank * w + w, n); }
+};
+template <int D>
+__device__ __forceinline__ OutputSlices output_slices(const AttnArgs& a) {
+  const int n = a.heads_per_cta * D;
+  return OutputSlices{n, (n + a.cluster - 1) / a.cluster};
+}
+
 // Before the CTA's "started" arrival (cluster_arrive_relaxed): thread 0 readies
 // combine_barrier() for the bytes the C peers (itself included) will push into this CTA's
-// slice: from each, its elements of the slice (4 bytes each; a slice has w = ceil(n / C) of the
-// unit's n = heads_per_cta * D elements, the last fewer or none) and each head's (m, l) (8 bytes).
+// slice: from each, its elements of the slice (4 bytes each) and each head's (m, l) (8 bytes).
 template <int D>
 __device__ __forceinline__ void combine_barrier_init(const AttnArgs& a, int split) {
   if (threadIdx.x != 0) return;
-  const int C = a.cluster, rank = split % C, n = a.heads_per_cta * D, w = (n + C - 1) / C;
-  const int we = min(w, max(0, n - rank * w));
-  cluster_barrier_expect(combine_barrier(), unsigned(C * (we * 4 + a.heads_per_cta * 8)));
+  const int rank = split % a.cluster;
+  const OutputSlices slices = output_slices<D>(a);
+  const int elements = max(0, slices.end(rank) - slices.begin(rank));
+  cluster_barrier_expect(combine_barrier(), unsigned(a.cluster * (elements * 4 + a.heads_per_cta * 8)));
 }
 
 // What a CTA received from its cluster's peers (cluster_combine): acc elements
@@ -227,7 +240,7 @@ __device__ __forceinline__ void cluster_partials_and_merge(const AttnArgs& a, in
 // cluster split / C of the unit's AttnArgs::cluster_groups). `states` holds this CTA's warps'
 // states (WarpStates: m(g), l(g, m) and acc(g, d, m) merge them; the caller has synchronised
 // them). Output element idx of the unit's n = heads_per_cta * D belongs to rank idx / w,
-// w = ceil(n / C); the owner receives, from every peer p, acc in recv_acc[p * w + idx - owner
+// w = ceil(n / C) (output_slices); the owner receives, from every peer p, acc in recv_acc[p * w + idx - owner
 // * w] and each head's (m, l) in recv_ml[p][g], then merges them as merge_partials does (max,
 // exp2-weighted sums, 1 / L) and writes the output, or with several clusters a unit its
 // cluster's partial (merge_cluster_groups). A thread pushes 4 consecutive elements (one
@@ -249,7 +262,8 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
   const int gc = a.heads_per_cta, tid = int(threadIdx.x);
   const int bh = unit / a.head_chunks, hc = unit % a.head_chunks;
   const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
-  const int n = gc * D, w = (n + C - 1) / C;
+  const OutputSlices slices = output_slices<D>(a);
+  const int n = slices.n, w = slices.w;
   static_assert(D % 4 == 0, "a thread's 4 elements lie in one head");
   uint64_t* const bar = combine_barrier();  // (each store counts on its owner's)
   cluster_wait();  // every peer has started (phase 0 of the cluster barrier)
@@ -276,7 +290,7 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
   trace_phase(a, kPhaseCtaMerged);
   cluster_barrier_wait(bar);  // every peer's stores into this CTA have landed
   trace_phase(a, kPhaseTicket);
-  const int e0 = rank * w, e1 = e0 + w < n ? e0 + w : n;
+  const int e0 = slices.begin(rank), e1 = slices.end(rank);
   const ReceivedSlice<D> slice{recv_acc, recv_ml, C, w, e0};
   // Every warp of the cluster is past its last claim (dynamic splits); with several clusters
   // a unit, merge_cluster_groups' last rank-0 CTA returns the counter instead.
