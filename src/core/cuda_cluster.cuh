@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "core/cuda_tma.cuh"
+
 namespace sinkrouter::cuda {
 
 // The cluster-wide barrier in two halves, called by all threads of every CTA (the .aligned
@@ -89,13 +91,10 @@ __device__ __forceinline__ void store_cluster_async(float4* local, unsigned rank
 // after it, cluster_wait in the peer before its first store).
 __device__ __forceinline__ void cluster_barrier_expect(uint64_t* bar, unsigned bytes) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(bar));
-  asm volatile(
-      "mbarrier.init.shared::cta.b64 [%0], 1;\n"
-      "mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
-      "fence.mbarrier_init.release.cluster;\n" ::"r"(addr),
-      "r"(bytes)
-      : "memory");
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(bar));
+  mbarrier_init(addr, 1);  // (core/cuda_tma.cuh)
+  mbarrier_arrive_expect_tx(addr, bytes);
+  fence_mbarrier_init();
 #else
   (void)bar, (void)bytes;
   __trap();
