@@ -76,13 +76,14 @@ void attention_launch(const AttnArgs& args, int head_dim, DType kv_dtype, bool r
        : attention_launch_d128_f16(args, routed, grid, smem, stream);
 }
 
-int attention_cluster_capacity(int head_dim, DType kv_dtype, bool tma, int cluster, int min_smem, bool wide) {
+int attention_cluster_capacity(int head_dim, DType kv_dtype, bool tma, int cluster, int min_smem, bool wide,
+                               bool routed) {
   const bool bf = kv_dtype == DType::BF16;
   if (head_dim == 64)
-    return bf ? attention_mma_clusters_d64_bf16(tma, cluster, min_smem, wide)
-              : attention_mma_clusters_d64_f16(tma, cluster, min_smem, wide);
-  return bf ? attention_mma_clusters_d128_bf16(tma, cluster, min_smem, wide)
-            : attention_mma_clusters_d128_f16(tma, cluster, min_smem, wide);
+    return bf ? attention_mma_clusters_d64_bf16(tma, cluster, min_smem, wide, routed)
+              : attention_mma_clusters_d64_f16(tma, cluster, min_smem, wide, routed);
+  return bf ? attention_mma_clusters_d128_bf16(tma, cluster, min_smem, wide, routed)
+            : attention_mma_clusters_d128_f16(tma, cluster, min_smem, wide, routed);
 }
 
 }  // namespace cuda

@@ -89,7 +89,8 @@ __global__ void __launch_bounds__(MmaShape<D, W>::kThreads, MmaShape<D, W>::kMin
 #if !(defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
   if constexpr (TMA) __trap();  // never launched: the plan checks that the sm_90a code runs
 #endif
-  // Cluster mode with fixed splits (dense, not DYN): the unit's splits take its CTA stages
+  // Cluster mode with fixed splits (not DYN; routed over the routed token list, whose length
+  // comes with the routing pass's output): the unit's splits take its CTA stages
   // in turn, stage st of split s starting at token (st * splits + s) * kStageRows, so where a
   // CTA's stages lie does not depend on the length. Where the page tables are fixed
   // (AttnArgs::early_page_ids > 0) the page list's start and the page ids of the first ring
@@ -99,9 +100,11 @@ __global__ void __launch_bounds__(MmaShape<D, W>::kThreads, MmaShape<D, W>::kMin
   // Elsewhere a split is [v0, v1), contiguous: the flat list's, and the DYN instance's where its
   // splits are short.
   warm_params(a);
-  const bool interleaved = !ROUTED && !DYN && a.cluster > 0;
-  const bool early = interleaved && a.early_page_ids > 0;
+  const bool interleaved = !DYN && a.cluster > 0;
+  const bool early = interleaved && !ROUTED && a.early_page_ids > 0;  // (routed: pages follow the kept list)
   const bool early_copies = TMA && early && a.early_page_ids == 2;
+  // Cluster mode's code: dense, and routed with static splits (CudaDecodeOptions::routed_cluster).
+  constexpr bool kClusterable = !(ROUTED && DYN) && !(ROUTED && GROUPS);
   const int H = a.kv.num_kv_heads, G = a.group;
   const int tid = int(threadIdx.x), warp = tid >> 5, lane = tid & 31;
   const FastDiv page_div(a.kv.page_size);
@@ -132,7 +135,7 @@ __global__ void __launch_bounds__(MmaShape<D, W>::kThreads, MmaShape<D, W>::kMin
   }
   int unit = 0, split = 0, splits = 1;
   int b = 0, h = 0;  // the unit's sequence and KV head, once the unit is known
-  if (!ROUTED && a.cluster > 0) {  // (before the wait: two integer divisions off the critical path)
+  if (kClusterable && a.cluster > 0) {  // (before the wait: two integer divisions off the critical path)
     cluster_unit<GROUPS>(a, int(blockIdx.x), &unit, &split, &splits);
     b = unit / a.head_chunks / H;
     h = unit / a.head_chunks % H;
@@ -201,22 +204,22 @@ __global__ void __launch_bounds__(MmaShape<D, W>::kThreads, MmaShape<D, W>::kMin
   // copies. q's split into 16-bit parts runs while the copies are in flight.
   int64_t T;  // the unit's tokens
   const int cta = flat_cta(a);  // (the flat list's; cluster mode: unused)
-  if (!ROUTED && a.cluster > 0) {
-    T = a.seq_lens[b];
+  if (kClusterable && a.cluster > 0) {
+    T = ROUTED ? a.routed_tokens[b * H + h] : a.seq_lens[b];  // routed: anchors (padded), kept blocks, window
     if (!early) page_start = a.kv.indptr[b];  // (a load beside the length's)
     load_q(b, h);
     if (early_copies) {  // the first stages' copies, while the length is on its way
 #pragma unroll
       for (int st = 0; st < NS - 1; ++st) tma_copy(st, page_early[st]);
     }
-    combine_barrier_init<D>(a, split);  // (before the arrival: the peers' stores count on it)
+    combine_barrier_init<D, ROUTED>(a, split);  // (before the arrival: the peers' stores count on it)
     cluster_arrive_relaxed();  // "started": the peers wait for it before their first store here
   } else if (!find_split<ROUTED, S::kThreads>(a, cta, &unit, &split, &splits, &T, &page_start)) {
     trace_end(a, 0);
     return;
   }
   trace_phase(a, kPhaseSplitFound);
-  if (ROUTED || a.cluster == 0) {  // (cluster mode: known before the wait)
+  if (!kClusterable || a.cluster == 0) {  // (cluster mode: known before the wait)
     b = unit / a.head_chunks / H;
     h = unit / a.head_chunks % H;
     load_q(b, h);
@@ -551,9 +554,10 @@ __global__ void __launch_bounds__(MmaShape<D, W>::kThreads, MmaShape<D, W>::kMin
 
   // ---- merge the warps: the CTA's state for the group's heads ----
   const WarpStates<D, S::kWarps, S::kHeads> states{wst};
-  if constexpr (!ROUTED) {
+  if constexpr (kClusterable) {
     if (a.cluster > 0) {  // the merged elements go straight to their owners in the cluster
-      cluster_combine<D, GROUPS, S::kThreads>(a, unit, split, states, reinterpret_cast<float2*>(wst));  // (ring's start: free now)
+      cluster_combine<D, ROUTED, GROUPS, S::kThreads>(a, unit, split, states,
+                                                      reinterpret_cast<float2*>(wst));  // (ring's start: free now)
       return;
     }
   }

@@ -27,11 +27,12 @@ std::vector<const void*> mma_kernels() {
   return k;
 }
 
-// The dense instances of the wide CTAs (AttnArgs::wide), with and without the second merge,
-// each with static or dynamic splits.
+// The instances of the wide CTAs (AttnArgs::wide): dense, with and without the second merge,
+// each with static or dynamic splits; routed, in cluster mode (static splits, one cluster a unit).
 template <int D, typename Tag, bool TMA>
-std::vector<const void*> mma_wide_kernels() {
+std::vector<const void*> mma_wide_kernels(bool routed) {
   constexpr int W = kWideWarps;
+  if (routed) return {reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, true, TMA, false, false, W>)};
   return {reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA, false, false, W>),
           reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA, true, false, W>),
           reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, false, TMA, false, true, W>),
@@ -69,13 +70,16 @@ AttnKernelInfo mma_prepare_one(int min_smem) {
           })};
 }
 
-// Clusters of `cluster` CTAs of the dense kernel (cluster mode, decode_cuda_cluster.cuh; wide:
-// its wide CTAs) that can be resident at once, the fewest over its instances; 0 where none can
-// (no sm_90a code here, or too little room).
+// Clusters of `cluster` CTAs of the dense (routed: routed) kernel (cluster mode,
+// decode_cuda_cluster.cuh; wide: its wide CTAs) that can be resident at once, the fewest over
+// its instances; 0 where none can (no sm_90a code here, or too little room).
 template <int D, typename Tag, bool TMA>
-int mma_cluster_capacity(int cluster, int min_smem, bool wide) {
+int mma_cluster_capacity(int cluster, int min_smem, bool wide, bool routed) {
   constexpr int W = kWideWarps;
-  const std::vector<const void*> kernels = wide ? mma_wide_kernels<D, Tag, TMA>() : mma_kernels<D, Tag, false, TMA>();
+  const std::vector<const void*> kernels =
+      wide     ? mma_wide_kernels<D, Tag, TMA>(routed)
+      : routed ? std::vector<const void*>{reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, true, TMA>)}
+               : mma_kernels<D, Tag, false, TMA>();
   if (!sm90a_code_runs_here(kernels[0])) return 0;
   const int smem = wide ? mma_smem<D, TMA, W>(min_smem) : mma_smem<D, TMA>(min_smem);
   const int threads = wide ? MmaShape<D, W>::kThreads : MmaShape<D>::kThreads;
@@ -84,7 +88,7 @@ int mma_cluster_capacity(int cluster, int min_smem, bool wide) {
 
 template <int D, typename Tag, bool ROUTED, bool GROUPS, bool DYN, int W>
 void mma_launch_warps(const AttnArgs& a, const CUtensorMap* kv_map, int grid, int smem, cudaStream_t stream) {
-  const int cluster = !ROUTED && a.cluster > 0 ? a.cluster : 1;
+  const int cluster = a.cluster > 0 ? a.cluster : 1;
   if (kv_map != nullptr) {
     launch_pdl_clustered(attention_mma_kernel<D, Tag, ROUTED, true, GROUPS, DYN, W>, dim3(unsigned(grid)),
                          dim3(MmaShape<D, W>::kThreads), smem, stream, cluster, a, *kv_map);
@@ -95,23 +99,23 @@ void mma_launch_warps(const AttnArgs& a, const CUtensorMap* kv_map, int grid, in
                        dim3(MmaShape<D, W>::kThreads), smem, stream, cluster, a, blank);
 }
 
-// The wide CTAs where the plan took them (dense cluster mode), their shared memory the larger of
-// theirs and `smem` (as mma_cluster_capacity raised their limit); else 4 warps.
+// The wide CTAs where the plan took them (cluster mode; routed: static splits), their shared
+// memory the larger of theirs and `smem` (as mma_cluster_capacity raised their limit); else 4 warps.
 template <int D, typename Tag, bool ROUTED, bool GROUPS, bool DYN>
 void mma_launch_instance(const AttnArgs& a, const CUtensorMap* kv_map, int grid, int smem, cudaStream_t stream) {
   constexpr int W = kWideWarps;
-  if constexpr (!ROUTED) {
+  if constexpr (!(ROUTED && DYN)) {
     if (a.cluster > 0 && a.wide) {
       const int wide_smem = std::max(smem, kv_map != nullptr ? mma_smem<D, true, W>(0) : mma_smem<D, false, W>(0));
-      mma_launch_warps<D, Tag, false, GROUPS, DYN, W>(a, kv_map, grid, wide_smem, stream);
+      mma_launch_warps<D, Tag, ROUTED, GROUPS, DYN, W>(a, kv_map, grid, wide_smem, stream);
       return;
     }
   }
   mma_launch_warps<D, Tag, ROUTED, GROUPS, DYN, 4>(a, kv_map, grid, smem, stream);
 }
 
-// kv_map null: the cp.async kernel (it is passed a blank map it never reads). Dense with
-// a.cluster > 0: in clusters of that many CTAs, the GROUPS instance where a unit has several;
+// kv_map null: the cp.async kernel (it is passed a blank map it never reads). With a.cluster
+// > 0: in clusters of that many CTAs, dense with the GROUPS instance where a unit has several;
 // with a.claims (dense or routed): the DYN instance. smem: mma_prepare_one's smem_bytes.
 template <int D, typename Tag, bool ROUTED, bool DYN>
 void mma_launch_splits(const AttnArgs& a, const CUtensorMap* kv_map, int grid, int smem, cudaStream_t stream) {
@@ -134,9 +138,9 @@ void mma_launch_one(const AttnArgs& a, const CUtensorMap* kv_map, int grid, int 
       return tma ? mma_prepare_one<D, TAG, true, true>(min_smem) : mma_prepare_one<D, TAG, true, false>(min_smem); \
     return tma ? mma_prepare_one<D, TAG, false, true>(min_smem) : mma_prepare_one<D, TAG, false, false>(min_smem); \
   }                                                                                                    \
-  int attention_mma_clusters_##SUFFIX(bool tma, int cluster, int min_smem, bool wide) {                \
-    return tma ? mma_cluster_capacity<D, TAG, true>(cluster, min_smem, wide)                           \
-               : mma_cluster_capacity<D, TAG, false>(cluster, min_smem, wide);                         \
+  int attention_mma_clusters_##SUFFIX(bool tma, int cluster, int min_smem, bool wide, bool routed) {   \
+    return tma ? mma_cluster_capacity<D, TAG, true>(cluster, min_smem, wide, routed)                   \
+               : mma_cluster_capacity<D, TAG, false>(cluster, min_smem, wide, routed);                 \
   }                                                                                                    \
   void attention_mma_launch_##SUFFIX(const AttnArgs& a, bool routed, const CUtensorMap* kv_map, int grid, \
                                      int smem, cudaStream_t s) {                                       \

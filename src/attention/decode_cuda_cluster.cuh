@@ -174,16 +174,29 @@ __device__ __forceinline__ OutputSlices output_slices(const AttnArgs& a) {
   return OutputSlices{n, (n + a.cluster - 1) / a.cluster};
 }
 
+// Routed decode in cluster mode: the barrier of rank 0 on which the C CTAs' squared norms of
+// their output slices land (cluster_combine, for the error bound), and where they land.
+__device__ __forceinline__ uint64_t* norm_barrier() {
+  __shared__ __align__(8) uint64_t bar;
+  return &bar;
+}
+__device__ __forceinline__ float* received_norms() {  // [C][kClusterHeads]
+  __shared__ float norm2[kMaxClusterCtas * kClusterHeads];
+  return norm2;
+}
+
 // Before the CTA's "started" arrival (cluster_arrive_relaxed): thread 0 readies
 // combine_barrier() for the bytes the C peers (itself included) will push into this CTA's
-// slice: from each, its elements of the slice (4 bytes each) and each head's (m, l) (8 bytes).
-template <int D>
+// slice: from each, its elements of the slice (4 bytes each) and each head's (m, l) (8 bytes);
+// routed, rank 0 also norm_barrier() for each peer's squared norm of each head (4 bytes).
+template <int D, bool ROUTED>
 __device__ __forceinline__ void combine_barrier_init(const AttnArgs& a, int split) {
   if (threadIdx.x != 0) return;
   const int rank = split % a.cluster;
   const OutputSlices slices = output_slices<D>(a);
   const int elements = max(0, slices.end(rank) - slices.begin(rank));
   cluster_barrier_expect(combine_barrier(), unsigned(a.cluster * (elements * 4 + a.heads_per_cta * 8)));
+  if (ROUTED && rank == 0) cluster_barrier_expect(norm_barrier(), unsigned(a.cluster * a.heads_per_cta * 4));
 }
 
 // What a CTA received from its cluster's peers (cluster_combine): acc elements
@@ -254,14 +267,30 @@ __device__ __forceinline__ void cluster_partials_and_merge(const AttnArgs& a, in
 // shared memory that is free once the states are pushed (the peers write only recv_acc and
 // recv_ml; merge_cluster_groups synchronises the CTA before it writes scratch).
 // GROUPS: the kernel instance for cluster_groups > 1 (the second merge's code is only there).
-template <int D, bool GROUPS, int THREADS, typename States>
+// ROUTED: routed decode (one cluster a unit): the statistics are the routing pass's, but for
+// the bound on the output's error, max over the heads g of skipped_v_g + delta_g ||o_g|| (as
+// finish_split), whose norms span the slices: each CTA pushes its slice's squared norm of each
+// head to rank 0 (received_norms, counted on its norm_barrier), which takes the bound.
+template <int D, bool ROUTED, bool GROUPS, int THREADS, typename States>
 __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const States& states, float2* scratch) {
+  static_assert(!(ROUTED && GROUPS), "routed decode has one cluster a unit");
   __shared__ __align__(16) float recv_acc[kClusterHeads * D + kMaxClusterCtas];  // C * w <= n + C - 1
   __shared__ float2 recv_ml[kMaxClusterCtas * kClusterHeads];
+  __shared__ float s_norm2[kClusterHeads];  // routed: this slice's squared norm of each head
   const int C = a.cluster, rank = split % C;
   const int gc = a.heads_per_cta, tid = int(threadIdx.x);
   const int bh = unit / a.head_chunks, hc = unit % a.head_chunks;
   const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
+  // Routed, rank 0: the certificate's terms of head tid (the routing pass's output), loaded now
+  // so that their round trip overlaps the combine.
+  float skipped_v = 0.f, delta = 0.f;
+  const bool cert_head = ROUTED && rank == 0 && tid < gc && hc * gc + tid < a.group;
+  if (cert_head) {
+    const int64_t qi = int64_t(b) * a.num_q_heads + int64_t(h) * a.group + hc * gc + tid;
+    skipped_v = a.skipped_v_bound[qi];
+    delta = a.delta[qi];
+  }
+  if (ROUTED && tid < kClusterHeads) s_norm2[tid] = 0.f;
   const OutputSlices slices = output_slices<D>(a);
   const int n = slices.n, w = slices.w;
   static_assert(D % 4 == 0, "a thread's 4 elements lie in one head");
@@ -302,17 +331,39 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
     return;
   }
   trace_phase(a, kPhaseMergeWeights);  // (no weights step of its own)
+  if (ROUTED) __syncthreads();  // s_norm2 zeroed
   for (int idx = e0 + tid; idx < e1; idx += THREADS) {
     const float3 r = slice.merge(idx);
     const int gg = hc * gc + idx / D;
-    if (gg < a.group)
-      store_out(a.out, a.out_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * a.group + gg) * D + idx % D,
-                r.y > 0.f ? r.z / r.y : 0.f);
+    const float o = r.y > 0.f ? r.z / r.y : 0.f;
+    if (gg < a.group) {
+      store_out(a.out, a.out_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * a.group + gg) * D + idx % D, o);
+      if (ROUTED) atomicAdd(&s_norm2[idx / D], o * o);  // (a slice holds at most a few hundred elements)
+    }
   }
   trace_phase(a, kPhaseMergeSums);
+  if constexpr (ROUTED) {
+    __syncthreads();
+    float* norm2 = received_norms();
+    if (tid < gc) store_cluster_async(&norm2[rank * kClusterHeads + tid], 0u, s_norm2[tid], norm_barrier());
+    if (rank == 0 && tid < 32) {
+      float bound = 0.f;
+      if (tid < gc) {
+        cluster_barrier_wait(norm_barrier());  // every peer's norms have landed
+        double n2 = 0;
+        for (int p = 0; p < C; ++p) n2 += double(norm2[p * kClusterHeads + tid]);
+        if (cert_head) bound = float((double(skipped_v) + double(delta) * sqrt(n2)) * (1 + 1e-5));
+      }
+      static_assert(kClusterHeads <= 4, "the bound's maximum is taken over lanes 0-3");
+#pragma unroll
+      for (int o = 2; o > 0; o >>= 1) bound = fmaxf(bound, __shfl_xor_sync(0xffffffffu, bound, o));
+      // Non-negative floats order as their bit patterns; the routing step zeroed the field.
+      if (tid == 0) atomicMax(reinterpret_cast<int*>(&a.stats[bh].output_error_bound), __float_as_int(bound));
+    }
+  }
   trace_phase(a, kPhaseEnd);
   trace_end(a, rank == 0 ? 2 : 1);
-  if (rank == 0 && tid == 0 && hc == 0) write_dense_stats(a, bh);
+  if (!ROUTED && rank == 0 && tid == 0 && hc == 0) write_dense_stats(a, bh);
 }
 
 }  // namespace sinkrouter::cuda

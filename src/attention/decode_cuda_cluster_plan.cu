@@ -34,18 +34,40 @@ int one_round_groups(int heads_per_cta, int head_dim, int ctas) {
   return std::min(cuda::kMaxClusterGroups, std::max(1, cuda::kGroupMergeRound / slice));
 }
 
-// Whether `clusters` clusters of `ctas` wide CTAs get an SM each and are all resident at once.
-bool wide_all_resident(const CudaDecoder& d, int ctas, int64_t clusters, int sms) {
-  return clusters * ctas <= sms && d.resident_clusters(ctas, true) >= clusters;
+// Whether `clusters` clusters of `ctas` wide CTAs (routed: of the routed kernel) get an SM each
+// and are all resident at once.
+bool wide_all_resident(const CudaDecoder& d, int ctas, int64_t clusters, int sms, bool routed) {
+  return clusters * ctas <= sms && d.resident_clusters(ctas, true, routed) >= clusters;
+}
+
+// options.dynamic_splits, or SINKROUTER_DECODE_DYNAMIC: 0 off, 1 on, 2 auto.
+int dynamic_mode(const CudaDecodeOptions& options) {
+  const int mode = options.dynamic_splits >= 0
+                       ? options.dynamic_splits
+                       : option_from_env("SINKROUTER_DECODE_DYNAMIC", "auto", {{"off", 0}, {"on", 1}, {"auto", 2}},
+                                         "off, on or auto");
+  SR_CHECK(mode >= 0 && mode <= 2, "decode (CUDA): dynamic_splits must be 0 (off), 1 (on) or 2 (auto), not {}",
+           mode);
+  return mode;
+}
+
+// Cluster mode's switch: options.cluster / SINKROUTER_DECODE_CLUSTER (unset: auto) for dense
+// decoders, options.routed_cluster / SINKROUTER_DECODE_ROUTED_CLUSTER (unset: off) for routed
+// ones; 0 off, 1 on, 2 auto.
+int cluster_mode(const CudaDecodeOptions& options, bool routed) {
+  const int given = routed ? options.routed_cluster : options.cluster;
+  const char* what = routed ? "routed_cluster" : "cluster";
+  const int mode = given >= 0 ? given
+                   : option_from_env(routed ? "SINKROUTER_DECODE_ROUTED_CLUSTER" : "SINKROUTER_DECODE_CLUSTER",
+                                     routed ? "off" : "auto", {{"off", 0}, {"on", 1}, {"auto", 2}}, "off, on or auto");
+  SR_CHECK(mode >= 0 && mode <= 2, "decode (CUDA): {} must be 0 (off), 1 (on) or 2 (auto), not {}", what, mode);
+  return mode;
 }
 
 }  // namespace
 
 void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool routed, int units, int sms) {
-  const int mode = options.cluster >= 0 ? options.cluster
-                                        : option_from_env("SINKROUTER_DECODE_CLUSTER", "auto",
-                                                          {{"off", 0}, {"on", 1}, {"auto", 2}}, "off, on or auto");
-  SR_CHECK(mode >= 0 && mode <= 2, "decode (CUDA): cluster must be 0 (off), 1 (on) or 2 (auto), not {}", mode);
+  const int mode = cluster_mode(options, routed);
   const int want_ctas = options.cluster_ctas >= 0 ? options.cluster_ctas
                                                  : int_option_from_env("SINKROUTER_DECODE_CLUSTER_CTAS");
   const int want_groups = options.cluster_groups >= 0 ? options.cluster_groups
@@ -58,7 +80,9 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   SR_CHECK(options.cluster_max_tokens >= 0, "decode (CUDA): cluster_max_tokens {} must not be negative",
            options.cluster_max_tokens);
   cluster_ctas_ = cluster_groups_ = 0;
-  if (routed || mode == 0) return;
+  if (mode == 0) return;
+  // Routed: cluster mode and dynamic splits exclude each other; auto yields to dynamic splits on.
+  if (routed && mode == 2 && dynamic_mode(options) == 1) return;
   // CTAs a cluster (c): as given, or among the sizes up to 16 and one wave's share of a unit
   // (and under auto min_split_tokens of the capacity a CTA) whose clusters are all resident at
   // once (a cluster lives within one GPC, so fewer fit than CTAs do: kernel run 14a's 24
@@ -88,7 +112,7 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   const double token_bytes = 4.0 * head_dim_;  // K and V of one KV head, 16-bit
   const int64_t most = std::max(2, wave_ctas_ / units);  // CTAs a unit in one wave
   const int64_t most_auto = (max_capacity_ + min_split_tokens_ - 1) / min_split_tokens_;
-  auto fit = [&](int c) { return resident_clusters(c); };  // (tensor cores: below)
+  auto fit = [&](int c) { return resident_clusters(c, false, routed); };  // (tensor cores: below)
   int ctas = 0, groups = 0;
   if (tensor_cores_ && want_ctas > 0) {
     ctas = fit(want_ctas) >= 1 ? want_ctas : 0;
@@ -159,7 +183,7 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
     constexpr int64_t kWideMinSplitTokens = 512;
     // Takes the wide plan of c CTAs a cluster and k clusters a head where it is all resident.
     auto take = [&](int c, int k) {
-      if (!wide_all_resident(*this, c, int64_t(units) * k, sms)) return false;
+      if (!wide_all_resident(*this, c, int64_t(units) * k, sms, routed)) return false;
       ctas = c, groups = k;
       return true;
     };
@@ -170,6 +194,20 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
                                             one_round_groups(heads_per_cta_, head_dim_, 8)}));
       if (!(groups / 4 > 1 && k8 > 1 && take(8, k8))) take(16, groups / 4);
     }
+  }
+  // Routed: one cluster a unit (the routed kernel has no second merge over clusters). Where the
+  // plan has several, one of 16 at head dim 64 where those are all resident (the largest
+  // cluster: a routed call reads its unit's tokens in fewer, shorter loops anyway), else one
+  // of 8. Auto takes clusters of 8 or more only: those of the small calls, whose flat list's
+  // last CTA merges tens of partials alone (6-12 us at batch 1, kernel run 24b); at batch 8
+  // (clusters of 2) the flat list reads within 5-10 % of the bytes' floor (run 24d).
+  if (routed && ctas > 0) {
+    if (groups > 1) {
+      const bool wide16 = head_dim_ == 64 && wide_all_resident(*this, 16, units, sms, true);
+      ctas = wide16 || (head_dim_ == 64 && fit(16) >= units) ? 16 : fit(8) >= units ? 8 : 0;
+      groups = ctas > 0 ? 1 : 0;
+    }
+    if (mode == 2 && ctas < 8) ctas = groups = 0;
   }
   // Auto takes the plan chosen above wherever its clusters are all resident (ctas > 0), up to
   // cluster_max_tokens of capacity (default: any). Before session 25's interleaved stages, the
@@ -193,30 +231,26 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
 void CudaDecoder::plan_wide_ctas(const CudaDecodeOptions& options, bool routed, int units, int sms) {
   const int mode = wide_mode(options);
   wide_ctas_ = false;
-  if (routed || mode == 0) return;
+  if (mode == 0 || (routed && cluster_ctas_ == 0)) return;  // (routed: the flat list has 4 warps)
   SR_CHECK(mode == 2 || cluster_ctas_ > 0, "decode (CUDA): wide CTAs (wide_ctas on) need cluster mode");
   if (cluster_ctas_ == 0) return;
-  SR_CHECK(mode == 2 || resident_clusters(cluster_ctas_, true) >= 1,
+  SR_CHECK(mode == 2 || resident_clusters(cluster_ctas_, true, routed) >= 1,
            "decode (CUDA): wide CTAs (wide_ctas on) cannot run here: no cluster of {} is resident", cluster_ctas_);
   wide_ctas_ = mode == 1 || (cluster_ctas_ >= 8 && wide_all_resident(*this, cluster_ctas_,
-                                                                     int64_t(units) * cluster_groups_, sms));
+                                                                     int64_t(units) * cluster_groups_, sms, routed));
 }
 
-int CudaDecoder::resident_clusters(int ctas, bool wide) const {
+int CudaDecoder::resident_clusters(int ctas, bool wide, bool routed) const {
   SR_CHECK(ctas >= 2 && ctas <= 16, "decode (CUDA): resident_clusters of {} CTAs (expected 2 to 16)", ctas);
-  return tensor_cores_ ? cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, ctas, min_smem_, wide)
+  return tensor_cores_ ? cuda::attention_cluster_capacity(head_dim_, kv_dtype_, tma_copies_, ctas, min_smem_, wide,
+                                                          routed)
                        : 0;
 }
 
 // The planned split is that of the capacity in every unit: the cluster's share, or the flat
 // list's chunk. The kernel decides again per unit from its length (AttnArgs::claims).
 void CudaDecoder::plan_dynamic_splits(const CudaDecodeOptions& options, bool routed, int units) {
-  const int mode = options.dynamic_splits >= 0
-                       ? options.dynamic_splits
-                       : option_from_env("SINKROUTER_DECODE_DYNAMIC", "auto", {{"off", 0}, {"on", 1}, {"auto", 2}},
-                                         "off, on or auto");
-  SR_CHECK(mode >= 0 && mode <= 2, "decode (CUDA): dynamic_splits must be 0 (off), 1 (on) or 2 (auto), not {}",
-           mode);
+  const int mode = dynamic_mode(options);
   dynamic_min_split_tokens_ = options.dynamic_min_split_tokens;
   if (dynamic_min_split_tokens_ < 0) {  // left to the environment; unset (0): 5120
     dynamic_min_split_tokens_ = int_option_from_env("SINKROUTER_DECODE_DYNAMIC_MIN_SPLIT");
@@ -237,6 +271,10 @@ void CudaDecoder::plan_dynamic_splits(const CudaDecodeOptions& options, bool rou
            options.dynamic_max_cluster_ctas);
   dynamic_splits_ = false;
   if (!tensor_cores_ || mode == 0) return;
+  SR_CHECK(!(routed && cluster_ctas_ > 0 && mode == 1),
+           "decode (CUDA): routed decode takes dynamic splits (dynamic_splits on) or cluster mode (routed_cluster "
+           "on), not both");
+  if (routed && cluster_ctas_ > 0) return;
   // Auto: clusters of more CTAs keep fixed splits, whose stages their CTAs take in turn
   // (CudaDecodeOptions::dynamic_max_cluster_ctas, run 21b). Routed decode keeps them too: in
   // kernel runs 24a-24b dynamic splits were 3-17 % slower at batch 8 and at head dim 64 (the

@@ -5,7 +5,8 @@
 // capacities the dense decoder takes cluster mode on an sm_90 device, here with two clusters
 // a head: a clustered launch and the tickets of its second merge are captured too. A second
 // dense decoder takes the flat list with dynamic splits: its chunk counters are captured; a
-// second routed one too.)
+// second routed one too. The first routed decoder takes cluster mode there, in clusters of 8
+// wide CTAs over the routed token list, whose length only the device knows.)
 #include <gtest/gtest.h>
 
 #if defined(SINKROUTER_HAVE_CUDA)
@@ -48,7 +49,10 @@ TEST(CudaGraph, CapturedStepReplaysAsTheCacheGrows) {
   CudaDecodeOptions dense_options;
   dense_options.cluster_groups = 2;  // (where cluster mode is taken)
   CudaDecoder dense(dev.view(), QH, AttentionPolicy{}, scale, dense_options);
-  CudaDecoder routed(dev.view(), QH, routed_policy, scale);
+  CudaDecodeOptions routed_options;
+  routed_options.routed_cluster = 2;  // auto: taken with clusters of 8 (where cluster mode runs)
+  routed_options.cluster_ctas = 8;
+  CudaDecoder routed(dev.view(), QH, routed_policy, scale, routed_options);
   CudaDecodeOptions dynamic_options;
   dynamic_options.cluster = 0;
   dynamic_options.dynamic_splits = 1;

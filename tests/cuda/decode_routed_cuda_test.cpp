@@ -15,6 +15,7 @@
 #if defined(SINKROUTER_HAVE_CUDA)
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -150,9 +151,21 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
   // Dynamic splits (tensor cores only): claimed chunks in every unit, in long units only, or none.
   opt.dynamic_splits = opt.tensor_cores && G <= 4 && seed / 2 % 3 != 0 ? 1 : 0;
   opt.dynamic_min_split_tokens = seed / 2 % 3 == 1 ? 1 : 256;
+  // Cluster mode (tensor cores, fixed splits): on even seeds of those, clusters of 3, 8 or 16
+  // CTAs or the plan's, wide CTAs on every other one (not with 16: no wide cluster of 16 need
+  // be resident) and auto's choice otherwise.
+  if (opt.tensor_cores && G <= 4 && opt.dynamic_splits == 0 && seed % 2 == 0) {
+    opt.routed_cluster = 1;
+    opt.cluster_ctas = std::array<int, 4>{0, 3, 8, 16}[(seed / 6 + seed / 24) % 4];
+    opt.wide_ctas = seed % 4 == 0 && opt.cluster_ctas != 16 ? 1 : 2;
+  } else {
+    opt.routed_cluster = 0;
+  }
   CudaDecoder decoder(dev.view(), QH, policy, scale, opt);
   if (decoder.uses_tma_copies()) what += " (TMA copies)";
   if (decoder.uses_dynamic_splits()) what += fmt::format(" (dynamic splits from {} tokens)", opt.dynamic_min_split_tokens);
+  if (decoder.cluster_ctas() > 0)
+    what += fmt::format(" (clusters of {}{})", decoder.cluster_ctas(), decoder.uses_wide_ctas() ? " wide CTAs" : "");
   DeviceBuffer qd = testing::to_device(r.q);
   HostTensor out(DType::F32, {B, QH, D}), routed(DType::F64, {B, QH, D}), exact(DType::F64, {B, QH, D});
   DeviceBuffer od(out.bytes());

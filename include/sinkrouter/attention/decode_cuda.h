@@ -135,9 +135,20 @@ struct CudaDecodeOptions {
   // last CTA merging every partial of the head alone. 0 off; 1 on (a clear error where it
   // cannot run); 2 auto: on where it can run with every cluster resident at once, and the
   // planned capacity is at most cluster_max_tokens (below).
-  // Routed decoders always take the flat list, whose splits follow the kept blocks.
+  // Routed decoders take it only through routed_cluster (below).
   // -1: SINKROUTER_DECODE_CLUSTER ("off", "on" or "auto"), unset: auto.
   int cluster = -1;
+  // Cluster mode for routed decoders: one cluster a (sequence, KV head), whose CTAs take the
+  // routed token list's (anchors, kept blocks, window) CTA stages in turn, so that its length,
+  // known only on the device, needs no split search, and the head's partials merge through
+  // distributed shared memory instead of the flat list's last CTA (6-12 us at batch 1, kernel
+  // run 24b's traces). The cluster is the dense plan's for the capacity (options.cluster_ctas
+  // where given; several clusters a head become one of 16 at head dim 64, of 8 at 128), wide
+  // CTAs as options.wide_ctas decides. 0 off; 1 on (a clear error where it cannot run); 2
+  // auto: where that plan has clusters of 8 or more (batch 1's), unless dynamic_splits is on
+  // (the two are exclusive for routed decoders). -1: SINKROUTER_DECODE_ROUTED_CLUSTER ("off",
+  // "on" or "auto"), unset: off.
+  int routed_cluster = -1;
   // CTAs a cluster: 0 chooses (2 to 16, all clusters resident at once, the busiest SM's read
   // shortest; at head dim 128 one cluster of 16 a head becomes one of 8); 2 to 16: exactly that
   // many. Clusters a head: 0 chooses (one, or, where 16 CTAs cap a head and their loops are
@@ -164,8 +175,8 @@ struct CudaDecodeOptions {
   // several clusters of 8 a head (chosen sizes only) become fewer wide ones: one cluster of 8 at
   // head dim 128; 8 x k -> 16 x k / 4 at head dim 64, and where that is still several clusters, as
   // many wide clusters of 8 as give each CTA an SM and a split of at least 512 tokens (SmolLM2 B=1:
-  // 8 x 5 from 32K, 8 x 4 at 16K; B=2 16 x 1). Routed decoders
-  // (the flat list) never take them. -1: SINKROUTER_DECODE_WIDE ("off", "on" or "auto"), unset:
+  // 8 x 5 from 32K, 8 x 4 at 16K; B=2 16 x 1). Routed decoders take them in cluster mode
+  // only (routed_cluster). -1: SINKROUTER_DECODE_WIDE ("off", "on" or "auto"), unset:
   // auto.
   int wide_ctas = -1;
   // At most this many attention CTAs on an SM (1 to 32; 0: as many as fit: 2 for the d128
@@ -268,7 +279,8 @@ class CudaDecoder {
   // How many clusters of `ctas` CTAs (2 to 16) of this decoder's dense tensor-core kernel can be
   // resident at once (cudaOccupancyMaxActiveClusters; 0 where none can, or without tensor
   // cores): what the cluster plan weighs, for benchmarks and diagnostics.
-  int resident_clusters(int ctas, bool wide = false) const;  // (wide: of the wide CTAs)
+  // (wide: of the wide CTAs; routed: of the routed kernel's)
+  int resident_clusters(int ctas, bool wide = false, bool routed = false) const;
   bool uses_tensor_cores() const { return tensor_cores_; }
   bool uses_tma_copies() const { return tma_copies_; }  // options.kv_copy resolved
   bool uses_dynamic_splits() const { return dynamic_splits_; }  // options.dynamic_splits resolved
