@@ -331,18 +331,31 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
     return;
   }
   trace_phase(a, kPhaseMergeWeights);  // (no weights step of its own)
-  if (ROUTED) __syncthreads();  // s_norm2 zeroed
+  float sq[kClusterHeads] = {};  // routed: this thread's squared outputs, by head
   for (int idx = e0 + tid; idx < e1; idx += THREADS) {
     const float3 r = slice.merge(idx);
     const int gg = hc * gc + idx / D;
     const float o = r.y > 0.f ? r.z / r.y : 0.f;
     if (gg < a.group) {
       store_out(a.out, a.out_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * a.group + gg) * D + idx % D, o);
-      if (ROUTED) atomicAdd(&s_norm2[idx / D], o * o);  // (a slice holds at most a few hundred elements)
+      if (ROUTED)
+#pragma unroll
+        for (int g = 0; g < kClusterHeads; ++g) sq[g] += g == idx / D ? o * o : 0.f;  // (registers, not a local array)
     }
   }
   trace_phase(a, kPhaseMergeSums);
   if constexpr (ROUTED) {
+    // Summed in each warp first, one shared atomic a warp and head: 32 lanes' atomics on one
+    // address serialise (run 25a: ~4 us of the combine with an atomic an element).
+    __syncthreads();  // s_norm2 zeroed
+#pragma unroll
+    for (int g = 0; g < kClusterHeads; ++g) {
+      float s = sq[g];
+      if (!__any_sync(0xffffffffu, s != 0.f)) continue;  // (uniform in the warp)
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+      if (tid % 32 == 0) atomicAdd(&s_norm2[g], s);
+    }
     __syncthreads();
     float* norm2 = received_norms();
     if (tid < gc) store_cluster_async(&norm2[rank * kClusterHeads + tid], 0u, s_norm2[tid], norm_barrier());

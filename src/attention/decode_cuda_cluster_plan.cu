@@ -51,15 +51,15 @@ int dynamic_mode(const CudaDecodeOptions& options) {
   return mode;
 }
 
-// Cluster mode's switch: options.cluster / SINKROUTER_DECODE_CLUSTER (unset: auto) for dense
-// decoders, options.routed_cluster / SINKROUTER_DECODE_ROUTED_CLUSTER (unset: off) for routed
-// ones; 0 off, 1 on, 2 auto.
+// Cluster mode's switch: options.cluster / SINKROUTER_DECODE_CLUSTER for dense decoders,
+// options.routed_cluster / SINKROUTER_DECODE_ROUTED_CLUSTER for routed ones; 0 off, 1 on, 2 auto
+// (unset: auto).
 int cluster_mode(const CudaDecodeOptions& options, bool routed) {
   const int given = routed ? options.routed_cluster : options.cluster;
   const char* what = routed ? "routed_cluster" : "cluster";
   const int mode = given >= 0 ? given
                    : option_from_env(routed ? "SINKROUTER_DECODE_ROUTED_CLUSTER" : "SINKROUTER_DECODE_CLUSTER",
-                                     routed ? "off" : "auto", {{"off", 0}, {"on", 1}, {"auto", 2}}, "off, on or auto");
+                                     "auto", {{"off", 0}, {"on", 1}, {"auto", 2}}, "off, on or auto");
   SR_CHECK(mode >= 0 && mode <= 2, "decode (CUDA): {} must be 0 (off), 1 (on) or 2 (auto), not {}", what, mode);
   return mode;
 }
@@ -198,16 +198,24 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   // Routed: one cluster a unit (the routed kernel has no second merge over clusters). Where the
   // plan has several, one of 16 at head dim 64 where those are all resident (the largest
   // cluster: a routed call reads its unit's tokens in fewer, shorter loops anyway), else one
-  // of 8. Auto takes clusters of 8 or more only: those of the small calls, whose flat list's
-  // last CTA merges tens of partials alone (6-12 us at batch 1, kernel run 24b); at batch 8
-  // (clusters of 2) the flat list reads within 5-10 % of the bytes' floor (run 24d).
+  // of 8. Auto takes clusters of 8 or more only (batch 1's), up to a capacity: kernel run 25a,
+  // batch 1, against the flat list in the same call, 50 % of the blocks skipped:
+  // - fast mode (fused_routing_) at head dim 128 (Llama, 8 x 1 wide): 4K-64K 6-10 % faster (64K
+  //   77.4 against 86.3 us), 128K 35 % and 512K 10 % slower: a routed stage's position is a
+  //   load more than a dense one's, and its 64 CTAs' loops read 1.3x slower a token than dense
+  //   ones (the trace), where the flat list's 1,064 CTAs read at the bandwidth;
+  // - the certified policy at head dim 128: 4K-16K within 1 %, 64K 7.5 % slower;
+  // - head dim 64 (SmolLM2, 16 x 1 wide, 48 CTAs): 4K-16K 7-16 % faster in both modes, 64K 5-7 %
+  //   slower. The flat list's last CTA merges tens of partials alone (6-12 us at batch 1, run
+  //   24b); at batch 8 (clusters of 2) it reads within 5-10 % of the bytes' floor (run 24d).
   if (routed && ctas > 0) {
     if (groups > 1) {
       const bool wide16 = head_dim_ == 64 && wide_all_resident(*this, 16, units, sms, true);
       ctas = wide16 || (head_dim_ == 64 && fit(16) >= units) ? 16 : fit(8) >= units ? 8 : 0;
       groups = ctas > 0 ? 1 : 0;
     }
-    if (mode == 2 && ctas < 8) ctas = groups = 0;
+    const int64_t most_tokens = head_dim_ == 128 && fused_routing_ ? 65536 : 16384;
+    if (mode == 2 && (ctas < 8 || max_capacity_ > most_tokens)) ctas = groups = 0;
   }
   // Auto takes the plan chosen above wherever its clusters are all resident (ctas > 0), up to
   // cluster_max_tokens of capacity (default: any). Before session 25's interleaved stages, the

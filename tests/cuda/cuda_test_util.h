@@ -75,6 +75,16 @@ class DeviceBuffer {
 };
 
 // Device copy of a contiguous host tensor.
+// Whether the current device is an sm_90 one (where the TMA copies and cluster mode run: the
+// build always has sm_90a code).
+inline bool device_is_sm90() {
+  int dev = 0, major = 0, minor = 0;
+  return cudaGetDevice(&dev) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess && major == 9 &&
+         minor == 0;
+}
+
 inline DeviceBuffer to_device(const HostTensor& t) {
   DeviceBuffer d(t.bytes());
   if (cudaMemcpy(d.get(), t.data(), t.bytes(), cudaMemcpyHostToDevice) != cudaSuccess)

@@ -36,17 +36,8 @@ namespace {
 
 using testing::compare_to_reference;
 using testing::DeviceBuffer;
+using testing::device_is_sm90;
 using testing::tolerance_for;
-
-// Whether the current device is an sm_90 one (where the TMA copies run: the build always
-// has sm_90a code).
-bool device_is_sm90() {
-  int dev = 0, major = 0, minor = 0;
-  return cudaGetDevice(&dev) == cudaSuccess &&
-         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess && major == 9 &&
-         minor == 0;
-}
 
 struct DenseCase {
   int kv_heads, group, head_dim;

@@ -23,6 +23,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/compare.h"
@@ -324,6 +325,67 @@ TEST(CudaRoutedDecode, CertificateAndOutputOnRandomCases) {
   EXPECT_LE(total.mismatched * 1000, total.blocks) << total.mismatched << " of " << total.blocks;
   std::printf("routed CUDA vs CPU decisions: %lld of %lld blocks differ\n", (long long)total.mismatched,
               (long long)total.blocks);
+}
+
+// Auto's routed plan at the kernel benchmark's shapes (planned only, nothing runs): cluster mode
+// at batch 1 up to its capacity (64K tokens in fast mode at head dim 128, else 16K), wide CTAs;
+// the flat list past it, at batch 8 and with dynamic splits on; routed_cluster and
+// dynamic_splits both on is a clear error.
+TEST(CudaRoutedDecode, AutoPlanTakesClustersAtBatchOneUpToACapacity) {
+  SR_REQUIRE_CUDA_DEVICE();
+  if (!testing::device_is_sm90()) GTEST_SKIP() << "cluster mode needs an sm_90 device";
+  struct Shape {
+    int kv_heads, q_heads, head_dim, batch;
+    int64_t capacity;
+    RouterMode mode;
+    int dynamic;       // CudaDecodeOptions::dynamic_splits
+    int want_ctas;     // cluster CTAs expected (0: the flat list)
+  };
+  for (const Shape s : {Shape{8, 32, 128, 1, 4096, RouterMode::Fast, -1, 8}, Shape{8, 32, 128, 1, 65536, RouterMode::Fast, -1, 8},
+                        Shape{8, 32, 128, 1, 131072, RouterMode::Fast, -1, 0},
+                        Shape{8, 32, 128, 1, 16384, RouterMode::Certified, -1, 8},
+                        Shape{8, 32, 128, 1, 65536, RouterMode::Certified, -1, 0},
+                        Shape{8, 32, 128, 8, 4096, RouterMode::Fast, -1, 0}, Shape{8, 32, 128, 1, 4096, RouterMode::Fast, 1, 0},
+                        Shape{3, 9, 64, 1, 16384, RouterMode::Fast, -1, 16}, Shape{3, 9, 64, 1, 65536, RouterMode::Fast, -1, 0}}) {
+    KVCacheConfig cfg;
+    cfg.num_kv_heads = s.kv_heads;
+    cfg.head_dim = s.head_dim;
+    cfg.dtype = DType::BF16;
+    cfg.page_size = 16;
+    cfg.block_size = 64;
+    cfg.num_pages = 1;
+    DeviceKVCache cache(cfg, std::vector<int64_t>(size_t(s.batch), s.capacity));
+    cache.set_lengths(std::vector<int64_t>(size_t(s.batch), s.capacity));
+    AttentionPolicy p;
+    p.kind = PolicyKind::SinkRouter;
+    p.mode = s.mode;
+    CudaDecodeOptions opt;
+    opt.dynamic_splits = s.dynamic;
+    CudaDecoder d(cache.view(0, s.batch), s.q_heads, p, 0.1f, opt);
+    const std::string how = fmt::format("{} KV heads, head dim {}, batch {}, capacity {}, {}: {} clusters of {}{}",
+                                        s.kv_heads, s.head_dim, s.batch, s.capacity, p.describe(), d.cluster_groups(),
+                                        d.cluster_ctas(), d.uses_wide_ctas() ? ", wide CTAs" : "");
+    EXPECT_EQ(d.cluster_ctas(), s.want_ctas) << how;
+    if (s.want_ctas > 0) {
+      EXPECT_EQ(d.cluster_groups(), 1) << how;
+      EXPECT_TRUE(d.uses_wide_ctas()) << how;
+      EXPECT_EQ(d.grid_ctas(), s.kv_heads * s.batch * s.want_ctas) << how;
+    }
+    EXPECT_FALSE(d.uses_dynamic_splits() && d.cluster_ctas() > 0) << how;
+    // Errors: dynamic splits and cluster mode both on; a value out of range.
+    for (const auto& [value, needle] : {std::pair<int, std::string>{1, "not both"},
+                                        std::pair<int, std::string>{3, "routed_cluster must be 0 (off), 1 (on) or 2 (auto), not 3"}}) {
+      if (value == 1 && s.dynamic != 1) continue;
+      CudaDecodeOptions bad = opt;
+      bad.routed_cluster = value;
+      try {
+        CudaDecoder e(cache.view(0, s.batch), s.q_heads, p, 0.1f, bad);
+        ADD_FAILURE() << how << ": expected an error mentioning '" << needle << "'";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+      }
+    }
+  }
 }
 
 // A dominant sink and three quiet blocks in four: certified mode skips most of the cache,

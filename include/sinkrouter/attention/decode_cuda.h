@@ -145,9 +145,11 @@ struct CudaDecodeOptions {
   // run 24b's traces). The cluster is the dense plan's for the capacity (options.cluster_ctas
   // where given; several clusters a head become one of 16 at head dim 64, of 8 at 128), wide
   // CTAs as options.wide_ctas decides. 0 off; 1 on (a clear error where it cannot run); 2
-  // auto: where that plan has clusters of 8 or more (batch 1's), unless dynamic_splits is on
-  // (the two are exclusive for routed decoders). -1: SINKROUTER_DECODE_ROUTED_CLUSTER ("off",
-  // "on" or "auto"), unset: off.
+  // auto: where that plan has clusters of 8 or more (batch 1's) and the capacity is at most 64K
+  // tokens (fast mode at head dim 128) or 16K (otherwise), unless dynamic_splits is on (the two
+  // are exclusive for routed decoders). Past those its fewer CTAs read slower than the flat
+  // list's many (kernel run 25a; docs/PERF.md, "Routed decode in cluster mode").
+  // -1: SINKROUTER_DECODE_ROUTED_CLUSTER ("off", "on" or "auto"), unset: auto.
   int routed_cluster = -1;
   // CTAs a cluster: 0 chooses (2 to 16, all clusters resident at once, the busiest SM's read
   // shortest; at head dim 128 one cluster of 16 a head becomes one of 8); 2 to 16: exactly that
