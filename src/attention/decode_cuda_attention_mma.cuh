@@ -380,14 +380,10 @@ __global__ void __launch_bounds__(MmaShape<D, W>::kThreads, MmaShape<D, W>::kMin
   // together before any copy is issued (a cp.async, an asm with a memory clobber, keeps
   // the compiler from moving a load past it: interleaved, they were NS - 1 round trips
   // one after another). In the loop the page id of a stage is loaded one iteration before
-  // its copies are issued (routed: its position, the kept block's id, kPosAhead iterations
-  // before that: with one, run 25a's routed loops in cluster mode read 1.3x slower a token
-  // than dense ones, the id's round trip exposed; the DYN instance steps its claims one stage
-  // at a time and keeps one).
-  constexpr int kPosAhead = ROUTED && !DYN ? 2 : 1;
-  LazyPos pos_first[NS + kPosAhead];
+  // its copies are issued (routed: its position one iteration before that).
+  LazyPos pos_first[NS + 1];
 #pragma unroll
-  for (int st = 0; st < NS + kPosAhead; ++st) pos_first[st] = pos_of(st);
+  for (int st = 0; st <= NS; ++st) pos_first[st] = pos_of(st);
   PageRef page_first[NS];
 #pragma unroll
   for (int st = 0; st < NS; ++st) {
@@ -409,9 +405,7 @@ __global__ void __launch_bounds__(MmaShape<D, W>::kThreads, MmaShape<D, W>::kMin
   }
   trace_phase(a, kPhaseIssued);
   PageRef page_next = page_first[NS - 1];
-  LazyPos pos_next[kPosAhead];  // of stages t + NS .. t + NS + kPosAhead - 1, at iteration t
-#pragma unroll
-  for (int i = 0; i < kPosAhead; ++i) pos_next[i] = pos_first[NS + i];
+  LazyPos pos_next = pos_first[NS];
 
   // ---- q fragments: lane holds q[g][16kk + 2tq + {0, 1, 8, 9}] * scale, split ----
   uint32_t qa[KT][4];
@@ -428,10 +422,8 @@ __global__ void __launch_bounds__(MmaShape<D, W>::kThreads, MmaShape<D, W>::kMin
       cp_async_commit_group();
     }
     fill = fill == NS - 1 ? 0 : fill + 1;
-    page_next = page_of(pos_next[0]);  // position loaded kPosAhead iterations ago; its page id now
-#pragma unroll
-    for (int i = 0; i + 1 < kPosAhead; ++i) pos_next[i] = pos_next[i + 1];
-    pos_next[kPosAhead - 1] = pos_of(t + NS + kPosAhead);
+    page_next = page_of(pos_next);  // position loaded an iteration ago; its page id now
+    pos_next = pos_of(t + NS + 1);
     // The first token of stage t (dynamic: of the chunk the read side is in).
     const int64_t stage_v0 = DYN && dyn ? claimed.next_read() : warp_v0 + int64_t(t) * stage_stride;
     const unsigned slot = ring_base + unsigned(read) * S::kStageBytes;
