@@ -161,42 +161,36 @@ __device__ __forceinline__ uint64_t* combine_barrier() {
   return &bar;
 }
 
-// The unit's n = heads_per_cta * D outputs in slices of w = ceil(n / C) elements, one a rank of
-// the cluster of C CTAs: rank r owns [begin(r), end(r)), the last slices shorter or empty.
+// The unit's n = heads_per_cta * D outputs in slices of w elements, one a rank of the cluster of
+// C CTAs: rank r owns [begin(r), end(r)), the last slices shorter or empty. Dense: w = ceil(n /
+// C). Routed (ROUTED): whole heads, w = ceil(heads_per_cta / C) * D, so that each head's output
+// norm, which the error bound needs, is summed in the CTA that owns the head (ranks past the
+// heads own nothing; with one atomic-free exchange of the norms instead, run 25b, rank 0 waited
+// 1.3-2.4 us for its peers' norms).
 struct OutputSlices {
   int n, w;
-  __device__ __forceinline__ int begin(int rank) const { return rank * w; }
+  __device__ __forceinline__ int begin(int rank) const { return min(rank * w, n); }
   __device__ __forceinline__ int end(int rank) const { return min(rank * w + w, n); }
 };
-template <int D>
+template <int D, bool ROUTED>
 __device__ __forceinline__ OutputSlices output_slices(const AttnArgs& a) {
   const int n = a.heads_per_cta * D;
-  return OutputSlices{n, (n + a.cluster - 1) / a.cluster};
+  return OutputSlices{n, ROUTED ? (a.heads_per_cta + a.cluster - 1) / a.cluster * D : (n + a.cluster - 1) / a.cluster};
 }
-
-// Routed decode in cluster mode: the barrier of rank 0 on which the C CTAs' squared norms of
-// their output slices land (cluster_combine, for the error bound), and where they land.
-__device__ __forceinline__ uint64_t* norm_barrier() {
-  __shared__ __align__(8) uint64_t bar;
-  return &bar;
-}
-__device__ __forceinline__ float* received_norms() {  // [C][kClusterHeads]
-  __shared__ float norm2[kMaxClusterCtas * kClusterHeads];
-  return norm2;
-}
+// Floats a CTA receives: C * w (<= n + C - 1 for dense; routed <= max(C, heads_per_cta + C - 1) * D).
+template <int D, bool ROUTED>
+constexpr int kReceivedFloats = ROUTED ? (kMaxClusterCtas + kClusterHeads) * D : kClusterHeads * D + kMaxClusterCtas;
 
 // Before the CTA's "started" arrival (cluster_arrive_relaxed): thread 0 readies
 // combine_barrier() for the bytes the C peers (itself included) will push into this CTA's
-// slice: from each, its elements of the slice (4 bytes each) and each head's (m, l) (8 bytes);
-// routed, rank 0 also norm_barrier() for each peer's squared norm of each head (4 bytes).
+// slice: from each, its elements of the slice (4 bytes each) and each head's (m, l) (8 bytes).
 template <int D, bool ROUTED>
 __device__ __forceinline__ void combine_barrier_init(const AttnArgs& a, int split) {
   if (threadIdx.x != 0) return;
   const int rank = split % a.cluster;
-  const OutputSlices slices = output_slices<D>(a);
-  const int elements = max(0, slices.end(rank) - slices.begin(rank));
+  const OutputSlices slices = output_slices<D, ROUTED>(a);
+  const int elements = slices.end(rank) - slices.begin(rank);
   cluster_barrier_expect(combine_barrier(), unsigned(a.cluster * (elements * 4 + a.heads_per_cta * 8)));
-  if (ROUTED && rank == 0) cluster_barrier_expect(norm_barrier(), unsigned(a.cluster * a.heads_per_cta * 4));
 }
 
 // What a CTA received from its cluster's peers (cluster_combine): acc elements
@@ -252,8 +246,8 @@ __device__ __forceinline__ void cluster_partials_and_merge(const AttnArgs& a, in
 // The combine, for the CTA of split `split` of its unit (rank split % C in its cluster of C,
 // cluster split / C of the unit's AttnArgs::cluster_groups). `states` holds this CTA's warps'
 // states (WarpStates: m(g), l(g, m) and acc(g, d, m) merge them; the caller has synchronised
-// them). Output element idx of the unit's n = heads_per_cta * D belongs to rank idx / w,
-// w = ceil(n / C) (output_slices); the owner receives, from every peer p, acc in recv_acc[p * w + idx - owner
+// them). Output element idx of the unit's n = heads_per_cta * D belongs to rank idx / w
+// (output_slices); the owner receives, from every peer p, acc in recv_acc[p * w + idx - owner
 // * w] and each head's (m, l) in recv_ml[p][g], then merges them as merge_partials does (max,
 // exp2-weighted sums, 1 / L) and writes the output, or with several clusters a unit its
 // cluster's partial (merge_cluster_groups). A thread pushes 4 consecutive elements (one
@@ -269,30 +263,30 @@ __device__ __forceinline__ void cluster_partials_and_merge(const AttnArgs& a, in
 // GROUPS: the kernel instance for cluster_groups > 1 (the second merge's code is only there).
 // ROUTED: routed decode (one cluster a unit): the statistics are the routing pass's, but for
 // the bound on the output's error, max over the heads g of skipped_v_g + delta_g ||o_g|| (as
-// finish_split), whose norms span the slices: each CTA pushes its slice's squared norm of each
-// head to rank 0 (received_norms, counted on its norm_barrier), which takes the bound.
+// finish_split): each CTA owns whole heads (output_slices) and takes its heads' bound.
 template <int D, bool ROUTED, bool GROUPS, int THREADS, typename States>
 __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const States& states, float2* scratch) {
   static_assert(!(ROUTED && GROUPS), "routed decode has one cluster a unit");
-  __shared__ __align__(16) float recv_acc[kClusterHeads * D + kMaxClusterCtas];  // C * w <= n + C - 1
+  __shared__ __align__(16) float recv_acc[kReceivedFloats<D, ROUTED>];
   __shared__ float2 recv_ml[kMaxClusterCtas * kClusterHeads];
-  __shared__ float s_norm2[kClusterHeads];  // routed: this slice's squared norm of each head
+  __shared__ float s_norm2[kClusterHeads];  // routed: the squared norm of each head this CTA owns
   const int C = a.cluster, rank = split % C;
   const int gc = a.heads_per_cta, tid = int(threadIdx.x);
   const int bh = unit / a.head_chunks, hc = unit % a.head_chunks;
   const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
-  // Routed, rank 0: the certificate's terms of head tid (the routing pass's output), loaded now
-  // so that their round trip overlaps the combine.
+  const OutputSlices slices = output_slices<D, ROUTED>(a);
+  const int n = slices.n, w = slices.w;
+  const int e0 = slices.begin(rank), e1 = slices.end(rank);
+  // Routed: the certificate's terms of head tid where this CTA owns it (the routing pass's
+  // output), loaded now so that their round trip overlaps the combine.
   float skipped_v = 0.f, delta = 0.f;
-  const bool cert_head = ROUTED && rank == 0 && tid < gc && hc * gc + tid < a.group;
+  const bool cert_head = ROUTED && tid < gc && tid * D >= e0 && tid * D < e1 && hc * gc + tid < a.group;
   if (cert_head) {
     const int64_t qi = int64_t(b) * a.num_q_heads + int64_t(h) * a.group + hc * gc + tid;
     skipped_v = a.skipped_v_bound[qi];
     delta = a.delta[qi];
   }
   if (ROUTED && tid < kClusterHeads) s_norm2[tid] = 0.f;
-  const OutputSlices slices = output_slices<D>(a);
-  const int n = slices.n, w = slices.w;
   static_assert(D % 4 == 0, "a thread's 4 elements lie in one head");
   uint64_t* const bar = combine_barrier();  // (each store counts on its owner's)
   cluster_wait();  // every peer has started (phase 0 of the cluster barrier)
@@ -319,7 +313,6 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
   trace_phase(a, kPhaseCtaMerged);
   cluster_barrier_wait(bar);  // every peer's stores into this CTA have landed
   trace_phase(a, kPhaseTicket);
-  const int e0 = slices.begin(rank), e1 = slices.end(rank);
   const ReceivedSlice<D> slice{recv_acc, recv_ml, C, w, e0};
   // Every warp of the cluster is past its last claim (dynamic splits); with several clusters
   // a unit, merge_cluster_groups' last rank-0 CTA returns the counter instead.
@@ -357,16 +350,9 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
       if (tid % 32 == 0) atomicAdd(&s_norm2[g], s);
     }
     __syncthreads();
-    float* norm2 = received_norms();
-    if (tid < gc) store_cluster_async(&norm2[rank * kClusterHeads + tid], 0u, s_norm2[tid], norm_barrier());
-    if (rank == 0 && tid < 32) {
+    if (e0 < e1 && tid < 32) {  // the bound over the heads this CTA owns (lanes 0 .. gc - 1)
       float bound = 0.f;
-      if (tid < gc) {
-        cluster_barrier_wait(norm_barrier());  // every peer's norms have landed
-        double n2 = 0;
-        for (int p = 0; p < C; ++p) n2 += double(norm2[p * kClusterHeads + tid]);
-        if (cert_head) bound = float((double(skipped_v) + double(delta) * sqrt(n2)) * (1 + 1e-5));
-      }
+      if (cert_head) bound = float((double(skipped_v) + double(delta) * sqrt(double(s_norm2[tid]))) * (1 + 1e-5));
       static_assert(kClusterHeads <= 4, "the bound's maximum is taken over lanes 0-3");
 #pragma unroll
       for (int o = 2; o > 0; o >>= 1) bound = fmaxf(bound, __shfl_xor_sync(0xffffffffu, bound, o));
