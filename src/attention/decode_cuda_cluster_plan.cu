@@ -198,15 +198,15 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   // Routed: one cluster a unit (the routed kernel has no second merge over clusters). Where the
   // plan has several, one of 16 at head dim 64 where those are all resident (the largest
   // cluster: a routed call reads its unit's tokens in fewer, shorter loops anyway), else one
-  // of 8. Auto takes clusters of 8 or more only (batch 1's), up to a capacity: kernel run 25a,
-  // batch 1, against the flat list in the same call, 50 % of the blocks skipped:
-  // - fast mode (fused_routing_) at head dim 128 (Llama, 8 x 1 wide): 4K-64K 6-10 % faster (64K
-  //   77.4 against 86.3 us), 128K 35 % and 512K 10 % slower: a routed stage's position is a
-  //   load more than a dense one's, and its 64 CTAs' loops read 1.3x slower a token than dense
-  //   ones (the trace), where the flat list's 1,064 CTAs read at the bandwidth;
-  // - the certified policy at head dim 128: 4K-16K within 1 %, 64K 7.5 % slower;
-  // - head dim 64 (SmolLM2, 16 x 1 wide, 48 CTAs): 4K-16K 7-16 % faster in both modes, 64K 5-7 %
-  //   slower. The flat list's last CTA merges tens of partials alone (6-12 us at batch 1, run
+  // of 8. Auto takes clusters of 8 or more only (batch 1's), up to a capacity: kernel runs
+  // 25a-25b, batch 1, against the flat list in the same call, 50 % of the blocks skipped:
+  // - fast mode (fused_routing_) at head dim 128 (Llama, 8 x 1 wide): 4K-64K 13-14 % faster (64K
+  //   76.5 against 88.0 us), 128K 30 % and 512K 10-17 % slower: its 64 CTAs' loops read 1.3x
+  //   slower a token than dense ones (the trace; not the kept block's id, run 25c), where the
+  //   flat list's 1,064 CTAs read at the bandwidth;
+  // - the certified policy at head dim 128: 4K-16K 4-7 % faster, 64K 4-20 % slower;
+  // - head dim 64 (SmolLM2, 16 x 1 wide, 48 CTAs): 4K-16K 7-18 % faster in both modes, 64K up to
+  //   7 % slower. The flat list's last CTA merges tens of partials alone (6-12 us at batch 1, run
   //   24b); at batch 8 (clusters of 2) it reads within 5-10 % of the bytes' floor (run 24d).
   if (routed && ctas > 0) {
     if (groups > 1) {

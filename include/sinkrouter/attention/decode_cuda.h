@@ -148,7 +148,7 @@ struct CudaDecodeOptions {
   // auto: where that plan has clusters of 8 or more (batch 1's) and the capacity is at most 64K
   // tokens (fast mode at head dim 128) or 16K (otherwise), unless dynamic_splits is on (the two
   // are exclusive for routed decoders). Past those its fewer CTAs read slower than the flat
-  // list's many (kernel run 25a; docs/PERF.md, "Routed decode in cluster mode").
+  // list's many (kernel runs 25a-25b; docs/PERF.md, "Routed decode in cluster mode").
   // -1: SINKROUTER_DECODE_ROUTED_CLUSTER ("off", "on" or "auto"), unset: auto.
   int routed_cluster = -1;
   // CTAs a cluster: 0 chooses (2 to 16, all clusters resident at once, the busiest SM's read
