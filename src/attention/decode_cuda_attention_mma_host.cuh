@@ -76,10 +76,9 @@ AttnKernelInfo mma_prepare_one(int min_smem) {
 template <int D, typename Tag, bool TMA>
 int mma_cluster_capacity(int cluster, int min_smem, bool wide, bool routed) {
   constexpr int W = kWideWarps;
-  const std::vector<const void*> kernels =
-      wide     ? mma_wide_kernels<D, Tag, TMA>(routed)
-      : routed ? std::vector<const void*>{reinterpret_cast<const void*>(attention_mma_kernel<D, Tag, true, TMA>)}
-               : mma_kernels<D, Tag, false, TMA>();
+  const std::vector<const void*> kernels = wide     ? mma_wide_kernels<D, Tag, TMA>(routed)
+                                           : routed ? mma_kernels<D, Tag, true, TMA>()
+                                                    : mma_kernels<D, Tag, false, TMA>();
   if (!sm90a_code_runs_here(kernels[0])) return 0;
   const int smem = wide ? mma_smem<D, TMA, W>(min_smem) : mma_smem<D, TMA>(min_smem);
   const int threads = wide ? MmaShape<D, W>::kThreads : MmaShape<D>::kThreads;

@@ -14,6 +14,7 @@
 #include "sinkrouter/attention/decode.h"
 #include "sinkrouter/attention/decode_cuda.h"
 #include "sinkrouter/core/tensor.h"
+#include "sinkrouter/kv/device_kv_cache.h"
 
 namespace sinkrouter::testing {
 
@@ -83,6 +84,21 @@ inline bool device_is_sm90() {
          cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
          cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess && major == 9 &&
          minor == 0;
+}
+
+// A bf16 device cache of `batch` sequences, each `capacity` tokens long by its lengths but with
+// one page of storage: for the decoders' plans at the benchmark's shapes (nothing runs on it).
+inline DeviceKVCache capacity_only_cache(int kv_heads, int head_dim, int batch, int64_t capacity) {
+  KVCacheConfig cfg;
+  cfg.num_kv_heads = kv_heads;
+  cfg.head_dim = head_dim;
+  cfg.dtype = DType::BF16;
+  cfg.page_size = 16;
+  cfg.block_size = 64;
+  cfg.num_pages = 1;
+  DeviceKVCache cache(cfg, std::vector<int64_t>(size_t(batch), capacity));
+  cache.set_lengths(std::vector<int64_t>(size_t(batch), capacity));
+  return cache;
 }
 
 inline DeviceBuffer to_device(const HostTensor& t) {

@@ -342,15 +342,7 @@ TEST(CudaDenseDecode, AutoPlanTakesClustersWithFixedSplits) {
                         Shape{8, 32, 128, 8, 65536, false}, Shape{3, 9, 64, 1, 4096, true},
                         Shape{3, 9, 64, 1, 16384, true}, Shape{3, 9, 64, 1, 262144, true},
                         Shape{3, 9, 64, 2, 65536, true}, Shape{3, 9, 64, 8, 65536, false}}) {
-    KVCacheConfig cfg;
-    cfg.num_kv_heads = s.kv_heads;
-    cfg.head_dim = s.head_dim;
-    cfg.dtype = DType::BF16;
-    cfg.page_size = 16;
-    cfg.block_size = 64;
-    cfg.num_pages = 1;
-    DeviceKVCache cache(cfg, std::vector<int64_t>(size_t(s.batch), s.capacity));
-    cache.set_lengths(std::vector<int64_t>(size_t(s.batch), s.capacity));
+    DeviceKVCache cache = testing::capacity_only_cache(s.kv_heads, s.head_dim, s.batch, s.capacity);
     CudaDecoder d(cache.view(0, s.batch), s.q_heads, AttentionPolicy{}, 0.1f);
     const std::string how = fmt::format("{} KV heads, head dim {}, batch {}, capacity {}: {} clusters of {}{}{}",
                                         s.kv_heads, s.head_dim, s.batch, s.capacity, d.cluster_groups(),

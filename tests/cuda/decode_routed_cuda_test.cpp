@@ -347,15 +347,7 @@ TEST(CudaRoutedDecode, AutoPlanTakesClustersAtBatchOneUpToACapacity) {
                         Shape{8, 32, 128, 1, 65536, RouterMode::Certified, -1, 0},
                         Shape{8, 32, 128, 8, 4096, RouterMode::Fast, -1, 0}, Shape{8, 32, 128, 1, 4096, RouterMode::Fast, 1, 0},
                         Shape{3, 9, 64, 1, 16384, RouterMode::Fast, -1, 16}, Shape{3, 9, 64, 1, 65536, RouterMode::Fast, -1, 0}}) {
-    KVCacheConfig cfg;
-    cfg.num_kv_heads = s.kv_heads;
-    cfg.head_dim = s.head_dim;
-    cfg.dtype = DType::BF16;
-    cfg.page_size = 16;
-    cfg.block_size = 64;
-    cfg.num_pages = 1;
-    DeviceKVCache cache(cfg, std::vector<int64_t>(size_t(s.batch), s.capacity));
-    cache.set_lengths(std::vector<int64_t>(size_t(s.batch), s.capacity));
+    DeviceKVCache cache = testing::capacity_only_cache(s.kv_heads, s.head_dim, s.batch, s.capacity);
     AttentionPolicy p;
     p.kind = PolicyKind::SinkRouter;
     p.mode = s.mode;
