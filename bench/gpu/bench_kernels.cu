@@ -14,10 +14,8 @@
 //       call goes: per-CTA phase stamps (CudaDecoder::set_phase_trace) of one call after a
 //       timed graph, medians over the CTAs that had work, and for the routed call the
 //       routing pass's steps too (set_route_trace, lines "trace-route"); printed, and JSON
-//   --trace-warm: with --trace-phases, the traced call comes right after an untraced call on
-//       the same cache copy, not after the timed graph's last call (on another copy): its code
-//       (and that copy's summaries) are then warm in L2. Against a plain trace, this tells the
-//       one-shot phases' instruction fetch after a call's KV stream has evicted L2 from their work.
+//   --trace-warm: the traced call right after an untraced one on the same copy (its code warm
+//       in L2), not after the timed graph's last call on another copy (kernel run 25h).
 //   bench_kernels --profile-once --shapes llama-3.1-8b --contexts 65536 --batches 1
 //       one eager dense run and one routed run (the default policy, 50 % quiet blocks) of
 //       the first shape, context and batch, nothing else: for ncu (run_on_device.sh),
@@ -427,12 +425,9 @@ int main(int argc, char** argv) {
               // of the cache, and a CTA whose role differs between them would mix calls):
               // cleared, then one traced call on copy 0, warm from the timed ones (--trace-warm:
               // right after an untraced call on copy 0).
-              if (trace_warm) {
-                dec.set_phase_trace(nullptr);
-                dec.set_route_trace(nullptr);
+              if (trace_warm) {  // (the stamps of this call are cleared below)
                 dec.run(cache.view(0, int(B)), q, sr::DType::BF16, out, sr::DType::BF16, stream);
-                dec.set_phase_trace(tr);
-                dec.set_route_trace(routed ? rtr : nullptr);
+                SR_CUDA_CHECK(cudaStreamSynchronize(stream));
               }
               SR_CUDA_CHECK(cudaMemset(tr, 0, slots * sizeof(long long)));
               SR_CUDA_CHECK(cudaMemset(rtr, 0, std::max<size_t>(route_slots, 1) * sizeof(long long)));
