@@ -14,8 +14,8 @@
 //       call goes: per-CTA phase stamps (CudaDecoder::set_phase_trace) of one call after a
 //       timed graph, medians over the CTAs that had work, and for the routed call the
 //       routing pass's steps too (set_route_trace, lines "trace-route"); printed, and JSON
-//   --trace-warm: the traced call right after an untraced one on the same copy (its code warm
-//       in L2), not after the timed graph's last call on another copy (kernel run 25h).
+//   --trace-warm: the traced call right after another call on the same copy (its code warm in
+//       L2), not after the timed graph's last call on another copy (kernel runs 25h-25i).
 //   bench_kernels --profile-once --shapes llama-3.1-8b --contexts 65536 --batches 1
 //       one eager dense run and one routed run (the default policy, 50 % quiet blocks) of
 //       the first shape, context and batch, nothing else: for ncu (run_on_device.sh),
