@@ -277,15 +277,9 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
   const OutputSlices slices = output_slices<D, ROUTED>(a);
   const int n = slices.n, w = slices.w;
   const int e0 = slices.begin(rank), e1 = slices.end(rank);
-  // Routed: the certificate's terms of head tid where this CTA owns it (the routing pass's
-  // output), loaded now so that their round trip overlaps the combine.
-  float skipped_v = 0.f, delta = 0.f;
-  const bool cert_head = ROUTED && tid < gc && tid * D >= e0 && tid * D < e1 && hc * gc + tid < a.group;
-  if (cert_head) {
-    const int64_t qi = int64_t(b) * a.num_q_heads + int64_t(h) * a.group + hc * gc + tid;
-    skipped_v = a.skipped_v_bound[qi];
-    delta = a.delta[qi];
-  }
+  // Routed: the certificate's terms of head tid where this CTA owns it, loaded now.
+  const HeadCertificate cert =
+      ROUTED ? HeadCertificate::load(a, b, h, hc, tid, tid * D >= e0 && tid * D < e1) : HeadCertificate{};
   if (ROUTED && tid < kClusterHeads) s_norm2[tid] = 0.f;
   static_assert(D % 4 == 0, "a thread's 4 elements lie in one head");
   uint64_t* const bar = combine_barrier();  // (each store counts on its owner's)
@@ -338,27 +332,12 @@ __device__ void cluster_combine(const AttnArgs& a, int unit, int split, const St
   }
   trace_phase(a, kPhaseMergeSums);
   if constexpr (ROUTED) {
-    // Summed in each warp first, one shared atomic a warp and head: 32 lanes' atomics on one
-    // address serialise (run 25a: ~4 us of the combine with an atomic an element).
     __syncthreads();  // s_norm2 zeroed
 #pragma unroll
-    for (int g = 0; g < kClusterHeads; ++g) {
-      float s = sq[g];
-      if (!__any_sync(0xffffffffu, s != 0.f)) continue;  // (uniform in the warp)
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-      if (tid % 32 == 0) atomicAdd(&s_norm2[g], s);
-    }
+    for (int g = 0; g < kClusterHeads; ++g)
+      if (__any_sync(0xffffffffu, sq[g] != 0.f)) warp_sum_into(sq[g], &s_norm2[g]);  // (uniform in the warp)
     __syncthreads();
-    if (e0 < e1 && tid < 32) {  // the bound over the heads this CTA owns (lanes 0 .. gc - 1)
-      float bound = 0.f;
-      if (cert_head) bound = float((double(skipped_v) + double(delta) * sqrt(double(s_norm2[tid]))) * (1 + 1e-5));
-      static_assert(kClusterHeads <= 4, "the bound's maximum is taken over lanes 0-3");
-#pragma unroll
-      for (int o = 2; o > 0; o >>= 1) bound = fmaxf(bound, __shfl_xor_sync(0xffffffffu, bound, o));
-      // Non-negative floats order as their bit patterns; the routing step zeroed the field.
-      if (tid == 0) atomicMax(reinterpret_cast<int*>(&a.stats[bh].output_error_bound), __float_as_int(bound));
-    }
+    if (e0 < e1 && tid < 32) cert.publish(a, bh, s_norm2);  // the bound over the heads this CTA owns
   }
   trace_phase(a, kPhaseEnd);
   trace_end(a, rank == 0 ? 2 : 1);

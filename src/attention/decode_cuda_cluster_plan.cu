@@ -18,13 +18,18 @@ using decode_env::option_from_env;
 
 namespace {
 
-// options.wide_ctas, or SINKROUTER_DECODE_WIDE: 0 off, 1 on, 2 auto.
-int wide_mode(const CudaDecodeOptions& options) {
-  const int mode = options.wide_ctas >= 0 ? options.wide_ctas
-                                          : option_from_env("SINKROUTER_DECODE_WIDE", "auto",
-                                                            {{"off", 0}, {"on", 1}, {"auto", 2}}, "off, on or auto");
-  SR_CHECK(mode >= 0 && mode <= 2, "decode (CUDA): wide_ctas must be 0 (off), 1 (on) or 2 (auto), not {}", mode);
+// An off / on / auto switch: `given` (an option, 0 off, 1 on, 2 auto) unless negative, else the
+// environment variable `env` ("off", "on" or "auto"; unset: auto); `what` names the option in
+// the error for a value out of range.
+int off_on_auto(int given, const char* env, const char* what) {
+  const int mode =
+      given >= 0 ? given : option_from_env(env, "auto", {{"off", 0}, {"on", 1}, {"auto", 2}}, "off, on or auto");
+  SR_CHECK(mode >= 0 && mode <= 2, "decode (CUDA): {} must be 0 (off), 1 (on) or 2 (auto), not {}", what, mode);
   return mode;
+}
+
+int wide_mode(const CudaDecodeOptions& options) {
+  return off_on_auto(options.wide_ctas, "SINKROUTER_DECODE_WIDE", "wide_ctas");
 }
 
 // The most clusters a unit whose partials the second merge (merge_cluster_groups) loads in one
@@ -40,28 +45,15 @@ bool wide_all_resident(const CudaDecoder& d, int ctas, int64_t clusters, int sms
   return clusters * ctas <= sms && d.resident_clusters(ctas, true, routed) >= clusters;
 }
 
-// options.dynamic_splits, or SINKROUTER_DECODE_DYNAMIC: 0 off, 1 on, 2 auto.
 int dynamic_mode(const CudaDecodeOptions& options) {
-  const int mode = options.dynamic_splits >= 0
-                       ? options.dynamic_splits
-                       : option_from_env("SINKROUTER_DECODE_DYNAMIC", "auto", {{"off", 0}, {"on", 1}, {"auto", 2}},
-                                         "off, on or auto");
-  SR_CHECK(mode >= 0 && mode <= 2, "decode (CUDA): dynamic_splits must be 0 (off), 1 (on) or 2 (auto), not {}",
-           mode);
-  return mode;
+  return off_on_auto(options.dynamic_splits, "SINKROUTER_DECODE_DYNAMIC", "dynamic_splits");
 }
 
 // Cluster mode's switch: options.cluster / SINKROUTER_DECODE_CLUSTER for dense decoders,
-// options.routed_cluster / SINKROUTER_DECODE_ROUTED_CLUSTER for routed ones; 0 off, 1 on, 2 auto
-// (unset: auto).
+// options.routed_cluster / SINKROUTER_DECODE_ROUTED_CLUSTER for routed ones.
 int cluster_mode(const CudaDecodeOptions& options, bool routed) {
-  const int given = routed ? options.routed_cluster : options.cluster;
-  const char* what = routed ? "routed_cluster" : "cluster";
-  const int mode = given >= 0 ? given
-                   : option_from_env(routed ? "SINKROUTER_DECODE_ROUTED_CLUSTER" : "SINKROUTER_DECODE_CLUSTER",
-                                     "auto", {{"off", 0}, {"on", 1}, {"auto", 2}}, "off, on or auto");
-  SR_CHECK(mode >= 0 && mode <= 2, "decode (CUDA): {} must be 0 (off), 1 (on) or 2 (auto), not {}", what, mode);
-  return mode;
+  return routed ? off_on_auto(options.routed_cluster, "SINKROUTER_DECODE_ROUTED_CLUSTER", "routed_cluster")
+                : off_on_auto(options.cluster, "SINKROUTER_DECODE_CLUSTER", "cluster");
 }
 
 }  // namespace

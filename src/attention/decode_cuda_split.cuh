@@ -383,6 +383,46 @@ struct WarpStates {
   }
 };
 
+// Sums v over the warp; lane 0 adds the sum to *dst (shared memory): one atomic a warp, not
+// one a lane (32 lanes' atomics on one address serialise: run 7a, run 25a).
+__device__ __forceinline__ void warp_sum_into(float v, float* dst) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if (threadIdx.x % 32 == 0) atomicAdd(dst, v);
+}
+
+// Routed decode's bound on the output's error (HeadStats::output_error_bound): the max over
+// the query heads g of skipped_v_g + delta_g ||o_g||, from the routing pass's certificate terms
+// and the norm of the output. Thread g < 8 of a CTA that holds head g's whole output loads the
+// head's terms early (their round trip then overlaps the combine: loaded after the merge, one
+// head after another, they cost the last CTA ~3 us, run 13a); warp 0 publishes the bound.
+struct HeadCertificate {
+  float skipped_v = 0.f, delta = 0.f;
+  bool valid = false;
+  // Head g of unit chunk hc of (sequence b, KV head h), where `owned` (the CTA holds its output).
+  __device__ __forceinline__ static HeadCertificate load(const AttnArgs& a, int b, int h, int hc, int g, bool owned) {
+    HeadCertificate c;
+    c.valid = owned && g < a.heads_per_cta && hc * a.heads_per_cta + g < a.group;
+    if (c.valid) {
+      const int64_t qi = int64_t(b) * a.num_q_heads + int64_t(h) * a.group + hc * a.heads_per_cta + g;
+      c.skipped_v = a.skipped_v_bound[qi];
+      c.delta = a.delta[qi];
+    }
+    return c;
+  }
+  // Called by all of warp 0, lane g holding head g's certificate; norm2[g]: the head's squared
+  // output norm (shared memory, read where valid). The bound's maximum into stats[bh].
+  __device__ __forceinline__ void publish(const AttnArgs& a, int bh, const float* norm2) const {
+    static_assert(kMaxHeadsPerCta <= 8, "the bound's maximum is taken over lanes 0-7");
+    float bound = 0.f;
+    if (valid) bound = float((double(skipped_v) + double(delta) * sqrt(double(norm2[threadIdx.x]))) * (1 + 1e-5));
+#pragma unroll
+    for (int o = 4; o > 0; o >>= 1) bound = fmaxf(bound, __shfl_xor_sync(0xffffffffu, bound, o));
+    // Non-negative floats order as their bit patterns; the routing step zeroed the field.
+    if (threadIdx.x == 0) atomicMax(reinterpret_cast<int*>(&a.stats[bh].output_error_bound), __float_as_int(bound));
+  }
+};
+
 // Dense statistics of (sequence, KV head) bh: every token read once.
 __device__ __forceinline__ void write_dense_stats(const AttnArgs& a, int bh) {
   HeadStats& st = a.stats[bh];
@@ -416,16 +456,9 @@ __device__ void finish_split(const AttnArgs& a, int cta, int unit, int split, in
   if (tid < kMaxHeadsPerCta) s_norm2[tid] = 0.f;
   const int bh = unit / a.head_chunks, hc = unit % a.head_chunks;
   const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
-  // Routed: the certificate's terms of head tid (the routing pass's output), loaded now so
-  // that their round trip overlaps the partial's stores and the ticket (loaded after the
-  // merge, one head after another by one thread, they cost the last CTA ~3 us: run 13a).
-  float skipped_v = 0.f, delta = 0.f;
-  const bool cert_head = ROUTED && tid < gc && hc * gc + tid < a.group;
-  if (cert_head) {
-    const int64_t qi = int64_t(b) * a.num_q_heads + int64_t(h) * a.group + hc * gc + tid;
-    skipped_v = a.skipped_v_bound[qi];
-    delta = a.delta[qi];
-  }
+  // Routed: the certificate's terms of head tid, loaded now (their round trip overlaps the
+  // partial's stores and the ticket).
+  const HeadCertificate cert = ROUTED ? HeadCertificate::load(a, b, h, hc, tid, true) : HeadCertificate{};
 
   float res[E];
   if (splits == 1) {
@@ -470,12 +503,7 @@ __device__ void finish_split(const AttnArgs& a, int cta, int unit, int split, in
     const int gg = hc * gc + g;
     const bool mine = idx < gc * D && gg < a.group;  // the same for the whole warp
     if (mine) store_out(a.out, a.out_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * a.group + gg) * D + d, res[k]);
-    if (ROUTED && mine) {
-      float sq = res[k] * res[k];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
-      if (tid % 32 == 0) atomicAdd(&s_norm2[g], sq);
-    }
+    if (ROUTED && mine) warp_sum_into(res[k] * res[k], &s_norm2[g]);
   }
   trace_phase(a, kPhaseEnd);
   trace_end(a, 2);
@@ -484,14 +512,7 @@ __device__ void finish_split(const AttnArgs& a, int cta, int unit, int split, in
     return;
   }
   __syncthreads();
-  static_assert(kMaxHeadsPerCta <= 8, "the bound's maximum is taken over lanes 0-7");
-  if (tid >= 32) return;
-  float bound = 0.f;
-  if (cert_head) bound = float((double(skipped_v) + double(delta) * sqrt(double(s_norm2[tid]))) * (1 + 1e-5));
-#pragma unroll
-  for (int o = 4; o > 0; o >>= 1) bound = fmaxf(bound, __shfl_xor_sync(0xffffffffu, bound, o));
-  // Non-negative floats order as their bit patterns; the routing step zeroed the field.
-  if (tid == 0) atomicMax(reinterpret_cast<int*>(&a.stats[bh].output_error_bound), __float_as_int(bound));
+  if (tid < 32) cert.publish(a, bh, s_norm2);
 }
 
 }  // namespace sinkrouter::cuda
