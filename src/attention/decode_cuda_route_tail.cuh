@@ -4,18 +4,21 @@
 // (decode_cuda_route.cu), which saves fast mode the second launch.
 //
 // finish_routing, given keep[] (or the certified key threshold T): the kept-block list in
-// position order (warp ballots), the certificate over the skipped blocks (delta_g = sum
+// position order (a CTA scan of each thread's kept count), the certificate over the skipped blocks (delta_g = sum
 // b_jg, skipped value bound sum b_jg vmax_j, in double), the anchors read alone (their
 // block skipped) or with their block, and the statistics.
 #pragma once
 
 #include <cstdint>
 
+#include <cub/block/block_scan.cuh>
+
 #include "decode_cuda_kernels.cuh"
 
 namespace sinkrouter::cuda {
 
-constexpr int kRouteItems = 16;  // blocks per thread per pass of route_select's finish
+constexpr int kRouteItems = 16;  // blocks per thread per round of route_select's own passes
+constexpr int kFinishRun = 16;   // consecutive blocks a thread takes per pass of the finish (one 16-byte keep[] load)
 constexpr int kRouteGChunk = 4;  // heads summed per pass (more: another pass; 4 keeps the certificate
                                  // step of kCertBatch blocks in registers)
 constexpr int kCertBatch = 8;    // skipped blocks whose certificate loads a thread has in flight together
@@ -75,65 +78,84 @@ __device__ __forceinline__ void add_certificate_batch(const RouteArgs& a, const 
     }
 }
 
-// Exclusive prefix sums, in place, of the n = ITEMS * warps counts of a pass (index
-// i * warps + w: item i, warp w, which is block order), by warp 0; the pass's total is
-// returned to every lane of warp 0 and left in counts[n].
-template <int N>
-__device__ __forceinline__ void scan_pass_counts(int* counts) {
-  constexpr int E = (N + 31) / 32;  // entries a lane
-  const int lane = int(threadIdx.x) % 32;
-  int local[E], sum = 0;
+// Decisions of a thread's run of kFinishRun consecutive blocks j0 .. j0 + 15 (bit i: block j0 + i
+// skipped; blocks at nbr and past are not reported). by_key: certified, skipped iff c_j <= eps_f
+// and (bits(c_j) << 32 | j) < T, from four 16-byte loads of cost[]; otherwise skipped iff keep[j]
+// == 0 (every block for streaming), from one 16-byte load of keep[]. The rows are 16-block
+// aligned (block_stride is a multiple of 16), so the loads stay inside the (b, h)'s row; what
+// lies past nbr is masked. Read with __ldcg (through L2): in fused fast mode other CTAs of this
+// launch wrote them.
+// Bit i set: block j0 + i of a thread's run exists (is below nbr).
+__device__ __forceinline__ uint32_t run_blocks(int j0, int nbr) {
+  return j0 >= nbr ? 0u : nbr - j0 >= kFinishRun ? (1u << kFinishRun) - 1u : (1u << (nbr - j0)) - 1u;
+}
+
+__device__ __forceinline__ uint32_t skipped_run(const RouteArgs& a, const RouteHead& hd, int j0, bool by_key,
+                                                uint64_t T, float eps_f) {
+  const uint32_t valid = run_blocks(j0, hd.nbr);
+  if (valid == 0 || a.streaming) return valid;
+  uint32_t skip = 0;
+  if (by_key) {
+    const float4* c4 = reinterpret_cast<const float4*>(hd.cost + j0);
+    float4 c[kFinishRun / 4];
 #pragma unroll
-  for (int e = 0; e < E; ++e) {
-    const int idx = lane * E + e;
-    local[e] = idx < N ? counts[idx] : 0;
-    sum += local[e];
-  }
-  int incl = sum;
+    for (int k = 0; k < kFinishRun / 4; ++k) c[k] = __ldcg(c4 + k);
 #pragma unroll
-  for (int off = 1; off < 32; off <<= 1) {
-    const int y = __shfl_up_sync(0xffffffffu, incl, off);
-    if (lane >= off) incl += y;
-  }
-  int run = incl - sum;
+    for (int k = 0; k < kFinishRun / 4; ++k) {
+      const float v[4] = {c[k].x, c[k].y, c[k].z, c[k].w};
 #pragma unroll
-  for (int e = 0; e < E; ++e) {
-    const int idx = lane * E + e;
-    if (idx < N) counts[idx] = run;
-    run += local[e];
+      for (int e = 0; e < 4; ++e) {
+        const int i = 4 * k + e;
+        const bool s = v[e] <= eps_f && ((uint64_t(__float_as_uint(v[e])) << 32) | uint32_t(j0 + i)) < T;
+        skip |= uint32_t(s) << i;
+      }
+    }
+  } else {
+    const uint4 k4 = __ldcg(reinterpret_cast<const uint4*>(hd.keep + j0));
+    const uint32_t w[4] = {k4.x, k4.y, k4.z, k4.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const uint32_t zero = __vcmpeq4(w[k], 0u);  // 0xff in each byte that is 0 (block skipped)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) skip |= ((zero >> (8 * e)) & 1u) << (4 * k + e);
+    }
   }
-  if (lane == 31) counts[N] = incl;
+  return skip & valid;
 }
 
 // by_key: certified, block j skipped iff c_j <= eps_f and (bits(c_j) << 32 | j) < T;
 // otherwise skipped iff keep[j] == 0 (every block for streaming). keep[] ends as the
 // final decision. Every thread of the CTA calls this.
-// A pass covers THREADS * ITEMS blocks: item i of thread t is block base + i * THREADS + t,
-// so that each load instruction of a warp reads 32 neighbouring entries (kernel run 13a:
-// with each thread's blocks consecutive, every warp load touched 32 sectors, and the finish
-// took 30-37 us at 512K). Per pass:
-//   1. the decisions (keep[] or cost) and the summary slots of all ITEMS items, together;
-//   2. the kept list: per item a warp ballot, and the (item, warp) counts scanned by warp 0;
-//   3. the certificate: kCertBatch items at a time, their value norms and b_jg together;
-//      or, given `partials` (fused fast mode: each route_bounds CTA summed its own skipped
-//      blocks, RouteArgs::cert_partials), the sum of the partial_ctas shares [cta][G].
-// The per-block arrays are read with __ldcg (through L2): in the fused fast path other
-// CTAs of this launch wrote them. traced: stamp the finish's steps (fused fast mode).
-template <int THREADS, int ITEMS = kRouteItems>
+// A pass covers THREADS * kFinishRun blocks: thread t takes the run of 16 consecutive blocks
+// base + 16 t .. base + 16 t + 15, whose keep[] bytes are one 16-byte load (a warp reads 512
+// neighbouring bytes). Per pass:
+//   1. the run's decisions (skipped_run);
+//   2. the kept list: the run's kept count, a CTA-wide exclusive scan of the counts (CUB), then
+//      the run's kept block ids at the thread's offset, in a rolled loop;
+//   3. the certificate: the run's skipped blocks kCertBatch at a time, their slots, then their
+//      value norms and b_jg together; or, given `partials` (fused fast mode: each route_bounds
+//      CTA summed its own skipped blocks, RouteArgs::cert_partials), the sum of the
+//      partial_ctas shares [cta][G].
+// Compact on purpose. The version before (sixteen blocks a thread strided by THREADS, each
+// step unrolled over them: ~3,200 instructions between the ticket and the list's end) took
+// 4-14 us for one or two passes whose loads are a few L2 round trips (kernel run 25f's trace);
+// its time grew with the items it ran, not with its loads.
+// traced: stamp the finish's steps (fused fast mode).
+template <int THREADS>
 __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, int64_t n, int64_t ws, bool by_key,
                                uint64_t T, float eps_f, const double2* partials = nullptr, int partial_ctas = 0,
                                bool traced = false) {
-  static_assert(ITEMS <= 32 && ITEMS % kCertBatch == 0, "ITEMS: a 32-bit mask, whole certificate batches");
-  constexpr int kWarps = THREADS / 32, kPass = THREADS * ITEMS, kCounts = ITEMS * kWarps;
+  using Scan = cub::BlockScan<int, THREADS, cub::BLOCK_SCAN_WARP_SCANS>;
+  constexpr int kPass = THREADS * kFinishRun;
   __shared__ double s_sum[2 * kRouteGChunk];
-  __shared__ int s_counts[kCounts + 1];
+  __shared__ typename Scan::TempStorage s_scan;
   const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
   const int G = hd.G, R = a.kv.block_size, tid = int(threadIdx.x), nbr = hd.nbr;
-  const int warp = tid / 32, lane = tid % 32;
-  const unsigned lanes_below = (1u << lane) - 1u;
   int32_t* kept_list = a.kept_blocks + int64_t(bh) * a.block_stride;
   // The blocks' summary slots (for their value norms): the sequence's row of the table.
   const int32_t* slots = a.kv.summary_indices + a.kv.summary_indptr[b];
+  // keep[] holds the final decision already unless it is by key or streaming.
+  const bool store_keep = by_key || a.streaming;
   int total = 0;
   float dmax = 0.f;
   for (int g0 = 0; g0 < G; g0 += kRouteGChunk) {
@@ -143,79 +165,34 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
     // With partials the passes only compact (once); the certificate is the shares' sum.
     const int pass_end = partials == nullptr || g0 == 0 ? nbr : 0;
     for (int base = 0; base < pass_end; base += kPass) {
-      // Items with a block anywhere in the CTA (the same for every thread).
-      const int items = (nbr - base + THREADS - 1) / THREADS;
-      // 1. Decisions (skip: bit i for item i) and slots. Every item's loads are issued
-      // before any is tested, into registers of their own: written as one loop, the
-      // compiler loaded each item's keep[] into the register the previous item's test had
-      // just read, so the loads went one L2 round trip at a time (kernel run 17a's SASS).
-      // Issued together they took the kept list at 512K from 16.9 to 12.9 us (runs 17c, 17d).
-      uint32_t skip = 0;
-      int32_t slot[ITEMS];
-      uint32_t raw[ITEMS];  // keep[j], or the bits of cost[j] (by_key)
-#pragma unroll
-      for (int i = 0; i < ITEMS; ++i) {
-        slot[i] = 0;
-        raw[i] = 0;
-      }
-#pragma unroll
-      for (int i = 0; i < ITEMS; ++i) {
-        if (i >= items) break;  // (run 17d: predicated loads of all 16 items cost a short sequence ~1 us)
-        const int j = base + i * THREADS + tid;
-        const bool in = j < nbr;
-        // (the slots: for the value norms of step 3)
-        slot[i] = in && partials == nullptr ? __ldg(slots + j) : 0;
-        raw[i] = !in ? 0u : by_key ? __float_as_uint(__ldcg(hd.cost + j)) : uint32_t(__ldcg(hd.keep + j));
-      }
-#pragma unroll
-      for (int i = 0; i < ITEMS; ++i) {
-        const int j = base + i * THREADS + tid;
-        if (i >= items || j >= nbr) continue;
-        const bool s = by_key ? __uint_as_float(raw[i]) <= eps_f && ((uint64_t(raw[i]) << 32) | uint32_t(j)) < T
-                              : a.streaming || raw[i] == 0;
-        skip |= uint32_t(s) << i;
-      }
+      const int j0 = base + tid * kFinishRun;  // this thread's run
+      // 1. Decisions.
+      const uint32_t skip = skipped_run(a, hd, j0, by_key, T, eps_f);
       // 2. The kept list (and keep[] final), once.
       if (g0 == 0) {
-        // Short sequences skip the ballots of the items past theirs (a one-pass finish at
-        // 4K-16K took ~1 us longer than the round-based one of run 12g); their counts are 0.
-        for (int k = items * kWarps + tid; k < kCounts; k += THREADS) s_counts[k] = 0;
-#pragma unroll
-        for (int i = 0; i < ITEMS; ++i) {
-          if (i >= items) break;
-          const bool kept = base + i * THREADS + tid < nbr && !((skip >> i) & 1u);
-          const unsigned ballot = __ballot_sync(0xffffffffu, kept);
-          if (lane == 0) s_counts[i * kWarps + warp] = __popc(ballot);
-        }
-        __syncthreads();
-        if (warp == 0) scan_pass_counts<kCounts>(s_counts);
-        __syncthreads();
-#pragma unroll
-        for (int i = 0; i < ITEMS; ++i) {
-          if (i >= items) break;
-          const int j = base + i * THREADS + tid;
-          const bool kept = j < nbr && !((skip >> i) & 1u);
-          const unsigned ballot = __ballot_sync(0xffffffffu, kept);
-          if (j < nbr) hd.keep[j] = uint8_t(kept);
-          if (kept) kept_list[total + s_counts[i * kWarps + warp] + __popc(ballot & lanes_below)] = j;
-        }
-        total += s_counts[kCounts];
-        __syncthreads();  // s_counts is refilled by the next pass
+        uint32_t kept = run_blocks(j0, nbr) & ~skip;
+        if (store_keep)
+          for (int i = 0; i < kFinishRun && j0 + i < nbr; ++i) hd.keep[j0 + i] = uint8_t((kept >> i) & 1u);
+        int offset, pass_total;
+        Scan(s_scan).ExclusiveSum(__popc(kept), offset, pass_total);
+        for (int at = total + offset; kept != 0; kept &= kept - 1u) kept_list[at++] = j0 + __ffs(kept) - 1;
+        total += pass_total;
+        __syncthreads();  // s_scan is reused by the next pass
       }
       // 3. The certificate's terms of the skipped blocks (kept blocks add nothing).
       if (partials != nullptr) continue;
-#pragma unroll
-      for (int i0 = 0; i0 < ITEMS; i0 += kCertBatch) {
-        if (i0 >= items) break;
-        if (((skip >> i0) & ((1u << kCertBatch) - 1u)) == 0) continue;
+#pragma unroll 1
+      for (int i0 = 0; i0 < kFinishRun; i0 += kCertBatch) {
+        const uint32_t batch = (skip >> i0) & ((1u << kCertBatch) - 1u);
+        if (batch == 0) continue;
         int64_t jb[kCertBatch];
         bool sb[kCertBatch];
         int32_t slb[kCertBatch];
 #pragma unroll
         for (int i = 0; i < kCertBatch; ++i) {
-          jb[i] = base + (i0 + i) * THREADS + tid;
-          sb[i] = (skip >> (i0 + i)) & 1u;
-          slb[i] = slot[i0 + i];
+          jb[i] = j0 + i0 + i;
+          sb[i] = (batch >> i) & 1u;
+          slb[i] = sb[i] ? __ldg(slots + jb[i]) : 0;
         }
         add_certificate_batch(a, hd.bterm, G, g0, h, jb, sb, slb, sums);
       }
