@@ -46,7 +46,6 @@ namespace {
 constexpr int kBlocksPerCta = 128;
 constexpr int kMaxStepsPerCta = 4;
 constexpr int kMaxGroup = 64;
-constexpr int kQLoads = 4;  // q elements a thread has in flight together (G * D / 256 of them in all)
 
 // Why the code is written compactly (rolled loops, the double-precision terms in one
 // out-of-line function): a routing CTA runs once per SM per step, so every instruction it
@@ -227,23 +226,10 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   int32_t slot_next = summary_slot(slots, steps > 1 ? c0n + kn * RP + copy_block : nbr, nbr);  // step 1's
 
   // 1. Sink signal.
-  // q, pre-scaled: a thread's elements (2 at the Llama shape) are loaded together, then stored
-  // (a rolled load-store loop waited one round trip an element).
-  const int64_t q_first = (int64_t(b) * a.num_q_heads + int64_t(h) * G) * D;
 #pragma unroll 1
-  for (int i0 = tid; i0 < G * D; i0 += kQLoads * kBoundsThreads) {
-    float v[kQLoads];
-#pragma unroll
-    for (int k = 0; k < kQLoads; ++k) {
-      const int i = i0 + k * kBoundsThreads;
-      v[k] = i < G * D ? load_q(a.q, a.q_dtype, q_first + i) : 0.f;
-    }
-#pragma unroll
-    for (int k = 0; k < kQLoads; ++k) {
-      const int i = i0 + k * kBoundsThreads;
-      if (i < G * D) qs[i / D * q_stride(D) + i % D] = v[k] * a.scale;
-    }
-  }
+  for (int i = tid; i < G * D; i += kBoundsThreads)
+    qs[i / D * q_stride(D) + i % D] =
+        load_q(a.q, a.q_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * G) * D + i) * a.scale;
   const int na = anchors_before(a, bh, ws);
   const int count = na + int(n - ws);
   __syncthreads();
@@ -421,8 +407,8 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const int64_t at = int64_t(bh) * a.block_stride;
   const RouteHead hd{a.cost + at, a.bterm + at * G, a.ubound + at, a.keep + at, int(nbr), G};
   finish_routing<kBoundsThreads>(a, hd, bh, n, ws, false, 0, 0.f,
-                                              shares ? a.cert_partials + int64_t(bh) * gridDim.x * G : nullptr,
-                                              ctas, true);
+                                 shares ? a.cert_partials + int64_t(bh) * gridDim.x * G : nullptr,
+                                 ctas, true);
   trace_route(a, kRouteEnd);
   trace_route_end(a, 2);
 }

@@ -123,6 +123,19 @@ __device__ __forceinline__ uint32_t skipped_run(const RouteArgs& a, const RouteH
   return skip & valid;
 }
 
+// The summary slots of a certificate batch's blocks first, first + THREADS, ... (kCertBatch of
+// them; 0 past nbr or where !wanted), loaded together; the slots of kept blocks too, since
+// the decisions are not known yet.
+template <int THREADS>
+__device__ __forceinline__ void certificate_slots(const int32_t* slots, int first, int nbr, bool wanted,
+                                                  int32_t (&slot)[kCertBatch]) {
+#pragma unroll
+  for (int i = 0; i < kCertBatch; ++i) {
+    const int j = first + i * THREADS;
+    slot[i] = wanted && j < nbr ? __ldg(slots + j) : 0;
+  }
+}
+
 // by_key: certified, block j skipped iff c_j <= eps_f and (bits(c_j) << 32 | j) < T;
 // otherwise skipped iff keep[j] == 0 (every block for streaming). keep[] ends as the
 // final decision. Every thread of the CTA calls this.
@@ -132,14 +145,14 @@ __device__ __forceinline__ uint32_t skipped_run(const RouteArgs& a, const RouteH
 //   1. the run's decisions (skipped_run);
 //   2. the kept list: the run's kept count, a CTA-wide exclusive scan of the counts (CUB), then
 //      the run's kept block ids at the thread's offset, in a rolled loop;
-//   3. the certificate: the run's skipped blocks kCertBatch at a time, their slots, then their
-//      value norms and b_jg together; or, given `partials` (fused fast mode: each route_bounds
-//      CTA summed its own skipped blocks, RouteArgs::cert_partials), the sum of the
-//      partial_ctas shares [cta][G].
-// Compact on purpose. The version before (sixteen blocks a thread strided by THREADS, each
-// step unrolled over them: ~3,200 instructions between the ticket and the list's end) took
-// 4-14 us for one or two passes whose loads are a few L2 round trips (kernel run 25f's trace);
-// its time grew with the items it ran, not with its loads.
+//   3. the certificate: striped, thread t taking blocks base + t + k THREADS (k < 16), kCertBatch
+//      at a time: their slots, then their value norms and b_jg together; or, given `partials`
+//      (fused fast mode: each route_bounds CTA summed its own skipped blocks,
+//      RouteArgs::cert_partials), the sum of the partial_ctas shares [cta][G].
+// Compact on purpose: the finish runs once per (b, h) on one SM, so its code is fetched cold.
+// The version before (sixteen strided items a thread, each step unrolled over them: ~3,200
+// instructions between the ticket and the list's end) took 14 us at 512K for two passes whose
+// loads are a few L2 round trips; runs of 16 took it to 6.7 (kernel run 26a).
 // traced: stamp the finish's steps (fused fast mode).
 template <int THREADS>
 __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, int64_t n, int64_t ws, bool by_key,
@@ -149,6 +162,7 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
   constexpr int kPass = THREADS * kFinishRun;
   __shared__ double s_sum[2 * kRouteGChunk];
   __shared__ typename Scan::TempStorage s_scan;
+  __shared__ uint32_t s_skip[THREADS];  // each run's skipped bits
   const int H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
   const int G = hd.G, R = a.kv.block_size, tid = int(threadIdx.x), nbr = hd.nbr;
   int32_t* kept_list = a.kept_blocks + int64_t(bh) * a.block_stride;
@@ -166,8 +180,13 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
     const int pass_end = partials == nullptr || g0 == 0 ? nbr : 0;
     for (int base = 0; base < pass_end; base += kPass) {
       const int j0 = base + tid * kFinishRun;  // this thread's run
+      // The certificate's first batch, striped (below): its slots load with the decisions.
+      int32_t slot[kCertBatch];
+      certificate_slots<THREADS>(slots, base + tid, nbr, partials == nullptr, slot);
       // 1. Decisions.
       const uint32_t skip = skipped_run(a, hd, j0, by_key, T, eps_f);
+      s_skip[tid] = skip;
+      __syncthreads();  // s_skip, for the certificate's striped blocks
       // 2. The kept list (and keep[] final), once.
       if (g0 == 0) {
         uint32_t kept = run_blocks(j0, nbr) & ~skip;
@@ -177,25 +196,32 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
         Scan(s_scan).ExclusiveSum(__popc(kept), offset, pass_total);
         for (int at = total + offset; kept != 0; kept &= kept - 1u) kept_list[at++] = j0 + __ffs(kept) - 1;
         total += pass_total;
-        __syncthreads();  // s_scan is reused by the next pass
       }
-      // 3. The certificate's terms of the skipped blocks (kept blocks add nothing).
-      if (partials != nullptr) continue;
+      // 3. The certificate's terms of the skipped blocks (kept blocks add nothing), striped:
+      // thread t takes blocks base + t + k THREADS, so that short sequences spread theirs over
+      // every thread (runs of 16 left a 4K sequence's 64 blocks to 4 threads, one batch after
+      // another: +1 us in kernel run 26a). Block base + t + k THREADS is bit t % 16 of run
+      // t / 16 + k THREADS / 16. The next batch's slots load while this one's terms do.
+      if (partials == nullptr) {
 #pragma unroll 1
-      for (int i0 = 0; i0 < kFinishRun; i0 += kCertBatch) {
-        const uint32_t batch = (skip >> i0) & ((1u << kCertBatch) - 1u);
-        if (batch == 0) continue;
-        int64_t jb[kCertBatch];
-        bool sb[kCertBatch];
-        int32_t slb[kCertBatch];
+        for (int k0 = 0; k0 < kFinishRun && base + k0 * THREADS < nbr; k0 += kCertBatch) {
+          int64_t jb[kCertBatch];
+          bool sb[kCertBatch];
 #pragma unroll
-        for (int i = 0; i < kCertBatch; ++i) {
-          jb[i] = j0 + i0 + i;
-          sb[i] = (batch >> i) & 1u;
-          slb[i] = sb[i] ? __ldg(slots + jb[i]) : 0;
+          for (int i = 0; i < kCertBatch; ++i) {
+            const int k = k0 + i;
+            jb[i] = base + tid + k * THREADS;
+            sb[i] = (s_skip[tid / kFinishRun + k * (THREADS / kFinishRun)] >> (tid % kFinishRun)) & 1u;
+          }
+          int32_t next[kCertBatch];
+          certificate_slots<THREADS>(slots, base + tid + (k0 + kCertBatch) * THREADS, nbr, k0 + kCertBatch < kFinishRun,
+                            next);
+          add_certificate_batch(a, hd.bterm, G, g0, h, jb, sb, slot, sums);
+#pragma unroll
+          for (int i = 0; i < kCertBatch; ++i) slot[i] = next[i];
         }
-        add_certificate_batch(a, hd.bterm, G, g0, h, jb, sb, slb, sums);
       }
+      __syncthreads();  // s_skip and s_scan are refilled by the next pass
     }
     if (partials != nullptr)
       for (int c = tid; c < partial_ctas; c += THREADS)
