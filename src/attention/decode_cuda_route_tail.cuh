@@ -123,12 +123,6 @@ __device__ __forceinline__ uint32_t skipped_run(const RouteArgs& a, const RouteH
   return skip & valid;
 }
 
-// Anchor i's position (apos: the (b, h)'s anchor_pos row); streaming's anchors are the first
-// sink_tokens positions.
-__device__ __forceinline__ int32_t anchor_position(const RouteArgs& a, const int32_t* apos, int i) {
-  return a.streaming ? i : apos[i];
-}
-
 // keep[] of a run as 0 / 1 bytes (bit i of kept: block j0 + i): one 16-byte store where the
 // run is whole (a warp's stores are then 512 neighbouring bytes), else byte by byte.
 __device__ __forceinline__ void store_run_keep(uint8_t* keep, int j0, int nbr, uint32_t kept) {
@@ -144,26 +138,6 @@ __device__ __forceinline__ void store_run_keep(uint8_t* keep, int j0, int nbr, u
     w[k] = (m & 1u) | ((m & 2u) << 7) | ((m & 4u) << 14) | ((m & 8u) << 21);
   }
   *reinterpret_cast<uint4*>(keep + j0) = make_uint4(w[0], w[1], w[2], w[3]);
-}
-
-// A warp's kept block ids, in order, to list[first .. end): its 32 runs (512 blocks from
-// wbase; bit i of lane r's kept is block wbase + 16 r + i) are read 32 blocks a step, lane l
-// taking block wbase + 32 s + l (bit l % 16 of lane 2 s + l / 16's run, by a shuffle), so
-// that each step's stores are one contiguous piece. (Each lane writing its own run's ids
-// scattered a warp's store over 16 cache lines; run 26b.) Stops at the warp's last id.
-static_assert(kFinishRun == 16, "store_warp_kept: a step of 32 lanes covers two runs");
-__device__ __forceinline__ void store_warp_kept(int32_t* list, int first, int end, int wbase, uint32_t kept) {
-  const int lane = int(threadIdx.x) % 32;
-  const unsigned below = (1u << lane) - 1u;
-  int at = first;
-#pragma unroll 1
-  for (int s = 0; s < kFinishRun && at < end; ++s) {
-    const uint32_t m = __shfl_sync(0xffffffffu, kept, 2 * s + lane / kFinishRun);
-    const bool k = (m >> (lane % kFinishRun)) & 1u;
-    const unsigned ballot = __ballot_sync(0xffffffffu, k);
-    if (k) list[at + __popc(ballot & below)] = wbase + 32 * s + lane;
-    at += __popc(ballot);
-  }
 }
 
 // The summary slots of a certificate batch's blocks first, first + THREADS, ... (kCertBatch of
@@ -187,7 +161,8 @@ __device__ __forceinline__ void certificate_slots(const int32_t* slots, int firs
 // neighbouring bytes). Per pass:
 //   1. the run's decisions (skipped_run);
 //   2. the kept list: the run's kept count, a CTA-wide exclusive scan of the counts (CUB), then
-//      each warp's kept block ids from its first offset, 32 blocks a step (store_warp_kept);
+//      the run's kept block ids from the thread's offset, in a rolled loop (run 26c: stored by
+//      the warp 32 at a time, contiguous, measured no faster);
 //   3. the certificate: striped, thread t taking blocks base + t + k THREADS (k < 16), kCertBatch
 //      at a time: their slots, then their value norms and b_jg together; or, given `partials`
 //      (fused fast mode: each route_bounds CTA summed its own skipped blocks,
@@ -195,7 +170,7 @@ __device__ __forceinline__ void certificate_slots(const int32_t* slots, int firs
 // Compact on purpose: the finish runs once per (b, h) on one SM, so its code is fetched cold.
 // The version before (sixteen strided items a thread, each step unrolled over them: ~3,200
 // instructions between the ticket and the list's end) took 14 us at 512K for two passes whose
-// loads are a few L2 round trips; runs of 16 took it to 6.7 (kernel run 26a).
+// loads are a few L2 round trips; runs of 16 took it to 6.5 (kernel runs 26a-26c, docs/PERF.md).
 // traced: stamp the finish's steps (fused fast mode).
 template <int THREADS>
 __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, int64_t n, int64_t ws, bool by_key,
@@ -213,11 +188,6 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
   const int32_t* slots = a.kv.summary_indices + a.kv.summary_indptr[b];
   // keep[] holds the final decision already unless it is by key or streaming.
   const bool store_keep = by_key || a.streaming;
-  // The anchors' step at the end (warp 0): their count and first 32 positions load now, in the
-  // passes' shadow, not after them.
-  const int32_t* apos = a.kv.anchor_pos + int64_t(bh) * a.kv.max_anchors;
-  const int na = tid < 32 ? anchors_before(a, bh, ws) : 0;
-  const int32_t first_pos = tid < na ? anchor_position(a, apos, tid) : 0;
   int total = 0;
   float dmax = 0.f;
   for (int g0 = 0; g0 < G; g0 += kRouteGChunk) {
@@ -241,9 +211,8 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
         if (store_keep) store_run_keep(hd.keep, j0, nbr, kept);
         int offset, pass_total;
         Scan(s_scan).ExclusiveSum(__popc(kept), offset, pass_total);
-        const int warp_first = __shfl_sync(0xffffffffu, offset, 0);
-        const int warp_end = __shfl_sync(0xffffffffu, offset + __popc(kept), 31);
-        store_warp_kept(kept_list + total, warp_first, warp_end, __shfl_sync(0xffffffffu, j0, 0), kept);
+        int at = total + offset;
+        for (uint32_t m = kept; m != 0; m &= m - 1u) kept_list[at++] = j0 + __ffs(m) - 1;
         total += pass_total;
       }
       // 3. The certificate's terms of the skipped blocks (kept blocks add nothing), striped:
@@ -302,11 +271,13 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
   // 0, 32 anchors per step; a ballot keeps the extra anchors in ascending order (every
   // lane ends with the same counts).
   if (tid >= 32) return;
+  const int na = anchors_before(a, bh, ws);
+  const int32_t* apos = a.kv.anchor_pos + int64_t(bh) * a.kv.max_anchors;
   int32_t* extra = a.extra_anchors + int64_t(bh) * a.anchor_stride;
   int extra_n = 0;
   for (int i0 = 0; i0 < na; i0 += 32) {
     const int i = i0 + tid;
-    const int32_t p = i0 == 0 ? first_pos : i < na ? anchor_position(a, apos, i) : 0;
+    const int32_t p = i < na ? (a.streaming ? i : apos[i]) : 0;
     const bool alone = i < na && !__ldcg(hd.keep + p / R);
     const unsigned ballot = __ballot_sync(0xffffffffu, alone);
     if (alone) extra[extra_n + __popc(ballot & ((1u << tid) - 1u))] = p;
