@@ -257,6 +257,21 @@ __device__ __forceinline__ float load_q(const void* q, DType t, int64_t i) {
   return q_bits_to_float(static_cast<const uint16_t*>(q)[i], t);
 }
 
+// Elements i and i + 1 of q (i even) as floats, in one load where the pair is aligned (the
+// load's value is converted after it arrives, so that a thread's pair costs one round trip).
+__device__ __forceinline__ float2 load_q_pair(const void* q, DType t, int64_t i) {
+  if (t == DType::F32) {
+    const float* p = static_cast<const float*>(q) + i;
+    if (reinterpret_cast<uintptr_t>(p) % 8 == 0) return *reinterpret_cast<const float2*>(p);
+    return make_float2(p[0], p[1]);
+  }
+  const uint16_t* p = static_cast<const uint16_t*>(q) + i;
+  uint32_t w;
+  if (reinterpret_cast<uintptr_t>(p) % 4 == 0) w = *reinterpret_cast<const uint32_t*>(p);
+  else w = uint32_t(p[0]) | uint32_t(p[1]) << 16;
+  return make_float2(q_bits_to_float(uint16_t(w & 0xffffu), t), q_bits_to_float(uint16_t(w >> 16), t));
+}
+
 // Virtual rows a routed unit gives its na anchors read alone: na, padded to a multiple of 16
 // with TMA copies (AttnArgs::pad_anchors); the kept blocks start there (RoutedMap::block_start,
 // the routing pass's routed_tokens).

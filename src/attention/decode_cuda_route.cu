@@ -63,29 +63,37 @@ __device__ __noinline__ double block_term(float u, double m, double z, int R) {
 __device__ __noinline__ double exp_double(double x) { return exp(x); }
 
 // Lowered scores of the sink set (token i: the i-th anchor before the window, then the
-// window) for the G heads -> sc[i * G + g]. Per pass of up to kSinkPass tokens: their K rows
+// window) for the G heads -> sc[i * G + g]. Per pass of up to kSinkPass tokens: each token's K
+// row offset, one thread a token (its position, then its page), into rows[]; then their K rows
 // into shared memory (one 16-byte cp.async per row chunk, all in flight together), then the
 // bounds' lanes (BoundsMap, BoundsLane: a quad per (token, head), a quarter of the dimensions
 // each) score them with the q quarters they hold in registers. (Kernel run 17a's ncu: with 8
 // lanes per token reading q from shared memory for each head, the scores took 23 % of the
-// pass at Llama B=1 512K, nearly all of it short-scoreboard stalls on those loads.)
+// pass at Llama B=1 512K, nearly all of it short-scoreboard stalls on those loads. The copies
+// looked each chunk's position and page up themselves: their rounds, one after another, each
+// waited two or three round trips.)
+// rows: shared, kSinkPass offsets.
 template <int D, typename Tag>
 __device__ void sink_scores(const RouteArgs& a, int b, int h, const int32_t* anchors, int na, int64_t ws, int count,
                             const BoundsMap& map, const BoundsLane& me, const QuarterQuery<D>& qq, uint16_t* ks,
-                            float* sc) {
+                            int64_t* rows, float* sc) {
+  static_assert(kSinkPass <= kBoundsThreads, "one thread a sink token looks its row up");
   constexpr int CH = D / 8;
   const int G = a.group, tid = int(threadIdx.x);
   const float err = dot_error_factor(D);
   const uint16_t* pages = static_cast<const uint16_t*>(a.kv.pages);
   for (int p0 = 0; p0 < count; p0 += kSinkPass) {
     const int n = count - p0 < kSinkPass ? count - p0 : kSinkPass;
-    __syncthreads();  // ks of the previous pass is read
+    __syncthreads();  // ks and rows of the previous pass are read
+    if (tid < n) {
+      const int i = p0 + tid;
+      rows[tid] = a.kv.k_offset(b, i < na ? (a.streaming ? i : anchors[i]) : ws + (i - na), h);
+    }
+    __syncthreads();
 #pragma unroll 1
     for (int e = tid; e < n * CH; e += kBoundsThreads) {
-      const int i = p0 + e / CH, c = e % CH;
-      const int64_t pos = i < na ? (a.streaming ? i : anchors[i]) : ws + (i - na);
-      cp_async16_to(smem_addr(ks + (e / CH) * sink_key_stride(D) + c * 8), pages + a.kv.k_offset(b, pos, h) + c * 8,
-                    true);
+      const int c = e % CH;
+      cp_async16_to(smem_addr(ks + (e / CH) * sink_key_stride(D) + c * 8), pages + rows[e / CH] + c * 8, true);
     }
     cp_async_commit_group();
     cp_async_wait_group<0>();
@@ -139,9 +147,10 @@ __device__ __forceinline__ void copy_step_summaries(const RouteArgs& a, int h, i
 
 // Dynamic shared memory, in floats (each part a multiple of 4, so that what follows is
 // 16-byte aligned): q [G][q_stride] (pre-scaled), the sink scores [sink_capacity][G], the step's per-(block, head) results
-// [3][BoundsMap::kMaxResults] (u, term, keep), the summaries of the even steps
+// [3][BoundsMap::kMaxResults] (u, term, keep; before the bounds, the sink rows' offsets), the summaries of the even steps
 // [blocks][staged_summary_stride], then one region that first holds the sink set's K rows
 // [min(sink_capacity, kSinkPass)][sink_key_stride(D)] and then the odd steps' summaries.
+static_assert(2 * kSinkPass <= 3 * BoundsMap::kMaxResults, "the sink rows' offsets fit the step results' region");
 struct BoundsSmem {
   int q, scores, results, stage0, stage1, bytes;
   static __host__ __device__ int up4(int x) { return (x + 3) / 4 * 4; }
@@ -226,10 +235,16 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   int32_t slot_next = summary_slot(slots, steps > 1 ? c0n + kn * RP + copy_block : nbr, nbr);  // step 1's
 
   // 1. Sink signal.
+  // q, pre-scaled: a pair of elements a thread and round (D is even, so a pair shares its head's
+  // row). One element a thread and round took two round trips at the Llama shape.
+  const int64_t q_first = (int64_t(b) * a.num_q_heads + int64_t(h) * G) * D;
 #pragma unroll 1
-  for (int i = tid; i < G * D; i += kBoundsThreads)
-    qs[i / D * q_stride(D) + i % D] =
-        load_q(a.q, a.q_dtype, (int64_t(b) * a.num_q_heads + int64_t(h) * G) * D + i) * a.scale;
+  for (int i = 2 * tid; i < G * D; i += 2 * kBoundsThreads) {
+    const float2 v = load_q_pair(a.q, a.q_dtype, q_first + i);
+    float* row = qs + i / D * q_stride(D) + i % D;
+    row[0] = v.x * a.scale;
+    row[1] = v.y * a.scale;
+  }
   const int na = anchors_before(a, bh, ws);
   const int count = na + int(n - ws);
   __syncthreads();
@@ -238,7 +253,9 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const BoundsLane me(map, G, warp, wl);
   QuarterQuery<D> qq;  // this lane's quarter of its head's q: the sink scores' and the bounds'
   qq.load(qs, me.head, me.part);
-  sink_scores<D, Tag>(a, b, h, a.kv.anchor_pos + int64_t(bh) * a.kv.max_anchors, na, ws, count, map, me, qq, ks, sc);
+  // (The step results' region is free until the bounds: the sink rows' offsets go there.)
+  sink_scores<D, Tag>(a, b, h, a.kv.anchor_pos + int64_t(bh) * a.kv.max_anchors, na, ws, count, map, me, qq, ks,
+                      reinterpret_cast<int64_t*>(dsm + lay.results), sc);
   __syncthreads();
   trace_route(a, kRouteSinkScores);
   for (int g = warp; g < G; g += kBoundsThreads / 32) {
