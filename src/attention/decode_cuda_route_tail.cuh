@@ -4,9 +4,9 @@
 // (decode_cuda_route.cu), which saves fast mode the second launch.
 //
 // finish_routing, given keep[] (or the certified key threshold T): the kept-block list in
-// position order (a CTA scan of each thread's kept count), the certificate over the skipped blocks (delta_g = sum
-// b_jg, skipped value bound sum b_jg vmax_j, in double), the anchors read alone (their
-// block skipped) or with their block, and the statistics.
+// position order (a CTA scan of each thread's kept count), the certificate over the skipped
+// blocks (delta_g = sum b_jg, skipped value bound sum b_jg vmax_j, in double), the anchors
+// read alone (their block skipped) or with their block, and the statistics.
 #pragma once
 
 #include <cstdint>
@@ -78,6 +78,11 @@ __device__ __forceinline__ void add_certificate_batch(const RouteArgs& a, const 
     }
 }
 
+// Bit i set: block j0 + i of a thread's run exists (is below nbr).
+__device__ __forceinline__ uint32_t run_blocks(int j0, int nbr) {
+  return j0 >= nbr ? 0u : nbr - j0 >= kFinishRun ? (1u << kFinishRun) - 1u : (1u << (nbr - j0)) - 1u;
+}
+
 // Decisions of a thread's run of kFinishRun consecutive blocks j0 .. j0 + 15 (bit i: block j0 + i
 // skipped; blocks at nbr and past are not reported). by_key: certified, skipped iff c_j <= eps_f
 // and (bits(c_j) << 32 | j) < T, from four 16-byte loads of cost[]; otherwise skipped iff keep[j]
@@ -85,11 +90,6 @@ __device__ __forceinline__ void add_certificate_batch(const RouteArgs& a, const 
 // aligned (block_stride is a multiple of 16), so the loads stay inside the (b, h)'s row; what
 // lies past nbr is masked. Read with __ldcg (through L2): in fused fast mode other CTAs of this
 // launch wrote them.
-// Bit i set: block j0 + i of a thread's run exists (is below nbr).
-__device__ __forceinline__ uint32_t run_blocks(int j0, int nbr) {
-  return j0 >= nbr ? 0u : nbr - j0 >= kFinishRun ? (1u << kFinishRun) - 1u : (1u << (nbr - j0)) - 1u;
-}
-
 __device__ __forceinline__ uint32_t skipped_run(const RouteArgs& a, const RouteHead& hd, int j0, bool by_key,
                                                 uint64_t T, float eps_f) {
   const uint32_t valid = run_blocks(j0, hd.nbr);
