@@ -2,15 +2,13 @@
 # The GPU engine on the H200 (the device tool's `run`), from the repository root.
 #
 # The model (98 MB) is more than one call carries (64 MiB with the working tree), so it goes
-# in three parts (tools/split_model_for_device.sh), in three calls made back to back (a
+# in parts (tools/split_model_for_device.sh: four of 24 MiB), in calls made back to back (a
 # machine left idle for 30 s is given back, and /root/stage with it):
-#   call 1: bash bench/gpu/run_engine_on_device.sh stash    carry [".stage/model/1"]
-#   call 2: bash bench/gpu/run_engine_on_device.sh stash    carry [".stage/model/2"]
+#   calls 1-4: bash bench/gpu/run_engine_on_device.sh stash    carry [".stage/model/<i>"]
 #           each keeps its part in /root/stage (and stops at the binaries, which they lack);
-#   call 3: bash bench/gpu/run_engine_on_device.sh          carry [".stage/model/3", ".stage/engine", ".stage/text"]
-#           joins the model in /root/stage, checks its SHA-256, runs everything.
-# Where part 3 and the binaries pass the limit together (the tracked tree has grown: run 24e),
-# stash part 3 in a third stash call too and make the last call with .stage/engine alone.
+#           the last one (with the checksum) joins the model and checks its SHA-256;
+#   call 5: bash bench/gpu/run_engine_on_device.sh             carry [".stage/engine"]
+#           runs everything.
 # With the model at models/ (or already at /root/stage/SmolLM2-135M-Instruct.Q4_1.gguf) one
 # call does it all. Binaries: .stage/engine (bench/gpu/stage_engine_for_device.sh).
 #
@@ -97,11 +95,11 @@ if [ "$mode" = stash ]; then
   exit 0
 fi
 
-# ---- the model: models/, or /root/stage (joined from its three parts above) ----
+# ---- the model: models/, or /root/stage (joined from its parts above) ----
 model=""
 for m in "$root/models/$name" "$stash/$name"; do [ -f "$m" ] && model=$m && break; done
 if [ -z "$model" ]; then
-  note "NO MODEL: neither models/$name nor all three parts in $stash ($(ls "$stash" | tr '\n' ' '))"
+  note "NO MODEL: neither models/$name nor all its parts in $stash ($(ls "$stash" | tr '\n' ' '))"
   exit 1
 fi
 [ -f "$model.sha256" ] || cp "$stash/$name.sha256" "$model.sha256" 2>/dev/null

@@ -2,7 +2,8 @@
 # `sinkrouter eval` on the GPU engine (issue 7, long evaluation on the GPU), as a third call
 # after bench/gpu/run_engine_on_device.sh has left the binaries and the joined model in
 # /root/stage. Carry ["data", ".stage/engine"] (data/: `make data` here; git-ignored), plus
-# ".stage/model/3" on a machine where only parts 1 and 2 were stashed.
+# the model's last part (.stage/model/<n>, with the checksum) on a machine where only the
+# others were stashed.
 #   bash bench/gpu/run_eval_on_device.sh [SUITE ...]   (default: the two GPU suites)
 # Writes $OUT/<suite name>/ (report.md, results.json, samples.jsonl) and $OUT/eval.log.
 set -u

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end decode speed of chosen policies through `sinkrouter generate --device cuda
 # --json` on a ~7K-token prompt (the start of Sherlock Holmes), after
-# `run_engine_on_device.sh stash` twice (parts 1 and 2 of the model in /root/stage). Carry
-# [".stage/model/3", ".stage/engine", "data"]. Writes $OUT/generate_<n>.json, one per policy.
+# `run_engine_on_device.sh stash` for every part of the model but the last (in /root/stage).
+# Carry [".stage/model/<last>", ".stage/engine", "data"]. Writes $OUT/generate_<n>.json, one per policy.
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
