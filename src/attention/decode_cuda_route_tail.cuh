@@ -84,15 +84,14 @@ __device__ __forceinline__ uint32_t run_blocks(int j0, int nbr) {
 }
 
 // Decisions of a thread's run of kFinishRun consecutive blocks j0 .. j0 + 15 (bit i: block j0 + i
-// skipped; blocks at nbr and past are not reported). by_key: certified, skipped iff c_j <= eps_f
+// skipped; only the blocks of `valid`, run_blocks(j0, nbr), are reported). by_key: certified, skipped iff c_j <= eps_f
 // and (bits(c_j) << 32 | j) < T, from four 16-byte loads of cost[]; otherwise skipped iff keep[j]
 // == 0 (every block for streaming), from one 16-byte load of keep[]. The rows are 16-block
 // aligned (block_stride is a multiple of 16), so the loads stay inside the (b, h)'s row; what
 // lies past nbr is masked. Read with __ldcg (through L2): in fused fast mode other CTAs of this
 // launch wrote them.
-__device__ __forceinline__ uint32_t skipped_run(const RouteArgs& a, const RouteHead& hd, int j0, bool by_key,
-                                                uint64_t T, float eps_f) {
-  const uint32_t valid = run_blocks(j0, hd.nbr);
+__device__ __forceinline__ uint32_t skipped_run(const RouteArgs& a, const RouteHead& hd, int j0, uint32_t valid,
+                                                bool by_key, uint64_t T, float eps_f) {
   if (valid == 0 || a.streaming) return valid;
   uint32_t skip = 0;
   if (by_key) {
@@ -202,12 +201,15 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
       int32_t slot[kCertBatch];
       certificate_slots<THREADS>(slots, base + tid, nbr, partials == nullptr, slot);
       // 1. Decisions.
-      const uint32_t skip = skipped_run(a, hd, j0, by_key, T, eps_f);
-      s_skip[tid] = skip;
-      __syncthreads();  // s_skip, for the certificate's striped blocks
+      const uint32_t in_run = run_blocks(j0, nbr);
+      const uint32_t skip = skipped_run(a, hd, j0, in_run, by_key, T, eps_f);
+      if (partials == nullptr) {  // (uniform) the certificate's striped blocks read the runs' bits
+        s_skip[tid] = skip;
+        __syncthreads();
+      }
       // 2. The kept list (and keep[] final), once.
       if (g0 == 0) {
-        const uint32_t kept = run_blocks(j0, nbr) & ~skip;
+        const uint32_t kept = in_run & ~skip;
         if (store_keep) store_run_keep(hd.keep, j0, nbr, kept);
         int offset, pass_total;
         Scan(s_scan).ExclusiveSum(__popc(kept), offset, pass_total);

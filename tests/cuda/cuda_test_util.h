@@ -75,7 +75,6 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
-// Device copy of a contiguous host tensor.
 // Whether the current device is an sm_90 one (where the TMA copies and cluster mode run: the
 // build always has sm_90a code).
 inline bool device_is_sm90() {
@@ -101,6 +100,7 @@ inline DeviceKVCache capacity_only_cache(int kv_heads, int head_dim, int batch, 
   return cache;
 }
 
+// Device copy of a contiguous host tensor.
 inline DeviceBuffer to_device(const HostTensor& t) {
   DeviceBuffer d(t.bytes());
   if (cudaMemcpy(d.get(), t.data(), t.bytes(), cudaMemcpyHostToDevice) != cudaSuccess)
