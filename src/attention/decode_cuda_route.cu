@@ -60,42 +60,56 @@ constexpr int kSinkPass = 256;
 __device__ __noinline__ double block_term(float u, double m, double z, int R) {
   return double(R) * exp(double(u) - m) / z;
 }
-__device__ __noinline__ double exp_double(double x) { return exp(x); }
+
+// Element offset of token t's K row of KV head h, its sequence's page list starting at
+// indices[first_page] (PagedKV::k_offset with indptr[b] loaded once, ahead).
+__device__ __forceinline__ int64_t k_row_offset(const PagedKV& kv, int32_t first_page, int64_t t, int h) {
+  const int64_t page = kv.indices[first_page + t / kv.page_size];
+  return ((page * 2) * kv.page_size + t % kv.page_size) * int64_t(kv.num_kv_heads) * kv.head_dim +
+         int64_t(h) * kv.head_dim;
+}
+
+// Where the sink set's token i lies: the i-th anchor before the window (anchor_i: its
+// position, looked up by the caller; streaming: i itself), then the window.
+__device__ __forceinline__ int64_t sink_token_pos(const RouteArgs& a, int i, int na, int64_t ws, int32_t anchor_i) {
+  return i < na ? (a.streaming ? int64_t(i) : int64_t(anchor_i)) : ws + (i - na);
+}
+
+// Copies one sink token's K row (its offset `row`) into its row of `ks` (one 16-byte cp.async
+// a piece, all in flight together). Not committed here.
+template <int D>
+__device__ __forceinline__ void copy_sink_row(const RouteArgs& a, int64_t row, uint16_t* dst) {
+  const uint16_t* src = static_cast<const uint16_t*>(a.kv.pages) + row;
+#pragma unroll 4
+  for (int c = 0; c < D / 8; ++c) cp_async16_to(smem_addr(dst + c * 8), src + c * 8, true);
+}
 
 // Lowered scores of the sink set (token i: the i-th anchor before the window, then the
-// window) for the G heads -> sc[i * G + g]. Per pass of up to kSinkPass tokens: each token's K
-// row offset, one thread a token (its position, then its page), into rows[]; then their K rows
-// into shared memory (one 16-byte cp.async per row chunk, all in flight together), then the
-// bounds' lanes (BoundsMap, BoundsLane: a quad per (token, head), a quarter of the dimensions
-// each) score them with the q quarters they hold in registers. (Kernel run 17a's ncu: with 8
-// lanes per token reading q from shared memory for each head, the scores took 23 % of the
-// pass at Llama B=1 512K, nearly all of it short-scoreboard stalls on those loads. The copies
-// looked each chunk's position and page up themselves: their rounds, one after another, each
-// waited two or three round trips.)
-// rows: shared, kSinkPass offsets.
+// window) for the G heads -> sc[i * G + g]. Per pass of up to kSinkPass tokens, thread t
+// copies token p0 + t's K row into shared memory; the caller has issued the first pass's
+// copies (their lookups went with the step's slots, kernel run 27a). Then the bounds' lanes
+// (BoundsMap, BoundsLane: a quad per (token, head), a quarter of the dimensions each) score
+// them with the q quarters they hold in registers. (Kernel run 17a's ncu: with 8 lanes per
+// token reading q from shared memory for each head, the scores took 23 % of the pass at
+// Llama B=1 512K, nearly all of it short-scoreboard stalls on those loads.)
 template <int D, typename Tag>
-__device__ void sink_scores(const RouteArgs& a, int b, int h, const int32_t* anchors, int na, int64_t ws, int count,
-                            const BoundsMap& map, const BoundsLane& me, const QuarterQuery<D>& qq, uint16_t* ks,
-                            int64_t* rows, float* sc) {
-  static_assert(kSinkPass <= kBoundsThreads, "one thread a sink token looks its row up");
-  constexpr int CH = D / 8;
+__device__ void sink_scores(const RouteArgs& a, int h, const int32_t* anchors, int32_t first_page, int na, int64_t ws,
+                            int count, const BoundsMap& map, const BoundsLane& me, const QuarterQuery<D>& qq,
+                            uint16_t* ks, float* sc) {
+  static_assert(kSinkPass <= kBoundsThreads, "one thread a sink token copies its row");
   const int G = a.group, tid = int(threadIdx.x);
   const float err = dot_error_factor(D);
-  const uint16_t* pages = static_cast<const uint16_t*>(a.kv.pages);
   for (int p0 = 0; p0 < count; p0 += kSinkPass) {
     const int n = count - p0 < kSinkPass ? count - p0 : kSinkPass;
-    __syncthreads();  // ks and rows of the previous pass are read
-    if (tid < n) {
-      const int i = p0 + tid;
-      rows[tid] = a.kv.k_offset(b, i < na ? (a.streaming ? i : anchors[i]) : ws + (i - na), h);
+    if (p0 > 0) {     // (rare: a sink set of more than kSinkPass tokens)
+      __syncthreads();  // the previous pass's rows are read
+      if (tid < n) {
+        const int i = p0 + tid;
+        const int64_t pos = sink_token_pos(a, i, na, ws, i < na && !a.streaming ? anchors[i] : 0);
+        copy_sink_row<D>(a, k_row_offset(a.kv, first_page, pos, h), ks + tid * sink_key_stride(D));
+      }
+      cp_async_commit_group();
     }
-    __syncthreads();
-#pragma unroll 1
-    for (int e = tid; e < n * CH; e += kBoundsThreads) {
-      const int c = e % CH;
-      cp_async16_to(smem_addr(ks + (e / CH) * sink_key_stride(D) + c * 8), pages + rows[e / CH] + c * 8, true);
-    }
-    cp_async_commit_group();
     cp_async_wait_group<0>();
     __syncthreads();
 #pragma unroll 1
@@ -126,6 +140,25 @@ __device__ void sink_scores(const RouteArgs& a, int b, int h, const int32_t* anc
   }
 }
 
+// Z's terms for head g over a lane's tokens (every 32nd): sum of exp(sc - mx) in double, four
+// exponentials in flight at once (each is a chain of ~30 dependent double operations; one at
+// a time, a sink set of ~130 tokens took ~1 us, run 26e's trace).
+__device__ __noinline__ double sink_exp_sum(const float* sc, int G, int g, int count, int lane, float mx) {
+  double z0 = 0, z1 = 0, z2 = 0, z3 = 0;
+  const double m = mx;
+  int i = lane;
+#pragma unroll 1
+  for (; i + 96 < count; i += 128) {
+    z0 += exp(double(sc[i * G + g]) - m);
+    z1 += exp(double(sc[(i + 32) * G + g]) - m);
+    z2 += exp(double(sc[(i + 64) * G + g]) - m);
+    z3 += exp(double(sc[(i + 96) * G + g]) - m);
+  }
+#pragma unroll 1
+  for (; i < count; i += 32) z0 += exp(double(sc[i * G + g]) - m);
+  return (z0 + z1) + (z2 + z3);
+}
+
 // The slot of block j, -1 past nbr. slots: the sequence's row of the summary table
 // (PagedKV::summary_slot's), looked up once: through the kernel's argument it would be two
 // dependent loads a step, the row's start reloaded after every store.
@@ -147,10 +180,9 @@ __device__ __forceinline__ void copy_step_summaries(const RouteArgs& a, int h, i
 
 // Dynamic shared memory, in floats (each part a multiple of 4, so that what follows is
 // 16-byte aligned): q [G][q_stride] (pre-scaled), the sink scores [sink_capacity][G], the step's per-(block, head) results
-// [3][BoundsMap::kMaxResults] (u, term, keep; before the bounds, the sink rows' offsets), the summaries of the even steps
+// [3][BoundsMap::kMaxResults] (u, term, keep), the summaries of the even steps
 // [blocks][staged_summary_stride], then one region that first holds the sink set's K rows
 // [min(sink_capacity, kSinkPass)][sink_key_stride(D)] and then the odd steps' summaries.
-static_assert(2 * kSinkPass <= 3 * BoundsMap::kMaxResults, "the sink rows' offsets fit the step results' region");
 struct BoundsSmem {
   int q, scores, results, stage0, stage1, bytes;
   static __host__ __device__ int up4(int x) { return (x + 3) / 4 * 4; }
@@ -181,7 +213,34 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const int G = a.group, R = a.kv.block_size, tid = int(threadIdx.x);
   const BoundsMap map(G);
   const int RP = map.blocks;
+  const BoundsSmem lay(G, D, a.sink_capacity);
+  float* qs = dsm + lay.q;
+  float* sc = dsm + lay.scores;
+  uint16_t* const even_stage = reinterpret_cast<uint16_t*>(dsm + lay.stage0);
+  uint16_t* const odd_stage = reinterpret_cast<uint16_t*>(dsm + lay.stage1);
+  uint16_t* ks = odd_stage;  // the sink set's K rows, before the first odd step
+
+  // Round trip 1: every load that depends on (b, h) alone, issued before any is used: the
+  // length, the summary and page lists' starts, the anchors (thread t loads anchor t) and q.
+  // (Until kernel run 27a they went one after another, with the sink rows' lookups after
+  // them: ~6 round trips before q was in shared memory, ~3.3 us at 4K, run 26e's trace.)
   const int64_t n = a.seq_lens[b];
+  const int32_t* slots = a.kv.summary_indices + a.kv.summary_indptr[b];
+  const int32_t first_page = a.kv.indptr[b];
+  const bool listed_anchors = !a.streaming && !a.quest;
+  const int32_t* anchors = a.kv.anchor_pos + int64_t(bh) * a.kv.max_anchors;
+  const int anchor_total = listed_anchors ? a.kv.anchor_count[bh] : 0;
+  const int32_t my_anchor = listed_anchors && tid < a.kv.max_anchors ? anchors[tid] : 0;
+  // q, pre-scaled: a pair of elements a thread and round (D is even, so a pair shares its
+  // head's row). One element a thread and round took two round trips at the Llama shape.
+  const int64_t q_first = (int64_t(b) * a.num_q_heads + int64_t(h) * G) * D;
+#pragma unroll 1
+  for (int i = 2 * tid; i < G * D; i += 2 * kBoundsThreads) {
+    const float2 v = load_q_pair(a.q, a.q_dtype, q_first + i);
+    float* row = qs + i / D * q_stride(D) + i % D;
+    row[0] = v.x * a.scale;
+    row[1] = v.y * a.scale;
+  }
   const int64_t ws = window_start_of(n, a.window, R);
   const int64_t nbr = ws / R;
   // Chunks of `chunk` blocks (PER steps): CTA x takes chunks x, x + gridDim.x, ... (a grid
@@ -204,16 +263,9 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     trace_route_end(a, 0);
     return;
   }
-  const BoundsSmem lay(G, D, a.sink_capacity);
-  float* qs = dsm + lay.q;
-  float* sc = dsm + lay.scores;
-  uint16_t* const even_stage = reinterpret_cast<uint16_t*>(dsm + lay.stage0);
-  uint16_t* const odd_stage = reinterpret_cast<uint16_t*>(dsm + lay.stage1);
-  uint16_t* ks = odd_stage;  // the sink set's K rows, before the first odd step
 
   // Steps of this CTA: step t bounds blocks chunk x + (t / PER) * gridDim.x, k = t % PER,
-  // RP of them. The first step's summaries are copied first: their latency overlaps the
-  // sink signal. Thread tid copies step block tid / (256 / RP), whose slot it loads two
+  // RP of them. Thread tid copies step block tid / (256 / RP), whose slot it loads two
   // steps ahead (its round trip, then the copy's, each hidden by a step).
   const int copy_block = tid / (kBoundsThreads / RP);
   const int64_t my_chunks = chunks > blockIdx.x ? (chunks - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;
@@ -229,33 +281,33 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     kn = 0;
     c0n += chunk_stride;
   }
-  const int32_t* slots = a.kv.summary_indices + a.kv.summary_indptr[b];
-  copy_step_summaries<D>(a, h, summary_slot(slots, steps > 0 ? c0 + copy_block : nbr, nbr), RP, even_stage);
+
+  // 1. Sink signal. The sink set: the anchors before the window (ascending, so counted in
+  // one barrier where thread t holds anchor t), then the window. The barrier also publishes q.
+  int na;
+  if (listed_anchors && a.kv.max_anchors <= kBoundsThreads) {
+    na = __syncthreads_count(tid < anchor_total && my_anchor < ws);
+  } else {
+    na = anchors_before(a, bh, ws);
+    __syncthreads();
+  }
+  const int count = na + int(n - ws);
+  // Round trip 2: the first step's slots and the sink tokens' pages, both loaded before
+  // either is used; then the two copies (the summaries' latency overlaps the sink signal).
+  const int32_t slot0 = summary_slot(slots, steps > 0 ? c0 + copy_block : nbr, nbr);
+  const bool sinker = tid < count && tid < kSinkPass;  // thread t copies sink token t's K row
+  const int64_t sink_row = sinker ? k_row_offset(a.kv, first_page, sink_token_pos(a, tid, na, ws, my_anchor), h) : 0;
+  copy_step_summaries<D>(a, h, slot0, RP, even_stage);
+  cp_async_commit_group();
+  if (sinker) copy_sink_row<D>(a, sink_row, ks + tid * sink_key_stride(D));
   cp_async_commit_group();
   int32_t slot_next = summary_slot(slots, steps > 1 ? c0n + kn * RP + copy_block : nbr, nbr);  // step 1's
-
-  // 1. Sink signal.
-  // q, pre-scaled: a pair of elements a thread and round (D is even, so a pair shares its head's
-  // row). One element a thread and round took two round trips at the Llama shape.
-  const int64_t q_first = (int64_t(b) * a.num_q_heads + int64_t(h) * G) * D;
-#pragma unroll 1
-  for (int i = 2 * tid; i < G * D; i += 2 * kBoundsThreads) {
-    const float2 v = load_q_pair(a.q, a.q_dtype, q_first + i);
-    float* row = qs + i / D * q_stride(D) + i % D;
-    row[0] = v.x * a.scale;
-    row[1] = v.y * a.scale;
-  }
-  const int na = anchors_before(a, bh, ws);
-  const int count = na + int(n - ws);
-  __syncthreads();
   trace_route(a, kRouteQ);
   const int warp = tid / 32, wl = tid % 32;
   const BoundsLane me(map, G, warp, wl);
   QuarterQuery<D> qq;  // this lane's quarter of its head's q: the sink scores' and the bounds'
   qq.load(qs, me.head, me.part);
-  // (The step results' region is free until the bounds: the sink rows' offsets go there.)
-  sink_scores<D, Tag>(a, b, h, a.kv.anchor_pos + int64_t(bh) * a.kv.max_anchors, na, ws, count, map, me, qq, ks,
-                      reinterpret_cast<int64_t*>(dsm + lay.results), sc);
+  sink_scores<D, Tag>(a, h, anchors, first_page, na, ws, count, map, me, qq, ks, sc);
   __syncthreads();
   trace_route(a, kRouteSinkScores);
   for (int g = warp; g < G; g += kBoundsThreads / 32) {
@@ -263,9 +315,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     for (int i = wl; i < count; i += 32) mx = fmaxf(mx, sc[i * G + g]);
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-    double z = 0;
-#pragma unroll 1
-    for (int i = wl; i < count; i += 32) z += exp_double(double(sc[i * G + g]) - double(mx));
+    double z = sink_exp_sum(sc, G, g, count, wl, mx);
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) z += __shfl_xor_sync(0xffffffffu, z, off);
     if (wl == 0) {
