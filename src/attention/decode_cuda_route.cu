@@ -60,6 +60,7 @@ constexpr int kSinkPass = 256;
 __device__ __noinline__ double block_term(float u, double m, double z, int R) {
   return double(R) * exp(double(u) - m) / z;
 }
+__device__ __noinline__ double exp_double(double x) { return exp(x); }
 
 // Element offset of token t's K row of KV head h, its sequence's page list starting at
 // indices[first_page] (PagedKV::k_offset with indptr[b] loaded once, ahead).
@@ -87,7 +88,8 @@ __device__ __forceinline__ void copy_sink_row(const RouteArgs& a, int64_t row, u
 // Lowered scores of the sink set (token i: the i-th anchor before the window, then the
 // window) for the G heads -> sc[i * G + g]. Per pass of up to kSinkPass tokens, thread t
 // copies token p0 + t's K row into shared memory; the caller has issued the first pass's
-// copies (their lookups went with the step's slots, kernel run 27a). Then the bounds' lanes
+// copies (their lookups went with the step's slots, kernel run 27a), committed just before
+// the first step's summaries. Then the bounds' lanes
 // (BoundsMap, BoundsLane: a quad per (token, head), a quarter of the dimensions each) score
 // them with the q quarters they hold in registers. (Kernel run 17a's ncu: with 8 lanes per
 // token reading q from shared memory for each head, the scores took 23 % of the pass at
@@ -110,7 +112,9 @@ __device__ void sink_scores(const RouteArgs& a, int h, const int32_t* anchors, i
       }
       cp_async_commit_group();
     }
-    cp_async_wait_group<0>();
+    // The first pass's rows are the next-to-last group (the first step's summaries follow).
+    if (p0 == 0) cp_async_wait_group<1>();
+    else cp_async_wait_group<0>();
     __syncthreads();
 #pragma unroll 1
     for (int it = 0; it * map.per_iteration < n; ++it) {  // uniform: every lane runs the shuffles
@@ -138,25 +142,6 @@ __device__ void sink_scores(const RouteArgs& a, int h, const int32_t* anchors, i
       if (me.active && me.part == 0 && t < n) sc[(p0 + t) * G + me.head] = dot - err * mag;
     }
   }
-}
-
-// Z's terms for head g over a lane's tokens (every 32nd): sum of exp(sc - mx) in double, four
-// exponentials in flight at once (each is a chain of ~30 dependent double operations; one at
-// a time, a sink set of ~130 tokens took ~1 us, run 26e's trace).
-__device__ __noinline__ double sink_exp_sum(const float* sc, int G, int g, int count, int lane, float mx) {
-  double z0 = 0, z1 = 0, z2 = 0, z3 = 0;
-  const double m = mx;
-  int i = lane;
-#pragma unroll 1
-  for (; i + 96 < count; i += 128) {
-    z0 += exp(double(sc[i * G + g]) - m);
-    z1 += exp(double(sc[(i + 32) * G + g]) - m);
-    z2 += exp(double(sc[(i + 64) * G + g]) - m);
-    z3 += exp(double(sc[(i + 96) * G + g]) - m);
-  }
-#pragma unroll 1
-  for (; i < count; i += 32) z0 += exp(double(sc[i * G + g]) - m);
-  return (z0 + z1) + (z2 + z3);
 }
 
 // The slot of block j, -1 past nbr. slots: the sequence's row of the summary table
@@ -297,9 +282,11 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const int32_t slot0 = summary_slot(slots, steps > 0 ? c0 + copy_block : nbr, nbr);
   const bool sinker = tid < count && tid < kSinkPass;  // thread t copies sink token t's K row
   const int64_t sink_row = sinker ? k_row_offset(a.kv, first_page, sink_token_pos(a, tid, na, ws, my_anchor), h) : 0;
-  copy_step_summaries<D>(a, h, slot0, RP, even_stage);
-  cp_async_commit_group();
+  // (The sink rows' group first: the scores wait for it alone, not for the summaries queued
+  // behind it, run 27a.)
   if (sinker) copy_sink_row<D>(a, sink_row, ks + tid * sink_key_stride(D));
+  cp_async_commit_group();
+  copy_step_summaries<D>(a, h, slot0, RP, even_stage);
   cp_async_commit_group();
   int32_t slot_next = summary_slot(slots, steps > 1 ? c0n + kn * RP + copy_block : nbr, nbr);  // step 1's
   trace_route(a, kRouteQ);
@@ -315,7 +302,9 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     for (int i = wl; i < count; i += 32) mx = fmaxf(mx, sc[i * G + g]);
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-    double z = sink_exp_sum(sc, G, g, count, wl, mx);
+    double z = 0;
+#pragma unroll 1
+    for (int i = wl; i < count; i += 32) z += exp_double(double(sc[i * G + g]) - double(mx));
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) z += __shfl_xor_sync(0xffffffffu, z, off);
     if (wl == 0) {
@@ -474,8 +463,8 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const int64_t at = int64_t(bh) * a.block_stride;
   const RouteHead hd{a.cost + at, a.bterm + at * G, a.ubound + at, a.keep + at, int(nbr), G};
   finish_routing<kBoundsThreads>(a, hd, bh, n, ws, false, 0, 0.f,
-                                 shares ? a.cert_partials + int64_t(bh) * gridDim.x * G : nullptr,
-                                 ctas, true);
+                                 shares ? a.cert_partials + int64_t(bh) * gridDim.x * G : nullptr, ctas, true,
+                                 FinishKnown{slots, na, my_anchor});
   trace_route(a, kRouteEnd);
   trace_route_end(a, 2);
 }

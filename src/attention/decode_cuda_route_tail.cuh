@@ -171,10 +171,19 @@ __device__ __forceinline__ void certificate_slots(const int32_t* slots, int firs
 // instructions between the ticket and the list's end) took 14 us at 512K for two passes whose
 // loads are a few L2 round trips; runs of 16 took it to 6.5 (kernel runs 26a-26c, docs/PERF.md).
 // traced: stamp the finish's steps (fused fast mode).
+// What the caller may already hold of the (b, h), so that the finish need not look it up
+// again, a round trip or two each (route_bounds' prologue loaded them, kernel run 27b): the
+// sequence's row of the summary-slot table, the count of anchors before the window, and
+// anchor `tid` in each of warp 0's lanes below max_anchors. Left default, looked up here.
+struct FinishKnown {
+  const int32_t* slots = nullptr;
+  int na = -1;
+  int32_t lane_anchor = 0;
+};
 template <int THREADS>
 __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, int64_t n, int64_t ws, bool by_key,
                                uint64_t T, float eps_f, const double2* partials = nullptr, int partial_ctas = 0,
-                               bool traced = false) {
+                               bool traced = false, const FinishKnown& known = FinishKnown{}) {
   using Scan = cub::BlockScan<int, THREADS, cub::BLOCK_SCAN_WARP_SCANS>;
   constexpr int kPass = THREADS * kFinishRun;
   __shared__ double s_sum[2 * kRouteGChunk];
@@ -184,7 +193,7 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
   const int G = hd.G, R = a.kv.block_size, tid = int(threadIdx.x), nbr = hd.nbr;
   int32_t* kept_list = a.kept_blocks + int64_t(bh) * a.block_stride;
   // The blocks' summary slots (for their value norms): the sequence's row of the table.
-  const int32_t* slots = a.kv.summary_indices + a.kv.summary_indptr[b];
+  const int32_t* slots = known.slots != nullptr ? known.slots : a.kv.summary_indices + a.kv.summary_indptr[b];
   // keep[] holds the final decision already unless it is by key or streaming.
   const bool store_keep = by_key || a.streaming;
   int total = 0;
@@ -273,13 +282,13 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
   // 0, 32 anchors per step; a ballot keeps the extra anchors in ascending order (every
   // lane ends with the same counts).
   if (tid >= 32) return;
-  const int na = anchors_before(a, bh, ws);
+  const int na = known.na >= 0 ? known.na : anchors_before(a, bh, ws);
   const int32_t* apos = a.kv.anchor_pos + int64_t(bh) * a.kv.max_anchors;
   int32_t* extra = a.extra_anchors + int64_t(bh) * a.anchor_stride;
   int extra_n = 0;
   for (int i0 = 0; i0 < na; i0 += 32) {
     const int i = i0 + tid;
-    const int32_t p = i < na ? (a.streaming ? i : apos[i]) : 0;
+    const int32_t p = i >= na ? 0 : a.streaming ? i : i0 == 0 && known.na >= 0 ? known.lane_anchor : apos[i];
     const bool alone = i < na && !__ldcg(hd.keep + p / R);
     const unsigned ballot = __ballot_sync(0xffffffffu, alone);
     if (alone) extra[extra_n + __popc(ballot & ((1u << tid) - 1u))] = p;
