@@ -76,40 +76,52 @@ __device__ __forceinline__ int64_t sink_token_pos(const RouteArgs& a, int i, int
   return i < na ? (a.streaming ? int64_t(i) : int64_t(anchor_i)) : ws + (i - na);
 }
 
-// Copies one sink token's K row (its offset `row`) into its row of `ks` (one 16-byte cp.async
-// a piece, all in flight together). Not committed here.
+// Copies the K rows of a pass's sink tokens p0 + t (t < n) into `ks`, row t at
+// ks + t * sink_key_stride(D); thread t holds token p0 + t's row offset (`row`). Each warp
+// copies its 32 tokens' rows, 32 / (D / 8) rows an instruction, each lane a 16-byte piece
+// (the row offsets passed by shuffles), so that an instruction reads whole rows: with each
+// thread copying its own row, an instruction touched 32 rows' lines (kernel run 27b: the
+// pass at Llama B=1 512K 0.7 us slower, its copies queued behind them). Not committed here.
 template <int D>
-__device__ __forceinline__ void copy_sink_row(const RouteArgs& a, int64_t row, uint16_t* dst) {
-  const uint16_t* src = static_cast<const uint16_t*>(a.kv.pages) + row;
+__device__ __forceinline__ void copy_sink_rows(const RouteArgs& a, int64_t row, int n, uint16_t* ks) {
+  constexpr int CH = D / 8, kRowsPerCopy = 32 / CH;
+  const int tid = int(threadIdx.x), lane = tid % 32, first = tid - lane;
+  if (first >= n) return;  // (uniform per warp)
+  const uint16_t* pages = static_cast<const uint16_t*>(a.kv.pages);
 #pragma unroll 4
-  for (int c = 0; c < D / 8; ++c) cp_async16_to(smem_addr(dst + c * 8), src + c * 8, true);
+  for (int r0 = 0; r0 < 32; r0 += kRowsPerCopy) {
+    const int r = r0 + lane / CH, c = lane % CH;
+    const int64_t src = __shfl_sync(0xffffffffu, row, r);
+    if (first + r < n) cp_async16_to(smem_addr(ks + (first + r) * sink_key_stride(D) + c * 8), pages + src + c * 8, true);
+  }
 }
 
 // Lowered scores of the sink set (token i: the i-th anchor before the window, then the
 // window) for the G heads -> sc[i * G + g]. Per pass of up to kSinkPass tokens, thread t
-// copies token p0 + t's K row into shared memory; the caller has issued the first pass's
-// copies (their lookups went with the step's slots, kernel run 27a), committed just before
-// the first step's summaries. Then the bounds' lanes
-// (BoundsMap, BoundsLane: a quad per (token, head), a quarter of the dimensions each) score
-// them with the q quarters they hold in registers. (Kernel run 17a's ncu: with 8 lanes per
-// token reading q from shared memory for each head, the scores took 23 % of the pass at
-// Llama B=1 512K, nearly all of it short-scoreboard stalls on those loads.)
+// looks token p0 + t's K row up and its warp copies the rows into shared memory; the caller
+// has issued the first pass's copies (their lookups went with the step's slots, kernel run
+// 27a), committed just before the first step's summaries. Then the bounds' lanes (BoundsMap,
+// BoundsLane: a quad per (token, head), a quarter of the dimensions each) score them with the
+// q quarters they hold in registers. (Kernel run 17a's ncu: with 8 lanes per token reading q
+// from shared memory for each head, the scores took 23 % of the pass at Llama B=1 512K,
+// nearly all of it short-scoreboard stalls on those loads.)
 template <int D, typename Tag>
 __device__ void sink_scores(const RouteArgs& a, int h, const int32_t* anchors, int32_t first_page, int na, int64_t ws,
                             int count, const BoundsMap& map, const BoundsLane& me, const QuarterQuery<D>& qq,
                             uint16_t* ks, float* sc) {
-  static_assert(kSinkPass <= kBoundsThreads, "one thread a sink token copies its row");
+  static_assert(kSinkPass <= kBoundsThreads, "one thread a sink token looks its row up");
   const int G = a.group, tid = int(threadIdx.x);
   const float err = dot_error_factor(D);
   for (int p0 = 0; p0 < count; p0 += kSinkPass) {
     const int n = count - p0 < kSinkPass ? count - p0 : kSinkPass;
     if (p0 > 0) {     // (rare: a sink set of more than kSinkPass tokens)
       __syncthreads();  // the previous pass's rows are read
+      int64_t row = 0;
       if (tid < n) {
         const int i = p0 + tid;
-        const int64_t pos = sink_token_pos(a, i, na, ws, i < na && !a.streaming ? anchors[i] : 0);
-        copy_sink_row<D>(a, k_row_offset(a.kv, first_page, pos, h), ks + tid * sink_key_stride(D));
+        row = k_row_offset(a.kv, first_page, sink_token_pos(a, i, na, ws, i < na && !a.streaming ? anchors[i] : 0), h);
       }
+      copy_sink_rows<D>(a, row, n, ks);
       cp_async_commit_group();
     }
     // The first pass's rows are the next-to-last group (the first step's summaries follow).
@@ -280,11 +292,11 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   // Round trip 2: the first step's slots and the sink tokens' pages, both loaded before
   // either is used; then the two copies (the summaries' latency overlaps the sink signal).
   const int32_t slot0 = summary_slot(slots, steps > 0 ? c0 + copy_block : nbr, nbr);
-  const bool sinker = tid < count && tid < kSinkPass;  // thread t copies sink token t's K row
+  const bool sinker = tid < count && tid < kSinkPass;  // thread t looks sink token t's K row up
   const int64_t sink_row = sinker ? k_row_offset(a.kv, first_page, sink_token_pos(a, tid, na, ws, my_anchor), h) : 0;
   // (The sink rows' group first: the scores wait for it alone, not for the summaries queued
   // behind it, run 27a.)
-  if (sinker) copy_sink_row<D>(a, sink_row, ks + tid * sink_key_stride(D));
+  copy_sink_rows<D>(a, sink_row, count < kSinkPass ? count : kSinkPass, ks);
   cp_async_commit_group();
   copy_step_summaries<D>(a, h, slot0, RP, even_stage);
   cp_async_commit_group();
