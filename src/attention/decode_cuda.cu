@@ -213,10 +213,11 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
            early_page_ids_);
   const int chunks = options.adaptive_route_chunks >= 0
                          ? options.adaptive_route_chunks
-                         : option_from_env("SINKROUTER_ROUTE_CHUNKS", "adaptive", {{"fixed", 0}, {"adaptive", 1}},
-                                           "fixed or adaptive");
-  SR_CHECK(chunks == 0 || chunks == 1, "decode (CUDA): adaptive_route_chunks must be 0 or 1, not {}", chunks);
-  adaptive_route_chunks_ = chunks == 1;
+                         : option_from_env("SINKROUTER_ROUTE_CHUNKS", "adaptive",
+                                           {{"fixed", 0}, {"adaptive", 1}, {"small", 2}}, "fixed, adaptive or small");
+  SR_CHECK(chunks >= 0 && chunks <= 2, "decode (CUDA): adaptive_route_chunks must be 0, 1 or 2, not {}", chunks);
+  adaptive_route_chunks_ = chunks >= 1;
+  small_route_steps_ = chunks == 2;
   fused_routing_ = options.fused_fast_routing && policy.kind == PolicyKind::SinkRouter &&
                    policy.mode == RouterMode::Fast;
 
@@ -272,6 +273,14 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   SR_CHECK(options.certificate_share_min_blocks >= 0, "decode (CUDA): certificate_share_min_blocks {} is negative",
            options.certificate_share_min_blocks);
   certificate_share_min_blocks_ = options.certificate_share_min_blocks;
+  // For sweeps: SINKROUTER_CERT_SHARE_MIN_BLOCKS (an integer >= 0) replaces the default
+  // threshold; an option set to anything else wins.
+  if (options.certificate_share_min_blocks == CudaDecodeOptions{}.certificate_share_min_blocks &&
+      std::getenv("SINKROUTER_CERT_SHARE_MIN_BLOCKS") != nullptr) {
+    certificate_share_min_blocks_ = int_option_from_env("SINKROUTER_CERT_SHARE_MIN_BLOCKS");
+    SR_CHECK(certificate_share_min_blocks_ >= 0, "decode (CUDA): SINKROUTER_CERT_SHARE_MIN_BLOCKS {} is negative",
+             certificate_share_min_blocks_);
+  }
   route_min_ctas_ = options.route_min_ctas > 0 ? options.route_min_ctas
                                                  : std::max(1, sms / std::max(1, batch_ * num_kv_heads_));
   const int waves = options.waves >= 0 ? options.waves
@@ -418,6 +427,7 @@ RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV
   r.sort_capacity = w.sort_capacity;
   r.bounds_ctas_per_head = w.bounds_ctas_per_head;
   r.adaptive_chunks = d.adaptive_route_chunks_;
+  r.small_steps = d.small_route_steps_;
   r.bounds_min_ctas = d.route_min_ctas_;
   r.route_trace = d.route_trace_;
   r.fused_finish = d.fused_routing_;

@@ -123,6 +123,9 @@ struct RouteArgs {
   // Chunks sized per (b, h) from its length (CudaDecodeOptions::adaptive_route_chunks), with
   // at least bounds_min_ctas CTAs wanted per (b, h) (about one per SM over the batch's heads).
   bool adaptive_chunks;
+  // Adaptive chunks only: steps of fewer blocks where a (b, h) has fewer steps than CTAs
+  // wanted (CudaDecodeOptions::adaptive_route_chunks 2).
+  bool small_steps;
   int bounds_min_ctas;
   int sort_capacity;   // candidates route_select sorts in shared memory (1024 or 8192)
   // Fast mode in one launch: route_bounds' last CTA per (b, h) finishes (no route_select).

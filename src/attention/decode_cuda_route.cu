@@ -209,7 +209,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const int bh = int(blockIdx.y), H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
   const int G = a.group, R = a.kv.block_size, tid = int(threadIdx.x);
   const BoundsMap map(G);
-  const int RP = map.blocks;
+  int RP = map.blocks;  // blocks a step (fewer with small steps, below)
   const BoundsSmem lay(G, D, a.sink_capacity);
   float* qs = dsm + lay.q;
   float* sc = dsm + lay.scores;
@@ -244,6 +244,13 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   // of about one wave, so that the sink signal below is paid once per CTA and SM).
   int64_t chunk = kBlocksPerCta;
   if constexpr (ADAPTIVE) {
+    // Small steps (RouteArgs::small_steps): where the (b, h) has fewer steps than CTAs wanted,
+    // halve the step (down to one iteration of the lanes) while the steps still fit them, so
+    // that more CTAs bound it, each in fewer iterations (a 4K sequence: four CTAs of 16
+    // blocks, not one of 64).
+    const int64_t most = a.bounds_min_ctas < int(gridDim.x) ? a.bounds_min_ctas : int(gridDim.x);
+    if (a.small_steps)
+      while (RP > map.per_iteration && (nbr + RP / 2 - 1) / (RP / 2) <= most) RP /= 2;
     const int64_t nsteps = (nbr + RP - 1) / RP;
     int64_t want = (nsteps + kMaxStepsPerCta - 1) / kMaxStepsPerCta;
     want = want > a.bounds_min_ctas ? want : a.bounds_min_ctas;
@@ -340,6 +347,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const float err = dot_error_factor(D);
   const double sink_m = s_m[me.head], sink_z = s_z[me.head];
   float* bterm = a.bterm + int64_t(bh) * a.block_stride * G;
+  const int iterations = RP / map.per_iteration;  // of the lanes a step
   float* res_u = dsm + lay.results;  // [RP][G]
   float* res_term = res_u + BoundsMap::kMaxResults;
   float* res_keep = res_term + BoundsMap::kMaxResults;
@@ -361,10 +369,10 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     slot_next = summary_slot(slots, t + 2 < steps ? c0n + kn * RP + copy_block : nbr, nbr);
     const uint16_t* staged = (t & 1) ? odd_stage : even_stage;
 #pragma unroll 1
-    for (int r0 = 0; r0 < map.iterations; r0 += 4) {
+    for (int r0 = 0; r0 < iterations; r0 += 4) {
       float my_u = 0.f, my_e = 0.f;  // iteration r0 + part's bound and estimate
 #pragma unroll 1
-      for (int i = 0; i < 4 && r0 + i < map.iterations; ++i) {
+      for (int i = 0; i < 4 && r0 + i < iterations; ++i) {
         const int sb = me.block(r0 + i);
         if (!__any_sync(0xffffffffu, j0 + sb < nbr)) continue;  // uniform per warp: the shuffles stay full
         const uint16_t* summary = staged + sb * staged_summary_stride(D);
@@ -379,7 +387,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
         }
       }
       const int it = r0 + me.part;
-      if (me.active && it < map.iterations) {
+      if (me.active && it < iterations) {
         const int sb = me.block(it);
         const int64_t j = j0 + sb;
         const double term = block_term(my_u, sink_m, sink_z, R);
@@ -512,7 +520,8 @@ int route_bounds_ctas_per_head(const RouteArgs& a, int batch, int num_kv_heads, 
   SR_CUDA_CHECK(cudaGetDevice(&dev));
   SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   // Most chunks of any sequence (adaptive: chunks can be as small as one step).
-  const int smallest = a.adaptive_chunks ? BoundsMap(a.group).blocks : kBlocksPerCta;
+  const BoundsMap map(a.group);
+  const int smallest = !a.adaptive_chunks ? kBlocksPerCta : a.small_steps ? map.per_iteration : map.blocks;
   const int chunks = std::max(1, (a.block_stride + smallest - 1) / smallest);
   // One wave: a second (kernel runs 4-12d) paid the sink signal twice an SM at Llama B=8 512K
   // (~16 us of a 200 us pass, run 12d's trace).

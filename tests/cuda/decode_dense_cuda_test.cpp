@@ -451,7 +451,7 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
        "cluster_groups 65 out of range (expected 0, or 1 to 64)"},
       {[](CudaDecodeOptions& o) { o.cluster = 1, o.tensor_cores = false; },
        "cannot run here: it needs the tensor-core kernel"},
-      {[](CudaDecodeOptions& o) { o.adaptive_route_chunks = 2; }, "adaptive_route_chunks must be 0 or 1, not 2"},
+      {[](CudaDecodeOptions& o) { o.adaptive_route_chunks = 3; }, "adaptive_route_chunks must be 0, 1 or 2, not 3"},
       {[](CudaDecodeOptions& o) { o.ctas_per_sm = 33; }, "ctas_per_sm must be 0 (as many as fit) to 32, not 33"},
       {[](CudaDecodeOptions& o) { o.dynamic_splits = 3; },
        "dynamic_splits must be 0 (off), 1 (on) or 2 (auto), not 3"},

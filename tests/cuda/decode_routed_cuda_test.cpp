@@ -141,7 +141,7 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
   if (const char* env = std::getenv("SR_CUDA_ROUTED_MIN_SPLIT")) opt.min_split_tokens = std::max(1, std::atoi(env));
   opt.tensor_cores = (seed / 4) % 2 == 0;         // both attention kernels (groups <= 4)
   opt.kv_l2_prefetch = int(seed / 8 % 3) * 128;    // 0, 128, 256: every L2 prefetch size
-  opt.adaptive_route_chunks = int(seed / 6 % 2);   // the routing pass's fixed and adaptive chunks,
+  opt.adaptive_route_chunks = int(seed / 6 % 3);   // the routing pass's fixed, adaptive and small-step chunks,
   opt.route_min_ctas = seed / 12 % 2 ? 1 : 0;       // adaptive ones of several steps too
   opt.kv_copy = seed / 24 % 2 ? 0 : 2;             // cp.async, or TMA where it runs (auto)
   opt.waves = seed % 5 == 2 ? 3 : 1;                // several waves of splits (taken however short the call)

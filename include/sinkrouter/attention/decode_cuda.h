@@ -102,7 +102,9 @@ struct CudaDecodeOptions {
   // The routing pass's chunks of blocks (docs/PERF.md, "The routing pass's steps, traced"):
   // 0 fixed (128 blocks), 1 sized per (b, h) from its length (kernel run 9a: the small
   // calls' routed time -2 to -24 us; Llama B=8 512K 3-4 % slower). -1:
-  // SINKROUTER_ROUTE_CHUNKS ("fixed" or "adaptive"), unset: adaptive.
+  // SINKROUTER_ROUTE_CHUNKS ("fixed", "adaptive" or "small"), unset: adaptive. 2 ("small"):
+  // adaptive, and where a (b, h) has fewer steps of 64 blocks than CTAs wanted, steps as small
+  // as one round of the bounds' lanes (16 blocks at G = 4), so that more CTAs share it.
   int adaptive_route_chunks = -1;
   // How the tensor-core kernel copies K/V into shared memory (docs/PERF.md, "Decode attention
   // with TMA copies"): 0 cp.async (16 bytes a lane, every page size); 1 TMA (one bulk tensor copy a
@@ -325,7 +327,8 @@ class CudaDecoder {
   int early_page_ids_ = 2;  // options.early_page_ids resolved
   int min_smem_ = 0;        // options.ctas_per_sm as a floor on a CTA's dynamic shared memory (0: none)
   int launch_smem_ = 0;     // the attention kernel's dynamic shared memory a CTA
-  bool adaptive_route_chunks_ = false;  // options.adaptive_route_chunks resolved
+  bool adaptive_route_chunks_ = false;  // options.adaptive_route_chunks resolved (1 or 2)
+  bool small_route_steps_ = false;      // options.adaptive_route_chunks 2
   int route_min_ctas_ = 1;              // options.route_min_ctas resolved
   int certificate_share_min_blocks_ = 4096;
   long long* phase_trace_ = nullptr;
