@@ -519,10 +519,14 @@ int route_bounds_ctas_per_head(const RouteArgs& a, int batch, int num_kv_heads, 
   SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, bounds_kernel_for(a), kBoundsThreads, smem));
   SR_CUDA_CHECK(cudaGetDevice(&dev));
   SR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  // Most chunks of any sequence (adaptive: chunks can be as small as one step).
+  // Most chunks of any sequence (adaptive: chunks can be as small as one step). Small steps
+  // add CTAs only up to the CTAs wanted (kernel run 27d: a grid sized by the smallest step
+  // left idle CTAs sharing SMs with working ones, Llama B=1 64K's pass 3 us slower).
   const BoundsMap map(a.group);
-  const int smallest = !a.adaptive_chunks ? kBlocksPerCta : a.small_steps ? map.per_iteration : map.blocks;
-  const int chunks = std::max(1, (a.block_stride + smallest - 1) / smallest);
+  const int step = a.adaptive_chunks ? map.blocks : kBlocksPerCta;
+  int chunks = std::max(1, (a.block_stride + step - 1) / step);
+  if (a.adaptive_chunks && a.small_steps)
+    chunks = std::max(chunks, std::min(a.bounds_min_ctas, (a.block_stride + map.per_iteration - 1) / map.per_iteration));
   // One wave: a second (kernel runs 4-12d) paid the sink signal twice an SM at Llama B=8 512K
   // (~16 us of a 200 us pass, run 12d's trace).
   const int one_wave = std::max(1, per_sm) * sms;
