@@ -62,14 +62,6 @@ __device__ __noinline__ double block_term(float u, double m, double z, int R) {
 }
 __device__ __noinline__ double exp_double(double x) { return exp(x); }
 
-// Element offset of token t's K row of KV head h, its sequence's page list starting at
-// indices[first_page] (PagedKV::k_offset with indptr[b] loaded once, ahead).
-__device__ __forceinline__ int64_t k_row_offset(const PagedKV& kv, int32_t first_page, int64_t t, int h) {
-  const int64_t page = kv.indices[first_page + t / kv.page_size];
-  return ((page * 2) * kv.page_size + t % kv.page_size) * int64_t(kv.num_kv_heads) * kv.head_dim +
-         int64_t(h) * kv.head_dim;
-}
-
 // Where the sink set's token i lies: the i-th anchor before the window (anchor_i: its
 // position, looked up by the caller; streaming: i itself), then the window.
 __device__ __forceinline__ int64_t sink_token_pos(const RouteArgs& a, int i, int na, int64_t ws, int32_t anchor_i) {
@@ -119,7 +111,7 @@ __device__ void sink_scores(const RouteArgs& a, int h, const int32_t* anchors, i
       int64_t row = 0;
       if (tid < n) {
         const int i = p0 + tid;
-        row = k_row_offset(a.kv, first_page, sink_token_pos(a, i, na, ws, i < na && !a.streaming ? anchors[i] : 0), h);
+        row = a.kv.k_offset_from(first_page, sink_token_pos(a, i, na, ws, i < na && !a.streaming ? anchors[i] : 0), h);
       }
       copy_sink_rows<D>(a, row, n, ks);
       cp_async_commit_group();
@@ -300,7 +292,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   // either is used; then the two copies (the summaries' latency overlaps the sink signal).
   const int32_t slot0 = summary_slot(slots, steps > 0 ? c0 + copy_block : nbr, nbr);
   const bool sinker = tid < count && tid < kSinkPass;  // thread t looks sink token t's K row up
-  const int64_t sink_row = sinker ? k_row_offset(a.kv, first_page, sink_token_pos(a, tid, na, ws, my_anchor), h) : 0;
+  const int64_t sink_row = sinker ? a.kv.k_offset_from(first_page, sink_token_pos(a, tid, na, ws, my_anchor), h) : 0;
   // (The sink rows' group first: the scores wait for it alone, not for the summaries queued
   // behind it, run 27a.)
   copy_sink_rows<D>(a, sink_row, count < kSinkPass ? count : kSinkPass, ks);

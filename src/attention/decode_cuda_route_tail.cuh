@@ -152,6 +152,16 @@ __device__ __forceinline__ void certificate_slots(const int32_t* slots, int firs
   }
 }
 
+// What the caller may already hold of the (b, h), so that the finish need not look it up
+// again, a round trip or two each (route_bounds' prologue loaded them, kernel run 27b): the
+// sequence's row of the summary-slot table, the count of anchors before the window, and
+// anchor `tid` in each of warp 0's lanes below max_anchors. Left default, looked up here.
+struct FinishKnown {
+  const int32_t* slots = nullptr;
+  int na = -1;
+  int32_t lane_anchor = 0;
+};
+
 // by_key: certified, block j skipped iff c_j <= eps_f and (bits(c_j) << 32 | j) < T;
 // otherwise skipped iff keep[j] == 0 (every block for streaming). keep[] ends as the
 // final decision. Every thread of the CTA calls this.
@@ -170,16 +180,7 @@ __device__ __forceinline__ void certificate_slots(const int32_t* slots, int firs
 // The version before (sixteen strided items a thread, each step unrolled over them: ~3,200
 // instructions between the ticket and the list's end) took 14 us at 512K for two passes whose
 // loads are a few L2 round trips; runs of 16 took it to 6.5 (kernel runs 26a-26c, docs/PERF.md).
-// traced: stamp the finish's steps (fused fast mode).
-// What the caller may already hold of the (b, h), so that the finish need not look it up
-// again, a round trip or two each (route_bounds' prologue loaded them, kernel run 27b): the
-// sequence's row of the summary-slot table, the count of anchors before the window, and
-// anchor `tid` in each of warp 0's lanes below max_anchors. Left default, looked up here.
-struct FinishKnown {
-  const int32_t* slots = nullptr;
-  int na = -1;
-  int32_t lane_anchor = 0;
-};
+// traced: stamp the finish's steps (fused fast mode); known: what the caller loaded already.
 template <int THREADS>
 __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, int64_t n, int64_t ws, bool by_key,
                                uint64_t T, float eps_f, const double2* partials = nullptr, int partial_ctas = 0,

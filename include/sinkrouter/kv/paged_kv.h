@@ -67,8 +67,10 @@ struct PagedKV {
     return pages_used == 0 ? 0 : int64_t(pages_used - 1) * page_size + last_page_len[b];
   }
   // Element offset of token t's K row of KV head h in sequence b (V is + page_size*H*D).
-  SR_HOST_DEVICE int64_t k_offset(int b, int64_t t, int h) const {
-    const int64_t page = indices[indptr[b] + t / page_size];
+  SR_HOST_DEVICE int64_t k_offset(int b, int64_t t, int h) const { return k_offset_from(indptr[b], t, h); }
+  // The same, given the sequence's first entry in indices (indptr[b]), loaded ahead.
+  SR_HOST_DEVICE int64_t k_offset_from(int32_t first_page, int64_t t, int h) const {
+    const int64_t page = indices[first_page + t / page_size];
     return ((page * 2) * page_size + t % page_size) * int64_t(num_kv_heads) * head_dim +
            int64_t(h) * head_dim;
   }
