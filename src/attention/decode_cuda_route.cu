@@ -308,58 +308,19 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   sink_scores<D, Tag>(a, h, anchors, first_page, na, ws, count, map, me, qq, ks, sc);
   __syncthreads();
   trace_route(a, kRouteSinkScores);
-  // m_g = max of the scores, Z_g = sum exp(s - m_g) in double. Up to 4 heads, kBoundsWarps / G
-  // warps share a head, each every parts-th 32 of its tokens, their maxima and sums meeting in
-  // shared memory in a fixed order (one warp a head left each lane 4-5 exponentials of ~30
-  // dependent double operations in a row at ~130 tokens: ~1 us, run 26e's trace).
-  const int parts = 2 * G <= kBoundsWarps ? kBoundsWarps / G : 1;
-  if (parts > 1) {
-    __shared__ float s_part_max[kBoundsWarps];
-    __shared__ double s_part_z[kBoundsWarps];
-    const int g = warp % G, part = warp / G;  // (warps past parts * G idle)
-    const bool busy = part < parts;
+  for (int g = warp; g < G; g += kBoundsThreads / 32) {
     float mx = -INFINITY;
-    if (busy)
-      for (int i = part * 32 + wl; i < count; i += parts * 32) mx = fmaxf(mx, sc[i * G + g]);
+    for (int i = wl; i < count; i += 32) mx = fmaxf(mx, sc[i * G + g]);
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-    if (wl == 0) s_part_max[warp] = mx;
-    __syncthreads();
     double z = 0;
-    if (busy) {
-      for (int p = 0; p < parts; ++p) mx = fmaxf(mx, s_part_max[p * G + g]);
 #pragma unroll 1
-      for (int i = part * 32 + wl; i < count; i += parts * 32) z += exp_double(double(sc[i * G + g]) - double(mx));
-    }
+    for (int i = wl; i < count; i += 32) z += exp_double(double(sc[i * G + g]) - double(mx));
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) z += __shfl_xor_sync(0xffffffffu, z, off);
-    if (wl == 0) s_part_z[warp] = z;
-    __syncthreads();
-    if (tid < G) {
-      float m = -INFINITY;
-      double zs = 0;
-      for (int p = 0; p < parts; ++p) {
-        m = fmaxf(m, s_part_max[p * G + tid]);
-        zs += s_part_z[p * G + tid];
-      }
-      s_m[tid] = m;
-      s_z[tid] = zs * (1.0 - 1e-12);
-    }
-  } else {
-    for (int g = warp; g < G; g += kBoundsWarps) {
-      float mx = -INFINITY;
-      for (int i = wl; i < count; i += 32) mx = fmaxf(mx, sc[i * G + g]);
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-      double z = 0;
-#pragma unroll 1
-      for (int i = wl; i < count; i += 32) z += exp_double(double(sc[i * G + g]) - double(mx));
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) z += __shfl_xor_sync(0xffffffffu, z, off);
-      if (wl == 0) {
-        s_m[g] = mx;
-        s_z[g] = z * (1.0 - 1e-12);
-      }
+    if (wl == 0) {
+      s_m[g] = mx;
+      s_z[g] = z * (1.0 - 1e-12);
     }
   }
   __syncthreads();
