@@ -2,7 +2,7 @@
 // the box bound of a (block, head) from its staged summary.
 //
 // A step bounds BoundsMap::blocks routable blocks whose min/max summaries (2D elements a
-// block, min row then max row) are staged in shared memory, in BoundsMap::iterations rounds.
+// block, min row then max row) are staged in shared memory, in blocks / per_iteration rounds.
 // Four lanes (a quad) bound one (block, head), each a quarter of the dimensions, whose q and
 // __byte_perm selectors (derived from q once) it holds in registers for the whole kernel: a lane reads only its
 // summary pieces from shared memory (kernel run 12c: with one lane per (block, head) reading
@@ -29,8 +29,7 @@ struct BoundsMap {
   int per_warp;         // blocks a warp bounds per iteration (G <= 8), else 0
   int warps_per_block;  // G > 8: warps sharing a block's heads, else 1
   int per_iteration;    // blocks the CTA bounds per iteration
-  int blocks;           // per step (a power of two dividing 128)
-  int iterations;       // blocks / per_iteration
+  int blocks;           // per step (a power of two dividing 128; small steps halve it)
   static constexpr int kMaxResults = 512;  // blocks * G
   __host__ __device__ static int pow2_floor(int x) {
     int p = 1;
@@ -50,7 +49,6 @@ struct BoundsMap {
       per_iteration = kBoundsWarps / warps_per_block;
       blocks = pow2_floor(kMaxResults / G);
     }
-    iterations = blocks / per_iteration;
   }
 };
 
