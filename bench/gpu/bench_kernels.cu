@@ -22,6 +22,9 @@
 //       whose kernel filter then sees attention, route_bounds (which finishes fast mode), attention.
 //   --probe-policy fast: the routed call of those two is the sinkrouter_fast rows' policy
 //       (fast mode deciding on the bound itself) instead of the default policy.
+//   --quiet-heads shared: every KV head of a sequence has the same quiet blocks (default
+//       distinct: each head's pattern is shifted). In the NHD layout a token's row holds all
+//       heads, so distinct patterns read part of each row and shared ones whole rows.
 //
 // Method (docs/PERF.md, "CUDA decode kernels"):
 //   - caches are generated on the device (hash-based pseudo-normal keys and values, a
@@ -94,11 +97,12 @@ __global__ void fill_q(__nv_bfloat16* q, int64_t n, uint64_t seed) {
 }
 
 // Writes K and V of every token of every sequence of the view. Block j of (s, h) is quiet
-// (keys scaled by 0.02) when (37 j + 11 (s H + h)) mod 100 < quiet_pct. Token 0's key is
+// (keys scaled by 0.02) when (37 j + 11 (s H + h')) mod 100 < quiet_pct, h' = h (distinct
+// patterns) or 0 (shared_heads: the heads of a sequence skip the same blocks). Token 0's key is
 // c * sum_g q_g of its group (query row s), so every query of the group
 // scores about sink_score on it.
 __global__ void fill_kv(sr::PagedKV kv, const int32_t* lens, const __nv_bfloat16* q, int q_heads,
-                        int quiet_pct, float sink_coef, uint64_t seed) {
+                        int quiet_pct, bool shared_heads, float sink_coef, uint64_t seed) {
   const int s = int(blockIdx.z), h = int(blockIdx.y), H = kv.num_kv_heads, D = kv.head_dim, G = q_heads / H;
   const int64_t n = lens[s];
   __nv_bfloat16* pages = static_cast<__nv_bfloat16*>(const_cast<void*>(kv.pages));
@@ -107,7 +111,7 @@ __global__ void fill_kv(sr::PagedKV kv, const int32_t* lens, const __nv_bfloat16
     const int64_t t = i / D;
     const int d = int(i % D);
     const int64_t j = t / kv.block_size;
-    const bool quiet = (37 * j + 11 * (int64_t(s) * H + h)) % 100 < quiet_pct;
+    const bool quiet = (37 * j + 11 * (int64_t(s) * H + (shared_heads ? 0 : h))) % 100 < quiet_pct;
     const uint64_t key = (seed * 1000003ull + uint64_t(s) * H + h) * 0x100000001b3ull + uint64_t(i) * 2;
     float k = pseudo_normal(key) * (quiet ? 0.02f : 1.f);
     if (t == 0) {
@@ -270,6 +274,7 @@ int main(int argc, char** argv) {
   int reps = 30;
   bool profile_once = false, trace_phases = false, trace_warm = false;
   std::string probe_policy = "default";  // the routed policy of --profile-once and --trace-phases
+  bool shared_heads = false;             // --quiet-heads shared
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
     if (k == "--profile-once" || k == "--trace-phases" || k == "--trace-warm") {
@@ -289,6 +294,7 @@ int main(int argc, char** argv) {
     else if (k == "--kernels") kernel_filter = "," + v + ",";
     else if (k == "--probe-ctas") probe_ctas = parse_list(v);
     else if (k == "--probe-policy" && (v == "default" || v == "fast")) probe_policy = v;
+    else if (k == "--quiet-heads" && (v == "shared" || v == "distinct")) shared_heads = v == "shared";
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
@@ -332,6 +338,7 @@ int main(int argc, char** argv) {
     doc["l2_bytes"] = prop.l2CacheSize;
     doc["copy_gbps"] = bw.copy_gbps;
     doc["read_gbps"] = bw.read_gbps;
+    doc["quiet_heads"] = shared_heads ? "shared" : "distinct";
     doc["method"] =
         "CUDA events over CUDA-graph replays; each replay runs `copies` decode calls over distinct cache copies "
         "(>= 256 MB in total, 4x the L2); time = median over replays / copies; bytes from the decoder statistics; "
@@ -368,7 +375,7 @@ int main(int argc, char** argv) {
           auto generate = [&](int quiet_pct) {
             const dim3 grid(unsigned(std::min<int64_t>((ctx * sh.head_dim + 255) / 256, 4096)), unsigned(sh.kv_heads),
                             unsigned(copies * B));
-            fill_kv<<<grid, 256, 0, stream>>>(all.kv, all.seq_lens, q, sh.q_heads, quiet_pct, sink_coef, 7);
+            fill_kv<<<grid, 256, 0, stream>>>(all.kv, all.seq_lens, q, sh.q_heads, quiet_pct, shared_heads, sink_coef, 7);
             SR_CUDA_CHECK_LAUNCH("fill_kv");
             cache.rebuild_summaries(stream);
             SR_CUDA_CHECK(cudaStreamSynchronize(stream));
