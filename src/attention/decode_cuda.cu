@@ -291,9 +291,12 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   // An explicit target_ctas is one wave of that many CTAs (the tests' grids).
   wave_ctas_ = options.target_ctas > 0 ? options.target_ctas : info.ctas_per_sm * sms;
   waves_ = options.target_ctas > 0 ? 1 : waves;
-  SR_CHECK(options.waves_min_split_tokens >= 1, "decode (CUDA): waves_min_split_tokens {} must be at least 1",
-           options.waves_min_split_tokens);
-  waves_min_split_tokens_ = options.waves_min_split_tokens;
+  waves_min_split_tokens_ = options.waves_min_split_tokens != -1 ? options.waves_min_split_tokens
+                            : std::getenv("SINKROUTER_DECODE_WAVES_MIN_SPLIT") != nullptr
+                                ? int_option_from_env("SINKROUTER_DECODE_WAVES_MIN_SPLIT")
+                                : 8192;
+  SR_CHECK(waves_min_split_tokens_ >= 1, "decode (CUDA): waves_min_split_tokens {} must be at least 1",
+           waves_min_split_tokens_);
   const int spread = options.spread_ctas >= 0
                          ? options.spread_ctas
                          : option_from_env("SINKROUTER_DECODE_SPREAD", "on", {{"off", 0}, {"on", 1}}, "off or on");

@@ -442,6 +442,7 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   const BadOptions bad_options[] = {
       {[](CudaDecodeOptions& o) { o.waves = 9; }, "waves must be 1 to 8, not 9"},
       {[](CudaDecodeOptions& o) { o.waves_min_split_tokens = 0; }, "waves_min_split_tokens 0 must be at least 1"},
+      {[](CudaDecodeOptions& o) { o.waves_min_split_tokens = -2; }, "waves_min_split_tokens -2 must be at least 1"},
       {[](CudaDecodeOptions& o) { o.certificate_share_min_blocks = -1; },
        "certificate_share_min_blocks -1 is negative"},
       {[](CudaDecodeOptions& o) { o.cluster = 3; }, "cluster must be 0 (off), 1 (on) or 2 (auto), not 3"},

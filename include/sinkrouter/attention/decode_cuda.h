@@ -84,8 +84,9 @@ struct CudaDecodeOptions {
   int waves = -1;
   // No more waves are taken than keep every split at this many tokens or more (src/
   // attention/split_schedule.h): 8K tokens is 4 MB of K and V at head dim 128, a few hundred
-  // microseconds of one CTA's loop, against a prologue and partial of ~5.
-  int waves_min_split_tokens = 8192;
+  // microseconds of one CTA's loop, against a prologue and partial of ~5. -1:
+  // SINKROUTER_DECODE_WAVES_MIN_SPLIT (for sweeps), unset 8192.
+  int waves_min_split_tokens = -1;
   // No split gets fewer tokens than this (short sequences stay whole). 128: at 4K-16K it
   // beat or tied 256 and 512 in kernel runs 5c, 5e and 5f (SmolLM2 B=1 8K: 12.0 against
   // 13.1 and 13.9 us), once the combine had its loads in flight together (docs/PERF.md,
