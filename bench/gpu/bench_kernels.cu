@@ -16,6 +16,7 @@
 //       routing pass's steps too (set_route_trace, lines "trace-route"); printed, and JSON
 //   --trace-warm: the traced call right after another call on the same copy (its code warm in
 //       L2), not after the timed graph's last call on another copy (kernel runs 25h-25i).
+//   --trace-quiet 90: the traced routed call's planted quiet blocks, in percent (default 50).
 //   bench_kernels --profile-once --shapes llama-3.1-8b --contexts 65536 --batches 1
 //       one eager dense run and one routed run (the default policy, 50 % quiet blocks) of
 //       the first shape, context and batch, nothing else: for ncu (run_on_device.sh),
@@ -275,6 +276,7 @@ int main(int argc, char** argv) {
   bool profile_once = false, trace_phases = false, trace_warm = false;
   std::string probe_policy = "default";  // the routed policy of --profile-once and --trace-phases
   bool shared_heads = false;             // --quiet-heads shared
+  int trace_quiet = 50;                  // --trace-quiet: planted quiet blocks of the traced calls, %
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
     if (k == "--profile-once" || k == "--trace-phases" || k == "--trace-warm") {
@@ -295,6 +297,9 @@ int main(int argc, char** argv) {
     else if (k == "--probe-ctas") probe_ctas = parse_list(v);
     else if (k == "--probe-policy" && (v == "default" || v == "fast")) probe_policy = v;
     else if (k == "--quiet-heads" && (v == "shared" || v == "distinct")) shared_heads = v == "shared";
+    else if (k == "--trace-quiet" && !v.empty() && v.find_first_not_of("0123456789") == std::string::npos &&
+             std::stoi(v) <= 100)
+      trace_quiet = std::stoi(v);
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
@@ -410,8 +415,8 @@ int main(int argc, char** argv) {
             cudaGraphExecDestroy(exec);
             return ms;
           };
-          if (trace_phases) {  // dense and the default policy, 50 % quiet blocks; traced and not
-            generate(50);
+          if (trace_phases) {  // dense and the default policy, 50 % quiet blocks (--trace-quiet); traced and not
+            generate(trace_quiet);
             int clock_khz = 0;
             SR_CUDA_CHECK(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, 0));
             for (const bool routed : {false, true}) {
@@ -454,6 +459,7 @@ int main(int argc, char** argv) {
               row["batch"] = B;
               row["context"] = ctx;
               row["kernel"] = routed ? "trace_default" : "trace_dense";
+              row["quiet_pct"] = trace_quiet;
               row["time_us"] = ms[0] * 1e3;
               row["time_traced_us"] = ms[1] * 1e3;
               row["ctas"] = dec.grid_ctas();
