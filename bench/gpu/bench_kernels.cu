@@ -97,13 +97,53 @@ __global__ void fill_q(__nv_bfloat16* q, int64_t n, uint64_t seed) {
     q[i] = __float2bfloat16_rn(pseudo_normal(seed * 0x100000001b3ull + uint64_t(i)));
 }
 
+constexpr int kMaxPlantGroup = 8;  // the benchmark's shapes: G = 4 (Llama) and 3 (SmolLM2)
+
+// The weights a_g of the planted sink's key k0 = sum_g a_g q_g such that every query of the
+// group scores q_g . k0 = target on it: the group's Gram system (Q Q^T) a = target 1, solved by
+// Gaussian elimination with partial pivoting (G <= kMaxPlantGroup; random rows of 64-128
+// dimensions are far from dependent). Until run 28f the key was c sum_g q_g, whose score
+// q_g . sum q varies with the draw: a head scoring ~10 on it kept its quiet blocks (Llama B=1
+// 128K at 90 % planted skipped 67.5 %; the CPU rule on the same cache agreed, so the routers
+// were right and the planting was not).
+__device__ void sink_weights(const __nv_bfloat16* qs, int G, int D, float target, float* a) {
+  float m[kMaxPlantGroup][kMaxPlantGroup + 1];
+  for (int g = 0; g < G; ++g) {
+    for (int e = 0; e <= g; ++e) {
+      float dot = 0.f;
+      for (int d = 0; d < D; ++d) dot += __bfloat162float(qs[g * D + d]) * __bfloat162float(qs[e * D + d]);
+      m[g][e] = m[e][g] = dot;
+    }
+    m[g][G] = target;
+  }
+  for (int c = 0; c < G; ++c) {
+    int p = c;
+    for (int r = c + 1; r < G; ++r)
+      if (fabsf(m[r][c]) > fabsf(m[p][c])) p = r;
+    for (int e = 0; e <= G; ++e) {
+      const float x = m[c][e];
+      m[c][e] = m[p][e];
+      m[p][e] = x;
+    }
+    for (int r = c + 1; r < G; ++r) {
+      const float f = m[r][c] / m[c][c];
+      for (int e = c; e <= G; ++e) m[r][e] -= f * m[c][e];
+    }
+  }
+  for (int c = G - 1; c >= 0; --c) {
+    float x = m[c][G];
+    for (int e = c + 1; e < G; ++e) x -= m[c][e] * a[e];
+    a[c] = x / m[c][c];
+  }
+}
+
 // Writes K and V of every token of every sequence of the view. Block j of (s, h) is quiet
 // (keys scaled by 0.02) when (37 j + 11 (s H + h')) mod 100 < quiet_pct, h' = h (distinct
 // patterns) or 0 (shared_heads: the heads of a sequence skip the same blocks). Token 0's key is
-// c * sum_g q_g of its group (query row s), so every query of the group
-// scores about sink_score on it.
+// sum_g a_g q_g over its group (query row s, sink_weights), so that every query of the group
+// scores exactly sink_dot (before scaling and bf16 rounding) on it.
 __global__ void fill_kv(sr::PagedKV kv, const int32_t* lens, const __nv_bfloat16* q, int q_heads,
-                        int quiet_pct, bool shared_heads, float sink_coef, uint64_t seed) {
+                        int quiet_pct, bool shared_heads, float sink_dot, uint64_t seed) {
   const int s = int(blockIdx.z), h = int(blockIdx.y), H = kv.num_kv_heads, D = kv.head_dim, G = q_heads / H;
   const int64_t n = lens[s];
   __nv_bfloat16* pages = static_cast<__nv_bfloat16*>(const_cast<void*>(kv.pages));
@@ -116,9 +156,10 @@ __global__ void fill_kv(sr::PagedKV kv, const int32_t* lens, const __nv_bfloat16
     const uint64_t key = (seed * 1000003ull + uint64_t(s) * H + h) * 0x100000001b3ull + uint64_t(i) * 2;
     float k = pseudo_normal(key) * (quiet ? 0.02f : 1.f);
     if (t == 0) {
-      float sum = 0.f;
-      for (int g = 0; g < G; ++g) sum += __bfloat162float(qs[g * D + d]);
-      k = sink_coef * sum;
+      float a[kMaxPlantGroup];
+      sink_weights(qs, G, D, sink_dot, a);
+      k = 0.f;
+      for (int g = 0; g < G; ++g) k += a[g] * __bfloat162float(qs[g * D + d]);
     }
     const int64_t off = kv.k_offset(s, t, h) + d;
     pages[off] = __float2bfloat16_rn(k);
@@ -375,12 +416,17 @@ int main(int argc, char** argv) {
           fill_q<<<1024, 256, 0, stream>>>(q, q_elems, uint64_t(ctx) * 31 + B);
           SR_CUDA_CHECK_LAUNCH("fill_q");
           const float scale = 1.f / std::sqrt(float(sh.head_dim));
-          const float sink_coef = 20.f / (scale * sh.head_dim);  // ~20 above the queries' typical score
+          const float sink_dot = 20.f / scale;  // every query scores 20 on the sink (scaled), ~20 above the rest
           const sr::DeviceKV all = cache.view();
+          if (sh.q_heads / sh.kv_heads > kMaxPlantGroup) {
+            std::fprintf(stderr, "%s: group %d exceeds the planted sink's %d\n", sh.name, sh.q_heads / sh.kv_heads,
+                         kMaxPlantGroup);
+            return 2;
+          }
           auto generate = [&](int quiet_pct) {
             const dim3 grid(unsigned(std::min<int64_t>((ctx * sh.head_dim + 255) / 256, 4096)), unsigned(sh.kv_heads),
                             unsigned(copies * B));
-            fill_kv<<<grid, 256, 0, stream>>>(all.kv, all.seq_lens, q, sh.q_heads, quiet_pct, shared_heads, sink_coef, 7);
+            fill_kv<<<grid, 256, 0, stream>>>(all.kv, all.seq_lens, q, sh.q_heads, quiet_pct, shared_heads, sink_dot, 7);
             SR_CUDA_CHECK_LAUNCH("fill_kv");
             cache.rebuild_summaries(stream);
             SR_CUDA_CHECK(cudaStreamSynchronize(stream));
