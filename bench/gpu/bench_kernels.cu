@@ -338,8 +338,8 @@ int main(int argc, char** argv) {
     else if (k == "--probe-ctas") probe_ctas = parse_list(v);
     else if (k == "--probe-policy" && (v == "default" || v == "fast")) probe_policy = v;
     else if (k == "--quiet-heads" && (v == "shared" || v == "distinct")) shared_heads = v == "shared";
-    else if (k == "--trace-quiet" && !v.empty() && v.find_first_not_of("0123456789") == std::string::npos &&
-             std::stoi(v) <= 100)
+    else if (k == "--trace-quiet" && !v.empty() && v.size() <= 3 &&
+             v.find_first_not_of("0123456789") == std::string::npos && std::stoi(v) <= 100)
       trace_quiet = std::stoi(v);
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());

@@ -295,7 +295,9 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
                             : std::getenv("SINKROUTER_DECODE_WAVES_MIN_SPLIT") != nullptr
                                 ? int_option_from_env("SINKROUTER_DECODE_WAVES_MIN_SPLIT")
                                 : 8192;
-  SR_CHECK(waves_min_split_tokens_ >= 1, "decode (CUDA): waves_min_split_tokens {} must be at least 1",
+  SR_CHECK(waves_min_split_tokens_ >= 1,
+           "decode (CUDA): waves_min_split_tokens {} must be at least 1 (CudaDecodeOptions, or "
+           "SINKROUTER_DECODE_WAVES_MIN_SPLIT where the option is -1)",
            waves_min_split_tokens_);
   const int spread = options.spread_ctas >= 0
                          ? options.spread_ctas
