@@ -167,11 +167,17 @@ __global__ void fill_kv(sr::PagedKV kv, const int32_t* lens, const __nv_bfloat16
   }
 }
 
+// A comma-separated list of integers; empty (the caller's error) where an item is not one.
 std::vector<int64_t> parse_list(const std::string& s) {
   std::vector<int64_t> v;
   std::stringstream ss(s);
   std::string item;
-  while (std::getline(ss, item, ',')) v.push_back(std::stoll(item));
+  while (std::getline(ss, item, ',')) {
+    char* end = nullptr;
+    const long long x = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0') return {};
+    v.push_back(x);
+  }
   return v;
 }
 
@@ -329,19 +335,34 @@ int main(int argc, char** argv) {
       return 2;
     }
     const std::string v = argv[++i];
+    if ((k == "--contexts" || k == "--batches" || k == "--reps" || k == "--probe-ctas") && parse_list(v).empty()) {
+      std::fprintf(stderr, "%s: '%s' is not a comma-separated list of integers\n", k.c_str(), v.c_str());
+      return 2;
+    }
     if (k == "--out") out_path = v;
     else if (k == "--contexts") contexts = parse_list(v);
     else if (k == "--batches") batches = parse_list(v);
-    else if (k == "--reps") reps = std::stoi(v);
+    else if (k == "--reps") reps = int(parse_list(v)[0]);
     else if (k == "--shapes") shape_filter = "," + v + ",";
     else if (k == "--kernels") kernel_filter = "," + v + ",";
     else if (k == "--probe-ctas") probe_ctas = parse_list(v);
-    else if (k == "--probe-policy" && (v == "default" || v == "fast")) probe_policy = v;
-    else if (k == "--quiet-heads" && (v == "shared" || v == "distinct")) shared_heads = v == "shared";
-    else if (k == "--trace-quiet" && !v.empty() && v.size() <= 3 &&
-             v.find_first_not_of("0123456789") == std::string::npos && std::stoi(v) <= 100)
-      trace_quiet = std::stoi(v);
-    else {
+    else if (k == "--probe-policy" || k == "--quiet-heads" || k == "--trace-quiet") {
+      const bool ok = k == "--probe-policy"  ? v == "default" || v == "fast"
+                      : k == "--quiet-heads" ? v == "shared" || v == "distinct"
+                                             : !v.empty() && v.size() <= 3 &&
+                                                   v.find_first_not_of("0123456789") == std::string::npos &&
+                                                   std::stoi(v) <= 100;
+      if (!ok) {
+        std::fprintf(stderr, "%s: '%s' is not one of %s\n", k.c_str(), v.c_str(),
+                     k == "--probe-policy"  ? "default, fast"
+                     : k == "--quiet-heads" ? "distinct, shared"
+                                            : "0 to 100 (percent)");
+        return 2;
+      }
+      if (k == "--probe-policy") probe_policy = v;
+      else if (k == "--quiet-heads") shared_heads = v == "shared";
+      else trace_quiet = std::stoi(v);
+    } else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
     }
