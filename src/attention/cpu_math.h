@@ -1,6 +1,8 @@
 // Small vectorisable helpers for the CPU attention paths (internal header).
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #if defined(__F16C__)
@@ -41,17 +43,29 @@ inline float dot(const float* a, const float* b, int n) {
   return s;
 }
 
-// Upper bound of max over the box [lo, hi] of q . k, and a bound on its float rounding error.
-inline float box_max_dot(const float* q, const float* lo, const float* hi, int n, float* abs_sum) {
+// Upper bound of max over the box [lo, hi] of q . k (its float rounding error aside), and
+// end_max = max_i |e_i|, e_i the end of [lo_i, hi_i] that maximises q_i e_i (hi_i where q_i >= 0,
+// as the CUDA router picks it). The rounding allowance is dot_error_factor(n) * (|q|_1 *
+// end_max), since sum_i |q_i e_i| <= |q|_1 end_max: both routers compute it from the same
+// exact end_max and the same l1_norm, so their allowances are equal, and the CUDA router needs
+// no per-dimension sum of absolute products (kernel run 28i).
+inline float box_max_dot(const float* q, const float* lo, const float* hi, int n, float* end_max) {
   float s = 0, a = 0;
-#pragma omp simd reduction(+ : s, a)
+#pragma omp simd reduction(+ : s) reduction(max : a)
   for (int i = 0; i < n; ++i) {
-    const float x = q[i] * hi[i], y = q[i] * lo[i];
-    const float m = x > y ? x : y;
-    s += m;
-    a += m < 0 ? -m : m;
+    const float e = q[i] >= 0.f ? hi[i] : lo[i];
+    s += q[i] * e;
+    a = std::max(a, std::fabs(e));
   }
-  *abs_sum = a;
+  *end_max = a;
+  return s;
+}
+
+// |q|_1 in float, summed in index order: the CUDA router (route_bounds) sums it in the same
+// order, so both get the same value (no vectorised reduction here, on purpose).
+inline float l1_norm_in_order(const float* q, int n) {
+  float s = 0;
+  for (int i = 0; i < n; ++i) s += std::fabs(q[i]);
   return s;
 }
 

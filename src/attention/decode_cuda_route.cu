@@ -194,6 +194,7 @@ template <int D, typename Tag, bool ADAPTIVE>
 __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const RouteArgs a) {
   extern __shared__ __align__(16) float dsm[];
   __shared__ double s_m[kMaxGroup], s_z[kMaxGroup];
+  __shared__ float s_l1[kMaxGroup];  // |q_g|_1 (pre-scaled), for the bounds' rounding allowance
   __shared__ int s_last;
   pdl_begin(a);  // q, the cache and the lengths are the kernels before's output
   trace_route(a, kRouteStartNs);
@@ -305,6 +306,15 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const BoundsLane me(map, G, warp, wl);
   QuarterQuery<D> qq;  // this lane's quarter of its head's q: the sink scores' and the bounds'
   qq.load(qs, me.head, me.part);
+  // |q_g|_1 in index order, one thread a head, as cpu::l1_norm_in_order sums it (the same
+  // value, so the two routers' allowances are equal); its ~D dependent adds overlap the
+  // copies that sink_scores waits for, and its barrier publishes the sums.
+  for (int g = tid; g < G; g += kBoundsThreads) {
+    float l1 = 0.f;
+#pragma unroll 8
+    for (int d = 0; d < D; ++d) l1 += fabsf(qs[g * q_stride(D) + d]);
+    s_l1[g] = l1;
+  }
   sink_scores<D, Tag>(a, h, anchors, first_page, na, ws, count, map, me, qq, ks, sc);
   __syncthreads();
   trace_route(a, kRouteSinkScores);
@@ -338,6 +348,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   // maxima over the heads.
   const float err = dot_error_factor(D);
   const double sink_m = s_m[me.head], sink_z = s_z[me.head];
+  const float q_l1 = s_l1[me.head];
   float* bterm = a.bterm + int64_t(bh) * a.block_stride * G;
   const int iterations = RP / map.per_iteration;  // of the lanes a step
   float* res_u = dsm + lay.results;  // [RP][G]
@@ -370,7 +381,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
         const uint16_t* summary = staged + sb * staged_summary_stride(D);
         const BoxSums bs = a.estimate ? box_sums<D, Tag, true>(qq, summary, me.part, a.gauss)
                                       : box_sums<D, Tag, false>(qq, summary, me.part, a.gauss);
-        const float ub = bs.u + err * bs.mag;
+        const float ub = bs.u + err * (q_l1 * bs.end_max);  // cpu::box_max_dot's allowance
         if (me.part == i) {
           my_u = ub;
           // router.cpp's BlockBounds::box_estimate, in float

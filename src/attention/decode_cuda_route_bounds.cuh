@@ -117,16 +117,37 @@ struct QuarterQuery {
 };
 
 // The quad's sums for one (block, head): u = sum of max(q hi, q lo) (router.cpp's box_max_dot,
-// in another order: the rounding allowance err * mag covers any), mag = sum of their absolute
-// values; with EST, also n = sum of min(q hi, q lo) and l2 = sum of (max - min)^2, from which
-// the box estimate follows: q_d (hi_d + lo_d) / 2 = (max + min) / 2 and
-// |q_d| (hi_d - lo_d) / 2 = (max - min) / 2.
+// in another order: the rounding allowance covers any), end_max = the largest |end| the
+// selectors picked, from which the allowance is dot_error_factor(D) * (|q|_1 * end_max), as
+// cpu::box_max_dot defines it (an absolute value and a max on each packed pair of ends, where a
+// sum of absolute products took two more adds a pair: kernel run 28i); with EST, also n = sum of
+// min(q hi, q lo) and l2 = sum of (max - min)^2, from which the box estimate follows:
+// q_d (hi_d + lo_d) / 2 = (max + min) / 2 and |q_d| (hi_d - lo_d) / 2 = (max - min) / 2.
 struct BoxSums {
-  float u, mag, n, l2;
+  float u, end_max, n, l2;
 };
+// The larger of two packed non-negative 16-bit floats (bf16 or f16: their bit patterns order as
+// their values), as one float.
+__device__ __forceinline__ float packed_end_max(uint32_t m, Bf16Tag) {
+  const __nv_bfloat162 v = *reinterpret_cast<const __nv_bfloat162*>(&m);
+  return fmaxf(__low2float(v), __high2float(v));
+}
+__device__ __forceinline__ float packed_end_max(uint32_t m, F16Tag) {
+  const __half2 v = *reinterpret_cast<const __half2*>(&m);
+  return fmaxf(__low2float(v), __high2float(v));
+}
+__device__ __forceinline__ uint32_t packed_max(uint32_t a, uint32_t b, Bf16Tag) {
+  const __nv_bfloat162 r = __hmax2(*reinterpret_cast<const __nv_bfloat162*>(&a), *reinterpret_cast<const __nv_bfloat162*>(&b));
+  return *reinterpret_cast<const uint32_t*>(&r);
+}
+__device__ __forceinline__ uint32_t packed_max(uint32_t a, uint32_t b, F16Tag) {
+  const __half2 r = __hmax2(*reinterpret_cast<const __half2*>(&a), *reinterpret_cast<const __half2*>(&b));
+  return *reinterpret_cast<const uint32_t*>(&r);
+}
 template <int D, typename Tag, bool EST>
 __device__ __forceinline__ BoxSums box_sums(const QuarterQuery<D>& qq, const uint16_t* s, int part, bool gauss) {
-  float u0 = 0.f, u1 = 0.f, m0 = 0.f, m1 = 0.f, n = 0.f, l2 = 0.f;  // two sums each: half the chain
+  float u0 = 0.f, u1 = 0.f, n = 0.f, l2 = 0.f;  // two sums: half the chain
+  uint32_t ends = 0u;                         // packed |end| maxima
 #pragma unroll
   for (int c = 0; c < QuarterQuery<D>::kChunks; ++c) {
     const uint4 lo = *reinterpret_cast<const uint4*>(s + c * 32 + part * 8);
@@ -135,13 +156,13 @@ __device__ __forceinline__ BoxSums box_sums(const QuarterQuery<D>& qq, const uin
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const float q0 = qq.q[c * 8 + 2 * i], q1 = qq.q[c * 8 + 2 * i + 1];
+      const uint32_t chosen = __byte_perm(lw[i], hw[i], qq.sel[c * 4 + i]);
+      ends = packed_max(ends, chosen & 0x7fff7fffu, Tag{});
       float x0, x1;
-      unpack2(__byte_perm(lw[i], hw[i], qq.sel[c * 4 + i]), x0, x1, Tag{});
+      unpack2(chosen, x0, x1, Tag{});
       const float p0 = q0 * x0, p1 = q1 * x1;
       u0 += p0;
       u1 += p1;
-      m0 += fabsf(p0);
-      m1 += fabsf(p1);
       if constexpr (EST) {
         float y0, y1;
         unpack2(__byte_perm(hw[i], lw[i], qq.sel[c * 4 + i]), y0, y1, Tag{});
@@ -154,12 +175,12 @@ __device__ __forceinline__ BoxSums box_sums(const QuarterQuery<D>& qq, const uin
       }
     }
   }
-  BoxSums r{u0 + u1, m0 + m1, n, l2};
+  BoxSums r{u0 + u1, packed_end_max(ends, Tag{}), n, l2};
   // The quad's four quarters (lanes 4k .. 4k + 3).
 #pragma unroll
   for (int off = 1; off < 4; off <<= 1) {
     r.u += __shfl_xor_sync(0xffffffffu, r.u, off);
-    r.mag += __shfl_xor_sync(0xffffffffu, r.mag, off);
+    r.end_max = fmaxf(r.end_max, __shfl_xor_sync(0xffffffffu, r.end_max, off));
     if constexpr (EST) {
       r.n += __shfl_xor_sync(0xffffffffu, r.n, off);
       r.l2 += __shfl_xor_sync(0xffffffffu, r.l2, off);

@@ -116,6 +116,8 @@ class BlockBounds {
   BlockBounds(const float* qf, int G, int D, const PagedKV& kv, int b, int h, bool box, bool basis)
       : qf_(qf), G_(G), D_(D), kv_(kv), b_(b), h_(h), box_(box), basis_(basis), bf_(kv.dtype == DType::BF16),
         lo_(size_t(D)), hi_(size_t(D)), blo_(size_t(D)), bhi_(size_t(D)) {
+    // |q_g|_1 of each head, for the box bound's rounding allowance (cpu::box_max_dot).
+    for (int g = 0; g < G; ++g) l1_.push_back(cpu::l1_norm_in_order(qf + size_t(g) * D, D));
     if (basis_) {
       qrot_.resize(size_t(G) * D);
       qnorm_.resize(size_t(G));
@@ -146,8 +148,9 @@ class BlockBounds {
     double u = std::numeric_limits<double>::infinity(), e = u;
     if (box_) {
       const float* q = qf_ + size_t(g) * D_;
-      float mag;
-      u = double(cpu::box_max_dot(q, lo_.data(), hi_.data(), D_, &mag)) + cpu::dot_error_factor(D_) * mag;
+      float end_max;
+      const float s = cpu::box_max_dot(q, lo_.data(), hi_.data(), D_, &end_max);
+      u = double(s) + cpu::dot_error_factor(D_) * (l1_[size_t(g)] * end_max);
       if (estimate) e = box_estimate(q, lo_.data(), hi_.data(), *policy);
     }
     if (basis_) {
@@ -178,7 +181,7 @@ class BlockBounds {
   const PagedKV& kv_;
   int b_, h_;
   bool box_, basis_, bf_;
-  std::vector<float> lo_, hi_, blo_, bhi_;
+  std::vector<float> lo_, hi_, blo_, bhi_, l1_;
   std::vector<double> qrot_, qnorm_;
 };
 
