@@ -44,11 +44,11 @@ inline float dot(const float* a, const float* b, int n) {
 }
 
 // Upper bound of max over the box [lo, hi] of q . k (its float rounding error aside), and
-// end_max = max_i |e_i|, e_i the end of [lo_i, hi_i] that maximises q_i e_i (hi_i where q_i >= 0,
-// as the CUDA router picks it). The rounding allowance is dot_error_factor(n) * (|q|_1 *
-// end_max), since sum_i |q_i e_i| <= |q|_1 end_max: both routers compute it from the same
-// exact end_max and the same l1_norm, so their allowances are equal, and the CUDA router needs
-// no per-dimension sum of absolute products (kernel run 28i).
+// end_max = max_i |e_i|, e_i the end of [lo_i, hi_i] that maximises q_i e_i (hi_i where
+// q_i >= 0, as the CUDA router picks it). The rounding allowance is dot_error_factor(n) *
+// (|q|_1 * end_max), since sum_i |q_i e_i| <= |q|_1 end_max: both routers compute it from the
+// same exact end_max and the same l1_norm_in_order, so their allowances are equal, and the
+// CUDA router needs no per-dimension sum of absolute products (kernel run 28i).
 inline float box_max_dot(const float* q, const float* lo, const float* hi, int n, float* end_max) {
   float s = 0, a = 0;
 #pragma omp simd reduction(+ : s) reduction(max : a)
