@@ -235,11 +235,9 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   // kernel at head dim 64, whose 48 KB ring would let 4 fit: with 4, the plan took clusters of
   // more CTAs, which ran slower from 64K (kernel runs 21e-21f: SmolLM2 B=8 512K 796.8 us in 384
   // CTAs against 711.8 in 192); otherwise as many as fit.
-  const bool ctas_per_sm_env = std::getenv("SINKROUTER_DECODE_CTAS_PER_SM") != nullptr;
-  const int ctas_per_sm = options.ctas_per_sm >= 0 ? options.ctas_per_sm
-                          : ctas_per_sm_env        ? int_option_from_env("SINKROUTER_DECODE_CTAS_PER_SM")
-                          : tensor_cores_ && head_dim_ == 64 ? 2
-                                                              : 0;
+  const int ctas_unset = tensor_cores_ && head_dim_ == 64 ? 2 : 0;
+  const int ctas_per_sm =
+      options.ctas_per_sm >= 0 ? options.ctas_per_sm : int_option_from_env("SINKROUTER_DECODE_CTAS_PER_SM", ctas_unset);
   SR_CHECK(ctas_per_sm >= 0 && ctas_per_sm <= 32, "decode (CUDA): ctas_per_sm must be 0 (as many as fit) to 32, not {}",
            ctas_per_sm);
   min_smem_ = 0;
@@ -275,9 +273,9 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   certificate_share_min_blocks_ = options.certificate_share_min_blocks;
   // For sweeps: SINKROUTER_CERT_SHARE_MIN_BLOCKS (an integer >= 0) replaces the default
   // threshold; an option set to anything else wins.
-  if (options.certificate_share_min_blocks == CudaDecodeOptions{}.certificate_share_min_blocks &&
-      std::getenv("SINKROUTER_CERT_SHARE_MIN_BLOCKS") != nullptr) {
-    certificate_share_min_blocks_ = int_option_from_env("SINKROUTER_CERT_SHARE_MIN_BLOCKS");
+  if (options.certificate_share_min_blocks == CudaDecodeOptions{}.certificate_share_min_blocks) {
+    certificate_share_min_blocks_ =
+        int_option_from_env("SINKROUTER_CERT_SHARE_MIN_BLOCKS", options.certificate_share_min_blocks);
     SR_CHECK(certificate_share_min_blocks_ >= 0, "decode (CUDA): SINKROUTER_CERT_SHARE_MIN_BLOCKS {} is negative",
              certificate_share_min_blocks_);
   }
@@ -291,10 +289,9 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   // An explicit target_ctas is one wave of that many CTAs (the tests' grids).
   wave_ctas_ = options.target_ctas > 0 ? options.target_ctas : info.ctas_per_sm * sms;
   waves_ = options.target_ctas > 0 ? 1 : waves;
-  waves_min_split_tokens_ = options.waves_min_split_tokens != -1 ? options.waves_min_split_tokens
-                            : std::getenv("SINKROUTER_DECODE_WAVES_MIN_SPLIT") != nullptr
-                                ? int_option_from_env("SINKROUTER_DECODE_WAVES_MIN_SPLIT")
-                                : 8192;
+  waves_min_split_tokens_ = options.waves_min_split_tokens != -1
+                                ? options.waves_min_split_tokens
+                                : int_option_from_env("SINKROUTER_DECODE_WAVES_MIN_SPLIT", 8192);
   SR_CHECK(waves_min_split_tokens_ >= 1,
            "decode (CUDA): waves_min_split_tokens {} must be at least 1 (CudaDecodeOptions, or "
            "SINKROUTER_DECODE_WAVES_MIN_SPLIT where the option is -1)",

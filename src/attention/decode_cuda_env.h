@@ -23,11 +23,11 @@ inline int option_from_env(const char* name, const char* fallback,
   fail("decode (CUDA): {} must be {}, not '{}'", name, allowed, value);
 }
 
-// An integer option from the environment variable `name`: unset, 0 (the decoder chooses);
-// else the whole text must be a decimal integer (its range is checked by the caller).
-inline int int_option_from_env(const char* name) {
+// An integer option from the environment variable `name`: unset, `unset` (0: the decoder
+// chooses); else the whole text must be a decimal integer (its range is checked by the caller).
+inline int int_option_from_env(const char* name, int unset = 0) {
   const char* env = std::getenv(name);
-  if (env == nullptr) return 0;
+  if (env == nullptr) return unset;
   char* end = nullptr;
   const long v = std::strtol(env, &end, 10);
   SR_CHECK(*env != '\0' && *end == '\0' && v >= INT32_MIN && v <= INT32_MAX,

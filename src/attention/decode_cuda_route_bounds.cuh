@@ -126,8 +126,7 @@ struct QuarterQuery {
 struct BoxSums {
   float u, end_max, n, l2;
 };
-// The larger of two packed non-negative 16-bit floats (bf16 or f16: their bit patterns order as
-// their values), as one float.
+// The larger of the two 16-bit floats (bf16 or f16) packed in a word, as one float.
 __device__ __forceinline__ float packed_end_max(uint32_t m, Bf16Tag) {
   const __nv_bfloat162 v = *reinterpret_cast<const __nv_bfloat162*>(&m);
   return fmaxf(__low2float(v), __high2float(v));

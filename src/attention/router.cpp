@@ -117,7 +117,8 @@ class BlockBounds {
       : qf_(qf), G_(G), D_(D), kv_(kv), b_(b), h_(h), box_(box), basis_(basis), bf_(kv.dtype == DType::BF16),
         lo_(size_t(D)), hi_(size_t(D)), blo_(size_t(D)), bhi_(size_t(D)) {
     // |q_g|_1 of each head, for the box bound's rounding allowance (cpu::box_max_dot).
-    for (int g = 0; g < G; ++g) l1_.push_back(cpu::l1_norm_in_order(qf + size_t(g) * D, D));
+    if (box_)
+      for (int g = 0; g < G; ++g) l1_.push_back(cpu::l1_norm_in_order(qf + size_t(g) * D, D));
     if (basis_) {
       qrot_.resize(size_t(G) * D);
       qnorm_.resize(size_t(G));
