@@ -14,8 +14,7 @@
 //   3. bounds its blocks, a step of BoundsMap(G).blocks at a time, four lanes per (block,
 //      head) (decode_cuda_route_bounds.cuh): u_jg from the summary plus its rounding
 //      margin, then b_jg = R exp(u_jg - m_g) / Z_g in double, stored rounded up to float;
-//      cost_j = max_g b_jg, ubound_j = max_g u_jg (up to 8 heads in the warp's shuffles,
-//      beyond through shared memory after a barrier); fast mode decides here (keep if any
+//      cost_j = max_g b_jg, ubound_j = max_g u_jg; fast mode decides here (keep if any
 //      b_jg > tau, or with an estimate (RouteArgs) any e_jg > tau). The next step's
 //      summaries are copied while this one is bounded;
 //   4. fast mode (RouteArgs::fused_finish): on long sequences each CTA sums the certificate's
@@ -156,24 +155,16 @@ __device__ __forceinline__ int32_t summary_slot(const int32_t* slots, int64_t j,
   return j < nbr ? slots[j] : -1;
 }
 // Copies one step's summaries (head h; min row then max row, 2D elements a block) into
-// `stage` [RP][staged_summary_stride]: thread tid copies 16-byte pieces tid % (256 / RP),
-// + 256 / RP, ... of step block tid / (256 / RP), whose slot it holds (zeros for slot -1).
-// A full step (RP = 64: four threads a block, 2D / 32 pieces each) is unrolled, its pieces 64
-// bytes apart at both ends: the rolled loop took 14 instructions a piece (kernel run 34a's ncu
-// at Llama B=8 512K: 7 M of the pass's 74 M). Not committed here.
+// `stage` [RP][staged_summary_stride]: thread tid copies 16-byte pieces of step block
+// tid / (256 / RP), whose slot it holds (zeros for slot -1). Not committed here.
 template <int D>
 __device__ __forceinline__ void copy_step_summaries(const RouteArgs& a, int h, int32_t slot, int RP, uint16_t* stage) {
   constexpr int kPieces = 2 * D / 8;
-  const int tid = int(threadIdx.x), per_block = kBoundsThreads / RP, first = tid % per_block;
-  const uint16_t* src = static_cast<const uint16_t*>(a.kv.summaries) + (slot >= 0 ? a.kv.slot_summary_offset(slot, h) : 0) + first * 8;
-  uint16_t* dst = stage + (tid / per_block) * staged_summary_stride(D) + first * 8;
-  if (per_block == 4) {
-#pragma unroll
-    for (int i = 0; i < kPieces / 4; ++i) cp_async16_to(smem_addr(dst + i * 32), src + i * 32, slot >= 0);
-    return;
-  }
+  const int tid = int(threadIdx.x), per_block = kBoundsThreads / RP;
+  const uint16_t* src = static_cast<const uint16_t*>(a.kv.summaries) + (slot >= 0 ? a.kv.slot_summary_offset(slot, h) : 0);
+  uint16_t* dst = stage + (tid / per_block) * staged_summary_stride(D);
 #pragma unroll 1
-  for (int c = 0; first + c < kPieces; c += per_block) cp_async16_to(smem_addr(dst + c * 8), src + c * 8, slot >= 0);
+  for (int c = tid % per_block; c < kPieces; c += per_block) cp_async16_to(smem_addr(dst + c * 8), src + c * 8, slot >= 0);
 }
 
 // Dynamic shared memory, in floats (each part a multiple of 4, so that what follows is
@@ -352,10 +343,9 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
 
   // 2. Bounds, a step of RP blocks at a time (decode_cuda_route_bounds.cuh): the quads sum
   // their (block, head)'s quarters, in rounds of 4 iterations after which lane `part` of
-  // each quad turns iteration part's sums into the term (32 terms a warp side by side). Up to
-  // 8 heads, the warp's shuffles then take each block's maxima over its heads
-  // (max_over_block_heads); beyond, u, the term and keep go to the step's results in shared
-  // memory, from which thread i takes block i's maxima after a barrier.
+  // each quad turns iteration part's sums into the term (32 terms a warp side by side), and
+  // keeps u, the term and keep in the step's results, from which thread i takes block i's
+  // maxima over the heads.
   const float err = dot_error_factor(D);
   const double sink_m = s_m[me.head], sink_z = s_z[me.head];
   const float q_l1 = s_l1[me.head];
@@ -364,9 +354,6 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   float* res_u = dsm + lay.results;  // [RP][G]
   float* res_term = res_u + BoundsMap::kMaxResults;
   float* res_keep = res_term + BoundsMap::kMaxResults;
-  // G <= 8: a block's heads are one warp's (BoundsMap), whose shuffles take their maxima; beyond,
-  // the results in shared memory and a thread a block after a barrier.
-  const bool warp_heads = map.per_warp > 0;
 #pragma unroll 1
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t j0 = c0 + k * RP;  // the step's first block
@@ -403,33 +390,18 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
         }
       }
       const int it = r0 + me.part;
-      const bool mine = me.active && it < iterations;
-      const int sb = me.block(it);
-      const int64_t j = j0 + sb;
-      float up = 0.f;
-      bool keep = false;
-      if (mine) {
+      if (me.active && it < iterations) {
+        const int sb = me.block(it);
+        const int64_t j = j0 + sb;
         const double term = block_term(my_u, sink_m, sink_z, R);
-        up = __double2float_ru(term);
-        keep = (a.estimate ? block_term(my_e, sink_m, sink_z, R) : term) > a.tau;
+        const float up = __double2float_ru(term);
+        const bool keep = (a.estimate ? block_term(my_e, sink_m, sink_z, R) : term) > a.tau;
         if (j < nbr) bterm[j * G + me.head] = up;
-        if (!warp_heads) {
-          res_u[sb * G + me.head] = my_u;
-          res_term[sb * G + me.head] = up;
-          res_keep[sb * G + me.head] = keep ? 1.f : 0.f;
-        }
-      }
-      if (warp_heads) {  // uniform
-        const BlockHeads m = max_over_block_heads(mine ? my_u : -INFINITY, up, keep, G, wl);
-        if (mine && me.head == 0 && j < nbr) {
-          const int64_t at = int64_t(bh) * a.block_stride + j;
-          a.ubound[at] = m.u;
-          a.cost[at] = m.term;
-          a.keep[at] = m.keep ? 1 : 0;
-        }
+        res_u[sb * G + me.head] = my_u;
+        res_term[sb * G + me.head] = up;
+        res_keep[sb * G + me.head] = keep ? 1.f : 0.f;
       }
     }
-    if (warp_heads) continue;
     __syncthreads();
     if (tid < RP && j0 + tid < nbr) {
       float umax = -INFINITY, cost = 0.f;

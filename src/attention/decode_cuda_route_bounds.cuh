@@ -75,31 +75,6 @@ struct BoundsLane {
   __device__ int block(int it) const { return it * stride + first_block; }
 };
 
-// The maxima over a block's heads where one warp bounds them all (G <= 8, BoundsMap::per_warp
-// > 0): quads base .. base + G - 1 (base = quad - quad % G) hold the G heads of one block, lane
-// `part` of each the same iteration. Every lane calls this with its (block, head)'s u and term
-// (-inf and 0 where it has none) and gets its block's maxima over the heads and whether any head
-// keeps it, in G shuffle rounds and one ballot: no results in shared memory, no barrier, no
-// thread a block looping over the heads (kernel run 34a's ncu at Llama B=8 512K: 6 % of the
-// pass's stall samples at that barrier).
-struct BlockHeads {
-  float u, term;
-  bool keep;
-};
-__device__ __forceinline__ BlockHeads max_over_block_heads(float u, float term, bool keep, int G, int lane) {
-  const int quad = lane / 4, part = lane % 4, base = quad - quad % G;
-  BlockHeads r{u, term, keep};
-#pragma unroll 1
-  for (int g = 0; g < G; ++g) {  // (uniform: every lane runs the shuffles)
-    const int src = ((base + g) * 4 + part) & 31;
-    r.u = fmaxf(r.u, __shfl_sync(0xffffffffu, u, src));
-    r.term = fmaxf(r.term, __shfl_sync(0xffffffffu, term, src));
-  }
-  const uint32_t group = uint32_t(((1ull << (4 * G)) - 1) << (4 * base)) & (0x11111111u << part);
-  r.keep = (__ballot_sync(0xffffffffu, keep) & group) != 0u;
-  return r;
-}
-
 // Staged summaries: [blocks][staged_summary_stride] elements, a block's min row then its max
 // row, padded to 64 bytes past a multiple of 128 so that the 2 x 4 pieces two quads of a warp
 // read at once (two blocks, a quad's 4 adjacent 16-byte pieces each) fall in distinct banks.
