@@ -20,7 +20,6 @@
 #include "decode_cuda_env.h"
 #include "decode_cuda_kernels.cuh"
 #include "kv/paged_kv_tensor_map.h"
-#include "split_schedule.h"
 
 namespace sinkrouter {
 
@@ -311,12 +310,6 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   plan_cluster_mode(options, routed, units, sms);
   plan_wide_ctas(options, routed, units, sms);
   plan_dynamic_splits(options, routed, units);
-  // The flat list: only the waves that the planned capacity fills. Sized for `waves` whatever
-  // the capacity, the grid launched CTAs that no call could give a split (Llama B=1 512K
-  // routed: 1,064 CTAs, 259 with work; kernel run 34g).
-  if (cluster_ctas_ == 0)
-    waves_ = split_schedule::waves_for(int64_t(max_capacity_) * units, units, wave_ctas_, waves_,
-                                       waves_min_split_tokens_, min_split_tokens_);
   // Cluster mode: cluster_groups clusters a unit. Otherwise the flat list: sum over units of
   // ceil(tokens / chunk) <= waves * wave_ctas + units (split_schedule.h).
   grid_ctas_ = cluster_ctas_ > 0 ? units * cluster_ctas_ * cluster_groups_ : waves_ * wave_ctas_ + units;

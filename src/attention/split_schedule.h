@@ -11,8 +11,7 @@
 // from 1,430 to 2,056 us), but each split pays a prologue and a partial (~5 us: run 13c's
 // dense Llama B=1 512K was 4 % slower in 4 waves of 4K-token splits). So no more waves are
 // taken than keep every split at waves_min_chunk tokens or more; shorter calls keep one
-// wave. The grid has only the waves that the planned capacity fills (waves_for); where a
-// call is shorter, its later waves' CTAs find no split and return.
+// wave, and the later waves' CTAs find no split and return.
 #pragma once
 
 #include <cstdint>
@@ -29,37 +28,19 @@ SR_HOST_DEVICE inline int64_t chunk_over(int64_t total, int64_t slots, int min_s
   return c > min_split ? c : int64_t(min_split);
 }
 
-// The most waves, up to `waves`, of `wave_ctas` CTAs over which `total` tokens in `units`
-// units keep splits of at least waves_min_chunk tokens (one wave when none does), and the
-// chunk over them. (More waves never make longer splits, so calls whose one-wave split is
-// already shorter skip the search.)
-struct WavePlan {
-  int waves;
-  int64_t chunk;
-};
-SR_HOST_DEVICE inline WavePlan plan_waves(int64_t total, int units, int wave_ctas, int waves, int waves_min_chunk,
-                                          int min_split) {
-  const int64_t one_wave = chunk_over(total, int64_t(wave_ctas) - units, min_split);
-  if (waves <= 1 || one_wave < waves_min_chunk) return {1, one_wave};
-  for (int w = waves; w >= 2; --w) {
-    const int64_t c = chunk_over(total, int64_t(w) * wave_ctas - units, min_split);
-    if (c >= waves_min_chunk) return {w, c};
-  }
-  return {1, one_wave};
-}
-
-// The chunk of the flat list (find_split, on the device, from a call's tokens).
+// The chunk of `total` tokens in `units` units over the most waves, up to `waves`, of
+// `wave_ctas` CTAs whose splits keep at least waves_min_chunk tokens; one wave when none
+// does. (More waves never make longer splits, so calls whose one-wave split is already
+// shorter skip the search.)
 SR_HOST_DEVICE inline int64_t chunk_for(int64_t total, int units, int wave_ctas, int waves, int waves_min_chunk,
                                         int min_split) {
-  return plan_waves(total, units, wave_ctas, waves, waves_min_chunk, min_split).chunk;
-}
-
-// The waves of the grid (CudaDecoder, at the planned capacity): a call's tokens never exceed
-// it, so no call takes more waves than this, and CTAs of waves that no call can fill are not
-// launched.
-SR_HOST_DEVICE inline int waves_for(int64_t total, int units, int wave_ctas, int waves, int waves_min_chunk,
-                                    int min_split) {
-  return plan_waves(total, units, wave_ctas, waves, waves_min_chunk, min_split).waves;
+  const int64_t one_wave = chunk_over(total, int64_t(wave_ctas) - units, min_split);
+  if (waves <= 1 || one_wave < waves_min_chunk) return one_wave;
+  for (int w = waves; w >= 2; --w) {
+    const int64_t c = chunk_over(total, int64_t(w) * wave_ctas - units, min_split);
+    if (c >= waves_min_chunk) return c;
+  }
+  return one_wave;
 }
 
 // Splits of a unit of `tokens` (one for an empty unit: it still writes its output).

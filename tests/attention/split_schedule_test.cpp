@@ -100,42 +100,5 @@ TEST(SplitSchedule, LongCallsTakeTheWavesShortOnesKeepOne) {
   EXPECT_EQ(total_splits(small, 128), 256);
 }
 
-// The grid's waves (CudaDecoder: waves_for at the planned capacity): a call of fewer tokens
-// never takes more waves, so every split of its chunk has a CTA of that grid; the waves are
-// the ones whose chunk chunk_for returns.
-TEST(SplitSchedule, NoCallTakesMoreWavesThanItsCapacity) {
-  std::mt19937_64 rng(20261201);
-  std::uniform_int_distribution<int64_t> pick(0, int64_t(1) << 40);
-  for (int trial = 0; trial < 5000; ++trial) {
-    const int units = 1 + int(pick(rng) % 300);
-    const int wave_ctas = units + 1 + int(pick(rng) % 600);
-    const int waves = 1 + int(pick(rng) % 8);
-    const int min_split = 1 + int(pick(rng) % 256);
-    const int waves_min = 1 + int(pick(rng) % 20000);
-    const int64_t capacity = 1 + pick(rng) % 1000000;
-    const int64_t cap_total = capacity * units;
-    SCOPED_TRACE(testing::Message() << "trial " << trial << " units " << units << " wave " << wave_ctas << " waves "
-                                    << waves << " capacity " << capacity);
-    const int grid_waves = ss::waves_for(cap_total, units, wave_ctas, waves, waves_min, min_split);
-    ASSERT_GE(grid_waves, 1);
-    ASSERT_LE(grid_waves, waves);
-    ASSERT_EQ(ss::chunk_for(cap_total, units, wave_ctas, waves, waves_min, min_split),
-              ss::chunk_over(cap_total, int64_t(grid_waves) * wave_ctas - units, min_split));
-    // A shorter call, with the waves capped at the grid's or not: the same chunk.
-    const int64_t call_total = pick(rng) % (cap_total + 1);
-    const int call_waves = ss::waves_for(call_total, units, wave_ctas, waves, waves_min, min_split);
-    ASSERT_LE(call_waves, grid_waves) << "call " << call_total;
-    ASSERT_EQ(ss::chunk_for(call_total, units, wave_ctas, grid_waves, waves_min, min_split),
-              ss::chunk_for(call_total, units, wave_ctas, waves, waves_min, min_split));
-  }
-  // Llama (a wave of 264): B=1 512K (8 units) one wave; B=8 512K (64 units) four of four and six
-  // of six; B=8 128K four of six. SmolLM2 B=8 512K (24 units): five of six.
-  EXPECT_EQ(ss::waves_for(8 * int64_t(524288), 8, 264, 4, 8192, 128), 1);
-  EXPECT_EQ(ss::waves_for(64 * int64_t(524288), 64, 264, 4, 8192, 128), 4);
-  EXPECT_EQ(ss::waves_for(64 * int64_t(524288), 64, 264, 6, 8192, 128), 6);
-  EXPECT_EQ(ss::waves_for(64 * int64_t(131072), 64, 264, 6, 8192, 128), 4);
-  EXPECT_EQ(ss::waves_for(24 * int64_t(524288), 24, 264, 6, 8192, 128), 5);
-}
-
 }  // namespace
 }  // namespace sinkrouter
