@@ -20,7 +20,6 @@
 #include "decode_cuda_env.h"
 #include "decode_cuda_kernels.cuh"
 #include "kv/paged_kv_tensor_map.h"
-#include "split_schedule.h"
 
 namespace sinkrouter {
 
@@ -282,14 +281,14 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   }
   route_min_ctas_ = options.route_min_ctas > 0 ? options.route_min_ctas
                                                  : std::max(1, sms / std::max(1, batch_ * num_kv_heads_));
-  int waves = options.waves >= 0
-                  ? options.waves
-                  : option_from_env("SINKROUTER_DECODE_WAVES", "auto",
-                                    {{"auto", 0}, {"1", 1}, {"2", 2}, {"3", 3}, {"4", 4}, {"6", 6}, {"8", 8}},
-                                    "auto, 1, 2, 3, 4, 6 or 8");
-  SR_CHECK(options.waves < 0 || (waves >= 1 && waves <= 8), "decode (CUDA): waves must be 1 to 8, not {}", waves);
+  const int waves = options.waves >= 0 ? options.waves
+                                       : option_from_env("SINKROUTER_DECODE_WAVES", "4",
+                                                         {{"1", 1}, {"2", 2}, {"3", 3}, {"4", 4}, {"6", 6}, {"8", 8}},
+                                                         "1, 2, 3, 4, 6 or 8");
+  SR_CHECK(waves >= 1 && waves <= 8, "decode (CUDA): waves must be 1 to 8, not {}", waves);
   // An explicit target_ctas is one wave of that many CTAs (the tests' grids).
   wave_ctas_ = options.target_ctas > 0 ? options.target_ctas : info.ctas_per_sm * sms;
+  waves_ = options.target_ctas > 0 ? 1 : waves;
   waves_min_split_tokens_ = options.waves_min_split_tokens != -1
                                 ? options.waves_min_split_tokens
                                 : int_option_from_env("SINKROUTER_DECODE_WAVES_MIN_SPLIT", 8192);
@@ -297,17 +296,6 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
            "decode (CUDA): waves_min_split_tokens {} must be at least 1 (CudaDecodeOptions, or "
            "SINKROUTER_DECODE_WAVES_MIN_SPLIT where the option is -1)",
            waves_min_split_tokens_);
-  // Auto: six waves where the planned capacity's splits stay at waves_min_split_tokens or more
-  // over six, else four (kernel runs 34d, 34e and 34g: routed Llama B=8 512K with 50 % planted
-  // ~1 % faster in six, 2,049 against 2,071 us in run 34g, and 256K within noise; where six
-  // would not fill, their grid's extra CTAs cost small calls 1-2.5 %, run 34e's SmolLM2 rows).
-  if (waves == 0) {
-    const int64_t units = int64_t(batch_) * num_kv_heads_ * head_chunks_;
-    const int64_t six = split_schedule::chunk_over(int64_t(max_capacity_) * units, 6 * int64_t(wave_ctas_) - units,
-                                                   min_split_tokens_);
-    waves = six >= waves_min_split_tokens_ ? 6 : 4;
-  }
-  waves_ = options.target_ctas > 0 ? 1 : waves;
   const int spread = options.spread_ctas >= 0
                          ? options.spread_ctas
                          : option_from_env("SINKROUTER_DECODE_SPREAD", "on", {{"off", 0}, {"on", 1}}, "off or on");

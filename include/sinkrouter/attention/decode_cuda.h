@@ -78,11 +78,9 @@ struct CudaDecodeOptions {
   // Waves of resident CTAs the tokens are spread over when target_ctas is 0 and a one-wave
   // split would be long (src/attention/split_schedule.h): more, shorter splits let the CTAs
   // that finish early take the next ones (the block scheduler balances the tail) at the cost
-  // of more partials to merge. 1 to 8; -1: SINKROUTER_DECODE_WAVES ("auto", 1, 2, 3, 4, 6 or
-  // 8), unset or auto: 4 (kernel run 13b: routed Llama B=8 512K 5 % faster than one wave,
-  // dense -1 to -6 % at batch 8, small calls unchanged since they keep one wave), and 6 where
-  // the planned capacity keeps waves_min_split_tokens over six (kernel runs 34d-34g: routed
-  // Llama B=8 512K ~1 % faster again; docs/PERF.md).
+  // of more partials to merge. 1 to 8; -1: SINKROUTER_DECODE_WAVES, unset: 4 (kernel run
+  // 13b: routed Llama B=8 512K 5 % faster than one wave, dense -1 to -6 % at batch 8, small
+  // calls unchanged since they keep one wave; docs/PERF.md).
   int waves = -1;
   // No more waves are taken than keep every split at this many tokens or more (src/
   // attention/split_schedule.h): 8K tokens is 4 MB of K and V at head dim 128, a few hundred
