@@ -270,15 +270,14 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   SR_CHECK(options.route_min_ctas >= 0, "decode (CUDA): route_min_ctas {} is negative", options.route_min_ctas);
   SR_CHECK(options.certificate_share_min_blocks >= 0, "decode (CUDA): certificate_share_min_blocks {} is negative",
            options.certificate_share_min_blocks);
-  certificate_share_min_blocks_ = options.certificate_share_min_blocks;
   // For sweeps: SINKROUTER_CERT_SHARE_MIN_BLOCKS (an integer >= 0) replaces the default
-  // threshold; an option set to anything else wins.
-  if (options.certificate_share_min_blocks == CudaDecodeOptions{}.certificate_share_min_blocks) {
-    certificate_share_min_blocks_ =
-        int_option_from_env("SINKROUTER_CERT_SHARE_MIN_BLOCKS", options.certificate_share_min_blocks);
-    SR_CHECK(certificate_share_min_blocks_ >= 0, "decode (CUDA): SINKROUTER_CERT_SHARE_MIN_BLOCKS {} is negative",
-             certificate_share_min_blocks_);
-  }
+  // threshold; an option set to anything else wins (and was checked above).
+  certificate_share_min_blocks_ =
+      options.certificate_share_min_blocks == CudaDecodeOptions{}.certificate_share_min_blocks
+          ? int_option_from_env("SINKROUTER_CERT_SHARE_MIN_BLOCKS", options.certificate_share_min_blocks)
+          : options.certificate_share_min_blocks;
+  SR_CHECK(certificate_share_min_blocks_ >= 0, "decode (CUDA): SINKROUTER_CERT_SHARE_MIN_BLOCKS {} is negative",
+           certificate_share_min_blocks_);
   route_min_ctas_ = options.route_min_ctas > 0 ? options.route_min_ctas
                                                  : std::max(1, sms / std::max(1, batch_ * num_kv_heads_));
   const int waves = options.waves >= 0 ? options.waves
