@@ -66,27 +66,20 @@ def fragments(A: np.ndarray, B: np.ndarray):
     return fa, fb
 
 
-def accumulator_elements(lane: int):
-    """The (row, column) of C and D that a lane g*4+t holds: rows g, g+8 at columns 2t, 2t+1."""
-    g, t = lane // 4, lane % 4
-    return [(g, 2 * t), (g, 2 * t + 1), (g + 8, 2 * t), (g + 8, 2 * t + 1)]
+# The (row, column) of C and D that each lane g*4+t holds, [32, 4]: rows g, g+8 at columns 2t, 2t+1.
+ACC_ROWS = np.array([[l // 4, l // 4, l // 4 + 8, l // 4 + 8] for l in range(32)])
+ACC_COLS = np.array([[2 * (l % 4), 2 * (l % 4) + 1] * 2 for l in range(32)])
 
 
 def c_layout(C: np.ndarray) -> np.ndarray:
     """C [W, 16, 8] float32 -> [W, 32, 4] lanes."""
-    out = np.zeros((C.shape[0], 32, 4), np.float32)
-    for lane in range(32):
-        for i, (r, c) in enumerate(accumulator_elements(lane)):
-            out[:, lane, i] = C[:, r, c]
-    return out
+    return C[:, ACC_ROWS, ACC_COLS].astype(np.float32)
 
 
 def from_d(Dl: np.ndarray) -> np.ndarray:
     """[W, 32, 4] lanes -> D [W, 16, 8] float64."""
     D = np.zeros((Dl.shape[0], 16, 8), np.float64)
-    for lane in range(32):
-        for i, (r, c) in enumerate(accumulator_elements(lane)):
-            D[:, r, c] = Dl[:, lane, i]
+    D[:, ACC_ROWS, ACC_COLS] = Dl
     return D
 
 
