@@ -139,6 +139,7 @@ struct CudaDecoder::Workspace {
   int32_t *extra_anchors = nullptr, *extra_count = nullptr, *window_start = nullptr, *routed_tokens = nullptr;
   int32_t* route_tickets = nullptr;
   double2* cert_partials = nullptr;
+  int32_t* chunk_counts = nullptr;
   // TMA copies: the cache's pages as a tensor map, encoded for kv_map_pages (run() encodes
   // it again when a view with other pages comes).
   CUtensorMap kv_map{};
@@ -218,6 +219,11 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   SR_CHECK(chunks >= 0 && chunks <= 2, "decode (CUDA): adaptive_route_chunks must be 0, 1 or 2, not {}", chunks);
   adaptive_route_chunks_ = chunks >= 1;
   small_route_steps_ = chunks == 2;
+  const int chunk_lists = options.route_chunk_lists >= 0
+                              ? options.route_chunk_lists
+                              : option_from_env("SINKROUTER_ROUTE_CHUNK_LISTS", "on", {{"off", 0}, {"on", 1}}, "off or on");
+  SR_CHECK(chunk_lists <= 1, "decode (CUDA): route_chunk_lists must be 0 or 1, not {}", chunk_lists);
+  route_chunk_lists_ = chunk_lists == 1;
   fused_routing_ = options.fused_fast_routing && policy.kind == PolicyKind::SinkRouter &&
                    policy.mode == RouterMode::Fast;
 
@@ -363,6 +369,8 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
       w.bounds_smem = cuda::route_bounds_prepare(r);
       w.bounds_ctas_per_head = cuda::route_bounds_ctas_per_head(r, batch_, num_kv_heads_, w.bounds_smem);
       w.cert_partials = w.make<double2>(bh * size_t(w.bounds_ctas_per_head) * size_t(group_));
+      w.chunk_counts = w.make<int32_t>(bh * size_t(w.bounds_ctas_per_head));
+      SR_CUDA_CHECK(cudaMemset(w.chunk_counts, 0, bh * size_t(w.bounds_ctas_per_head) * 4));  // returned to 0 by the kernel
       w.select_smem = cuda::route_select_prepare(r);
     }
   } catch (...) {
@@ -428,6 +436,7 @@ RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV
   r.sort_capacity = w.sort_capacity;
   r.bounds_ctas_per_head = w.bounds_ctas_per_head;
   r.adaptive_chunks = d.adaptive_route_chunks_;
+  r.chunk_lists = d.route_chunk_lists_;
   r.small_steps = d.small_route_steps_;
   r.bounds_min_ctas = d.route_min_ctas_;
   r.route_trace = d.route_trace_;
@@ -435,6 +444,7 @@ RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV
   r.pad_anchors = d.tma_copies_;  // only routed decoders route
   r.route_tickets = w.route_tickets;
   r.cert_partials = w.cert_partials;
+  r.chunk_counts = w.chunk_counts;
   r.share_min_blocks = d.certificate_share_min_blocks_;
   r.sink_max = w.sink_max;
   r.sink_sum = w.sink_sum;

@@ -138,6 +138,12 @@ struct RouteArgs {
   // bounds_ctas_per_head, G] of (sum b_jg, sum b_jg vmax_j); the finishing CTA adds the shares.
   double2* cert_partials;
   int share_min_blocks;
+  // Fused fast mode with adaptive chunks: each route_bounds CTA's count of kept blocks in its
+  // chunk, + 1 (0: not yet published), [B*H, bounds_ctas_per_head]; zero between runs (the
+  // finishing CTA resets its row). The CTAs write the kept list themselves from these
+  // (decode_cuda_route_chunk_list.cuh).
+  int32_t* chunk_counts;
+  bool chunk_lists;  // CudaDecodeOptions::route_chunk_lists: the CTAs write their lists (adaptive chunks only)
   // Outputs, all device.
   float* sink_max;  float* sink_sum;  // [B*QH] m_A, Z_A
   float* bterm;     // [B*H, block_stride, G] R * exp(u - m) / Z, rounded up to float

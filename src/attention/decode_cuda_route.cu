@@ -17,9 +17,11 @@
 //      cost_j = max_g b_jg, ubound_j = max_g u_jg; fast mode decides here (keep if any
 //      b_jg > tau, or with an estimate (RouteArgs) any e_jg > tau). The next step's
 //      summaries are copied while this one is bounded;
-//   4. fast mode (RouteArgs::fused_finish): on long sequences each CTA sums the certificate's
-//      terms of its own skipped blocks (RouteArgs::cert_partials); the last CTA of the (b, h)
-//      finishes the pass (decode_cuda_route_tail.cuh), so that fast mode is one launch.
+//   4. fast mode (RouteArgs::fused_finish): with adaptive chunks each CTA writes its chunk's
+//      part of the kept list (decode_cuda_route_chunk_list.cuh); on long sequences each CTA
+//      sums the certificate's terms of its own skipped blocks (RouteArgs::cert_partials); the
+//      last CTA of the (b, h) finishes the pass (decode_cuda_route_tail.cuh), so that fast
+//      mode is one launch.
 // Otherwise the second kernel (decode_cuda_route_select.cu) chooses, compacts and certifies.
 #include <algorithm>
 #include <cstdint>
@@ -29,6 +31,7 @@
 #include "core/cuda_launch.cuh"
 #include "decode_cuda_kernels.cuh"
 #include "decode_cuda_route_bounds.cuh"
+#include "decode_cuda_route_chunk_list.cuh"
 #include "decode_cuda_route_tail.cuh"
 
 namespace sinkrouter::cuda {
@@ -424,7 +427,22 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     trace_route_end(a, 1);
     return;
   }
-  // 3. Fused fast mode, long sequences (RouteArgs::share_min_blocks): this CTA's share of the
+  // 3. Fused fast mode, adaptive chunks (one contiguous chunk a CTA): this CTA's count of
+  // kept blocks, published for the CTAs after it (decode_cuda_route_chunk_list.cuh); it
+  // writes its part of the kept list after its certificate share, which gives the CTAs
+  // before it time to publish theirs.
+  const uint8_t* keep_row = a.keep + int64_t(bh) * a.block_stride;
+  const int64_t chunk_first = int64_t(blockIdx.x) * chunk;
+  const ChunkRuns<kBoundsThreads> my_runs(int(chunk_first < nbr ? chunk_first : nbr),
+                                          int(chunk_first + chunk < nbr ? chunk_first + chunk : nbr));
+  int32_t* const counts = a.chunk_counts + int64_t(bh) * gridDim.x;
+  const bool own_lists = ADAPTIVE && a.chunk_lists;  // (one chunk a CTA only with adaptive chunks)
+  uint32_t first_kept = 0;
+  if (own_lists) {
+    __syncthreads();  // the last step's keep[] stores
+    first_kept = publish_chunk_count<kBoundsThreads>(keep_row, my_runs, counts + blockIdx.x);
+  }
+  // 4. Fused fast mode, long sequences (RouteArgs::share_min_blocks): this CTA's share of the
   // certificate, over its own skipped blocks (their keep[] and bterm are this CTA's stores,
   // ordered by the barrier), kCertBatch blocks a thread at a time, their loads together.
   // Summed here, in parallel over the (b, h)'s CTAs, the finishing CTA only adds the shares
@@ -433,7 +451,6 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   if (shares) {
     __syncthreads();  // the last step's keep[] and bterm stores
     const uint32_t my_blocks = uint32_t(my_chunks * chunk), ch = uint32_t(chunk);
-    const uint8_t* keep_row = a.keep + int64_t(bh) * a.block_stride;
     __shared__ double s_cert[2 * kRouteGChunk];
     for (int g0 = 0; g0 < G; g0 += kRouteGChunk) {
       double sums[2 * kRouteGChunk];
@@ -467,12 +484,18 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     }
   }
   trace_route(a, kRouteBounds);
+  // (3, continued) This CTA's part of the kept list, once the CTAs before it have counted.
+  if (own_lists)
+    write_chunk_list<kBoundsThreads>(keep_row, my_runs, first_kept, counts, int(blockIdx.x),
+                                     a.kept_blocks + int64_t(bh) * a.block_stride);
+  trace_route(a, kRouteChunkList);
 
-  // 4. Fast mode: the last CTA of the (b, h) to finish its blocks (a ticket, as the
-  // attention kernel's combine) writes the kept-block list, certificate and statistics,
-  // instead of a route_select launch. The CTAs with chunks are 0 .. min(grid, chunks) - 1.
-  // This CTA's keep[] and certificate share are published by the acquire-release ticket,
-  // which also acquires the other CTAs' for the last one (grid_ticket).
+  // 5. Fast mode: the last CTA of the (b, h) to finish its blocks (a ticket, as the
+  // attention kernel's combine) writes the certificate and statistics (and the kept-block
+  // list, where the CTAs did not write theirs), instead of a route_select launch. The CTAs
+  // with chunks are 0 .. min(grid, chunks) - 1. This CTA's keep[], list and certificate
+  // share are published by the acquire-release ticket, which also acquires the other CTAs'
+  // for the last one (grid_ticket).
   __syncthreads();
   const int ctas = chunks < 1 ? 1 : int(chunks < int64_t(gridDim.x) ? chunks : int64_t(gridDim.x));
   if (tid == 0) s_last = grid_ticket(reinterpret_cast<unsigned*>(&a.route_tickets[bh])) == unsigned(ctas - 1);
@@ -483,11 +506,20 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     return;
   }
   if (tid == 0) a.route_tickets[bh] = 0;  // every other CTA has taken its ticket
+  FinishKnown known{slots, na, my_anchor};
+  if (own_lists) {
+    __shared__ int s_listed;
+    if (tid < 32) {
+      const int listed = take_chunk_counts(counts, ctas);
+      if (tid == 0) s_listed = listed;
+    }
+    __syncthreads();
+    known.listed = s_listed;
+  }
   const int64_t at = int64_t(bh) * a.block_stride;
   const RouteHead hd{a.cost + at, a.bterm + at * G, a.ubound + at, a.keep + at, int(nbr), G};
   finish_routing<kBoundsThreads>(a, hd, bh, n, ws, false, 0, 0.f,
-                                 shares ? a.cert_partials + int64_t(bh) * gridDim.x * G : nullptr, ctas, true,
-                                 FinishKnown{slots, na, my_anchor});
+                                 shares ? a.cert_partials + int64_t(bh) * gridDim.x * G : nullptr, ctas, true, known);
   trace_route(a, kRouteEnd);
   trace_route_end(a, 2);
 }

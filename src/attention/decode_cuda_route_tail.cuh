@@ -83,6 +83,19 @@ __device__ __forceinline__ uint32_t run_blocks(int j0, int nbr) {
   return j0 >= nbr ? 0u : nbr - j0 >= kFinishRun ? (1u << kFinishRun) - 1u : (1u << (nbr - j0)) - 1u;
 }
 
+// Bit i set: byte i of 16 keep[] bytes is 0 (block skipped).
+__device__ __forceinline__ uint32_t keep_zero_bits(uint4 k4) {
+  const uint32_t w[4] = {k4.x, k4.y, k4.z, k4.w};
+  uint32_t bits = 0;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const uint32_t zero = __vcmpeq4(w[k], 0u);  // 0xff in each byte that is 0
+#pragma unroll
+    for (int e = 0; e < 4; ++e) bits |= ((zero >> (8 * e)) & 1u) << (4 * k + e);
+  }
+  return bits;
+}
+
 // Decisions of a thread's run of kFinishRun consecutive blocks j0 .. j0 + 15 (bit i: block j0 + i
 // skipped; only the blocks of `valid`, run_blocks(j0, nbr), are reported). by_key: certified, skipped iff c_j <= eps_f
 // and (bits(c_j) << 32 | j) < T, from four 16-byte loads of cost[]; otherwise skipped iff keep[j]
@@ -110,14 +123,7 @@ __device__ __forceinline__ uint32_t skipped_run(const RouteArgs& a, const RouteH
       }
     }
   } else {
-    const uint4 k4 = __ldcg(reinterpret_cast<const uint4*>(hd.keep + j0));
-    const uint32_t w[4] = {k4.x, k4.y, k4.z, k4.w};
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const uint32_t zero = __vcmpeq4(w[k], 0u);  // 0xff in each byte that is 0 (block skipped)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) skip |= ((zero >> (8 * e)) & 1u) << (4 * k + e);
-    }
+    skip = keep_zero_bits(__ldcg(reinterpret_cast<const uint4*>(hd.keep + j0)));
   }
   return skip & valid;
 }
@@ -160,6 +166,10 @@ struct FinishKnown {
   const int32_t* slots = nullptr;
   int na = -1;
   int32_t lane_anchor = 0;
+  // The kept-block list is written already, with this many blocks (the route_bounds CTAs'
+  // own lists, decode_cuda_route_chunk_list.cuh; fast mode only, where keep[] is final
+  // already); -1: the finish writes it. The same in every thread.
+  int listed = -1;
 };
 
 // by_key: certified, block j skipped iff c_j <= eps_f and (bits(c_j) << 32 | j) < T;
@@ -197,14 +207,15 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
   const int32_t* slots = known.slots != nullptr ? known.slots : a.kv.summary_indices + a.kv.summary_indptr[b];
   // keep[] holds the final decision already unless it is by key or streaming.
   const bool store_keep = by_key || a.streaming;
-  int total = 0;
+  const bool write_list = known.listed < 0;
+  int total = write_list ? 0 : known.listed;
   float dmax = 0.f;
   for (int g0 = 0; g0 < G; g0 += kRouteGChunk) {
     double sums[2 * kRouteGChunk];  // [k]: sum b_jg, [kRouteGChunk + k]: sum b_jg vmax_j, g = g0 + k
 #pragma unroll
     for (int k = 0; k < 2 * kRouteGChunk; ++k) sums[k] = 0;
     // With partials the passes only compact (once); the certificate is the shares' sum.
-    const int pass_end = partials == nullptr || g0 == 0 ? nbr : 0;
+    const int pass_end = partials == nullptr || (g0 == 0 && write_list) ? nbr : 0;
     for (int base = 0; base < pass_end; base += kPass) {
       const int j0 = base + tid * kFinishRun;  // this thread's run
       // The certificate's first batch, striped (below): its slots load with the decisions.
@@ -218,7 +229,7 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
         __syncthreads();
       }
       // 2. The kept list (and keep[] final), once.
-      if (g0 == 0) {
+      if (g0 == 0 && write_list) {
         const uint32_t kept = in_run & ~skip;
         if (store_keep) store_run_keep(hd.keep, j0, nbr, kept);
         int offset, pass_total;

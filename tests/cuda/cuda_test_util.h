@@ -8,7 +8,9 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "sinkrouter/attention/decode.h"
@@ -169,7 +171,11 @@ inline RoutePlan plan_from_device(const CudaRouting& r, const PagedKV& kv, const
     const int b = bh / H, h = bh % H;
     const int64_t n = kv.seq_len(b), ws = r.window_start[size_t(bh)], nbr = ws / R;
     std::vector<uint8_t> keep(size_t(nbr), 0);
-    for (int32_t j : r.kept_blocks[size_t(bh)]) keep.at(size_t(j)) = 1;
+    const std::vector<int32_t>& kept = r.kept_blocks[size_t(bh)];
+    // The list's contract (RouteArgs::kept_blocks): ascending, each block once.
+    EXPECT_TRUE(std::adjacent_find(kept.begin(), kept.end(), std::greater_equal<int32_t>()) == kept.end())
+        << "head " << bh << ": the kept-block list is not strictly ascending";
+    for (int32_t j : kept) keep.at(size_t(j)) = 1;
     std::vector<int32_t> anchors;
     if (policy.kind == PolicyKind::Streaming) {
       for (int64_t p = 0; p < std::min<int64_t>(policy.sink_tokens, ws); ++p) anchors.push_back(int32_t(p));

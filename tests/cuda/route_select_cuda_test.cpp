@@ -8,8 +8,11 @@
 // terms), certified deltas stay <= epsilon and the certificate bounds the exact skipped
 // softmax mass. Fast mode runs on the same sequences: its finish (route_bounds' last CTA)
 // then takes one, two and three passes of 4,096 blocks, with the certificate in the CTAs'
-// shares and in the finish itself. A second test makes the quiet blocks' bounds exactly
-// equal, so that the cuts fall inside runs of ties (decided by block index).
+// shares and in the finish itself, and its kept list written by the route_bounds CTAs
+// (each its chunk's part) and by the finish; a second run of each decoder must list and
+// bound exactly as the first (the pass's tickets and counts return to 0). A second test
+// makes the quiet blocks' bounds exactly equal, so that the cuts fall inside runs of ties
+// (decided by block index).
 #include <gtest/gtest.h>
 
 #if defined(SINKROUTER_HAVE_CUDA)
@@ -51,23 +54,28 @@ void check_every_path(int64_t len, float quiet_scale) {
     testing::DeviceBuffer qd = testing::to_device(r.q);
     testing::DeviceBuffer od(size_t(QH) * D * 4);
 
-    // (policy, certificate_share_min_blocks): fast mode's certificate in the route_bounds CTAs'
-    // shares from 4,096 blocks (the default), or always in the finish.
-    std::vector<std::pair<AttentionPolicy, int>> cases;
+    // (policy, certificate_share_min_blocks, route_chunk_lists): fast mode's certificate in the
+    // route_bounds CTAs' shares from 4,096 blocks (the default), or always in the finish; its
+    // kept list by the route_bounds CTAs (the default), or by the finish.
+    struct Case {
+      AttentionPolicy policy;
+      int share_min, chunk_lists;
+    };
+    std::vector<Case> cases;
     for (double eps : {1e-1, 1e-2, 1e-3, 1e-4, 1e-5}) {
       AttentionPolicy p;
       p.kind = PolicyKind::SinkRouter;
       p.mode = RouterMode::Certified;
       p.epsilon = eps;
       p.window = 32;
-      cases.push_back({p, CudaDecodeOptions{}.certificate_share_min_blocks});
+      cases.push_back({p, CudaDecodeOptions{}.certificate_share_min_blocks, 1});
     }
     for (double frac : {0.1, 0.5, 0.9}) {
       AttentionPolicy p;
       p.kind = PolicyKind::Quest;
       p.window = 32;
       p.quest_budget = 32 + int(frac * double(len));
-      cases.push_back({p, CudaDecodeOptions{}.certificate_share_min_blocks});
+      cases.push_back({p, CudaDecodeOptions{}.certificate_share_min_blocks, 1});
     }
     for (double tau : {1e-2, 1e-4})
       for (int share_min : {CudaDecodeOptions{}.certificate_share_min_blocks, INT_MAX}) {
@@ -76,20 +84,28 @@ void check_every_path(int64_t len, float quiet_scale) {
         p.mode = RouterMode::Fast;
         p.tau = tau;
         p.window = 32;
-        cases.push_back({p, share_min});
+        for (int chunk_lists : {1, 0}) cases.push_back({p, share_min, chunk_lists});
       }
     bool cut_through_quiet = false;
-    for (const auto& [policy, share_min] : cases) {
+    for (const auto& [policy, share_min, chunk_lists] : cases) {
       const bool certified = policy.kind == PolicyKind::SinkRouter && policy.mode == RouterMode::Certified;
-      const std::string what = fmt::format("length {} quiet key scale {} {} (shares from {} blocks)", len, quiet_scale,
-                                           policy.describe(), share_min);
+      const std::string what = fmt::format("length {} quiet key scale {} {} (shares from {} blocks, chunk lists {})",
+                                           len, quiet_scale, policy.describe(), share_min, chunk_lists);
       CudaDecodeOptions options;
       options.certificate_share_min_blocks = share_min;
+      options.route_chunk_lists = chunk_lists;
       CudaDecoder decoder(dev.view(), QH, policy, scale, options);
       decoder.run(dev.view(), qd.get(), DType::F32, od.get(), DType::F32, nullptr);
       SR_ASSERT_KERNELS_OK(what);
       const CudaRouting routing = decoder.download_routing();
       const std::vector<HeadStats> stats = decoder.download_stats();
+      {  // A second run decides and lists the same (the pass returns its tickets and counts to 0).
+        decoder.run(dev.view(), qd.get(), DType::F32, od.get(), DType::F32, nullptr);
+        SR_ASSERT_KERNELS_OK(what + " (second run)");
+        const CudaRouting again = decoder.download_routing();
+        EXPECT_EQ(again.kept_blocks, routing.kept_blocks) << what << ": the second run listed other blocks";
+        EXPECT_EQ(again.delta, routing.delta) << what << ": the second run bounded otherwise";
+      }
       const RoutePlan cpu = plan_decode(r.q.view(), kv, policy, scale);
       int64_t skipped_blocks = 0;
       for (int bh = 0; bh < H; ++bh) {

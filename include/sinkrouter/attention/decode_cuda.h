@@ -70,7 +70,10 @@ enum RouteSlot : int {
   kRouteEntry = 0, kRouteQ, kRouteSinkScores, kRouteSinkSignal, kRouteBounds, kRouteTicket, kRouteEnd,
   kRouteStartNs, kRouteEndNs, kRouteRole,
   kRouteFinishList, kRouteFinishAnchors,  // inside the finish: the kept list and certificate, the anchors
-  kRouteTraceSlots = 12  // slots per CTA
+  // fused fast mode with adaptive chunks: the CTA's own kept list written (after its wait for
+  // the counts of the CTAs before it); elsewhere stamped with kRouteBounds' step
+  kRouteChunkList,
+  kRouteTraceSlots = 13  // slots per CTA
 };
 
 struct CudaDecodeOptions {
@@ -107,6 +110,11 @@ struct CudaDecodeOptions {
   // adaptive, and where a (b, h) has fewer steps of 64 blocks than CTAs wanted, steps as small
   // as one round of the bounds' lanes (16 blocks at G = 4), so that more CTAs share it.
   int adaptive_route_chunks = -1;
+  // Fast mode in one launch with adaptive chunks: who writes the kept-block list. 1: each
+  // routing CTA its own chunk's part, from the counts of the CTAs before it
+  // (src/attention/decode_cuda_route_chunk_list.cuh); 0: the (b, h)'s finishing CTA, over every
+  // block (4,096 a pass). -1: SINKROUTER_ROUTE_CHUNK_LISTS ("off" or "on"), unset: on.
+  int route_chunk_lists = -1;
   // How the tensor-core kernel copies K/V into shared memory (docs/PERF.md, "Decode attention
   // with TMA copies"): 0 cp.async (16 bytes a lane, every page size); 1 TMA (one bulk tensor copy a
   // warp stage of 16 tokens: the tensor-core kernel, page sizes and, routed, routing-block
@@ -330,6 +338,7 @@ class CudaDecoder {
   int launch_smem_ = 0;     // the attention kernel's dynamic shared memory a CTA
   bool adaptive_route_chunks_ = false;  // options.adaptive_route_chunks resolved (1 or 2)
   bool small_route_steps_ = false;      // options.adaptive_route_chunks 2
+  bool route_chunk_lists_ = true;       // options.route_chunk_lists resolved
   int route_min_ctas_ = 1;              // options.route_min_ctas resolved
   int certificate_share_min_blocks_ = 4096;
   long long* phase_trace_ = nullptr;
