@@ -17,11 +17,11 @@
 //      cost_j = max_g b_jg, ubound_j = max_g u_jg; fast mode decides here (keep if any
 //      b_jg > tau, or with an estimate (RouteArgs) any e_jg > tau). The next step's
 //      summaries are copied while this one is bounded;
-//   4. fast mode (RouteArgs::fused_finish): with adaptive chunks each CTA writes its chunk's
-//      part of the kept list (decode_cuda_route_chunk_list.cuh); on long sequences each CTA
-//      sums the certificate's terms of its own skipped blocks (RouteArgs::cert_partials); the
-//      last CTA of the (b, h) finishes the pass (decode_cuda_route_tail.cuh), so that fast
-//      mode is one launch.
+//   4. fast mode (RouteArgs::fused_finish): on long sequences each CTA sums the certificate's
+//      terms of its own skipped blocks (RouteArgs::cert_partials) and, with adaptive chunks,
+//      writes its chunk's part of the kept list (decode_cuda_route_chunk_list.cuh); the last
+//      CTA of the (b, h) finishes the pass (decode_cuda_route_tail.cuh), so that fast mode is
+//      one launch.
 // Otherwise the second kernel (decode_cuda_route_select.cu) chooses, compacts and certifies.
 #include <algorithm>
 #include <cstdint>
@@ -357,6 +357,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   float* res_u = dsm + lay.results;  // [RP][G]
   float* res_term = res_u + BoundsMap::kMaxResults;
   float* res_keep = res_term + BoundsMap::kMaxResults;
+  int kept_here = 0;  // blocks this thread decided to keep (the count of this CTA's chunk list)
 #pragma unroll 1
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t j0 = c0 + k * RP;  // the step's first block
@@ -419,6 +420,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
       a.ubound[at] = umax;
       a.cost[at] = cost;
       a.keep[at] = keep ? 1 : 0;
+      kept_here += keep ? 1 : 0;
     }
   }
   cp_async_wait_group<0>();  // (the last, empty group)
@@ -427,30 +429,26 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     trace_route_end(a, 1);
     return;
   }
-  // 3. Fused fast mode, adaptive chunks (one contiguous chunk a CTA): this CTA's count of
-  // kept blocks, published for the CTAs after it (decode_cuda_route_chunk_list.cuh); it
-  // writes its part of the kept list after its certificate share, which gives the CTAs
-  // before it time to publish theirs.
-  const uint8_t* keep_row = a.keep + int64_t(bh) * a.block_stride;
-  const int64_t chunk_first = int64_t(blockIdx.x) * chunk;
-  const ChunkRuns<kBoundsThreads> my_runs(int(chunk_first < nbr ? chunk_first : nbr),
-                                          int(chunk_first + chunk < nbr ? chunk_first + chunk : nbr));
+  // 3. Fused fast mode on long sequences (RouteArgs::share_min_blocks, the same in every CTA
+  // of the (b, h)), adaptive chunks (one contiguous chunk a CTA): this CTA's count of kept
+  // blocks, published for the CTAs after it (decode_cuda_route_chunk_list.cuh); it writes
+  // its part of the kept list after its certificate share, which gives the CTAs before it
+  // time to publish theirs. (Shorter sequences: the finish sums the certificate in passes
+  // over every block, and lists them in the same passes; CTAs' own lists only added their
+  // step there, 1-2 us at Llama B=1 4K-64K in kernel run 35a.)
+  const bool shares = nbr >= a.share_min_blocks;
+  const bool own_lists = ADAPTIVE && a.chunk_lists && shares;
   int32_t* const counts = a.chunk_counts + int64_t(bh) * gridDim.x;
-  const bool own_lists = ADAPTIVE && a.chunk_lists;  // (one chunk a CTA only with adaptive chunks)
-  uint32_t first_kept = 0;
-  if (own_lists) {
-    __syncthreads();  // the last step's keep[] stores
-    first_kept = publish_chunk_count<kBoundsThreads>(keep_row, my_runs, counts + blockIdx.x);
-  }
+  if (own_lists) publish_chunk_count(kept_here, counts + blockIdx.x);
   // 4. Fused fast mode, long sequences (RouteArgs::share_min_blocks): this CTA's share of the
   // certificate, over its own skipped blocks (their keep[] and bterm are this CTA's stores,
   // ordered by the barrier), kCertBatch blocks a thread at a time, their loads together.
   // Summed here, in parallel over the (b, h)'s CTAs, the finishing CTA only adds the shares
   // (it summed every block's terms itself: 23-28 us of the pass at 512K, run 13b).
-  const bool shares = nbr >= a.share_min_blocks;  // the same in every CTA of the (b, h)
   if (shares) {
     __syncthreads();  // the last step's keep[] and bterm stores
     const uint32_t my_blocks = uint32_t(my_chunks * chunk), ch = uint32_t(chunk);
+    const uint8_t* keep_row = a.keep + int64_t(bh) * a.block_stride;
     __shared__ double s_cert[2 * kRouteGChunk];
     for (int g0 = 0; g0 < G; g0 += kRouteGChunk) {
       double sums[2 * kRouteGChunk];
@@ -485,9 +483,12 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   }
   trace_route(a, kRouteBounds);
   // (3, continued) This CTA's part of the kept list, once the CTAs before it have counted.
-  if (own_lists)
-    write_chunk_list<kBoundsThreads>(keep_row, my_runs, first_kept, counts, int(blockIdx.x),
+  if (own_lists) {
+    const int64_t first = int64_t(blockIdx.x) * chunk, end = first + chunk < nbr ? first + chunk : nbr;
+    const ChunkRuns<kBoundsThreads> runs{int(first), int(end)};
+    write_chunk_list<kBoundsThreads>(a.keep + int64_t(bh) * a.block_stride, runs, counts, int(blockIdx.x),
                                      a.kept_blocks + int64_t(bh) * a.block_stride);
+  }
   trace_route(a, kRouteChunkList);
 
   // 5. Fast mode: the last CTA of the (b, h) to finish its blocks (a ticket, as the

@@ -3,12 +3,14 @@
 //
 // With adaptive chunks each CTA x of a (b, h) bounds one contiguous chunk of routable blocks
 // [first, end), and chunk x precedes chunk x + 1, so the (b, h)'s list in position order is
-// the chunks' kept blocks one after another. Each CTA
-//   1. counts its chunk's kept blocks (keep[], its own stores) and publishes the count in
+// the chunks' kept blocks one after another. On sequences whose certificate the CTAs sum in
+// shares (RouteArgs::share_min_blocks; shorter ones are listed by the finish's passes, which
+// sum the certificate anyway), each CTA
+//   1. publishes its chunk's count of kept blocks (counted by its bounds loop) in
 //      RouteArgs::chunk_counts[bh][x] as count + 1 (0: not yet);
 //   2. (after its certificate share, which gives the others time to publish) waits until
 //      every CTA before it has published, sums their counts: its place in the list;
-//   3. writes its kept block ids there, in order.
+//   3. writes its kept block ids there, in order (from keep[], its own stores).
 // The last CTA's finish reads the counts for the total and returns them to 0.
 //
 // Why waiting cannot deadlock: the grid is at most one wave whenever a (b, h) has more than
@@ -19,7 +21,7 @@
 //
 // Kernel run 28f's trace put the last CTA's kept list at 8.2 of the 36.5 us pass at Llama
 // B=1 512K (two passes of 4,096 blocks, one CTA); here the chunks of ~256 blocks are
-// compacted in parallel, one pass each.
+// compacted in parallel, one pass each (kernel run 35a: the pass 37.5 -> 33.9 us).
 #pragma once
 
 #include <cstdint>
@@ -63,33 +65,30 @@ struct ChunkRuns {
   }
 };
 
-// Step 1: counts the chunk's kept blocks and publishes the count (slot: this CTA's entry of
-// RouteArgs::chunk_counts). Returns the first pass's kept bits of this thread's run (step 3
-// writes them without a second load). Every thread calls it, after a __syncthreads that
-// follows the chunk's keep[] stores.
-template <int THREADS>
-__device__ uint32_t publish_chunk_count(const uint8_t* keep_row, const ChunkRuns<THREADS>& runs, int32_t* slot) {
+// Step 1: publishes the chunk's count of kept blocks, the sum of every thread's `mine` (the
+// bounds loop counts its decisions: a reload of keep[] here cost 0.7 us at Llama B=1 512K,
+// kernel run 35a), in slot (this CTA's entry of RouteArgs::chunk_counts). Every thread calls it.
+__device__ __forceinline__ void publish_chunk_count(int mine, int32_t* slot) {
   __shared__ int s_count;
   if (threadIdx.x == 0) s_count = 0;
   __syncthreads();
-  const uint32_t first_pass = runs.kept(keep_row, 0);
-  int mine = __popc(first_pass);
-  for (int p = 1; p < runs.passes(); ++p) mine += __popc(runs.kept(keep_row, p));
   if (mine != 0) atomicAdd(&s_count, mine);
   __syncthreads();
   if (threadIdx.x == 0) store_relaxed_gpu(slot, s_count + 1);
-  return first_pass;
 }
 
 // Steps 2 and 3: waits for the counts of the CTAs before this one (counts: the (b, h)'s row,
-// this CTA is entry x), then writes the chunk's kept block ids to the list from there.
+// this CTA is entry x), then writes the chunk's kept block ids to the list from there. The
+// first pass's keep[] loads are issued before the wait. Every thread calls it, after a
+// __syncthreads that follows the chunk's keep[] stores.
 template <int THREADS>
-__device__ void write_chunk_list(const uint8_t* keep_row, const ChunkRuns<THREADS>& runs, uint32_t first_pass,
-                                 const int32_t* counts, int x, int32_t* kept_list) {
+__device__ void write_chunk_list(const uint8_t* keep_row, const ChunkRuns<THREADS>& runs, const int32_t* counts,
+                                 int x, int32_t* kept_list) {
   using Scan = cub::BlockScan<int, THREADS, cub::BLOCK_SCAN_WARP_SCANS>;
   __shared__ typename Scan::TempStorage s_scan;
   __shared__ int s_place;
   const int tid = int(threadIdx.x);
+  const uint32_t first_pass = runs.kept(keep_row, 0);
   if (tid < 32) {
     int sum = 0;
     for (int i = tid; i < x; i += 32) {

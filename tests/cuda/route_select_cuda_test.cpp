@@ -23,6 +23,7 @@
 #include <iterator>
 #include <random>
 #include <set>
+#include <utility>
 
 #include "cuda_test_util.h"
 #include "sinkrouter/attention/decode_cuda.h"
@@ -77,14 +78,19 @@ void check_every_path(int64_t len, float quiet_scale) {
       p.quest_budget = 32 + int(frac * double(len));
       cases.push_back({p, CudaDecodeOptions{}.certificate_share_min_blocks, 1});
     }
+    // Fast mode: shares from the default 4,096 blocks (the longer sequences' CTAs write their
+    // lists) with and without the CTAs' lists; no shares (the finish sums and lists); shares
+    // from 0 blocks (every length's CTAs write their lists).
+    const int default_share = CudaDecodeOptions{}.certificate_share_min_blocks;
     for (double tau : {1e-2, 1e-4})
-      for (int share_min : {CudaDecodeOptions{}.certificate_share_min_blocks, INT_MAX}) {
+      for (const auto& [share_min, chunk_lists] :
+           {std::pair{default_share, 1}, std::pair{default_share, 0}, std::pair{INT_MAX, 1}, std::pair{0, 1}}) {
         AttentionPolicy p;
         p.kind = PolicyKind::SinkRouter;
         p.mode = RouterMode::Fast;
         p.tau = tau;
         p.window = 32;
-        for (int chunk_lists : {1, 0}) cases.push_back({p, share_min, chunk_lists});
+        cases.push_back({p, share_min, chunk_lists});
       }
     bool cut_through_quiet = false;
     for (const auto& [policy, share_min, chunk_lists] : cases) {

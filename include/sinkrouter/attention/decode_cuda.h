@@ -110,10 +110,13 @@ struct CudaDecodeOptions {
   // adaptive, and where a (b, h) has fewer steps of 64 blocks than CTAs wanted, steps as small
   // as one round of the bounds' lanes (16 blocks at G = 4), so that more CTAs share it.
   int adaptive_route_chunks = -1;
-  // Fast mode in one launch with adaptive chunks: who writes the kept-block list. 1: each
+  // Fast mode in one launch with adaptive chunks, on sequences whose certificate the routing
+  // CTAs sum in shares (certificate_share_min_blocks): who writes the kept-block list. 1: each
   // routing CTA its own chunk's part, from the counts of the CTAs before it
-  // (src/attention/decode_cuda_route_chunk_list.cuh); 0: the (b, h)'s finishing CTA, over every
-  // block (4,096 a pass). -1: SINKROUTER_ROUTE_CHUNK_LISTS ("off" or "on"), unset: on.
+  // (src/attention/decode_cuda_route_chunk_list.cuh; kernel run 35a: Llama B=1 512K's pass
+  // 37.5 -> 33.9 us); 0: the (b, h)'s finishing CTA, over every block (4,096 a pass). Shorter
+  // sequences are always listed by the finish. -1: SINKROUTER_ROUTE_CHUNK_LISTS ("off" or
+  // "on"), unset: on.
   int route_chunk_lists = -1;
   // How the tensor-core kernel copies K/V into shared memory (docs/PERF.md, "Decode attention
   // with TMA copies"): 0 cp.async (16 bytes a lane, every page size); 1 TMA (one bulk tensor copy a
