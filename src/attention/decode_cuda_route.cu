@@ -439,7 +439,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const bool shares = nbr >= a.share_min_blocks;
   const bool own_lists = ADAPTIVE && a.chunk_lists && shares;
   int32_t* const counts = a.chunk_counts + int64_t(bh) * gridDim.x;
-  const int chunk_kept = own_lists ? publish_chunk_count(kept_here, counts + blockIdx.x) : 0;
+  if (own_lists) publish_chunk_count(kept_here, counts + blockIdx.x);
   // 4. Fused fast mode, long sequences (RouteArgs::share_min_blocks): this CTA's share of the
   // certificate, over its own skipped blocks (their keep[] and bterm are this CTA's stores,
   // ordered by the barrier), kCertBatch blocks a thread at a time, their loads together.
@@ -486,8 +486,8 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   if (own_lists) {
     const int64_t first = int64_t(blockIdx.x) * chunk, end = first + chunk < nbr ? first + chunk : nbr;
     const ChunkRuns<kBoundsThreads> runs{int(first), int(end)};
-    write_chunk_list<kBoundsThreads>(a.keep + int64_t(bh) * a.block_stride, runs, counts, int(blockIdx.x), chunk_kept,
-                                     end == nbr, a.kept_blocks + int64_t(bh) * a.block_stride, a.kept_count + bh);
+    write_chunk_list<kBoundsThreads>(a.keep + int64_t(bh) * a.block_stride, runs, counts, int(blockIdx.x),
+                                     a.kept_blocks + int64_t(bh) * a.block_stride);
   }
   trace_route(a, kRouteChunkList);
 
@@ -508,8 +508,15 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   }
   if (tid == 0) a.route_tickets[bh] = 0;  // every other CTA has taken its ticket
   FinishKnown known{slots, na, my_anchor};
-  known.listed = own_lists;
-  if (own_lists) reset_chunk_counts<kBoundsThreads>(counts, ctas);
+  if (own_lists) {
+    __shared__ int s_listed;
+    if (tid < 32) {
+      const int listed = take_chunk_counts(counts, ctas);
+      if (tid == 0) s_listed = listed;
+    }
+    __syncthreads();
+    known.listed = s_listed;
+  }
   const int64_t at = int64_t(bh) * a.block_stride;
   const RouteHead hd{a.cost + at, a.bterm + at * G, a.ubound + at, a.keep + at, int(nbr), G};
   finish_routing<kBoundsThreads>(a, hd, bh, n, ws, false, 0, 0.f,

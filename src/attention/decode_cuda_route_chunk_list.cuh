@@ -67,27 +67,23 @@ struct ChunkRuns {
 
 // Step 1: publishes the chunk's count of kept blocks, the sum of every thread's `mine` (the
 // bounds loop counts its decisions: a reload of keep[] here cost 0.7 us at Llama B=1 512K,
-// kernel run 35a), in slot (this CTA's entry of RouteArgs::chunk_counts). Every thread calls
-// it; every thread gets the count.
-__device__ __forceinline__ int publish_chunk_count(int mine, int32_t* slot) {
+// kernel run 35a), in slot (this CTA's entry of RouteArgs::chunk_counts). Every thread calls it.
+__device__ __forceinline__ void publish_chunk_count(int mine, int32_t* slot) {
   __shared__ int s_count;
   if (threadIdx.x == 0) s_count = 0;
   __syncthreads();
   if (mine != 0) atomicAdd(&s_count, mine);
   __syncthreads();
   if (threadIdx.x == 0) store_relaxed_gpu(slot, s_count + 1);
-  return s_count;
 }
 
 // Steps 2 and 3: waits for the counts of the CTAs before this one (counts: the (b, h)'s row,
 // this CTA is entry x), then writes the chunk's kept block ids to the list from there. The
-// first pass's keep[] loads are issued before the wait. The CTA of the last chunk (`last`)
-// also writes the list's length (count: its own chunk's, from publish_chunk_count) to
-// *kept_count, so that the finish need not sum the counts. Every thread calls it, after a
+// first pass's keep[] loads are issued before the wait. Every thread calls it, after a
 // __syncthreads that follows the chunk's keep[] stores.
 template <int THREADS>
 __device__ void write_chunk_list(const uint8_t* keep_row, const ChunkRuns<THREADS>& runs, const int32_t* counts,
-                                 int x, int count, bool last, int32_t* kept_list, int32_t* kept_count) {
+                                 int x, int32_t* kept_list) {
   using Scan = cub::BlockScan<int, THREADS, cub::BLOCK_SCAN_WARP_SCANS>;
   __shared__ typename Scan::TempStorage s_scan;
   __shared__ int s_place;
@@ -102,10 +98,7 @@ __device__ void write_chunk_list(const uint8_t* keep_row, const ChunkRuns<THREAD
     }
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    if (tid == 0) {
-      s_place = sum;
-      if (last) *kept_count = sum + count;
-    }
+    if (tid == 0) s_place = sum;
   }
   __syncthreads();
   int at = s_place;
@@ -121,13 +114,18 @@ __device__ void write_chunk_list(const uint8_t* keep_row, const ChunkRuns<THREAD
   }
 }
 
-// The finish's side: the counts of the ctas CTAs returned to 0 for the next launch (every CTA
-// has read what it waited for: each took its ticket after). Stores only: the list's length is
-// in RouteArgs::kept_count already. (Kernel run 35b's trace: summing the counts here was one
-// more round trip in the last CTA, ~0.7 us.)
-template <int THREADS>
-__device__ __forceinline__ void reset_chunk_counts(int32_t* counts, int ctas) {
-  for (int i = int(threadIdx.x); i < ctas; i += THREADS) counts[i] = 0;
+// The finish's side: the (b, h)'s list length (the sum of the ctas counts), with the counts
+// returned to 0 for the next launch (every CTA has read what it waited for: each took its
+// ticket after). Warp 0 calls it; every lane gets the sum.
+__device__ __forceinline__ int take_chunk_counts(int32_t* counts, int ctas) {
+  int sum = 0;
+  for (int i = int(threadIdx.x); i < ctas; i += 32) {
+    sum += __ldcg(counts + i) - 1;
+    counts[i] = 0;
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  return sum;
 }
 
 }  // namespace sinkrouter::cuda

@@ -166,10 +166,10 @@ struct FinishKnown {
   const int32_t* slots = nullptr;
   int na = -1;
   int32_t lane_anchor = 0;
-  // The kept-block list and its length (RouteArgs::kept_count) are written already (the
-  // route_bounds CTAs' own lists, decode_cuda_route_chunk_list.cuh; fast mode only, where
-  // keep[] is final already); false: the finish writes them. The same in every thread.
-  bool listed = false;
+  // The kept-block list is written already, with this many blocks (the route_bounds CTAs'
+  // own lists, decode_cuda_route_chunk_list.cuh; fast mode only, where keep[] is final
+  // already); -1: the finish writes it. The same in every thread.
+  int listed = -1;
 };
 
 // by_key: certified, block j skipped iff c_j <= eps_f and (bits(c_j) << 32 | j) < T;
@@ -207,13 +207,8 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
   const int32_t* slots = known.slots != nullptr ? known.slots : a.kv.summary_indices + a.kv.summary_indptr[b];
   // keep[] holds the final decision already unless it is by key or streaming.
   const bool store_keep = by_key || a.streaming;
-  const bool write_list = !known.listed;
-  // The list's length, listed: thread 0's, which writes the statistics (loaded now, used last).
-  int total = write_list || tid != 0 ? 0 : __ldcg(a.kept_count + bh);
-  // Where keep[] is final already and the anchors known (fused fast mode), warp 0 loads its
-  // anchor's block decision now, so that the anchors' step below waits for no round trip.
-  const bool early_anchors = !store_keep && known.na >= 0 && known.na <= 32;
-  const uint8_t anchor_kept = early_anchors && tid < known.na ? __ldcg(hd.keep + known.lane_anchor / R) : uint8_t(1);
+  const bool write_list = known.listed < 0;
+  int total = write_list ? 0 : known.listed;
   float dmax = 0.f;
   for (int g0 = 0; g0 < G; g0 += kRouteGChunk) {
     double sums[2 * kRouteGChunk];  // [k]: sum b_jg, [kRouteGChunk + k]: sum b_jg vmax_j, g = g0 + k
@@ -306,7 +301,7 @@ __device__ void finish_routing(const RouteArgs& a, const RouteHead& hd, int bh, 
   for (int i0 = 0; i0 < na; i0 += 32) {
     const int i = i0 + tid;
     const int32_t p = i >= na ? 0 : a.streaming ? i : i0 == 0 && known.na >= 0 ? known.lane_anchor : apos[i];
-    const bool alone = i < na && !(early_anchors ? anchor_kept : __ldcg(hd.keep + p / R));
+    const bool alone = i < na && !__ldcg(hd.keep + p / R);
     const unsigned ballot = __ballot_sync(0xffffffffu, alone);
     if (alone) extra[extra_n + __popc(ballot & ((1u << tid) - 1u))] = p;
     extra_n += __popc(ballot);
