@@ -13,11 +13,14 @@
 //   3. writes its kept block ids there, in order (from keep[], its own stores).
 // The last CTA's finish reads the counts for the total and returns them to 0.
 //
-// Why waiting cannot deadlock: the grid is at most one wave whenever a (b, h) has more than
-// one CTA (route_bounds_ctas_per_head), and a CTA waits only on CTAs of lower blockIdx.x in
-// its row of the grid, which the hardware dispatches before it; none of those waits on a
-// later one. The kernel after this one cannot take their SMs: with PDL it is launched only
-// once every CTA of this grid is running or done (core/cuda_launch.cuh).
+// Why waiting cannot deadlock: a CTA waits only on CTAs of lower blockIdx.x in its row of the
+// grid, and none of those waits on a later one. Those CTAs start, whatever order CUDA
+// dispatches CTAs in (it does not document one; in practice it is the linear order, lower
+// first): the grid is at most one wave whenever a (b, h) has more than one CTA
+// (route_bounds_ctas_per_head), so every CTA becomes resident once the kernels before it have
+// left their SMs, and the kernel after it cannot take them (with PDL it is launched only once
+// every CTA of this grid is running or done, core/cuda_launch.cuh). What this does assume:
+// that no kernel of another stream or process holds SMs for good while this one runs.
 //
 // Kernel run 28f's trace put the last CTA's kept list at 8.2 of the 36.5 us pass at Llama
 // B=1 512K (two passes of 4,096 blocks, one CTA); here the chunks of ~256 blocks are
