@@ -87,7 +87,7 @@ if [ -s "$buildlog" ]; then
 fi
 
 # ---- 2. tests: the decode kernels' suites first, then the rest of test_cuda (engine) ----
-mine='CudaDenseDecode.*:Grid/CudaDenseDecode.*:CudaRoutedDecode.*:CudaRouteSelect.*:CudaGraph.*:CudaDecodeErrors.*:DeviceCache.*:Grid/DeviceCacheAppend.*'
+mine='CudaDenseDecode.*:Grid/CudaDenseDecode.*:CudaRoutedDecode.*:CudaRouteSelect.*:CudaRouteBounds.*:CudaGraph.*:CudaDecodeErrors.*:DeviceCache.*:Grid/DeviceCacheAppend.*'
 if [ -n "$bin" ]; then
   routed_cases=240
   [ "$QUICK" = 1 ] && routed_cases=60
@@ -202,12 +202,12 @@ else
 fi
 
 # ---- 6. compute-sanitizer (last: the slowest step; capped by what is left) ----
-filter='Grid/CudaDenseDecode.MatchesFloat64Exact/h2_g3*:CudaGraph.*:CudaRoutedDecode.*:CudaRouteSelect.*:Grid/DeviceCacheAppend.MatchesHostCacheBitForBit/h2_d128_p3_r7*:CudaDenseDecode.LongAndShortSequencesShareTheGrid:CudaDenseDecode.ClusterModeOverLongAndShortSequences'
+filter='Grid/CudaDenseDecode.MatchesFloat64Exact/h2_g3*:CudaGraph.*:CudaRoutedDecode.*:CudaRouteSelect.*:CudaRouteBounds.*:Grid/DeviceCacheAppend.MatchesHostCacheBitForBit/h2_d128_p3_r7*:CudaDenseDecode.LongAndShortSequencesShareTheGrid:CudaDenseDecode.ClusterModeOverLongAndShortSequences'
 : >"$OUT/sanitizer.log"
 # racecheck (several times slower) on the page-16 grid cases only: they take every kernel path
 # (cp.async and TMA, flat and clusters, fixed and dynamic splits); the full filter ran past its
 # cap once the dynamic splits doubled the grid's configurations (run 18a).
-race_filter='Grid/CudaDenseDecode.MatchesFloat64Exact/h2_g3*_p16_*:CudaGraph.*:CudaRoutedDecode.*:CudaRouteSelect.*'
+race_filter='Grid/CudaDenseDecode.MatchesFloat64Exact/h2_g3*_p16_*:CudaGraph.*:CudaRoutedDecode.*:CudaRouteSelect.*:CudaRouteBounds.*'
 for tool in memcheck racecheck; do
   [ -n "$bin" ] || break
   [ "$tool" = racecheck ] && filter="$race_filter"

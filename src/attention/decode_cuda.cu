@@ -90,6 +90,12 @@ int attention_cluster_capacity(int head_dim, DType kv_dtype, bool tma, int clust
 
 namespace {
 
+// Fast mode decides on an estimate of a block's largest score, not on its bound (policy.h).
+bool fast_mode_estimates(const AttentionPolicy& p) {
+  return p.kind == PolicyKind::SinkRouter && p.mode == RouterMode::Fast &&
+         (p.spread != 1.0 || p.estimate != EstimateKind::Bound);
+}
+
 template <typename T>
 T* alloc(size_t count) {
   T* p = nullptr;
@@ -224,6 +230,11 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
                               : option_from_env("SINKROUTER_ROUTE_CHUNK_LISTS", "on", {{"off", 0}, {"on", 1}}, "off or on");
   SR_CHECK(chunk_lists <= 1, "decode (CUDA): route_chunk_lists must be 0 or 1, not {}", chunk_lists);
   route_chunk_lists_ = chunk_lists == 1;
+  const int route_tc = options.route_tensor_cores >= 0
+                           ? options.route_tensor_cores
+                           : option_from_env("SINKROUTER_ROUTE_TENSOR_CORES", "on", {{"off", 0}, {"on", 1}}, "off or on");
+  SR_CHECK(route_tc <= 1, "decode (CUDA): route_tensor_cores must be 0 or 1, not {}", route_tc);
+  route_tensor_cores_ = route_tc == 1;
   fused_routing_ = options.fused_fast_routing && policy.kind == PolicyKind::SinkRouter &&
                    policy.mode == RouterMode::Fast;
 
@@ -424,8 +435,7 @@ RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV
   r.certified = policy.mode == RouterMode::Certified;
   r.epsilon = policy.epsilon;
   r.tau = policy.tau;
-  r.estimate = policy.kind == PolicyKind::SinkRouter && policy.mode == RouterMode::Fast &&
-               (policy.spread != 1.0 || policy.estimate != EstimateKind::Bound);
+  r.estimate = fast_mode_estimates(policy);
   r.gauss = policy.estimate == EstimateKind::Gauss;
   r.spread = float(policy.spread);
   r.window = policy.window;
@@ -437,6 +447,7 @@ RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV
   r.bounds_ctas_per_head = w.bounds_ctas_per_head;
   r.adaptive_chunks = d.adaptive_route_chunks_;
   r.chunk_lists = d.route_chunk_lists_;
+  r.tc_bounds = d.routes_on_tensor_cores();
   r.small_steps = d.small_route_steps_;
   r.bounds_min_ctas = d.route_min_ctas_;
   r.route_trace = d.route_trace_;
@@ -538,6 +549,11 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
                          grid_ctas_, launch_smem_, stream);
 }
 
+bool CudaDecoder::routes_on_tensor_cores() const {
+  return policy_.kind != PolicyKind::Dense && route_tensor_cores_ && kv_dtype_ == DType::BF16 &&
+         group_ <= cuda::kTcMaxGroup && !fast_mode_estimates(policy_);
+}
+
 int CudaDecoder::route_trace_ctas() const {
   return policy_.kind == PolicyKind::Dense ? 0 : ws_->bounds_ctas_per_head * batch_ * num_kv_heads_;
 }
@@ -562,7 +578,11 @@ CudaRouting CudaDecoder::download_routing() const {
   const std::vector<int32_t> kept_n = fetch(w.kept_count, bh);
   const std::vector<int32_t> extra = fetch(w.extra_anchors, bh * w.anchor_stride);
   const std::vector<int32_t> extra_n = fetch(w.extra_count, bh);
+  const std::vector<float> ubound = fetch(w.ubound, bh * w.block_stride);
+  const int R = block_size_;
   for (size_t i = 0; i < bh; ++i) {
+    r.block_bounds.emplace_back(ubound.begin() + long(i * w.block_stride),
+                                ubound.begin() + long(i * w.block_stride + r.window_start[i] / R));
     r.kept_blocks.emplace_back(kept.begin() + long(i * w.block_stride),
                                kept.begin() + long(i * w.block_stride + kept_n[i]));
     r.extra_anchors.emplace_back(extra.begin() + long(i * w.anchor_stride),

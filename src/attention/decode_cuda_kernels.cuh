@@ -89,6 +89,9 @@ struct AttnArgs {
   long long* phase_trace;
 };
 
+// Heads the tensor-core bounds step holds in one B tile (the mma's N; decode_cuda_route_mma.cuh).
+constexpr int kTcMaxGroup = 8;
+
 // The routing pass: two kernels (fast mode: route_bounds alone, see fused_finish).
 //   route_bounds: grid (bounds_ctas_per_head, B*H), at most about one wave. Every CTA
 //     computes the sink signal of its (b, h) (the anchors and window are a few hundred
@@ -144,6 +147,9 @@ struct RouteArgs {
   // (decode_cuda_route_chunk_list.cuh).
   int32_t* chunk_counts;
   bool chunk_lists;  // CudaDecodeOptions::route_chunk_lists: the CTAs write their lists (adaptive chunks only)
+  // The bounds step on the tensor cores (decode_cuda_route_mma.cuh): CudaDecodeOptions::
+  // route_tensor_cores, where it applies (a bf16 cache, G <= kTcMaxGroup, no estimate).
+  bool tc_bounds;
   // Outputs, all device.
   float* sink_max;  float* sink_sum;  // [B*QH] m_A, Z_A
   float* bterm;     // [B*H, block_stride, G] R * exp(u - m) / Z, rounded up to float

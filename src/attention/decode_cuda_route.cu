@@ -25,6 +25,7 @@
 // Otherwise the second kernel (decode_cuda_route_select.cu) chooses, compacts and certifies.
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "core/cuda_check.h"
 #include "core/cuda_dtype.cuh"
@@ -32,6 +33,7 @@
 #include "decode_cuda_kernels.cuh"
 #include "decode_cuda_route_bounds.cuh"
 #include "decode_cuda_route_chunk_list.cuh"
+#include "decode_cuda_route_mma.cuh"
 #include "decode_cuda_route_tail.cuh"
 
 namespace sinkrouter::cuda {
@@ -158,14 +160,15 @@ __device__ __forceinline__ int32_t summary_slot(const int32_t* slots, int64_t j,
   return j < nbr ? slots[j] : -1;
 }
 // Copies one step's summaries (head h; min row then max row, 2D elements a block) into
-// `stage` [RP][staged_summary_stride]: thread tid copies 16-byte pieces of step block
-// tid / (256 / RP), whose slot it holds (zeros for slot -1). Not committed here.
-template <int D>
+// `stage` [RP][S] (S: staged_summary_stride, or tc_staged_stride for the tensor-core step):
+// thread tid copies 16-byte pieces of step block tid / (256 / RP), whose slot it holds (zeros
+// for slot -1). Not committed here.
+template <int D, int S>
 __device__ __forceinline__ void copy_step_summaries(const RouteArgs& a, int h, int32_t slot, int RP, uint16_t* stage) {
   constexpr int kPieces = 2 * D / 8;
   const int tid = int(threadIdx.x), per_block = kBoundsThreads / RP;
   const uint16_t* src = static_cast<const uint16_t*>(a.kv.summaries) + (slot >= 0 ? a.kv.slot_summary_offset(slot, h) : 0);
-  uint16_t* dst = stage + (tid / per_block) * staged_summary_stride(D);
+  uint16_t* dst = stage + (tid / per_block) * S;
 #pragma unroll 1
   for (int c = tid % per_block; c < kPieces; c += per_block) cp_async16_to(smem_addr(dst + c * 8), src + c * 8, slot >= 0);
 }
@@ -192,9 +195,12 @@ struct BoundsSmem {
 };
 
 // Two CTAs an SM (what the shared memory and registers allowed anyway): left to itself, ptxas
-// gave some instantiations 80 registers and a few bytes of spill.
-template <int D, typename Tag, bool ADAPTIVE>
+// gave some instantiations 80 registers and a few bytes of spill. TC: the bounds step on the
+// tensor cores (decode_cuda_route_mma.cuh; bf16, G <= 8, no estimate: RouteArgs::tc_bounds).
+template <int D, typename Tag, bool ADAPTIVE, bool TC>
 __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const RouteArgs a) {
+  static_assert(!TC || std::is_same_v<Tag, Bf16Tag>, "the tensor-core step splits q into bf16 parts");
+  constexpr int kStride = TC ? tc_staged_stride(D) : staged_summary_stride(D);  // of the staged rows
   extern __shared__ __align__(16) float dsm[];
   __shared__ double s_m[kMaxGroup], s_z[kMaxGroup];
   __shared__ float s_l1[kMaxGroup];  // |q_g|_1 (pre-scaled), for the bounds' rounding allowance
@@ -301,7 +307,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   // behind it, run 27a.)
   copy_sink_rows<D>(a, sink_row, count < kSinkPass ? count : kSinkPass, ks);
   cp_async_commit_group();
-  copy_step_summaries<D>(a, h, slot0, RP, even_stage);
+  copy_step_summaries<D, kStride>(a, h, slot0, RP, even_stage);
   cp_async_commit_group();
   int32_t slot_next = summary_slot(slots, steps > 1 ? c0n + kn * RP + copy_block : nbr, nbr);  // step 1's
   trace_route(a, kRouteQ);
@@ -354,6 +360,8 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const float q_l1 = s_l1[me.head];
   float* bterm = a.bterm + int64_t(bh) * a.block_stride * G;
   const int iterations = RP / map.per_iteration;  // of the lanes a step
+  TcBoundsQuery<TC ? D : 16> bq;  // the tensor-core step's q (TC only; qq is dead there from here)
+  if constexpr (TC) bq.load(qs, G, warp % 2, wl);
   float* res_u = dsm + lay.results;  // [RP][G]
   float* res_term = res_u + BoundsMap::kMaxResults;
   float* res_keep = res_term + BoundsMap::kMaxResults;
@@ -371,10 +379,33 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     }
     cp_async_wait_group<0>();  // this thread's copies of step t
     __syncthreads();           // everyone's; step t - 1's reads of the other buffer and of the results are done
-    if (t + 1 < steps) copy_step_summaries<D>(a, h, slot_next, RP, (t & 1) ? even_stage : odd_stage);
+    if (t + 1 < steps) copy_step_summaries<D, kStride>(a, h, slot_next, RP, (t & 1) ? even_stage : odd_stage);
     cp_async_commit_group();
     slot_next = summary_slot(slots, t + 2 < steps ? c0n + kn * RP + copy_block : nbr, nbr);
-    const uint16_t* staged = (t & 1) ? odd_stage : even_stage;
+    uint16_t* const staged = (t & 1) ? odd_stage : even_stage;
+    if constexpr (TC) {
+      // The tensor cores' partials, then block sb's bound for head g, one (sb, g) a thread.
+      const int valid = j0 + RP <= nbr ? RP : int(nbr - j0);
+      tc_bounds_step<D>(bq, staged, RP, valid, warp, wl);
+      __syncthreads();
+      for (int idx = tid; idx < RP * G; idx += kBoundsThreads) {
+        const int sb = idx / G, g = idx % G;
+        const int64_t j = j0 + sb;
+        float ub = 0.f, up = 0.f;
+        bool keep = false;
+        if (sb < valid) {
+          const TcBound tb = tc_bounds_result<D>(staged, sb, g);
+          ub = tb.u + err * (s_l1[g] * tb.end_max);  // cpu::box_max_dot's allowance
+          const double term = block_term(ub, s_m[g], s_z[g], R);
+          up = __double2float_ru(term);
+          keep = term > a.tau;
+          bterm[j * G + g] = up;
+        }
+        res_u[sb * G + g] = ub;
+        res_term[sb * G + g] = up;
+        res_keep[sb * G + g] = keep ? 1.f : 0.f;
+      }
+    } else {
 #pragma unroll 1
     for (int r0 = 0; r0 < iterations; r0 += 4) {
       float my_u = 0.f, my_e = 0.f;  // iteration r0 + part's bound and estimate
@@ -405,6 +436,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
         res_term[sb * G + me.head] = up;
         res_keep[sb * G + me.head] = keep ? 1.f : 0.f;
       }
+    }
     }
     __syncthreads();
     if (tid < RP && j0 + tid < nbr) {
@@ -527,14 +559,17 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
 
 using BoundsKernel = void (*)(RouteArgs);
 // The instantiation for the cache's head_dim and dtype and the chunk mode.
+template <int D>
+BoundsKernel bounds_kernel_for_dim(const RouteArgs& a) {
+  const bool ad = a.adaptive_chunks;
+  if (a.kv.dtype != DType::BF16)
+    return ad ? route_bounds_kernel<D, F16Tag, true, false> : route_bounds_kernel<D, F16Tag, false, false>;
+  if (a.tc_bounds)
+    return ad ? route_bounds_kernel<D, Bf16Tag, true, true> : route_bounds_kernel<D, Bf16Tag, false, true>;
+  return ad ? route_bounds_kernel<D, Bf16Tag, true, false> : route_bounds_kernel<D, Bf16Tag, false, false>;
+}
 BoundsKernel bounds_kernel_for(const RouteArgs& a) {
-  const bool bf = a.kv.dtype == DType::BF16, ad = a.adaptive_chunks;
-  if (a.kv.head_dim == 64) {
-    if (bf) return ad ? route_bounds_kernel<64, Bf16Tag, true> : route_bounds_kernel<64, Bf16Tag, false>;
-    return ad ? route_bounds_kernel<64, F16Tag, true> : route_bounds_kernel<64, F16Tag, false>;
-  }
-  if (bf) return ad ? route_bounds_kernel<128, Bf16Tag, true> : route_bounds_kernel<128, Bf16Tag, false>;
-  return ad ? route_bounds_kernel<128, F16Tag, true> : route_bounds_kernel<128, F16Tag, false>;
+  return a.kv.head_dim == 64 ? bounds_kernel_for_dim<64>(a) : bounds_kernel_for_dim<128>(a);
 }
 
 }  // namespace

@@ -117,10 +117,11 @@ struct QuarterQuery {
 };
 
 // The quad's sums for one (block, head): u = sum of max(q hi, q lo) (router.cpp's box_max_dot,
-// in another order: the rounding allowance covers any), end_max = the largest |end| the
-// selectors picked, from which the allowance is dot_error_factor(D) * (|q|_1 * end_max), as
-// cpu::box_max_dot defines it (an absolute value and a max on each packed pair of ends, where a
-// sum of absolute products took two more adds a pair: kernel run 28i); with EST, also n = sum of
+// in another order: the rounding allowance covers any), end_max = the largest |x| of the
+// block's two rows, from which the allowance is dot_error_factor(D) * (|q|_1 * end_max), as
+// cpu::box_max_dot defines it (absolute values and maxima on packed pairs, where a sum of
+// absolute products took two more adds a pair: kernel run 28i; of both ends, not the chosen
+// one, since the tensor-core step, decode_cuda_route_mma.cuh, takes it once a block); with EST, also n = sum of
 // min(q hi, q lo) and l2 = sum of (max - min)^2, from which the box estimate follows:
 // q_d (hi_d + lo_d) / 2 = (max + min) / 2 and |q_d| (hi_d - lo_d) / 2 = (max - min) / 2.
 struct BoxSums {
@@ -156,7 +157,7 @@ __device__ __forceinline__ BoxSums box_sums(const QuarterQuery<D>& qq, const uin
     for (int i = 0; i < 4; ++i) {
       const float q0 = qq.q[c * 8 + 2 * i], q1 = qq.q[c * 8 + 2 * i + 1];
       const uint32_t chosen = __byte_perm(lw[i], hw[i], qq.sel[c * 4 + i]);
-      ends = packed_max(ends, chosen & 0x7fff7fffu, Tag{});
+      ends = packed_max(ends, packed_max(lw[i] & 0x7fff7fffu, hw[i] & 0x7fff7fffu, Tag{}), Tag{});
       float x0, x1;
       unpack2(chosen, x0, x1, Tag{});
       const float p0 = q0 * x0, p1 = q1 * x1;

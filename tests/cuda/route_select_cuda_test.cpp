@@ -9,7 +9,8 @@
 // softmax mass. Fast mode runs on the same sequences: its finish (route_bounds' last CTA)
 // then takes one, two and three passes of 4,096 blocks, with the certificate in the CTAs'
 // shares and in the finish itself, and its kept list written by the route_bounds CTAs
-// (each its chunk's part) and by the finish; a second run of each decoder must list and
+// (each its chunk's part) and by the finish; certified and fast mode also bound on the quads
+// (route_tensor_cores off) besides the tensor cores; a second run of each decoder must list and
 // bound exactly as the first (the pass's tickets and counts return to 0). A second test
 // makes the quiet blocks' bounds exactly equal, so that the cuts fall inside runs of ties
 // (decided by block index).
@@ -55,12 +56,13 @@ void check_every_path(int64_t len, float quiet_scale) {
     testing::DeviceBuffer qd = testing::to_device(r.q);
     testing::DeviceBuffer od(size_t(QH) * D * 4);
 
-    // (policy, certificate_share_min_blocks, route_chunk_lists): fast mode's certificate in the
-    // route_bounds CTAs' shares from 4,096 blocks (the default), or always in the finish; its
-    // kept list by the route_bounds CTAs (the default), or by the finish.
+    // (policy, certificate_share_min_blocks, route_chunk_lists, route_tensor_cores): fast mode's
+    // certificate in the route_bounds CTAs' shares from 4,096 blocks (the default), or always in
+    // the finish; its kept list by the route_bounds CTAs (the default), or by the finish; the
+    // bounds step on the tensor cores (the default here: a bf16 cache, G 3) or the quads.
     struct Case {
       AttentionPolicy policy;
-      int share_min, chunk_lists;
+      int share_min, chunk_lists, tc = 1;
     };
     std::vector<Case> cases;
     for (double eps : {1e-1, 1e-2, 1e-3, 1e-4, 1e-5}) {
@@ -70,6 +72,7 @@ void check_every_path(int64_t len, float quiet_scale) {
       p.epsilon = eps;
       p.window = 32;
       cases.push_back({p, CudaDecodeOptions{}.certificate_share_min_blocks, 1});
+      if (eps == 1e-3) cases.push_back({p, CudaDecodeOptions{}.certificate_share_min_blocks, 1, 0});
     }
     for (double frac : {0.1, 0.5, 0.9}) {
       AttentionPolicy p;
@@ -91,16 +94,20 @@ void check_every_path(int64_t len, float quiet_scale) {
         p.tau = tau;
         p.window = 32;
         cases.push_back({p, share_min, chunk_lists});
+        if (share_min == default_share && chunk_lists == 1) cases.push_back({p, share_min, chunk_lists, 0});
       }
     bool cut_through_quiet = false;
-    for (const auto& [policy, share_min, chunk_lists] : cases) {
+    for (const auto& [policy, share_min, chunk_lists, tc] : cases) {
       const bool certified = policy.kind == PolicyKind::SinkRouter && policy.mode == RouterMode::Certified;
-      const std::string what = fmt::format("length {} quiet key scale {} {} (shares from {} blocks, chunk lists {})",
-                                           len, quiet_scale, policy.describe(), share_min, chunk_lists);
+      const std::string what =
+          fmt::format("length {} quiet key scale {} {} (shares from {} blocks, chunk lists {}, tensor cores {})", len,
+                      quiet_scale, policy.describe(), share_min, chunk_lists, tc);
       CudaDecodeOptions options;
       options.certificate_share_min_blocks = share_min;
       options.route_chunk_lists = chunk_lists;
+      options.route_tensor_cores = tc;
       CudaDecoder decoder(dev.view(), QH, policy, scale, options);
+      EXPECT_EQ(decoder.routes_on_tensor_cores(), tc == 1) << what;
       decoder.run(dev.view(), qd.get(), DType::F32, od.get(), DType::F32, nullptr);
       SR_ASSERT_KERNELS_OK(what);
       const CudaRouting routing = decoder.download_routing();

@@ -118,6 +118,12 @@ struct CudaDecodeOptions {
   // sequences are always listed by the finish. -1: SINKROUTER_ROUTE_CHUNK_LISTS ("off" or
   // "on"), unset: on.
   int route_chunk_lists = -1;
+  // The routing pass's bounds step (src/attention/decode_cuda_route_mma.cuh): 1 on the tensor
+  // cores, u = [lo | hi] x [min(q, 0); max(q, 0)] as mma.sync products with q in three exact
+  // bf16 parts, where it applies (a bf16 cache, GQA group <= 8, no fast-mode estimate); 0 the
+  // quads' CUDA-core sums everywhere. Both take the same rounding allowance (cpu::box_max_dot),
+  // so they bound and decide alike. -1: SINKROUTER_ROUTE_TENSOR_CORES ("off" or "on"), unset: on.
+  int route_tensor_cores = -1;
   // How the tensor-core kernel copies K/V into shared memory (docs/PERF.md, "Decode attention
   // with TMA copies"): 0 cp.async (16 bytes a lane, every page size); 1 TMA (one bulk tensor copy a
   // warp stage of 16 tokens: the tensor-core kernel, page sizes and, routed, routing-block
@@ -254,6 +260,9 @@ struct CudaRouting {
   std::vector<int32_t> window_start;           // [batch * kv_heads] first window token
   std::vector<std::vector<int32_t>> kept_blocks;    // [batch * kv_heads] ascending block ids
   std::vector<std::vector<int32_t>> extra_anchors;  // anchors attended alone (their block skipped)
+  // [batch * kv_heads][routable blocks, window_start / block_size] max over the group's heads of
+  // the block's score bound u_jg (its rounding allowance included; scores pre-scaled by `scale`).
+  std::vector<std::vector<float>> block_bounds;
 };
 
 class CudaDecoder {
@@ -301,6 +310,9 @@ class CudaDecoder {
   bool uses_tma_copies() const { return tma_copies_; }  // options.kv_copy resolved
   bool uses_dynamic_splits() const { return dynamic_splits_; }  // options.dynamic_splits resolved
   bool uses_wide_ctas() const { return wide_ctas_; }             // options.wide_ctas resolved
+  // Whether the routing pass bounds on the tensor cores (options.route_tensor_cores, where it
+  // applies: a routed policy, a bf16 cache, group <= 8, no fast-mode estimate).
+  bool routes_on_tensor_cores() const;
   const AttentionPolicy& policy() const { return policy_; }
 
  private:
@@ -342,6 +354,7 @@ class CudaDecoder {
   bool adaptive_route_chunks_ = false;  // options.adaptive_route_chunks resolved (1 or 2)
   bool small_route_steps_ = false;      // options.adaptive_route_chunks 2
   bool route_chunk_lists_ = true;       // options.route_chunk_lists resolved
+  bool route_tensor_cores_ = true;      // options.route_tensor_cores resolved (before its conditions)
   int route_min_ctas_ = 1;              // options.route_min_ctas resolved
   int certificate_share_min_blocks_ = 4096;
   long long* phase_trace_ = nullptr;
