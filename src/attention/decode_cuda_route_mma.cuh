@@ -146,16 +146,13 @@ __device__ __forceinline__ int tc_bounds_decide(const uint16_t* stage, int RP, i
                                                 uint8_t* keep) {
   constexpr int S = tc_staged_stride(D);
   const int tile = warp / 2, half = warp % 2, G = s.G;
-  // Every tile's pair of warps meets, idle or not: so that all warps pass as many barriers a
-  // step (compute-sanitizer's racecheck reported hazards after the loop, at barrier 0, where an
-  // idle tile's warps had skipped theirs: run 36c).
+  if (tile * 16 >= RP || tile * 16 >= valid) return 0;  // (uniform per warp, as in tc_bounds_step)
   switch (tile) {  // immediate ids: with an id in a register ptxas reserves all 16 barriers
     case 0: asm volatile("bar.sync 1, 64;\n" ::: "memory"); break;
     case 1: asm volatile("bar.sync 2, 64;\n" ::: "memory"); break;
     case 2: asm volatile("bar.sync 3, 64;\n" ::: "memory"); break;
     default: asm volatile("bar.sync 4, 64;\n" ::: "memory"); break;
   }
-  if (tile * 16 >= RP || tile * 16 >= valid) return 0;  // (uniform per warp, as in tc_bounds_step)
   const int per = 32 / G, g = lane % G;
   int kept = 0;
 #pragma unroll 1
