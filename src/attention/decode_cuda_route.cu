@@ -61,6 +61,10 @@ constexpr int kMaxGroup = 64;
 // scored in passes).
 constexpr int kSinkPass = 256;
 
+// R exp(u - m) / Z in double, rounded as router.cpp does (the caller rounds up to float).
+__device__ __noinline__ double block_term(float u, double m, double z, int R) {
+  return double(R) * exp(double(u) - m) / z;
+}
 __device__ __noinline__ double exp_double(double x) { return exp(x); }
 
 // Where the sink set's token i lies: the i-th anchor before the window (anchor_i: its
@@ -380,61 +384,75 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     slot_next = summary_slot(slots, t + 2 < steps ? c0n + kn * RP + copy_block : nbr, nbr);
     uint16_t* const staged = (t & 1) ? odd_stage : even_stage;
     if constexpr (TC) {
-      // The tensor cores' partials, then each tile's two warps decide its blocks (no CTA barrier).
+      // The tensor cores' partials, then block sb's bound for head g, one (sb, g) a thread.
       const int valid = j0 + RP <= nbr ? RP : int(nbr - j0);
-      const int64_t at = int64_t(bh) * a.block_stride + j0;
-      const TcSink sink{s_l1, s_m, s_z, err, a.tau, R, G};
       tc_bounds_step<D>(bq, staged, RP, valid, warp, wl);
-      kept_here += tc_bounds_decide<D>(staged, RP, valid, warp, wl, sink, bterm + j0 * G, a.ubound + at, a.cost + at,
-                                       a.keep + at);
+      __syncthreads();
+      for (int idx = tid; idx < RP * G; idx += kBoundsThreads) {
+        const int sb = idx / G, g = idx % G;
+        const int64_t j = j0 + sb;
+        float ub = 0.f, up = 0.f;
+        bool keep = false;
+        if (sb < valid) {
+          const TcBound tb = tc_bounds_result<D>(staged, sb, g);
+          ub = tb.u + err * (s_l1[g] * tb.end_max);  // cpu::box_max_dot's allowance
+          const double term = block_term(ub, s_m[g], s_z[g], R);
+          up = __double2float_ru(term);
+          keep = term > a.tau;
+          bterm[j * G + g] = up;
+        }
+        res_u[sb * G + g] = ub;
+        res_term[sb * G + g] = up;
+        res_keep[sb * G + g] = keep ? 1.f : 0.f;
+      }
     } else {
 #pragma unroll 1
-      for (int r0 = 0; r0 < iterations; r0 += 4) {
-        float my_u = 0.f, my_e = 0.f;  // iteration r0 + part's bound and estimate
+    for (int r0 = 0; r0 < iterations; r0 += 4) {
+      float my_u = 0.f, my_e = 0.f;  // iteration r0 + part's bound and estimate
 #pragma unroll 1
-        for (int i = 0; i < 4 && r0 + i < iterations; ++i) {
-          const int sb = me.block(r0 + i);
-          if (!__any_sync(0xffffffffu, j0 + sb < nbr)) continue;  // uniform per warp: the shuffles stay full
-          const uint16_t* summary = staged + sb * staged_summary_stride(D);
-          const BoxSums bs = a.estimate ? box_sums<D, Tag, true>(qq, summary, me.part, a.gauss)
-                                        : box_sums<D, Tag, false>(qq, summary, me.part, a.gauss);
-          const float ub = bs.u + err * (q_l1 * bs.end_max);  // cpu::box_max_dot's allowance
-          if (me.part == i) {
-            my_u = ub;
-            // router.cpp's BlockBounds::box_estimate, in float
-            if (a.estimate)
-              my_e = fminf(ub, 0.5f * (bs.u + bs.n) + a.spread * (a.gauss ? 0.5f * sqrtf(bs.l2) : 0.5f * (bs.u - bs.n)));
-          }
-        }
-        const int it = r0 + me.part;
-        if (me.active && it < iterations) {
-          const int sb = me.block(it);
-          const int64_t j = j0 + sb;
-          const double term = block_term(my_u, sink_m, sink_z, R);
-          const float up = __double2float_ru(term);
-          const bool keep = (a.estimate ? block_term(my_e, sink_m, sink_z, R) : term) > a.tau;
-          if (j < nbr) bterm[j * G + me.head] = up;
-          res_u[sb * G + me.head] = my_u;
-          res_term[sb * G + me.head] = up;
-          res_keep[sb * G + me.head] = keep ? 1.f : 0.f;
+      for (int i = 0; i < 4 && r0 + i < iterations; ++i) {
+        const int sb = me.block(r0 + i);
+        if (!__any_sync(0xffffffffu, j0 + sb < nbr)) continue;  // uniform per warp: the shuffles stay full
+        const uint16_t* summary = staged + sb * staged_summary_stride(D);
+        const BoxSums bs = a.estimate ? box_sums<D, Tag, true>(qq, summary, me.part, a.gauss)
+                                      : box_sums<D, Tag, false>(qq, summary, me.part, a.gauss);
+        const float ub = bs.u + err * (q_l1 * bs.end_max);  // cpu::box_max_dot's allowance
+        if (me.part == i) {
+          my_u = ub;
+          // router.cpp's BlockBounds::box_estimate, in float
+          if (a.estimate)
+            my_e = fminf(ub, 0.5f * (bs.u + bs.n) + a.spread * (a.gauss ? 0.5f * sqrtf(bs.l2) : 0.5f * (bs.u - bs.n)));
         }
       }
-      __syncthreads();
-      if (tid < RP && j0 + tid < nbr) {
-        float umax = -INFINITY, cost = 0.f;
-        bool keep = false;
-#pragma unroll 1
-        for (int g = 0; g < G; ++g) {
-          umax = fmaxf(umax, res_u[tid * G + g]);
-          cost = fmaxf(cost, res_term[tid * G + g]);
-          keep = keep || res_keep[tid * G + g] != 0.f;
-        }
-        const int64_t at = int64_t(bh) * a.block_stride + j0 + tid;
-        a.ubound[at] = umax;
-        a.cost[at] = cost;
-        a.keep[at] = keep ? 1 : 0;
-        kept_here += keep ? 1 : 0;
+      const int it = r0 + me.part;
+      if (me.active && it < iterations) {
+        const int sb = me.block(it);
+        const int64_t j = j0 + sb;
+        const double term = block_term(my_u, sink_m, sink_z, R);
+        const float up = __double2float_ru(term);
+        const bool keep = (a.estimate ? block_term(my_e, sink_m, sink_z, R) : term) > a.tau;
+        if (j < nbr) bterm[j * G + me.head] = up;
+        res_u[sb * G + me.head] = my_u;
+        res_term[sb * G + me.head] = up;
+        res_keep[sb * G + me.head] = keep ? 1.f : 0.f;
       }
+    }
+    }
+    __syncthreads();
+    if (tid < RP && j0 + tid < nbr) {
+      float umax = -INFINITY, cost = 0.f;
+      bool keep = false;
+#pragma unroll 1
+      for (int g = 0; g < G; ++g) {
+        umax = fmaxf(umax, res_u[tid * G + g]);
+        cost = fmaxf(cost, res_term[tid * G + g]);
+        keep = keep || res_keep[tid * G + g] != 0.f;
+      }
+      const int64_t at = int64_t(bh) * a.block_stride + j0 + tid;
+      a.ubound[at] = umax;
+      a.cost[at] = cost;
+      a.keep[at] = keep ? 1 : 0;
+      kept_here += keep ? 1 : 0;
     }
   }
   cp_async_wait_group<0>();  // (the last, empty group)

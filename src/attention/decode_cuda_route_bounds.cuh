@@ -75,12 +75,6 @@ struct BoundsLane {
   __device__ int block(int it) const { return it * stride + first_block; }
 };
 
-// R exp(u - m) / Z in double, rounded as router.cpp does (the caller rounds up to float). Out of
-// line: a routing CTA's code is fetched cold (decode_cuda_route.cu).
-__device__ __noinline__ double block_term(float u, double m, double z, int R) {
-  return double(R) * exp(double(u) - m) / z;
-}
-
 // Staged summaries: [blocks][staged_summary_stride] elements, a block's min row then its max
 // row, padded to 64 bytes past a multiple of 128 so that the 2 x 4 pieces two quads of a warp
 // read at once (two blocks, a quad's 4 adjacent 16-byte pieces each) fall in distinct banks.

@@ -27,7 +27,7 @@
 // Where the results go: each warp writes its tile's partial sums (8 heads) and its half's
 // end_max into the rows it read (16 rows x 9 floats at the start of its half), so that no shared
 // memory is added; the staged rows are free until the copy of two steps later, issued after the
-// next step's first barrier. tc_bounds_decide() adds the two halves in a fixed order.
+// next step's first barrier. tc_bounds_result() adds the two halves in a fixed order.
 #pragma once
 
 #include <cstdint>
@@ -122,76 +122,17 @@ __device__ __forceinline__ void tc_bounds_step(const TcBoundsQuery<D>& bq, uint1
   }
 }
 
-// What the decisions need of the sink signal, per head g (shared memory): |q_g|_1 for the
-// allowance, m_g and Z_g for the terms; and the policy's tau, R and G.
-struct TcSink {
-  const float* l1;
-  const double* m;
-  const double* z;
-  float err;
-  double tau;
-  int R, G;
+// Block sb's bound for head g from the two halves' partials (after a barrier): u (min half, then
+// max half) and end_max, the inputs of the allowance.
+struct TcBound {
+  float u, end_max;
 };
-
-// After tc_bounds_step: the tile's two warps meet at a barrier of their own (named barrier 1 +
-// tile, 64 threads: the rest of the CTA goes on), then warp half h decides rows 8h .. 8h + 7 of the
-// tile, one (block, head) a lane (32 / G rows a round): u = min half + max half (in that order),
-// its allowance, the term R exp(u - m_g) / Z_g (rounded up to float into bterm) and keep = term > tau;
-// then each row's first lane takes the maxima over its G lanes and stores the block's ubound, cost
-// and keep (the quads' step does this after two CTA barriers, through shared memory). Pointers
-// are at the step's first block (bterm: [block][G]). Returns the blocks this lane kept.
 template <int D>
-__device__ __forceinline__ int tc_bounds_decide(const uint16_t* stage, int RP, int valid, int warp, int lane,
-                                                const TcSink& s, float* bterm, float* ubound, float* cost,
-                                                uint8_t* keep) {
+__device__ __forceinline__ TcBound tc_bounds_result(const uint16_t* stage, int sb, int g) {
   constexpr int S = tc_staged_stride(D);
-  const int tile = warp / 2, half = warp % 2, G = s.G;
-  if (tile * 16 >= RP || tile * 16 >= valid) return 0;  // (uniform per warp, as in tc_bounds_step)
-  switch (tile) {  // immediate ids: with an id in a register ptxas reserves all 16 barriers
-    case 0: asm volatile("bar.sync 1, 64;\n" ::: "memory"); break;
-    case 1: asm volatile("bar.sync 2, 64;\n" ::: "memory"); break;
-    case 2: asm volatile("bar.sync 3, 64;\n" ::: "memory"); break;
-    default: asm volatile("bar.sync 4, 64;\n" ::: "memory"); break;
-  }
-  const int per = 32 / G, g = lane % G;
-  int kept = 0;
-#pragma unroll 1
-  for (int r0 = 0; r0 < 8; r0 += per) {
-    const int sb = tile * 16 + half * 8 + r0 + lane / G;
-    const bool mine = lane < per * G && r0 + lane / G < 8 && sb < valid;
-    float ub = -INFINITY, up = 0.f;
-    int kp = 0;
-    if (mine) {
-      const float* lo = reinterpret_cast<const float*>(stage + sb * S);
-      const float* hi = reinterpret_cast<const float*>(stage + sb * S + D);
-      const float end_max = fmaxf(lo[kTcMaxGroup], hi[kTcMaxGroup]);
-      ub = (lo[g] + hi[g]) + s.err * (s.l1[g] * end_max);  // cpu::box_max_dot's allowance
-      const double term = block_term(ub, s.m[g], s.z[g], s.R);
-      up = __double2float_ru(term);
-      kp = term > s.tau ? 1 : 0;
-      bterm[sb * G + g] = up;
-    }
-    // The row's maxima over its heads, into its first lane (every lane shuffles: uniform loop).
-    float umax = ub, cmax = up;
-#pragma unroll 1
-    for (int k = 1; k < G; ++k) {
-      const int from = lane + k < 32 ? lane + k : 31;
-      const float u2 = __shfl_sync(0xffffffffu, ub, from), c2 = __shfl_sync(0xffffffffu, up, from);
-      const int k2 = __shfl_sync(0xffffffffu, kp, from);
-      if (g + k < G) {
-        umax = fmaxf(umax, u2);
-        cmax = fmaxf(cmax, c2);
-        kp |= k2;
-      }
-    }
-    if (mine && g == 0) {
-      ubound[sb] = umax;
-      cost[sb] = cmax;
-      keep[sb] = uint8_t(kp);
-      kept += kp;
-    }
-  }
-  return kept;
+  const float* lo = reinterpret_cast<const float*>(stage + sb * S);
+  const float* hi = reinterpret_cast<const float*>(stage + sb * S + D);
+  return TcBound{lo[g] + hi[g], fmaxf(lo[kTcMaxGroup], hi[kTcMaxGroup])};
 }
 
 }  // namespace sinkrouter::cuda
