@@ -41,11 +41,7 @@ TEST(CudaGraph, CapturedStepReplaysAsTheCacheGrows) {
   const int steps = 5;
   DeviceKVCache dev = DeviceKVCache::upload(*r.cache, r.seqs, steps);
 
-  AttentionPolicy routed_policy;
-  routed_policy.kind = PolicyKind::SinkRouter;
-  routed_policy.mode = RouterMode::Certified;
-  routed_policy.epsilon = 1e-2;
-  routed_policy.window = 40;
+  const AttentionPolicy routed_policy = testing::certified_policy(1e-2, 40);
   CudaDecodeOptions dense_options;
   dense_options.cluster_groups = 2;  // (where cluster mode is taken)
   CudaDecoder dense(dev.view(), QH, AttentionPolicy{}, scale, dense_options);

@@ -79,6 +79,17 @@ class DeviceBuffer {
 
 // Whether the current device is an sm_90 one (where the TMA copies and cluster mode run: the
 // build always has sm_90a code).
+// SinkRouter's certified policy at `epsilon`, with a window of `window` tokens (the policy's
+// default where -1).
+inline AttentionPolicy certified_policy(double epsilon, int window = -1) {
+  AttentionPolicy p;
+  p.kind = PolicyKind::SinkRouter;
+  p.mode = RouterMode::Certified;
+  p.epsilon = epsilon;
+  if (window >= 0) p.window = window;
+  return p;
+}
+
 inline bool device_is_sm90() {
   int dev = 0, major = 0, minor = 0;
   return cudaGetDevice(&dev) == cudaSuccess &&

@@ -397,10 +397,7 @@ TEST(CudaRoutedDecode, SkipsQuietBlocksAndEpsilonZeroIsDense) {
   DeviceKVCache dev = DeviceKVCache::upload(*r.cache, r.seqs, 0);
   DeviceBuffer qd = testing::to_device(r.q);
   for (double eps : {1e-2, 0.0}) {
-    AttentionPolicy p;
-    p.kind = PolicyKind::SinkRouter;
-    p.mode = RouterMode::Certified;
-    p.epsilon = eps;
+    const AttentionPolicy p = testing::certified_policy(eps);
     CudaDecoder decoder(dev.view(), QH, p, scale);
     HostTensor out(DType::BF16, {B, QH, D}), ref(DType::F64, {B, QH, D});
     DeviceBuffer od(out.bytes());

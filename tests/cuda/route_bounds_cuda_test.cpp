@@ -31,14 +31,9 @@ struct BoundsCase {
 // The device's bounds under route_tensor_cores = tc, and whether the tensor-core step ran.
 std::vector<std::vector<float>> device_bounds(const SyntheticKV& r, const DeviceKVCache& dev, int QH, float scale,
                                               int tc, bool* on_tensor_cores, const std::string& what) {
-  AttentionPolicy p;
-  p.kind = PolicyKind::SinkRouter;
-  p.mode = RouterMode::Certified;
-  p.epsilon = 1e-3;
-  p.window = 32;
   CudaDecodeOptions o;
   o.route_tensor_cores = tc;
-  CudaDecoder decoder(dev.view(), QH, p, scale, o);
+  CudaDecoder decoder(dev.view(), QH, testing::certified_policy(1e-3, 32), scale, o);
   *on_tensor_cores = decoder.routes_on_tensor_cores();
   testing::DeviceBuffer qd = testing::to_device(r.q);
   testing::DeviceBuffer od(r.q.bytes());

@@ -66,11 +66,7 @@ void check_every_path(int64_t len, float quiet_scale) {
     };
     std::vector<Case> cases;
     for (double eps : {1e-1, 1e-2, 1e-3, 1e-4, 1e-5}) {
-      AttentionPolicy p;
-      p.kind = PolicyKind::SinkRouter;
-      p.mode = RouterMode::Certified;
-      p.epsilon = eps;
-      p.window = 32;
+      const AttentionPolicy p = testing::certified_policy(eps, 32);
       cases.push_back({p, CudaDecodeOptions{}.certificate_share_min_blocks, 1});
       if (eps == 1e-3) cases.push_back({p, CudaDecodeOptions{}.certificate_share_min_blocks, 1, 0});
     }
