@@ -11,9 +11,10 @@
 //      (router.cpp's sink_signal). The sink set is at most anchors + window + R - 1 tokens,
 //      read from L2: recomputing it in every CTA of the (b, h) costs less than a launch of
 //      its own;
-//   3. bounds its blocks, a step of BoundsMap(G).blocks at a time, four lanes per (block,
-//      head) (decode_cuda_route_bounds.cuh): u_jg from the summary plus its rounding
-//      margin, then b_jg = R exp(u_jg - m_g) / Z_g in double, stored rounded up to float;
+//   3. bounds its blocks, a step of BoundsMap(G).blocks at a time: four lanes per (block,
+//      head) (decode_cuda_route_bounds.cuh), or the step as tensor-core products (TC:
+//      decode_cuda_route_mma.cuh): u_jg from the summary plus its rounding margin, then
+//      b_jg = R exp(u_jg - m_g) / Z_g in double, stored rounded up to float;
 //      cost_j = max_g b_jg, ubound_j = max_g u_jg; fast mode decides here (keep if any
 //      b_jg > tau, or with an estimate (RouteArgs) any e_jg > tau). The next step's
 //      summaries are copied while this one is bounded;
