@@ -43,25 +43,30 @@ inline float dot(const float* a, const float* b, int n) {
   return s;
 }
 
-// Upper bound of max over the box [lo, hi] of q . k (its float rounding error aside), and
-// end_max = max_i max(|lo_i|, |hi_i|), the largest magnitude in the box (of either end, so
-// that it does not depend on q: the CUDA router's tensor-core step takes it once a block, for
-// every head). The rounding allowance is dot_error_factor(n) * (|q|_1 * end_max), since
-// sum_i |q_i e_i| <= |q|_1 end_max for the chosen ends e_i: both routers compute it from the
-// same exact end_max and the same l1_norm_in_order, so their allowances are equal, and the
+// Upper bound of max over the box [lo, hi] of q . k, its float rounding error aside: the sum of
+// q_i times the end of [lo_i, hi_i] that maximises it (hi_i where q_i >= 0, as the CUDA router
+// picks it). The rounding allowance is dot_error_factor(n) * (|q|_1 * box_end_max(lo, hi)),
+// since sum_i |q_i e_i| <= |q|_1 end_max for the chosen ends e_i: both routers compute it from
+// the same exact end_max and the same l1_norm_in_order, so their allowances are equal, and the
 // CUDA router needs no per-dimension sum of absolute products (kernel run 28i). The factor also
 // covers the tensor-core step's sum (decode_cuda_route_mma.cuh: products exact, 16 a step
 // added with at most 34 u of their magnitudes, the steps then added in float: <= ~58 u at
 // n = 128 and ~47 u at n = 64, against (n + 4) u).
-inline float box_max_dot(const float* q, const float* lo, const float* hi, int n, float* end_max) {
-  float s = 0, a = 0;
-#pragma omp simd reduction(+ : s) reduction(max : a)
-  for (int i = 0; i < n; ++i) {
-    s += q[i] * (q[i] >= 0.f ? hi[i] : lo[i]);
-    a = std::max(a, std::max(std::fabs(lo[i]), std::fabs(hi[i])));
-  }
-  *end_max = a;
+inline float box_max_dot(const float* q, const float* lo, const float* hi, int n) {
+  float s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int i = 0; i < n; ++i) s += q[i] * (q[i] >= 0.f ? hi[i] : lo[i]);
   return s;
+}
+
+// end_max = max_i max(|lo_i|, |hi_i|), the largest magnitude in the box: of either end, so that
+// it does not depend on q (one per block for every head, as the CUDA router's tensor-core step
+// takes it).
+inline float box_end_max(const float* lo, const float* hi, int n) {
+  float a = 0;
+#pragma omp simd reduction(max : a)
+  for (int i = 0; i < n; ++i) a = std::max(a, std::max(std::fabs(lo[i]), std::fabs(hi[i])));
+  return a;
 }
 
 // |q|_1 in float, summed in index order: the CUDA router (route_bounds) sums it in the same

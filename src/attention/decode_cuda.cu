@@ -90,12 +90,6 @@ int attention_cluster_capacity(int head_dim, DType kv_dtype, bool tma, int clust
 
 namespace {
 
-// Fast mode decides on an estimate of a block's largest score, not on its bound (policy.h).
-bool fast_mode_estimates(const AttentionPolicy& p) {
-  return p.kind == PolicyKind::SinkRouter && p.mode == RouterMode::Fast &&
-         (p.spread != 1.0 || p.estimate != EstimateKind::Bound);
-}
-
 template <typename T>
 T* alloc(size_t count) {
   T* p = nullptr;
@@ -435,7 +429,7 @@ RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV
   r.certified = policy.mode == RouterMode::Certified;
   r.epsilon = policy.epsilon;
   r.tau = policy.tau;
-  r.estimate = fast_mode_estimates(policy);
+  r.estimate = policy.fast_estimates();
   r.gauss = policy.estimate == EstimateKind::Gauss;
   r.spread = float(policy.spread);
   r.window = policy.window;
@@ -551,7 +545,7 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
 
 bool CudaDecoder::routes_on_tensor_cores() const {
   return policy_.kind != PolicyKind::Dense && route_tensor_cores_ && kv_dtype_ == DType::BF16 &&
-         group_ <= cuda::kTcMaxGroup && !fast_mode_estimates(policy_);
+         group_ <= cuda::kTcMaxGroup && !policy_.fast_estimates();
 }
 
 int CudaDecoder::route_trace_ctas() const {

@@ -21,7 +21,7 @@
 // least 24 bits of the largest when it aligns them (kernel run 34j measured at most 3.03 u on the
 // H200, bench/gpu/tc_accumulation_probe.py), then 3 D / 16 + 1 float adds. At head dim 128 that is
 // <= ~58 u x sum |products| <= ~59 u |q|_1 end_max, inside the (D + 4) u = 132 u of the routers'
-// allowance (cpu::box_max_dot); at 64, ~47 u against 68 u. end_max is the largest |x| of the block's
+// allowance (cpu::box_max_dot, box_end_max); at 64, ~47 u against 68 u. end_max is the largest |x| of the block's
 // two rows (head-independent, so one reduction a block, from the A fragments).
 //
 // Where the results go: each warp writes its tile's partial sums (8 heads) and its half's

@@ -94,7 +94,7 @@ std::string AttentionPolicy::describe() const {
       if (bound != BoundKind::Box) extra += fmt::format(", bound={}", bound_name(bound));
       if (mode == RouterMode::Fast && estimate != EstimateKind::Bound)
         extra += fmt::format(", estimate={}", estimate_name(estimate));
-      if (mode == RouterMode::Fast && (spread != 1.0 || estimate != EstimateKind::Bound))
+      if (fast_estimates())
         extra += fmt::format(", spread={:g}", spread);
       return mode == RouterMode::Certified
                  ? fmt::format("sinkrouter(certified, eps={:g}, window={}{})", epsilon, window, extra)

@@ -136,6 +136,7 @@ class BlockBounds {
       const uint16_t* row = static_cast<const uint16_t*>(kv_.summaries) + kv_.summary_offset(b_, j, h_);
       cpu::row_to_float(row, bf_, lo_.data(), D_);
       cpu::row_to_float(row + D_, bf_, hi_.data(), D_);
+      end_max_ = cpu::box_end_max(lo_.data(), hi_.data(), D_);  // the same for every head
     }
     if (basis_) {
       const uint16_t* row = static_cast<const uint16_t*>(kv_.basis_summaries) + kv_.summary_offset(b_, j, h_);
@@ -149,9 +150,8 @@ class BlockBounds {
     double u = std::numeric_limits<double>::infinity(), e = u;
     if (box_) {
       const float* q = qf_ + size_t(g) * D_;
-      float end_max;
-      const float s = cpu::box_max_dot(q, lo_.data(), hi_.data(), D_, &end_max);
-      u = double(s) + cpu::dot_error_factor(D_) * (l1_[size_t(g)] * end_max);
+      const float s = cpu::box_max_dot(q, lo_.data(), hi_.data(), D_);
+      u = double(s) + cpu::dot_error_factor(D_) * (l1_[size_t(g)] * end_max_);
       if (estimate) e = box_estimate(q, lo_.data(), hi_.data(), *policy);
     }
     if (basis_) {
@@ -183,6 +183,7 @@ class BlockBounds {
   int b_, h_;
   bool box_, basis_, bf_;
   std::vector<float> lo_, hi_, blo_, bhi_, l1_;
+  float end_max_ = 0;  // box_end_max of the loaded block
   std::vector<double> qrot_, qnorm_;
 };
 
@@ -289,8 +290,7 @@ RoutePlan plan_decode(const TensorView& q, const PagedKV& kv, const AttentionPol
         const bool router = kind == PolicyKind::SinkRouter;
         const bool use_box = !router || policy.bound != BoundKind::Basis;
         const bool use_basis = router && policy.bound != BoundKind::Box;
-        const bool estimate = router && policy.mode == RouterMode::Fast &&
-                              (policy.spread != 1.0 || policy.estimate != EstimateKind::Bound);
+        const bool estimate = policy.fast_estimates();
         SR_CHECK(!use_basis || kv.has_key_basis(),
                  "decode: bound '{}' needs a key basis in the KV cache (PagedKVCache::set_key_basis; the engine "
                  "fits one on the prompt's keys)", bound_name(policy.bound));

@@ -50,6 +50,12 @@ struct AttentionPolicy {
   EstimateKind estimate = EstimateKind::Bound;
   double spread = 1.0;
 
+  // sinkrouter fast mode deciding on an estimate of each block's largest score (EstimateKind,
+  // spread), not on its bound; the certificate still uses the bound.
+  bool fast_estimates() const {
+    return kind == PolicyKind::SinkRouter && mode == RouterMode::Fast &&
+           (spread != 1.0 || estimate != EstimateKind::Bound);
+  }
   void validate() const;           // throws Error on out-of-range parameters
   std::string describe() const;    // "sinkrouter(certified, eps=0.001, window=64)"
 };
