@@ -146,7 +146,6 @@ struct CudaDecoder::Workspace {
   const void* kv_map_pages = nullptr;
   int anchor_stride = 1, block_stride = 16;
   int bounds_smem = 0, select_smem = 0, sink_capacity = 0, sort_capacity = 0, bounds_ctas_per_head = 1;
-  int bounds_stages = 2;  // the routing pass's summary ring (route_bounds_stages)
 
   // The routing kernels' arguments for one run (a member: it reads the decoder's plan).
   RouteArgs route_args(const CudaDecoder& d, const PagedKV& kv, const int32_t* seq_lens, const void* q,
@@ -230,13 +229,6 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
                            : option_from_env("SINKROUTER_ROUTE_TENSOR_CORES", "on", {{"off", 0}, {"on", 1}}, "off or on");
   SR_CHECK(route_tc <= 1, "decode (CUDA): route_tensor_cores must be 0 or 1, not {}", route_tc);
   route_tensor_cores_ = route_tc == 1;
-  const int stages = options.route_summary_stages >= 0
-                         ? options.route_summary_stages
-                         : option_from_env("SINKROUTER_ROUTE_STAGES", "auto", {{"auto", 0}, {"2", 2}, {"3", 3}},
-                                           "auto, 2 or 3");
-  SR_CHECK(stages == 0 || stages == 2 || stages == 3, "decode (CUDA): route_summary_stages must be 0, 2 or 3, not {}",
-           stages);
-  route_summary_stages_ = stages;
   fused_routing_ = options.fused_fast_routing && policy.kind == PolicyKind::SinkRouter &&
                    policy.mode == RouterMode::Fast;
 
@@ -378,8 +370,7 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
       SR_CUDA_CHECK(cudaMemset(w.route_tickets, 0, bh * 4));  // the kernel returns them to 0
       w.sink_capacity = w.anchor_stride + policy.window + block_size_ - 1;
       w.sort_capacity = sort_capacity_for(max_blocks_);
-      RouteArgs r = w.route_args(*this, kv, dkv.seq_lens, nullptr, DType::F32);
-      w.bounds_stages = r.bounds_stages = cuda::route_bounds_stages(r, route_summary_stages_);
+      const RouteArgs r = w.route_args(*this, kv, dkv.seq_lens, nullptr, DType::F32);
       w.bounds_smem = cuda::route_bounds_prepare(r);
       w.bounds_ctas_per_head = cuda::route_bounds_ctas_per_head(r, batch_, num_kv_heads_, w.bounds_smem);
       w.cert_partials = w.make<double2>(bh * size_t(w.bounds_ctas_per_head) * size_t(group_));
@@ -448,7 +439,6 @@ RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV
   r.sink_capacity = w.sink_capacity;
   r.sort_capacity = w.sort_capacity;
   r.bounds_ctas_per_head = w.bounds_ctas_per_head;
-  r.bounds_stages = w.bounds_stages;
   r.adaptive_chunks = d.adaptive_route_chunks_;
   r.chunk_lists = d.route_chunk_lists_;
   r.tc_bounds = d.routes_on_tensor_cores();
@@ -557,8 +547,6 @@ bool CudaDecoder::routes_on_tensor_cores() const {
   return policy_.kind != PolicyKind::Dense && route_tensor_cores_ && kv_dtype_ == DType::BF16 &&
          group_ <= cuda::kTcMaxGroup && !policy_.fast_estimates();
 }
-
-int CudaDecoder::route_summary_stages() const { return policy_.kind == PolicyKind::Dense ? 0 : ws_->bounds_stages; }
 
 int CudaDecoder::route_trace_ctas() const {
   return policy_.kind == PolicyKind::Dense ? 0 : ws_->bounds_ctas_per_head * batch_ * num_kv_heads_;

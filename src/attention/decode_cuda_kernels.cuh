@@ -123,7 +123,6 @@ struct RouteArgs {
   int anchor_stride;  // of extra_anchors (kv.max_anchors is the stride of kv.anchor_pos)
   int sink_capacity;  // most tokens a sink set can hold: anchor_stride + window + block_size - 1
   int bounds_ctas_per_head;  // route_bounds CTAs per (b, h); each takes every this-many-th chunk of blocks
-  int bounds_stages;         // route_bounds' ring of staged summary steps: 2 or 3 (route_bounds_stages)
   // Chunks sized per (b, h) from its length (CudaDecodeOptions::adaptive_route_chunks), with
   // at least bounds_min_ctas CTAs wanted per (b, h) (about one per SM over the batch's heads).
   bool adaptive_chunks;
@@ -215,10 +214,6 @@ SR_DECLARE_ATTENTION_INSTANCES(d128_f16)
 void raise_smem_limit(const void* kernel, int smem);
 
 // Routing: dynamic shared memory of the two kernels (sets their limits; plan time).
-// The depth of route_bounds' summary ring for `wanted` (CudaDecodeOptions::route_summary_stages
-// resolved: 2, 3, or 0 for 3 where two CTAs an SM still fit it, else 2).
-int route_bounds_stages(const RouteArgs& args, int wanted);
-// Raises route_bounds' shared memory limit for args (args.bounds_stages set); returns its bytes.
 int route_bounds_prepare(const RouteArgs& args);
 // route_bounds CTAs per (b, h) for a grid of about one wave on this device.
 int route_bounds_ctas_per_head(const RouteArgs& args, int batch, int num_kv_heads, int smem);

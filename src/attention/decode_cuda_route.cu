@@ -86,41 +86,23 @@ __device__ __forceinline__ void copy_step_summaries(const RouteArgs& a, int h, i
 }
 
 // Dynamic shared memory, in floats (each part a multiple of 4, so that what follows is
-// 16-byte aligned): q [G][q_stride] (pre-scaled), the sink scores [sink_capacity][G], the
-// step's per-(block, head) results [3][blocks * G] (u, term, keep), then the ring of `stages`
-// (RouteArgs::bounds_stages) staged steps [blocks][stride] (stride: tc_staged_stride for the
-// tensor-core step, else staged_summary_stride), of which stages 1 .. first hold the sink
-// set's K rows [min(sink_capacity, kSinkPass)][sink_key_stride(D)] (the region is the larger
-// of the two), before the summaries of step 1.
+// 16-byte aligned): q [G][q_stride] (pre-scaled), the sink scores [sink_capacity][G], the step's per-(block, head) results
+// [3][BoundsMap::kMaxResults] (u, term, keep), the summaries of the even steps
+// [blocks][staged_summary_stride], then one region that first holds the sink set's K rows
+// [min(sink_capacity, kSinkPass)][sink_key_stride(D)] and then the odd steps' summaries.
 struct BoundsSmem {
-  int q, scores, results, results_per, stage0, stage_floats, bytes;
+  int q, scores, results, stage0, stage1, bytes;
   static __host__ __device__ int up4(int x) { return (x + 3) / 4 * 4; }
-  __host__ __device__ BoundsSmem(int G, int D, int sink_capacity, int stages, bool tc) {
-    const BoundsMap map(G);
-    stage_floats = up4(map.blocks * (tc ? tc_staged_stride(D) : staged_summary_stride(D)) / 2);
+  __host__ __device__ BoundsSmem(int G, int D, int sink_capacity) {
+    const int stage_floats = BoundsMap(G).blocks * staged_summary_stride(D) / 2;
     const int key_tokens = sink_capacity < kSinkPass ? sink_capacity : kSinkPass;
     const int key_floats = up4(key_tokens * sink_key_stride(D) / 2);
-    results_per = up4(map.blocks * G);
     q = 0;
     scores = up4(G * q_stride(D));
     results = scores + up4(sink_capacity * G);
-    stage0 = results + 3 * results_per;
-    const int ring = stages * stage_floats, keys_after_stage0 = stage_floats + key_floats;
-    bytes = (stage0 + (ring > keys_after_stage0 ? ring : keys_after_stage0)) * 4;
-  }
-};
-
-// A CTA's steps in order: step t bounds RP blocks from c0 + k RP, where c0 is the first block of
-// its (t / PER)-th chunk (chunks gridDim.x apart) and k = t % PER. Walked, not divided: PER is a
-// runtime value in the adaptive instantiation, and two 64-bit divisions a step are not needed.
-struct StepCursor {
-  int64_t c0, k;
-  __device__ int64_t first(int RP) const { return c0 + k * RP; }
-  __device__ void next(int64_t PER, int64_t chunk_stride) {
-    if (++k == PER) {
-      k = 0;
-      c0 += chunk_stride;
-    }
+    stage0 = results + 3 * BoundsMap::kMaxResults;
+    stage1 = stage0 + stage_floats;
+    bytes = (stage1 + (stage_floats > key_floats ? stage_floats : key_floats)) * 4;
   }
 };
 
@@ -142,13 +124,12 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const int G = a.group, R = a.kv.block_size, tid = int(threadIdx.x);
   const BoundsMap map(G);
   int RP = map.blocks;  // blocks a step (fewer with small steps, below)
-  const int NS = a.bounds_stages;  // the summary ring's depth: 2 or 3
-  const BoundsSmem lay(G, D, a.sink_capacity, NS, TC);
+  const BoundsSmem lay(G, D, a.sink_capacity);
   float* qs = dsm + lay.q;
   float* sc = dsm + lay.scores;
-  uint16_t* const stages = reinterpret_cast<uint16_t*>(dsm + lay.stage0);
-  const int stage_elems = 2 * lay.stage_floats;
-  uint16_t* ks = stages + stage_elems;  // the sink set's K rows, before step 1's summaries
+  uint16_t* const even_stage = reinterpret_cast<uint16_t*>(dsm + lay.stage0);
+  uint16_t* const odd_stage = reinterpret_cast<uint16_t*>(dsm + lay.stage1);
+  uint16_t* ks = odd_stage;  // the sink set's K rows, before the first odd step
 
   // Round trip 1: every load that depends on (b, h) alone, issued before any is used: the
   // length, the summary and page lists' starts, the anchors (thread t loads anchor t) and q.
@@ -201,22 +182,23 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     return;
   }
 
-  // Steps of this CTA (StepCursor): the NS-stage ring holds step t while the copies of steps
-  // t + 1 .. t + NS - 1 are in flight. Thread tid copies step block tid / (256 / RP), whose
-  // slot it loads a step before it issues the copy (the slot's round trip hidden by a step).
+  // Steps of this CTA: step t bounds blocks chunk x + (t / PER) * gridDim.x, k = t % PER,
+  // RP of them. Thread tid copies step block tid / (256 / RP), whose slot it loads two
+  // steps ahead (its round trip, then the copy's, each hidden by a step).
   const int copy_block = tid / (kBoundsThreads / RP);
   const int64_t my_chunks = chunks > blockIdx.x ? (chunks - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;
   const int64_t steps = my_chunks * PER;
+  // Walked with a cursor, not t / PER and t % PER: PER is a runtime value in the adaptive
+  // instantiation, and two 64-bit divisions a step are not needed. (c0, k): the current
+  // chunk's first block and the step in it.
+  // (c0n, kn): the cursor one step further, for the slot loaded two steps ahead.
   const int64_t chunk_stride = int64_t(gridDim.x) * chunk;
-  StepCursor cur{int64_t(blockIdx.x) * chunk, 0};  // the step being bounded
-  StepCursor slot_at = cur;                         // step slot_step, whose slot loads next
-  int64_t slot_step = 0;
-  const auto load_slot = [&]() {
-    const int32_t s = summary_slot(slots, slot_step < steps ? slot_at.first(RP) + copy_block : nbr, nbr);
-    slot_at.next(PER, chunk_stride);
-    ++slot_step;
-    return s;
-  };
+  int64_t c0 = int64_t(blockIdx.x) * chunk, k = 0;
+  int64_t c0n = c0, kn = 1;
+  if (kn == PER) {
+    kn = 0;
+    c0n += chunk_stride;
+  }
 
   // 1. Sink signal. The sink set: the anchors before the window (ascending, so counted in
   // one barrier where thread t holds anchor t), then the window. The barrier also publishes q.
@@ -230,26 +212,16 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const int count = na + int(n - ws);
   // Round trip 2: the first step's slots and the sink tokens' pages, both loaded before
   // either is used; then the two copies (the summaries' latency overlaps the sink signal).
-  const int32_t slot0 = load_slot();
-  int32_t slot_next = load_slot();  // step 1's, the ring's next copy
+  const int32_t slot0 = summary_slot(slots, steps > 0 ? c0 + copy_block : nbr, nbr);
   const bool sinker = tid < count && tid < kSinkPass;  // thread t looks sink token t's K row up
   const int64_t sink_row = sinker ? a.kv.k_offset_from(first_page, sink_token_pos(a, tid, na, ws, my_anchor), h) : 0;
   // (The sink rows' group first: the scores wait for it alone, not for the summaries queued
   // behind it, run 27a.)
   copy_sink_rows<D>(a, sink_row, count < kSinkPass ? count : kSinkPass, ks);
   cp_async_commit_group();
-  copy_step_summaries<D, kStride>(a, h, slot0, RP, stages);
+  copy_step_summaries<D, kStride>(a, h, slot0, RP, even_stage);
   cp_async_commit_group();
-  // The ring's next copy: step slot_step - 1 (whose slot is slot_next) into stage issue_stage,
-  // a group each (empty past the last step, so that every thread's wait counts stay the same);
-  // then the slot a step ahead.
-  int issue_stage = 1 % NS;
-  const auto issue_next_copy = [&]() {
-    if (slot_step - 1 < steps) copy_step_summaries<D, kStride>(a, h, slot_next, RP, stages + issue_stage * stage_elems);
-    cp_async_commit_group();
-    issue_stage = issue_stage + 1 == NS ? 0 : issue_stage + 1;
-    slot_next = load_slot();
-  };
+  int32_t slot_next = summary_slot(slots, steps > 1 ? c0n + kn * RP + copy_block : nbr, nbr);  // step 1's
   trace_route(a, kRouteQ);
   const int warp = tid / 32, wl = tid % 32;
   const BoundsLane me(map, G, warp, wl);
@@ -266,9 +238,6 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   }
   sink_scores<D, Tag>(a, h, anchors, first_page, na, ws, count, map, me, qq, ks, sc);
   __syncthreads();
-  // The sink rows are read: a three-stage ring issues step 1's copy into their place now,
-  // so that two steps are in flight from the loop's start (the sink signal below hides some).
-  for (int s = 2; s < NS; ++s) issue_next_copy();
   trace_route(a, kRouteSinkScores);
   for (int g = warp; g < G; g += kBoundsThreads / 32) {
     float mx = -INFINITY;
@@ -306,21 +275,26 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   TcBoundsQuery<TC ? D : 16> bq;  // the tensor-core step's q (TC only; qq is dead there from here)
   if constexpr (TC) bq.load(qs, G, warp % 2, wl);
   float* res_u = dsm + lay.results;  // [RP][G]
-  float* res_term = res_u + lay.results_per;
-  float* res_keep = res_term + lay.results_per;
+  float* res_term = res_u + BoundsMap::kMaxResults;
+  float* res_keep = res_term + BoundsMap::kMaxResults;
   int kept_here = 0;  // blocks this thread decided to keep (the count of this CTA's chunk list)
-  int read_stage = 0;  // step t's stage
 #pragma unroll 1
   for (int64_t t = 0; t < steps; ++t) {
-    const int64_t j0 = cur.first(RP);  // the step's first block
-    cur.next(PER, chunk_stride);
-    // This thread's copies of step t (the groups of steps t + 1 .. t + NS - 2 may still fly).
-    if (NS == 3) cp_async_wait_group<1>();
-    else cp_async_wait_group<0>();
-    __syncthreads();  // everyone's; step t - 1's reads of its stage and of the results are done
-    issue_next_copy();  // step t + NS - 1, into step t - 1's stage
-    uint16_t* const staged = stages + read_stage * stage_elems;
-    read_stage = read_stage + 1 == NS ? 0 : read_stage + 1;
+    const int64_t j0 = c0 + k * RP;  // the step's first block
+    if (++k == PER) {  // (c0, k) moves on to step t + 1
+      k = 0;
+      c0 += chunk_stride;
+    }
+    if (++kn == PER) {  // (c0n, kn) moves on to step t + 2
+      kn = 0;
+      c0n += chunk_stride;
+    }
+    cp_async_wait_group<0>();  // this thread's copies of step t
+    __syncthreads();           // everyone's; step t - 1's reads of the other buffer and of the results are done
+    if (t + 1 < steps) copy_step_summaries<D, kStride>(a, h, slot_next, RP, (t & 1) ? even_stage : odd_stage);
+    cp_async_commit_group();
+    slot_next = summary_slot(slots, t + 2 < steps ? c0n + kn * RP + copy_block : nbr, nbr);
+    uint16_t* const staged = (t & 1) ? odd_stage : even_stage;
     if constexpr (TC) {
       // The tensor cores' partials, then block sb's bound for head g, one (sb, g) a thread.
       const int valid = j0 + RP <= nbr ? RP : int(nbr - j0);
@@ -393,7 +367,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
       kept_here += keep ? 1 : 0;
     }
   }
-  cp_async_wait_group<0>();  // (the last, empty groups)
+  cp_async_wait_group<0>();  // (the last, empty group)
   if (!a.fused_finish) {
     trace_route(a, kRouteBounds);
     trace_route_end(a, 1);
@@ -510,40 +484,15 @@ BoundsKernel bounds_kernel_for(const RouteArgs& a) {
   return a.kv.head_dim == 64 ? bounds_kernel_for_dim<64>(a) : bounds_kernel_for_dim<128>(a);
 }
 
-// Whether bounds_kernel_for(a) is a tensor-core instance (its staged rows' stride).
-bool bounds_on_tensor_cores(const RouteArgs& a) { return a.tc_bounds && a.kv.dtype == DType::BF16; }
-int bounds_smem_bytes(const RouteArgs& a, int stages) {
-  return BoundsSmem(a.group, a.kv.head_dim, a.sink_capacity, stages, bounds_on_tensor_cores(a)).bytes;
-}
-constexpr int kBoundsSmemLimit = 160 * 1024;  // what the CUDA router lets a routing CTA use
 }  // namespace
-
-int route_bounds_stages(const RouteArgs& a, int wanted) {
-  if (wanted == 2 || wanted == 3) return wanted;
-  SR_CHECK(wanted == 0, "routing (CUDA): summary stages must be 0 (auto), 2 or 3, not {}", wanted);
-  // Auto: the third stage where two CTAs an SM still fit (the kernel's launch bounds; one a
-  // SM would halve the grid that hides the copies' latency).
-  const int smem = bounds_smem_bytes(a, 3);
-  if (smem > kBoundsSmemLimit) return 2;
-  RouteArgs deep = a;
-  deep.bounds_stages = 3;
-  const BoundsKernel kernel = bounds_kernel_for(deep);
-  raise_smem_limit(reinterpret_cast<const void*>(kernel), smem);
-  int per_sm = 0;
-  SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kBoundsThreads, smem));
-  return per_sm >= 2 ? 3 : 2;
-}
 
 int route_bounds_prepare(const RouteArgs& a) {
   SR_CHECK(a.group <= kMaxGroup, "routing (CUDA): group {} exceeds {}", a.group, kMaxGroup);
-  SR_CHECK(a.bounds_stages == 2 || a.bounds_stages == 3, "routing (CUDA): summary stages must be 2 or 3, not {}",
-           a.bounds_stages);
-  const int64_t smem = bounds_smem_bytes(a, a.bounds_stages);
-  SR_CHECK(smem <= kBoundsSmemLimit,
-           "routing (CUDA): the sink set ({} tokens: anchors + window {} + block {} - 1) of {} heads and {} summary "
-           "stages need {} KB of shared memory, more than the {} KB the CUDA router uses; lower the window or the "
-           "block size",
-           a.sink_capacity, a.window, a.kv.block_size, a.group, a.bounds_stages, smem / 1024, kBoundsSmemLimit / 1024);
+  const int64_t smem = BoundsSmem(a.group, a.kv.head_dim, a.sink_capacity).bytes;
+  SR_CHECK(smem <= 160 * 1024,
+           "routing (CUDA): the sink set ({} tokens: anchors + window {} + block {} - 1) of {} heads needs {} KB of "
+           "shared memory, more than the 160 KB the CUDA router uses; lower the window or the block size",
+           a.sink_capacity, a.window, a.kv.block_size, a.group, smem / 1024);
   raise_smem_limit(reinterpret_cast<const void*>(bounds_kernel_for(a)), int(smem));
   return int(smem);
 }

@@ -124,12 +124,6 @@ struct CudaDecodeOptions {
   // quads' CUDA-core sums everywhere. Both take the same rounding allowance (cpu::box_max_dot),
   // so they bound and decide alike. -1: SINKROUTER_ROUTE_TENSOR_CORES ("off" or "on"), unset: on.
   int route_tensor_cores = -1;
-  // The routing pass's ring of staged summary steps (src/attention/decode_cuda_route.cu): 2
-  // (a step bounded while the next is copied) or 3 (two copies in flight; the ring's third
-  // stage costs a step of shared memory, ~34 KB at head dim 128 on the tensor cores); 0 auto:
-  // 3 where two routing CTAs an SM still fit, else 2. -1: SINKROUTER_ROUTE_STAGES ("auto",
-  // "2" or "3"), unset: auto.
-  int route_summary_stages = -1;
   // How the tensor-core kernel copies K/V into shared memory (docs/PERF.md, "Decode attention
   // with TMA copies"): 0 cp.async (16 bytes a lane, every page size); 1 TMA (one bulk tensor copy a
   // warp stage of 16 tokens: the tensor-core kernel, page sizes and, routed, routing-block
@@ -319,9 +313,6 @@ class CudaDecoder {
   // Whether the routing pass bounds on the tensor cores (options.route_tensor_cores, where it
   // applies: a routed policy, a bf16 cache, group <= 8, no fast-mode estimate).
   bool routes_on_tensor_cores() const;
-  // The routing pass's ring of summary steps (options.route_summary_stages resolved for this
-  // decoder's shape: 2 or 3; 0 for dense).
-  int route_summary_stages() const;
   const AttentionPolicy& policy() const { return policy_; }
 
  private:
@@ -364,7 +355,6 @@ class CudaDecoder {
   bool small_route_steps_ = false;      // options.adaptive_route_chunks 2
   bool route_chunk_lists_ = true;       // options.route_chunk_lists resolved
   bool route_tensor_cores_ = true;      // options.route_tensor_cores resolved (before its conditions)
-  int route_summary_stages_ = 0;        // options.route_summary_stages resolved (0 auto, 2 or 3)
   int route_min_ctas_ = 1;              // options.route_min_ctas resolved
   int certificate_share_min_blocks_ = 4096;
   long long* phase_trace_ = nullptr;
