@@ -7,6 +7,8 @@
 //       --kernels: only the rows of these names (e.g. dense, dense_splitk, dense_cluster,
 //       dense_fixed, sinkrouter_fast, read_probe); the routed caches are generated only where a
 //       routed row is asked for. For sweeps of the plan's settings (KERNEL_VARIANTS) at long contexts.
+//   --kernels summary_probe (named only, never by default): the routing pass's summary read
+//       alone, slot- and head-major tables, rings of 2 and 3 steps (bench_summary_probe.cuh).
 //   --probe-ctas 96,132: with the read_probe row, rows read_probe_ctas: the same read by exactly
 //       that many CTAs of 512 threads (what a plan that leaves SMs idle could read at best).
 //   bench_kernels --trace-phases --shapes smollm2-135m --contexts 4096,8192 --batches 1
@@ -56,6 +58,7 @@
 
 #include "bench_planted_cache.cuh"
 #include "bench_read_probe.cuh"
+#include "bench_summary_probe.cuh"
 #include "bench_timing.cuh"
 #include "core/cuda_check.h"
 #include "core/cuda_graph.h"
@@ -285,7 +288,7 @@ int main(int argc, char** argv) {
       "dense",          "dense_cuda_cores",   "dense_splitk",         "dense_cluster",       "dense_cluster1",
       "dense_fixed",    "dense_again",        "sinkrouter",           "routing_pass",        "sinkrouter_fast",
       "routing_pass_fast", "sinkrouter_fast_2k", "routing_pass_fast_2k", "sinkrouter_default", "routing_pass_default",
-      "read_probe"};
+      "read_probe", "summary_probe"};
   for (size_t a = 1; a < kernel_filter.size();) {
     const size_t b = kernel_filter.find(',', a);
     const std::string name = kernel_filter.substr(a, b - a);
@@ -542,6 +545,27 @@ int main(int argc, char** argv) {
           if (wanted("read_probe"))  // a pure read of dense's bytes, timed the same way (bench_read_probe.cuh)
             sr::bench::add_read_probe_rows(rows, {{"shape", sh.name}, {"batch", B}, {"context", ctx}}, kv_bytes, copies,
                                            bw.read_gbps, probe_ctas, stream, reps);
+          if (!kernel_filter.empty() && wanted("summary_probe")) {  // named only: bench_summary_probe.cuh
+            const int64_t nbr = ctx / cfg.block_size;
+            const sr::bench::SummaryProbe p =
+                sr::bench::time_summary_probe(int(B), sh.kv_heads, sh.head_dim, nbr, stream, reps);
+            for (const int head_major : {0, 1})
+              for (const int three : {0, 1}) {
+                const float us = p.us[head_major][three];
+                nlohmann::json row = {{"shape", sh.name}, {"batch", B}, {"context", ctx}, {"kernel", "summary_probe"},
+                                      {"skip_target_pct", 0}, {"layout", head_major ? "head_major" : "slot_major"},
+                                      {"stages", 2 + three}, {"time_us", us}, {"bytes_read", p.bytes},
+                                      {"gbps", double(p.bytes) / (us * 1e-6) / 1e9},
+                                      {"floor_us", double(p.bytes) / (bw.read_gbps * 1e9) * 1e6},
+                                      {"ctas", p.ctas_per_head * B * sh.kv_heads}, {"copies", p.copies}};
+                row["ratio_to_floor"] = us / row["floor_us"].get<double>();
+                rows.push_back(row);
+                std::printf("%-13s B=%lld ctx=%7lld summary_probe %-10s %d stages: %8.2f us  %6.0f GB/s  x%.2f floor\n",
+                            sh.name, (long long)B, (long long)ctx, head_major ? "head-major" : "slot-major", 2 + three,
+                            us, row["gbps"].get<double>(), row["ratio_to_floor"].get<double>());
+              }
+            std::fflush(stdout);
+          }
           sr::CudaDecodeOptions cuda_cores;
           cuda_cores.tensor_cores = false;
           cuda_cores.cluster = 0;  // (cluster mode is the tensor-core kernel's, whatever the environment says)
