@@ -550,20 +550,22 @@ int main(int argc, char** argv) {
             const sr::bench::SummaryProbe p =
                 sr::bench::time_summary_probe(int(B), sh.kv_heads, sh.head_dim, nbr, stream, reps);
             for (const int head_major : {0, 1})
-              for (const int three : {0, 1}) {
-                const float us = p.us[head_major][three];
-                nlohmann::json row = {{"shape", sh.name}, {"batch", B}, {"context", ctx}, {"kernel", "summary_probe"},
-                                      {"skip_target_pct", 0}, {"layout", head_major ? "head_major" : "slot_major"},
-                                      {"stages", 2 + three}, {"time_us", us}, {"bytes_read", p.bytes},
-                                      {"gbps", double(p.bytes) / (us * 1e-6) / 1e9},
-                                      {"floor_us", double(p.bytes) / (bw.read_gbps * 1e9) * 1e6},
-                                      {"ctas", p.ctas_per_head * B * sh.kv_heads}, {"copies", p.copies}};
-                row["ratio_to_floor"] = us / row["floor_us"].get<double>();
-                rows.push_back(row);
-                std::printf("%-13s B=%lld ctx=%7lld summary_probe %-10s %d stages: %8.2f us  %6.0f GB/s  x%.2f floor\n",
-                            sh.name, (long long)B, (long long)ctx, head_major ? "head-major" : "slot-major", 2 + three,
-                            us, row["gbps"].get<double>(), row["ratio_to_floor"].get<double>());
-              }
+              for (const int three : {0, 1})
+                for (const int bulk : {0, 1}) {
+                  const float us = p.us[head_major][three][bulk];
+                  nlohmann::json row = {{"shape", sh.name}, {"batch", B}, {"context", ctx}, {"kernel", "summary_probe"},
+                                        {"skip_target_pct", 0}, {"layout", head_major ? "head_major" : "slot_major"},
+                                        {"stages", 2 + three}, {"copies_by", bulk ? "bulk" : "cp.async"},
+                                        {"time_us", us}, {"bytes_read", p.bytes},
+                                        {"gbps", double(p.bytes) / (us * 1e-6) / 1e9},
+                                        {"floor_us", double(p.bytes) / (bw.read_gbps * 1e9) * 1e6},
+                                        {"ctas", p.ctas_per_head * B * sh.kv_heads}, {"copies", p.copies}};
+                  row["ratio_to_floor"] = us / row["floor_us"].get<double>();
+                  rows.push_back(row);
+                  std::printf("%-13s B=%lld ctx=%7lld summary_probe %-10s %d stages %-8s: %8.2f us  %6.0f GB/s  x%.2f floor\n",
+                              sh.name, (long long)B, (long long)ctx, head_major ? "head-major" : "slot-major", 2 + three,
+                              bulk ? "bulk" : "cp.async", us, row["gbps"].get<double>(), row["ratio_to_floor"].get<double>());
+                }
             std::fflush(stdout);
           }
           sr::CudaDecodeOptions cuda_cores;

@@ -24,6 +24,8 @@
 #include "bench_timing.cuh"
 #include "core/cuda_check.h"
 #include "core/cuda_graph.h"
+#include "core/cuda_bulk_copy.cuh"
+#include "core/cuda_tma.cuh"
 
 namespace sinkrouter::bench {
 
@@ -32,20 +34,44 @@ constexpr int kProbeStep = 64;  // blocks a step, as the pass's (BoundsMap::bloc
 
 // One call: CTA (x, bh) copies its chunk's rows into a ring of NS staged steps (NS - 1 of them
 // in flight), and folds one 16-byte word a thread of each step into x (the write to `sink`
-// never happens).
-template <int D, bool HEAD_MAJOR, int NS>
+// never happens). The copies: BULK, one bulk copy a row (threads 0 .. 63, an mbarrier a stage,
+// sm_90); otherwise cp.async, 16 bytes a piece, four threads a row (the pass's).
+template <int D, bool HEAD_MAJOR, int NS, bool BULK>
 __global__ void __launch_bounds__(kProbeThreads, 2)
     summary_read_kernel(const uint16_t* table, int H, int64_t nbr, int64_t slots, int64_t chunk, uint4* sink) {
   constexpr int kRow = 2 * D + 8;                   // staged row, elements (the tensor-core step's stride)
   constexpr int kPieces = 2 * D / 8;                // 16-byte pieces a row
   constexpr int kPer = kProbeThreads / kProbeStep;  // threads a row
   extern __shared__ __align__(16) uint16_t probe_stage[];  // [NS][kProbeStep * kRow]
+  __shared__ __align__(8) uint64_t full[NS];                // BULK: a stage's bytes landed
   const int bh = int(blockIdx.y), b = bh / H, h = bh % H, tid = int(threadIdx.x);
   const int64_t first = int64_t(blockIdx.x) * chunk, end = std::min(first + chunk, nbr);
   const int64_t steps = end > first ? (end - first + kProbeStep - 1) / kProbeStep : 0;
   const int row = tid / kPer;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if constexpr (BULK) {
+    if (tid < NS) cuda::mbarrier_init(unsigned(__cvta_generic_to_shared(&full[tid])), 1);
+    cuda::fence_mbarrier_init();
+    __syncthreads();
+  }
+#endif
   auto copy_step = [&](int64_t t) {
     uint16_t* stage = probe_stage + int(t % NS) * kProbeStep * kRow;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if constexpr (BULK) {
+      if (t >= steps || tid >= kProbeStep) return;
+      const uint32_t bar = unsigned(__cvta_generic_to_shared(&full[t % NS]));
+      const int64_t j0 = first + t * kProbeStep, rows = std::min<int64_t>(kProbeStep, end - j0);
+      if (tid == 0) cuda::mbarrier_arrive_expect_tx(bar, uint32_t(rows * 4 * D));
+      if (tid < rows) {
+        const int64_t slot = int64_t(b) * nbr + j0 + tid;
+        const uint16_t* src = table + (HEAD_MAJOR ? int64_t(h) * slots + slot : slot * H + h) * 2 * D;
+        cuda::fence_proxy_async_shared();
+        cuda::bulk_load(unsigned(__cvta_generic_to_shared(stage + tid * kRow)), src, 4 * D, bar);
+      }
+      return;
+    }
+#endif
     const int64_t j = first + t * kProbeStep + row;
     if (t < steps && j < end) {
       const int64_t slot = int64_t(b) * nbr + j;
@@ -60,7 +86,10 @@ __global__ void __launch_bounds__(kProbeThreads, 2)
   uint32_t x = 0;
   for (int s = 0; s < NS - 1; ++s) copy_step(s);  // (empty groups past the last step)
   for (int64_t t = 0; t < steps; ++t) {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(NS - 2));
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if constexpr (BULK) cuda::mbarrier_wait(unsigned(__cvta_generic_to_shared(&full[t % NS])), uint32_t(t / NS) & 1u);
+#endif
+    if constexpr (!BULK) asm volatile("cp.async.wait_group %0;\n" ::"n"(NS - 2));
     __syncthreads();
     copy_step(t + NS - 1);
     const uint16_t* stage = probe_stage + int(t % NS) * kProbeStep * kRow;
@@ -71,7 +100,7 @@ __global__ void __launch_bounds__(kProbeThreads, 2)
 }
 
 struct SummaryProbe {
-  float us[2][2];  // per call: [head-major][three stages]
+  float us[2][2][2];  // per call: [head-major][three stages][bulk copies]
   int64_t bytes;   // the rows read by one call
   int ctas_per_head, copies;
 };
@@ -98,26 +127,31 @@ inline SummaryProbe time_summary_probe(int B, int H, int D, int64_t nbr, cudaStr
   SR_CUDA_CHECK(cudaMalloc(&sink, kProbeThreads * sizeof(uint4)));
   SR_CUDA_CHECK(cudaMemsetAsync(table, 0x3c, size_t(p.bytes) * size_t(p.copies), stream));
   using Kernel = void (*)(const uint16_t*, int, int64_t, int64_t, int64_t, uint4*);
-  const Kernel kernels[2][2][2] = {  // [D == 128][head-major][three stages]
-      {{summary_read_kernel<64, false, 2>, summary_read_kernel<64, false, 3>},
-       {summary_read_kernel<64, true, 2>, summary_read_kernel<64, true, 3>}},
-      {{summary_read_kernel<128, false, 2>, summary_read_kernel<128, false, 3>},
-       {summary_read_kernel<128, true, 2>, summary_read_kernel<128, true, 3>}}};
+  const Kernel kernels[2][2][2][2] = {  // [D == 128][head-major][three stages][bulk]
+      {{{summary_read_kernel<64, false, 2, false>, summary_read_kernel<64, false, 2, true>},
+        {summary_read_kernel<64, false, 3, false>, summary_read_kernel<64, false, 3, true>}},
+       {{summary_read_kernel<64, true, 2, false>, summary_read_kernel<64, true, 2, true>},
+        {summary_read_kernel<64, true, 3, false>, summary_read_kernel<64, true, 3, true>}}},
+      {{{summary_read_kernel<128, false, 2, false>, summary_read_kernel<128, false, 2, true>},
+        {summary_read_kernel<128, false, 3, false>, summary_read_kernel<128, false, 3, true>}},
+       {{summary_read_kernel<128, true, 2, false>, summary_read_kernel<128, true, 2, true>},
+        {summary_read_kernel<128, true, 3, false>, summary_read_kernel<128, true, 3, true>}}}};
   for (const int head_major : {0, 1})
-    for (const int three : {0, 1}) {
-      const Kernel kernel = kernels[D == 128][head_major][three];
-      const int smem = (2 + three) * kProbeStep * (2 * D + 8) * 2;
-      SR_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-      const dim3 grid(unsigned(p.ctas_per_head), unsigned(B * H));
-      cudaGraphExec_t exec = cuda::capture_graph(stream, [&] {
-        for (int c = 0; c < p.copies; ++c)
-          kernel<<<grid, kProbeThreads, smem, stream>>>(table + int64_t(c) * (p.bytes / 2), H, nbr, slots, chunk, sink);
-      });
-      const float us = time_graph(exec, stream, reps) * 1e3f / float(p.copies);
-      cudaGraphExecDestroy(exec);
-      p.us[head_major][three] = us;
-    }
+    for (const int three : {0, 1})
+      for (const int bulk : {0, 1}) {
+        const Kernel kernel = kernels[D == 128][head_major][three][bulk];
+        const int smem = (2 + three) * kProbeStep * (2 * D + 8) * 2;
+        SR_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        const dim3 grid(unsigned(p.ctas_per_head), unsigned(B * H));
+        cudaGraphExec_t exec = cuda::capture_graph(stream, [&] {
+          for (int c = 0; c < p.copies; ++c)
+            kernel<<<grid, kProbeThreads, smem, stream>>>(table + int64_t(c) * (p.bytes / 2), H, nbr, slots, chunk, sink);
+        });
+        const float us = time_graph(exec, stream, reps) * 1e3f / float(p.copies);
+        cudaGraphExecDestroy(exec);
+        p.us[head_major][three][bulk] = us;
+      }
   SR_CUDA_CHECK(cudaFree(table));
   SR_CUDA_CHECK(cudaFree(sink));
   return p;
