@@ -44,6 +44,7 @@ __global__ void __launch_bounds__(kProbeThreads, 2)
   constexpr int kPer = kProbeThreads / kProbeStep;  // threads a row
   extern __shared__ __align__(16) uint16_t probe_stage[];  // [NS][kProbeStep * kRow]
   __shared__ __align__(8) uint64_t full[NS];                // BULK: a stage's bytes landed
+  (void)full;                                               // (unused by the cp.async instances)
   const int bh = int(blockIdx.y), b = bh / H, h = bh % H, tid = int(threadIdx.x);
   const int64_t first = int64_t(blockIdx.x) * chunk, end = std::min(first + chunk, nbr);
   const int64_t steps = end > first ? (end - first + kProbeStep - 1) / kProbeStep : 0;
