@@ -451,7 +451,6 @@ int main(int argc, char** argv) {
               row["dynamic_splits"] = dec.uses_dynamic_splits();
               row["wide_ctas"] = dec.uses_wide_ctas();
               row["route_tensor_cores"] = dec.routes_on_tensor_cores();
-              row["route_bulk_copies"] = dec.routes_with_bulk_copies();
               row["clock_ghz"] = clock_khz * 1e-6;
               if (routed) {
                 row["routing"] = summarise_phases(route_host, dec.route_trace_ctas(), clock_khz * 1e-6, kRouteTrace);
@@ -524,7 +523,6 @@ int main(int argc, char** argv) {
             row["dynamic_splits"] = dec.uses_dynamic_splits();
             row["wide_ctas"] = dec.uses_wide_ctas();
             row["route_tensor_cores"] = dec.routes_on_tensor_cores();
-            row["route_bulk_copies"] = dec.routes_with_bulk_copies();
             if (std::string(kernel) == "dense") {  // what the cluster plan weighed (sizes 2 to 16)
               std::vector<int> fit;
               for (int c = 2; c <= 16; ++c) fit.push_back(dec.resident_clusters(c));

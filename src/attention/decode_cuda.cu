@@ -146,7 +146,6 @@ struct CudaDecoder::Workspace {
   const void* kv_map_pages = nullptr;
   int anchor_stride = 1, block_stride = 16;
   int bounds_smem = 0, select_smem = 0, sink_capacity = 0, sort_capacity = 0, bounds_ctas_per_head = 1;
-  bool bulk_summaries = false;  // route_bounds' ring by bulk copies (route_bounds_bulk_applies)
 
   // The routing kernels' arguments for one run (a member: it reads the decoder's plan).
   RouteArgs route_args(const CudaDecoder& d, const PagedKV& kv, const int32_t* seq_lens, const void* q,
@@ -230,11 +229,6 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
                            : option_from_env("SINKROUTER_ROUTE_TENSOR_CORES", "on", {{"off", 0}, {"on", 1}}, "off or on");
   SR_CHECK(route_tc <= 1, "decode (CUDA): route_tensor_cores must be 0 or 1, not {}", route_tc);
   route_tensor_cores_ = route_tc == 1;
-  const int route_bulk = options.route_bulk_copies >= 0
-                             ? options.route_bulk_copies
-                             : option_from_env("SINKROUTER_ROUTE_BULK", "on", {{"off", 0}, {"on", 1}}, "off or on");
-  SR_CHECK(route_bulk <= 1, "decode (CUDA): route_bulk_copies must be 0 or 1, not {}", route_bulk);
-  route_bulk_copies_ = route_bulk == 1;
   fused_routing_ = options.fused_fast_routing && policy.kind == PolicyKind::SinkRouter &&
                    policy.mode == RouterMode::Fast;
 
@@ -376,8 +370,7 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
       SR_CUDA_CHECK(cudaMemset(w.route_tickets, 0, bh * 4));  // the kernel returns them to 0
       w.sink_capacity = w.anchor_stride + policy.window + block_size_ - 1;
       w.sort_capacity = sort_capacity_for(max_blocks_);
-      RouteArgs r = w.route_args(*this, kv, dkv.seq_lens, nullptr, DType::F32);
-      w.bulk_summaries = r.bulk_summaries = route_bulk_copies_ && cuda::route_bounds_bulk_applies(r);
+      const RouteArgs r = w.route_args(*this, kv, dkv.seq_lens, nullptr, DType::F32);
       w.bounds_smem = cuda::route_bounds_prepare(r);
       w.bounds_ctas_per_head = cuda::route_bounds_ctas_per_head(r, batch_, num_kv_heads_, w.bounds_smem);
       w.cert_partials = w.make<double2>(bh * size_t(w.bounds_ctas_per_head) * size_t(group_));
@@ -449,7 +442,6 @@ RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV
   r.adaptive_chunks = d.adaptive_route_chunks_;
   r.chunk_lists = d.route_chunk_lists_;
   r.tc_bounds = d.routes_on_tensor_cores();
-  r.bulk_summaries = w.bulk_summaries;
   r.small_steps = d.small_route_steps_;
   r.bounds_min_ctas = d.route_min_ctas_;
   r.route_trace = d.route_trace_;
@@ -555,8 +547,6 @@ bool CudaDecoder::routes_on_tensor_cores() const {
   return policy_.kind != PolicyKind::Dense && route_tensor_cores_ && kv_dtype_ == DType::BF16 &&
          group_ <= cuda::kTcMaxGroup && !policy_.fast_estimates();
 }
-
-bool CudaDecoder::routes_with_bulk_copies() const { return policy_.kind != PolicyKind::Dense && ws_->bulk_summaries; }
 
 int CudaDecoder::route_trace_ctas() const {
   return policy_.kind == PolicyKind::Dense ? 0 : ws_->bounds_ctas_per_head * batch_ * num_kv_heads_;

@@ -150,10 +150,6 @@ struct RouteArgs {
   // The bounds step on the tensor cores (decode_cuda_route_mma.cuh): CudaDecodeOptions::
   // route_tensor_cores, where it applies (a bf16 cache, G <= kTcMaxGroup, no estimate).
   bool tc_bounds;
-  // route_bounds' summary ring of three stages filled by bulk copies (decode_cuda_route_ring.cuh):
-  // CudaDecodeOptions::route_bulk_copies, where route_bounds_bulk_applies (the tensor-core step
-  // at head dim 128 on an sm_90 device, two CTAs an SM with the third stage).
-  bool bulk_summaries;
   // Outputs, all device.
   float* sink_max;  float* sink_sum;  // [B*QH] m_A, Z_A
   float* bterm;     // [B*H, block_stride, G] R * exp(u - m) / Z, rounded up to float
@@ -218,8 +214,6 @@ SR_DECLARE_ATTENTION_INSTANCES(d128_f16)
 void raise_smem_limit(const void* kernel, int smem);
 
 // Routing: dynamic shared memory of the two kernels (sets their limits; plan time).
-// Whether route_bounds can fill its ring with bulk copies for args (RouteArgs::bulk_summaries).
-bool route_bounds_bulk_applies(const RouteArgs& args);
 int route_bounds_prepare(const RouteArgs& args);
 // route_bounds CTAs per (b, h) for a grid of about one wave on this device.
 int route_bounds_ctas_per_head(const RouteArgs& args, int batch, int num_kv_heads, int smem);

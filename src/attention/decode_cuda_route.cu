@@ -35,7 +35,6 @@
 #include "decode_cuda_route_bounds.cuh"
 #include "decode_cuda_route_chunk_list.cuh"
 #include "decode_cuda_route_mma.cuh"
-#include "decode_cuda_route_ring.cuh"
 #include "decode_cuda_route_sink.cuh"
 #include "decode_cuda_route_tail.cuh"
 
@@ -66,18 +65,55 @@ __device__ __noinline__ double block_term(float u, double m, double z, int R) {
 }
 __device__ __noinline__ double exp_double(double x) { return exp(x); }
 
+// The slot of block j, -1 past nbr. slots: the sequence's row of the summary table
+// (PagedKV::summary_slot's), looked up once: through the kernel's argument it would be two
+// dependent loads a step, the row's start reloaded after every store.
+__device__ __forceinline__ int32_t summary_slot(const int32_t* slots, int64_t j, int64_t nbr) {
+  return j < nbr ? slots[j] : -1;
+}
+// Copies one step's summaries (head h; min row then max row, 2D elements a block) into
+// `stage` [RP][S] (S: staged_summary_stride, or tc_staged_stride for the tensor-core step):
+// thread tid copies 16-byte pieces of step block tid / (256 / RP), whose slot it holds (zeros
+// for slot -1). Not committed here.
+template <int D, int S>
+__device__ __forceinline__ void copy_step_summaries(const RouteArgs& a, int h, int32_t slot, int RP, uint16_t* stage) {
+  constexpr int kPieces = 2 * D / 8;
+  const int tid = int(threadIdx.x), per_block = kBoundsThreads / RP;
+  const uint16_t* src = static_cast<const uint16_t*>(a.kv.summaries) + (slot >= 0 ? a.kv.slot_summary_offset(slot, h) : 0);
+  uint16_t* dst = stage + (tid / per_block) * S;
+#pragma unroll 1
+  for (int c = tid % per_block; c < kPieces; c += per_block) cp_async16_to(smem_addr(dst + c * 8), src + c * 8, slot >= 0);
+}
+
+// Dynamic shared memory, in floats (each part a multiple of 4, so that what follows is
+// 16-byte aligned): q [G][q_stride] (pre-scaled), the sink scores [sink_capacity][G], the step's per-(block, head) results
+// [3][BoundsMap::kMaxResults] (u, term, keep), the summaries of the even steps
+// [blocks][staged_summary_stride], then one region that first holds the sink set's K rows
+// [min(sink_capacity, kSinkPass)][sink_key_stride(D)] and then the odd steps' summaries.
+struct BoundsSmem {
+  int q, scores, results, stage0, stage1, bytes;
+  static __host__ __device__ int up4(int x) { return (x + 3) / 4 * 4; }
+  __host__ __device__ BoundsSmem(int G, int D, int sink_capacity) {
+    const int stage_floats = BoundsMap(G).blocks * staged_summary_stride(D) / 2;
+    const int key_tokens = sink_capacity < kSinkPass ? sink_capacity : kSinkPass;
+    const int key_floats = up4(key_tokens * sink_key_stride(D) / 2);
+    q = 0;
+    scores = up4(G * q_stride(D));
+    results = scores + up4(sink_capacity * G);
+    stage0 = results + 3 * BoundsMap::kMaxResults;
+    stage1 = stage0 + stage_floats;
+    bytes = (stage1 + (stage_floats > key_floats ? stage_floats : key_floats)) * 4;
+  }
+};
+
 // Two CTAs an SM (what the shared memory and registers allowed anyway): left to itself, ptxas
 // gave some instantiations 80 registers and a few bytes of spill. TC: the bounds step on the
 // tensor cores (decode_cuda_route_mma.cuh; bf16, G <= 8, no estimate: RouteArgs::tc_bounds).
-// BULK: the ring of three stages filled by bulk copies (decode_cuda_route_ring.cuh; TC, head
-// dim 128: RouteArgs::bulk_summaries).
-template <int D, typename Tag, bool ADAPTIVE, bool TC, bool BULK>
+template <int D, typename Tag, bool ADAPTIVE, bool TC>
 __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const RouteArgs a) {
   static_assert(!TC || std::is_same_v<Tag, Bf16Tag>, "the tensor-core step splits q into bf16 parts");
-  static_assert(!BULK || (TC && D == 128), "bulk copies fill the tensor-core step's rows at head dim 128");
-  using Ring = SummaryRing<D, TC, BULK>;
+  constexpr int kStride = TC ? tc_staged_stride(D) : staged_summary_stride(D);  // of the staged rows
   extern __shared__ __align__(16) float dsm[];
-  __shared__ __align__(8) uint64_t s_full[Ring::kStages];  // bulk copies: a stage's rows have landed
   __shared__ double s_m[kMaxGroup], s_z[kMaxGroup];
   __shared__ float s_l1[kMaxGroup];  // |q_g|_1 (pre-scaled), for the bounds' rounding allowance
   __shared__ int s_last;
@@ -88,11 +124,12 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const int G = a.group, R = a.kv.block_size, tid = int(threadIdx.x);
   const BoundsMap map(G);
   int RP = map.blocks;  // blocks a step (fewer with small steps, below)
-  const BoundsSmem lay(G, D, a.sink_capacity, Ring::kStages, TC);
+  const BoundsSmem lay(G, D, a.sink_capacity);
   float* qs = dsm + lay.q;
   float* sc = dsm + lay.scores;
-  Ring ring{reinterpret_cast<uint16_t*>(dsm + lay.stage0), 2 * lay.stage_floats, s_full};
-  uint16_t* ks = ring.stage(1);  // the sink set's K rows, before step 1's summaries
+  uint16_t* const even_stage = reinterpret_cast<uint16_t*>(dsm + lay.stage0);
+  uint16_t* const odd_stage = reinterpret_cast<uint16_t*>(dsm + lay.stage1);
+  uint16_t* ks = odd_stage;  // the sink set's K rows, before the first odd step
 
   // Round trip 1: every load that depends on (b, h) alone, issued before any is used: the
   // length, the summary and page lists' starts, the anchors (thread t loads anchor t) and q.
@@ -145,24 +182,23 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     return;
   }
 
-  // Steps of this CTA (StepCursor): the ring holds step t while the copies of steps t + 1 ..
-  // t + kStages - 1 fly. Thread tid copies step block copy_block (SummaryRing), whose slot it
-  // loads a step before it issues the copy (the slot's round trip hidden by a step).
-  const int copy_block = Ring::copy_block(tid, RP);
+  // Steps of this CTA: step t bounds blocks chunk x + (t / PER) * gridDim.x, k = t % PER,
+  // RP of them. Thread tid copies step block tid / (256 / RP), whose slot it loads two
+  // steps ahead (its round trip, then the copy's, each hidden by a step).
+  const int copy_block = tid / (kBoundsThreads / RP);
   const int64_t my_chunks = chunks > blockIdx.x ? (chunks - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;
   const int64_t steps = my_chunks * PER;
+  // Walked with a cursor, not t / PER and t % PER: PER is a runtime value in the adaptive
+  // instantiation, and two 64-bit divisions a step are not needed. (c0, k): the current
+  // chunk's first block and the step in it.
+  // (c0n, kn): the cursor one step further, for the slot loaded two steps ahead.
   const int64_t chunk_stride = int64_t(gridDim.x) * chunk;
-  StepCursor cur{int64_t(blockIdx.x) * chunk, 0};  // the step being bounded
-  StepCursor slot_at = cur;                         // step slot_step, whose slot loads next
-  int64_t slot_step = 0;
-  const auto load_slot = [&]() {
-    const bool mine = slot_step < steps && copy_block >= 0;
-    const int32_t sl = summary_slot(slots, mine ? slot_at.first(RP) + copy_block : nbr, nbr);
-    slot_at.next(PER, chunk_stride);
-    ++slot_step;
-    return sl;
-  };
-  ring.init(RP);  // (published by the barrier below, before the first copy)
+  int64_t c0 = int64_t(blockIdx.x) * chunk, k = 0;
+  int64_t c0n = c0, kn = 1;
+  if (kn == PER) {
+    kn = 0;
+    c0n += chunk_stride;
+  }
 
   // 1. Sink signal. The sink set: the anchors before the window (ascending, so counted in
   // one barrier where thread t holds anchor t), then the window. The barrier also publishes q.
@@ -176,20 +212,16 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   const int count = na + int(n - ws);
   // Round trip 2: the first step's slots and the sink tokens' pages, both loaded before
   // either is used; then the two copies (the summaries' latency overlaps the sink signal).
-  const int32_t slot0 = load_slot();
-  int32_t slot_next = load_slot();  // step 1's, the ring's next copy
+  const int32_t slot0 = summary_slot(slots, steps > 0 ? c0 + copy_block : nbr, nbr);
   const bool sinker = tid < count && tid < kSinkPass;  // thread t looks sink token t's K row up
   const int64_t sink_row = sinker ? a.kv.k_offset_from(first_page, sink_token_pos(a, tid, na, ws, my_anchor), h) : 0;
   // (The sink rows' group first: the scores wait for it alone, not for the summaries queued
   // behind it, run 27a.)
   copy_sink_rows<D>(a, sink_row, count < kSinkPass ? count : kSinkPass, ks);
   cp_async_commit_group();
-  ring.issue(a, h, slot0, RP, steps > 0);
-  // The ring's next copy: step slot_step - 1 (whose slot is slot_next); then the slot a step ahead.
-  const auto issue_next_copy = [&]() {
-    ring.issue(a, h, slot_next, RP, slot_step - 1 < steps);
-    slot_next = load_slot();
-  };
+  copy_step_summaries<D, kStride>(a, h, slot0, RP, even_stage);
+  cp_async_commit_group();
+  int32_t slot_next = summary_slot(slots, steps > 1 ? c0n + kn * RP + copy_block : nbr, nbr);  // step 1's
   trace_route(a, kRouteQ);
   const int warp = tid / 32, wl = tid % 32;
   const BoundsLane me(map, G, warp, wl);
@@ -206,9 +238,6 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   }
   sink_scores<D, Tag>(a, h, anchors, first_page, na, ws, count, map, me, qq, ks, sc);
   __syncthreads();
-  // The sink rows are read: a three-stage ring issues step 1's copy into their place now, so
-  // that two steps fly from the loop's start.
-  if constexpr (Ring::kStages == 3) issue_next_copy();
   trace_route(a, kRouteSinkScores);
   for (int g = warp; g < G; g += kBoundsThreads / 32) {
     float mx = -INFINITY;
@@ -246,16 +275,26 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   TcBoundsQuery<TC ? D : 16> bq;  // the tensor-core step's q (TC only; qq is dead there from here)
   if constexpr (TC) bq.load(qs, G, warp % 2, wl);
   float* res_u = dsm + lay.results;  // [RP][G]
-  float* res_term = res_u + lay.results_per;
-  float* res_keep = res_term + lay.results_per;
+  float* res_term = res_u + BoundsMap::kMaxResults;
+  float* res_keep = res_term + BoundsMap::kMaxResults;
   int kept_here = 0;  // blocks this thread decided to keep (the count of this CTA's chunk list)
 #pragma unroll 1
   for (int64_t t = 0; t < steps; ++t) {
-    const int64_t j0 = cur.first(RP);  // the step's first block
-    cur.next(PER, chunk_stride);
-    uint16_t* const staged = ring.wait();  // this thread's view of step t's rows
-    __syncthreads();  // everyone's; step t - 1's reads of its stage and of the results are done
-    issue_next_copy();  // step t + kStages - 1, into step t - 1's stage
+    const int64_t j0 = c0 + k * RP;  // the step's first block
+    if (++k == PER) {  // (c0, k) moves on to step t + 1
+      k = 0;
+      c0 += chunk_stride;
+    }
+    if (++kn == PER) {  // (c0n, kn) moves on to step t + 2
+      kn = 0;
+      c0n += chunk_stride;
+    }
+    cp_async_wait_group<0>();  // this thread's copies of step t
+    __syncthreads();           // everyone's; step t - 1's reads of the other buffer and of the results are done
+    if (t + 1 < steps) copy_step_summaries<D, kStride>(a, h, slot_next, RP, (t & 1) ? even_stage : odd_stage);
+    cp_async_commit_group();
+    slot_next = summary_slot(slots, t + 2 < steps ? c0n + kn * RP + copy_block : nbr, nbr);
+    uint16_t* const staged = (t & 1) ? odd_stage : even_stage;
     if constexpr (TC) {
       // The tensor cores' partials, then block sb's bound for head g, one (sb, g) a thread.
       const int valid = j0 + RP <= nbr ? RP : int(nbr - j0);
@@ -328,7 +367,7 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
       kept_here += keep ? 1 : 0;
     }
   }
-  cp_async_wait_group<0>();  // (the last, empty groups)
+  cp_async_wait_group<0>();  // (the last, empty group)
   if (!a.fused_finish) {
     trace_route(a, kRouteBounds);
     trace_route_end(a, 1);
@@ -431,58 +470,29 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
 }
 
 using BoundsKernel = void (*)(RouteArgs);
-// The instantiation for the cache's head_dim and dtype, the chunk mode and the ring.
+// The instantiation for the cache's head_dim and dtype and the chunk mode.
 template <int D>
 BoundsKernel bounds_kernel_for_dim(const RouteArgs& a) {
   const bool ad = a.adaptive_chunks;
   if (a.kv.dtype != DType::BF16)
-    return ad ? route_bounds_kernel<D, F16Tag, true, false, false> : route_bounds_kernel<D, F16Tag, false, false, false>;
-  if constexpr (D == 128)
-    if (a.tc_bounds && a.bulk_summaries)
-      return ad ? route_bounds_kernel<D, Bf16Tag, true, true, true> : route_bounds_kernel<D, Bf16Tag, false, true, true>;
+    return ad ? route_bounds_kernel<D, F16Tag, true, false> : route_bounds_kernel<D, F16Tag, false, false>;
   if (a.tc_bounds)
-    return ad ? route_bounds_kernel<D, Bf16Tag, true, true, false> : route_bounds_kernel<D, Bf16Tag, false, true, false>;
-  return ad ? route_bounds_kernel<D, Bf16Tag, true, false, false> : route_bounds_kernel<D, Bf16Tag, false, false, false>;
+    return ad ? route_bounds_kernel<D, Bf16Tag, true, true> : route_bounds_kernel<D, Bf16Tag, false, true>;
+  return ad ? route_bounds_kernel<D, Bf16Tag, true, false> : route_bounds_kernel<D, Bf16Tag, false, false>;
 }
 BoundsKernel bounds_kernel_for(const RouteArgs& a) {
   return a.kv.head_dim == 64 ? bounds_kernel_for_dim<64>(a) : bounds_kernel_for_dim<128>(a);
 }
 
-// Whether bounds_kernel_for(a) is a tensor-core instance, and its ring's stages.
-bool bounds_on_tensor_cores(const RouteArgs& a) { return a.tc_bounds && a.kv.dtype == DType::BF16; }
-bool bounds_bulk(const RouteArgs& a) { return bounds_on_tensor_cores(a) && a.bulk_summaries && a.kv.head_dim == 128; }
-int bounds_smem_bytes(const RouteArgs& a) {
-  return BoundsSmem(a.group, a.kv.head_dim, a.sink_capacity, bounds_bulk(a) ? 3 : 2, bounds_on_tensor_cores(a)).bytes;
-}
-constexpr int kBoundsSmemLimit = 160 * 1024;  // what the CUDA router lets a routing CTA use
-
 }  // namespace
-
-bool route_bounds_bulk_applies(const RouteArgs& a) {
-  RouteArgs bulk = a;
-  bulk.bulk_summaries = true;
-  if (!bounds_bulk(bulk)) return false;
-  int dev = 0, major = 0;
-  SR_CUDA_CHECK(cudaGetDevice(&dev));
-  SR_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  const int smem = bounds_smem_bytes(bulk);
-  if (major < 9 || smem > kBoundsSmemLimit) return false;
-  // Two CTAs an SM with the third stage (the grid that hides the pass's latencies is a wave
-  // of two an SM; one would halve it).
-  const BoundsKernel kernel = bounds_kernel_for(bulk);
-  raise_smem_limit(reinterpret_cast<const void*>(kernel), smem);
-  int per_sm = 0;
-  SR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kBoundsThreads, smem));
-  return per_sm >= 2;
-}
 
 int route_bounds_prepare(const RouteArgs& a) {
   SR_CHECK(a.group <= kMaxGroup, "routing (CUDA): group {} exceeds {}", a.group, kMaxGroup);
-  const int64_t smem = bounds_smem_bytes(a);
-  SR_CHECK(smem <= kBoundsSmemLimit,
+  const int64_t smem = BoundsSmem(a.group, a.kv.head_dim, a.sink_capacity).bytes;
+  SR_CHECK(smem <= 160 * 1024,
            "routing (CUDA): the sink set ({} tokens: anchors + window {} + block {} - 1) of {} heads needs {} KB of "
-           "shared memory, more than the {} KB the CUDA router uses; lower the window or the block size",
-           a.sink_capacity, a.window, a.kv.block_size, a.group, smem / 1024, kBoundsSmemLimit / 1024);
+           "shared memory, more than the 160 KB the CUDA router uses; lower the window or the block size",
+           a.sink_capacity, a.window, a.kv.block_size, a.group, smem / 1024);
   raise_smem_limit(reinterpret_cast<const void*>(bounds_kernel_for(a)), int(smem));
   return int(smem);
 }

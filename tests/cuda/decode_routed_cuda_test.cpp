@@ -145,7 +145,6 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
   opt.route_min_ctas = seed / 12 % 2 ? 1 : 0;       // adaptive ones of several steps too
   opt.route_chunk_lists = seed % 4 == 3 ? 0 : 1;   // fast mode's kept list by the routing CTAs, or by the finish
   opt.route_tensor_cores = seed % 9 == 5 ? 0 : 1;   // the bounds step on the tensor cores (where it applies), or the quads
-  opt.route_bulk_copies = seed % 5 == 1 ? 0 : 1;    // its summaries by bulk copies (where they apply), or cp.async
   opt.kv_copy = seed / 24 % 2 ? 0 : 2;             // cp.async, or TMA where it runs (auto)
   opt.waves = seed % 5 == 2 ? 3 : 1;                // several waves of splits (taken however short the call)
   opt.waves_min_split_tokens = 1;
@@ -170,7 +169,6 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
   if (decoder.uses_dynamic_splits()) what += fmt::format(" (dynamic splits from {} tokens)", opt.dynamic_min_split_tokens);
   if (decoder.cluster_ctas() > 0)
     what += fmt::format(" (clusters of {}{})", decoder.cluster_ctas(), decoder.uses_wide_ctas() ? " wide CTAs" : "");
-  if (decoder.routes_with_bulk_copies()) what += " (bulk summary copies)";
   DeviceBuffer qd = testing::to_device(r.q);
   HostTensor out(DType::F32, {B, QH, D}), routed(DType::F64, {B, QH, D}), exact(DType::F64, {B, QH, D});
   DeviceBuffer od(out.bytes());

@@ -124,13 +124,6 @@ struct CudaDecodeOptions {
   // quads' CUDA-core sums everywhere. Both take the same rounding allowance (cpu::box_max_dot),
   // so they bound and decide alike. -1: SINKROUTER_ROUTE_TENSOR_CORES ("off" or "on"), unset: on.
   int route_tensor_cores = -1;
-  // How the routing pass stages its summaries (src/attention/decode_cuda_route_ring.cuh): 1 a
-  // ring of three stages filled by bulk copies (one cp.async.bulk a block row, an mbarrier a
-  // stage), where it applies: the tensor-core bounds step at head dim 128 on an sm_90 device,
-  // with two routing CTAs an SM still fitting (elsewhere the same as 0); 0 two stages of
-  // 16-byte cp.async pieces. Both bound and decide alike. -1: SINKROUTER_ROUTE_BULK ("off" or
-  // "on"), unset: on.
-  int route_bulk_copies = -1;
   // How the tensor-core kernel copies K/V into shared memory (docs/PERF.md, "Decode attention
   // with TMA copies"): 0 cp.async (16 bytes a lane, every page size); 1 TMA (one bulk tensor copy a
   // warp stage of 16 tokens: the tensor-core kernel, page sizes and, routed, routing-block
@@ -320,9 +313,6 @@ class CudaDecoder {
   // Whether the routing pass bounds on the tensor cores (options.route_tensor_cores, where it
   // applies: a routed policy, a bf16 cache, group <= 8, no fast-mode estimate).
   bool routes_on_tensor_cores() const;
-  // Whether the routing pass stages its summaries by bulk copies (options.route_bulk_copies,
-  // where it applies).
-  bool routes_with_bulk_copies() const;
   const AttentionPolicy& policy() const { return policy_; }
 
  private:
@@ -365,7 +355,6 @@ class CudaDecoder {
   bool small_route_steps_ = false;      // options.adaptive_route_chunks 2
   bool route_chunk_lists_ = true;       // options.route_chunk_lists resolved
   bool route_tensor_cores_ = true;      // options.route_tensor_cores resolved (before its conditions)
-  bool route_bulk_copies_ = true;       // options.route_bulk_copies resolved (before its conditions)
   int route_min_ctas_ = 1;              // options.route_min_ctas resolved
   int certificate_share_min_blocks_ = 4096;
   long long* phase_trace_ = nullptr;
