@@ -5,10 +5,9 @@
 //   bench_kernels --out kernels.json [--contexts 4096,8192,...] [--batches 1,8] [--reps 30]
 //                 [--shapes llama-3.1-8b,smollm2-135m] [--kernels dense,dense_splitk,...]
 //       --kernels: only the rows of these names (e.g. dense, dense_splitk, dense_cluster,
-//       dense_fixed, sinkrouter_fast, read_probe); the routed caches are generated only where a
-//       routed row is asked for. For sweeps of the plan's settings (KERNEL_VARIANTS) at long contexts.
-//   --kernels summary_probe (named only, never by default): the routing pass's summary read
-//       alone, slot- and head-major tables, rings of 2 and 3 steps (bench_summary_probe.cuh).
+//       dense_fixed, sinkrouter_fast, read_probe; summary_probe, bench_summary_probe.cuh, only
+//       when named); the routed caches are generated only where a routed row is asked for. For
+//       sweeps of the plan's settings (KERNEL_VARIANTS) at long contexts.
 //   --probe-ctas 96,132: with the read_probe row, rows read_probe_ctas: the same read by exactly
 //       that many CTAs of 512 threads (what a plan that leaves SMs idle could read at best).
 //   bench_kernels --trace-phases --shapes smollm2-135m --contexts 4096,8192 --batches 1
@@ -52,10 +51,10 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "bench_main.h"
 #include "bench_planted_cache.cuh"
 #include "bench_read_probe.cuh"
 #include "bench_summary_probe.cuh"
@@ -75,6 +74,7 @@ using sr::bench::fill_q;
 using sr::bench::kMaxPlantGroup;
 using sr::bench::measure_bandwidth;
 using sr::bench::median;
+using sr::bench::parse_list;
 using sr::bench::spread;
 using sr::bench::time_graph;
 
@@ -82,19 +82,6 @@ struct Shape {
   const char* name;
   int q_heads, kv_heads, head_dim;
 };
-
-std::vector<int64_t> parse_list(const std::string& s) {
-  std::vector<int64_t> v;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    char* end = nullptr;
-    const long long x = std::strtoll(item.c_str(), &end, 10);
-    if (item.empty() || *end != '\0') return {};
-    v.push_back(x);
-  }
-  return v;
-}
 
 // The steps of a traced call, each between two stamps; last_only: stamped only by a unit's
 // last CTA. Attention kernel (sr::PhaseSlot): the last three split last_cta_combine: the
@@ -545,29 +532,9 @@ int main(int argc, char** argv) {
           if (wanted("read_probe"))  // a pure read of dense's bytes, timed the same way (bench_read_probe.cuh)
             sr::bench::add_read_probe_rows(rows, {{"shape", sh.name}, {"batch", B}, {"context", ctx}}, kv_bytes, copies,
                                            bw.read_gbps, probe_ctas, stream, reps);
-          if (!kernel_filter.empty() && wanted("summary_probe")) {  // named only: bench_summary_probe.cuh
-            const int64_t nbr = ctx / cfg.block_size;
-            const sr::bench::SummaryProbe p =
-                sr::bench::time_summary_probe(int(B), sh.kv_heads, sh.head_dim, nbr, stream, reps);
-            for (const int head_major : {0, 1})
-              for (const int three : {0, 1})
-                for (const int bulk : {0, 1}) {
-                  const float us = p.us[head_major][three][bulk];
-                  nlohmann::json row = {{"shape", sh.name}, {"batch", B}, {"context", ctx}, {"kernel", "summary_probe"},
-                                        {"skip_target_pct", 0}, {"layout", head_major ? "head_major" : "slot_major"},
-                                        {"stages", 2 + three}, {"copies_by", bulk ? "bulk" : "cp.async"},
-                                        {"time_us", us}, {"bytes_read", p.bytes},
-                                        {"gbps", double(p.bytes) / (us * 1e-6) / 1e9},
-                                        {"floor_us", double(p.bytes) / (bw.read_gbps * 1e9) * 1e6},
-                                        {"ctas", p.ctas_per_head * B * sh.kv_heads}, {"copies", p.copies}};
-                  row["ratio_to_floor"] = us / row["floor_us"].get<double>();
-                  rows.push_back(row);
-                  std::printf("%-13s B=%lld ctx=%7lld summary_probe %-10s %d stages %-8s: %8.2f us  %6.0f GB/s  x%.2f floor\n",
-                              sh.name, (long long)B, (long long)ctx, head_major ? "head-major" : "slot-major", 2 + three,
-                              bulk ? "bulk" : "cp.async", us, row["gbps"].get<double>(), row["ratio_to_floor"].get<double>());
-                }
-            std::fflush(stdout);
-          }
+          if (!kernel_filter.empty() && wanted("summary_probe"))  // (only when named)
+            sr::bench::add_summary_probe_rows(rows, {{"shape", sh.name}, {"batch", B}, {"context", ctx}}, int(B), sh.kv_heads,
+                                              sh.head_dim, ctx / cfg.block_size, bw.read_gbps, stream, reps);
           sr::CudaDecodeOptions cuda_cores;
           cuda_cores.tensor_cores = false;
           cuda_cores.cluster = 0;  // (cluster mode is the tensor-core kernel's, whatever the environment says)

@@ -20,6 +20,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
 
 #include "bench_timing.cuh"
 #include "core/cuda_check.h"
@@ -156,6 +159,32 @@ inline SummaryProbe time_summary_probe(int B, int H, int D, int64_t nbr, cudaStr
   SR_CUDA_CHECK(cudaFree(table));
   SR_CUDA_CHECK(cudaFree(sink));
   return p;
+}
+
+// Appends to `rows` the summary_probe rows of one (shape, batch, context) (`key` holds those
+// three fields): each layout, ring depth and copy kind, each printed.
+inline void add_summary_probe_rows(nlohmann::json& rows, const nlohmann::json& key, int B, int H, int D, int64_t nbr,
+                                   double read_gbps, cudaStream_t stream, int reps) {
+  const SummaryProbe p = time_summary_probe(B, H, D, nbr, stream, reps);
+  const double floor_us = double(p.bytes) / (read_gbps * 1e9) * 1e6;
+  for (const int head_major : {0, 1})
+    for (const int three : {0, 1})
+      for (const int bulk : {0, 1}) {
+        const float us = p.us[head_major][three][bulk];
+        nlohmann::json row = {{"kernel", "summary_probe"}, {"skip_target_pct", 0},
+                              {"layout", head_major ? "head_major" : "slot_major"}, {"stages", 2 + three},
+                              {"copies_by", bulk ? "bulk" : "cp.async"}, {"time_us", us}, {"bytes_read", p.bytes},
+                              {"gbps", double(p.bytes) / (us * 1e-6) / 1e9}, {"floor_us", floor_us},
+                              {"ratio_to_floor", us / floor_us}, {"ctas", p.ctas_per_head * B * H},
+                              {"copies", p.copies}};
+        row.update(key);
+        rows.push_back(row);
+        std::printf("%-13s B=%d ctx=%7lld summary_probe %-10s %d stages %-8s: %8.2f us  %6.0f GB/s  x%.2f floor\n",
+                    key["shape"].get<std::string>().c_str(), B, (long long)key["context"].get<int64_t>(),
+                    head_major ? "head-major" : "slot-major", 2 + three, bulk ? "bulk" : "cp.async", us,
+                    row["gbps"].get<double>(), us / floor_us);
+      }
+  std::fflush(stdout);
 }
 
 }  // namespace sinkrouter::bench
