@@ -1,8 +1,10 @@
 // The summary read probe: the routing pass's read of the block summaries alone, in the pass's
-// order, for two table layouts. It asks whether the pass's bounds loop (run 37b: 268 MB at
-// Llama B=8 512K in ~86 us, ~3.1 TB/s) is held by the layout it reads or by its own per-step
-// work: the probe copies the same rows with the same grid, steps and two-stage cp.async ring,
-// and does nothing else with them.
+// order. It asks what holds the pass's bounds loop (run 37b: 268 MB at Llama B=8 512K in ~86 us,
+// ~3.1 TB/s): the layout it reads, the way it stages the rows, or its own per-step work. The
+// probe copies the same rows with the same grid and steps and does nothing else with them, in
+// eight variants: two table layouts (below) x rings of 2 or 3 staged steps x 16-byte cp.async
+// pieces (the pass's) or one bulk copy a row (core/cuda_bulk_copy.cuh). docs/PERF.md, "The
+// routing pass's summary reads, probed; bulk copies" (kernel runs 37c-37g).
 //
 // A summary row is a block's [min | max] for one KV head, 2D bf16 (512 bytes at D = 128).
 //   slot-major (the cache's, paged_kv.h): row (slot, h) at (slot * H + h) * 2D, so a (b, h) CTA
@@ -25,9 +27,9 @@
 #include <string>
 
 #include "bench_timing.cuh"
+#include "core/cuda_bulk_copy.cuh"
 #include "core/cuda_check.h"
 #include "core/cuda_graph.h"
-#include "core/cuda_bulk_copy.cuh"
 #include "core/cuda_tma.cuh"
 
 namespace sinkrouter::bench {
