@@ -26,10 +26,12 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "attention/decode_cuda_route_mma.cuh"
 #include "bench_timing.cuh"
 #include "core/cuda_bulk_copy.cuh"
 #include "core/cuda_check.h"
 #include "core/cuda_graph.h"
+#include "core/cuda_mma.cuh"
 #include "core/cuda_tma.cuh"
 
 namespace sinkrouter::bench {
@@ -44,7 +46,7 @@ constexpr int kProbeStep = 64;  // blocks a step, as the pass's (BoundsMap::bloc
 template <int D, bool HEAD_MAJOR, int NS, bool BULK>
 __global__ void __launch_bounds__(kProbeThreads, 2)
     summary_read_kernel(const uint16_t* table, int H, int64_t nbr, int64_t slots, int64_t chunk, uint4* sink) {
-  constexpr int kRow = 2 * D + 8;                   // staged row, elements (the tensor-core step's stride)
+  constexpr int kRow = cuda::tc_staged_stride(D);   // staged row, elements (the tensor-core step's)
   constexpr int kPieces = 2 * D / 8;                // 16-byte pieces a row
   constexpr int kPer = kProbeThreads / kProbeStep;  // threads a row
   extern __shared__ __align__(16) uint16_t probe_stage[];  // [NS][kProbeStep * kRow]
@@ -54,9 +56,14 @@ __global__ void __launch_bounds__(kProbeThreads, 2)
   const int64_t first = int64_t(blockIdx.x) * chunk, end = std::min(first + chunk, nbr);
   const int64_t steps = end > first ? (end - first + kProbeStep - 1) / kProbeStep : 0;
   const int row = tid / kPer;
+  // Block j's row of head h in the table.
+  const auto row_src = [&](int64_t j) {
+    const int64_t slot = int64_t(b) * nbr + j;
+    return table + (HEAD_MAJOR ? int64_t(h) * slots + slot : slot * H + h) * 2 * D;
+  };
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   if constexpr (BULK) {
-    if (tid < NS) cuda::mbarrier_init(unsigned(__cvta_generic_to_shared(&full[tid])), 1);
+    if (tid < NS) cuda::mbarrier_init(cuda::smem_addr(&full[tid]), 1);
     cuda::fence_mbarrier_init();
     __syncthreads();
   }
@@ -66,36 +73,31 @@ __global__ void __launch_bounds__(kProbeThreads, 2)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     if constexpr (BULK) {
       if (t >= steps || tid >= kProbeStep) return;
-      const uint32_t bar = unsigned(__cvta_generic_to_shared(&full[t % NS]));
+      const uint32_t bar = cuda::smem_addr(&full[t % NS]);
       const int64_t j0 = first + t * kProbeStep, rows = std::min<int64_t>(kProbeStep, end - j0);
       if (tid == 0) cuda::mbarrier_arrive_expect_tx(bar, uint32_t(rows * 4 * D));
       if (tid < rows) {
-        const int64_t slot = int64_t(b) * nbr + j0 + tid;
-        const uint16_t* src = table + (HEAD_MAJOR ? int64_t(h) * slots + slot : slot * H + h) * 2 * D;
         cuda::fence_proxy_async_shared();
-        cuda::bulk_load(unsigned(__cvta_generic_to_shared(stage + tid * kRow)), src, 4 * D, bar);
+        cuda::bulk_load(cuda::smem_addr(stage + tid * kRow), row_src(j0 + tid), 4 * D, bar);
       }
       return;
     }
 #endif
     const int64_t j = first + t * kProbeStep + row;
     if (t < steps && j < end) {
-      const int64_t slot = int64_t(b) * nbr + j;
-      const uint16_t* src = table + (HEAD_MAJOR ? int64_t(h) * slots + slot : slot * H + h) * 2 * D;
-      for (int c = tid % kPer; c < kPieces; c += kPer) {
-        const unsigned dst = unsigned(__cvta_generic_to_shared(stage + row * kRow + c * 8));
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src + c * 8));
-      }
+      const uint16_t* src = row_src(j);
+      for (int c = tid % kPer; c < kPieces; c += kPer)
+        cuda::cp_async16_to(cuda::smem_addr(stage + row * kRow + c * 8), src + c * 8, true);
     }
-    asm volatile("cp.async.commit_group;\n" ::);
+    cuda::cp_async_commit_group();
   };
   uint32_t x = 0;
   for (int s = 0; s < NS - 1; ++s) copy_step(s);  // (empty groups past the last step)
   for (int64_t t = 0; t < steps; ++t) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if constexpr (BULK) cuda::mbarrier_wait(unsigned(__cvta_generic_to_shared(&full[t % NS])), uint32_t(t / NS) & 1u);
+    if constexpr (BULK) cuda::mbarrier_wait(cuda::smem_addr(&full[t % NS]), uint32_t(t / NS) & 1u);
 #endif
-    if constexpr (!BULK) asm volatile("cp.async.wait_group %0;\n" ::"n"(NS - 2));
+    if constexpr (!BULK) cuda::cp_async_wait_group<NS - 2>();
     __syncthreads();
     copy_step(t + NS - 1);
     const uint16_t* stage = probe_stage + int(t % NS) * kProbeStep * kRow;
@@ -146,7 +148,7 @@ inline SummaryProbe time_summary_probe(int B, int H, int D, int64_t nbr, cudaStr
     for (const int three : {0, 1})
       for (const int bulk : {0, 1}) {
         const Kernel kernel = kernels[D == 128][head_major][three][bulk];
-        const int smem = (2 + three) * kProbeStep * (2 * D + 8) * 2;
+        const int smem = (2 + three) * kProbeStep * cuda::tc_staged_stride(D) * 2;
         SR_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
         const dim3 grid(unsigned(p.ctas_per_head), unsigned(B * H));
