@@ -17,10 +17,11 @@
 //       routing pass's steps too (set_route_trace, lines "trace-route"); printed, and JSON
 //   --trace-warm: the traced call right after another call on the same copy (its code warm in
 //       L2), not after the timed graph's last call on another copy (kernel runs 25h-25i).
-//   --trace-quiet 90: the traced routed call's planted quiet blocks, in percent (default 50).
+//   --trace-quiet 90: the planted quiet blocks, in percent (default 50), of the traced calls
+//     (--trace-phases) and of the profiled ones (--profile-once).
 //   bench_kernels --profile-once --shapes llama-3.1-8b --contexts 65536 --batches 1
-//       one eager dense run and one routed run (the default policy, 50 % quiet blocks) of
-//       the first shape, context and batch, nothing else: for ncu (run_on_device.sh),
+//       one eager dense run and one routed run (the default policy, 50 % quiet blocks unless
+//       --trace-quiet) of the first shape, context and batch, nothing else: for ncu (run_on_device.sh),
 //       whose kernel filter then sees attention, route_bounds (which finishes fast mode), attention.
 //   --probe-policy fast: the routed call of those two is the sinkrouter_fast rows' policy
 //       (fast mode deciding on the bound itself) instead of the default policy.
@@ -226,7 +227,7 @@ int main(int argc, char** argv) {
   bool profile_once = false, trace_phases = false, trace_warm = false;
   std::string probe_policy = "default";  // the routed policy of --profile-once and --trace-phases
   bool shared_heads = false;             // --quiet-heads shared
-  int trace_quiet = 50;                  // --trace-quiet: planted quiet blocks of the traced calls, %
+  int trace_quiet = 50;                  // --trace-quiet: planted quiet blocks of the traced and profiled calls, %
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
     if (k == "--profile-once" || k == "--trace-phases" || k == "--trace-warm") {
@@ -356,7 +357,7 @@ int main(int argc, char** argv) {
             SR_CUDA_CHECK(cudaStreamSynchronize(stream));
           };
           if (profile_once) {  // one eager dense run, one routed run; ncu picks the kernels
-            generate(50);
+            generate(trace_quiet);
             const sr::AttentionPolicy routed = probe_routed_policy(probe_policy);
             sr::CudaDecoder dense(cache.view(0, int(B)), sh.q_heads, sr::AttentionPolicy{}, scale);
             sr::CudaDecoder router(cache.view(0, int(B)), sh.q_heads, routed, scale);

@@ -124,6 +124,17 @@ struct CudaDecodeOptions {
   // quads' CUDA-core sums everywhere. Both take the same rounding allowance (cpu::box_max_dot),
   // so they bound and decide alike. -1: SINKROUTER_ROUTE_TENSOR_CORES ("off" or "on"), unset: on.
   int route_tensor_cores = -1;
+  // Fused fast mode (the routing pass's last CTA per (b, h) finishes it, and the attention
+  // kernel follows it directly): when the pass lets the attention kernel launch (programmatic
+  // dependent launch). 0 at its start, as every other PDL kernel here: the attention's CTAs
+  // are then placed while the pass's CTAs still hold every SM, each cluster wherever a GPC
+  // first frees enough of them; 1 after the finishing CTA's ticket (the others at their exit),
+  // so that the attention is placed on a GPU that holds only the finishing CTAs; 2 at every
+  // CTA's exit. Kernel runs 38a-38b: at Llama batch 1 512K, in clusters of 8 wide CTAs, the
+  // attention read 65 % slower a token when placed early than with PDL off (docs/PERF.md,
+  // "Where the routed attention is placed"). -1: SINKROUTER_ROUTE_TRIGGER ("start", "ticket"
+  // or "exit"), unset: ticket.
+  int route_trigger = -1;
   // How the tensor-core kernel copies K/V into shared memory (docs/PERF.md, "Decode attention
   // with TMA copies"): 0 cp.async (16 bytes a lane, every page size); 1 TMA (one bulk tensor copy a
   // warp stage of 16 tokens: the tensor-core kernel, page sizes and, routed, routing-block
@@ -355,6 +366,7 @@ class CudaDecoder {
   bool small_route_steps_ = false;      // options.adaptive_route_chunks 2
   bool route_chunk_lists_ = true;       // options.route_chunk_lists resolved
   bool route_tensor_cores_ = true;      // options.route_tensor_cores resolved (before its conditions)
+  int route_trigger_ = 1;               // options.route_trigger resolved (RouteArgs::trigger)
   int route_min_ctas_ = 1;              // options.route_min_ctas resolved
   int certificate_share_min_blocks_ = 4096;
   long long* phase_trace_ = nullptr;
