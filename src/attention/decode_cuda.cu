@@ -231,9 +231,8 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   route_tensor_cores_ = route_tc == 1;
   route_trigger_ = options.route_trigger >= 0
                        ? options.route_trigger
-                       : option_from_env("SINKROUTER_ROUTE_TRIGGER", "ticket", {{"start", 0}, {"ticket", 1}, {"exit", 2}},
-                                         "start, ticket or exit");
-  SR_CHECK(route_trigger_ <= 2, "decode (CUDA): route_trigger must be 0, 1 or 2, not {}", route_trigger_);
+                       : option_from_env("SINKROUTER_ROUTE_TRIGGER", "exit", {{"start", 0}, {"exit", 1}}, "start or exit");
+  SR_CHECK(route_trigger_ <= 1, "decode (CUDA): route_trigger must be 0 or 1, not {}", route_trigger_);
   fused_routing_ = options.fused_fast_routing && policy.kind == PolicyKind::SinkRouter &&
                    policy.mode == RouterMode::Fast;
 
@@ -446,7 +445,7 @@ RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV
   r.bounds_ctas_per_head = w.bounds_ctas_per_head;
   r.adaptive_chunks = d.adaptive_route_chunks_;
   r.chunk_lists = d.route_chunk_lists_;
-  r.trigger = d.route_trigger_;
+  r.trigger_at_exit = d.route_trigger_ == 1;
   r.tc_bounds = d.routes_on_tensor_cores();
   r.small_steps = d.small_route_steps_;
   r.bounds_min_ctas = d.route_min_ctas_;

@@ -5,6 +5,7 @@
 // whether its splits are claimed in chunks (decode_cuda_claims.cuh).
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 
 #include "decode_cuda_env.h"
 #include "decode_cuda_kernels.cuh"
@@ -200,13 +201,23 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   // - head dim 64 (SmolLM2, 16 x 1 wide, 48 CTAs): 4K-16K 7-18 % faster in both modes, 64K up to
   //   7 % slower. The flat list's last CTA merges tens of partials alone (6-12 us at batch 1, run
   //   24b); at batch 8 (clusters of 2) it reads within 5-10 % of the bytes' floor (run 24d).
+  // Fast mode at head dim 128 and batch 1 takes them at every capacity where the routing pass
+  // lets the attention launch at its CTAs' exit (route_trigger): the slow loops above were
+  // clusters placed while the pass held every SM. Kernel run 38e, 50 % skipped, cluster mode /
+  // the flat list: 64K 70.9 / 81.0 us, 128K 104.0 / 114.6, 256K 174.7 / 186.0, 512K 299.1 / 310.9
+  // (0-90 % skipped: 3-14 % faster everywhere). At head dim 64 the limit stays (run 38d, SmolLM2
+  // B=1 512K nothing skipped: 240.6 against 146.0 us: 48 CTAs read too slowly).
   if (routed && ctas > 0) {
     if (groups > 1) {
       const bool wide16 = head_dim_ == 64 && wide_all_resident(*this, 16, units, sms, true);
       ctas = wide16 || (head_dim_ == 64 && fit(16) >= units) ? 16 : fit(8) >= units ? 8 : 0;
       groups = ctas > 0 ? 1 : 0;
     }
-    const int64_t most_tokens = head_dim_ == 128 && fused_routing_ ? 65536 : 16384;
+    const bool placed_idle = fused_routing_ && route_trigger_ == 1 && batch_ == 1;
+    const int64_t most_tokens = head_dim_ != 128 ? 16384
+                                : !fused_routing_ ? 16384
+                                : placed_idle     ? std::numeric_limits<int64_t>::max()
+                                                  : 65536;
     if (mode == 2 && (ctas < 8 || max_capacity_ > most_tokens)) ctas = groups = 0;
   }
   // Auto takes the plan chosen above wherever its clusters are all resident (ctas > 0), up to

@@ -91,8 +91,6 @@ struct AttnArgs {
 
 // Heads the tensor-core bounds step holds in one B tile (the mma's N; decode_cuda_route_mma.cuh).
 constexpr int kTcMaxGroup = 8;
-// RouteArgs::trigger: where fused fast mode's route_bounds calls pdl_launch_dependents.
-constexpr int kRouteTriggerStart = 0, kRouteTriggerTicket = 1, kRouteTriggerExit = 2;
 
 // The routing pass: two kernels (fast mode: route_bounds alone, see fused_finish).
 //   route_bounds: grid (bounds_ctas_per_head, B*H), at most about one wave. Every CTA
@@ -152,9 +150,9 @@ struct RouteArgs {
   // The bounds step on the tensor cores (decode_cuda_route_mma.cuh): CudaDecodeOptions::
   // route_tensor_cores, where it applies (a bf16 cache, G <= kTcMaxGroup, no estimate).
   bool tc_bounds;
-  // Fused fast mode: when route_bounds lets its dependent (the attention kernel) launch
-  // (CudaDecodeOptions::route_trigger): kRouteTriggerStart / Ticket / Exit.
-  int trigger;
+  // Fused fast mode: route_bounds lets its dependent (the attention kernel) launch at each
+  // CTA's exit, not at its start (CudaDecodeOptions::route_trigger).
+  bool trigger_at_exit;
   // Outputs, all device.
   float* sink_max;  float* sink_sum;  // [B*QH] m_A, Z_A
   float* bterm;     // [B*H, block_stride, G] R * exp(u - m) / Z, rounded up to float

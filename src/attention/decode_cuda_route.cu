@@ -117,14 +117,14 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   __shared__ double s_m[kMaxGroup], s_z[kMaxGroup];
   __shared__ float s_l1[kMaxGroup];  // |q_g|_1 (pre-scaled), for the bounds' rounding allowance
   __shared__ int s_last;
-  // q, the cache and the lengths are the kernels before's output. Fused fast mode lets the
-  // attention kernel launch later than the start (RouteArgs::trigger): launched here, its
-  // clusters were placed wherever a GPC first freed enough SMs while this grid still held them
-  // all, and read up to 65 % slower a token (kernel runs 38a-38b). Without a call, a CTA
-  // triggers at its exit.
+  // q, the cache and the lengths are the kernels before's output. Fused fast mode may let the
+  // attention kernel launch only as each CTA exits (RouteArgs::trigger_at_exit: no call here,
+  // and a CTA that never calls triggers at its exit): launched at the start, its clusters were
+  // placed wherever a GPC first freed 8 SMs while this grid still held them all, and read up to
+  // 45 % slower a token (kernel runs 38a-38e, docs/PERF.md "Where the routed attention is placed").
   warm_params(a);
   pdl_wait();
-  if (!a.fused_finish || a.trigger == kRouteTriggerStart) pdl_launch_dependents();
+  if (!(a.fused_finish && a.trigger_at_exit)) pdl_launch_dependents();
   trace_route(a, kRouteStartNs);
   trace_route(a, kRouteEntry);
   const int bh = int(blockIdx.y), H = a.kv.num_kv_heads, b = bh / H, h = bh % H;
@@ -458,9 +458,6 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
     return;
   }
   if (tid == 0) a.route_tickets[bh] = 0;  // every other CTA has taken its ticket
-  // The attention kernel may launch once every (b, h)'s finishing CTA is here (the others
-  // have exited): only these CTAs hold SMs now, and its finish overlaps the launch.
-  if (a.trigger == kRouteTriggerTicket) pdl_launch_dependents();
   FinishKnown known{slots, na, my_anchor};
   if (own_lists) {
     __shared__ int s_listed;

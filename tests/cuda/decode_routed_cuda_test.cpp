@@ -145,7 +145,7 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
   opt.route_min_ctas = seed / 12 % 2 ? 1 : 0;       // adaptive ones of several steps too
   opt.route_chunk_lists = seed % 4 == 3 ? 0 : 1;   // fast mode's kept list by the routing CTAs, or by the finish
   opt.route_tensor_cores = seed % 9 == 5 ? 0 : 1;   // the bounds step on the tensor cores (where it applies), or the quads
-  opt.route_trigger = int(seed / 3 % 3);            // fast mode's attention launched at the pass's start, ticket or exit
+  opt.route_trigger = int(seed / 3 % 2);            // fast mode's attention launched at the pass's start or its CTAs' exit
   opt.kv_copy = seed / 24 % 2 ? 0 : 2;             // cp.async, or TMA where it runs (auto)
   opt.waves = seed % 5 == 2 ? 3 : 1;                // several waves of splits (taken however short the call)
   opt.waves_min_split_tokens = 1;
@@ -345,7 +345,9 @@ TEST(CudaRoutedDecode, AutoPlanTakesClustersAtBatchOneUpToACapacity) {
     int want_ctas;     // cluster CTAs expected (0: the flat list)
   };
   for (const Shape s : {Shape{8, 32, 128, 1, 4096, RouterMode::Fast, -1, 8}, Shape{8, 32, 128, 1, 65536, RouterMode::Fast, -1, 8},
-                        Shape{8, 32, 128, 1, 131072, RouterMode::Fast, -1, 0},
+                        Shape{8, 32, 128, 1, 131072, RouterMode::Fast, -1, 8},
+                        Shape{8, 32, 128, 1, 524288, RouterMode::Fast, -1, 8},
+                        Shape{8, 32, 128, 2, 131072, RouterMode::Fast, -1, 0},
                         Shape{8, 32, 128, 1, 16384, RouterMode::Certified, -1, 8},
                         Shape{8, 32, 128, 1, 65536, RouterMode::Certified, -1, 0},
                         Shape{8, 32, 128, 8, 4096, RouterMode::Fast, -1, 0}, Shape{8, 32, 128, 1, 4096, RouterMode::Fast, 1, 0},

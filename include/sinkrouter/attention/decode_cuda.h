@@ -128,12 +128,11 @@ struct CudaDecodeOptions {
   // kernel follows it directly): when the pass lets the attention kernel launch (programmatic
   // dependent launch). 0 at its start, as every other PDL kernel here: the attention's CTAs
   // are then placed while the pass's CTAs still hold every SM, each cluster wherever a GPC
-  // first frees enough of them; 1 after the finishing CTA's ticket (the others at their exit),
-  // so that the attention is placed on a GPU that holds only the finishing CTAs; 2 at every
-  // CTA's exit. Kernel runs 38a-38b: at Llama batch 1 512K, in clusters of 8 wide CTAs, the
-  // attention read 65 % slower a token when placed early than with PDL off (docs/PERF.md,
-  // "Where the routed attention is placed"). -1: SINKROUTER_ROUTE_TRIGGER ("start", "ticket"
-  // or "exit"), unset: ticket.
+  // first frees enough of them; 1 at each routing CTA's exit, so that the attention is placed
+  // on an idle GPU. Kernel runs 38a-38e, Llama batch 1 512K in clusters of 8 wide CTAs, nothing
+  // skipped: 791 us placed at the start, 543 at the exit, 545 with PDL off (docs/PERF.md,
+  // "Where the routed attention is placed"). -1: SINKROUTER_ROUTE_TRIGGER ("start" or "exit"),
+  // unset: exit.
   int route_trigger = -1;
   // How the tensor-core kernel copies K/V into shared memory (docs/PERF.md, "Decode attention
   // with TMA copies"): 0 cp.async (16 bytes a lane, every page size); 1 TMA (one bulk tensor copy a
@@ -177,9 +176,11 @@ struct CudaDecodeOptions {
   // where given; several clusters a head become one of 16 at head dim 64, of 8 at 128), wide
   // CTAs as options.wide_ctas decides. 0 off; 1 on (a clear error where it cannot run); 2
   // auto: where that plan has clusters of 8 or more (batch 1's) and the capacity is at most 64K
-  // tokens (fast mode at head dim 128) or 16K (otherwise), unless dynamic_splits is on (the two
-  // are exclusive for routed decoders). Past those its fewer CTAs read slower than the flat
-  // list's many (kernel runs 25a-25b; docs/PERF.md, "Routed decode in cluster mode").
+  // tokens (fast mode at head dim 128; any capacity at batch 1 where route_trigger lets the
+  // attention launch at the routing CTAs' exit) or 16K (otherwise), unless dynamic_splits is on
+  // (the two are exclusive for routed decoders). Past those its fewer CTAs read slower than the
+  // flat list's many (kernel runs 25a-25b, 38d-38e; docs/PERF.md, "Routed decode in cluster mode",
+  // "Where the routed attention is placed").
   // -1: SINKROUTER_DECODE_ROUTED_CLUSTER ("off", "on" or "auto"), unset: auto.
   int routed_cluster = -1;
   // CTAs a cluster: 0 chooses (2 to 16, all clusters resident at once, the busiest SM's read
@@ -366,7 +367,7 @@ class CudaDecoder {
   bool small_route_steps_ = false;      // options.adaptive_route_chunks 2
   bool route_chunk_lists_ = true;       // options.route_chunk_lists resolved
   bool route_tensor_cores_ = true;      // options.route_tensor_cores resolved (before its conditions)
-  int route_trigger_ = 1;               // options.route_trigger resolved (RouteArgs::trigger)
+  int route_trigger_ = 1;               // options.route_trigger resolved (RouteArgs::trigger_at_exit)
   int route_min_ctas_ = 1;              // options.route_min_ctas resolved
   int certificate_share_min_blocks_ = 4096;
   long long* phase_trace_ = nullptr;
