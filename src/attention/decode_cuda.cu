@@ -231,8 +231,10 @@ CudaDecoder::CudaDecoder(const DeviceKV& dkv, int num_q_heads, const AttentionPo
   route_tensor_cores_ = route_tc == 1;
   route_trigger_ = options.route_trigger >= 0
                        ? options.route_trigger
-                       : option_from_env("SINKROUTER_ROUTE_TRIGGER", "exit", {{"start", 0}, {"exit", 1}}, "start or exit");
-  SR_CHECK(route_trigger_ <= 1, "decode (CUDA): route_trigger must be 0 or 1, not {}", route_trigger_);
+                       : option_from_env("SINKROUTER_ROUTE_TRIGGER", "auto", {{"start", 0}, {"exit", 1}, {"auto", 2}},
+                                         "start, exit or auto");
+  SR_CHECK(route_trigger_ <= 2, "decode (CUDA): route_trigger must be 0 (start), 1 (exit) or 2 (auto), not {}",
+           route_trigger_);
   fused_routing_ = options.fused_fast_routing && policy.kind == PolicyKind::SinkRouter &&
                    policy.mode == RouterMode::Fast;
 
@@ -445,7 +447,7 @@ RouteArgs CudaDecoder::Workspace::route_args(const CudaDecoder& d, const PagedKV
   r.bounds_ctas_per_head = w.bounds_ctas_per_head;
   r.adaptive_chunks = d.adaptive_route_chunks_;
   r.chunk_lists = d.route_chunk_lists_;
-  r.trigger_at_exit = d.route_trigger_ == 1;
+  r.trigger_at_exit = d.route_trigger_at_exit();
   r.tc_bounds = d.routes_on_tensor_cores();
   r.small_steps = d.small_route_steps_;
   r.bounds_min_ctas = d.route_min_ctas_;
@@ -551,6 +553,10 @@ void CudaDecoder::run(const DeviceKV& dkv, const void* q, DType q_dtype, void* o
 bool CudaDecoder::routes_on_tensor_cores() const {
   return policy_.kind != PolicyKind::Dense && route_tensor_cores_ && kv_dtype_ == DType::BF16 &&
          group_ <= cuda::kTcMaxGroup && !policy_.fast_estimates();
+}
+
+bool CudaDecoder::route_trigger_at_exit() const {
+  return fused_routing_ && (route_trigger_ == 1 || (route_trigger_ == 2 && cluster_ctas_ != 16));
 }
 
 int CudaDecoder::route_trace_ctas() const {

@@ -455,7 +455,7 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
       {[](CudaDecodeOptions& o) { o.adaptive_route_chunks = 3; }, "adaptive_route_chunks must be 0, 1 or 2, not 3"},
       {[](CudaDecodeOptions& o) { o.route_chunk_lists = 2; }, "route_chunk_lists must be 0 or 1, not 2"},
       {[](CudaDecodeOptions& o) { o.route_tensor_cores = 2; }, "route_tensor_cores must be 0 or 1, not 2"},
-      {[](CudaDecodeOptions& o) { o.route_trigger = 2; }, "route_trigger must be 0 or 1, not 2"},
+      {[](CudaDecodeOptions& o) { o.route_trigger = 3; }, "route_trigger must be 0 (start), 1 (exit) or 2 (auto), not 3"},
       {[](CudaDecodeOptions& o) { o.ctas_per_sm = 33; }, "ctas_per_sm must be 0 (as many as fit) to 32, not 33"},
       {[](CudaDecodeOptions& o) { o.dynamic_splits = 3; },
        "dynamic_splits must be 0 (off), 1 (on) or 2 (auto), not 3"},
@@ -506,7 +506,7 @@ TEST(CudaDecodeErrors, UnsupportedShapesAndPoliciesAreClear) {
   expect_env_error("SINKROUTER_DECODE_SPREAD", "1", "SINKROUTER_DECODE_SPREAD must be off or on, not '1'");
   expect_env_error("SINKROUTER_ROUTE_CHUNK_LISTS", "yes", "SINKROUTER_ROUTE_CHUNK_LISTS must be off or on, not 'yes'");
   expect_env_error("SINKROUTER_ROUTE_TENSOR_CORES", "1", "SINKROUTER_ROUTE_TENSOR_CORES must be off or on, not '1'");
-  expect_env_error("SINKROUTER_ROUTE_TRIGGER", "ticket", "SINKROUTER_ROUTE_TRIGGER must be start or exit, not 'ticket'");
+  expect_env_error("SINKROUTER_ROUTE_TRIGGER", "ticket", "SINKROUTER_ROUTE_TRIGGER must be start, exit or auto, not 'ticket'");
   expect_env_error("SINKROUTER_DECODE_DYNAMIC_MIN_SPLIT", "5k",
                    "SINKROUTER_DECODE_DYNAMIC_MIN_SPLIT must be an integer, not '5k'");
   expect_env_error("SINKROUTER_DECODE_DYNAMIC_MIN_SPLIT", "-3", "dynamic_min_split_tokens -3 must be at least 1");

@@ -145,7 +145,7 @@ void check_routed_case(uint64_t seed, PolicyKind kind, CaseResult& total) {
   opt.route_min_ctas = seed / 12 % 2 ? 1 : 0;       // adaptive ones of several steps too
   opt.route_chunk_lists = seed % 4 == 3 ? 0 : 1;   // fast mode's kept list by the routing CTAs, or by the finish
   opt.route_tensor_cores = seed % 9 == 5 ? 0 : 1;   // the bounds step on the tensor cores (where it applies), or the quads
-  opt.route_trigger = int(seed / 3 % 2);            // fast mode's attention launched at the pass's start or its CTAs' exit
+  opt.route_trigger = int(seed / 3 % 3);            // fast mode's attention launched at the pass's start, its CTAs' exit, or auto
   opt.kv_copy = seed / 24 % 2 ? 0 : 2;             // cp.async, or TMA where it runs (auto)
   opt.waves = seed % 5 == 2 ? 3 : 1;                // several waves of splits (taken however short the call)
   opt.waves_min_split_tokens = 1;
@@ -363,6 +363,8 @@ TEST(CudaRoutedDecode, AutoPlanTakesClustersAtBatchOneUpToACapacity) {
                                         s.kv_heads, s.head_dim, s.batch, s.capacity, p.describe(), d.cluster_groups(),
                                         d.cluster_ctas(), d.uses_wide_ctas() ? ", wide CTAs" : "");
     EXPECT_EQ(d.cluster_ctas(), s.want_ctas) << how;
+    // Auto's launch trigger: at the routing CTAs' exit in fast mode, but for clusters of 16.
+    EXPECT_EQ(d.route_trigger_at_exit(), s.mode == RouterMode::Fast && s.want_ctas != 16) << how;
     if (s.want_ctas > 0) {
       EXPECT_EQ(d.cluster_groups(), 1) << how;
       EXPECT_TRUE(d.uses_wide_ctas()) << how;

@@ -129,10 +129,13 @@ struct CudaDecodeOptions {
   // dependent launch). 0 at its start, as every other PDL kernel here: the attention's CTAs
   // are then placed while the pass's CTAs still hold every SM, each cluster wherever a GPC
   // first frees enough of them; 1 at each routing CTA's exit, so that the attention is placed
-  // on an idle GPU. Kernel runs 38a-38e, Llama batch 1 512K in clusters of 8 wide CTAs, nothing
-  // skipped: 791 us placed at the start, 543 at the exit, 545 with PDL off (docs/PERF.md,
-  // "Where the routed attention is placed"). -1: SINKROUTER_ROUTE_TRIGGER ("start" or "exit"),
-  // unset: exit.
+  // on an idle GPU; 2 auto: at the exit except where the routed attention runs in clusters of
+  // 16 (head dim 64 at batch 1), a whole GPC each, whose place an early launch cannot spoil and
+  // which only lose the launch's overlap. Kernel runs 38a-38g: Llama batch 1 512K in clusters of
+  // 8 wide CTAs, nothing skipped, 791 us placed at the start, 543 at the exit, 545 with PDL
+  // off; SmolLM2 batch 1 4K in clusters of 16, 50 % skipped, 22.3 us at the start, 23.4 at the
+  // exit (docs/PERF.md, "Where the routed attention is placed"). -1: SINKROUTER_ROUTE_TRIGGER
+  // ("start", "exit" or "auto"), unset: auto.
   int route_trigger = -1;
   // How the tensor-core kernel copies K/V into shared memory (docs/PERF.md, "Decode attention
   // with TMA copies"): 0 cp.async (16 bytes a lane, every page size); 1 TMA (one bulk tensor copy a
@@ -312,6 +315,9 @@ class CudaDecoder {
   int wave_ctas() const { return wave_ctas_; }  // CTAs of one wave (target_ctas, or the resident capacity)
   int waves() const { return waves_; }
   int cluster_ctas() const { return cluster_ctas_; }  // CTAs a cluster in cluster mode; 0: the flat Split-K list
+  // Whether fused fast mode's routing pass lets the attention kernel launch only at its CTAs'
+  // exit (options.route_trigger resolved for this plan); false where the routing is not fused.
+  bool route_trigger_at_exit() const;
   int cluster_groups() const { return cluster_groups_; }  // clusters a (sequence, KV head) in cluster mode
   // How many clusters of `ctas` CTAs (2 to 16) of this decoder's dense tensor-core kernel can be
   // resident at once (cudaOccupancyMaxActiveClusters; 0 where none can, or without tensor
@@ -367,7 +373,7 @@ class CudaDecoder {
   bool small_route_steps_ = false;      // options.adaptive_route_chunks 2
   bool route_chunk_lists_ = true;       // options.route_chunk_lists resolved
   bool route_tensor_cores_ = true;      // options.route_tensor_cores resolved (before its conditions)
-  int route_trigger_ = 1;               // options.route_trigger resolved (RouteArgs::trigger_at_exit)
+  int route_trigger_ = 2;               // options.route_trigger resolved (0 start, 1 exit, 2 auto)
   int route_min_ctas_ = 1;              // options.route_min_ctas resolved
   int certificate_share_min_blocks_ = 4096;
   long long* phase_trace_ = nullptr;
