@@ -120,8 +120,8 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   // q, the cache and the lengths are the kernels before's output. Fused fast mode may let the
   // attention kernel launch only as each CTA exits (RouteArgs::trigger_at_exit: no call here,
   // and a CTA that never calls triggers at its exit): launched at the start, its clusters were
-  // placed wherever a GPC first freed 8 SMs while this grid still held them all, and read up to
-  // 45 % slower a token (kernel runs 38a-38e, docs/PERF.md "Where the routed attention is placed").
+  // placed wherever a GPC first freed 8 SMs while this grid still held them all, and read ~46 %
+  // slower a token (kernel runs 38a-38e, docs/PERF.md "Where the routed attention is placed").
   warm_params(a);
   pdl_wait();
   if (!(a.fused_finish && a.trigger_at_exit)) pdl_launch_dependents();
