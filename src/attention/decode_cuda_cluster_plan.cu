@@ -202,18 +202,20 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   //   7 % slower. The flat list's last CTA merges tens of partials alone (6-12 us at batch 1, run
   //   24b); at batch 8 (clusters of 2) it reads within 5-10 % of the bytes' floor (run 24d).
   // Fast mode at head dim 128 and batch 1 takes them at every capacity where the routing pass
-  // lets the attention launch at its CTAs' exit (route_trigger exit or auto): the slow loops above were
-  // clusters placed while the pass held every SM. Kernel run 38e, 50 % skipped, cluster mode /
-  // the flat list: 64K 70.9 / 81.0 us, 128K 104.0 / 114.6, 256K 174.7 / 186.0, 512K 299.1 / 310.9
-  // (0-90 % skipped: 3-14 % faster everywhere). At head dim 64 the limit stays (run 38d, SmolLM2
-  // B=1 512K nothing skipped: 240.6 against 146.0 us: 48 CTAs read too slowly).
+  // lets the attention launch at its CTAs' exit (route_trigger exit or auto): the slow loops
+  // above were clusters placed while the pass held every SM. Kernel run 38e, 50 % skipped,
+  // cluster mode / the flat list: 64K 70.9 / 81.0 us, 128K 104.0 / 114.6, 256K 174.7 / 186.0,
+  // 512K 299.1 / 310.9 (0-90 % skipped: 1.5-16 % faster everywhere). At head dim 64 the limit
+  // stays (run 38d, SmolLM2 B=1 512K nothing skipped: 240.6 against 146.0 us: 48 CTAs read too
+  // slowly).
   if (routed && ctas > 0) {
     if (groups > 1) {
       const bool wide16 = head_dim_ == 64 && wide_all_resident(*this, 16, units, sms, true);
       ctas = wide16 || (head_dim_ == 64 && fit(16) >= units) ? 16 : fit(8) >= units ? 8 : 0;
       groups = ctas > 0 ? 1 : 0;
     }
-    const bool placed_idle = fused_routing_ && route_trigger_ != 0 && batch_ == 1;  // (auto: at the exit, clusters of 8)
+    // (Auto triggers at the exit for these clusters of 8: route_trigger_at_exit.)
+    const bool placed_idle = fused_routing_ && route_trigger_ != 0 && batch_ == 1;
     const int64_t most_tokens = head_dim_ != 128 ? 16384
                                 : !fused_routing_ ? 16384
                                 : placed_idle     ? std::numeric_limits<int64_t>::max()

@@ -16,7 +16,9 @@
 //     before its predecessor has: later kernels rely on completion being transitive);
 //   - pdl_launch_dependents() right after the wait: the next kernel may then be launched
 //     to prefetch its own weights (it starts only once every CTA of this grid is running
-//     or done, so it can never starve this one).
+//     or done, so it can never starve this one). One exception: fused fast mode's routing
+//     pass leaves it to its CTAs' exit, so that the attention clusters after it are placed
+//     on an idle GPU (decode_cuda_route.cu, CudaDecodeOptions::route_trigger).
 // On devices below 9.0, or with SINKROUTER_PDL=0, launches are plain and the two device
 // calls are no-ops (they are also no-ops in a kernel launched without the attribute).
 #pragma once
