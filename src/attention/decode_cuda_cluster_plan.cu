@@ -201,32 +201,26 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
   // - head dim 64 (SmolLM2, 16 x 1 wide, 48 CTAs): 4K-16K 7-18 % faster in both modes, 64K up to
   //   7 % slower. The flat list's last CTA merges tens of partials alone (6-12 us at batch 1, run
   //   24b); at batch 8 (clusters of 2) it reads within 5-10 % of the bytes' floor (run 24d).
-  // Where the routing pass lets the attention launch at its CTAs' exit (route_trigger exit or
-  // auto), fast mode at head dim 128 takes them further: the slow loops above were clusters
-  // placed while the pass held every SM.
-  // - batch 1: at every capacity. Kernel run 38e, 50 % skipped, cluster mode / the flat list: 64K
-  //   70.9 / 81.0 us, 128K 104.0 / 114.6, 256K 174.7 / 186.0, 512K 299.1 / 310.9 (0-90 % skipped:
-  //   1.5-16 % faster everywhere);
-  // - larger batches, in clusters of any size, up to 128K: run 38l, Llama B=8 (clusters of 2), 50 %
-  //   skipped: 4K 52.95 / 60.26 us, 64K 289.18 / 304.85, 128K 535.10 / 567.97 (faster at every skip
-  //   rate from 4K to 128K); B=2 128K 172.32 / 180.22. Not past it: at B=8 512K the clusters lost
-  //   at 25-50 % (run 38k: 2,132.70 against 2,095.81 us at 50 %) and won at 0 % and 75-90 %.
-  // At head dim 64 the limit stays (run 38d, SmolLM2 B=1 512K nothing skipped: 240.6 against 146.0
-  // us: 48 CTAs read too slowly; SmolLM2 B=8 was mixed from 32K in run 38l).
+  // Fast mode at head dim 128 and batch 1 takes them at every capacity where the routing pass
+  // lets the attention launch at its CTAs' exit (route_trigger exit or auto): the slow loops
+  // above were clusters placed while the pass held every SM. Kernel run 38e, 50 % skipped,
+  // cluster mode / the flat list: 64K 70.9 / 81.0 us, 128K 104.0 / 114.6, 256K 174.7 / 186.0,
+  // 512K 299.1 / 310.9 (0-90 % skipped: 1.5-16 % faster everywhere). At head dim 64 the limit
+  // stays (run 38d, SmolLM2 B=1 512K nothing skipped: 240.6 against 146.0 us: 48 CTAs read too
+  // slowly).
   if (routed && ctas > 0) {
     if (groups > 1) {
       const bool wide16 = head_dim_ == 64 && wide_all_resident(*this, 16, units, sms, true);
       ctas = wide16 || (head_dim_ == 64 && fit(16) >= units) ? 16 : fit(8) >= units ? 8 : 0;
       groups = ctas > 0 ? 1 : 0;
     }
-    // (Auto triggers at the exit for these clusters of 8 or fewer: route_trigger_at_exit.)
-    const bool placed_idle = fused_routing_ && route_trigger_ != 0 && head_dim_ == 128;
-    const int64_t most_tokens = head_dim_ != 128 || !fused_routing_ ? 16384
-                                : !placed_idle                    ? 65536
-                                : batch_ == 1                     ? std::numeric_limits<int64_t>::max()
-                                                                  : 131072;
-    const int fewest_ctas = placed_idle ? 2 : 8;
-    if (mode == 2 && (ctas < fewest_ctas || max_capacity_ > most_tokens)) ctas = groups = 0;
+    // (Auto triggers at the exit for these clusters of 8: route_trigger_at_exit.)
+    const bool placed_idle = fused_routing_ && route_trigger_ != 0 && batch_ == 1;
+    const int64_t most_tokens = head_dim_ != 128 ? 16384
+                                : !fused_routing_ ? 16384
+                                : placed_idle     ? std::numeric_limits<int64_t>::max()
+                                                  : 65536;
+    if (mode == 2 && (ctas < 8 || max_capacity_ > most_tokens)) ctas = groups = 0;
   }
   // Auto takes the plan chosen above wherever its clusters are all resident (ctas > 0), up to
   // cluster_max_tokens of capacity (default: any). Before session 25's interleaved stages, the

@@ -330,13 +330,11 @@ TEST(CudaRoutedDecode, CertificateAndOutputOnRandomCases) {
               (long long)total.blocks);
 }
 
-// Auto's routed plan at the kernel benchmark's shapes and batch 2 (planned only, nothing runs):
-// in fast mode at head dim 128 with the attention launched at the routing CTAs' exit, cluster
-// mode at batch 1 at every capacity (wide CTAs) and at larger batches up to 128K; with the
-// early trigger (route_trigger start) at batch 1 up to 64K; the certified policy and head dim 64
-// up to 16K; the flat list past those and with dynamic splits on; routed_cluster and
+// Auto's routed plan at the kernel benchmark's shapes (planned only, nothing runs): cluster mode
+// at batch 1 up to its capacity (64K tokens in fast mode at head dim 128, else 16K), wide CTAs;
+// the flat list past it, at batch 8 and with dynamic splits on; routed_cluster and
 // dynamic_splits both on is a clear error.
-TEST(CudaRoutedDecode, AutoPlanTakesClustersUpToACapacity) {
+TEST(CudaRoutedDecode, AutoPlanTakesClustersAtBatchOneUpToACapacity) {
   SR_REQUIRE_CUDA_DEVICE();
   if (!testing::device_is_sm90()) GTEST_SKIP() << "cluster mode needs an sm_90 device";
   struct Shape {
@@ -345,37 +343,31 @@ TEST(CudaRoutedDecode, AutoPlanTakesClustersUpToACapacity) {
     RouterMode mode;
     int dynamic;       // CudaDecodeOptions::dynamic_splits
     int want_ctas;     // cluster CTAs expected (0: the flat list)
-    bool wide;         // wide CTAs expected (cluster mode only)
-    int trigger = -1;  // CudaDecodeOptions::route_trigger (-1: the environment's, unset: auto)
   };
-  constexpr RouterMode kFast = RouterMode::Fast, kCert = RouterMode::Certified;
-  for (const Shape s : {Shape{8, 32, 128, 1, 4096, kFast, -1, 8, true}, Shape{8, 32, 128, 1, 65536, kFast, -1, 8, true},
-                        Shape{8, 32, 128, 1, 131072, kFast, -1, 8, true}, Shape{8, 32, 128, 1, 524288, kFast, -1, 8, true},
-                        Shape{8, 32, 128, 1, 131072, kFast, -1, 0, false, 0},
-                        Shape{8, 32, 128, 1, 65536, kFast, -1, 8, true, 0},
-                        Shape{8, 32, 128, 2, 131072, kFast, -1, 8, false}, Shape{8, 32, 128, 2, 262144, kFast, -1, 0, false},
-                        Shape{8, 32, 128, 8, 4096, kFast, -1, 2, false}, Shape{8, 32, 128, 8, 131072, kFast, -1, 2, false},
-                        Shape{8, 32, 128, 8, 524288, kFast, -1, 0, false}, Shape{8, 32, 128, 8, 4096, kFast, -1, 0, false, 0},
-                        Shape{8, 32, 128, 1, 16384, kCert, -1, 8, true}, Shape{8, 32, 128, 1, 65536, kCert, -1, 0, false},
-                        Shape{8, 32, 128, 1, 4096, kFast, 1, 0, false},
-                        Shape{3, 9, 64, 1, 16384, kFast, -1, 16, true}, Shape{3, 9, 64, 1, 65536, kFast, -1, 0, false}}) {
+  for (const Shape s : {Shape{8, 32, 128, 1, 4096, RouterMode::Fast, -1, 8}, Shape{8, 32, 128, 1, 65536, RouterMode::Fast, -1, 8},
+                        Shape{8, 32, 128, 1, 131072, RouterMode::Fast, -1, 8},
+                        Shape{8, 32, 128, 1, 524288, RouterMode::Fast, -1, 8},
+                        Shape{8, 32, 128, 2, 131072, RouterMode::Fast, -1, 0},
+                        Shape{8, 32, 128, 1, 16384, RouterMode::Certified, -1, 8},
+                        Shape{8, 32, 128, 1, 65536, RouterMode::Certified, -1, 0},
+                        Shape{8, 32, 128, 8, 4096, RouterMode::Fast, -1, 0}, Shape{8, 32, 128, 1, 4096, RouterMode::Fast, 1, 0},
+                        Shape{3, 9, 64, 1, 16384, RouterMode::Fast, -1, 16}, Shape{3, 9, 64, 1, 65536, RouterMode::Fast, -1, 0}}) {
     DeviceKVCache cache = testing::capacity_only_cache(s.kv_heads, s.head_dim, s.batch, s.capacity);
     AttentionPolicy p;
     p.kind = PolicyKind::SinkRouter;
     p.mode = s.mode;
     CudaDecodeOptions opt;
     opt.dynamic_splits = s.dynamic;
-    opt.route_trigger = s.trigger;
     CudaDecoder d(cache.view(0, s.batch), s.q_heads, p, 0.1f, opt);
-    const std::string how = fmt::format("{} KV heads, head dim {}, batch {}, capacity {}, {}, trigger {}: {} clusters of {}{}",
-                                        s.kv_heads, s.head_dim, s.batch, s.capacity, p.describe(), s.trigger,
-                                        d.cluster_groups(), d.cluster_ctas(), d.uses_wide_ctas() ? ", wide CTAs" : "");
+    const std::string how = fmt::format("{} KV heads, head dim {}, batch {}, capacity {}, {}: {} clusters of {}{}",
+                                        s.kv_heads, s.head_dim, s.batch, s.capacity, p.describe(), d.cluster_groups(),
+                                        d.cluster_ctas(), d.uses_wide_ctas() ? ", wide CTAs" : "");
     EXPECT_EQ(d.cluster_ctas(), s.want_ctas) << how;
     // Auto's launch trigger: at the routing CTAs' exit in fast mode, but for clusters of 16.
-    EXPECT_EQ(d.route_trigger_at_exit(), s.mode == RouterMode::Fast && s.trigger != 0 && s.want_ctas != 16) << how;
+    EXPECT_EQ(d.route_trigger_at_exit(), s.mode == RouterMode::Fast && s.want_ctas != 16) << how;
     if (s.want_ctas > 0) {
       EXPECT_EQ(d.cluster_groups(), 1) << how;
-      EXPECT_EQ(d.uses_wide_ctas(), s.wide) << how;
+      EXPECT_TRUE(d.uses_wide_ctas()) << how;
       EXPECT_EQ(d.grid_ctas(), s.kv_heads * s.batch * s.want_ctas) << how;
     }
     EXPECT_FALSE(d.uses_dynamic_splits() && d.cluster_ctas() > 0) << how;
