@@ -215,11 +215,9 @@ void CudaDecoder::plan_cluster_mode(const CudaDecodeOptions& options, bool route
       groups = ctas > 0 ? 1 : 0;
     }
     // (Auto triggers at the exit for these clusters of 8: route_trigger_at_exit.)
-    const bool placed_idle = fused_routing_ && route_trigger_ != 0 && batch_ == 1;
-    const int64_t most_tokens = head_dim_ != 128 ? 16384
-                                : !fused_routing_ ? 16384
-                                : placed_idle     ? std::numeric_limits<int64_t>::max()
-                                                  : 65536;
+    const int64_t most_tokens = head_dim_ != 128 || !fused_routing_   ? 16384
+                                : route_trigger_ != 0 && batch_ == 1 ? std::numeric_limits<int64_t>::max()
+                                                                     : 65536;
     if (mode == 2 && (ctas < 8 || max_capacity_ > most_tokens)) ctas = groups = 0;
   }
   // Auto takes the plan chosen above wherever its clusters are all resident (ctas > 0), up to

@@ -150,8 +150,8 @@ struct RouteArgs {
   // The bounds step on the tensor cores (decode_cuda_route_mma.cuh): CudaDecodeOptions::
   // route_tensor_cores, where it applies (a bf16 cache, G <= kTcMaxGroup, no estimate).
   bool tc_bounds;
-  // Fused fast mode: route_bounds lets its dependent (the attention kernel) launch at each
-  // CTA's exit, not at its start (CudaDecodeOptions::route_trigger).
+  // Fused fast mode only (false otherwise): route_bounds lets its dependent (the attention
+  // kernel) launch at each CTA's exit, not at its start (CudaDecoder::route_trigger_at_exit).
   bool trigger_at_exit;
   // Outputs, all device.
   float* sink_max;  float* sink_sum;  // [B*QH] m_A, Z_A

@@ -118,13 +118,11 @@ __global__ void __launch_bounds__(kBoundsThreads, 2) route_bounds_kernel(const R
   __shared__ float s_l1[kMaxGroup];  // |q_g|_1 (pre-scaled), for the bounds' rounding allowance
   __shared__ int s_last;
   // q, the cache and the lengths are the kernels before's output. Fused fast mode may let the
-  // attention kernel launch only as each CTA exits (RouteArgs::trigger_at_exit: no call here,
-  // and a CTA that never calls triggers at its exit): launched at the start, its clusters were
-  // placed wherever a GPC first freed 8 SMs while this grid still held them all, and read ~46 %
-  // slower a token (kernel runs 38a-38e, docs/PERF.md "Where the routed attention is placed").
-  warm_params(a);
-  pdl_wait();
-  if (!(a.fused_finish && a.trigger_at_exit)) pdl_launch_dependents();
+  // attention kernel launch only as each CTA exits (RouteArgs::trigger_at_exit): launched at
+  // the start, its clusters were placed wherever a GPC first freed 8 SMs while this grid still
+  // held them all, and read ~46 % slower a token (kernel runs 38a-38e, docs/PERF.md "Where the
+  // routed attention is placed").
+  pdl_begin(a, !a.trigger_at_exit);
   trace_route(a, kRouteStartNs);
   trace_route(a, kRouteEntry);
   const int bh = int(blockIdx.y), H = a.kv.num_kv_heads, b = bh / H, h = bh % H;

@@ -65,12 +65,14 @@ __device__ __forceinline__ void warm_params(const Params& p) {
 }
 
 // What every PDL kernel here does before it reads its predecessor's output: its parameter
-// lines into the constant cache, the wait, and the go-ahead for its own dependents.
+// lines into the constant cache, the wait, and the go-ahead for its own dependents
+// (launch_dependents false: none here, so each CTA gives it at its exit; the routing pass's
+// exception above).
 template <typename Params>
-__device__ __forceinline__ void pdl_begin(const Params& p) {
+__device__ __forceinline__ void pdl_begin(const Params& p, bool launch_dependents = true) {
   warm_params(p);
   pdl_wait();
-  pdl_launch_dependents();
+  if (launch_dependents) pdl_launch_dependents();
 }
 
 // A ticket on a counter shared by the CTAs of a grid: returns the count before this CTA's
